@@ -1,0 +1,3 @@
+from boxmask.cli import main
+
+main()

@@ -1,0 +1,157 @@
+"""The one `boxmask` command: a sub-command per stage.
+
+Heavy imports (torch, onnxruntime, fastapi) happen inside each command, so `boxmask --help`
+is instant and a server-only install never touches torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from boxmask.config import ConfigError
+
+app = typer.Typer(
+    name="boxmask",
+    help="Boxes to class-specific instance masks (teacher-student Mask R-CNN, Zhao et al. 2022).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+data_app = typer.Typer(help="Datasets: generate the synthetic overlap dataset, inspect splits.",
+                       no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print an error that says what to do, and exit without a traceback."""
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Path = typer.Option(..., "--out", help="Folder to write the dataset into."),
+    seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same bytes."),
+    images: int = typer.Option(400, "--images", help="Number of training images."),
+    val_images: int = typer.Option(100, "--val-images", help="Number of validation images."),
+    size: int = typer.Option(256, "--size", help="Image side in pixels."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dataset in OUT."),
+) -> None:
+    """Generate a deterministic COCO-format dataset of heavily overlapping textured shapes."""
+    from boxmask.data.synthetic import generate
+
+    try:
+        stats = generate(out, seed=seed, num_train=images, num_val=val_images, image_size=size,
+                         overwrite=overwrite)
+    except (FileExistsError, ValueError) as exc:
+        fail(str(exc))
+    console.print_json(data=stats)
+
+
+@data_app.command("split")
+def data_split(
+    annotations: Path = typer.Argument(..., help="COCO instances JSON."),
+    seen: str = typer.Option("all", "--seen",
+                             help="coco-voc, coco-nonvoc, all, or comma-separated names/ids."),
+) -> None:
+    """Show which categories a seen/unseen split marks as seen."""
+    import json
+
+    from boxmask.data.splits import parse_seen_option, resolve_seen
+
+    if not annotations.is_file():
+        fail(f"{annotations} does not exist")
+    cats = json.loads(annotations.read_text())["categories"]
+    try:
+        seen_ids = resolve_seen(parse_seen_option(seen), cats)
+    except ConfigError as exc:
+        fail(str(exc))
+    for c in sorted(cats, key=lambda c: c["id"]):
+        console.print(f"{c['id']:>4}  {c['name']:<24} {'seen' if c['id'] in seen_ids else 'unseen'}")
+
+
+@app.command("train")
+def train(
+    config: Path = typer.Argument(..., help="YAML config (see configs/)."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="Dotted overrides: train.epochs=2"),
+    resume: Optional[Path] = typer.Option(
+        None, "--resume", help="Checkpoint to resume from, or 'auto' for OUTPUT_DIR/checkpoint_last.pt."),
+) -> None:
+    """Train a model (agnostic, teacher_student or oracle) from a config."""
+    from boxmask.config import check_data_paths, load_config
+
+    try:
+        cfg = load_config(config, overrides or [])
+        check_data_paths(cfg)
+    except ConfigError as exc:
+        fail(str(exc))
+    from boxmask.training.trainer import train as run_train
+
+    try:
+        run_train(cfg, resume=resume)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+@app.command("eval")
+def evaluate(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint written by `boxmask train`."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default: beside the checkpoint)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Config to use instead of the checkpoint's."),
+    overrides: Optional[List[str]] = typer.Option(None, "--set", help="Dotted override, repeatable."),
+    max_images: Optional[int] = typer.Option(None, "--max-images", help="Evaluate on the first N images."),
+) -> None:
+    """Mask/box AP on unseen, seen and all categories, overlap analysis, box-prompted IoU, plots."""
+    if not checkpoint.is_file():
+        fail(f"checkpoint {checkpoint} does not exist")
+    from boxmask.evaluation.run import evaluate_checkpoint
+
+    try:
+        report = evaluate_checkpoint(checkpoint, out_dir=out, config_path=config,
+                                     overrides=overrides or [], max_images=max_images)
+    except ConfigError as exc:
+        fail(str(exc))
+    from boxmask.evaluation.report import print_summary
+
+    print_summary(report, console)
+
+
+@app.command("export")
+def export(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint written by `boxmask train`."),
+    out: Path = typer.Option(..., "--out", help="Folder for the exported model directory."),
+    name: Optional[str] = typer.Option(None, "--name", help="Model name in model.json."),
+    fp16: bool = typer.Option(False, "--fp16", help="Also write fp16 graphs (GPU runtimes)."),
+    int8: bool = typer.Option(False, "--int8", help="Also write an int8 encoder for CPU, calibrated on training images."),
+    calibration_images: int = typer.Option(16, "--calibration-images", help="Images for int8 calibration."),
+    tensorrt: bool = typer.Option(False, "--tensorrt", help="Build TensorRT engines (needs a GPU)."),
+    triton_repo: Optional[Path] = typer.Option(None, "--triton-repo", help="Also write a Triton model repository here."),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset."),
+    check: bool = typer.Option(True, "--check/--no-check", help="Compare ONNX Runtime against torch after export."),
+) -> None:
+    """Export a checkpoint to ONNX (encoder, decoder, detector) plus model.json."""
+    if not checkpoint.is_file():
+        fail(f"checkpoint {checkpoint} does not exist")
+    from boxmask.export.exporter import ExportError, export_checkpoint
+
+    try:
+        card = export_checkpoint(checkpoint, out, name=name, fp16=fp16, int8=int8,
+                                 calibration_images=calibration_images, tensorrt=tensorrt,
+                                 triton_repo=triton_repo, opset=opset, check=check)
+    except (ExportError, ConfigError) as exc:
+        fail(str(exc))
+    console.print(f"[green]exported[/] {card['name']} to {out}")
+
+
+def main() -> None:  # pragma: no cover - entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

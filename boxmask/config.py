@@ -1,0 +1,197 @@
+"""Experiment configuration: one YAML file, validated by pydantic, overridable from the CLI.
+
+A config has four sections (``data``, ``model``, ``train``, ``eval``). Overrides use dotted keys,
+``train.epochs=2 model.sigma=interact``, and values are parsed as YAML scalars, so numbers,
+booleans and lists (``train.lr_steps=[8,11]``) keep their types.
+
+This module imports no torch: the CLI validates a config before anything heavy is loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message says what to change."""
+
+
+class _Section(BaseModel):
+    # Unknown keys are typos more often than not: refuse them instead of ignoring them.
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Section):
+    """Where the COCO data lies and which categories have masks during training."""
+
+    train_annotations: Path
+    train_images: Path
+    val_annotations: Path | None = None
+    val_images: Path | None = None
+    # Which categories are *seen* (their masks train the teacher). A built-in split name
+    # (``coco-voc``, ``coco-nonvoc``, ``all``), or a list of category names or ids.
+    seen: str | list[str | int] = "all"
+    # Images smaller than this many annotated instances are still used; images with no
+    # instance at all are dropped from training (as in torchvision's references).
+    drop_images_without_annotations: bool = True
+    num_workers: int = Field(default=0, ge=0)
+    horizontal_flip: float = Field(default=0.5, ge=0.0, le=1.0)
+
+
+class ModelConfig(_Section):
+    """The Mask R-CNN and its mask heads (see ``boxmask.model.build``)."""
+
+    backbone: Literal["resnet50_fpn", "resnet18_fpn", "mobilenet_v3_fpn"] = "resnet50_fpn"
+    # A local torchvision-format state dict for the backbone body; nothing is downloaded.
+    backbone_weights: Path | None = None
+    trainable_backbone_layers: int = Field(default=5, ge=0, le=5)
+    # ``agnostic``: one class-agnostic head trained on seen masks (the baseline);
+    # ``teacher_student``: the paper's method; ``oracle``: class-specific head on all masks.
+    mode: Literal["agnostic", "teacher_student", "oracle"] = "teacher_student"
+    sigma: Literal["threshold", "interact", "crf"] = "threshold"
+    teacher_convs: int = Field(default=4, ge=1)
+    teacher_resolution: Literal[28, 56] = 28
+    mask_head_channels: int = Field(default=256, ge=1)
+    fpn_channels: int = Field(default=256, ge=1)
+    representation_size: int = Field(default=1024, ge=1)
+    min_size: int = Field(default=800, ge=32)
+    max_size: int = Field(default=1333, ge=32)
+    # RPN / RoI settings; defaults are torchvision's except the test-time numbers of the paper.
+    rpn_pre_nms_top_n_train: int = 2000
+    rpn_post_nms_top_n_train: int = 2000
+    rpn_pre_nms_top_n_test: int = 1000
+    rpn_post_nms_top_n_test: int = 512
+    rpn_batch_size_per_image: int = 256
+    box_batch_size_per_image: int = 512
+    box_score_thresh: float = 0.05
+    box_nms_thresh: float = 0.5
+    box_detections_per_img: int = 150
+    anchor_sizes: list[int] | None = None
+
+
+class TrainConfig(_Section):
+    """SGD with linear warm-up and step decay; checkpoints every epoch."""
+
+    epochs: int = Field(default=12, ge=1)
+    batch_size: int = Field(default=2, ge=1)  # per process
+    lr: float = Field(default=0.02, gt=0)
+    momentum: float = Field(default=0.9, ge=0)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    warmup_iters: int = Field(default=500, ge=0)
+    warmup_factor: float = Field(default=0.001, gt=0, le=1)
+    lr_steps: list[int] = Field(default_factory=lambda: [8, 11])  # epochs after which lr *= gamma
+    gamma: float = Field(default=0.1, gt=0)
+    amp: bool = True  # only takes effect on CUDA
+    seed: int = 0
+    log_every: int = Field(default=20, ge=1)
+    max_iters_per_epoch: int | None = Field(default=None, ge=1)  # for smoke runs
+    output_dir: Path = Path("runs/default")
+    threads: int | None = None  # torch.set_num_threads on CPU
+
+    @field_validator("lr_steps")
+    @classmethod
+    def _sorted_steps(cls, v: list[int]) -> list[int]:
+        if sorted(v) != v:
+            raise ValueError("lr_steps must be increasing epoch numbers, e.g. [8, 11]")
+        return v
+
+
+class EvalConfig(_Section):
+    """What `boxmask eval` reports besides mask AP."""
+
+    overlap_threshold: float = 0.3
+    overlap_bins: list[float] = Field(default_factory=lambda: [0.0, 0.1, 0.3, 0.5, 0.7, 1.0001])
+    box_prompted: bool = True
+    plots: bool = True
+
+
+class BoxMaskConfig(_Section):
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        nxt = node.setdefault(key, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"override {dotted!r}: {key!r} is not a section")
+        node = nxt
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    """``["train.epochs=2", "model.sigma=crf"]`` -> ``[("train.epochs", 2), ...]``."""
+    parsed = []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value, e.g. train.epochs=2")
+        key, raw = item.split("=", 1)
+        parsed.append((key.strip(), yaml.safe_load(raw) if raw != "" else None))
+    return parsed
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None,
+                base: dict[str, Any] | None = None) -> BoxMaskConfig:
+    """Read a YAML config, apply dotted overrides, validate.
+
+    Relative data paths are resolved against the config file's folder, so a config can sit
+    beside its data. Raises :class:`ConfigError` with a message naming the bad key.
+    """
+    tree: dict[str, Any] = dict(base or {})
+    root = Path.cwd()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections")
+        tree.update(loaded)
+        root = path.parent
+    for key, value in parse_overrides(overrides or []):
+        _set_dotted(tree, key, value)
+    try:
+        cfg = BoxMaskConfig.model_validate(tree)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            lines.append(f"  {loc}: {err['msg']}")
+        raise ConfigError("invalid config:\n" + "\n".join(lines)) from exc
+    return resolve_paths(cfg, root)
+
+
+def resolve_paths(cfg: BoxMaskConfig, root: Path) -> BoxMaskConfig:
+    """Make relative data paths relative to ``root`` (the config file's folder)."""
+    d = cfg.data
+    for name in ("train_annotations", "train_images", "val_annotations", "val_images"):
+        p = getattr(d, name)
+        if p is not None and not p.is_absolute():
+            setattr(d, name, (root / p).resolve())
+    if cfg.model.backbone_weights is not None and not cfg.model.backbone_weights.is_absolute():
+        cfg.model.backbone_weights = (root / cfg.model.backbone_weights).resolve()
+    return cfg
+
+
+def check_data_paths(cfg: BoxMaskConfig, need_val: bool = False) -> None:
+    """Fail early, with the path, when data the run needs is missing."""
+    d = cfg.data
+    needed = [("data.train_annotations", d.train_annotations), ("data.train_images", d.train_images)]
+    if need_val:
+        needed += [("data.val_annotations", d.val_annotations), ("data.val_images", d.val_images)]
+    for key, p in needed:
+        if p is None:
+            raise ConfigError(f"{key} is not set in the config")
+        if not Path(p).exists():
+            raise ConfigError(f"{key}: {str(p)!r} does not exist (run `boxmask data synth` or fix the path)")
