@@ -49,6 +49,9 @@ class ModelConfig(_Section):
     # A local torchvision-format state dict for the backbone body; nothing is downloaded.
     backbone_weights: Path | None = None
     trainable_backbone_layers: int = Field(default=5, ge=0, le=5)
+    # ``auto``: frozen BN with pretrained weights (torchvision's choice), trainable BN from random
+    # init (frozen random statistics make BN an identity); ``gn`` for tiny batches.
+    backbone_norm: Literal["auto", "frozen_bn", "bn", "gn"] = "auto"
     # ``agnostic``: one class-agnostic head trained on seen masks (the baseline);
     # ``teacher_student``: the paper's method; ``oracle``: class-specific head on all masks.
     mode: Literal["agnostic", "teacher_student", "oracle"] = "teacher_student"

@@ -1,0 +1,72 @@
+"""``build_model``: a config and a category count -> a :class:`BoxMaskRCNN`.
+
+Random initialisation unless ``model.backbone_weights`` names a local torchvision state dict;
+nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, FasterRCNN, TwoMLPHead
+from torchvision.ops import MultiScaleRoIAlign
+
+from boxmask.config import ModelConfig
+from boxmask.model.backbones import build_backbone
+from boxmask.model.mask_branch import TeacherStudentMaskBranch
+from boxmask.model.rcnn import FPN_LEVELS, BoxMaskRCNN
+from boxmask.model.roi_heads import BoxMaskRoIHeads
+
+
+def build_model(cfg: ModelConfig, num_classes: int, seen_labels: set[int] | None = None) -> BoxMaskRCNN:
+    """Build the model of ``cfg.mode``.
+
+    Args:
+        cfg: the ``model`` section of a config.
+        num_classes: C, categories without background.
+        seen_labels: contiguous labels of the seen categories. The model itself does not need
+            them (which masks are usable travels with each target as ``mask_valid``); they are
+            checked here so a split that leaves nothing to learn from fails before training.
+    """
+    if num_classes < 1:
+        raise ValueError("num_classes must be at least 1")
+    if seen_labels is not None:
+        bad = [s for s in seen_labels if not 1 <= s <= num_classes]
+        if bad:
+            raise ValueError(f"seen labels {bad} are outside 1..{num_classes}")
+        if cfg.mode != "oracle" and not seen_labels:
+            raise ValueError("no seen category: the teacher would have no mask to learn from")
+
+    backbone = build_backbone(cfg.backbone, cfg.fpn_channels, cfg.trainable_backbone_layers,
+                              cfg.backbone_norm, cfg.backbone_weights)
+    sizes = cfg.anchor_sizes or [32, 64, 128, 256, 512]
+    if len(sizes) != 5:
+        raise ValueError("model.anchor_sizes needs 5 sizes, one per pyramid level P2..P6")
+    anchors = AnchorGenerator(tuple((s,) for s in sizes), ((0.5, 1.0, 2.0),) * len(sizes))
+    box_pool = MultiScaleRoIAlign(list(FPN_LEVELS), output_size=7, sampling_ratio=2)
+    base = FasterRCNN(
+        backbone,
+        num_classes=None,
+        min_size=cfg.min_size,
+        max_size=cfg.max_size,
+        rpn_anchor_generator=anchors,
+        rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train,
+        rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train,
+        rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test,
+        rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test,
+        rpn_batch_size_per_image=cfg.rpn_batch_size_per_image,
+        box_roi_pool=box_pool,
+        box_head=TwoMLPHead(cfg.fpn_channels * 7 * 7, cfg.representation_size),
+        box_predictor=FastRCNNPredictor(cfg.representation_size, num_classes + 1),
+        box_score_thresh=cfg.box_score_thresh,
+        box_nms_thresh=cfg.box_nms_thresh,
+        box_detections_per_img=cfg.box_detections_per_img,
+        box_batch_size_per_image=cfg.box_batch_size_per_image,
+    )
+    mask_pool = MultiScaleRoIAlign(list(FPN_LEVELS), output_size=14, sampling_ratio=2)
+    branch = TeacherStudentMaskBranch(
+        mask_pool, cfg.fpn_channels, cfg.mask_head_channels, num_classes, mode=cfg.mode,
+        sigma=cfg.sigma, teacher_convs=cfg.teacher_convs, teacher_resolution=cfg.teacher_resolution)
+    roi_heads = BoxMaskRoIHeads.from_roi_heads(base.roi_heads, branch)
+    model = BoxMaskRCNN(base.backbone, base.rpn, roi_heads, base.transform)
+    model.num_classes = num_classes  # type: ignore[attr-defined]
+    return model

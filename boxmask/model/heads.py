@@ -1,0 +1,77 @@
+"""Mask heads: the class-agnostic teacher F_t and the class-specific student F_s.
+
+Both are torchvision's Mask R-CNN head shape (``k`` 3x3 convs, a 2x deconvolution, a 1x1 conv)
+on the same RoI features; they differ only in the number of output channels (1 vs C) and, for
+the teacher options of the paper's Table 3, depth (12 convs) and resolution (56x56, one more
+2x deconvolution).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads
+
+
+class UpsamplingMaskPredictor(nn.Sequential):
+    """``num_upsample`` x (2x2 deconv stride 2 + ReLU), then a 1x1 conv to ``out_channels``.
+
+    With ``num_upsample=1`` this is torchvision's ``MaskRCNNPredictor`` layer for layer.
+
+    Args:
+        in_channels: channels of the conv tower's output.
+        dim_reduced: channels of the deconvolutions.
+        out_channels: 1 for the teacher, C for the student.
+        num_upsample: 1 gives 2x the RoI size (28 from 14), 2 gives 4x (56).
+    """
+
+    def __init__(self, in_channels: int, dim_reduced: int, out_channels: int,
+                 num_upsample: int = 1) -> None:
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        c = in_channels
+        for i in range(num_upsample):
+            name = "conv5_mask" if i == 0 else f"conv5_mask_{i}"
+            layers[name] = nn.ConvTranspose2d(c, dim_reduced, 2, 2, 0)
+            layers[f"relu{i}"] = nn.ReLU(inplace=True)
+            c = dim_reduced
+        layers["mask_fcn_logits"] = nn.Conv2d(c, out_channels, 1, 1, 0)
+        super().__init__(layers)
+        for name, param in self.named_parameters():
+            if "weight" in name:
+                nn.init.kaiming_normal_(param, mode="fan_out", nonlinearity="relu")
+            elif "bias" in name:
+                nn.init.constant_(param, 0)
+
+
+class MaskHead(nn.Module):
+    """Conv tower + predictor: RoI features ``[N, D, S, S]`` -> logits ``[N, K, R, R]``.
+
+    ``R = S * 2**num_upsample``; ``K`` = ``out_channels``.
+    """
+
+    def __init__(self, in_channels: int, conv_channels: int, num_convs: int, out_channels: int,
+                 num_upsample: int = 1) -> None:
+        super().__init__()
+        self.tower = MaskRCNNHeads(in_channels, [conv_channels] * num_convs, dilation=1)
+        self.predictor = UpsamplingMaskPredictor(conv_channels, conv_channels, out_channels,
+                                                 num_upsample)
+        self.out_channels = out_channels
+        self.num_upsample = num_upsample
+
+    def forward(self, roi_features: torch.Tensor) -> torch.Tensor:
+        return self.predictor(self.tower(roi_features))
+
+
+def teacher_head(in_channels: int, conv_channels: int, num_convs: int = 4,
+                 resolution: int = 28, roi_size: int = 14) -> MaskHead:
+    """The class-agnostic teacher F_t: one output channel at ``resolution`` (28 or 56)."""
+    if resolution % roi_size or (resolution // roi_size) not in (2, 4):
+        raise ValueError(f"teacher resolution {resolution} must be 2x or 4x the RoI size {roi_size}")
+    return MaskHead(in_channels, conv_channels, num_convs, 1, num_upsample=(resolution // roi_size) // 2)
+
+
+def student_head(in_channels: int, conv_channels: int, num_classes: int) -> MaskHead:
+    """The class-specific student F_s: ``num_classes`` channels (no background) at 28x28."""
+    return MaskHead(in_channels, conv_channels, 4, num_classes, num_upsample=1)

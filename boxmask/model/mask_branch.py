@@ -1,0 +1,230 @@
+"""The teacher-student mask branch: RoI pooling, F_t and F_s, their losses, their inference.
+
+Kept out of ``RoIHeads.forward`` on purpose (see ../shared/style.md): the box branch stays
+torchvision's, and everything the paper adds lives here.
+
+Modes:
+- ``agnostic``: the teacher alone, trained on seen masks; its single channel is the mask
+  (the class-agnostic Mask R-CNN baseline).
+- ``teacher_student``: the paper. L_T on seen instances; L_S on all instances, with the ground
+  truth for seen and the cleaned sigma(M_t) for unseen; the student alone at inference.
+- ``oracle``: the student alone, trained on every instance that has a real mask (run it with a
+  split where every category is seen).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torchvision.ops import MultiScaleRoIAlign, roi_align
+
+from boxmask.model.heads import MaskHead, student_head, teacher_head
+from boxmask.model.pseudo_masks import (
+    Sigma,
+    apply_sigma,
+    clean_pseudo_masks,
+    project_masks_on_rois,
+    resize_probs,
+)
+
+Mode = Literal["agnostic", "teacher_student", "oracle"]
+
+STUDENT_RESOLUTION = 28
+
+
+def mask_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-pixel binary cross-entropy averaged over instances and pixels (Mask R-CNN's L_mask).
+
+    An empty selection gives a zero that still depends on ``logits``, so every parameter keeps a
+    gradient (DDP needs that) and the loss dict keeps a stable set of keys.
+    """
+    if logits.numel() == 0:
+        return logits.sum() * 0.0
+    return F.binary_cross_entropy_with_logits(logits, targets)
+
+
+class TeacherStudentMaskBranch(nn.Module):
+    """RoI features -> teacher / student mask logits, losses and inference.
+
+    Args:
+        roi_pool: pools ``[P, D, S, S]`` RoI features from the FPN levels.
+        in_channels: D, the FPN width.
+        conv_channels: width of both heads' conv towers.
+        num_classes: C, categories without background.
+        mode: ``agnostic``, ``teacher_student`` or ``oracle``.
+        sigma: post-processing of pseudo-masks (``teacher_student`` only).
+        teacher_convs: depth of F_t (4 in the paper, 12 for the deeper teacher of Table 3).
+        teacher_resolution: 28 or 56.
+    """
+
+    def __init__(self, roi_pool: MultiScaleRoIAlign, in_channels: int, conv_channels: int,
+                 num_classes: int, mode: Mode = "teacher_student", sigma: Sigma = "threshold",
+                 teacher_convs: int = 4, teacher_resolution: int = 28) -> None:
+        super().__init__()
+        if mode not in ("agnostic", "teacher_student", "oracle"):
+            raise ValueError(f"unknown mode {mode!r}")
+        self.roi_pool = roi_pool
+        self.mode = mode
+        self.sigma = sigma
+        self.num_classes = num_classes
+        roi_size = roi_pool.output_size[0]
+        self.teacher: MaskHead | None = None
+        self.student: MaskHead | None = None
+        if mode in ("agnostic", "teacher_student"):
+            self.teacher = teacher_head(in_channels, conv_channels, teacher_convs,
+                                        teacher_resolution, roi_size)
+        if mode in ("teacher_student", "oracle"):
+            self.student = student_head(in_channels, conv_channels, num_classes)
+
+    @property
+    def needs_images(self) -> bool:
+        """True when training needs the input images (the CRF reads RoI crops)."""
+        return self.mode == "teacher_student" and self.sigma == "crf"
+
+    @property
+    def output_resolution(self) -> int:
+        """R of the inference masks: the student's, or the teacher's in agnostic mode."""
+        if self.student is not None:
+            return STUDENT_RESOLUTION
+        assert self.teacher is not None
+        return self.roi_pool.output_size[0] * 2 ** self.teacher.num_upsample
+
+    # -- inference -------------------------------------------------------------------------
+    def mask_logits(self, features: dict[str, torch.Tensor], boxes: list[torch.Tensor],
+                    image_shapes: list[tuple[int, int]], labels: list[torch.Tensor]) -> torch.Tensor:
+        """Logits of each box's own mask.
+
+        Args:
+            features: FPN levels ``'0'..'3'`` of a batch.
+            boxes (list[Tensor[N_i, 4]]): xyxy in the resized-image frame.
+            image_shapes: resized (h, w) of each image.
+            labels (list[Tensor[N_i]]): contiguous labels 1..C (ignored in agnostic mode).
+        Returns:
+            Tensor[sum N_i, 1, R, R]: the student channel of each box's label, or the teacher.
+        """
+        x = self.roi_pool(features, boxes, image_shapes)
+        if self.student is None:
+            assert self.teacher is not None
+            return self.teacher(x)
+        logits = self.student(x)
+        flat_labels = torch.cat(labels) if labels else logits.new_zeros((0,), dtype=torch.int64)
+        index = torch.arange(logits.shape[0], device=logits.device)
+        return logits[index, (flat_labels - 1).clamp(min=0)][:, None]
+
+    def predict(self, features: dict[str, torch.Tensor], boxes: list[torch.Tensor],
+                image_shapes: list[tuple[int, int]], labels: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Mask probabilities per image: ``list[Tensor[N_i, 1, R, R]]``."""
+        probs = self.mask_logits(features, boxes, image_shapes, labels).sigmoid()
+        return list(probs.split([len(b) for b in boxes], dim=0))
+
+    # -- training --------------------------------------------------------------------------
+    def losses(self, features: dict[str, torch.Tensor], rois: list[torch.Tensor],
+               image_shapes: list[tuple[int, int]], matched_idxs: list[torch.Tensor],
+               targets: list[dict[str, torch.Tensor]],
+               images: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Mask losses on the positive proposals.
+
+        Args:
+            rois (list[Tensor[P_i, 4]]): positive proposals of each image.
+            matched_idxs (list[Tensor[P_i]]): the ground-truth instance each one matched.
+            targets: per image ``boxes [K,4]``, ``labels [K]``, ``masks [K,H,W]`` and
+                ``mask_valid [K]`` (False: no usable mask, e.g. an unseen category; such a mask
+                is never read, whatever it holds).
+            images (Tensor[B, 3, H, W]): the normalised batch, for ``sigma=crf`` only.
+        Returns:
+            ``loss_mask_teacher`` and/or ``loss_mask_student``.
+        """
+        x = self.roi_pool(features, rois, image_shapes)
+        labels = torch.cat([t["labels"][m] for t, m in zip(targets, matched_idxs)])
+        valid = torch.cat([_mask_valid(t)[m] for t, m in zip(targets, matched_idxs)])
+        losses: dict[str, torch.Tensor] = {}
+
+        teacher_logits = None
+        if self.teacher is not None:
+            teacher_logits = self.teacher(x)[:, 0]
+            size = teacher_logits.shape[-1]
+            gt = self._project_valid(targets, rois, matched_idxs, size)
+            losses["loss_mask_teacher"] = mask_bce(teacher_logits[valid], gt[valid])
+
+        if self.student is not None:
+            all_logits = self.student(x)
+            index = torch.arange(all_logits.shape[0], device=all_logits.device)
+            student_logits = all_logits[index, labels - 1]  # only the label's channel (Eq. 3)
+            target = self._project_valid(targets, rois, matched_idxs, STUDENT_RESOLUTION)
+            supervised = valid.clone()
+            if self.mode == "teacher_student":
+                unseen = ~valid
+                if unseen.any():
+                    assert teacher_logits is not None
+                    target[unseen] = self._pseudo_masks(
+                        teacher_logits[unseen], student_logits[unseen], rois, matched_idxs,
+                        targets, unseen, images, image_shapes)
+                supervised = torch.ones_like(valid)
+            losses["loss_mask_student"] = mask_bce(student_logits[supervised], target[supervised])
+        return losses
+
+    def _project_valid(self, targets: list[dict[str, torch.Tensor]], rois: list[torch.Tensor],
+                       matched_idxs: list[torch.Tensor], size: int) -> torch.Tensor:
+        """Ground-truth masks on the RoIs, ``[P, size, size]``; rows of instances without a
+        valid mask are zero and are never selected by the losses."""
+        out = []
+        for t, r, m in zip(targets, rois, matched_idxs):
+            masks = t["masks"] * _mask_valid(t)[:, None, None].to(t["masks"].dtype)
+            out.append(project_masks_on_rois(masks, r, m, size))
+        return torch.cat(out) if out else rois[0].new_zeros((0, size, size))
+
+    @torch.no_grad()
+    def _pseudo_masks(self, teacher_logits: torch.Tensor, student_logits: torch.Tensor,
+                      rois: list[torch.Tensor], matched_idxs: list[torch.Tensor],
+                      targets: list[dict[str, torch.Tensor]], unseen: torch.Tensor,
+                      images: torch.Tensor | None,
+                      image_shapes: list[tuple[int, int]]) -> torch.Tensor:
+        """Cleaned sigma(M_t) for the unseen positives, ``[U, 28, 28]`` in {0, 1}."""
+        teacher_probs = resize_probs(teacher_logits.sigmoid(), STUDENT_RESOLUTION)
+        student_probs = student_logits.sigmoid()
+        # Per-proposal image index, box, and the union of the image's seen masks on the RoI.
+        flat_rois, inst_boxes, seen_on = [], [], []
+        for i, (t, r, m) in enumerate(zip(targets, rois, matched_idxs)):
+            flat_rois.append(r)
+            inst_boxes.append(t["boxes"][m])
+            valid = _mask_valid(t)
+            union = (t["masks"][valid].sum(0, keepdim=True) > 0) if valid.any() else \
+                t["masks"].new_zeros((1,) + tuple(t["masks"].shape[-2:]))
+            seen_on.append(project_masks_on_rois(union, r, torch.zeros_like(m), STUDENT_RESOLUTION))
+        flat_rois_t = torch.cat(flat_rois)[unseen]
+        inst_boxes_t = torch.cat(inst_boxes)[unseen]
+        seen_on_t = torch.cat(seen_on)[unseen]
+        crops = None
+        if self.sigma == "crf":
+            if images is None:
+                raise ValueError("sigma=crf needs the input images")
+            crops = _roi_crops(images, rois, unseen, STUDENT_RESOLUTION)
+        pseudo = apply_sigma(self.sigma, teacher_probs, student_probs, crops)
+        return clean_pseudo_masks(pseudo, flat_rois_t, inst_boxes_t, seen_on_t)
+
+
+def _mask_valid(target: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``mask_valid`` of a target; a target without it has real masks for every instance."""
+    if "mask_valid" in target:
+        return target["mask_valid"].bool()
+    return torch.ones(len(target["labels"]), dtype=torch.bool, device=target["labels"].device)
+
+
+# ImageNet statistics used by the transform; crops for the CRF are taken back to 0..255.
+_MEAN = torch.tensor([0.485, 0.456, 0.406])
+_STD = torch.tensor([0.229, 0.224, 0.225])
+
+
+def _roi_crops(images: torch.Tensor, rois: list[torch.Tensor], select: torch.Tensor,
+               size: int) -> torch.Tensor:
+    """RGB 0..255 crops ``[U, 3, size, size]`` of the selected RoIs from a normalised batch."""
+    idx = torch.cat([torch.full((len(r),), i, dtype=r.dtype, device=r.device)
+                     for i, r in enumerate(rois)])
+    boxes = torch.cat([idx[:, None], torch.cat(rois)], dim=1)[select]
+    crops = roi_align(images.float(), boxes, (size, size), 1.0, sampling_ratio=2, aligned=True)
+    mean = _MEAN.to(crops)[None, :, None, None]
+    std = _STD.to(crops)[None, :, None, None]
+    return (crops * std + mean) * 255.0

@@ -1,0 +1,146 @@
+"""Pseudo-masks for unseen categories: the post-processing sigma and the cleaning rules.
+
+The student's target for an unseen instance is ``sigma(M_t)`` (paper Eq. 4), computed without
+gradient from the teacher's output on the same RoI, then cleaned (paper, "Partially supervised
+training details"): pixels inside any *seen* ground-truth mask of the image become background,
+and pixels outside the instance's ground-truth box become background.
+
+All tensors here live in RoI coordinates: ``[P, M, M]`` grids over the P positive proposals.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from torchvision.ops import roi_align
+
+Sigma = Literal["threshold", "interact", "crf"]
+
+
+def project_masks_on_rois(masks: torch.Tensor, rois: torch.Tensor, matched_idxs: torch.Tensor,
+                          size: int) -> torch.Tensor:
+    """Crop and resize image-sized masks onto RoIs (as torchvision's ``project_masks_on_boxes``).
+
+    Args:
+        masks (Tensor[K, H, W]): masks of the image (any dtype; read as 0/1 floats).
+        rois (Tensor[P, 4]): xyxy boxes in the same pixel frame.
+        matched_idxs (Tensor[P]): which of the K masks each RoI reads.
+        size: M, the output resolution.
+    Returns:
+        Tensor[P, M, M] float in [0, 1] (bilinear, not thresholded).
+    """
+    if rois.numel() == 0:
+        return rois.new_zeros((0, size, size))
+    rois = rois.to(masks.device, torch.float32)
+    batch = torch.cat([matched_idxs[:, None].to(rois), rois], dim=1)
+    return roi_align(masks[:, None].float(), batch, (size, size), 1.0)[:, 0]
+
+
+def box_interior_on_rois(rois: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """Which cells of each RoI's ``size x size`` grid have their centre inside a box.
+
+    Args:
+        rois (Tensor[P, 4]): the proposals the grids cover, xyxy.
+        boxes (Tensor[P, 4]): the ground-truth box of each proposal's instance, xyxy.
+    Returns:
+        Tensor[P, M, M] bool.
+    """
+    steps = (torch.arange(size, device=rois.device, dtype=torch.float32) + 0.5) / size
+    x1, y1, x2, y2 = rois.float().unbind(1)
+    xs = x1[:, None] + steps[None] * (x2 - x1)[:, None]  # [P, M]
+    ys = y1[:, None] + steps[None] * (y2 - y1)[:, None]
+    bx1, by1, bx2, by2 = boxes.float().unbind(1)
+    inside_x = (xs >= bx1[:, None]) & (xs <= bx2[:, None])
+    inside_y = (ys >= by1[:, None]) & (ys <= by2[:, None])
+    return inside_y[:, :, None] & inside_x[:, None, :]
+
+
+def clean_pseudo_masks(pseudo: torch.Tensor, rois: torch.Tensor, instance_boxes: torch.Tensor,
+                       seen_on_rois: torch.Tensor) -> torch.Tensor:
+    """Apply the paper's two cleaning rules to binary pseudo-masks.
+
+    Args:
+        pseudo (Tensor[P, M, M]): sigma(M_t), values in {0, 1}.
+        rois (Tensor[P, 4]): the proposals.
+        instance_boxes (Tensor[P, 4]): each proposal's matched ground-truth box.
+        seen_on_rois (Tensor[P, M, M]): the union of the image's seen GT masks projected on each
+            RoI (``project_masks_on_rois``); a cell counts as inside when it is >= 0.5.
+    Returns:
+        Tensor[P, M, M] float in {0, 1}.
+    """
+    keep = box_interior_on_rois(rois, instance_boxes, pseudo.shape[-1]) & (seen_on_rois < 0.5)
+    return pseudo * keep.to(pseudo.dtype)
+
+
+def dense_crf(probs: np.ndarray, image: np.ndarray, iterations: int = 5) -> np.ndarray:
+    """Fully connected CRF (Kraehenbuehl & Koltun 2011) over one RoI.
+
+    Args:
+        probs (ndarray[M, M] float): foreground probability.
+        image (ndarray[M, M, 3] uint8): the RoI crop of the image, RGB.
+    Returns:
+        ndarray[M, M] float: refined foreground probability.
+    """
+    try:
+        import pydensecrf.densecrf as dcrf
+        from pydensecrf.utils import unary_from_softmax
+    except ImportError as exc:  # pragma: no cover - depends on the optional extra
+        raise RuntimeError("sigma=crf needs the optional CRF package: pip install 'boxmask[crf]'") from exc
+    m = probs.shape[0]
+    p = np.clip(probs.astype(np.float32), 1e-5, 1 - 1e-5)
+    softmax = np.stack([1 - p, p])
+    crf = dcrf.DenseCRF2D(m, m, 2)
+    crf.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(softmax)))
+    # Kernel widths scaled to the RoI grid: the defaults of DeepLab's CRF are for full images.
+    crf.addPairwiseGaussian(sxy=max(1.0, m / 28.0), compat=3)
+    crf.addPairwiseBilateral(sxy=max(2.0, 2.0 * m / 28.0), srgb=13,
+                             rgbim=np.ascontiguousarray(image.astype(np.uint8)), compat=10)
+    q = np.array(crf.inference(iterations), dtype=np.float32).reshape(2, m, m)
+    return q[1]
+
+
+def apply_sigma(kind: Sigma, teacher_probs: torch.Tensor,
+                student_probs: torch.Tensor | None = None,
+                image_crops: torch.Tensor | None = None) -> torch.Tensor:
+    """sigma(M_t) of the paper's Table 5, as a {0, 1} float tensor without gradient.
+
+    Args:
+        kind: ``threshold`` (M_t >= 0.5), ``interact`` ((M_t + M_s) / 2 >= 0.5, M_s detached),
+            ``crf`` (CRF(M_t) >= 0.5).
+        teacher_probs (Tensor[P, M, M]): sigmoid of the teacher's logits at the student's size.
+        student_probs (Tensor[P, M, M]): sigmoid of the student's logits on each instance's
+            label channel (``interact`` only).
+        image_crops (Tensor[P, 3, M, M]): RoI crops of the image, 0..255 RGB (``crf`` only).
+    """
+    teacher_probs = teacher_probs.detach()
+    if kind == "threshold":
+        return (teacher_probs >= 0.5).float()
+    if kind == "interact":
+        if student_probs is None:
+            raise ValueError("sigma=interact needs the student's probabilities")
+        return ((teacher_probs + student_probs.detach()) / 2 >= 0.5).float()
+    if kind == "crf":
+        if image_crops is None:
+            raise ValueError("sigma=crf needs the RoI image crops")
+        out = torch.empty_like(teacher_probs)
+        crops = image_crops.detach().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+        probs = teacher_probs.float().cpu().numpy()
+        for i in range(probs.shape[0]):
+            out[i] = torch.from_numpy(dense_crf(probs[i], crops[i]) >= 0.5)
+        return out.float()
+    raise ValueError(f"unknown sigma {kind!r}; choose threshold, interact or crf")
+
+
+def resize_probs(probs: torch.Tensor, size: int) -> torch.Tensor:
+    """``[P, R, R]`` -> ``[P, size, size]``: area-average down (a 56x56 teacher feeding a 28x28
+    student), bilinear up."""
+    if probs.shape[-1] == size:
+        return probs
+    if probs.shape[0] == 0:
+        return probs.new_zeros((0, size, size))
+    if probs.shape[-1] > size:
+        return F.adaptive_avg_pool2d(probs[:, None], size)[:, 0]
+    return F.interpolate(probs[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]

@@ -1,0 +1,105 @@
+"""BoxMaskRCNN: torchvision's GeneralizedRCNN wiring with the teacher-student RoI heads.
+
+Inference is split as in Segment Anything: ``encode`` (transform + backbone, once per image)
+and ``decode`` (per set of boxes); ``segment_boxes`` composes them for the box-prompted setting,
+and the exporter wraps the same two methods.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+from torchvision.models.detection.roi_heads import paste_masks_in_image
+from torchvision.models.detection.rpn import RegionProposalNetwork
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+from boxmask.model.roi_heads import BoxMaskRoIHeads
+
+FPN_LEVELS = ("0", "1", "2", "3")
+
+
+class BoxMaskRCNN(GeneralizedRCNN):
+    """Mask R-CNN whose mask branch is the teacher-student pair of Zhao et al. (2022).
+
+    ``model(images, targets)`` in training returns the loss dict (``loss_classifier``,
+    ``loss_box_reg``, ``loss_objectness``, ``loss_rpn_box_reg``, and ``loss_mask_teacher`` /
+    ``loss_mask_student`` by mode); in eval, per image ``boxes [K, 4]``, ``labels [K]``,
+    ``scores [K]`` and ``masks [K, 1, H, W]`` probabilities in the original image frame.
+    """
+
+    def __init__(self, backbone: nn.Module, rpn: RegionProposalNetwork,
+                 roi_heads: BoxMaskRoIHeads, transform: GeneralizedRCNNTransform) -> None:
+        super().__init__(backbone, rpn, roi_heads, transform)
+        self.roi_heads: BoxMaskRoIHeads
+
+    def forward(self, images: list[torch.Tensor],
+                targets: list[dict[str, torch.Tensor]] | None = None):  # type: ignore[override]
+        if self.training:
+            if targets is None:
+                raise ValueError("targets are required in training mode")
+            for t in targets:
+                if t["boxes"].ndim != 2 or t["boxes"].shape[-1] != 4:
+                    raise ValueError(f"target boxes must be [N, 4], got {tuple(t['boxes'].shape)}")
+        original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
+        batch, targets = self.transform(images, targets)
+        if targets is not None:
+            for i, t in enumerate(targets):
+                bad = (t["boxes"][:, 2:] <= t["boxes"][:, :2]).any(dim=1)
+                if bad.any():
+                    raise ValueError(f"degenerate box {t['boxes'][bad][0].tolist()} in target {i}: "
+                                     "boxes need positive width and height")
+        features = self.backbone(batch.tensors)
+        proposals, proposal_losses = self.rpn(batch, features, targets)
+        images_for_heads = batch.tensors if self.roi_heads.mask_branch.needs_images else None
+        detections, detector_losses = self.roi_heads(features, proposals, batch.image_sizes,
+                                                     targets, images=images_for_heads)
+        if self.training:
+            return {**detector_losses, **proposal_losses}
+        return self.transform.postprocess(detections, batch.image_sizes, original_sizes)
+
+    # -- the box-prompted path (set the image once, then decode boxes) --------------------
+    def encode(self, image: torch.Tensor) -> tuple["OrderedDict[str, torch.Tensor]", tuple[int, int]]:
+        """One image ``[3, H, W]`` in [0, 1] -> FPN levels ``'0'..'3'`` and the resized (h, w)."""
+        batch, _ = self.transform([image])
+        features = self.backbone(batch.tensors)
+        return OrderedDict((k, features[k]) for k in FPN_LEVELS), batch.image_sizes[0]
+
+    def resize_scale(self, image_size: tuple[int, int], resized: tuple[int, int]) -> torch.Tensor:
+        """Per-axis factors (x, y) from original to resized pixels, as the transform uses."""
+        return torch.tensor([resized[1] / image_size[1], resized[0] / image_size[0]])
+
+    @torch.no_grad()
+    def segment_boxes(self, images: list[torch.Tensor], boxes: list[torch.Tensor],
+                      labels: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """Masks for given boxes, pasted into each original image.
+
+        Args:
+            images (list[Tensor[3, H, W]]): in [0, 1].
+            boxes (list[Tensor[N_i, 4]]): xyxy in original pixels.
+            labels (list[Tensor[N_i]]): contiguous labels, 0 or None for "predict the class".
+        Returns:
+            list[Tensor[N_i, 1, H, W]]: mask probabilities.
+        """
+        out = []
+        for i, (image, b) in enumerate(zip(images, boxes)):
+            h, w = int(image.shape[-2]), int(image.shape[-1])
+            lab = labels[i] if labels is not None else torch.zeros(len(b), dtype=torch.int64)
+            probs, _, _ = self.decode_in_image(image, b, lab)
+            out.append(paste_masks_in_image(probs, b.float(), (h, w)))
+        return out
+
+    def decode_in_image(self, image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Encode one image and decode its boxes (original pixels).
+
+        Returns mask probabilities ``[N, 1, R, R]``, class scores ``[N, C + 1]`` and labels
+        ``[N]``.
+        """
+        features, resized = self.encode(image)
+        scale = self.resize_scale((int(image.shape[-2]), int(image.shape[-1])), resized)
+        scaled = boxes.float() * scale.repeat(2)[None]
+        logits, scores, used = self.roi_heads.decode_boxes(features, scaled, labels.long(), resized)
+        return logits.sigmoid(), scores, used

@@ -1,0 +1,95 @@
+"""RoI heads: torchvision's box branch plus the teacher-student mask branch.
+
+``decode_boxes`` is the per-box path shared by the eager box-prompted predictor and the exported
+``decoder.onnx``: the same code produces both, so the export cannot drift from the model.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
+
+from boxmask.model.mask_branch import TeacherStudentMaskBranch
+
+
+class BoxMaskRoIHeads(RoIHeads):
+    """``RoIHeads`` whose mask part is a :class:`TeacherStudentMaskBranch`."""
+
+    def __init__(self, *args, mask_branch: TeacherStudentMaskBranch, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.mask_branch = mask_branch
+
+    @classmethod
+    def from_roi_heads(cls, base: RoIHeads, mask_branch: TeacherStudentMaskBranch) -> "BoxMaskRoIHeads":
+        """Reuse the box components and sampling settings of a torchvision ``RoIHeads``."""
+        heads = cls(
+            base.box_roi_pool, base.box_head, base.box_predictor,
+            0.5, 0.5, 512, 0.25, (10.0, 10.0, 5.0, 5.0), 0.05, 0.5, 100,
+            mask_branch=mask_branch,
+        )
+        heads.proposal_matcher = base.proposal_matcher
+        heads.fg_bg_sampler = base.fg_bg_sampler
+        heads.box_coder = base.box_coder
+        heads.score_thresh = base.score_thresh
+        heads.nms_thresh = base.nms_thresh
+        heads.detections_per_img = base.detections_per_img
+        return heads
+
+    def forward(self, features: dict[str, torch.Tensor], proposals: list[torch.Tensor],
+                image_shapes: list[tuple[int, int]],
+                targets: list[dict[str, torch.Tensor]] | None = None,
+                images: torch.Tensor | None = None,
+                ) -> tuple[list[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+        """Train: ``([], losses)``. Eval: ``(detections, {})`` with per image ``boxes [K, 4]``,
+        ``labels [K]``, ``scores [K]``, ``masks [K, 1, R, R]`` (probabilities)."""
+        if self.training:
+            if targets is None:
+                raise ValueError("targets are required in training mode")
+            proposals, matched_idxs, labels, regression_targets = self.select_training_samples(
+                proposals, targets)
+        box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
+        class_logits, box_regression = self.box_predictor(box_features)
+
+        if self.training:
+            loss_classifier, loss_box_reg = fastrcnn_loss(class_logits, box_regression, labels,
+                                                          regression_targets)
+            positive = [torch.where(lab > 0)[0] for lab in labels]
+            mask_losses = self.mask_branch.losses(
+                features, [p[k] for p, k in zip(proposals, positive)], image_shapes,
+                [m[k] for m, k in zip(matched_idxs, positive)], targets, images)
+            return [], {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg, **mask_losses}
+
+        boxes, scores, labels = self.postprocess_detections(class_logits, box_regression,
+                                                            proposals, image_shapes)
+        masks = self.mask_branch.predict(features, boxes, image_shapes, labels)
+        return [{"boxes": b, "labels": lab, "scores": s, "masks": m}
+                for b, lab, s, m in zip(boxes, labels, scores, masks)], {}
+
+    def classify_boxes(self, features: dict[str, torch.Tensor], boxes: list[torch.Tensor],
+                       image_shapes: list[tuple[int, int]]) -> torch.Tensor:
+        """Class probabilities of given boxes, ``[sum N_i, C + 1]`` (background first)."""
+        box_features = self.box_head(self.box_roi_pool(features, boxes, image_shapes))
+        class_logits, _ = self.box_predictor(box_features)
+        return F.softmax(class_logits, -1)
+
+    def decode_boxes(self, features: dict[str, torch.Tensor], boxes: torch.Tensor,
+                     labels: torch.Tensor, image_shape: tuple[int, int]
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Masks for given boxes of one image: what an annotator gets after drawing a box.
+
+        Args:
+            features: FPN levels of one image (batch of 1).
+            boxes (Tensor[N, 4]): xyxy in the resized-image frame.
+            labels (Tensor[N]): contiguous labels; ``0`` means "not given: use the class the
+                box head predicts for this box".
+            image_shape: resized (h, w).
+        Returns:
+            mask_logits (Tensor[N, 1, R, R]), class_scores (Tensor[N, C + 1]),
+            labels_out (Tensor[N]) the label each mask is of.
+        """
+        class_scores = self.classify_boxes(features, [boxes], [image_shape])
+        predicted = class_scores[:, 1:].argmax(dim=1) + 1
+        labels_out = torch.where(labels > 0, labels, predicted)
+        mask_logits = self.mask_branch.mask_logits(features, [boxes], [image_shape], [labels_out])
+        return mask_logits, class_scores, labels_out
