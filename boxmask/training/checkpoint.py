@@ -1,0 +1,122 @@
+"""Checkpoints (docs/contracts.md §3): written atomically, restoring every piece of state.
+
+A checkpoint holds the model, optimizer, scheduler and AMP scaler states plus the Python, NumPy
+and torch random states, so that resuming after epoch E runs the very same next step as a run
+that never stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from boxmask.config import ConfigError
+
+LAST = "checkpoint_last.pt"
+
+
+def epoch_checkpoint_name(epoch: int) -> str:
+    """``checkpoint_epoch003.pt`` for the checkpoint written after 3 finished epochs."""
+    return f"checkpoint_epoch{epoch:03d}.pt"
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch CPU (and CUDA, when present) random states."""
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        # A checkpoint from a machine with a different GPU count restores what matches.
+        cuda_states = state["cuda"][: torch.cuda.device_count()]
+        for i, s in enumerate(cuda_states):
+            torch.cuda.set_rng_state(s, i)
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    # Write beside the target then rename: a crash mid-write never leaves a truncated file
+    # under the real name (os.replace is atomic within one file system).
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _atomic_copy(src: Path, dst: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=dst.name + ".", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_checkpoint(state: dict[str, Any], output_dir: Path) -> Path:
+    """Write ``checkpoint_epoch{E:03d}.pt`` and refresh ``checkpoint_last.pt`` as its copy.
+
+    ``state["epoch"]`` is the number of finished epochs. Returns the epoch file's path.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / epoch_checkpoint_name(int(state["epoch"]))
+    _atomic_torch_save(state, path)
+    _atomic_copy(path, output_dir / LAST)
+    return path
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint onto the CPU, with a clear error for a missing or foreign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        # RNG states hold NumPy objects, so the full unpickler is needed; checkpoints are
+        # files this project wrote, never input from strangers.
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises several unrelated types for a bad file
+        raise ConfigError(f"{str(path)!r} is not a readable checkpoint: {exc}") from exc
+    missing = [k for k in ("model", "epoch", "iteration", "optimizer", "lr_scheduler")
+               if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise ConfigError(f"{str(path)!r} is not a boxmask training checkpoint "
+                          f"(missing {', '.join(missing)})")
+    return ckpt
+
+
+def resolve_resume(resume: Path | None, output_dir: Path) -> Path | None:
+    """``None`` -> no resume; ``Path('auto')`` -> ``OUTPUT_DIR/checkpoint_last.pt`` if present.
+
+    An explicit path that does not exist is an error, not a silent fresh start.
+    """
+    if resume is None:
+        return None
+    if str(resume) == "auto":
+        last = Path(output_dir) / LAST
+        return last if last.is_file() else None
+    if not Path(resume).is_file():
+        raise ConfigError(f"--resume {str(resume)!r} does not exist")
+    return Path(resume)

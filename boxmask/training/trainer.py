@@ -1,0 +1,343 @@
+"""Training loop: SGD with warm-up and step decay, AMP on CUDA, DDP under `torchrun`.
+
+``train(cfg, resume)`` is what `boxmask train` runs. It builds the COCO dataset of ``cfg.data``
+(seen/unseen split included), the model of ``cfg.model`` and a :class:`Trainer`, which owns the
+loop, the checkpoints (docs/contracts.md §3) and ``metrics.jsonl``.
+
+Single process: ``boxmask train configs/synth_r18_cpu.yaml``. Several GPUs:
+``torchrun --nproc_per_node 8 -m boxmask.cli train configs/coco_voc2nonvoc_r50_1x.yaml``;
+``train.batch_size`` is per process, so the total batch is ``batch_size x world size``.
+
+Evaluation is left to `boxmask eval CHECKPOINT`: it runs on one process, and keeping it out of
+the loop keeps a training run's cost and failure modes its own.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import yaml
+from rich.console import Console
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from boxmask.config import BoxMaskConfig, ConfigError
+from boxmask.training.checkpoint import (LAST, capture_rng_state, load_checkpoint,
+                                         resolve_resume, restore_rng_state, save_checkpoint)
+from boxmask.training.distributed import (DistContext, barrier, init_distributed, reduce_mean,
+                                          shutdown_distributed)
+from boxmask.training.metrics import MetricsWriter, RunningMean
+from boxmask.training.progress import training_progress
+from boxmask.training.schedule import build_lr_scheduler, build_optimizer
+from boxmask.training.seeding import epoch_seed, seed_everything, seed_worker
+
+# soft_wrap: a log line piped to a file stays one line.
+_console = Console(stderr=True, soft_wrap=True)
+
+
+@dataclass
+class TrainingData:
+    """The training set and what a checkpoint must say about its categories.
+
+    ``categories``: ``[{"id", "name", "seen", "label"}]`` sorted by label, where ``seen`` follows
+    the config's split (so evaluation knows which categories are unseen, even for the oracle);
+    ``mask_labels``: contiguous labels whose ground-truth masks supervise the model (the seen
+    ones, or all of them in ``oracle`` mode).
+    """
+
+    dataset: Dataset
+    categories: list[dict[str, Any]]
+    mask_labels: set[int]
+    collate_fn: Any
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.categories)
+
+
+def build_training_data(cfg: BoxMaskConfig) -> TrainingData:
+    """The COCO training set of ``cfg.data`` with flips, masks only for mask-supervised classes."""
+    from boxmask.data.coco import CocoInstances, collate
+    from boxmask.data.splits import resolve_seen
+    from boxmask.data.transforms import training_transforms
+
+    d = cfg.data
+    try:
+        coco_categories = json.loads(Path(d.train_annotations).read_text())["categories"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"data.train_annotations: cannot read categories from "
+                          f"{str(d.train_annotations)!r}: {exc}") from exc
+    split_seen = resolve_seen(d.seen, coco_categories)
+    # The oracle is trained with every category's masks; the split still decides which
+    # categories the evaluation calls unseen.
+    mask_ids = ({c["id"] for c in coco_categories} if cfg.model.mode == "oracle" else split_seen)
+    dataset = CocoInstances(d.train_images, d.train_annotations, mask_ids,
+                            transforms=training_transforms(d.horizontal_flip),
+                            drop_empty=d.drop_images_without_annotations)
+    if len(dataset) == 0:
+        raise ConfigError(f"data.train_annotations: {str(d.train_annotations)!r} has no image "
+                          "with a usable annotation")
+    categories = [
+        {"id": int(cat_id), "name": _name(coco_categories, cat_id), "seen": cat_id in split_seen,
+         "label": label}
+        for label, cat_id in enumerate(dataset.label_to_cat_id) if label > 0
+    ]
+    return TrainingData(dataset=dataset, categories=categories,
+                        mask_labels=set(dataset.seen_labels), collate_fn=collate)
+
+
+def _name(categories: list[dict[str, Any]], cat_id: int) -> str:
+    return next(str(c["name"]) for c in categories if c["id"] == cat_id)
+
+
+def build_training_model(cfg: BoxMaskConfig, data: TrainingData) -> nn.Module:
+    from boxmask.model import build_model
+
+    return build_model(cfg.model, data.num_classes, data.mask_labels)
+
+
+def _to_device(images: list[torch.Tensor], targets: list[dict[str, Any]],
+               device: torch.device) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
+    nb = device.type == "cuda"
+    images = [img.to(device, non_blocking=nb) for img in images]
+    targets = [{k: (v.to(device, non_blocking=nb) if isinstance(v, torch.Tensor) else v)
+                for k, v in t.items()} for t in targets]
+    return images, targets
+
+
+class Trainer:
+    """Runs epochs of SGD over ``data`` with ``model``; checkpoints and logs on rank 0.
+
+    Args:
+        cfg: the full config (``train`` drives the loop; the whole config goes into checkpoints).
+        model: a detection model whose train-mode forward returns a dict of losses.
+        data: the training set and its categories.
+        ctx: this process's place in the job (see :func:`init_distributed`).
+    """
+
+    def __init__(self, cfg: BoxMaskConfig, model: nn.Module, data: TrainingData,
+                 ctx: DistContext) -> None:
+        self.cfg = cfg
+        self.ctx = ctx
+        self.data = data
+        self.output_dir = Path(cfg.train.output_dir)
+        t = cfg.train
+
+        self.model = model.to(ctx.device)
+        if ctx.distributed:
+            # Some batches leave a head without a positive RoI (no unseen instance, say); with
+            # find_unused_parameters DDP tolerates a parameter that got no gradient this step.
+            self.ddp: nn.Module = DistributedDataParallel(
+                self.model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+                find_unused_parameters=True)
+        else:
+            self.ddp = self.model
+
+        # The same sampler with or without DDP: it shuffles with (seed, epoch) alone, so the
+        # order of an epoch never depends on how the run got there (fresh or resumed).
+        self.sampler = DistributedSampler(data.dataset, num_replicas=ctx.world_size,
+                                          rank=ctx.rank, shuffle=True, seed=t.seed)
+        self.loader = DataLoader(data.dataset, batch_size=t.batch_size, sampler=self.sampler,
+                                 num_workers=cfg.data.num_workers, collate_fn=data.collate_fn,
+                                 worker_init_fn=seed_worker, generator=torch.Generator(),
+                                 pin_memory=ctx.device.type == "cuda", drop_last=False)
+        self.iters_per_epoch = len(self.loader)
+        if t.max_iters_per_epoch is not None:
+            self.iters_per_epoch = min(self.iters_per_epoch, t.max_iters_per_epoch)
+
+        self.optimizer = build_optimizer(self.model, t)
+        self.scheduler = build_lr_scheduler(self.optimizer, t, self.iters_per_epoch)
+        self.use_amp = t.amp and ctx.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.epoch = 0  # finished epochs
+        self.iteration = 0  # finished iterations over the whole run
+
+    # ---------------------------------------------------------------- state
+
+    def state_dict(self) -> dict[str, Any]:
+        """The checkpoint of docs/contracts.md §3 (RNG states of every rank when distributed)."""
+        rng = capture_rng_state()
+        state: dict[str, Any] = {
+            "model": self.model.state_dict(),
+            "config": self.cfg.model_dump(mode="json"),
+            "categories": self.data.categories,
+            "epoch": self.epoch,
+            "iteration": self.iteration,
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng,
+            "world_size": self.ctx.world_size,
+        }
+        if self.ctx.distributed and self.ctx.world_size > 1:
+            gathered: list[Any] = [None] * self.ctx.world_size
+            dist.all_gather_object(gathered, rng)
+            state["rng_per_rank"] = gathered
+        return state
+
+    def load_state_dict(self, ckpt: dict[str, Any], source: str = "checkpoint") -> None:
+        """Restore model, optimizer, scheduler, scaler, counters and RNG from a checkpoint."""
+        try:
+            self.model.load_state_dict(ckpt["model"])
+        except RuntimeError as exc:
+            raise ConfigError(f"{source} does not fit the model of this config "
+                              f"(was it trained with another model section?): {exc}") from exc
+        saved_model_cfg = (ckpt.get("config") or {}).get("model")
+        current = self.cfg.model_dump(mode="json")["model"]
+        if saved_model_cfg is not None and saved_model_cfg != current and self.ctx.is_main:
+            changed = sorted(k for k in current if saved_model_cfg.get(k) != current[k])
+            self._print(f"[yellow]warning:[/] resuming with model settings changed since the "
+                        f"checkpoint: {', '.join(changed)}")
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["lr_scheduler"])
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.epoch = int(ckpt["epoch"])
+        self.iteration = int(ckpt["iteration"])
+        per_rank = ckpt.get("rng_per_rank")
+        if per_rank is not None and len(per_rank) == self.ctx.world_size:
+            restore_rng_state(per_rank[self.ctx.rank])
+        elif "rng" in ckpt:
+            restore_rng_state(ckpt["rng"])
+
+    def resume(self, path: Path) -> None:
+        self.load_state_dict(load_checkpoint(path), source=f"checkpoint {str(path)!r}")
+        if self.ctx.is_main:
+            self._print(f"resumed from {path} after epoch {self.epoch} "
+                        f"(iteration {self.iteration})")
+
+    # ---------------------------------------------------------------- loop
+
+    def _print(self, message: str) -> None:
+        if self.ctx.is_main:
+            _console.print(message)
+
+    def write_config(self) -> None:
+        """Save the resolved config (absolute data paths, every default filled in)."""
+        if self.ctx.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            text = yaml.safe_dump(self.cfg.model_dump(mode="json"), sort_keys=False)
+            (self.output_dir / "config.yaml").write_text(text)
+
+    def train_one_epoch(self, metrics: MetricsWriter, progress: Any, task: Any) -> dict[str, float]:
+        """One epoch (at most ``train.max_iters_per_epoch`` iterations). Returns its mean losses."""
+        t = self.cfg.train
+        self.ddp.train()
+        self.sampler.set_epoch(self.epoch)
+        # Worker seeds come from this generator: make them a function of the epoch.
+        self.loader.generator.manual_seed(epoch_seed(t.seed, self.epoch, self.ctx.rank))
+        window, epoch_mean = RunningMean(), RunningMean()
+        times = RunningMean()
+        end = time.perf_counter()
+        for i, (images, targets) in enumerate(self.loader):
+            if i >= self.iters_per_epoch:
+                break
+            data_time = time.perf_counter() - end
+            images, targets = _to_device(images, targets, self.ctx.device)
+            lr = self.optimizer.param_groups[0]["lr"]
+            with torch.autocast(device_type=self.ctx.device.type, enabled=self.use_amp):
+                loss_dict = self.ddp(images, targets)
+            loss = sum(loss_dict.values())
+            reduced = reduce_mean({**loss_dict, "loss": loss}, self.ctx)
+            if not math.isfinite(reduced["loss"]):
+                raise FloatingPointError(
+                    f"loss is {reduced['loss']} at epoch {self.epoch + 1}, iteration "
+                    f"{self.iteration + 1}: {reduced}; lower train.lr or lengthen the warm-up")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            self.iteration += 1
+
+            if self.ctx.device.type == "cuda":
+                torch.cuda.synchronize(self.ctx.device)
+            now = time.perf_counter()
+            window.update(reduced)
+            epoch_mean.update(reduced)
+            times.update({"time_per_iter": now - end, "data_time": data_time})
+            last = i + 1 == self.iters_per_epoch
+            if (i + 1) % t.log_every == 0 or last:
+                record = {"kind": "iter", "iteration": self.iteration, "epoch": self.epoch + 1,
+                          "lr": lr, **window.mean(), **times.mean()}
+                metrics.write(record)
+                if not progress.live.is_started and self.ctx.is_main:
+                    self._print(_log_line(record, self.cfg.train.epochs))
+                window.reset()
+                times.reset()
+            progress.update(task, advance=1, status=f"loss {reduced['loss']:.3f} lr {lr:.2e}")
+            end = time.perf_counter()
+        return epoch_mean.mean()
+
+    def fit(self) -> Path:
+        """Train from ``self.epoch`` to ``train.epochs``; returns ``checkpoint_last.pt``'s path."""
+        t = self.cfg.train
+        last = self.output_dir / LAST
+        remaining = max(t.epochs - self.epoch, 0) * self.iters_per_epoch
+        self.write_config()
+        if remaining == 0:
+            self._print(f"nothing to do: {self.epoch} of {t.epochs} epochs already done")
+            return last
+        with MetricsWriter(self.output_dir / "metrics.jsonl", enabled=self.ctx.is_main) as metrics, \
+                training_progress(enabled=None if self.ctx.is_main else False) as progress:
+            task = progress.add_task("train", total=remaining, status="")
+            while self.epoch < t.epochs:
+                progress.update(task, description=f"epoch {self.epoch + 1}/{t.epochs}")
+                start = time.perf_counter()
+                means = self.train_one_epoch(metrics, progress, task)
+                self.epoch += 1
+                state = self.state_dict()  # every rank: it gathers the RNG states
+                path = None
+                if self.ctx.is_main:
+                    path = save_checkpoint(state, self.output_dir)
+                    metrics.write({"kind": "epoch", "epoch": self.epoch,
+                                   "iteration": self.iteration, **means,
+                                   "epoch_time": time.perf_counter() - start,
+                                   "checkpoint": str(path)})
+                barrier(self.ctx)
+        self._print(f"[green]done:[/] {t.epochs} epochs, {self.iteration} iterations; "
+                    f"evaluate with `boxmask eval {last}`")
+        return last
+
+
+def _log_line(record: dict[str, Any], epochs: int) -> str:
+    losses = " ".join(f"{k.removeprefix('loss_')} {v:.4f}" for k, v in record.items()
+                      if k.startswith("loss_"))
+    return (f"epoch {record['epoch']}/{epochs} it {record['iteration']} lr {record['lr']:.2e} "
+            f"loss {record['loss']:.4f} ({losses}) {record['time_per_iter']:.2f}s/it")
+
+
+def train(cfg: BoxMaskConfig, resume: Path | None = None) -> Path:
+    """Train the model of ``cfg`` on its data; what `boxmask train` runs.
+
+    Args:
+        cfg: a validated config (see :func:`boxmask.config.load_config`).
+        resume: a checkpoint to continue from, ``Path("auto")`` for
+            ``OUTPUT_DIR/checkpoint_last.pt`` when it exists, or None for a fresh run.
+
+    Returns the path of ``checkpoint_last.pt`` in ``cfg.train.output_dir``.
+    """
+    ctx = init_distributed()
+    try:
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        resume_path = resolve_resume(resume, cfg.train.output_dir)
+        seed_everything(cfg.train.seed + ctx.rank)
+        data = build_training_data(cfg)
+        model = build_training_model(cfg, data)
+        trainer = Trainer(cfg, model, data, ctx)
+        if resume_path is not None:
+            trainer.resume(resume_path)
+        elif resume is not None and ctx.is_main:
+            trainer._print(f"no {LAST} in {cfg.train.output_dir}: starting a fresh run")
+        return trainer.fit()
+    finally:
+        shutdown_distributed(ctx)
