@@ -1,0 +1,130 @@
+"""The whole evaluation report from predictions, without a model.
+
+:func:`evaluate_predictions` takes COCO ground truth and COCO-format results (what
+``boxmask eval`` writes to ``detections.json``, or what the benchmark produces) and returns the
+report: box and mask AP on unseen / seen / all categories, on the overlapped subset and per
+overlap bin, the sources of false positives and, when box-prompted masks are given, their IoU
+and AP. Everything is COCO's protocol (pycocotools) with the subset rule of
+:mod:`boxmask.evaluation.subset_eval`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+
+import numpy as np
+from pycocotools.coco import COCO
+
+from boxmask.evaluation.box_prompted import box_prompted_metrics
+from boxmask.evaluation.false_positives import false_positive_sources, summarize_sources
+from boxmask.evaluation.instance_overlap import bin_ranges, detection_overlaps, gt_overlaps, outside
+from boxmask.evaluation.subset_eval import AP_NAMES, SubsetCOCOeval, coco_results, stats_to_dict
+
+DEFAULT_OVERLAP_BINS: tuple[float, ...] = (0.0, 0.1, 0.3, 0.5, 0.7, 1.0001)
+SIDES: tuple[str, ...] = ("all", "seen", "unseen")
+
+
+def _sides(cat_ids: Collection[int], seen_ids: Collection[int]) -> dict[str, list[int]]:
+    seen = set(seen_ids)
+    return {"all": sorted(cat_ids), "seen": sorted(c for c in cat_ids if c in seen),
+            "unseen": sorted(c for c in cat_ids if c not in seen)}
+
+
+def _instance_counts(coco_gt: COCO, ann_ids: Collection[int], seen_ids: Collection[int]) -> dict:
+    seen = set(seen_ids)
+    cats = [coco_gt.anns[a]["category_id"] for a in ann_ids]
+    n_seen = sum(c in seen for c in cats)
+    return {"all": len(cats), "seen": n_seen, "unseen": len(cats) - n_seen}
+
+
+def evaluate_predictions(
+    coco_gt: COCO,
+    detections: Sequence[Mapping],
+    seen_ids: Collection[int],
+    *,
+    img_ids: Collection[int] | None = None,
+    overlap_threshold: float = 0.3,
+    overlap_bins: Sequence[float] = DEFAULT_OVERLAP_BINS,
+    fp_score_threshold: float = 0.5,
+    iou_types: Sequence[str] = ("segm", "bbox"),
+    box_prompted: Sequence[Mapping] | None = None,
+) -> dict:
+    """Evaluate COCO-format detections (and optionally box-prompted masks).
+
+    Args:
+        coco_gt: ground truth with every category (seen and unseen) and every mask.
+        detections: COCO results: ``image_id``, ``category_id``, ``score``, ``bbox`` (xywh)
+            and ``segmentation`` (RLE) for mask evaluation.
+        seen_ids: COCO ids of the categories whose masks were used in training.
+        img_ids: images to evaluate (default: all of ``coco_gt``); detections elsewhere are
+            not counted.
+        overlap_threshold: the overlapped subset is ``O >= overlap_threshold``.
+        overlap_bins: edges of the overlap bins (``lo <= O < hi``).
+        fp_score_threshold: score above which false positives are counted in the main
+            attribution (all scores are reported too).
+        iou_types: which of ``"segm"`` and ``"bbox"`` to evaluate; false positives are
+            attributed on the first one.
+        box_prompted: ``[{"ann_id", "segmentation", "score"}]`` masks predicted from the
+            ground-truth boxes and labels (see :mod:`boxmask.evaluation.box_prompted`).
+
+    Returns:
+        The report dict (JSON-able); AP numbers in [0, 1], ``None`` where a subset is empty.
+    """
+    cat_ids = coco_gt.getCatIds()
+    unknown_seen = set(int(c) for c in seen_ids) - set(cat_ids)
+    if unknown_seen:
+        raise ValueError(f"seen category ids {sorted(unknown_seen)} are not in the ground truth")
+    img_ids = sorted(coco_gt.getImgIds() if img_ids is None else {int(i) for i in img_ids})
+    missing = set(img_ids) - set(coco_gt.getImgIds())
+    if missing:
+        raise ValueError(f"image ids {sorted(missing)[:5]} are not in the ground truth")
+    chosen = set(img_ids)
+    detections = [d for d in detections if int(d["image_id"]) in chosen]
+    bins = bin_ranges(overlap_bins)
+    sides = _sides(cat_ids, seen_ids)
+
+    overlap = gt_overlaps(coco_gt, img_ids)
+    instances = [a for a in coco_gt.getAnnIds(imgIds=img_ids, iscrowd=False)]
+    overlapped = {a for a in instances if overlap[a] >= overlap_threshold}
+    in_bin = [{a for a in instances if lo <= overlap[a] < hi} for lo, hi in bins]
+
+    report: dict = {
+        "num_images": len(img_ids),
+        "num_detections": len(detections),
+        "categories": {"seen": sides["seen"], "unseen": sides["unseen"]},
+        "overlap": {
+            "threshold": overlap_threshold,
+            "bins": [float(e) for e in overlap_bins],
+            "num_instances": _instance_counts(coco_gt, instances, seen_ids),
+            "num_overlapped": _instance_counts(coco_gt, overlapped, seen_ids),
+            "num_per_bin": [_instance_counts(coco_gt, members, seen_ids) for members in in_bin],
+            "mean": float(np.mean([overlap[a] for a in instances])) if instances else None,
+        },
+    }
+    for k, iou_type in enumerate(iou_types):
+        coco_dt = coco_results(coco_gt, detections, iou_type)
+        ev = SubsetCOCOeval(coco_gt, coco_dt, iou_type, img_ids=img_ids)
+        dt_overlap = detection_overlaps(coco_gt, coco_dt, img_ids)
+
+        def ap(keep: set[int] | None, lo: float, hi: float) -> dict[str, dict]:
+            out_dt = None if keep is None else outside(dt_overlap, lo, hi)
+            return {side: stats_to_dict(ev.evaluate_subset(cats, keep, out_dt), AP_NAMES)
+                    for side, cats in sides.items()}
+
+        report[iou_type] = {
+            **ap(None, 0.0, np.inf),
+            "overlapped": ap(overlapped, overlap_threshold, np.inf),
+            "by_overlap_bin": [{"lo": lo, "hi": hi, "ap": ap(members, lo, hi)}
+                               for (lo, hi), members in zip(bins, in_bin)],
+        }
+        if k == 0:
+            records = false_positive_sources(ev, seen_ids, iou_threshold=0.5, min_iou=0.1)
+            report["false_positives"] = {
+                "iou_type": iou_type, "iou_threshold": 0.5, "min_overlap_iou": 0.1,
+                "thresholded": summarize_sources(records, fp_score_threshold),
+                "all_scores": summarize_sources(records, None),
+            }
+    if box_prompted is not None:
+        report["box_prompted"] = box_prompted_metrics(
+            coco_gt, box_prompted, seen_ids, overlap, overlap_bins, overlap_threshold, img_ids)
+    return report

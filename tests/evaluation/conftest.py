@@ -1,0 +1,81 @@
+"""Hand-made COCO ground truth and results for the evaluation tests."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+
+
+def rect_mask(h: int, w: int, x1: int, y1: int, x2: int, y2: int) -> np.ndarray:
+    """``[h, w]`` bool mask with pixels ``x1 <= x < x2``, ``y1 <= y < y2`` set."""
+    m = np.zeros((h, w), dtype=bool)
+    m[y1:y2, x1:x2] = True
+    return m
+
+
+def rle(mask: np.ndarray) -> dict:
+    """COCO RLE with ``counts`` as str (JSON-able), as detections are written."""
+    r = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(s) for s in r["size"]], "counts": r["counts"].decode("ascii")}
+
+
+def ann_from_mask(ann_id: int, image_id: int, category_id: int, mask: np.ndarray,
+                  iscrowd: int = 0) -> dict:
+    r = rle(mask)
+    return {"id": ann_id, "image_id": image_id, "category_id": category_id,
+            "segmentation": r, "area": float(mask.sum()),
+            "bbox": [float(v) for v in mask_utils.toBbox(r)], "iscrowd": iscrowd}
+
+
+def det_from_mask(image_id: int, category_id: int, mask: np.ndarray, score: float) -> dict:
+    r = rle(mask)
+    return {"image_id": image_id, "category_id": category_id, "segmentation": r,
+            "bbox": [float(v) for v in mask_utils.toBbox(r)], "score": float(score)}
+
+
+def make_coco(images: list[dict], annotations: list[dict], categories: list[dict]) -> COCO:
+    coco = COCO()
+    coco.dataset = {"images": images, "annotations": annotations, "categories": categories}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+CATEGORIES = [{"id": 1, "name": "disc"}, {"id": 2, "name": "star"}, {"id": 3, "name": "ring"}]
+
+
+@pytest.fixture
+def random_scene():
+    """Ground truth of 6 images with 3 categories and noisy detections of it.
+
+    Category 2 is unseen. Detections: jittered copies of most instances (some wrong class),
+    duplicates, and boxes on background, with random scores; one crowd region.
+    """
+    rng = np.random.default_rng(0)
+    h = w = 64
+    images, anns, dets = [], [], []
+    ann_id = 1
+    for img_id in range(1, 7):
+        images.append({"id": img_id, "height": h, "width": w, "file_name": f"{img_id}.png"})
+        for _ in range(int(rng.integers(2, 6))):
+            x1, y1 = (int(v) for v in rng.integers(0, 44, size=2))
+            bw, bh = (int(v) for v in rng.integers(6, 20, size=2))
+            cat = int(rng.integers(1, 4))
+            mask = rect_mask(h, w, x1, y1, x1 + bw, y1 + bh)
+            anns.append(ann_from_mask(ann_id, img_id, cat, mask))
+            ann_id += 1
+            for _ in range(int(rng.integers(0, 3))):
+                jx, jy = (int(v) for v in rng.integers(-3, 4, size=2))
+                dcat = cat if rng.random() < 0.8 else int(rng.integers(1, 4))
+                dmask = rect_mask(h, w, max(x1 + jx, 0), max(y1 + jy, 0), x1 + jx + bw, y1 + jy + bh)
+                dets.append(det_from_mask(img_id, dcat, dmask, rng.random()))
+        x1, y1 = (int(v) for v in rng.integers(0, 50, size=2))
+        dets.append(det_from_mask(img_id, int(rng.integers(1, 4)),
+                                  rect_mask(h, w, x1, y1, x1 + 10, y1 + 10), rng.random()))
+    anns.append(ann_from_mask(ann_id, 1, 1, rect_mask(h, w, 40, 40, 64, 64), iscrowd=1))
+    return make_coco(images, anns, CATEGORIES), dets, {1, 3}
