@@ -1,0 +1,96 @@
+"""``create_app(settings)``: the FastAPI application, its lifespan and its middleware.
+
+The lifespan loads the models once (in a worker thread, so a slow Triton or a large ONNX file
+does not freeze the loop) and creates the inference limiter; routes reach both through
+dependencies. Nothing lives in module globals, so tests build as many apps as they like.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from boxmask import __version__
+from boxmask.server.errors import install_error_handlers
+from boxmask.server.limits import BodySizeLimitMiddleware, InferenceLimiter
+from boxmask.server.metrics import ServerMetrics
+from boxmask.server.middleware import RequestContextMiddleware
+from boxmask.server.openapi import install_openapi
+from boxmask.server.registry import ModelRegistry
+from boxmask.server.routers import demo, health, images, models, segment
+from boxmask.server.schemas import DetectRequest, SegmentParams, SegmentRequest
+from boxmask.server.settings import ServerSettings
+
+log = logging.getLogger("boxmask.server")
+
+DESCRIPTION = """Boxes in, class-specific instance masks out (teacher-student Mask R-CNN).
+
+Upload an image once (`POST /v1/images`), then send boxes (`POST /v1/segment`): the image is
+encoded once and every later box costs only the mask decoder. Errors are JSON of one shape:
+`{"error": {"code", "message", "details"}, "request_id"}`.
+"""
+
+
+def create_app(settings: ServerSettings | None = None) -> FastAPI:
+    settings = settings or ServerSettings()
+    registry = ModelRegistry(settings)
+    metrics = ServerMetrics(cache_stats=registry.cache_stats)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        registry.discover()
+        await run_in_threadpool(registry.load_all)
+        ready, message, _ = registry.readiness()
+        (log.info if ready else log.warning)("server started", extra={
+            "ready": ready, "detail": message, "model_dir": str(settings.model_dir),
+            "backend": settings.effective_backend})
+        # Made inside the running loop: asyncio primitives belong to the loop that uses them.
+        app.state.limiter = InferenceLimiter(settings.max_concurrency, settings.max_queue,
+                                             settings.queue_timeout_s, settings.retry_after_s,
+                                             metrics)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(registry.close)
+
+    app = FastAPI(title="boxmask", version=__version__, description=DESCRIPTION,
+                  lifespan=lifespan)
+    app.state.settings = settings
+    app.state.registry = registry
+    app.state.metrics = metrics
+
+    install_error_handlers(app)
+    for router in (health.router, models.router, images.router, segment.router):
+        app.include_router(router)
+    _include_labelstudio(app)
+    if settings.demo:
+        app.include_router(demo.router)
+        app.mount("/static", StaticFiles(directory=demo.STATIC_DIR), name="static")
+    install_openapi(app, [SegmentRequest, SegmentParams, DetectRequest])
+
+    # Added innermost first: the body limit sits inside CORS, and the request context is
+    # outermost so every answer, even a refused one, has a request id and is counted.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+                           expose_headers=["X-Request-ID", "Retry-After"])
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    return app
+
+
+def _include_labelstudio(app: FastAPI) -> None:
+    """Mount the Label Studio ML backend at /labelstudio when its extra is installed."""
+    try:
+        from boxmask.integrations.labelstudio.router import router as labelstudio_router
+    except ImportError as exc:  # `boxmask[integrations]` not installed: serve without it
+        log.info("Label Studio backend disabled", extra={"reason": str(exc)})
+        return
+    app.include_router(labelstudio_router, prefix="/labelstudio")

@@ -1,0 +1,96 @@
+"""The blocking work of a request: set the image, decode boxes, encode masks.
+
+These functions run in a worker thread (``InferenceLimiter.run``), never on the event loop:
+the encoder takes a CPU for hundreds of milliseconds, and even a cached decode plus RLE encoding
+is a few milliseconds of numpy that would stall every other connection.
+"""
+
+from __future__ import annotations
+
+import base64
+import numpy as np
+
+from boxmask.runtime import Prediction, Predictor
+from boxmask.runtime.masks import to_png, to_polygons, to_rle
+from boxmask.server.boxes import refuse_outside, to_xyxy
+from boxmask.server.payloads import ImageInput, check_image_header
+from boxmask.server.schemas import (
+    DetectParams,
+    ImageResponse,
+    Instance,
+    MaskFormat,
+    PngMask,
+    PolygonMask,
+    RleMask,
+    SegmentParams,
+    SegmentResponse,
+)
+
+
+def encode_mask(mask: np.ndarray, mask_format: MaskFormat) -> RleMask | PolygonMask | PngMask:
+    """One ``[H, W]`` bool mask in the requested wire format."""
+    size = [int(mask.shape[0]), int(mask.shape[1])]
+    if mask_format == "rle":
+        return RleMask(size=size, counts=to_rle(mask)["counts"])
+    if mask_format == "polygons":
+        return PolygonMask(size=size, polygons=to_polygons(mask))
+    return PngMask(size=size, data=base64.b64encode(to_png(mask, bits=8)).decode("ascii"))
+
+
+def instances(pred: Prediction, mask_format: MaskFormat) -> list[Instance]:
+    return [Instance(box=[round(float(v), 2) for v in box], category_id=int(label), label=name,
+                     score=round(float(score), 5), mask=encode_mask(mask, mask_format))
+            for mask, box, label, name, score
+            in zip(pred.masks, pred.boxes, pred.labels, pred.names, pred.scores)]
+
+
+def image_size(predictor: Predictor, key: str) -> tuple[int, int]:
+    """``(height, width)`` of a cached image (``UnknownImage`` if it is not cached).
+
+    A prediction for zero boxes runs no graph and carries the image's size: the runtime's
+    public way to ask about an image without decoding it again.
+    """
+    return predictor.predict(np.zeros((0, 4), np.float32), key=key).image_size
+
+
+def set_image(predictor: Predictor, image: ImageInput, max_pixels: int) -> str:
+    """The image's key, encoding it unless the cache has it already."""
+    if image.data is None:
+        assert image.image_id is not None
+        return image.image_id
+    check_image_header(image.data, max_pixels)
+    return predictor.set_image(image.data)
+
+
+def upload(predictor: Predictor, model: str, data: bytes, max_pixels: int) -> ImageResponse:
+    key = set_image(predictor, ImageInput(data=data), max_pixels)
+    height, width = image_size(predictor, key)
+    return ImageResponse(model=model, image_id=key, width=width, height=height)
+
+
+def segment(predictor: Predictor, model: str, image: ImageInput, params: SegmentParams,
+            max_pixels: int) -> SegmentResponse:
+    # Labels are checked before the (possibly expensive) encode: a typo costs nothing.
+    for label in params.labels or ():
+        if label is not None:
+            predictor.card.resolve(label)
+    boxes = to_xyxy(params.boxes, params.box_format)
+    key = set_image(predictor, image, max_pixels)
+    if not params.clip_boxes:
+        height, width = image_size(predictor, key)
+        refuse_outside(boxes, width, height)
+    # All boxes of the call go through the decoder in one batch.
+    pred = predictor.predict(boxes, labels=params.labels, key=key)
+    height, width = pred.image_size
+    return SegmentResponse(model=model, image_id=key, width=width, height=height,
+                           instances=instances(pred, params.mask_format))
+
+
+def detect(predictor: Predictor, model: str, image: ImageInput, params: DetectParams,
+           max_pixels: int, max_detections: int) -> SegmentResponse:
+    key = set_image(predictor, image, max_pixels)
+    pred = predictor.detect(key=key, score_threshold=params.score_threshold,
+                            max_detections=min(params.max_detections, max_detections))
+    height, width = pred.image_size
+    return SegmentResponse(model=model, image_id=key, width=width, height=height,
+                           instances=instances(pred, params.mask_format))

@@ -1,0 +1,61 @@
+"""``POST /v1/images``: upload an image once, get its id, and have it encoded and cached."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from boxmask.server import inference
+from boxmask.server.dependencies import get_limiter, get_registry, get_settings, require_token
+from boxmask.server.errors import ApiError, ErrorResponse
+from boxmask.server.limits import InferenceLimiter
+from boxmask.server.openapi import image_upload_body
+from boxmask.server.payloads import media_type, unsupported
+from boxmask.server.registry import ModelRegistry
+from boxmask.server.runner import run_inference
+from boxmask.server.schemas import ImageResponse
+from boxmask.server.settings import ServerSettings
+
+router = APIRouter(prefix="/v1", tags=["images"], dependencies=[Depends(require_token)])
+
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 503)}
+_RAW_TYPES = ("image/", "application/octet-stream")
+
+
+@router.post("/images", response_model=ImageResponse, responses=ERRORS,
+             openapi_extra=image_upload_body())
+async def upload_image(
+    request: Request,
+    model: str | None = Query(None, description="Model whose cache gets the image."),
+    settings: ServerSettings = Depends(get_settings),
+    registry: ModelRegistry = Depends(get_registry),
+    limiter: InferenceLimiter = Depends(get_limiter),
+) -> ImageResponse:
+    """Upload an image (a multipart ``image`` file, or the raw bytes with an ``image/*`` or
+    ``application/octet-stream`` content type). The answer's ``image_id`` is the sha256 of the
+    bytes; the image is encoded now, so later ``/v1/segment`` calls with that id only run the
+    box decoder. Ids live in a bounded cache: after eviction, segment answers 404
+    ``unknown_image`` and the image must be sent again."""
+    kind = media_type(request)
+    slot = registry.slot(model)
+    if kind == "multipart/form-data":
+        try:
+            form = await request.form(max_files=1, max_fields=4)
+        except ApiError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - python-multipart parse errors
+            raise ApiError(400, "malformed_multipart", f"could not parse the multipart body: {exc}") from None
+        try:
+            upload = form.get("image")
+            if upload is None or isinstance(upload, str):
+                raise ApiError(422, "invalid_request", "multipart body needs an 'image' file part")
+            data = await upload.read()
+        finally:
+            await form.close()
+    elif kind.startswith(_RAW_TYPES):
+        data = await request.body()
+    else:
+        raise unsupported(request, ["multipart/form-data", "image/*", "application/octet-stream"])
+    if not data:
+        raise ApiError(422, "bad_image", "empty image body")
+    return await run_inference(limiter, registry, slot, inference.upload, slot.predictor,
+                               slot.name, data, settings.max_image_pixels)

@@ -1,0 +1,161 @@
+"""Request and response bodies: the OpenAPI schema is generated from these, so they are the API.
+
+Boxes are pixel coordinates of the original image, ``[x1, y1, x2, y2]`` (``box_format="xyxy"``,
+the default) or ``[x, y, width, height]`` (``"xywh"``). Coordinates must be finite; a box that
+is empty or inverted is refused. A box that sticks out of the image is clipped to it when
+``clip_boxes`` is true (the default) and refused otherwise; a box with nothing inside the
+image is always refused.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+Box = Annotated[list[FiniteFloat], Field(min_length=4, max_length=4,
+                                         examples=[[10.0, 20.0, 120.0, 160.0]])]
+# A category name, a category id, or null (use the model's predicted class).
+Label = Union[Annotated[str, Field(min_length=1, max_length=200)], int, None]
+MaskFormat = Literal["rle", "polygons", "png"]
+
+
+class _Body(BaseModel):
+    # A misspelt field is an error, not a silently ignored option.
+    model_config = ConfigDict(extra="forbid")
+
+
+class SegmentParams(_Body):
+    """What to segment; the image travels beside these (base64, upload, or ``image_id``)."""
+
+    boxes: list[Box] = Field(min_length=1, description="Pixel boxes in the original image.")
+    box_format: Literal["xyxy", "xywh"] = "xyxy"
+    labels: list[Label] | None = Field(
+        default=None,
+        description="Per box: a category name, a category id, or null for the predicted class. "
+                    "Omit to use the predicted class for every box.")
+    mask_format: MaskFormat = "rle"
+    clip_boxes: bool = Field(default=True, description="Clip boxes that stick out of the image "
+                                                       "(else refuse them).")
+    model: str | None = Field(default=None, description="Model name; default: the server's.")
+
+    @model_validator(mode="after")
+    def _labels_match_boxes(self) -> SegmentParams:
+        if self.labels is not None and len(self.labels) != len(self.boxes):
+            raise ValueError(f"labels has {len(self.labels)} entries for {len(self.boxes)} boxes; "
+                             "give one label (or null) per box")
+        return self
+
+
+class ImageRef(_Body):
+    """Exactly one of ``image`` (base64 of the encoded file, a data: URL is fine) or
+    ``image_id`` (from ``POST /v1/images``)."""
+
+    image: str | None = Field(default=None, description="Base64 of a PNG/JPEG/... file.")
+    image_id: str | None = Field(default=None, min_length=1, max_length=128,
+                                 description="An id returned by POST /v1/images.")
+
+    @model_validator(mode="after")
+    def _one_image(self) -> ImageRef:
+        if (self.image is None) == (self.image_id is None):
+            raise ValueError("give exactly one of 'image' (base64) or 'image_id'")
+        return self
+
+
+class SegmentRequest(SegmentParams, ImageRef):
+    """JSON body of ``POST /v1/segment``."""
+
+
+class DetectParams(_Body):
+    score_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    max_detections: int = Field(default=100, ge=1)
+    mask_format: MaskFormat = "rle"
+    model: str | None = None
+
+
+class DetectRequest(DetectParams, ImageRef):
+    """JSON body of ``POST /v1/detect``."""
+
+
+# --- responses ------------------------------------------------------------------------------
+
+class RleMask(BaseModel):
+    """COCO RLE (compressed ``counts`` string), column-major, as pycocotools encodes it."""
+
+    format: Literal["rle"] = "rle"
+    size: list[int] = Field(description="[height, width]")
+    counts: str
+
+
+class PolygonMask(BaseModel):
+    """Outer contours as flat ``[x1, y1, x2, y2, ...]`` lists, COCO's polygon layout."""
+
+    format: Literal["polygons"] = "polygons"
+    size: list[int] = Field(description="[height, width]")
+    polygons: list[list[float]]
+
+
+class PngMask(BaseModel):
+    """A full-image single-channel PNG (0 background, 255 mask), base64-encoded."""
+
+    format: Literal["png"] = "png"
+    size: list[int] = Field(description="[height, width]")
+    data: str
+
+
+Mask = Annotated[Union[RleMask, PolygonMask, PngMask], Field(discriminator="format")]
+
+
+class Instance(BaseModel):
+    box: list[float] = Field(description="The box used, xyxy pixels (after clipping).")
+    category_id: int
+    label: str = Field(description="Category name.")
+    score: float = Field(description="Class score of the label for this box.")
+    mask: Mask
+
+
+class SegmentResponse(BaseModel):
+    model: str
+    image_id: str
+    width: int
+    height: int
+    instances: list[Instance]
+
+
+class ImageResponse(BaseModel):
+    model: str
+    image_id: str = Field(description="Content hash of the image; use it in /v1/segment.")
+    width: int
+    height: int
+
+
+class Category(BaseModel):
+    id: int
+    name: str
+    seen: bool | None = None
+
+
+class ModelInfo(BaseModel):
+    name: str
+    default: bool
+    status: Literal["ready", "failed"]
+    error: str | None = None
+    backend: str
+    categories: list[Category]
+    card: dict[str, Any] = Field(description="The model card (model.json).")
+
+
+class ModelsResponse(BaseModel):
+    default: str | None
+    models: list[ModelInfo]
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    message: str
+    models: dict[str, str] = Field(default_factory=dict, description="name -> ready/failed")

@@ -1,0 +1,80 @@
+"""Server settings, read from the environment (prefix ``BOXMASK_``) by pydantic-settings.
+
+Every limit that protects the process from a client has a setting here, with a default that a
+2-core CPU box survives. ``boxmask serve`` fills the same class from its options, so the CLI and
+the environment cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The folder of models shipped inside the package; each sub-folder is an exported model
+#: directory (``model.json`` + ONNX files) and is served under its card's ``name``.
+BUNDLED_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"
+
+
+class ServerSettings(BaseSettings):
+    """Everything the HTTP service can be told; ``BOXMASK_<FIELD>`` sets a field."""
+
+    model_config = SettingsConfigDict(env_prefix="BOXMASK_", extra="ignore",
+                                      protected_namespaces=())
+
+    # --- models -----------------------------------------------------------------------------
+    # A folder of exported model directories (or one exported model directory itself).
+    model_dir: Path = BUNDLED_MODEL_DIR
+    # Served when a request names no model; None = the first model by name.
+    default_model: str | None = None
+    # Load only these models (by card name); None = every model in model_dir.
+    models: list[str] | None = None
+    backend: Literal["onnxruntime", "triton"] = "onnxruntime"
+    # Setting a Triton URL switches the backend to Triton (the issue's BOXMASK_TRITON_URL).
+    triton_url: str | None = None
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    # Byte budget of each model's encoder-output cache (the runtime's LRU).
+    cache_bytes: int = Field(default=512 << 20, ge=0)
+    # ONNX Runtime threads per session; None = ONNX Runtime's default (one per core).
+    threads: int | None = Field(default=None, ge=1)
+    # A model that failed to load (or whose backend failed) is retried at most this often.
+    reload_interval_s: float = Field(default=10.0, ge=0.0)
+
+    # --- safety limits ----------------------------------------------------------------------
+    max_body_bytes: int = Field(default=32 << 20, ge=1024)
+    # Decompression bombs: checked from the image header before any pixel is decoded.
+    max_image_pixels: int = Field(default=40_000_000, ge=1)
+    max_boxes: int = Field(default=100, ge=1)
+    max_detections: int = Field(default=100, ge=1)
+    # Requests computing at once (each runs in a worker thread), and requests allowed to wait.
+    max_concurrency: int = Field(default=2, ge=1)
+    max_queue: int = Field(default=16, ge=0)
+    # A request that waited this long for a slot gets 503 instead of hanging.
+    queue_timeout_s: float = Field(default=30.0, gt=0.0)
+    # Seconds a client is told to wait (Retry-After) when the queue is full.
+    retry_after_s: int = Field(default=1, ge=0)
+
+    # --- access -----------------------------------------------------------------------------
+    # When set, every /v1 route needs ``Authorization: Bearer <api_token>``.
+    api_token: SecretStr | None = None
+    cors_origins: list[str] = Field(default_factory=list)
+    # Serve the demo page at /.
+    demo: bool = True
+
+    # --- logs -------------------------------------------------------------------------------
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_json: bool = True
+
+    @field_validator("api_token")
+    @classmethod
+    def _empty_token_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        # BOXMASK_API_TOKEN="" is how a deployment template says "no auth": not a token of "".
+        if value is not None and not value.get_secret_value():
+            return None
+        return value
+
+    @property
+    def effective_backend(self) -> Literal["onnxruntime", "triton"]:
+        return "triton" if self.triton_url else self.backend
