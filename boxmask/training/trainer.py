@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from boxmask.config import BoxMaskConfig, ConfigError
+from boxmask.config import BoxMaskConfig, ConfigError, check_data_paths
 from boxmask.training.checkpoint import (LAST, capture_rng_state, load_checkpoint,
                                          resolve_resume, restore_rng_state, save_checkpoint)
 from boxmask.training.distributed import (DistContext, barrier, init_distributed, reduce_mean,
@@ -65,16 +65,14 @@ class TrainingData:
 
 def build_training_data(cfg: BoxMaskConfig) -> TrainingData:
     """The COCO training set of ``cfg.data`` with flips, masks only for mask-supervised classes."""
+    from boxmask.data.build import read_categories
     from boxmask.data.coco import CocoInstances, collate
     from boxmask.data.splits import resolve_seen
     from boxmask.data.transforms import training_transforms
 
+    check_data_paths(cfg)
     d = cfg.data
-    try:
-        coco_categories = json.loads(Path(d.train_annotations).read_text())["categories"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise ConfigError(f"data.train_annotations: cannot read categories from "
-                          f"{str(d.train_annotations)!r}: {exc}") from exc
+    coco_categories = read_categories(d.train_annotations)
     split_seen = resolve_seen(d.seen, coco_categories)
     # The oracle is trained with every category's masks; the split still decides which
     # categories the evaluation calls unseen.
@@ -101,6 +99,11 @@ def _name(categories: list[dict[str, Any]], cat_id: int) -> str:
 def build_training_model(cfg: BoxMaskConfig, data: TrainingData) -> nn.Module:
     from boxmask.model import build_model
 
+    weights = cfg.model.backbone_weights
+    if weights is not None and not Path(weights).is_file():
+        raise ConfigError(f"model.backbone_weights: {str(weights)!r} does not exist (nothing is "
+                          "downloaded: place a torchvision state dict there, or set it to null "
+                          "to start from random weights)")
     return build_model(cfg.model, data.num_classes, data.mask_labels)
 
 
