@@ -149,6 +149,47 @@ def export(
     console.print(f"[green]exported[/] {card['name']} to {out}")
 
 
+@app.command("label")
+def label(
+    coco: Path = typer.Option(..., "--coco", help="Input COCO instances JSON with boxes (never modified)."),
+    images: Path = typer.Option(..., "--images", help="Folder the images' file_name paths are relative to."),
+    out: Path = typer.Option(..., "--out", help="Output COCO JSON (written atomically; a report goes beside it)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Exported model directory or bundled model name (default: the demo model)."),
+    mask_format: str = typer.Option("rle", "--format", help="Mask encoding: rle or polygon."),
+    only_missing: bool = typer.Option(False, "--only-missing", help="Only annotations without a segmentation."),
+    min_score: float = typer.Option(0.0, "--min-score", help="Do not write masks scored below this."),
+    workers: int = typer.Option(2, "--workers", help="Image-reading threads (local) or model actors (ray)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its journal."),
+    label_map: Optional[Path] = typer.Option(None, "--label-map", help="YAML/JSON: dataset category name -> model category name (or null)."),
+    engine: str = typer.Option("local", "--engine", help="local, or ray (a Ray Data pipeline; RAY_ADDRESS for a cluster)."),
+    pre_annotate: bool = typer.Option(False, "--pre-annotate", help="Run the detector on images that have no box."),
+    detect_threshold: float = typer.Option(0.5, "--detect-threshold", help="Score threshold for --pre-annotate."),
+    batch_boxes: int = typer.Option(0, "--batch-boxes", help="At most this many boxes per decoder call (0: all of an image)."),
+    images_per_batch: int = typer.Option(4, "--images-per-batch", help="Images per Ray Data batch (--engine ray)."),
+    precision: str = typer.Option("fp32", "--precision", help="Runtime precision: fp32, int8 (CPU) or fp16 (GPU)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
+) -> None:
+    """Add class-specific masks to the boxes of a COCO dataset (resumable, atomic, Ray-ready)."""
+    from boxmask.labeling import JournalError, LabelOptions, LabelSettings, run_label_job
+    from boxmask.labeling.report import print_summary
+    from boxmask.runtime.errors import ModelDirError
+
+    try:
+        options = LabelOptions(
+            coco=coco, images=images, out=out, model=model,
+            settings=LabelSettings(mask_format=mask_format, min_score=min_score,
+                                   batch_boxes=batch_boxes, detect_threshold=detect_threshold),
+            only_missing=only_missing, pre_annotate=pre_annotate, label_map=label_map,
+            resume=resume, engine=engine, workers=workers, images_per_batch=images_per_batch,
+            precision=precision, progress=progress)
+        report = run_label_job(options, console)
+    except (ConfigError, JournalError, ModelDirError) as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted; finished images are in the journal: rerun with --resume", code=130)
+    print_summary(report, console)
+
+
 def main() -> None:  # pragma: no cover - entry point
     app()
 

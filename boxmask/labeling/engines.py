@@ -1,0 +1,111 @@
+"""The two ways to run a labeling job over its image tasks.
+
+Both hand each finished image's result to ``on_result`` (which journals it) and both produce a
+result with `boxmask.labeling.image_labeler.label_image`, so their outputs are identical.
+
+- local: one `Predictor` in this process; a thread pool reads and decodes the next images
+  while the model works on the current one.
+- ray: a Ray Data pipeline. ``from_items`` over the image tasks, ``map_batches`` with an actor
+  class that holds a `Predictor` (an `ActorPoolStrategy` of ``workers`` actors), batches of
+  images; results stream back to this process as they finish. On a cluster (``RAY_ADDRESS``
+  set, or ``ray.init`` called before), the images folder and the model directory must be
+  readable at the same paths on every node.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from boxmask.labeling.image_labeler import label_image
+from boxmask.labeling.image_reader import prefetch, read_image
+from boxmask.labeling.options import LabelSettings
+from boxmask.labeling.plan import ImageTask
+
+ResultSink = Callable[[dict[str, Any]], None]
+
+# Encoder features of the image being labeled must fit; older images are never asked for again.
+PREDICTOR_CACHE_BYTES = 256 << 20
+
+
+def load_predictor(model_dir: str | Path, precision: str = "fp32", threads: int | None = None):
+    """A runtime `Predictor` for batch work."""
+    from boxmask.runtime import Predictor
+
+    kwargs: dict[str, Any] = {"cache_bytes": PREDICTOR_CACHE_BYTES, "precision": precision}
+    if threads is not None:
+        kwargs["intra_op_threads"] = threads
+    return Predictor.from_dir(model_dir, **kwargs)
+
+
+def _read(task: ImageTask):
+    return read_image(task.path, task.height, task.width)
+
+
+def run_local(predictor: Any, tasks: Sequence[ImageTask], settings: LabelSettings,
+              on_result: ResultSink, workers: int = 2) -> None:
+    """Label `tasks` in order in this process, reading images `workers` threads ahead."""
+    for task, image in prefetch(tasks, _read, workers=workers):
+        on_result(label_image(predictor, image, task, settings))
+
+
+class RayImageLabeler:
+    """The Ray Data actor: loads the model once, labels a batch of image tasks per call.
+
+    Batch in: ``{"task": [json text of an ImageTask, ...]}``; batch out: ``{"index": int64[B],
+    "result": [json text of a result, ...]}``. JSON text keeps Arrow from guessing types for the
+    nested, ragged results.
+    """
+
+    def __init__(self, model_dir: str, settings: dict[str, Any], precision: str = "fp32",
+                 threads: int | None = 1) -> None:
+        self.predictor = load_predictor(model_dir, precision=precision, threads=threads)
+        self.settings = LabelSettings(**settings)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        tasks = [ImageTask.from_dict(json.loads(t)) for t in batch["task"]]
+        results = [label_image(self.predictor, image, task, self.settings)
+                   for task, image in prefetch(tasks, _read, workers=2)]
+        return {"index": np.array([r["index"] for r in results], dtype=np.int64),
+                "result": np.array([json.dumps(r) for r in results], dtype=object)}
+
+
+def run_ray(model_dir: str | Path, tasks: Sequence[ImageTask], settings: LabelSettings,
+            on_result: ResultSink, workers: int = 2, images_per_batch: int = 4,
+            precision: str = "fp32", threads_per_worker: int | None = 1) -> None:
+    """Label `tasks` with a pool of `workers` Ray actors, `images_per_batch` images per call.
+
+    Starts a local Ray (no dashboard) unless Ray is already initialised or ``RAY_ADDRESS``
+    points at a cluster.
+    """
+    if not tasks:
+        return
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        from boxmask.config import ConfigError
+
+        raise ConfigError("--engine ray needs Ray Data: pip install 'boxmask[labeling]'") from None
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # ours shows images/s and the ETA
+
+    ds = ray.data.from_items([{"task": json.dumps(t.to_dict())} for t in tasks])
+    ds = ds.map_batches(
+        RayImageLabeler,
+        fn_constructor_kwargs={"model_dir": str(Path(model_dir).resolve()),
+                               "settings": settings.to_dict(), "precision": precision,
+                               "threads": threads_per_worker},
+        batch_size=images_per_batch,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        num_cpus=1,
+    )
+    for row in ds.iter_rows():
+        on_result(json.loads(row["result"]))

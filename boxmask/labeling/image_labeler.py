@@ -1,0 +1,119 @@
+"""One image's result: encode it once, decode all its boxes in one batch, encode the masks.
+
+Both engines call `label_image`, so the local and the Ray engine give the same bytes. A result
+is a plain JSON-able dict (Python ints, floats, strings, lists): what goes into the resume
+journal is exactly what the output is built from.
+
+Result record::
+
+    {"index": 3, "image_id": 17, "status": "ok",
+     "masks": [{"ann": 41, "segmentation": {...}, "score": 0.93, "area": 812}],
+     "dropped": [[42, "below_min_score"]],
+     "detections": [{"category_id": 2, "bbox": [x, y, w, h], "segmentation": ..., "score": ...,
+                     "area": ...}]}
+
+or ``{"index", "image_id", "status": "skipped", "reason", "detail"}`` for an unusable image.
+``ann`` is a position in the input's ``annotations`` list; ``category_id`` is the model's.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+from boxmask.labeling.image_reader import ImageSkip
+from boxmask.labeling.options import LabelSettings
+from boxmask.labeling.plan import ImageTask
+from boxmask.runtime.masks import to_polygons, to_rle
+
+SCORE_DECIMALS = 5
+COORD_DECIMALS = 2
+
+
+class SegmentsBoxes(Protocol):
+    """The part of `boxmask.runtime.Predictor` the labeler uses."""
+
+    def set_image(self, image: np.ndarray) -> str: ...
+    def predict(self, boxes: np.ndarray, labels: Any = None, key: str | None = None) -> Any: ...
+    def detect(self, key: str | None = None, score_threshold: float = 0.5,
+               max_detections: int = 100) -> Any: ...
+
+
+def skipped_result(task: ImageTask, skip: ImageSkip) -> dict[str, Any]:
+    return {"index": task.index, "image_id": task.image_id, "status": "skipped",
+            "reason": skip.reason, "detail": skip.detail}
+
+
+def encode_mask(mask: np.ndarray, mask_format: str) -> Any | None:
+    """COCO segmentation of a ``[H, W]`` bool mask, or None if it has nothing to encode."""
+    if not mask.any():
+        return None
+    if mask_format == "rle":
+        return to_rle(mask)
+    polygons = [[round(float(v), COORD_DECIMALS) for v in poly] for poly in to_polygons(mask)]
+    # A mask of a pixel or two has no polygon of three points: nothing a COCO reader can use.
+    polygons = [p for p in polygons if len(p) >= 6]
+    return polygons or None
+
+
+def _clip_boxes(boxes: list[list[float]], h: int, w: int) -> np.ndarray:
+    """``[N, 4]`` float32 xyxy clipped to the image (annotation tools leave boxes a pixel out)."""
+    b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    b[:, [0, 2]] = b[:, [0, 2]].clip(0, w)
+    b[:, [1, 3]] = b[:, [1, 3]].clip(0, h)
+    return b
+
+
+def label_image(predictor: SegmentsBoxes, image: np.ndarray | ImageSkip, task: ImageTask,
+                settings: LabelSettings) -> dict[str, Any]:
+    """Masks for every box of `task` (``image``: ``[H, W, 3]`` uint8 RGB), or the skip record."""
+    if isinstance(image, ImageSkip):
+        return skipped_result(task, image)
+    h, w = image.shape[:2]
+    result: dict[str, Any] = {"index": task.index, "image_id": task.image_id, "status": "ok",
+                              "masks": [], "dropped": [], "detections": []}
+    key = predictor.set_image(image)
+
+    boxes = _clip_boxes(task.boxes, h, w)
+    inside = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    keep = [i for i in range(len(task.ann_indices)) if inside[i]]
+    for i in range(len(task.ann_indices)):
+        if not inside[i]:
+            result["dropped"].append([task.ann_indices[i], "outside_image"])
+
+    step = settings.batch_boxes or max(len(keep), 1)
+    for start in range(0, len(keep), step):
+        chunk = keep[start:start + step]
+        pred = predictor.predict(boxes[chunk], labels=[task.category_ids[i] for i in chunk], key=key)
+        for j, i in enumerate(chunk):
+            ann = task.ann_indices[i]
+            score = round(float(pred.scores[j]), SCORE_DECIMALS)
+            if score < settings.min_score:
+                result["dropped"].append([ann, "below_min_score"])
+                continue
+            mask = np.asarray(pred.masks[j], dtype=bool)
+            segmentation = encode_mask(mask, settings.mask_format)
+            if segmentation is None:
+                result["dropped"].append([ann, "empty_mask"])
+                continue
+            result["masks"].append({"ann": ann, "segmentation": segmentation, "score": score,
+                                    "area": int(mask.sum())})
+    result["dropped"].sort()
+
+    if task.pre_annotate:
+        det = predictor.detect(key=key, score_threshold=settings.detect_threshold,
+                               max_detections=settings.max_detections)
+        for j in range(len(det.scores)):
+            mask = np.asarray(det.masks[j], dtype=bool)
+            segmentation = encode_mask(mask, settings.mask_format)
+            if segmentation is None:
+                continue
+            x1, y1, x2, y2 = (float(v) for v in det.boxes[j])
+            result["detections"].append({
+                "category_id": int(det.labels[j]),
+                "bbox": [round(v, COORD_DECIMALS) for v in (x1, y1, x2 - x1, y2 - y1)],
+                "segmentation": segmentation,
+                "score": round(float(det.scores[j]), SCORE_DECIMALS),
+                "area": int(mask.sum())})
+    return result
