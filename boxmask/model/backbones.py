@@ -42,7 +42,8 @@ def _load_body_weights(body: nn.Module, path: Path) -> None:
         state = state["state_dict"]
     state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier."))}
     missing, unexpected = body.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")
+               and not k.startswith(("fc.", "classifier."))]
     if missing or unexpected:
         raise ValueError(
             f"backbone weights {path} do not fit: missing {missing[:5]}..., unexpected {unexpected[:5]}...")

@@ -1,0 +1,83 @@
+"""sigma and the cleaning rules on hand-made tensors."""
+
+import numpy as np
+import pytest
+import torch
+
+from boxmask.model.pseudo_masks import (
+    apply_sigma,
+    box_interior_on_rois,
+    clean_pseudo_masks,
+    project_masks_on_rois,
+    resize_probs,
+)
+
+
+def test_threshold_sigma_is_teacher_at_least_half():
+    t = torch.tensor([[[0.2, 0.5], [0.51, 0.9]]])
+    assert apply_sigma("threshold", t).tolist() == [[[0.0, 1.0], [1.0, 1.0]]]
+
+
+def test_interact_sigma_averages_teacher_and_detached_student():
+    t = torch.tensor([[[0.2, 0.6], [0.9, 0.4]]])
+    s = torch.tensor([[[0.9, 0.3], [0.0, 0.7]]], requires_grad=True)
+    out = apply_sigma("interact", t, s)
+    # (0.2+0.9)/2=0.55 -> 1; (0.6+0.3)/2=0.45 -> 0; 0.45 -> 0; 0.55 -> 1
+    assert out.tolist() == [[[1.0, 0.0], [0.0, 1.0]]]
+    assert not out.requires_grad
+
+
+def test_crf_sigma_follows_image_edges():
+    pytest.importorskip("pydensecrf")
+    m = 28
+    image = np.zeros((m, m, 3), np.uint8)
+    image[:, : m // 2] = 255  # left half bright: the object
+    probs = np.full((m, m), 0.45, np.float32)
+    probs[:, : m // 2] = 0.55
+    probs[:, m // 2 - 3: m // 2] = 0.48  # a weak border the colour edge should fix
+    crops = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+    out = apply_sigma("crf", torch.from_numpy(probs)[None], image_crops=crops)[0]
+    assert out[:, : m // 2].mean() > 0.9
+    assert out[:, m // 2:].mean() < 0.1
+
+
+def test_box_interior_marks_cells_whose_centre_is_inside_the_box():
+    roi = torch.tensor([[0.0, 0.0, 4.0, 4.0]])
+    box = torch.tensor([[0.0, 0.0, 2.0, 4.0]])
+    inside = box_interior_on_rois(roi, box, 4)[0]
+    assert inside[:, :2].all() and not inside[:, 2:].any()
+
+
+def test_cleaning_removes_pixels_of_seen_masks_and_outside_the_box():
+    pseudo = torch.ones(1, 4, 4)
+    roi = torch.tensor([[0.0, 0.0, 4.0, 4.0]])
+    box = torch.tensor([[0.0, 0.0, 4.0, 3.0]])  # the last row lies outside the instance's box
+    seen = torch.zeros(1, 4, 4)
+    seen[0, 0, 0] = 1.0  # a seen object covers the top-left cell
+    out = clean_pseudo_masks(pseudo, roi, box, seen)[0]
+    expected = torch.ones(4, 4)
+    expected[3] = 0
+    expected[0, 0] = 0
+    assert torch.equal(out, expected)
+
+
+def test_project_masks_reads_the_matched_mask_in_roi_coordinates():
+    masks = torch.zeros(2, 8, 8, dtype=torch.uint8)
+    masks[1, :, :4] = 1
+    out = project_masks_on_rois(masks, torch.tensor([[0.0, 0.0, 8.0, 8.0]]), torch.tensor([1]), 4)
+    assert out.shape == (1, 4, 4)
+    assert (out[0, :, 0] > 0.9).all() and (out[0, :, 3] < 0.1).all()
+    # Same sampling as torchvision's Mask R-CNN targets.
+    from torchvision.models.detection.roi_heads import project_masks_on_boxes
+
+    ref = project_masks_on_boxes(masks, torch.tensor([[0.0, 0.0, 8.0, 8.0]]), torch.tensor([1]), 4)
+    assert torch.equal(out, ref)
+
+
+def test_resize_probs_averages_a_high_resolution_teacher_down():
+    p = torch.zeros(1, 56, 56)
+    p[0, :, :28] = 1
+    r = resize_probs(p, 28)
+    assert r.shape == (1, 28, 28)
+    assert torch.allclose(r[0, :, :14], torch.ones(28, 14))
+    assert torch.allclose(r[0, :, 14:], torch.zeros(28, 14))

@@ -1,0 +1,220 @@
+"""The teacher-student mask branch: who is supervised by what, and what inference uses."""
+
+from collections import OrderedDict
+
+import pytest
+import torch
+from torchvision.ops import MultiScaleRoIAlign
+
+import boxmask.model.mask_branch as mb
+from boxmask.config import ModelConfig
+from boxmask.model import build_model
+from boxmask.model.mask_branch import TeacherStudentMaskBranch
+from boxmask.model.pseudo_masks import project_masks_on_rois
+
+torch.set_num_threads(1)
+
+H = W = 32
+NUM_CLASSES = 3
+
+
+def _features(seed: int = 0) -> OrderedDict:
+    g = torch.Generator().manual_seed(seed)
+    return OrderedDict((str(i), torch.randn(1, 8, H // 2 ** (i + 2), W // 2 ** (i + 2), generator=g))
+                       for i in range(4))
+
+
+def _target(unseen_mask_value: int = 0) -> dict:
+    """Two instances: label 1 (seen, real mask) and label 3 (unseen: mask_valid False)."""
+    masks = torch.zeros(2, H, W, dtype=torch.uint8)
+    masks[0, 4:20, 4:20] = 1
+    masks[1] = unseen_mask_value  # whatever lies here must never be read
+    return {
+        "boxes": torch.tensor([[4.0, 4.0, 20.0, 20.0], [10.0, 10.0, 30.0, 30.0]]),
+        "labels": torch.tensor([1, 3]),
+        "masks": masks,
+        "mask_valid": torch.tensor([True, False]),
+    }
+
+
+def _branch(mode: str = "teacher_student", sigma: str = "threshold") -> TeacherStudentMaskBranch:
+    torch.manual_seed(0)
+    pool = MultiScaleRoIAlign(["0", "1", "2", "3"], 14, 2)
+    return TeacherStudentMaskBranch(pool, 8, 8, NUM_CLASSES, mode=mode, sigma=sigma)
+
+
+def _losses(branch, target):
+    rois = [target["boxes"].clone()]
+    return branch.losses(_features(), rois, [(H, W)], [torch.tensor([0, 1])], [target])
+
+
+@pytest.mark.parametrize("mode", ["agnostic", "teacher_student", "oracle"])
+def test_unseen_masks_never_reach_the_loss(mode):
+    branch = _branch(mode)
+    clean = _losses(branch, _target(unseen_mask_value=0))
+    poisoned = _losses(branch, _target(unseen_mask_value=1))
+    assert clean.keys() == poisoned.keys()
+    for k in clean:
+        assert torch.equal(clean[k], poisoned[k]), k
+
+
+def test_teacher_is_trained_on_seen_instances_only(monkeypatch):
+    seen_calls = []
+    real = mb.mask_bce
+
+    def spy(logits, targets):
+        seen_calls.append((logits.shape[0], targets.clone()))
+        return real(logits, targets)
+
+    monkeypatch.setattr(mb, "mask_bce", spy)
+    losses = _losses(_branch("teacher_student"), _target())
+    assert set(losses) == {"loss_mask_teacher", "loss_mask_student"}
+    n_teacher, _ = seen_calls[0]
+    n_student, _ = seen_calls[1]
+    assert n_teacher == 1  # the seen instance only
+    assert n_student == 2  # seen with ground truth, unseen with a pseudo-mask
+
+
+def test_student_targets_are_gt_for_seen_and_cleaned_pseudo_masks_for_unseen(monkeypatch):
+    branch = _branch("teacher_student")
+    # A teacher that says "foreground" everywhere: the pseudo-mask is then exactly what the
+    # cleaning rules leave, which we can compute by hand.
+    last = branch.teacher.predictor.mask_fcn_logits
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.constant_(last.bias, 10.0)
+    captured = {}
+    real = mb.mask_bce
+
+    def spy(logits, targets):
+        captured.setdefault("calls", []).append(targets.clone())
+        return real(logits, targets)
+
+    monkeypatch.setattr(mb, "mask_bce", spy)
+    _losses(branch, _target())
+    student_targets = captured["calls"][1]
+    seen_t, unseen_t = student_targets[0], student_targets[1]
+    t = _target()
+    # Seen: its own ground-truth mask on the RoI.
+    assert torch.equal(seen_t, project_masks_on_rois(t["masks"][:1], t["boxes"][:1], torch.tensor([0]), 28)[0])
+    # Unseen RoI = its box (10..30); the seen mask covers 10..20 x 10..20 of it -> background,
+    # the rest of the box stays foreground.
+    assert (unseen_t[:12, :12] == 0).all()
+    assert (unseen_t[16:, :] == 1).all() and (unseen_t[:, 16:] == 1).all()
+    seen_on = project_masks_on_rois(t["masks"][:1], t["boxes"][1:], torch.tensor([0]), 28)[0]
+    assert torch.equal(unseen_t, (seen_on < 0.5).float())
+
+
+def test_student_loss_reaches_only_each_instance_label_channel():
+    branch = _branch("teacher_student")
+    losses = _losses(branch, _target())
+    losses["loss_mask_student"].backward()
+    grad = branch.student.predictor.mask_fcn_logits.weight.grad  # [C, D, 1, 1]
+    per_channel = grad.abs().flatten(1).sum(1)
+    assert per_channel[0] > 0 and per_channel[2] > 0  # labels 1 and 3
+    assert per_channel[1] == 0  # label 2 has no instance
+
+
+def test_pseudo_masks_carry_no_gradient_to_the_teacher():
+    branch = _branch("teacher_student", sigma="interact")
+    losses = _losses(branch, _target())
+    losses["loss_mask_student"].backward()
+    assert branch.teacher.predictor.mask_fcn_logits.weight.grad is None or \
+        branch.teacher.predictor.mask_fcn_logits.weight.grad.abs().sum() == 0
+
+
+def test_images_without_seen_positives_give_a_zero_teacher_loss():
+    branch = _branch("teacher_student")
+    t = _target()
+    t["mask_valid"] = torch.tensor([False, False])
+    losses = _losses(branch, t)
+    assert losses["loss_mask_teacher"].item() == 0.0
+    assert losses["loss_mask_teacher"].requires_grad
+
+
+def _tiny_cfg(**kw) -> ModelConfig:
+    base = dict(backbone="resnet18_fpn", fpn_channels=16, mask_head_channels=8,
+                representation_size=32, min_size=64, max_size=64, box_batch_size_per_image=16,
+                rpn_batch_size_per_image=16, rpn_post_nms_top_n_test=50, box_detections_per_img=10)
+    base.update(kw)
+    return ModelConfig(**base)
+
+
+@pytest.mark.parametrize("mode,keys", [
+    ("agnostic", {"loss_mask_teacher"}),
+    ("teacher_student", {"loss_mask_teacher", "loss_mask_student"}),
+    ("oracle", {"loss_mask_student"}),
+])
+def test_loss_is_box_losses_plus_the_mode_mask_losses(mode, keys):
+    torch.manual_seed(0)
+    model = build_model(_tiny_cfg(mode=mode), NUM_CLASSES, {1})
+    model.train()
+    img = torch.rand(3, 64, 64)
+    t = _target()
+    t["masks"] = torch.nn.functional.pad(t["masks"], (0, 32, 0, 32))
+    losses = model([img], [t])
+    box = {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+    assert set(losses) == box | keys
+
+
+def test_inference_uses_the_student_alone():
+    torch.manual_seed(0)
+    model = build_model(_tiny_cfg(mode="teacher_student"), NUM_CLASSES, {1}).eval()
+    img = torch.rand(3, 64, 64)
+    boxes = [torch.tensor([[4.0, 4.0, 40.0, 40.0]])]
+    labels = [torch.tensor([2])]
+    before = model.segment_boxes([img], boxes, labels)[0]
+    with torch.no_grad():
+        for p in model.roi_heads.mask_branch.teacher.parameters():
+            p.add_(torch.randn_like(p))
+    after = model.segment_boxes([img], boxes, labels)[0]
+    assert torch.equal(before, after)
+
+
+def test_deeper_and_high_resolution_teacher_options():
+    torch.manual_seed(0)
+    model = build_model(_tiny_cfg(mode="agnostic", teacher_convs=12, teacher_resolution=56),
+                        NUM_CLASSES, {1}).eval()
+    branch = model.roi_heads.mask_branch
+    assert len([m for m in branch.teacher.tower.modules() if isinstance(m, torch.nn.Conv2d)]) == 12
+    assert branch.output_resolution == 56
+    probs, _, _ = model.decode_in_image(torch.rand(3, 64, 64), torch.tensor([[1.0, 1, 30, 30]]),
+                                        torch.tensor([1]))
+    assert probs.shape == (1, 1, 56, 56)
+
+
+def test_boxes_without_label_use_the_predicted_class():
+    torch.manual_seed(0)
+    model = build_model(_tiny_cfg(), NUM_CLASSES, {1}).eval()
+    with torch.no_grad():
+        _, scores, used = model.decode_in_image(
+            torch.rand(3, 64, 64), torch.tensor([[1.0, 1, 30, 30], [5.0, 5, 50, 60]]),
+            torch.tensor([0, 2]))
+    assert used[1].item() == 2
+    assert used[0].item() == scores[0, 1:].argmax().item() + 1
+    assert torch.allclose(scores.sum(1), torch.ones(2))
+
+
+@pytest.mark.parametrize("backbone", ["resnet18_fpn", "resnet50_fpn", "mobilenet_v3_fpn"])
+def test_every_backbone_gives_four_levels_at_strides_4_to_32(backbone):
+    model = build_model(_tiny_cfg(backbone=backbone), NUM_CLASSES, {1}).eval()
+    with torch.no_grad():
+        feats, size = model.encode(torch.rand(3, 64, 64))
+    assert size == (64, 64)
+    assert [f.shape[-1] for f in feats.values()] == [16, 8, 4, 2]
+
+
+def test_a_split_without_seen_categories_is_refused():
+    with pytest.raises(ValueError, match="no seen category"):
+        build_model(_tiny_cfg(), NUM_CLASSES, set())
+
+
+def test_local_backbone_weights_load_and_mismatches_are_errors(tmp_path):
+    from torchvision.models import resnet18
+
+    good = tmp_path / "r18.pth"
+    torch.save(resnet18(weights=None).state_dict(), good)
+    build_model(_tiny_cfg(backbone_weights=good), NUM_CLASSES, {1})
+    bad = tmp_path / "bad.pth"
+    torch.save({"conv1.weight": torch.zeros(1)}, bad)
+    with pytest.raises((ValueError, RuntimeError)):
+        build_model(_tiny_cfg(backbone_weights=bad), NUM_CLASSES, {1})
