@@ -190,6 +190,57 @@ def label(
     print_summary(report, console)
 
 
+@app.command("serve")
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 for all)."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    model_dir: Optional[Path] = typer.Option(
+        None, "--model-dir", help="Exported model directory, or a folder of them "
+        "(default: BOXMASK_MODEL_DIR, else the models bundled with the package)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Default model name (the card's name)."),
+    workers: int = typer.Option(1, "--workers", help="Server processes; each loads the models and its own cache."),
+    triton_url: Optional[str] = typer.Option(None, "--triton-url", help="Use a Triton server (host:port, grpc://host:port)."),
+    cache_mb: Optional[int] = typer.Option(None, "--cache-mb", help="Encoder cache budget per model, in MB."),
+    max_concurrency: Optional[int] = typer.Option(None, "--max-concurrency", help="Requests computing at once."),
+    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    plain_logs: bool = typer.Option(False, "--plain-logs", help="Human-readable logs instead of JSON lines."),
+) -> None:
+    """Serve the HTTP API and the demo page (FastAPI + uvicorn; no torch needed).
+
+    Every setting can also come from the environment (BOXMASK_API_TOKEN, BOXMASK_MAX_BOXES, ...):
+    see boxmask/server/settings.py. Options given here win over the environment.
+    """
+    import os
+
+    try:
+        import uvicorn
+
+        from boxmask.server.logs import logging_config
+        from boxmask.server.settings import ServerSettings
+    except ImportError as exc:
+        fail(f"the server needs its extra: pip install 'boxmask[server]' ({exc})")
+    if model_dir is not None and not model_dir.exists():
+        fail(f"--model-dir {model_dir} does not exist")
+    # Options become environment variables, so that every worker process (uvicorn starts them
+    # from an import string) builds the same settings in `create_app()`.
+    overrides = {"MODEL_DIR": model_dir and str(model_dir.resolve()), "DEFAULT_MODEL": model,
+                 "TRITON_URL": triton_url, "CACHE_BYTES": cache_mb and str(cache_mb << 20),
+                 "MAX_CONCURRENCY": max_concurrency and str(max_concurrency),
+                 "LOG_LEVEL": log_level, "LOG_JSON": str(not plain_logs).lower()}
+    for key, value in overrides.items():
+        if value is not None:
+            os.environ[f"BOXMASK_{key}"] = value
+    try:
+        settings = ServerSettings()
+    except ValueError as exc:
+        fail(f"invalid server settings: {exc}")
+    console.print(f"serving on http://{host}:{port} (models from {settings.model_dir}, "
+                  f"backend {settings.effective_backend})")
+    uvicorn.run("boxmask.server.app:create_app", factory=True, host=host, port=port,
+                workers=workers, access_log=False,
+                log_config=logging_config(settings.log_level, settings.log_json))
+
+
 def main() -> None:  # pragma: no cover - entry point
     app()
 

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
+import logging.config
 import time
 from contextvars import ContextVar
+from typing import Any
 
 request_id_var: ContextVar[str | None] = ContextVar("boxmask_request_id", default=None)
 
 # Attributes every LogRecord has; anything else was passed with ``extra=`` and is logged.
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+_SKIP = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message", "asctime", "request_id", "color_message"}  # color_message: uvicorn's ANSI copy
 
 
 class JsonFormatter(logging.Formatter):
@@ -33,24 +35,27 @@ class JsonFormatter(logging.Formatter):
         if request_id:
             entry["request_id"] = request_id
         for key, value in vars(record).items():
-            if key not in _STANDARD and key != "request_id" and not key.startswith("_"):
+            if key not in _SKIP and not key.startswith("_"):
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
 
 
-def configure_logging(level: str = "info", json_lines: bool = True) -> None:
-    """Send boxmask's and uvicorn's logs to stderr, as JSON lines or plain text.
+def logging_config(level: str = "info", json_lines: bool = True) -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` for boxmask's and uvicorn's loggers, to stderr.
 
-    uvicorn's own access log is switched off by ``boxmask serve``: ours has the request id,
-    the route and the latency.
+    Handed to uvicorn as ``log_config``, so each worker process applies it too. uvicorn's own
+    access log is left off by ``boxmask serve``: ours has the request id, route and latency.
     """
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if json_lines
-                         else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    for name in ("boxmask", "uvicorn", "uvicorn.error"):
-        logger = logging.getLogger(name)
-        logger.handlers[:] = [handler]
-        logger.setLevel(level.upper())
-        logger.propagate = False
+    formatter = ({"()": f"{__name__}.JsonFormatter"} if json_lines
+                 else {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"})
+    handler = {"class": "logging.StreamHandler", "formatter": "default", "stream": "ext://sys.stderr"}
+    loggers = {name: {"handlers": ["default"], "level": level.upper(), "propagate": False}
+               for name in ("boxmask", "uvicorn", "uvicorn.error", "uvicorn.access")}
+    return {"version": 1, "disable_existing_loggers": False, "formatters": {"default": formatter},
+            "handlers": {"default": handler}, "loggers": loggers}
+
+
+def configure_logging(level: str = "info", json_lines: bool = True) -> None:
+    logging.config.dictConfig(logging_config(level, json_lines))
