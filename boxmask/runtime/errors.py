@@ -1,0 +1,50 @@
+"""Errors of the runtime: each names one kind of bad input or failure, so that callers (the HTTP
+server, the batch labeler) can map it to a status code without parsing messages.
+
+`BadImage`, `BadBoxes`, `UnknownLabel` and `UnknownImage` are the caller's fault (4xx);
+`BackendUnavailable` is ours (503); `ModelDirError` means the exported model directory is broken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class RuntimeInputError(ValueError):
+    """Base class of errors caused by the caller's input."""
+
+
+class BadImage(RuntimeInputError):
+    """The bytes or array are not a decodable image, or the image is too large."""
+
+
+class BadBoxes(RuntimeInputError):
+    """Boxes that cannot be used: wrong shape, NaN/inf, empty or inverted."""
+
+
+class UnknownLabel(RuntimeInputError):
+    """A label that names no category of the model; carries the names it knows."""
+
+    def __init__(self, label: object, known_names: Sequence[str], known_ids: Sequence[int] = ()) -> None:
+        self.label = label
+        self.known_names = list(known_names)
+        self.known_ids = list(known_ids)
+        super().__init__(
+            f"unknown label {label!r}; known category names: {', '.join(self.known_names)}"
+            + (f" (ids: {', '.join(map(str, self.known_ids))})" if self.known_ids else "")
+        )
+
+
+class UnknownImage(RuntimeInputError, KeyError):
+    """An image key that is not (or no longer) in the predictor's cache: send the image again."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; keep the message readable
+        return str(self.args[0]) if self.args else "unknown image"
+
+
+class BackendUnavailable(RuntimeError):
+    """The inference backend (ONNX Runtime session, Triton server) cannot serve requests."""
+
+
+class ModelDirError(RuntimeError):
+    """The exported model directory is missing files, has a bad model.json or a bad checksum."""

@@ -1,0 +1,369 @@
+"""`Predictor`: boxes in, full-resolution class-specific masks out, without torch.
+
+Like Segment Anything's `SamPredictor`, the expensive part runs once per image and the cheap part
+once per set of boxes: `set_image` runs the encoder (image -> FPN features) and caches its
+outputs under the image's sha256; `predict` runs the decoder on all boxes of one call at once
+and pastes the R x R masks into the image. `detect` runs the whole detector.
+
+Box rules (documented in the API as well): boxes are xyxy in original-image pixels, float; NaN,
+inf, an empty or inverted box (x2 <= x1 or y2 <= y1) is rejected with `BadBoxes`; a box that
+reaches outside the image is clipped to it, and one with nothing left inside is rejected; N = 0
+returns an empty prediction. Labels are COCO category ids (int) or names (str), or None per box
+for "no label: use the predicted class".
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from boxmask.runtime.cache import ByteLRUCache, CacheStats
+from boxmask.runtime.card import ModelCard
+from boxmask.runtime.errors import BadBoxes, ModelDirError, UnknownImage
+from boxmask.runtime.images import DEFAULT_MAX_PIXELS, image_key, load_image
+from boxmask.runtime.masks import paste_masks
+from boxmask.runtime.sessions import InferenceSession
+from boxmask.runtime.transforms import ResizeInfo, boxes_to_original, boxes_to_resized, preprocess
+
+logger = logging.getLogger(__name__)
+
+FEATURE_NAMES = ("p2", "p3", "p4", "p5")
+GRAPHS = ("encoder", "decoder", "detector")
+Backend = Literal["onnxruntime", "triton"]
+Precision = Literal["fp32", "fp16", "int8"]
+LabelLike = int | str | None
+
+
+@dataclass
+class Prediction:
+    """Masks for N boxes of one image (N = K detections for `detect`)."""
+
+    masks: np.ndarray  # [N, H, W] bool, full resolution
+    scores: np.ndarray  # [N] float32: class score of the label used
+    labels: np.ndarray  # [N] int64 COCO category ids
+    boxes: np.ndarray  # [N, 4] float32 xyxy original pixels (clipped to the image)
+    mask_probs: np.ndarray  # [N, R, R] float32 mask probabilities before pasting
+    names: list[str] = field(default_factory=list)  # [N] category names
+    image_size: tuple[int, int] = (0, 0)  # (H, W)
+    key: str | None = None
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """One cache entry: the encoder's outputs and what is needed to use them."""
+
+    features: Mapping[str, np.ndarray]  # p2..p5, [1, F, Hp/stride, Wp/stride]
+    image: np.ndarray  # [1, 3, Hp, Wp] float32: the detector's input, kept for detect(key)
+    info: ResizeInfo
+
+    @property
+    def nbytes(self) -> int:
+        return int(sum(v.nbytes for v in self.features.values()) + self.image.nbytes)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    # exp(-logaddexp(0, -x)) = 1 / (1 + exp(-x)) without overflow warnings for large |x|.
+    return np.exp(-np.logaddexp(0.0, -x.astype(np.float32))).astype(np.float32)
+
+
+class Predictor:
+    """Segment boxes of images with an exported boxmask model.
+
+    Thread-safe: sessions run concurrently and the feature cache is locked.
+    """
+
+    def __init__(
+        self,
+        card: ModelCard,
+        encoder: InferenceSession,
+        decoder: InferenceSession,
+        detector: InferenceSession | None = None,
+        *,
+        detector_factory: object | None = None,
+        cache_bytes: int = 512 << 20,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        max_boxes: int | None = None,
+        mask_threshold: float = 0.5,
+    ) -> None:
+        self.card = card
+        self.encoder = encoder
+        self.decoder = decoder
+        self._detector = detector
+        self._detector_factory = detector_factory
+        self._detector_lock = threading.Lock()
+        self.cache: ByteLRUCache[EncodedImage] = ByteLRUCache(cache_bytes)
+        self.max_pixels = max_pixels
+        self.max_boxes = max_boxes
+        self.mask_threshold = mask_threshold
+        self._label_to_id = np.asarray(card.label_to_id(), dtype=np.int64)
+        self._last_key: str | None = None
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def from_dir(
+        cls,
+        model_dir: str | Path,
+        backend: Backend = "onnxruntime",
+        cache_bytes: int = 512 << 20,
+        precision: Precision = "fp32",
+        triton_url: str | None = None,
+        *,
+        triton_protocol: Literal["http", "grpc"] = "http",
+        providers: Sequence[str] | None = None,
+        intra_op_threads: int | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        max_boxes: int | None = None,
+        mask_threshold: float = 0.5,
+        verify: bool = True,
+    ) -> Predictor:
+        """A predictor for an exported model directory (docs/contracts.md §4).
+
+        backend "onnxruntime" loads the directory's ONNX files in-process (the `precision`
+        variant of each graph where the card lists one, else fp32), "triton" uses the models
+        `boxmask_encoder` / `boxmask_decoder` / `boxmask_detector` of the server at `triton_url`
+        and reads only `model.json` here. The detector session is created on first `detect`.
+        """
+        model_dir = Path(model_dir)
+        card = ModelCard.load(model_dir, verify=False)
+        kwargs = dict(cache_bytes=cache_bytes, max_pixels=max_pixels, max_boxes=max_boxes, mask_threshold=mask_threshold)
+        if backend == "onnxruntime":
+            keys = cls._file_keys(card, precision)
+            if verify:
+                card.verify_files(model_dir, list(keys.values()))
+
+            def session(graph: str) -> InferenceSession:
+                from boxmask.runtime.sessions.onnx_runtime import OnnxRuntimeSession
+
+                return OnnxRuntimeSession(
+                    card.file_path(model_dir, keys[graph]), providers=providers, intra_op_threads=intra_op_threads
+                )
+
+        elif backend == "triton":
+            if not triton_url:
+                raise ValueError("backend='triton' needs triton_url (e.g. 'localhost:8000' or 'grpc://localhost:8001')")
+            keys = {graph: graph for graph in GRAPHS}
+
+            def session(graph: str) -> InferenceSession:
+                from boxmask.runtime.sessions.triton_client import TRITON_MODEL_NAMES, TritonSession
+
+                return TritonSession(triton_url, TRITON_MODEL_NAMES[graph], protocol=triton_protocol)
+
+        else:
+            raise ValueError(f"backend must be 'onnxruntime' or 'triton', got {backend!r}")
+        factory = (lambda: session("detector")) if "detector" in keys else None
+        return cls(card, session("encoder"), session("decoder"), detector_factory=factory, **kwargs)
+
+    @staticmethod
+    def _file_keys(card: ModelCard, precision: str) -> dict[str, str]:
+        """Card file key per graph for a precision; fp32 where a graph has no such variant."""
+        if precision not in ("fp32", "fp16", "int8"):
+            raise ValueError(f"precision must be fp32, fp16 or int8, got {precision!r}")
+        keys: dict[str, str] = {}
+        for graph in GRAPHS:
+            variant = f"{graph}_{precision}"
+            if precision != "fp32" and variant in card.files:
+                keys[graph] = variant
+            elif graph in card.files:
+                keys[graph] = graph
+        if "encoder" not in keys or "decoder" not in keys:
+            raise ModelDirError(f"model.json must list an encoder and a decoder, it has {sorted(card.files)}")
+        if precision != "fp32":
+            if not any(k.endswith(f"_{precision}") for k in keys.values()):
+                raise ModelDirError(
+                    f"no {precision} graph in this model directory (files: {', '.join(sorted(card.files))}); "
+                    f"export with --{precision}"
+                )
+            fallback = [g for g, k in keys.items() if k == g]
+            if fallback:
+                logger.info("no %s variant of %s: using fp32 for them", precision, ", ".join(fallback))
+        return keys
+
+    @property
+    def detector(self) -> InferenceSession:
+        with self._detector_lock:
+            if self._detector is None:
+                if self._detector_factory is None:
+                    raise ModelDirError("this model directory has no detector graph")
+                self._detector = self._detector_factory()  # type: ignore[operator]
+            return self._detector
+
+    def describe(self) -> dict[str, str]:
+        return {"encoder": self.encoder.describe(), "decoder": self.decoder.describe()}
+
+    def cache_stats(self) -> CacheStats:
+        return self.cache.stats()
+
+    # -- images -------------------------------------------------------------------------------
+
+    def _encode(self, image: bytes | np.ndarray) -> EncodedImage:
+        rgb = load_image(image, self.max_pixels)
+        pp = self.card.preprocess
+        batch, info = preprocess(rgb, pp.min_size, pp.max_size, pp.size_divisible, pp.mean)
+        outputs = self.encoder.run({"image": batch}, list(FEATURE_NAMES))
+        return EncodedImage(features=outputs, image=batch, info=info)
+
+    def set_image(self, image: bytes | np.ndarray) -> str:
+        """Encode an image (or find it in the cache) and return its key (sha256 hex).
+
+        image: `[H, W, 3]` uint8 RGB (also `[H, W]`, `[H, W, 4]`, uint16), or encoded bytes.
+        Raises `BadImage` when it cannot be decoded or has more than `max_pixels` pixels.
+        """
+        key = image_key(image)
+        self.cache.get_or_compute(key, lambda: self._encode(image))
+        self._last_key = key
+        return key
+
+    def _entry(self, key: str | None) -> tuple[str, EncodedImage]:
+        key = key if key is not None else self._last_key
+        if key is None:
+            raise UnknownImage("no image has been set: call set_image first or pass key=")
+        entry = self.cache.get(key)
+        if entry is None:
+            raise UnknownImage(f"image {key} is not in the cache (never set, or evicted): send the image again")
+        return key, entry
+
+    # -- boxes --------------------------------------------------------------------------------
+
+    def validate_boxes(self, boxes: object, h: int, w: int) -> np.ndarray:
+        """`[N, 4]` xyxy as float32, clipped to the `h x w` image; `BadBoxes` says what is wrong."""
+        try:
+            arr = np.asarray(boxes, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise BadBoxes("boxes must be a list of [x1, y1, x2, y2] numbers") from None
+        if arr.size == 0:
+            return np.zeros((0, 4), dtype=np.float32)
+        if arr.ndim != 2 or arr.shape[1] != 4:
+            raise BadBoxes(f"boxes must have shape [N, 4] (x1, y1, x2, y2), got {list(arr.shape)}")
+        if self.max_boxes is not None and arr.shape[0] > self.max_boxes:
+            raise BadBoxes(f"{arr.shape[0]} boxes in one request, more than the limit of {self.max_boxes}")
+        bad = ~np.isfinite(arr).all(axis=1)
+        if bad.any():
+            raise BadBoxes(f"box {int(np.argmax(bad))} has a NaN or infinite coordinate: {arr[bad][0].tolist()}")
+        inverted = (arr[:, 2] <= arr[:, 0]) | (arr[:, 3] <= arr[:, 1])
+        if inverted.any():
+            i = int(np.argmax(inverted))
+            raise BadBoxes(f"box {i} is empty or inverted (needs x2 > x1 and y2 > y1): {arr[i].tolist()}")
+        clipped = arr.copy()
+        clipped[:, 0::2] = clipped[:, 0::2].clip(0, w)
+        clipped[:, 1::2] = clipped[:, 1::2].clip(0, h)
+        outside = (clipped[:, 2] <= clipped[:, 0]) | (clipped[:, 3] <= clipped[:, 1])
+        if outside.any():
+            i = int(np.argmax(outside))
+            raise BadBoxes(f"box {i} lies outside the {w}x{h} image: {arr[i].tolist()}")
+        return clipped.astype(np.float32)
+
+    def resolve_labels(self, labels: Sequence[LabelLike] | None, n: int) -> np.ndarray:
+        """Per box: the contiguous label of a COCO id or name, 0 for None ("predict it")."""
+        if labels is None:
+            return np.zeros((n,), dtype=np.int64)
+        if isinstance(labels, (str, bytes)) or not isinstance(labels, Sequence | np.ndarray):
+            raise BadBoxes("labels must be a list with one entry (id, name or null) per box")
+        if len(labels) != n:
+            raise BadBoxes(f"{len(labels)} labels for {n} boxes: give one label (or null) per box")
+        out = np.zeros((n,), dtype=np.int64)
+        for i, label in enumerate(labels):
+            if label is not None:
+                value = label.item() if isinstance(label, np.generic) else label
+                out[i] = self.card.resolve(value).label
+        return out
+
+    # -- inference ----------------------------------------------------------------------------
+
+    def _prediction(
+        self,
+        probs: np.ndarray,
+        boxes: np.ndarray,
+        labels: np.ndarray,
+        scores: np.ndarray,
+        info: ResizeInfo,
+        key: str | None,
+        threshold: float | None,
+    ) -> Prediction:
+        h, w = info.original_size
+        ids = self._label_to_id[labels]
+        return Prediction(
+            masks=paste_masks(probs, boxes, h, w, self.mask_threshold if threshold is None else threshold),
+            scores=scores.astype(np.float32),
+            labels=ids,
+            boxes=boxes.astype(np.float32),
+            mask_probs=probs,
+            names=[self.card.by_id(int(i)).name for i in ids],
+            image_size=(h, w),
+            key=key,
+        )
+
+    def predict(
+        self,
+        boxes: object,
+        labels: Sequence[LabelLike] | None = None,
+        key: str | None = None,
+        mask_threshold: float | None = None,
+    ) -> Prediction:
+        """Masks for `boxes` ([N, 4] xyxy, original pixels) of the image `key` (default: the
+        image of the last `set_image`). All boxes go through the decoder in one run."""
+        key, entry = self._entry(key)
+        h, w = entry.info.original_size
+        clipped = self.validate_boxes(boxes, h, w)
+        n = clipped.shape[0]
+        contiguous = self.resolve_labels(labels, n)
+        r = self.card.mask_resolution
+        if n == 0:
+            empty = np.zeros((0,), dtype=np.int64)
+            return self._prediction(
+                np.zeros((0, r, r), np.float32), clipped, empty, np.zeros((0,), np.float32), entry.info, key, mask_threshold
+            )
+        rh, rw = entry.info.resized_size
+        outputs = self.decoder.run(
+            {
+                **entry.features,
+                "boxes": boxes_to_resized(clipped, entry.info),
+                "labels": contiguous,
+                "image_size": np.array([rh, rw], dtype=np.int64),
+            },
+            ["mask_logits", "class_scores", "labels_out"],
+        )
+        used = outputs["labels_out"].astype(np.int64).reshape(n)
+        scores = outputs["class_scores"][np.arange(n), used]
+        probs = _sigmoid(outputs["mask_logits"].reshape(n, r, r))
+        return self._prediction(probs, clipped, used, scores, entry.info, key, mask_threshold)
+
+    def detect(
+        self,
+        key: str | None = None,
+        image: bytes | np.ndarray | None = None,
+        score_threshold: float = 0.5,
+        max_detections: int = 100,
+        mask_threshold: float | None = None,
+    ) -> Prediction:
+        """All objects the detector finds with `score >= score_threshold`, best first, at most
+        `max_detections`. Give an image (not cached) or the key of an image already set."""
+        if image is not None:
+            rgb = load_image(image, self.max_pixels)
+            pp = self.card.preprocess
+            batch, info = preprocess(rgb, pp.min_size, pp.max_size, pp.size_divisible, pp.mean)
+        else:
+            key, entry = self._entry(key)
+            batch, info = entry.image, entry.info
+        rh, rw = info.resized_size
+        out = self.detector.run({"image": batch, "image_size": np.array([rh, rw], dtype=np.int64)})
+        scores = out["scores"].astype(np.float32).reshape(-1)
+        keep = np.flatnonzero(scores >= score_threshold)
+        keep = keep[np.argsort(-scores[keep], kind="stable")][: max(max_detections, 0)]
+        h, w = info.original_size
+        boxes = boxes_to_original(out["boxes"].reshape(-1, 4)[keep], info)
+        boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
+        boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
+        r = self.card.mask_resolution
+        probs = out["mask_probs"].reshape(-1, r, r)[keep].astype(np.float32)
+        labels = out["labels"].astype(np.int64).reshape(-1)[keep]
+        return self._prediction(probs, boxes, labels, scores[keep], info, key, mask_threshold)

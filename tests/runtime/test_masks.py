@@ -1,0 +1,131 @@
+"""Mask pasting equals torchvision's; RLE, polygon and PNG encodings round-trip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from boxmask.runtime.masks import (
+    from_png,
+    from_rle,
+    paste_mask_probs,
+    paste_masks,
+    polygons_to_mask,
+    to_png,
+    to_polygons,
+    to_rle,
+)
+
+
+def _random_case(seed: int, n: int, h: int, w: int, r: int = 28) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    probs = rng.random((n, r, r), dtype=np.float32)
+    x1 = rng.uniform(-20, w, n)
+    y1 = rng.uniform(-20, h, n)
+    x2 = np.maximum(x1 + rng.uniform(0.2, w, n), 1.5)
+    y2 = np.maximum(y1 + rng.uniform(0.2, h, n), 1.5)
+    # Every box overlaps the image, as the runtime guarantees (torchvision itself fails on a box
+    # wholly above or left of the image: its negative slice indices wrap around).
+    return probs, np.stack([x1, y1, x2, y2], 1).astype(np.float32)
+
+
+@pytest.mark.parametrize(("seed", "h", "w"), [(0, 60, 80), (1, 33, 47), (2, 200, 120), (3, 5, 7)])
+def test_pasted_masks_equal_torchvisions_paste_masks_in_image(seed: int, h: int, w: int) -> None:
+    torch = pytest.importorskip("torch")
+    roi_heads = pytest.importorskip("torchvision.models.detection.roi_heads")
+    torch.set_num_threads(1)
+    probs, boxes = _random_case(seed, 40, h, w)
+    # Boxes with integer corners, tiny boxes and boxes past the border are the edge cases.
+    boxes[:5] = np.round(boxes[:5])
+    boxes[5] = [3.0, 3.0, 3.4, 3.2]
+    boxes[6] = [-5.0, -7.0, w + 9.0, h + 3.0]
+
+    expected = roi_heads.paste_masks_in_image(
+        torch.from_numpy(probs)[:, None], torch.from_numpy(boxes), (h, w)
+    )[:, 0].numpy()
+    ours = paste_mask_probs(probs, boxes, h, w)
+
+    np.testing.assert_allclose(ours, expected, atol=1e-5, rtol=0)
+    decided = np.abs(expected - 0.5) > 1e-5  # pixels a float rounding cannot flip
+    assert np.array_equal(paste_masks(probs, boxes, h, w)[decided], (expected > 0.5)[decided])
+
+
+def test_paste_masks_accepts_torchvision_layout_and_zero_masks() -> None:
+    probs, boxes = _random_case(4, 3, 20, 30)
+    assert np.array_equal(paste_masks(probs[:, None], boxes, 20, 30), paste_masks(probs, boxes, 20, 30))
+    assert paste_masks(np.zeros((0, 28, 28), np.float32), np.zeros((0, 4), np.float32), 20, 30).shape == (0, 20, 30)
+
+
+def test_a_box_outside_the_image_pastes_nothing() -> None:
+    out = paste_masks(np.ones((1, 28, 28), np.float32), np.array([[50, 50, 60, 60]], np.float32), 20, 30)
+    assert not out.any()
+
+
+def test_full_mask_fills_its_box() -> None:
+    out = paste_masks(np.ones((1, 28, 28), np.float32), np.array([[10, 5, 20, 15]], np.float32), 30, 40)[0]
+    ys, xs = np.nonzero(out)
+    # The one-pixel padding fades the border; the inside of the box is all set.
+    assert out[6:15, 11:20].all()
+    assert ys.min() >= 4 and ys.max() <= 16 and xs.min() >= 9 and xs.max() <= 21
+
+
+def _shapes(h: int = 40, w: int = 60, k: int = 1) -> np.ndarray:
+    """A disc and a separate rectangle, `k` times larger than on a 40 x 60 canvas."""
+    yy, xx = np.mgrid[: h * k, : w * k] / k
+    mask = (yy - 15) ** 2 + (xx - 20) ** 2 < 100
+    mask |= (yy > 28) & (yy < 36) & (xx > 40) & (xx < 55)
+    return mask
+
+
+def test_rle_round_trip_is_exact() -> None:
+    mask = _shapes()
+    rle = to_rle(mask)
+    assert rle["size"] == [40, 60] and isinstance(rle["counts"], str)
+    assert np.array_equal(from_rle(rle), mask)
+    assert np.array_equal(from_rle(to_rle(np.zeros((3, 4), bool))), np.zeros((3, 4), bool))
+
+
+def test_uncompressed_rle_is_read() -> None:
+    mask = np.zeros((3, 4), bool)
+    mask[1, 1:3] = True
+    # Column-major runs: 4 zeros, 1 one, 2 zeros, 1 one, 4 zeros.
+    assert np.array_equal(from_rle({"size": [3, 4], "counts": [4, 1, 2, 1, 4]}), mask)
+
+
+def test_polygons_round_trip_closely_and_one_per_component() -> None:
+    mask = _shapes(k=4)
+    polygons = to_polygons(mask)
+    assert len(polygons) == 2
+    assert all(len(p) >= 6 and len(p) % 2 == 0 for p in polygons)
+    back = polygons_to_mask(polygons, *mask.shape)
+    # A polygon through boundary pixel centres covers half of each boundary pixel: what is lost
+    # is a thin rim (relatively larger for small shapes), and nothing outside the mask is added.
+    assert (back & mask).sum() / (back | mask).sum() > 0.95
+    assert not (back & ~mask).any()
+
+
+def test_degenerate_contours_are_dropped() -> None:
+    mask = np.zeros((10, 10), bool)
+    mask[2, 2] = True  # a single pixel: contour of one point
+    mask[5, 3:8] = True  # a one-pixel line: contour of two points
+    assert to_polygons(mask) == []
+    assert to_polygons(np.zeros((5, 5), bool)) == []
+
+
+@pytest.mark.parametrize("bits", [1, 8])
+def test_png_round_trip(bits: int) -> None:
+    mask = _shapes()
+    data = to_png(mask, bits=bits)
+    assert data.startswith(b"\x89PNG")
+    with Image.open(__import__("io").BytesIO(data)) as image:
+        assert image.mode == ("1" if bits == 1 else "L")
+        assert image.size == (60, 40)
+    assert np.array_equal(from_png(data), mask)
+
+
+def test_bad_mask_shapes_are_rejected() -> None:
+    with pytest.raises(ValueError, match="one mask"):
+        to_rle(np.zeros((2, 3, 4), bool))
+    with pytest.raises(ValueError, match="bits"):
+        to_png(np.zeros((2, 2), bool), bits=4)
