@@ -1,0 +1,49 @@
+"""Datasets from a config's ``data`` section: the one place that joins paths, split and transforms."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from boxmask.config import ConfigError, DataConfig
+from boxmask.data.coco import CocoInstances
+from boxmask.data.splits import resolve_seen
+from boxmask.data.transforms import training_transforms
+
+
+def read_categories(annotations: str | Path) -> list[dict]:
+    """The ``categories`` list of a COCO JSON file (to resolve a split before loading images)."""
+    path = Path(annotations)
+    if not path.is_file():
+        raise ConfigError(f"annotations file {str(path)!r} does not exist")
+    try:
+        cats = json.loads(path.read_text()).get("categories")
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"annotations file {str(path)!r} is not valid JSON: {exc}") from exc
+    if not isinstance(cats, list) or not cats:
+        raise ConfigError(f"annotations file {str(path)!r} has no categories")
+    return cats
+
+
+def build_dataset(data: DataConfig, split: Literal["train", "val"] = "train") -> CocoInstances:
+    """The training set (with flips, empty images dropped) or the validation set (neither).
+
+    The seen split is resolved against the *training* categories, so train and val agree on
+    which categories are seen even if the val file orders or names them differently.
+    """
+    seen = resolve_seen(data.seen, read_categories(data.train_annotations))
+    if split == "train":
+        return CocoInstances(data.train_images, data.train_annotations, seen,
+                             transforms=training_transforms(data.horizontal_flip),
+                             drop_empty=data.drop_images_without_annotations)
+    if split == "val":
+        if data.val_annotations is None or data.val_images is None:
+            raise ConfigError("data.val_annotations and data.val_images must be set to evaluate")
+        val_ids = {int(c["id"]) for c in read_categories(data.val_annotations)}
+        missing = sorted(seen - val_ids)
+        if missing:
+            raise ConfigError(f"seen category ids {missing} of the training set are missing "
+                              f"from {str(data.val_annotations)!r}")
+        return CocoInstances(data.val_images, data.val_annotations, seen, drop_empty=False)
+    raise ValueError(f"split must be 'train' or 'val', got {split!r}")

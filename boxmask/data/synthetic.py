@@ -1,0 +1,421 @@
+"""A synthetic COCO dataset of heavily overlapping textured shapes.
+
+It builds the setting the paper is about: many objects per image, painted in depth order so
+that most boxes hold parts of other objects, with masks of the *visible* parts only. A
+class-agnostic mask head trained on some categories sees a box full of two textured shapes and
+has to guess which one is meant; a class-specific head knows the shape of its class.
+
+Eight categories differ by shape *and* texture. Colour alone does not identify a class (the
+palettes overlap), and the suggested split pairs every unseen category with a seen one of the
+same texture kind, so texture alone does not either:
+
+========  ========  ==========  =======================
+seen      texture   unseen      look-alike texture of
+========  ========  ==========  =======================
+disc      noise     hexagon     disc
+square    stripes   ring        square
+triangle  checker   crescent    triangle
+cross     dots      star        cross
+========  ========  ==========  =======================
+
+Output (``generate``)::
+
+    out/annotations/instances_train.json   out/images/train/000000.png ...
+    out/annotations/instances_val.json     out/images/val/000000.png ...
+    out/stats.json
+
+Masks are compressed COCO RLE: exact (areas match the pixels), and unlike polygons they keep
+the hole of a ring and every fragment of an occluded object. Everything is a function of the
+seed: each image draws from its own ``numpy.random.Generator`` seeded by ``(seed, split,
+index)``, PNGs are written with fixed settings, and the JSON holds no timestamps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from boxmask.data.overlap import overlap_scores
+
+GENERATOR_VERSION = 1
+OVERLAP_THRESHOLD = 0.3
+
+# A muted-to-bright set of colours; each category draws from three, each colour serves three
+# categories, so colour never names the class.
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (214, 48, 49), "orange": (235, 140, 30), "yellow": (238, 214, 52),
+    "green": (46, 166, 76), "teal": (30, 160, 170), "blue": (52, 92, 214),
+    "purple": (128, 64, 190), "magenta": (214, 60, 160),
+}
+
+
+@dataclass(frozen=True)
+class ShapeCategory:
+    id: int
+    name: str
+    texture: str  # noise | stripes | checker | dots
+    palette: tuple[str, str, str]
+    suggested_seen: bool
+
+
+CATEGORIES: tuple[ShapeCategory, ...] = (
+    ShapeCategory(1, "disc", "noise", ("red", "teal", "yellow"), True),
+    ShapeCategory(2, "square", "stripes", ("blue", "orange", "green"), True),
+    ShapeCategory(3, "triangle", "checker", ("magenta", "yellow", "teal"), True),
+    ShapeCategory(4, "cross", "dots", ("purple", "green", "red"), True),
+    ShapeCategory(5, "ring", "stripes", ("orange", "magenta", "blue"), False),
+    ShapeCategory(6, "star", "dots", ("yellow", "purple", "blue"), False),
+    ShapeCategory(7, "crescent", "checker", ("teal", "red", "purple"), False),
+    ShapeCategory(8, "hexagon", "noise", ("green", "magenta", "orange"), False),
+)
+
+_SPLIT_CODE = {"train": 0, "val": 1}
+
+
+def coco_categories() -> list[dict[str, Any]]:
+    """The COCO ``categories`` list, with each category's texture and suggested split."""
+    return [{"id": c.id, "name": c.name, "supercategory": "shape", "texture": c.texture,
+             "suggested_seen": c.suggested_seen} for c in CATEGORIES]
+
+
+def suggested_split() -> dict[str, list[str]]:
+    """Four seen and four unseen categories, each unseen one with a seen texture look-alike."""
+    return {"seen": [c.name for c in CATEGORIES if c.suggested_seen],
+            "unseen": [c.name for c in CATEGORIES if not c.suggested_seen]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Shapes: a full (unoccluded) mask per object, rasterised with sub-pixel vertices.
+
+_SHIFT = 4  # cv2.fillPoly fixed-point bits: vertices at 1/16 pixel
+
+
+def _regular(n: int, radius: float, phase: float = 0.0) -> np.ndarray:
+    t = phase + 2 * np.pi * np.arange(n) / n
+    return np.stack([radius * np.cos(t), radius * np.sin(t)], axis=1)
+
+
+def _fill(polys: list[np.ndarray], centre: np.ndarray, rot: np.ndarray, size: int) -> np.ndarray:
+    canvas = np.zeros((size, size), dtype=np.uint8)
+    pts = [np.round((p @ rot.T + centre) * (1 << _SHIFT)).astype(np.int32) for p in polys]
+    cv2.fillPoly(canvas, pts, 1, lineType=cv2.LINE_8, shift=_SHIFT)
+    return canvas.astype(bool)
+
+
+def shape_mask(name: str, centre: np.ndarray, radius: float, angle: float,
+               stretch: tuple[float, float], size: int, rng: np.random.Generator) -> np.ndarray:
+    """``[size, size]`` bool mask of one shape of the given category."""
+    c, s = math.cos(angle), math.sin(angle)
+    rot = np.array([[c, -s], [s, c]]) @ np.diag(stretch)
+    fill = lambda *polys: _fill(list(polys), centre, rot, size)  # noqa: E731
+    if name == "disc":
+        return fill(_regular(64, radius))
+    if name == "square":
+        return fill(_regular(4, radius * 1.2, np.pi / 4))
+    if name == "triangle":
+        return fill(_regular(3, radius * 1.3, -np.pi / 2))
+    if name == "hexagon":
+        return fill(_regular(6, radius * 1.05))
+    if name == "cross":
+        a, b = radius, radius * rng.uniform(0.3, 0.42)
+        return fill(np.array([[-a, -b], [a, -b], [a, b], [-a, b]]),
+                    np.array([[-b, -a], [b, -a], [b, a], [-b, a]]))
+    if name == "star":
+        outer = _regular(5, radius * 1.2, -np.pi / 2)
+        inner = _regular(5, radius * 1.2 * rng.uniform(0.42, 0.52), -np.pi / 2 + np.pi / 5)
+        return fill(np.stack([outer, inner], axis=1).reshape(-1, 2))
+    if name == "ring":
+        hole = rng.uniform(0.45, 0.62)
+        return fill(_regular(64, radius)) & ~fill(_regular(64, radius * hole))
+    if name == "crescent":
+        bite = _regular(64, radius * rng.uniform(0.8, 0.95)) + [radius * rng.uniform(0.45, 0.6), 0]
+        return fill(_regular(64, radius)) & ~fill(bite)
+    raise ValueError(f"unknown shape {name!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Textures: two palette colours in a pattern, in the object's own frame so it turns with it.
+
+def _jitter(colour: tuple[int, int, int], rng: np.random.Generator) -> np.ndarray:
+    return np.clip(np.asarray(colour, dtype=np.float32) + rng.uniform(-18, 18, 3), 0, 255)
+
+
+def texture(kind: str, palette: tuple[str, str, str], centre: np.ndarray,
+            window: tuple[int, int, int, int], rng: np.random.Generator) -> np.ndarray:
+    """``[y1 - y0, x1 - x0, 3]`` float32 texture of one object over ``window = (x0, y0, x1, y1)``."""
+    x0, y0, x1, y1 = window
+    first, second = rng.choice(3, size=2, replace=False)
+    fg, bg = _jitter(COLOURS[palette[first]], rng), _jitter(COLOURS[palette[second]], rng)
+    ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    a = rng.uniform(0, np.pi)
+    u = (xs - centre[0]) * math.cos(a) + (ys - centre[1]) * math.sin(a)
+    v = -(xs - centre[0]) * math.sin(a) + (ys - centre[1]) * math.cos(a)
+    # Pattern scale follows the object, not the image, so small images keep visible textures.
+    period = max(2.5, float(np.hypot(x1 - x0, y1 - y0)) * rng.uniform(0.09, 0.15))
+    if kind == "stripes":
+        sel = np.mod(u / period, 1.0) < 0.5
+    elif kind == "checker":
+        sel = (np.floor(u / period) + np.floor(v / period)) % 2 == 0
+    elif kind == "dots":
+        du, dv = np.mod(u, period * 1.4) - period * 0.7, np.mod(v, period * 1.4) - period * 0.7
+        sel = du * du + dv * dv < (period * 0.42) ** 2
+    elif kind == "noise":
+        cells = (max(2, round((y1 - y0) / period)), max(2, round((x1 - x0) / period)))
+        field = cv2.resize(rng.random(cells, dtype=np.float32), (x1 - x0, y1 - y0),
+                           interpolation=cv2.INTER_LINEAR)
+        sel = field < 0.5
+    else:
+        raise ValueError(f"unknown texture {kind!r}")
+    return np.where(sel[..., None], fg, bg)
+
+
+def background(size: int, rng: np.random.Generator) -> np.ndarray:
+    """``[size, size, 3]`` float32: a muted colour field with faint unannotated clutter."""
+    base = rng.uniform(95, 165, 3).astype(np.float32)
+    field = cv2.resize(rng.uniform(-22, 22, (6, 6, 3)).astype(np.float32), (size, size),
+                       interpolation=cv2.INTER_CUBIC)
+    img = np.ascontiguousarray(base + field)
+    for _ in range(int(rng.integers(4, 10))):  # thin lines and small blobs, low contrast
+        colour = tuple(float(x) for x in base + rng.uniform(-45, 45, 3))
+        p1 = tuple(int(x) for x in rng.integers(0, size, 2))
+        if rng.random() < 0.6:
+            p2 = tuple(int(x) for x in rng.integers(0, size, 2))
+            cv2.line(img, p1, p2, colour, thickness=int(rng.integers(1, 3)), lineType=cv2.LINE_8)
+        else:
+            cv2.circle(img, p1, int(rng.integers(2, max(3, size // 40))), colour, -1, cv2.LINE_8)
+    return img
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenes
+
+@dataclass
+class Instance:
+    category: ShapeCategory
+    mask: np.ndarray  # visible part, [size, size] bool
+    full_area: int
+
+
+@dataclass(frozen=True)
+class SceneParams:
+    """How objects are sized and piled (fractions of the image side unless said otherwise).
+
+    A scene is a few *stacks*: a base object with smaller ones laid on top near its middle, so
+    the base's box holds the objects on it and a top object's box holds the base around it.
+    Stacks are placed against each other, so boxes also reach into the neighbouring stack.
+    """
+
+    min_objects: int = 4
+    max_objects: int = 9
+    stack_depth: tuple[int, int] = (2, 3)
+    base_radius: tuple[float, float] = (0.11, 0.22)
+    # Radius of an object over the one beneath it: large enough that the top object fills a
+    # good part of the base's box, small enough that the base stays visible around it.
+    shrink: tuple[float, float] = (0.72, 0.92)
+    offset: tuple[float, float] = (0.0, 0.12)  # centre shift / radius of the one beneath
+    # Centre distance of a new stack to an earlier one, over the sum of their base radii.
+    spacing: tuple[float, float] = (0.8, 1.3)
+    stretch: tuple[float, float] = (0.7, 1.35)  # per-axis stretch before rotation
+    min_visible_fraction: float = 0.2
+
+
+def _layout(size: int, rng: np.random.Generator, params: SceneParams) -> tuple[np.ndarray, np.ndarray]:
+    """Centres ``[K, 2]`` and radii ``[K]`` in painting order (back to front)."""
+    count = int(rng.integers(params.min_objects, params.max_objects + 1))
+    centres: list[np.ndarray] = []
+    radii: list[float] = []
+    bases: list[tuple[np.ndarray, float]] = []
+    while len(radii) < count:
+        r = size * rng.uniform(*params.base_radius)
+        if bases:
+            anchor, anchor_r = bases[int(rng.integers(0, len(bases)))]
+            t = rng.uniform(0, 2 * np.pi)
+            c = anchor + rng.uniform(*params.spacing) * (anchor_r + r) * np.array([math.cos(t), math.sin(t)])
+        else:
+            c = rng.uniform(0.35, 0.65, 2) * size
+        c = np.clip(c, 0.1 * size, 0.9 * size)
+        bases.append((c, r))
+        depth = int(rng.integers(params.stack_depth[0], params.stack_depth[1] + 1))
+        for _ in range(min(depth, count - len(radii))):
+            centres.append(c)
+            radii.append(r)
+            t = rng.uniform(0, 2 * np.pi)
+            c = c + rng.uniform(*params.offset) * r * np.array([math.cos(t), math.sin(t)])
+            r = r * rng.uniform(*params.shrink)
+    return np.stack(centres), np.asarray(radii)
+
+
+def render_scene(size: int, rng: np.random.Generator,
+                 params: SceneParams = SceneParams()) -> tuple[np.ndarray, list[Instance], int]:
+    """One image: ``(uint8 [size, size, 3] RGB, visible instances, number dropped as hidden)``.
+
+    Objects are painted back to front in the order of :func:`_layout`; an instance is kept
+    when enough of it (``min_visible_fraction`` and a minimum number of pixels) stays visible.
+    """
+    centres, radii = _layout(size, rng, params)
+    count = len(radii)
+    cats = [CATEGORIES[int(i)] for i in rng.integers(0, len(CATEGORIES), count)]
+    image = background(size, rng)
+    full = []
+    for k in range(count):  # painting order = depth order, back to front
+        stretch = (float(rng.uniform(*params.stretch)), float(rng.uniform(*params.stretch)))
+        mask = shape_mask(cats[k].name, centres[k], radii[k], float(rng.uniform(0, 2 * np.pi)),
+                          stretch, size, rng)
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        full.append(mask)
+        if rows.size == 0:
+            continue
+        x0, y0, x1, y1 = int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+        tex = texture(cats[k].texture, cats[k].palette, centres[k], (x0, y0, x1, y1), rng)
+        crop = mask[y0:y1, x0:x1]
+        image[y0:y1, x0:x1][crop] = tex[crop]
+    image += rng.normal(0, 2.0, image.shape).astype(np.float32)  # sensor-like noise
+    image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+    min_pixels = max(16, int((0.03 * size) ** 2))
+    covered = np.zeros((size, size), dtype=bool)
+    kept: list[Instance] = []
+    dropped = 0
+    for k in reversed(range(count)):  # front to back: what is in front hides what is behind
+        visible = full[k] & ~covered
+        covered |= full[k]
+        full_area, area = int(full[k].sum()), int(visible.sum())
+        if full_area == 0:
+            continue
+        if area >= min_pixels and area >= params.min_visible_fraction * full_area:
+            kept.append(Instance(cats[k], visible, full_area))
+        else:
+            dropped += 1
+    kept.reverse()
+    return image, kept, dropped
+
+
+def _png_bytes(image: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(image, mode="RGB").save(buf, format="PNG", compress_level=3, optimize=False)
+    return buf.getvalue()
+
+
+def _write_split(root: Path, split: str, num_images: int, seed: int, size: int) -> dict[str, Any]:
+    image_dir = root / "images" / split
+    image_dir.mkdir(parents=True)
+    images, annotations = [], []
+    overlaps: list[float] = []
+    per_category: Counter[str] = Counter()
+    dropped = 0
+    for index in range(num_images):
+        rng = np.random.default_rng([seed, _SPLIT_CODE[split], index])
+        image, instances, hidden = render_scene(size, rng)
+        dropped += hidden
+        file_name = f"{index:06d}.png"
+        (image_dir / file_name).write_bytes(_png_bytes(image))
+        image_id = index + 1
+        images.append({"id": image_id, "file_name": file_name, "width": size, "height": size})
+        if not instances:
+            continue
+        masks = np.stack([inst.mask for inst in instances])
+        rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+        boxes = mask_utils.toBbox(rles)  # [N, 4] xywh of the visible part, whole pixels
+        scores = overlap_scores(np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], 1), masks)
+        for inst, rle, box, score in zip(instances, rles, boxes, scores):
+            per_category[inst.category.name] += 1
+            overlaps.append(float(score))
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": image_id,
+                "category_id": inst.category.id,
+                "segmentation": {"size": [size, size], "counts": rle["counts"].decode("ascii")},
+                "area": int(mask_utils.area(rle)),
+                "bbox": [float(x) for x in box],
+                "iscrowd": 0,
+                # O_i of boxmask.data.overlap, kept for analysis; COCO tools ignore extra keys.
+                "overlap": round(float(score), 4),
+                "visible_fraction": round(int(inst.mask.sum()) / inst.full_area, 4),
+            })
+    coco = {
+        "info": {"description": "boxmask synthetic overlapping shapes", "version": str(GENERATOR_VERSION),
+                 "seed": seed, "split": split, "suggested_split": suggested_split()},
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": coco_categories(),
+    }
+    (root / "annotations").mkdir(exist_ok=True)
+    text = json.dumps(coco, separators=(",", ":"))
+    (root / "annotations" / f"instances_{split}.json").write_text(text)
+    scores_arr = np.asarray(overlaps)
+    return {
+        "images": num_images,
+        "instances": len(annotations),
+        "instances_per_image": round(len(annotations) / max(num_images, 1), 3),
+        "hidden_instances_dropped": dropped,
+        "per_category": {c.name: per_category[c.name] for c in CATEGORIES},
+        "overlap_share": round(float((scores_arr >= OVERLAP_THRESHOLD).mean()) if overlaps else 0.0, 4),
+        "mean_overlap": round(float(scores_arr.mean()) if overlaps else 0.0, 4),
+    }
+
+
+def generate(out: str | Path, seed: int = 0, num_train: int = 400, num_val: int = 100,
+             image_size: int = 256, overwrite: bool = False) -> dict[str, Any]:
+    """Write the dataset to ``out`` and return its statistics (also in ``out/stats.json``).
+
+    The folder appears complete or not at all: everything is written into a temporary sibling
+    folder that is renamed into place. An existing non-empty ``out`` is refused unless
+    ``overwrite``.
+
+    Raises:
+        ValueError: bad sizes or counts.
+        FileExistsError: ``out`` exists, is not empty, and ``overwrite`` is False.
+    """
+    out = Path(out)
+    if image_size < 32:
+        raise ValueError(f"image size must be at least 32 pixels, got {image_size}")
+    if num_train < 1 or num_val < 0:
+        raise ValueError(f"need at least one training image and no negative counts "
+                         f"(got {num_train} train, {num_val} val)")
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed}")
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} is not empty; pass overwrite=True (--overwrite) to replace it")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        stats: dict[str, Any] = {
+            "generator_version": GENERATOR_VERSION,
+            "seed": seed,
+            "image_size": image_size,
+            "overlap_threshold": OVERLAP_THRESHOLD,
+            "overlap_definition": "O_i = max_j |box_i ∩ visible_mask_j| / |box_i|, j another "
+                                  "instance of the image",
+            "categories": coco_categories(),
+            "suggested_split": suggested_split(),
+            "splits": {split: _write_split(tmp, split, n, seed, image_size)
+                       for split, n in (("train", num_train), ("val", num_val))},
+        }
+        (tmp / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+        if out.is_dir():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            out.rename(old / out.name)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return stats
