@@ -1,0 +1,336 @@
+"""Label Studio tasks and regions -> boxes for `boxmask.runtime` -> brush / polygon results.
+
+This is the translation half of the ML backend (the transport is `router.py`), in the manner
+of Label Studio's example backends: `predict()` maps a `/predict` request to one prediction per
+task. It holds no model logic: boxes go to `Predictor.predict`, whole images to
+`Predictor.detect`, and masks come back as Label Studio's brush RLE
+(`label_studio_sdk.converter.brush.mask2rle`) and, for `PolygonLabels` configs, polygons.
+
+Three ways a request is answered:
+- interactive: `params.context.result` holds the region the annotator just drew (a smart
+  `RectangleLabels` box, in percent of the image); the answer is exactly one prediction with a
+  mask of that box and label. The task's stored annotations are ignored.
+- boxes: a task whose annotations or predictions hold rectangles gets a mask for each of them.
+- detector: a task with no rectangle gets the detector's boxes, labels and masks.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from label_studio_sdk.converter import brush
+
+from boxmask.integrations.labels import LabelMapper
+from boxmask.integrations.labelstudio.config import Control, LabelConfig, LabelConfigError
+from boxmask.integrations.labelstudio.images import (
+    ImageFetchError,
+    LabelStudioAccess,
+    fetch_image,
+)
+from boxmask.runtime import Prediction, Predictor
+from boxmask.runtime.errors import RuntimeInputError, UnknownImage
+from boxmask.runtime.masks import to_polygons
+
+log = logging.getLogger("boxmask.integrations.labelstudio")
+
+
+class TaskError(ValueError):
+    """A task (or the drawn region) that cannot be answered; the message is shown to the user."""
+
+
+@dataclass
+class BackendOptions:
+    """How the backend answers; `router.LabelStudioSettings` fills it from the environment."""
+
+    label_map: Mapping[str, str | int] = field(default_factory=dict)
+    # Overrides of what /setup sends (LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY).
+    access: LabelStudioAccess = field(default_factory=LabelStudioAccess)
+    score_threshold: float = 0.5
+    max_detections: int = 100
+    polygon_tolerance: float = 1.0
+    fetch_timeout_s: float = 10.0
+    max_image_bytes: int = 32 << 20
+    # Image URLs whose encoder output is (probably) still cached, so a second box on the same
+    # image skips the download and the encoder.
+    remembered_images: int = 64
+
+
+@dataclass(frozen=True)
+class Box:
+    """A rectangle region in image pixels, with the label the annotator chose."""
+
+    xyxy: tuple[float, float, float, float]
+    label: str
+    region_id: str | None = None
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+def region_to_box(region: Mapping[str, Any], width: int, height: int) -> Box:
+    """A `rectanglelabels` region (percent of the image) -> a `Box` in pixels.
+
+    A rotated rectangle (Label Studio rotates about its top-left corner) becomes the
+    axis-aligned box around it, which is what the mask model was trained on.
+    """
+    value = region.get("value") or {}
+    try:
+        x, y, w, h = (float(value[k]) for k in ("x", "y", "width", "height"))
+    except (KeyError, TypeError, ValueError):
+        raise TaskError(f"region {region.get('id')!r} has no x/y/width/height") from None
+    labels = value.get(region.get("type") or "rectanglelabels") or value.get("rectanglelabels") \
+        or value.get("labels")
+    if not labels:
+        raise TaskError(f"box {region.get('id')!r} has no label: pick a label before drawing it")
+    x, y, w, h = x / 100 * width, y / 100 * height, w / 100 * width, h / 100 * height
+    angle = math.radians(float(value.get("rotation") or 0.0))
+    if angle:
+        cos, sin = math.cos(angle), math.sin(angle)
+        corners = [(x + cx * cos - cy * sin, y + cx * sin + cy * cos)
+                   for cx, cy in ((0, 0), (w, 0), (w, h), (0, h))]
+        xs, ys = zip(*corners)
+        xyxy = (min(xs), min(ys), max(xs), max(ys))
+    else:
+        xyxy = (x, y, x + w, y + h)
+    return Box(xyxy=xyxy, label=str(labels[0]), region_id=region.get("id"))
+
+
+def _rectangles(results: Sequence[Mapping[str, Any]], controls: Sequence[str]) -> list[Mapping]:
+    return [r for r in results or () if r.get("type") == "rectanglelabels"
+            and (not controls or r.get("from_name") in controls)]
+
+
+def stored_rectangles(task: Mapping[str, Any], controls: Sequence[str]) -> list[Mapping]:
+    """The rectangles of a task's newest annotation that has any, else of its newest prediction.
+
+    One source only: an annotation usually repeats the prediction it started from, and two
+    annotators' boxes of one object would give two masks of it.
+    """
+    def newest_first(items: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        return sorted(items or (), key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""),
+                                                 a.get("id") or 0), reverse=True)
+
+    annotations = [a for a in task.get("annotations") or () if not a.get("was_cancelled")]
+    for source in (newest_first(annotations), newest_first(task.get("predictions") or ())):
+        for item in source:
+            rects = _rectangles(item.get("result") or (), controls)
+            if rects:
+                return rects
+    return []
+
+
+class LabelStudioBackend:
+    """Answers Label Studio's `/setup` and `/predict` with one predictor."""
+
+    def __init__(self, predictor: Predictor, options: BackendOptions | None = None) -> None:
+        self.predictor = predictor
+        self.options = options or BackendOptions()
+        self.labels = LabelMapper(predictor.card, self.options.label_map,
+                                  how_to_map="BOXMASK_LABELSTUDIO_LABEL_MAP='{\"LS name\": \"category\"}'")
+        self._lock = threading.Lock()
+        self._access: dict[str, LabelStudioAccess] = {}
+        self._images: OrderedDict[tuple[str, str], str] = OrderedDict()
+
+    @property
+    def model_version(self) -> str:
+        return f"boxmask-{self.predictor.card.name}"
+
+    # -- /setup -------------------------------------------------------------------------------
+
+    def setup(self, body: Mapping[str, Any]) -> dict[str, str]:
+        """Remember the Label Studio URL and token a project sent; answer the model version.
+
+        Label Studio gives /setup 3 s, so nothing slow happens here (the model is loaded at
+        start-up). The label config is checked so a project without a mask control hears why.
+        """
+        project = _project_id(body.get("project"))
+        hostname, token = body.get("hostname"), body.get("access_token")
+        if project and (hostname or token):
+            with self._lock:
+                self._access[project] = LabelStudioAccess(url=hostname or None, token=token or None)
+        schema = body.get("schema")
+        if schema:
+            try:
+                LabelConfig.parse(schema)
+            except LabelConfigError as exc:
+                log.warning("label config cannot be answered", extra={"project": project, "error": str(exc)})
+        return {"model_version": self.model_version}
+
+    def access_for(self, project: str | None) -> LabelStudioAccess:
+        """Environment settings win over what /setup sent (e.g. LS behind another hostname)."""
+        sent = self._access.get(project or "", LabelStudioAccess())
+        env = self.options.access
+        return LabelStudioAccess(url=env.url or sent.url, token=env.token or sent.token)
+
+    # -- /predict -----------------------------------------------------------------------------
+
+    def predict(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """`{tasks, project, label_config, params: {context}}` -> `{"results": [...]}`.
+
+        Raises `LabelConfigError` / `TaskError` for an interactive request that cannot be
+        answered (the router turns them into a 4xx with the message). In batch mode a task that
+        fails gets `{"error": ...}` without a `result`: Label Studio skips it and stores nothing,
+        so a later "Retrieve Predictions" tries it again; the other tasks are answered.
+        """
+        tasks = body.get("tasks") or []
+        if not isinstance(tasks, list) or not tasks:
+            raise TaskError("the request holds no tasks")
+        config = LabelConfig.parse(body.get("label_config") or "")
+        access = self.access_for(_project_id(body.get("project")))
+        context = (body.get("params") or {}).get("context") or {}
+        drawn = context.get("result") if isinstance(context, Mapping) else None
+        if drawn:
+            return {"results": [self._interactive(tasks[0], drawn, config, access)]}
+        results = []
+        for task in tasks:
+            try:
+                results.append(self._preannotate(task, config, access))
+            except (TaskError, ImageFetchError, RuntimeInputError) as exc:
+                log.warning("task not annotated", extra={"task": task.get("id"), "error": str(exc)})
+                results.append({"error": f"task {task.get('id')}: {exc}", "model_version": self.model_version})
+        return {"results": results}
+
+    def _interactive(self, task: Mapping[str, Any], drawn: Sequence[Mapping[str, Any]],
+                     config: LabelConfig, access: LabelStudioAccess) -> dict[str, Any]:
+        regions = _rectangles(drawn, ())
+        if not regions:
+            kinds = sorted({str(r.get("type")) for r in drawn})
+            raise TaskError(f"boxmask segments boxes: draw a smart RectangleLabels box (got {', '.join(kinds)})")
+        key, (height, width) = self._image(task, config, access)
+        boxes = [region_to_box(r, width, height) for r in regions]
+        return self._masks(key, boxes, config, width, height)
+
+    def _preannotate(self, task: Mapping[str, Any], config: LabelConfig,
+                     access: LabelStudioAccess) -> dict[str, Any]:
+        key, (height, width) = self._image(task, config, access)
+        regions = stored_rectangles(task, config.rectangles)
+        if regions:
+            boxes = [region_to_box(r, width, height) for r in regions]
+            return self._masks(key, boxes, config, width, height)
+        return self._detections(key, config, width, height)
+
+    # -- images -------------------------------------------------------------------------------
+
+    def _image(self, task: Mapping[str, Any], config: LabelConfig,
+               access: LabelStudioAccess) -> tuple[str, tuple[int, int]]:
+        """The predictor key and (height, width) of the task's image, fetching it if needed."""
+        data = task.get("data") or {}
+        url = data.get(config.image_key)
+        if url is None:
+            raise TaskError(f"task data has no {config.image_key!r} (the Image tag's value)")
+        remembered = (access.url or "", str(url))
+        with self._lock:
+            key = self._images.get(remembered)
+            if key is not None:
+                self._images.move_to_end(remembered)
+        if key is not None:
+            try:
+                return key, self.predictor.predict(np.zeros((0, 4)), key=key).image_size
+            except UnknownImage:
+                pass  # evicted from the encoder cache: fetch and encode again
+        image = fetch_image(str(url), access, task_id=task.get("id"),
+                            timeout_s=self.options.fetch_timeout_s,
+                            max_bytes=self.options.max_image_bytes)
+        key = self.predictor.set_image(image)
+        size = self.predictor.predict(np.zeros((0, 4)), key=key).image_size
+        with self._lock:
+            self._images[remembered] = key
+            while len(self._images) > self.options.remembered_images:
+                self._images.popitem(last=False)
+        return key, size
+
+    # -- results ------------------------------------------------------------------------------
+
+    def _output_label(self, label: str, control: Control) -> str:
+        """The label to write in `control` for a box labelled `label` (same model category)."""
+        if label in control.labels:
+            return label
+        category = self.labels.category(label)
+        mapped = self.labels.tool_label(category.id, control.labels)
+        if mapped is None:
+            raise TaskError(f"control {control.from_name!r} has no label for {label!r} "
+                            f"(model category {category.name!r}); add it to the labelling config")
+        return mapped
+
+    def _masks(self, key: str, boxes: Sequence[Box], config: LabelConfig,
+               width: int, height: int) -> dict[str, Any]:
+        categories = [self.labels.category(b.label) for b in boxes]  # UnmappedLabel -> 422
+        pred = self.predictor.predict([b.xyxy for b in boxes], labels=[c.id for c in categories], key=key)
+        return self._prediction(pred, [b.label for b in boxes], config, width, height, boxes=None)
+
+    def _detections(self, key: str, config: LabelConfig, width: int, height: int) -> dict[str, Any]:
+        pred = self.predictor.detect(key=key, score_threshold=self.options.score_threshold,
+                                     max_detections=self.options.max_detections)
+        keep, labels = [], []
+        for i, category_id in enumerate(pred.labels.tolist()):
+            label = self.labels.tool_label(int(category_id), config.mask_labels)
+            if label is None:  # the project does not label this category
+                continue
+            keep.append(i)
+            labels.append(label)
+        return self._prediction(_subset(pred, keep), labels, config, width, height,
+                                boxes=config.rectangle)
+
+    def _prediction(self, pred: Prediction, labels: Sequence[str], config: LabelConfig,
+                    width: int, height: int, boxes: Control | None) -> dict[str, Any]:
+        """One Label Studio prediction: per mask a brush (and polygon) region, and the detector's
+        rectangle when `boxes` names the control to write it to."""
+        common = {"original_width": width, "original_height": height, "image_rotation": 0}
+        result: list[dict[str, Any]] = []
+        for i, label in enumerate(labels):
+            mask, score = pred.masks[i], float(pred.scores[i])
+            region_id = _new_id()
+            if boxes is not None:
+                x1, y1, x2, y2 = (float(v) for v in pred.boxes[i])
+                result.append({
+                    "id": region_id, "from_name": boxes.from_name, "to_name": boxes.to_name,
+                    "type": "rectanglelabels", "score": score, **common,
+                    "value": {"x": 100 * x1 / width, "y": 100 * y1 / height,
+                              "width": 100 * (x2 - x1) / width, "height": 100 * (y2 - y1) / height,
+                              "rotation": 0, "rectanglelabels": [self._output_label(label, boxes)]},
+                })
+            if config.brush is not None:
+                result.append({
+                    "id": _new_id(), "from_name": config.brush.from_name,
+                    "to_name": config.brush.to_name, "type": "brushlabels", "score": score,
+                    "readonly": False, **common,
+                    "value": {"format": "rle", "rle": brush.mask2rle(mask.astype(np.uint8) * 255),
+                              "brushlabels": [self._output_label(label, config.brush)]},
+                })
+            if config.polygon is not None:
+                poly_label = self._output_label(label, config.polygon)
+                for polygon in to_polygons(mask, tolerance=self.options.polygon_tolerance):
+                    points = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
+                    result.append({
+                        "id": _new_id(), "from_name": config.polygon.from_name,
+                        "to_name": config.polygon.to_name, "type": "polygonlabels",
+                        "score": score, **common,
+                        "value": {"points": (points * [100 / width, 100 / height]).tolist(),
+                                  "closed": True, "polygonlabels": [poly_label]},
+                    })
+        scores = pred.scores.astype(float)
+        return {"result": result, "score": float(scores.mean()) if len(scores) else 0.0,
+                "model_version": self.model_version}
+
+
+def _subset(pred: Prediction, keep: Sequence[int]) -> Prediction:
+    idx = np.asarray(keep, dtype=np.int64)
+    return Prediction(masks=pred.masks[idx], scores=pred.scores[idx], labels=pred.labels[idx],
+                      boxes=pred.boxes[idx], mask_probs=pred.mask_probs[idx],
+                      names=[pred.names[i] for i in keep], image_size=pred.image_size, key=pred.key)
+
+
+def _project_id(project: object) -> str | None:
+    """Label Studio sends projects as "<id>.<created timestamp>"."""
+    if project is None or project == "":
+        return None
+    return str(project).split(".", 1)[0]

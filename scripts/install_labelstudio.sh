@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Install Label Studio into its own virtual environment for the `labelstudio` tests.
+#
+# Label Studio pins its own Django, numpy and pydantic stack, so it must not share boxmask's
+# venv. Idempotent: a venv that already runs the wanted version is left alone.
+#   scripts/install_labelstudio.sh [VENV_DIR]   (default: .venv-labelstudio beside this repo)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${1:-${BOXMASK_LABELSTUDIO_VENV:-.venv-labelstudio}}"
+VERSION="${LABEL_STUDIO_VERSION:-1.23.2}"
+PYTHON="${PYTHON:-python3}"
+
+installed_version() {
+  "$VENV/bin/python" -c "import importlib.metadata as m; print(m.version('label-studio'))" 2>/dev/null || true
+}
+
+if [ -x "$VENV/bin/label-studio" ] && [ "$(installed_version)" = "$VERSION" ]; then
+  echo "label-studio $VERSION already installed in $VENV"
+  exit 0
+fi
+test -x "$VENV/bin/python" || "$PYTHON" -m venv "$VENV"
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "label-studio==$VERSION"
+echo "label-studio $(installed_version) installed in $VENV"
