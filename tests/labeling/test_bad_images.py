@@ -1,0 +1,73 @@
+"""Missing, unreadable, truncated and mis-sized images are skipped and reported, not fatal."""
+
+from __future__ import annotations
+
+import json
+
+from PIL import Image
+
+from boxmask.labeling.image_reader import ImageSkip, prefetch, read_image
+from tests.labeling.conftest import label
+
+
+def test_bad_images_are_skipped_reported_and_their_annotations_kept(dataset, model_dir):
+    coco = json.loads(dataset["boxes"].read_text())
+    images = coco["images"]
+    missing, garbage, truncated, resized = (images[i]["file_name"] for i in range(4))
+    (dataset["images"] / missing).unlink()
+    (dataset["images"] / garbage).write_bytes(b"this is not a PNG file at all")
+    data = (dataset["images"] / truncated).read_bytes()
+    (dataset["images"] / truncated).write_bytes(data[: len(data) // 2])
+    Image.new("RGB", (50, 40)).save(dataset["images"] / resized)
+
+    report = label(dataset, model_dir)
+
+    reasons = {s["file_name"]: s["reason"] for s in report["skipped_images"]}
+    assert reasons == {missing: "missing", garbage: "unreadable", truncated: "truncated",
+                       resized: "size_mismatch"}
+    assert report["summary"]["images_skipped"] == {"missing": 1, "size_mismatch": 1,
+                                                   "truncated": 1, "unreadable": 1}
+    assert report["summary"]["images_labeled"] == len(images) - 4
+    bad_ids = {im["id"] for im in images[:4]}
+    out = json.loads(dataset["out"].read_text())
+    for a_in, a_out in zip(coco["annotations"], out["annotations"]):
+        if a_in["image_id"] in bad_ids:
+            assert a_out == a_in
+    skipped_anns = {a["id"] for a in coco["annotations"] if a["image_id"] in bad_ids}
+    # Each is reported: under image_skipped, or (unknown category) under its own reason.
+    reported = {i for ids in report["not_masked"].values() for i in ids}
+    assert skipped_anns <= reported
+    assert set(report["not_masked"]["image_skipped"]) <= skipped_anns
+    assert report["not_masked"]["image_skipped"]
+    assert any("boxmask" in a for a in out["annotations"] if a["image_id"] not in bad_ids)
+
+
+def test_read_image_checks_the_size_the_annotations_expect(tmp_path):
+    path = tmp_path / "a.png"
+    Image.new("L", (30, 20), color=7).save(path)
+    image = read_image(str(path), height=20, width=30)
+    assert image.shape == (20, 30, 3) and image.dtype.name == "uint8"
+    skip = read_image(str(path), height=30, width=20)
+    assert isinstance(skip, ImageSkip) and skip.reason == "size_mismatch"
+
+
+def test_prefetch_keeps_input_order_and_reads_ahead():
+    import threading
+    import time
+
+    started: list[int] = []
+    lock = threading.Lock()
+
+    def load(i: int) -> int:
+        with lock:
+            started.append(i)
+        time.sleep(0.01 * (5 - i % 5))  # later items finish first
+        return i * i
+
+    seen = []
+    for item, value in prefetch(range(12), load, workers=3, depth=4):
+        if item == 0:
+            time.sleep(0.05)
+            assert len(started) >= 4  # the next images were being read while 0 was used
+        seen.append((item, value))
+    assert seen == [(i, i * i) for i in range(12)]
