@@ -1,0 +1,196 @@
+"""Predictor on a contract-conforming model directory (random weights: semantics, not quality)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from boxmask.runtime import BadBoxes, BadImage, Predictor, UnknownImage, UnknownLabel
+from boxmask.runtime.sessions.onnx_runtime import OnnxRuntimeSession, choose_providers
+
+
+class CountingSession:
+    """Wraps a real session to count runs and remember the last inputs."""
+
+    def __init__(self, inner: OnnxRuntimeSession) -> None:
+        self.inner = inner
+        self.runs = 0
+        self.last_inputs: dict[str, np.ndarray] = {}
+
+    input_names = property(lambda self: self.inner.input_names)
+    output_names = property(lambda self: self.inner.output_names)
+
+    def run(self, inputs, output_names=None):  # noqa: ANN001, ANN201
+        self.runs += 1
+        self.last_inputs = dict(inputs)
+        return self.inner.run(inputs, output_names)
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+
+@pytest.fixture
+def predictor(model_dir: Path) -> Predictor:
+    p = Predictor.from_dir(model_dir, intra_op_threads=1, cache_bytes=1 << 20)
+    p.encoder = CountingSession(p.encoder)  # type: ignore[assignment]
+    p.decoder = CountingSession(p.decoder)  # type: ignore[assignment]
+    return p
+
+
+def _image(h: int = 60, w: int = 90, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _png(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+BOXES = [[5, 5, 40, 30], [20, 10, 85, 55], [0, 0, 90, 60]]
+
+
+def test_masks_come_back_full_size_for_every_box(predictor: Predictor) -> None:
+    key = predictor.set_image(_image())
+    pred = predictor.predict(BOXES, labels=["disc", 3, None], key=key)
+    assert pred.masks.shape == (3, 60, 90) and pred.masks.dtype == bool
+    assert pred.mask_probs.shape == (3, 28, 28) and pred.scores.shape == (3,)
+    assert pred.boxes.shape == (3, 4) and pred.key == key and pred.image_size == (60, 90)
+    assert pred.labels[:2].tolist() == [1, 3]  # given labels are used, as COCO ids
+    assert pred.labels[2] in (1, 3, 7) and pred.names[:2] == ["disc", "square"]
+    assert ((pred.scores >= 0) & (pred.scores <= 1)).all()
+    # Masks never leave their (expanded) boxes.
+    assert not pred.masks[0][35:, :].any() and not pred.masks[0][:, 45:].any()
+
+
+def test_all_boxes_of_a_call_share_one_decoder_run_and_the_encoder_runs_once(predictor: Predictor) -> None:
+    key = predictor.set_image(_image())
+    predictor.predict(BOXES, key=key)
+    predictor.predict(BOXES[:1], key=key)
+    assert predictor.set_image(_image()) == key
+    assert predictor.encoder.runs == 1 and predictor.decoder.runs == 2  # type: ignore[attr-defined]
+    stats = predictor.cache_stats()
+    assert stats.misses == 1 and stats.hits >= 3 and stats.bytes > 0
+
+
+def test_labels_by_name_id_and_none_reach_the_decoder_as_contiguous_labels(predictor: Predictor) -> None:
+    key = predictor.set_image(_image())
+    predictor.predict(BOXES, labels=["triangle", 1, None], key=key)
+    sent = predictor.decoder.last_inputs  # type: ignore[attr-defined]
+    assert sent["labels"].tolist() == [3, 1, 0] and sent["labels"].dtype == np.int64
+    # The same category by name or id gives the same mask.
+    by_name = predictor.predict(BOXES[:1], labels=["square"], key=key)
+    by_id = predictor.predict(BOXES[:1], labels=[np.int64(3)], key=key)
+    assert np.array_equal(by_name.mask_probs, by_id.mask_probs)
+
+
+def test_unlabelled_boxes_get_the_predicted_class(predictor: Predictor) -> None:
+    key = predictor.set_image(_image())
+    pred = predictor.predict(BOXES, key=key)
+    outputs = predictor.decoder.inner.run(predictor.decoder.last_inputs)  # type: ignore[attr-defined]
+    predicted = outputs["class_scores"][:, 1:].argmax(1) + 1
+    assert pred.labels.tolist() == [[0, 1, 3, 7][i] for i in predicted]
+    np.testing.assert_allclose(pred.scores, outputs["class_scores"][np.arange(3), predicted])
+
+
+def test_unknown_labels_and_label_count_mismatch_are_rejected(predictor: Predictor) -> None:
+    key = predictor.set_image(_image())
+    with pytest.raises(UnknownLabel) as info:
+        predictor.predict(BOXES[:1], labels=["dog"], key=key)
+    assert info.value.known_names == ["disc", "square", "triangle"]
+    with pytest.raises(UnknownLabel):
+        predictor.predict(BOXES[:1], labels=[2], key=key)  # 2 is a contiguous label, not an id
+    with pytest.raises(BadBoxes, match="2 labels for 1 boxes"):
+        predictor.predict(BOXES[:1], labels=["disc", "disc"], key=key)
+
+
+def test_no_boxes_give_an_empty_prediction(predictor: Predictor) -> None:
+    key = predictor.set_image(_image())
+    for empty in ([], np.zeros((0, 4))):
+        pred = predictor.predict(empty, key=key)
+        assert len(pred) == 0 and pred.masks.shape == (0, 60, 90) and pred.mask_probs.shape == (0, 28, 28)
+
+
+@pytest.mark.parametrize(
+    ("boxes", "message"),
+    [([[1, 2, 3]], r"shape \[N, 4\]"), ([[0, 0, float("nan"), 5]], "NaN or infinite"),
+     ([[0, 0, float("inf"), 5]], "NaN or infinite"), ([[10, 10, 5, 20]], "empty or inverted"),
+     ([[10, 10, 10, 20]], "empty or inverted"), ([[100, 70, 120, 80]], "outside"),
+     ([["a", 0, 1, 1]], "numbers"), ("nonsense", "numbers")],
+)
+def test_bad_boxes_are_rejected_with_the_reason(predictor: Predictor, boxes: object, message: str) -> None:
+    key = predictor.set_image(_image())
+    with pytest.raises(BadBoxes, match=message):
+        predictor.predict(boxes, key=key)
+
+
+def test_boxes_reaching_outside_the_image_are_clipped(predictor: Predictor) -> None:
+    key = predictor.set_image(_image())
+    pred = predictor.predict([[-10, -5, 200, 70]], key=key)
+    assert pred.boxes.tolist() == [[0, 0, 90, 60]]
+    same = predictor.predict([[0, 0, 90, 60]], key=key)
+    assert np.array_equal(pred.mask_probs, same.mask_probs)
+
+
+def test_box_limit(model_dir: Path) -> None:
+    p = Predictor.from_dir(model_dir, intra_op_threads=1, max_boxes=2)
+    key = p.set_image(_image())
+    with pytest.raises(BadBoxes, match="limit of 2"):
+        p.predict(BOXES, key=key)
+
+
+def test_bytes_and_array_of_one_image_give_the_same_masks(predictor: Predictor) -> None:
+    a = _image()
+    from_array = predictor.predict(BOXES, key=predictor.set_image(a))
+    from_png = predictor.predict(BOXES, key=predictor.set_image(_png(a)))
+    assert from_array.key != from_png.key
+    assert np.array_equal(from_array.masks, from_png.masks)
+
+
+def test_unknown_and_evicted_images_ask_for_the_image_again(model_dir: Path) -> None:
+    p = Predictor.from_dir(model_dir, intra_op_threads=1, cache_bytes=1)  # holds one entry only
+    with pytest.raises(UnknownImage, match="no image has been set"):
+        p.predict(BOXES)
+    first = p.set_image(_image(seed=1))
+    p.set_image(_image(seed=2))
+    with pytest.raises(UnknownImage, match="send the image again"):
+        p.predict(BOXES, key=first)
+    assert p.cache_stats().evictions == 1
+    assert len(p.predict(BOXES)) == 3  # default: the last image set
+
+
+def test_bad_images_raise_bad_image(predictor: Predictor) -> None:
+    with pytest.raises(BadImage):
+        predictor.set_image(b"GIF89a but not really")
+    with pytest.raises(BadImage, match="more than the limit"):
+        Predictor(predictor.card, predictor.encoder, predictor.decoder, max_pixels=100).set_image(_image())
+
+
+def test_detect_returns_sorted_thresholded_detections_in_image_coordinates(predictor: Predictor) -> None:
+    a = _image(70, 50)
+    key = predictor.set_image(a)
+    everything = predictor.detect(key=key, score_threshold=0.0)
+    assert len(everything) == 5  # the contract test model's fixed grid
+    assert (np.diff(everything.scores) <= 0).all()
+    assert everything.boxes[:, 2].max() <= 50 and everything.boxes[:, 3].max() <= 70
+    np.testing.assert_allclose(everything.boxes[everything.boxes[:, 0] == 0].max(0)[2:], [50, 70], atol=0.05)
+    assert everything.masks.shape == (5, 70, 50)
+    assert set(everything.labels.tolist()) <= {1, 3, 7}
+    top = predictor.detect(key=key, score_threshold=0.0, max_detections=2)
+    assert np.array_equal(top.scores, everything.scores[:2])
+    cut = float(everything.scores[2])
+    assert len(predictor.detect(key=key, score_threshold=cut)) == 3
+    # An image given directly is not cached and gives the same result.
+    direct = predictor.detect(image=_png(a), score_threshold=0.0)
+    assert np.array_equal(direct.masks, everything.masks) and direct.key is None
+
+
+def test_providers_are_chosen_from_what_onnxruntime_has() -> None:
+    assert choose_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    assert choose_providers(["CUDAExecutionProvider", "CPUExecutionProvider", "TensorrtExecutionProvider"]) == [
+        "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers(["AzureExecutionProvider"]) == ["CPUExecutionProvider"]
