@@ -1,0 +1,42 @@
+"""`boxmask data synth` and `boxmask data split` from the command line."""
+
+import json
+
+from typer.testing import CliRunner
+
+from boxmask.cli import app
+
+runner = CliRunner()
+
+
+def _text(output: str) -> str:
+    return " ".join(output.split())  # rich wraps long error lines
+
+
+def test_data_synth_writes_a_dataset_and_refuses_to_overwrite_it(tmp_path):
+    out = tmp_path / "ds"
+    args = ["data", "synth", "--out", str(out), "--seed", "2", "--images", "2",
+            "--val-images", "1", "--size", "32"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["splits"]["train"]["images"] == 2 and stats["seed"] == 2
+    assert len(list((out / "images" / "train").glob("*.png"))) == 2
+
+    again = runner.invoke(app, args)
+    assert again.exit_code == 2 and "not empty" in _text(again.output)
+    assert runner.invoke(app, args + ["--overwrite"]).exit_code == 0
+
+
+def test_data_split_marks_seen_categories_and_explains_unknown_ones(tiny_synth):
+    root, _ = tiny_synth
+    ann = str(root / "annotations" / "instances_train.json")
+    result = runner.invoke(app, ["data", "split", ann, "--seen", "disc,ring"])
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[1]: line.split()[2] for line in result.output.splitlines() if line.strip()}
+    assert lines["disc"] == "seen" and lines["ring"] == "seen" and lines["star"] == "unseen"
+
+    bad = runner.invoke(app, ["data", "split", ann, "--seen", "blob"])
+    assert bad.exit_code == 2 and "unknown seen category" in _text(bad.output) and "disc" in bad.output
+    voc = runner.invoke(app, ["data", "split", ann, "--seen", "coco-voc"])
+    assert voc.exit_code == 2 and "lacks" in _text(voc.output)
