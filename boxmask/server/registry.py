@@ -117,6 +117,18 @@ class ModelRegistry:
                 slot.failed_at = time.monotonic()
                 log.error("model failed to load", extra={"model": slot.name, "error": slot.error})
 
+    def check_backends(self) -> None:
+        """Ask remote sessions (Triton) whether their models are still ready; an in-process
+        ONNX Runtime session has no such question and is taken as ready."""
+        for slot in self.slots.values():
+            if not slot.ready:
+                continue
+            for graph in ("encoder", "decoder"):
+                is_ready = getattr(getattr(slot.predictor, graph, None), "is_ready", None)
+                if callable(is_ready) and not is_ready():
+                    self.mark_failed(slot.name, RuntimeError(f"the backend's {graph} is not ready"))
+                    break
+
     def retry_failed(self) -> None:
         """Reload failed models whose last failure is older than ``reload_interval_s``."""
         now = time.monotonic()

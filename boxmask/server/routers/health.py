@@ -25,7 +25,8 @@ async def healthz() -> Health:
 async def readyz(registry: ModelRegistry = Depends(get_registry)) -> JSONResponse:
     """Readiness: 200 when every model can serve; 503 with the reason (no model, a model that
     failed to load, a backend that failed) otherwise. Failed models are retried here."""
-    # Reloading opens ONNX sessions or reaches Triton: not on the event loop.
+    # Reloading opens ONNX sessions and asking Triton is network I/O: not on the event loop.
+    await run_in_threadpool(registry.check_backends)
     await run_in_threadpool(registry.retry_failed)
     ready, message, states = registry.readiness()
     body = Readiness(status="ready" if ready else "not_ready", message=message, models=states)

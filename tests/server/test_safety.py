@@ -1,0 +1,166 @@
+"""Auth, CORS, overload, and failing or missing backends: the process stays up and says why."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from boxmask.runtime.errors import BackendUnavailable
+from boxmask.server import create_app
+from tests.server.conftest import assert_error, make_settings, png_bytes
+
+BOX = [10.0, 10.0, 50.0, 50.0]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_bearer_token_guards_the_api_but_not_health(model_dir: Path) -> None:
+    with TestClient(create_app(make_settings(model_dir, api_token="s3cret-token"))) as client:
+        missing = client.get("/v1/models")
+        assert_error(missing, 401, "unauthorized")
+        assert missing.headers["www-authenticate"] == "Bearer"
+        assert_error(client.get("/v1/models", headers={"Authorization": "Bearer wrong"}),
+                     401, "unauthorized")
+        assert_error(client.post("/v1/segment", json={"image_id": "x", "boxes": [BOX]}),
+                     401, "unauthorized")
+        ok = client.get("/v1/models", headers={"Authorization": "Bearer s3cret-token"})
+        assert ok.status_code == 200
+        for path in ("/healthz", "/readyz", "/metrics", "/"):
+            assert client.get(path).status_code == 200, path
+
+
+def test_cors_allows_only_the_configured_origins(model_dir: Path) -> None:
+    settings = make_settings(model_dir, cors_origins=["http://labeler.example"])
+    preflight = {"Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "content-type,authorization"}
+    with TestClient(create_app(settings)) as client:
+        allowed = client.options("/v1/segment",
+                                 headers={"Origin": "http://labeler.example", **preflight})
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == "http://labeler.example"
+        other = client.options("/v1/segment", headers={"Origin": "http://evil.example", **preflight})
+        assert "access-control-allow-origin" not in other.headers
+        simple = client.get("/v1/models", headers={"Origin": "http://labeler.example"})
+        assert simple.headers["access-control-allow-origin"] == "http://labeler.example"
+    with TestClient(create_app(make_settings(model_dir))) as client:  # default: no CORS at all
+        r = client.get("/v1/models", headers={"Origin": "http://labeler.example"})
+        assert "access-control-allow-origin" not in r.headers
+
+
+@pytest.mark.anyio
+async def test_a_full_queue_gets_503_with_retry_after_while_health_still_answers(
+        model_dir: Path) -> None:
+    app = create_app(make_settings(model_dir, max_concurrency=1, max_queue=1,
+                                   queue_timeout_s=0.5, retry_after_s=3))
+    async with app.router.lifespan_context(app):
+        limiter = app.state.limiter
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://server") as client:
+            up = await client.post("/v1/images", content=png_bytes(),
+                                   headers={"content-type": "image/png"})
+            body = {"image_id": up.json()["image_id"], "boxes": [BOX]}
+            # Real work that holds the only slot (in a worker thread) until released.
+            release = threading.Event()
+            busy = asyncio.create_task(limiter.run(release.wait, 10))
+            await asyncio.sleep(0.05)
+            queued = asyncio.create_task(client.post("/v1/segment", json=body))
+            while limiter.waiting < 1:
+                await asyncio.sleep(0.01)
+            full = await client.post("/v1/segment", json=body)
+            assert_error(full, 503, "overloaded")
+            assert full.headers["retry-after"] == "3"
+            # The event loop is free while the slot computes: health and metrics answer.
+            assert (await client.get("/healthz")).status_code == 200
+            assert "boxmask_queue_depth 1.0" in (await client.get("/metrics")).text
+            # The queued request gives up after queue_timeout_s instead of hanging.
+            waited = await queued
+            assert_error(waited, 503, "overloaded")
+            assert "waited" in waited.json()["error"]["message"]
+            release.set()
+            await busy
+            after = await client.post("/v1/segment", json=body)
+            assert after.status_code == 200, after.text
+            metrics = (await client.get("/metrics")).text
+            assert 'boxmask_rejected_requests_total{reason="overloaded"} 2.0' in metrics
+
+
+@pytest.mark.anyio
+async def test_inference_runs_in_a_worker_thread_not_on_the_event_loop(model_dir: Path) -> None:
+    app = create_app(make_settings(model_dir))
+    async with app.router.lifespan_context(app):
+        assert await app.state.limiter.run(threading.get_ident) != threading.get_ident()
+
+
+def test_without_a_model_health_is_ok_readiness_says_how_to_get_one(tmp_path: Path) -> None:
+    with TestClient(create_app(make_settings(tmp_path / "empty"))) as client:
+        assert client.get("/healthz").status_code == 200
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert "boxmask export" in ready.json()["message"]
+        assert_error(client.post("/v1/segment", json={"image_id": "x", "boxes": [BOX]}),
+                     503, "no_model")
+        assert client.get("/v1/models").json() == {"default": None, "models": []}
+        assert client.get("/").status_code == 200
+
+
+def test_a_corrupt_model_fails_readiness_with_the_reason(model_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    (broken / "decoder.onnx").write_bytes(b"not onnx")
+    with TestClient(create_app(make_settings(broken))) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert "checksum" in ready.json()["message"]
+        assert_error(client.post("/v1/images", content=png_bytes(),
+                                 headers={"content-type": "image/png"}), 503, "backend_unavailable")
+        assert client.get("/v1/models").json()["models"][0]["status"] == "failed"
+        assert client.get("/healthz").status_code == 200
+
+
+def test_an_unreachable_triton_fails_readiness_and_requests_503(model_dir: Path) -> None:
+    settings = make_settings(model_dir, triton_url=f"127.0.0.1:{closed_port()}")
+    assert settings.effective_backend == "triton"
+    with TestClient(create_app(settings)) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert "Triton" in ready.json()["message"] or "tritonclient" in ready.json()["message"]
+        r = client.post("/v1/segment", json={"image_id": "x", "boxes": [BOX]})
+        assert_error(r, 503, "backend_unavailable")
+        assert "retry-after" in r.headers
+        assert client.get("/healthz").status_code == 200
+
+
+def test_a_backend_failing_mid_request_fails_readiness_until_a_reload_works(
+        model_dir: Path) -> None:
+    with TestClient(create_app(make_settings(model_dir, reload_interval_s=0.0))) as client:
+        predictor = client.app.state.registry.slot(None).predictor
+
+        class FailingEncoder:  # fault injection: the backend dies under the next request
+            def run(self, inputs, outputs=None):  # noqa: ANN001, ANN202
+                raise BackendUnavailable("encoder session lost (injected)")
+
+        predictor.encoder = FailingEncoder()
+        r = client.post("/v1/images", content=png_bytes(seed=5), headers={"content-type": "image/png"})
+        assert_error(r, 503, "backend_unavailable")
+        # Until readiness is checked again, the model refuses requests instead of failing each.
+        assert client.app.state.registry.readiness()[0] is False
+        # /readyz reloads the model (reload_interval_s=0): a fresh session works again.
+        assert client.get("/readyz").status_code == 200
+        r = client.post("/v1/images", content=png_bytes(seed=5), headers={"content-type": "image/png"})
+        assert r.status_code == 200, r.text
