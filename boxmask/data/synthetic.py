@@ -5,6 +5,11 @@ that most boxes hold parts of other objects, with masks of the *visible* parts o
 class-agnostic mask head trained on some categories sees a box full of two textured shapes and
 has to guess which one is meant; a class-specific head knows the shape of its class.
 
+Scenes are piles (see :class:`SceneParams`): a base object with one or two slightly smaller
+objects laid over its middle, several piles pressed against each other. That puts a
+neighbour inside most boxes: about 43% of the instances have ``O >= 0.3`` (``O`` of
+:mod:`boxmask.data.overlap`), reported per split in ``stats.json``.
+
 Eight categories differ by shape *and* texture. Colour alone does not identify a class (the
 palettes overlap), and the suggested split pairs every unseen category with a seen one of the
 same texture kind, so texture alone does not either:
@@ -32,12 +37,13 @@ index)``, PNGs are written with fixed settings, and the JSON holds no timestamps
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import shutil
 import tempfile
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -302,10 +308,8 @@ def render_scene(size: int, rng: np.random.Generator,
 
 
 def _png_bytes(image: np.ndarray) -> bytes:
-    import io
-
     buf = io.BytesIO()
-    Image.fromarray(image, mode="RGB").save(buf, format="PNG", compress_level=3, optimize=False)
+    Image.fromarray(image).save(buf, format="PNG", compress_level=3, optimize=False)
     return buf.getvalue()
 
 
@@ -404,6 +408,7 @@ def generate(out: str | Path, seed: int = 0, num_train: int = 400, num_val: int 
                                   "instance of the image",
             "categories": coco_categories(),
             "suggested_split": suggested_split(),
+            "scene": asdict(SceneParams()),
             "splits": {split: _write_split(tmp, split, n, seed, image_size)
                        for split, n in (("train", num_train), ("val", num_val))},
         }
