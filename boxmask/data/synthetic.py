@@ -412,7 +412,9 @@ def generate(out: str | Path, seed: int = 0, num_train: int = 400, num_val: int 
             "splits": {split: _write_split(tmp, split, n, seed, image_size)
                        for split, n in (("train", num_train), ("val", num_val))},
         }
-        (tmp / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+        text = json.dumps(stats, indent=2) + "\n"
+        (tmp / "stats.json").write_text(text)
+        stats = json.loads(text)  # what the file holds (tuples become lists)
         if out.is_dir():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             out.rename(old / out.name)
