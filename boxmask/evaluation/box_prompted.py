@@ -101,11 +101,12 @@ def box_prompted_metrics(coco_gt: COCO, prompted: Sequence[Mapping], seen_ids: C
     ev = SubsetCOCOeval(coco_gt, coco_dt, "segm", img_ids=img_ids)
     sides = _side_ids(coco_gt.getCatIds(), seen)
 
-    def ap(keep: set[int] | None, lo: float, hi: float) -> dict[str, dict]:
+    def ap(keep: set[int] | None, lo: float, hi: float, names: Sequence[str] = AP_NAMES
+           ) -> dict[str, dict]:
         out_dt = None if keep is None else {d for d, a in dt_source.items()
                                             if not lo <= gt_overlap.get(a, 0.0) < hi}
-        return {side: stats_to_dict(ev.evaluate_subset(cats, keep, out_dt), AP_NAMES)
-                for side, cats in sides.items()}
+        stats = ev.evaluate_subsets(sides, keep, out_dt, area_ranges=names == AP_NAMES)
+        return {side: stats_to_dict(v, names) for side, v in stats.items()}
 
     def subset(lo: float, hi: float) -> list[dict]:
         return [a for a in instances if lo <= gt_overlap.get(a["id"], 0.0) < hi]
@@ -116,7 +117,7 @@ def box_prompted_metrics(coco_gt: COCO, prompted: Sequence[Mapping], seen_ids: C
         members = subset(lo, hi)
         by_bin.append({"lo": lo, "hi": hi, "num_instances": count(members),
                        "mean_iou": mean_iou(members),
-                       "mask_ap": ap({a["id"] for a in members}, lo, hi)})
+                       "mask_ap": ap({a["id"] for a in members}, lo, hi, AP_NAMES[:3])})
 
     hist = {}
     for side in ("seen", "unseen"):

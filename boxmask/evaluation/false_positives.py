@@ -40,7 +40,8 @@ def false_positive_sources(ev: SubsetCOCOeval, seen_ids: Collection[int],
     if hit.size == 0:
         raise ValueError(f"IoU {iou_threshold} is not one of the evaluation's thresholds {thresholds}")
     t = int(hit[0])
-    ev.evaluate_subset(ev.cocoGt.getCatIds())
+    if not ev.last_subset_is_plain or sorted(ev.params.catIds) != sorted(ev.cocoGt.getCatIds()):
+        ev.evaluate_subset(ev.cocoGt.getCatIds())
     seen = set(int(c) for c in seen_ids)
     coco_gt: COCO = ev.cocoGt
     coco_dt: COCO = ev.cocoDt

@@ -17,13 +17,15 @@ The detection scores decide which *unmatched* detections a subset ignores (see
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from boxmask.data.overlap import overlap_scores
+# _pixel_coverage is the definition of |b ∩ s| on the pixel grid; sharing it keeps detection
+# and instance scores measured alike.
+from boxmask.data.overlap import _pixel_coverage, overlap_scores
 
 
 def xywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
@@ -53,42 +55,55 @@ def gt_overlaps(coco_gt: COCO, img_ids: Collection[int] | None = None) -> dict[i
     return out
 
 
-def detection_overlaps(coco_gt: COCO, coco_dt: COCO,
+def _mask_areas_in_box(box: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """``[N]`` area of each mask inside ``box`` (xyxy), partial pixels counted as
+    :func:`~boxmask.data.overlap.overlap_scores` counts them."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if x2 <= x1 or y2 <= y1 or len(masks) == 0:
+        return np.zeros(len(masks))
+    x0, wx = _pixel_coverage(x1, x2, masks.shape[2])
+    y0, wy = _pixel_coverage(y1, y2, masks.shape[1])
+    crop = masks[:, y0:y0 + wy.size, x0:x0 + wx.size].astype(np.float64)
+    return np.einsum("nyx,y,x->n", crop, wy, wx)
+
+
+def detection_overlaps(coco_gt: COCO, detections: Sequence[Mapping],
                        img_ids: Collection[int] | None = None) -> dict[int, float]:
-    """``{detection id: O}`` for the detections of ``coco_dt`` (boxes from their ``bbox``)."""
-    ids = coco_gt.getImgIds() if img_ids is None else list(img_ids)
-    out: dict[int, float] = {}
-    for img_id in ids:
-        dets = coco_dt.loadAnns(coco_dt.getAnnIds(imgIds=[img_id]))
-        if not dets:
+    """``{detection id: O}`` for COCO results, ids numbered ``1..D`` in list order as
+    ``COCO.loadRes`` numbers them. A detection's box is its ``bbox`` (the box around its mask
+    when it has none)."""
+    chosen = None if img_ids is None else {int(i) for i in img_ids}
+    per_image: dict[int, list[tuple[int, list[float]]]] = defaultdict(list)
+    for k, det in enumerate(detections):
+        img_id = int(det["image_id"])
+        if chosen is not None and img_id not in chosen:
             continue
+        bbox = det.get("bbox")
+        if bbox is None:
+            bbox = mask_utils.toBbox(det["segmentation"]).tolist()
+        per_image[img_id].append((k + 1, [float(v) for v in bbox]))
+    out: dict[int, float] = {}
+    for img_id, dets in per_image.items():
         anns = coco_gt.loadAnns(coco_gt.getAnnIds(imgIds=[img_id], iscrowd=None))
         if not anns:
-            out.update({d["id"]: 0.0 for d in dets})
+            out.update({d: 0.0 for d, _ in dets})
             continue
-        info = coco_gt.imgs[img_id]
         masks = _image_masks(coco_gt, anns)
-        gt_xywh = np.array([a["bbox"] for a in anns], dtype=np.float64)
-        gt_boxes = xywh_to_xyxy(gt_xywh)
-        dt_xywh = np.array([d["bbox"] for d in dets], dtype=np.float64)
-        dt_boxes = xywh_to_xyxy(dt_xywh)
-        ious = np.asarray(mask_utils.iou(dt_xywh.tolist(), gt_xywh.tolist(), [0] * len(anns)))
+        gt_xywh = [a["bbox"] for a in anns]
+        dt_xywh = np.array([b for _, b in dets], dtype=np.float64)
+        ious = np.asarray(mask_utils.iou(dt_xywh.tolist(), gt_xywh, [0] * len(anns)))
         ious = ious.reshape(len(dets), len(anns))
         crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns])
         ious[:, crowd] = 0.0
-        own = np.where(ious.max(axis=1) > 0, ious.argmax(axis=1), -1)
-        groups: dict[int, list[int]] = defaultdict(list)
-        for k, j in enumerate(own):
-            groups[int(j)].append(k)
-        h, w = int(info["height"]), int(info["width"])
-        for j, members in groups.items():
-            others = [i for i in range(len(anns)) if i != j]
-            # overlap_scores leaves out each box's own row; the detections get empty masks
-            # so that they never count as each other's neighbours.
-            boxes = np.concatenate([dt_boxes[members], gt_boxes[others]])
-            stack = np.concatenate([np.zeros((len(members), h, w), dtype=bool), masks[others]])
-            scores = overlap_scores(boxes, stack)[: len(members)]
-            out.update({dets[k]["id"]: float(s) for k, s in zip(members, scores)})
+        for k, (det_id, box) in enumerate(zip((d for d, _ in dets), xywh_to_xyxy(dt_xywh))):
+            area = (box[2] - box[0]) * (box[3] - box[1])
+            if area <= 0:
+                out[det_id] = 0.0
+                continue
+            inside = _mask_areas_in_box(box, masks)
+            if ious[k].max() > 0:
+                inside[int(ious[k].argmax())] = 0.0  # the instance it is about is not "other"
+            out[det_id] = float(min(inside.max() / area, 1.0))
     return out
 
 

@@ -67,17 +67,17 @@ def print_summary(report: dict, console: Console) -> None:
     ov = report["overlap"]
     iou_type = "segm" if "segm" in report else "bbox"
     bins = Table(title=f"{'Mask' if iou_type == 'segm' else 'Box'} AP per overlap bin (x100)")
-    bins.add_column("O bin")
-    bins.add_column("instances (unseen/seen)", justify="right")
+    bins.add_column("O", no_wrap=True)
+    bins.add_column("n unseen/seen", justify="right")
     for side in sides:
         bins.add_column(f"AP {side}", justify="right")
     prompted = report.get("box_prompted")
     if prompted:
-        bins.add_column("box-prompted IoU unseen", justify="right")
-        bins.add_column("box-prompted IoU seen", justify="right")
+        bins.add_column("prompted IoU unseen", justify="right")
+        bins.add_column("prompted IoU seen", justify="right")
     for k, b in enumerate(report[iou_type]["by_overlap_bin"]):
         n = ov["num_per_bin"][k]
-        row = [f"[{b['lo']:.2g}, {min(b['hi'], 1.0):.2g})", f"{n['unseen']}/{n['seen']}",
+        row = [f"{b['lo']:.2g}-{min(b['hi'], 1.0):.2g}", f"{n['unseen']}/{n['seen']}",
                *(_pct(b["ap"][s]["AP"]) for s in sides)]
         if prompted:
             pb = prompted["by_overlap_bin"][k]["mean_iou"]

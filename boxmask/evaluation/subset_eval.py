@@ -67,6 +67,7 @@ class SubsetCOCOeval(COCOeval):
         self._all_cat_ids: list[int] = sorted(coco_gt.getCatIds())
         self._ious_ready = False
         self._dt_outside: set[int] = set()
+        self.last_subset_is_plain = False
 
     def _compute_ious(self) -> None:
         """``COCOeval.evaluate`` up to and including the IoUs, over every category."""
@@ -89,25 +90,33 @@ class SubsetCOCOeval(COCOeval):
         result["dtIgnore"] = np.logical_or(result["dtIgnore"], unmatched & outside[None, :])
         return result
 
-    def evaluate_subset(self, cat_ids: Collection[int],
-                        keep_gt: Collection[int] | None = None,
-                        dt_outside: Collection[int] | None = None) -> np.ndarray:
-        """AP/AR stats (``COCOeval.stats``, 12 numbers) for one subset.
+    def evaluate_subsets(self, cat_sets: Mapping[str, Collection[int]],
+                         keep_gt: Collection[int] | None = None,
+                         dt_outside: Collection[int] | None = None,
+                         area_ranges: bool = True) -> dict[str, np.ndarray]:
+        """AP/AR stats (``COCOeval.stats``, 12 numbers) of one instance subset, per category set.
+
+        Matching is per image and category, so it runs once over the union of the category
+        sets; each set is then accumulated from its own categories' matches (the same numbers
+        as a separate ``COCOeval`` run with ``params.catIds`` set to it).
 
         Args:
-            cat_ids: categories to average over (COCO's ``params.catIds``).
+            cat_sets: ``{name: category ids}`` to average over (COCO's ``params.catIds``).
             keep_gt: annotation ids of the instances in the subset; every other instance is
                 ignored. ``None`` keeps all (plain COCO evaluation).
             dt_outside: detection ids that lie outside the subset; they are ignored when they
                 match no instance. ``None``: none.
+            area_ranges: also evaluate COCO's small / medium / large ranges; without them the
+                matching costs a quarter and ``APs/APm/APl`` (and ``ARs/m/l``) are ``-1``.
 
         Returns:
-            ``[12]`` float array; ``-1`` where the subset holds no instance.
+            ``{name: [12] float array}``; ``-1`` where the subset holds no instance.
         """
         if not self._ious_ready:
             self._compute_ious()
-        cat_ids = sorted(int(c) for c in cat_ids)
-        unknown = set(cat_ids) - set(self._all_cat_ids)
+        sets = {name: sorted(int(c) for c in cats) for name, cats in cat_sets.items()}
+        union = sorted(set().union(*sets.values())) if sets else []
+        unknown = set(union) - set(self._all_cat_ids)
         if unknown:
             raise ValueError(f"category ids {sorted(unknown)} are not in the ground truth")
         keep = None if keep_gt is None else set(keep_gt)
@@ -116,23 +125,45 @@ class SubsetCOCOeval(COCOeval):
                 # The same rule as COCOeval._prepare (crowd -> ignore), plus the subset.
                 g["ignore"] = bool(g.get("iscrowd", 0)) or (keep is not None and g["id"] not in keep)
         self._dt_outside = set(dt_outside or ())
-        if not cat_ids:
-            return -np.ones(len(STAT_NAMES))
         p = copy.deepcopy(self.params)
-        p.catIds = cat_ids
+        if not area_ranges:
+            p.areaRng, p.areaRngLbl = p.areaRng[:1], p.areaRngLbl[:1]
+        p.catIds = union
         self.params = p
         max_det = p.maxDets[-1]
-        self.evalImgs = [self.evaluateImg(img_id, cat_id, area, max_det)
-                         for cat_id in p.catIds for area in p.areaRng for img_id in p.imgIds]
-        self._paramsEval = copy.deepcopy(p)
-        with contextlib.redirect_stdout(io.StringIO()):  # COCOeval prints its progress
-            self.accumulate()
-            self.summarize()
+        n_area, n_img = len(p.areaRng), len(p.imgIds)
+        evaluated = [self.evaluateImg(img_id, cat_id, area, max_det)
+                     for cat_id in union for area in p.areaRng for img_id in p.imgIds]
         self._dt_outside = set()
-        return np.asarray(self.stats, dtype=np.float64)
+        position = {c: k for k, c in enumerate(union)}
+        results: dict[str, np.ndarray] = {}
+        for name, cats in sets.items():
+            if not cats:
+                results[name] = -np.ones(len(STAT_NAMES))
+                continue
+            # COCOeval.accumulate indexes evalImgs as [category][area][image].
+            self.evalImgs = [e for c in cats for e in
+                             evaluated[position[c] * n_area * n_img:(position[c] + 1) * n_area * n_img]]
+            sub = copy.deepcopy(p)
+            sub.catIds = cats
+            self.params = self._paramsEval = sub
+            with contextlib.redirect_stdout(io.StringIO()):  # COCOeval prints its progress
+                self.accumulate()
+                self.summarize()
+            results[name] = np.asarray(self.stats, dtype=np.float64)
+        # Leave the matches of every category in place for per-detection analyses.
+        self.evalImgs, self.params = evaluated, p
+        self._paramsEval = copy.deepcopy(p)
+        self.last_subset_is_plain = keep is None and not dt_outside and area_ranges
+        return results
+
+    def evaluate_subset(self, cat_ids: Collection[int], keep_gt: Collection[int] | None = None,
+                        dt_outside: Collection[int] | None = None) -> np.ndarray:
+        """:meth:`evaluate_subsets` for a single category set."""
+        return self.evaluate_subsets({"cats": cat_ids}, keep_gt, dt_outside)["cats"]
 
     def per_image_results(self) -> list[dict]:
-        """The ``evalImgs`` of the last subset for the ``all`` area range (non-empty ones)."""
+        """The ``evalImgs`` of the last subset (every category of it) for the ``all`` area range."""
         all_range = self.params.areaRng[0]
         return [e for e in self.evalImgs if e is not None and e["aRng"] == all_range]
 

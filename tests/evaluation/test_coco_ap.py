@@ -47,6 +47,15 @@ def test_seen_and_unseen_ap_equal_pycocotools_with_cat_ids(random_scene, iou_typ
                                       pycocotools_stats(coco_gt, dets, iou_type, cats))
 
 
+@pytest.mark.parametrize("iou_type", ["segm", "bbox"])
+def test_one_matching_pass_gives_each_category_set_its_pycocotools_ap(random_scene, iou_type):
+    coco_gt, dets, seen = random_scene
+    sets = {"all": set(coco_gt.getCatIds()), "seen": seen, "unseen": {2}}
+    ours = SubsetCOCOeval(coco_gt, coco_results(coco_gt, dets, iou_type), iou_type)
+    for name, stats in ours.evaluate_subsets(sets).items():
+        np.testing.assert_array_equal(stats, pycocotools_stats(coco_gt, dets, iou_type, sets[name]))
+
+
 def test_report_ap_matches_pycocotools(random_scene):
     coco_gt, dets, seen = random_scene
     report = evaluate_predictions(coco_gt, dets, seen)
