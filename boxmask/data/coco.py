@@ -139,6 +139,10 @@ class CocoInstances(Dataset):
             {**c, "label": self.cat_id_to_label[int(c["id"])], "seen": int(c["id"]) in seen}
             for c in cats]
         self.seen_labels: set[int] = {self.cat_id_to_label[i] for i in seen}
+        strays = sorted({int(a["category_id"]) for a in self.coco.anns.values()} - known)
+        if strays:
+            raise ValueError(f"annotations use category ids {strays} that are not in the "
+                             f"file's categories")
 
         ids = sorted(self.coco.imgs)
         if drop_empty:
@@ -173,7 +177,6 @@ class CocoInstances(Dataset):
         info = self.coco.imgs[image_id]
         height, width = int(info["height"]), int(info["width"])
         anns = [a for a in self.coco.imgToAnns.get(image_id, []) if _usable(a, width, height)]
-        anns = [a for a in anns if int(a["category_id"]) in self.cat_id_to_label]
 
         masks = np.zeros((len(anns), height, width), dtype=np.uint8)
         valid = np.zeros(len(anns), dtype=bool)

@@ -151,6 +151,10 @@ def test_bad_inputs_get_clear_errors(hand_made, tmp_path):
         CocoInstances(images, tmp_path / "missing.json", seen_ids={1})
     with pytest.raises(ValueError, match="no 'annotations' list"):
         CocoInstances(images, {"images": [], "categories": []}, seen_ids={1})
+    stray = {**data, "annotations": data["annotations"] + [{**data["annotations"][0], "id": 99,
+                                                            "category_id": 5}]}
+    with pytest.raises(ValueError, match=r"category ids \[5\] that are not in"):
+        CocoInstances(images, stray, seen_ids={1})
     with pytest.raises(ValueError, match="unsupported COCO segmentation"):
         decode_segmentation("polygon?", H, W)
 

@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from pycocotools import mask as mask_utils
 
 from boxmask.data.coco import decode_segmentation, load_coco
 from boxmask.data.overlap import overlap_scores
