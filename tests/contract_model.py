@@ -50,7 +50,9 @@ def _modules(num_classes: int):  # noqa: ANN202 - torch is imported lazily
             self.register_buffer("mean", torch.tensor(PREPROCESS["mean"]).view(1, 3, 1, 1))
             self.register_buffer("std", torch.tensor(PREPROCESS["std"]).view(1, 3, 1, 1))
             self.stem = nn.Conv2d(3, FEATURES, 4, stride=4)
-            self.down = nn.ModuleList(nn.Conv2d(FEATURES, FEATURES, 3, stride=2, padding=1) for _ in range(3))
+            self.down = nn.ModuleList(
+                nn.Conv2d(FEATURES, FEATURES, 3, stride=2, padding=1) for _ in range(3)
+            )
 
         def forward(self, image):  # noqa: ANN001, ANN202
             x = torch.relu(self.stem((image / 255.0 - self.mean) / self.std))
@@ -78,7 +80,9 @@ def _modules(num_classes: int):  # noqa: ANN202 - torch is imported lazily
             w = image_size[1].to(boxes.dtype)
             x = torch.minimum(boxes[:, 0::2].clamp(min=0), w)
             y = torch.minimum(boxes[:, 1::2].clamp(min=0), h)
-            rois = torch.stack([torch.zeros_like(x[:, 0]), x[:, 0], y[:, 0], x[:, 1], y[:, 1]], dim=1)
+            rois = torch.stack(
+                [torch.zeros_like(x[:, 0]), x[:, 0], y[:, 0], x[:, 1], y[:, 1]], dim=1
+            )
             pooled = [
                 roi_align(p, rois, (7, 7), spatial_scale=1.0 / s, sampling_ratio=2)
                 for p, s in zip((p2, p3, p4, p5), (4, 8, 16, 32))
@@ -86,8 +90,12 @@ def _modules(num_classes: int):  # noqa: ANN202 - torch is imported lazily
             class_scores = torch.softmax(self.box_head(torch.cat(pooled, 1).flatten(1)), dim=-1)
             predicted = class_scores[:, 1:].argmax(dim=1) + 1
             labels_out = torch.where(labels > 0, labels, predicted)
-            logits = self.mask_head(roi_align(p2, rois, (14, 14), spatial_scale=0.25, sampling_ratio=2))
-            index = (labels_out - 1).view(-1, 1, 1, 1).expand(-1, 1, MASK_RESOLUTION, MASK_RESOLUTION)
+            logits = self.mask_head(
+                roi_align(p2, rois, (14, 14), spatial_scale=0.25, sampling_ratio=2)
+            )
+            index = (
+                (labels_out - 1).view(-1, 1, 1, 1).expand(-1, 1, MASK_RESOLUTION, MASK_RESOLUTION)
+            )
             return torch.gather(logits, 1, index), class_scores, labels_out
 
     class Detector(nn.Module):
@@ -112,7 +120,9 @@ def _modules(num_classes: int):  # noqa: ANN202 - torch is imported lazily
                 ]
             )
             labels = torch.zeros(boxes.shape[0], dtype=torch.int64)
-            logits, class_scores, labels_out = self.decoder(*self.encoder(image), boxes, labels, image_size)
+            logits, class_scores, labels_out = self.decoder(
+                *self.encoder(image), boxes, labels, image_size
+            )
             scores = torch.gather(class_scores, 1, labels_out.view(-1, 1)).view(-1)
             return boxes, labels_out, scores, torch.sigmoid(logits)
 
@@ -140,26 +150,52 @@ def build_contract_model_dir(out: Path) -> Path:
     }
     with torch.no_grad():
         torch.onnx.export(
-            encoder, (image,), out / "encoder.onnx", input_names=["image"], output_names=pyramid,
-            dynamic_axes={"image": spatial, **inputs["features"]}, opset_version=OPSET, dynamo=False,
+            encoder,
+            (image,),
+            out / "encoder.onnx",
+            input_names=["image"],
+            output_names=pyramid,
+            dynamic_axes={"image": spatial, **inputs["features"]},
+            opset_version=OPSET,
+            dynamo=False,
         )
         torch.onnx.export(
-            decoder, (*feats, boxes, labels, size), out / "decoder.onnx",
+            decoder,
+            (*feats, boxes, labels, size),
+            out / "decoder.onnx",
             input_names=[*pyramid, "boxes", "labels", "image_size"],
             output_names=["mask_logits", "class_scores", "labels_out"],
             dynamic_axes={
-                **inputs["features"], "boxes": {0: "N"}, "labels": {0: "N"},
-                "mask_logits": {0: "N"}, "class_scores": {0: "N"}, "labels_out": {0: "N"},
+                **inputs["features"],
+                "boxes": {0: "N"},
+                "labels": {0: "N"},
+                "mask_logits": {0: "N"},
+                "class_scores": {0: "N"},
+                "labels_out": {0: "N"},
             },
-            opset_version=OPSET, dynamo=False,
+            opset_version=OPSET,
+            dynamo=False,
         )
         torch.onnx.export(
-            detector, (image, size), out / "detector.onnx", input_names=["image", "image_size"],
+            detector,
+            (image, size),
+            out / "detector.onnx",
+            input_names=["image", "image_size"],
             output_names=["boxes", "labels", "scores", "mask_probs"],
-            dynamic_axes={"image": spatial, "boxes": {0: "K"}, "labels": {0: "K"}, "scores": {0: "K"}, "mask_probs": {0: "K"}},
-            opset_version=OPSET, dynamo=False,
+            dynamic_axes={
+                "image": spatial,
+                "boxes": {0: "K"},
+                "labels": {0: "K"},
+                "scores": {0: "K"},
+                "mask_probs": {0: "K"},
+            },
+            opset_version=OPSET,
+            dynamo=False,
         )
-    files = {name: {"path": f"{name}.onnx", "sha256": _sha256(out / f"{name}.onnx")} for name in ("encoder", "decoder", "detector")}
+    files = {
+        name: {"path": f"{name}.onnx", "sha256": _sha256(out / f"{name}.onnx")}
+        for name in ("encoder", "decoder", "detector")
+    }
     card = {
         "format_version": 1,
         "name": "contract-test-model (random weights, NOT trained)",
@@ -171,10 +207,23 @@ def build_contract_model_dir(out: Path) -> Path:
         "files": files,
         "onnx": {
             "opset": OPSET,
-            "inputs": {"encoder": ["image"], "decoder": [*pyramid, "boxes", "labels", "image_size"], "detector": ["image", "image_size"]},
-            "outputs": {"encoder": pyramid, "decoder": ["mask_logits", "class_scores", "labels_out"], "detector": ["boxes", "labels", "scores", "mask_probs"]},
+            "inputs": {
+                "encoder": ["image"],
+                "decoder": [*pyramid, "boxes", "labels", "image_size"],
+                "detector": ["image", "image_size"],
+            },
+            "outputs": {
+                "encoder": pyramid,
+                "decoder": ["mask_logits", "class_scores", "labels_out"],
+                "detector": ["boxes", "labels", "scores", "mask_probs"],
+            },
         },
-        "provenance": {"config": {}, "checkpoint_sha256": None, "epoch": 0, "note": "tests/contract_model.py: random weights"},
+        "provenance": {
+            "config": {},
+            "checkpoint_sha256": None,
+            "epoch": 0,
+            "note": "tests/contract_model.py: random weights",
+        },
     }
     (out / "model.json").write_text(json.dumps(card, indent=2))
     return out

@@ -26,7 +26,9 @@ class Category(BaseModel):
 
     id: int
     name: str
-    label: int = Field(ge=1, description="contiguous label 1..C used by the graphs (0 = background)")
+    label: int = Field(
+        ge=1, description="contiguous label 1..C used by the graphs (0 = background)"
+    )
     seen: bool = Field(description="whether masks of this category were used in training")
 
 
@@ -84,7 +86,10 @@ class ModelCard(BaseModel):
             raise ValueError(
                 f"categories must carry the contiguous labels 1..{self.num_classes} once each, got {labels}"
             )
-        for field, values in (("id", [c.id for c in self.categories]), ("name", [c.name for c in self.categories])):
+        for field, values in (
+            ("id", [c.id for c in self.categories]),
+            ("name", [c.name for c in self.categories]),
+        ):
             if len(set(values)) != len(values):
                 raise ValueError(f"category {field}s must be unique, got {values}")
         return self
@@ -108,7 +113,9 @@ class ModelCard(BaseModel):
         model_dir = Path(model_dir)
         path = model_dir / CARD_NAME
         if not path.is_file():
-            raise ModelDirError(f"{model_dir} is not an exported model directory: {CARD_NAME} is missing")
+            raise ModelDirError(
+                f"{model_dir} is not an exported model directory: {CARD_NAME} is missing"
+            )
         card = cls.from_json(path.read_bytes())
         if verify is not False:
             card.verify_files(model_dir, None if verify is True else verify)
@@ -116,7 +123,9 @@ class ModelCard(BaseModel):
 
     def file_path(self, model_dir: str | Path, key: str) -> Path:
         if key not in self.files:
-            raise ModelDirError(f"model.json lists no file {key!r} (it has: {', '.join(sorted(self.files))})")
+            raise ModelDirError(
+                f"model.json lists no file {key!r} (it has: {', '.join(sorted(self.files))})"
+            )
         return Path(model_dir) / self.files[key].path
 
     def verify_files(self, model_dir: str | Path, keys: Iterable[str] | None = None) -> None:

@@ -25,7 +25,9 @@ class BadBoxes(RuntimeInputError):
 class UnknownLabel(RuntimeInputError):
     """A label that names no category of the model; carries the names it knows."""
 
-    def __init__(self, label: object, known_names: Sequence[str], known_ids: Sequence[int] = ()) -> None:
+    def __init__(
+        self, label: object, known_names: Sequence[str], known_ids: Sequence[int] = ()
+    ) -> None:
         self.label = label
         self.known_names = list(known_names)
         self.known_ids = list(known_ids)

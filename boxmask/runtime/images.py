@@ -104,7 +104,9 @@ def decode_image(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np
     return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
 
 
-def load_image(image: bytes | np.ndarray, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def load_image(
+    image: bytes | np.ndarray, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
     """Either kind of input as `[H, W, 3]` uint8 RGB; raises `BadImage` with the reason."""
     if isinstance(image, np.ndarray):
         return array_to_rgb(image, max_pixels)

@@ -40,7 +40,9 @@ def _pasted_crops(
     n, r, r2 = probs.shape
     if r != r2:
         raise ValueError(f"masks must be square [N, R, R], got {probs.shape}")
-    padded = np.pad(probs.astype(np.float32, copy=False), ((0, 0), (padding, padding), (padding, padding)))
+    padded = np.pad(
+        probs.astype(np.float32, copy=False), ((0, 0), (padding, padding), (padding, padding))
+    )
     scale = float(r + 2 * padding) / r
     # .to(torch.int64) truncates toward zero, as astype does.
     int_boxes = expand_boxes(boxes, scale).astype(np.int64)
@@ -63,7 +65,9 @@ def _check(probs: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray
     if probs.ndim == 4 and probs.shape[1] == 1:  # accept torchvision's [N, 1, R, R]
         probs = probs[:, 0]
     if probs.ndim != 3 or boxes.shape != (probs.shape[0], 4):
-        raise ValueError(f"expected probs [N, R, R] and boxes [N, 4], got {probs.shape} and {boxes.shape}")
+        raise ValueError(
+            f"expected probs [N, R, R] and boxes [N, 4], got {probs.shape} and {boxes.shape}"
+        )
     return probs, boxes
 
 
@@ -131,7 +135,9 @@ def to_polygons(mask: np.ndarray, tolerance: float = 0.0) -> list[list[float]]:
     and pycocotools rejects them. `tolerance > 0` simplifies with Douglas-Peucker (pixels).
     """
     mask = _as_2d_bool(mask)
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    contours, _ = cv2.findContours(
+        mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+    )
     polygons: list[list[float]] = []
     for contour in contours:
         if tolerance > 0:

@@ -135,7 +135,12 @@ class Predictor:
         """
         model_dir = Path(model_dir)
         card = ModelCard.load(model_dir, verify=False)
-        kwargs = dict(cache_bytes=cache_bytes, max_pixels=max_pixels, max_boxes=max_boxes, mask_threshold=mask_threshold)
+        kwargs = dict(
+            cache_bytes=cache_bytes,
+            max_pixels=max_pixels,
+            max_boxes=max_boxes,
+            mask_threshold=mask_threshold,
+        )
         if backend == "onnxruntime":
             keys = cls._file_keys(card, precision)
             if verify:
@@ -145,18 +150,24 @@ class Predictor:
                 from boxmask.runtime.sessions.onnx_runtime import OnnxRuntimeSession
 
                 return OnnxRuntimeSession(
-                    card.file_path(model_dir, keys[graph]), providers=providers, intra_op_threads=intra_op_threads
+                    card.file_path(model_dir, keys[graph]),
+                    providers=providers,
+                    intra_op_threads=intra_op_threads,
                 )
 
         elif backend == "triton":
             if not triton_url:
-                raise ValueError("backend='triton' needs triton_url (e.g. 'localhost:8000' or 'grpc://localhost:8001')")
+                raise ValueError(
+                    "backend='triton' needs triton_url (e.g. 'localhost:8000' or 'grpc://localhost:8001')"
+                )
             keys = {graph: graph for graph in GRAPHS}
 
             def session(graph: str) -> InferenceSession:
                 from boxmask.runtime.sessions.triton_client import TRITON_MODEL_NAMES, TritonSession
 
-                return TritonSession(triton_url, TRITON_MODEL_NAMES[graph], protocol=triton_protocol)
+                return TritonSession(
+                    triton_url, TRITON_MODEL_NAMES[graph], protocol=triton_protocol
+                )
 
         else:
             raise ValueError(f"backend must be 'onnxruntime' or 'triton', got {backend!r}")
@@ -176,7 +187,9 @@ class Predictor:
             elif graph in card.files:
                 keys[graph] = graph
         if "encoder" not in keys or "decoder" not in keys:
-            raise ModelDirError(f"model.json must list an encoder and a decoder, it has {sorted(card.files)}")
+            raise ModelDirError(
+                f"model.json must list an encoder and a decoder, it has {sorted(card.files)}"
+            )
         if precision != "fp32":
             if not any(k.endswith(f"_{precision}") for k in keys.values()):
                 raise ModelDirError(
@@ -185,7 +198,9 @@ class Predictor:
                 )
             fallback = [g for g, k in keys.items() if k == g]
             if fallback:
-                logger.info("no %s variant of %s: using fp32 for them", precision, ", ".join(fallback))
+                logger.info(
+                    "no %s variant of %s: using fp32 for them", precision, ", ".join(fallback)
+                )
         return keys
 
     @property
@@ -229,7 +244,9 @@ class Predictor:
             raise UnknownImage("no image has been set: call set_image first or pass key=")
         entry = self.cache.get(key)
         if entry is None:
-            raise UnknownImage(f"image {key} is not in the cache (never set, or evicted): send the image again")
+            raise UnknownImage(
+                f"image {key} is not in the cache (never set, or evicted): send the image again"
+            )
         return key, entry
 
     # -- boxes --------------------------------------------------------------------------------
@@ -245,14 +262,20 @@ class Predictor:
         if arr.ndim != 2 or arr.shape[1] != 4:
             raise BadBoxes(f"boxes must have shape [N, 4] (x1, y1, x2, y2), got {list(arr.shape)}")
         if self.max_boxes is not None and arr.shape[0] > self.max_boxes:
-            raise BadBoxes(f"{arr.shape[0]} boxes in one request, more than the limit of {self.max_boxes}")
+            raise BadBoxes(
+                f"{arr.shape[0]} boxes in one request, more than the limit of {self.max_boxes}"
+            )
         bad = ~np.isfinite(arr).all(axis=1)
         if bad.any():
-            raise BadBoxes(f"box {int(np.argmax(bad))} has a NaN or infinite coordinate: {arr[bad][0].tolist()}")
+            raise BadBoxes(
+                f"box {int(np.argmax(bad))} has a NaN or infinite coordinate: {arr[bad][0].tolist()}"
+            )
         inverted = (arr[:, 2] <= arr[:, 0]) | (arr[:, 3] <= arr[:, 1])
         if inverted.any():
             i = int(np.argmax(inverted))
-            raise BadBoxes(f"box {i} is empty or inverted (needs x2 > x1 and y2 > y1): {arr[i].tolist()}")
+            raise BadBoxes(
+                f"box {i} is empty or inverted (needs x2 > x1 and y2 > y1): {arr[i].tolist()}"
+            )
         clipped = arr.copy()
         clipped[:, 0::2] = clipped[:, 0::2].clip(0, w)
         clipped[:, 1::2] = clipped[:, 1::2].clip(0, h)
@@ -292,7 +315,9 @@ class Predictor:
         h, w = info.original_size
         ids = self._label_to_id[labels]
         return Prediction(
-            masks=paste_masks(probs, boxes, h, w, self.mask_threshold if threshold is None else threshold),
+            masks=paste_masks(
+                probs, boxes, h, w, self.mask_threshold if threshold is None else threshold
+            ),
             scores=scores.astype(np.float32),
             labels=ids,
             boxes=boxes.astype(np.float32),
@@ -320,7 +345,13 @@ class Predictor:
         if n == 0:
             empty = np.zeros((0,), dtype=np.int64)
             return self._prediction(
-                np.zeros((0, r, r), np.float32), clipped, empty, np.zeros((0,), np.float32), entry.info, key, mask_threshold
+                np.zeros((0, r, r), np.float32),
+                clipped,
+                empty,
+                np.zeros((0,), np.float32),
+                entry.info,
+                key,
+                mask_threshold,
             )
         rh, rw = entry.info.resized_size
         outputs = self.decoder.run(
@@ -355,7 +386,13 @@ class Predictor:
             key, entry = self._entry(key)
             batch, info = entry.image, entry.info
         rh, rw = info.resized_size
-        out = self.detector.run({"image": batch, "image_size": np.array([rh, rw], dtype=np.int64)})
+        # The detector gets the resized image without padding: graphs that take no `image_size`
+        # read the image's size from its shape (and pad internally, as torchvision does), and
+        # sessions feed only the inputs a graph declares.
+        unpadded = np.ascontiguousarray(batch[:, :, :rh, :rw])
+        out = self.detector.run(
+            {"image": unpadded, "image_size": np.array([rh, rw], dtype=np.int64)}
+        )
         scores = out["scores"].astype(np.float32).reshape(-1)
         keep = np.flatnonzero(scores >= score_threshold)
         keep = keep[np.argsort(-scores[keep], kind="stable")][: max(max_detections, 0)]

@@ -76,7 +76,10 @@ def test_concurrent_requests_for_one_key_compute_it_once() -> None:
         return Blob(10)
 
     results = []
-    threads = [threading.Thread(target=lambda: results.append(cache.get_or_compute("k", compute))) for _ in range(8)]
+    threads = [
+        threading.Thread(target=lambda: results.append(cache.get_or_compute("k", compute)))
+        for _ in range(8)
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -54,10 +54,12 @@ def test_a_missing_file_or_card_is_reported(model_dir: Path, tmp_path: Path) -> 
 
 @pytest.mark.parametrize(
     ("edit", "message"),
-    [(lambda c: c.update(format_version=99), "format_version 99"),
-     (lambda c: c["categories"][0].update(label=5), "contiguous labels"),
-     (lambda c: c["categories"][1].update(name="disc"), "names must be unique"),
-     (lambda c: c.pop("preprocess"), "preprocess")],
+    [
+        (lambda c: c.update(format_version=99), "format_version 99"),
+        (lambda c: c["categories"][0].update(label=5), "contiguous labels"),
+        (lambda c: c["categories"][1].update(name="disc"), "names must be unique"),
+        (lambda c: c.pop("preprocess"), "preprocess"),
+    ],
 )
 def test_invalid_cards_are_rejected_with_the_reason(model_dir: Path, edit, message: str) -> None:  # noqa: ANN001
     card = json.loads((model_dir / "model.json").read_text())

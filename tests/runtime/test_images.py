@@ -51,18 +51,27 @@ def test_sixteen_bit_png_is_scaled_not_clipped() -> None:
 
 @pytest.mark.parametrize(
     ("array", "expected_shape"),
-    [(np.zeros((5, 6), np.uint8), (5, 6, 3)), (np.zeros((5, 6, 4), np.uint8), (5, 6, 3)),
-     (np.zeros((5, 6, 1), np.uint16), (5, 6, 3))],
+    [
+        (np.zeros((5, 6), np.uint8), (5, 6, 3)),
+        (np.zeros((5, 6, 4), np.uint8), (5, 6, 3)),
+        (np.zeros((5, 6, 1), np.uint16), (5, 6, 3)),
+    ],
 )
-def test_arrays_of_other_layouts_become_rgb(array: np.ndarray, expected_shape: tuple[int, ...]) -> None:
+def test_arrays_of_other_layouts_become_rgb(
+    array: np.ndarray, expected_shape: tuple[int, ...]
+) -> None:
     assert load_image(array).shape == expected_shape
 
 
 @pytest.mark.parametrize(
     ("data", "message"),
-    [(b"", "empty"), (b"this is not an image at all", "not an image"),
-     (np.zeros((5, 6, 2), np.uint8), "HxW"), (np.zeros((5, 6, 3), np.float32), "uint8"),
-     (np.zeros((0, 6, 3), np.uint8), "no pixels")],
+    [
+        (b"", "empty"),
+        (b"this is not an image at all", "not an image"),
+        (np.zeros((5, 6, 2), np.uint8), "HxW"),
+        (np.zeros((5, 6, 3), np.float32), "uint8"),
+        (np.zeros((0, 6, 3), np.uint8), "no pixels"),
+    ],
 )
 def test_bad_inputs_raise_bad_image(data: object, message: str) -> None:
     with pytest.raises(BadImage, match=message):

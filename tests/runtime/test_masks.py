@@ -53,17 +53,25 @@ def test_pasted_masks_equal_torchvisions_paste_masks_in_image(seed: int, h: int,
 
 def test_paste_masks_accepts_torchvision_layout_and_zero_masks() -> None:
     probs, boxes = _random_case(4, 3, 20, 30)
-    assert np.array_equal(paste_masks(probs[:, None], boxes, 20, 30), paste_masks(probs, boxes, 20, 30))
-    assert paste_masks(np.zeros((0, 28, 28), np.float32), np.zeros((0, 4), np.float32), 20, 30).shape == (0, 20, 30)
+    assert np.array_equal(
+        paste_masks(probs[:, None], boxes, 20, 30), paste_masks(probs, boxes, 20, 30)
+    )
+    assert paste_masks(
+        np.zeros((0, 28, 28), np.float32), np.zeros((0, 4), np.float32), 20, 30
+    ).shape == (0, 20, 30)
 
 
 def test_a_box_outside_the_image_pastes_nothing() -> None:
-    out = paste_masks(np.ones((1, 28, 28), np.float32), np.array([[50, 50, 60, 60]], np.float32), 20, 30)
+    out = paste_masks(
+        np.ones((1, 28, 28), np.float32), np.array([[50, 50, 60, 60]], np.float32), 20, 30
+    )
     assert not out.any()
 
 
 def test_full_mask_fills_its_box() -> None:
-    out = paste_masks(np.ones((1, 28, 28), np.float32), np.array([[10, 5, 20, 15]], np.float32), 30, 40)[0]
+    out = paste_masks(
+        np.ones((1, 28, 28), np.float32), np.array([[10, 5, 20, 15]], np.float32), 30, 40
+    )[0]
     ys, xs = np.nonzero(out)
     # The one-pixel padding fades the border; the inside of the box is all set.
     assert out[6:15, 11:20].all()

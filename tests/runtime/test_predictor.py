@@ -67,7 +67,9 @@ def test_masks_come_back_full_size_for_every_box(predictor: Predictor) -> None:
     assert not pred.masks[0][35:, :].any() and not pred.masks[0][:, 45:].any()
 
 
-def test_all_boxes_of_a_call_share_one_decoder_run_and_the_encoder_runs_once(predictor: Predictor) -> None:
+def test_all_boxes_of_a_call_share_one_decoder_run_and_the_encoder_runs_once(
+    predictor: Predictor,
+) -> None:
     key = predictor.set_image(_image())
     predictor.predict(BOXES, key=key)
     predictor.predict(BOXES[:1], key=key)
@@ -77,7 +79,9 @@ def test_all_boxes_of_a_call_share_one_decoder_run_and_the_encoder_runs_once(pre
     assert stats.misses == 1 and stats.hits >= 3 and stats.bytes > 0
 
 
-def test_labels_by_name_id_and_none_reach_the_decoder_as_contiguous_labels(predictor: Predictor) -> None:
+def test_labels_by_name_id_and_none_reach_the_decoder_as_contiguous_labels(
+    predictor: Predictor,
+) -> None:
     key = predictor.set_image(_image())
     predictor.predict(BOXES, labels=["triangle", 1, None], key=key)
     sent = predictor.decoder.last_inputs  # type: ignore[attr-defined]
@@ -112,17 +116,29 @@ def test_no_boxes_give_an_empty_prediction(predictor: Predictor) -> None:
     key = predictor.set_image(_image())
     for empty in ([], np.zeros((0, 4))):
         pred = predictor.predict(empty, key=key)
-        assert len(pred) == 0 and pred.masks.shape == (0, 60, 90) and pred.mask_probs.shape == (0, 28, 28)
+        assert (
+            len(pred) == 0
+            and pred.masks.shape == (0, 60, 90)
+            and pred.mask_probs.shape == (0, 28, 28)
+        )
 
 
 @pytest.mark.parametrize(
     ("boxes", "message"),
-    [([[1, 2, 3]], r"shape \[N, 4\]"), ([[0, 0, float("nan"), 5]], "NaN or infinite"),
-     ([[0, 0, float("inf"), 5]], "NaN or infinite"), ([[10, 10, 5, 20]], "empty or inverted"),
-     ([[10, 10, 10, 20]], "empty or inverted"), ([[100, 70, 120, 80]], "outside"),
-     ([["a", 0, 1, 1]], "numbers"), ("nonsense", "numbers")],
+    [
+        ([[1, 2, 3]], r"shape \[N, 4\]"),
+        ([[0, 0, float("nan"), 5]], "NaN or infinite"),
+        ([[0, 0, float("inf"), 5]], "NaN or infinite"),
+        ([[10, 10, 5, 20]], "empty or inverted"),
+        ([[10, 10, 10, 20]], "empty or inverted"),
+        ([[100, 70, 120, 80]], "outside"),
+        ([["a", 0, 1, 1]], "numbers"),
+        ("nonsense", "numbers"),
+    ],
 )
-def test_bad_boxes_are_rejected_with_the_reason(predictor: Predictor, boxes: object, message: str) -> None:
+def test_bad_boxes_are_rejected_with_the_reason(
+    predictor: Predictor, boxes: object, message: str
+) -> None:
     key = predictor.set_image(_image())
     with pytest.raises(BadBoxes, match=message):
         predictor.predict(boxes, key=key)
@@ -167,17 +183,23 @@ def test_bad_images_raise_bad_image(predictor: Predictor) -> None:
     with pytest.raises(BadImage):
         predictor.set_image(b"GIF89a but not really")
     with pytest.raises(BadImage, match="more than the limit"):
-        Predictor(predictor.card, predictor.encoder, predictor.decoder, max_pixels=100).set_image(_image())
+        Predictor(predictor.card, predictor.encoder, predictor.decoder, max_pixels=100).set_image(
+            _image()
+        )
 
 
-def test_detect_returns_sorted_thresholded_detections_in_image_coordinates(predictor: Predictor) -> None:
+def test_detect_returns_sorted_thresholded_detections_in_image_coordinates(
+    predictor: Predictor,
+) -> None:
     a = _image(70, 50)
     key = predictor.set_image(a)
     everything = predictor.detect(key=key, score_threshold=0.0)
     assert len(everything) == 5  # the contract test model's fixed grid
     assert (np.diff(everything.scores) <= 0).all()
     assert everything.boxes[:, 2].max() <= 50 and everything.boxes[:, 3].max() <= 70
-    np.testing.assert_allclose(everything.boxes[everything.boxes[:, 0] == 0].max(0)[2:], [50, 70], atol=0.05)
+    np.testing.assert_allclose(
+        everything.boxes[everything.boxes[:, 0] == 0].max(0)[2:], [50, 70], atol=0.05
+    )
     assert everything.masks.shape == (5, 70, 50)
     assert set(everything.labels.tolist()) <= {1, 3, 7}
     top = predictor.detect(key=key, score_threshold=0.0, max_detections=2)
@@ -191,6 +213,19 @@ def test_detect_returns_sorted_thresholded_detections_in_image_coordinates(predi
 
 def test_providers_are_chosen_from_what_onnxruntime_has() -> None:
     assert choose_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
-    assert choose_providers(["CUDAExecutionProvider", "CPUExecutionProvider", "TensorrtExecutionProvider"]) == [
-        "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers(
+        ["CUDAExecutionProvider", "CPUExecutionProvider", "TensorrtExecutionProvider"]
+    ) == ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     assert choose_providers(["AzureExecutionProvider"]) == ["CPUExecutionProvider"]
+
+
+def test_detector_gets_the_unpadded_resized_image_and_its_size(
+    predictor: Predictor, model_dir: Path
+) -> None:
+    predictor._detector = CountingSession(
+        OnnxRuntimeSession(model_dir / "detector.onnx", intra_op_threads=1)
+    )
+    predictor.detect(image=_image(50, 70))  # resized to 64 x 89, padded to 64 x 96 for the encoder
+    sent = predictor._detector.last_inputs  # type: ignore[attr-defined]
+    assert sent["image"].shape == (1, 3, 64, 89)
+    assert sent["image_size"].tolist() == [64, 89]

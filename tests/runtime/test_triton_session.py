@@ -35,7 +35,10 @@ ONNX_TO_TRITON = {"tensor(float)": "TYPE_FP32", "tensor(int64)": "TYPE_INT64"}
 
 
 def _find_tritonserver() -> Path | None:
-    candidates = [os.environ.get("BOXMASK_TRITONSERVER"), REPO / ".triton/pytriton/tritonserver/bin/tritonserver"]
+    candidates = [
+        os.environ.get("BOXMASK_TRITONSERVER"),
+        REPO / ".triton/pytriton/tritonserver/bin/tritonserver",
+    ]
     which = shutil.which("tritonserver")
     candidates.append(which)
     for c in candidates:
@@ -68,7 +71,12 @@ def _libpython_dir() -> str:
     """
     libdir = sysconfig.get_config_var("LIBDIR")
     name = sysconfig.get_config_var("INSTSONAME")
-    if not (sysconfig.get_config_var("Py_ENABLE_SHARED") and libdir and name and (Path(libdir) / name).exists()):
+    if not (
+        sysconfig.get_config_var("Py_ENABLE_SHARED")
+        and libdir
+        and name
+        and (Path(libdir) / name).exists()
+    ):
         pytest.skip("this Python has no shared libpython for Triton's Python backend stub")
     return libdir
 
@@ -82,13 +90,15 @@ def _config(name: str, onnx_path: Path, site_packages: str) -> str:
         rows = []
         for v in values:
             dims = ", ".join(str(d) if isinstance(d, int) else "-1" for d in v.shape)
-            rows.append(f'  {{ name: "{v.name}" data_type: {ONNX_TO_TRITON[v.type]} dims: [ {dims} ] }}')
+            rows.append(
+                f'  {{ name: "{v.name}" data_type: {ONNX_TO_TRITON[v.type]} dims: [ {dims} ] }}'
+            )
         return ",\n".join(rows)
 
     return (
         f'name: "{name}"\nbackend: "python"\nmax_batch_size: 0\n'
         f"input [\n{tensors(session.get_inputs())}\n]\noutput [\n{tensors(session.get_outputs())}\n]\n"
-        'instance_group [ { kind: KIND_CPU count: 1 } ]\n'
+        "instance_group [ { kind: KIND_CPU count: 1 } ]\n"
         f'parameters {{ key: "onnx_path" value: {{ string_value: "{onnx_path}" }} }}\n'
         f'parameters {{ key: "site_packages" value: {{ string_value: "{site_packages}" }} }}\n'
     )
@@ -104,7 +114,9 @@ def _free_port() -> int:
 def triton(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     server = _find_tritonserver()
     if server is None:
-        pytest.skip("no tritonserver: .ci/run installs it (pip install --no-deps --target .triton nvidia-pytriton==0.7.0)")
+        pytest.skip(
+            "no tritonserver: .ci/run installs it (pip install --no-deps --target .triton nvidia-pytriton==0.7.0)"
+        )
     backends = _python_backend(server)
     import onnxruntime
 
@@ -112,30 +124,54 @@ def triton(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     repo = tmp_path_factory.mktemp("triton_repository")
     for graph, name in TRITON_MODEL_NAMES.items():
         (repo / name / "1").mkdir(parents=True)
-        shutil.copy(Path(__file__).with_name("triton_python_model.py"), repo / name / "1" / "model.py")
-        (repo / name / "config.pbtxt").write_text(_config(name, model_dir / f"{graph}.onnx", site_packages))
+        shutil.copy(
+            Path(__file__).with_name("triton_python_model.py"), repo / name / "1" / "model.py"
+        )
+        (repo / name / "config.pbtxt").write_text(
+            _config(name, model_dir / f"{graph}.onnx", site_packages)
+        )
 
     http, grpc, metrics = _free_port(), _free_port(), _free_port()
-    env = dict(os.environ, LD_LIBRARY_PATH=os.pathsep.join(filter(None, [_libpython_dir(), os.environ.get("LD_LIBRARY_PATH")])))
+    env = dict(
+        os.environ,
+        LD_LIBRARY_PATH=os.pathsep.join(
+            filter(None, [_libpython_dir(), os.environ.get("LD_LIBRARY_PATH")])
+        ),
+    )
     log = open(repo / "tritonserver.log", "wb")  # noqa: SIM115 - closed in teardown
     process = subprocess.Popen(
-        [str(server), f"--model-repository={repo}", f"--backend-directory={backends}",
-         f"--http-port={http}", f"--grpc-port={grpc}", f"--metrics-port={metrics}", "--allow-metrics=false"],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
+        [
+            str(server),
+            f"--model-repository={repo}",
+            f"--backend-directory={backends}",
+            f"--http-port={http}",
+            f"--grpc-port={grpc}",
+            f"--metrics-port={metrics}",
+            "--allow-metrics=false",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
     )
     try:
         deadline = time.monotonic() + 90
         while True:
             if process.poll() is not None:
-                pytest.fail(f"tritonserver exited with {process.returncode}:\n{(repo / 'tritonserver.log').read_text()[-3000:]}")
+                pytest.fail(
+                    f"tritonserver exited with {process.returncode}:\n{(repo / 'tritonserver.log').read_text()[-3000:]}"
+                )
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=1) as r:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{http}/v2/health/ready", timeout=1
+                ) as r:
                     if r.status == 200:
                         break
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"tritonserver not ready in 90 s:\n{(repo / 'tritonserver.log').read_text()[-3000:]}")
+                pytest.fail(
+                    f"tritonserver not ready in 90 s:\n{(repo / 'tritonserver.log').read_text()[-3000:]}"
+                )
             time.sleep(0.3)
         yield {"http": f"127.0.0.1:{http}", "grpc": f"127.0.0.1:{grpc}"}
     finally:
@@ -153,7 +189,9 @@ def test_triton_predictor_gives_the_same_masks_as_onnxruntime(
     triton: dict[str, str], model_dir: Path, protocol: str
 ) -> None:
     local = Predictor.from_dir(model_dir, intra_op_threads=1)
-    remote = Predictor.from_dir(model_dir, backend="triton", triton_url=triton[protocol], triton_protocol=protocol)
+    remote = Predictor.from_dir(
+        model_dir, backend="triton", triton_url=triton[protocol], triton_protocol=protocol
+    )
     assert "triton" in remote.describe()["encoder"]
     image = np.random.default_rng(3).integers(0, 256, (70, 90, 3), dtype=np.uint8)
     boxes = [[5, 5, 40, 30], [20, 10, 85, 65], [0, 0, 90, 70]]
@@ -185,4 +223,6 @@ def test_a_model_the_server_lacks_is_backend_unavailable(triton: dict[str, str])
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_no_server_is_backend_unavailable(protocol: str) -> None:
     with pytest.raises(BackendUnavailable, match="unavailable"):
-        TritonSession(f"127.0.0.1:{_free_port()}", "boxmask_encoder", protocol=protocol, timeout_s=2)  # type: ignore[arg-type]
+        TritonSession(
+            f"127.0.0.1:{_free_port()}", "boxmask_encoder", protocol=protocol, timeout_s=2
+        )  # type: ignore[arg-type]

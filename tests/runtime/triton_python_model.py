@@ -28,7 +28,9 @@ class TritonPythonModel:
         self.np = np
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
-        self.session = ort.InferenceSession(params["onnx_path"], options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            params["onnx_path"], options, providers=["CPUExecutionProvider"]
+        )
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.outputs = [o["name"] for o in config["output"]]
 
@@ -36,7 +38,8 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             feed = {
-                name: self.np.from_dlpack(pb_utils.get_input_tensor_by_name(request, name)) for name in self.inputs
+                name: self.np.from_dlpack(pb_utils.get_input_tensor_by_name(request, name))
+                for name in self.inputs
             }
             values = self.session.run(self.outputs, feed)
             tensors = [

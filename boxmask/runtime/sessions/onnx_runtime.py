@@ -79,14 +79,21 @@ class OnnxRuntimeSession:
         errors: list[str] = []
         while candidates:
             try:
-                self._session = ort.InferenceSession(str(self.path), sess_options=options, providers=candidates)
+                self._session = ort.InferenceSession(
+                    str(self.path), sess_options=options, providers=candidates
+                )
                 break
             except Exception as e:  # noqa: BLE001 - ONNX Runtime raises several unrelated types
                 first = candidates[0] if isinstance(candidates[0], str) else candidates[0][0]
                 if first == "CPUExecutionProvider" or len(candidates) == 1:
                     raise ModelDirError(f"ONNX Runtime cannot load {self.path}: {e}") from e
                 errors.append(f"{first}: {e}")
-                logger.warning("ONNX Runtime provider %s failed for %s (%s); trying the next", first, self.path.name, e)
+                logger.warning(
+                    "ONNX Runtime provider %s failed for %s (%s); trying the next",
+                    first,
+                    self.path.name,
+                    e,
+                )
                 candidates = candidates[1:]
         self.providers: list[str] = self._session.get_providers()
         self._inputs = [i.name for i in self._session.get_inputs()]

@@ -79,12 +79,22 @@ class TritonSession:
                 raise BackendUnavailable(f"Triton at {self.url} is not live")
             if not client.is_model_ready(model_name, model_version):
                 raise BackendUnavailable(f"Triton at {self.url} has no ready model {model_name!r}")
-            metadata = client.get_model_metadata(model_name, model_version, as_json=True) if self.protocol == "grpc" else client.get_model_metadata(model_name, model_version)
-            config = client.get_model_config(model_name, model_version, as_json=True) if self.protocol == "grpc" else client.get_model_config(model_name, model_version)
+            metadata = (
+                client.get_model_metadata(model_name, model_version, as_json=True)
+                if self.protocol == "grpc"
+                else client.get_model_metadata(model_name, model_version)
+            )
+            config = (
+                client.get_model_config(model_name, model_version, as_json=True)
+                if self.protocol == "grpc"
+                else client.get_model_config(model_name, model_version)
+            )
         except BackendUnavailable:
             raise
         except Exception as e:  # noqa: BLE001 - connection refused, timeouts, InferenceServerException
-            raise BackendUnavailable(f"Triton at {self.url} ({self.protocol}) is unavailable: {e}") from e
+            raise BackendUnavailable(
+                f"Triton at {self.url} ({self.protocol}) is unavailable: {e}"
+            ) from e
         config = config.get("config", config)  # gRPC wraps the config in {"config": ...}
         self._batched = int(config.get("max_batch_size", 0) or 0) > 0
         self._inputs = {i["name"]: i["datatype"] for i in metadata["inputs"]}
@@ -131,11 +141,21 @@ class TritonSession:
         outputs = [self._module.InferRequestedOutput(name) for name in names]
         try:
             if self.protocol == "http":
-                result = self._client().infer(self.model_name, requests, self.model_version, outputs=outputs, timeout=None)
+                result = self._client().infer(
+                    self.model_name, requests, self.model_version, outputs=outputs, timeout=None
+                )
             else:
-                result = self._client().infer(self.model_name, requests, self.model_version, outputs=outputs, client_timeout=self.timeout_s)
+                result = self._client().infer(
+                    self.model_name,
+                    requests,
+                    self.model_version,
+                    outputs=outputs,
+                    client_timeout=self.timeout_s,
+                )
         except Exception as e:  # noqa: BLE001
-            raise BackendUnavailable(f"Triton inference on {self.model_name!r} at {self.url} failed: {e}") from e
+            raise BackendUnavailable(
+                f"Triton inference on {self.model_name!r} at {self.url} failed: {e}"
+            ) from e
         values = {name: result.as_numpy(name) for name in names}
         if self._batched:
             values = {name: v[0] for name, v in values.items()}
