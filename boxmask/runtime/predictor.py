@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -88,7 +88,7 @@ class Predictor:
         decoder: InferenceSession,
         detector: InferenceSession | None = None,
         *,
-        detector_factory: object | None = None,
+        detector_factory: Callable[[], InferenceSession] | None = None,
         cache_bytes: int = 512 << 20,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         max_boxes: int | None = None,
@@ -209,7 +209,7 @@ class Predictor:
             if self._detector is None:
                 if self._detector_factory is None:
                     raise ModelDirError("this model directory has no detector graph")
-                self._detector = self._detector_factory()  # type: ignore[operator]
+                self._detector = self._detector_factory()
             return self._detector
 
     def describe(self) -> dict[str, str]:
