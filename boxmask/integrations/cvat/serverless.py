@@ -1,0 +1,122 @@
+"""CVAT's serverless (nuclio) function requests -> `boxmask.runtime` -> CVAT's replies.
+
+The contract, as read from CVAT's lambda manager (`cvat/apps/lambda_manager/views.py`) and
+its UI (`lambda-manager.ts`, `tools-control.tsx`):
+
+- detector request: `{"image": <base64 frame>, "threshold"?: str|float}` (threshold only when
+  the user typed one); reply: a list of `{"label", "type": "mask", "points": polygon,
+  "mask": crop + [xtl, ytl, xbr, ybr], "confidence"}`. CVAT drops labels missing from the
+  function's `spec`, and applies the user's label mapping and mask->polygon option itself.
+- interactor request: `{"image", "pos_points": [], "neg_points": [], "obj_bbox": [[xtl, ytl],
+  [xbr, ybr]]}` (no label); reply since CVAT 2.60: `{"shapes": [{"type": "mask", "points":
+  <CVAT mask RLE + box>}]}`, up to 2.59: `{"mask": HxW}` (`BOXMASK_CVAT_INTERACTOR_REPLY=mask`).
+  CVAT sends no label, so the mask is that of the class the model predicts for the box.
+
+`deploy/cvat/*/main.py` are thin nuclio handlers around `detect_reply` and `interact_reply`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import numpy as np
+from cvat_sdk.masks import encode_mask
+
+from boxmask.integrations.cvat.masks import detector_mask
+from boxmask.runtime import ModelCard, Predictor
+from boxmask.runtime.masks import to_polygons
+
+
+class BadRequest(ValueError):
+    """A request the function cannot answer; the handler replies 400 with the message."""
+
+
+def predictor_from_env() -> Predictor:
+    """The predictor a nuclio function serves: `BOXMASK_MODEL_DIR` (an exported model
+    directory), `BOXMASK_TRITON_URL` (use Triton instead of in-process ONNX Runtime),
+    `BOXMASK_PRECISION` and `BOXMASK_CACHE_BYTES`."""
+    model_dir = os.environ.get("BOXMASK_MODEL_DIR", "/opt/nuclio/model")
+    triton_url = os.environ.get("BOXMASK_TRITON_URL") or None
+    return Predictor.from_dir(
+        model_dir, backend="triton" if triton_url else "onnxruntime", triton_url=triton_url,
+        precision=os.environ.get("BOXMASK_PRECISION", "fp32"),  # type: ignore[arg-type]
+        cache_bytes=int(os.environ.get("BOXMASK_CACHE_BYTES", str(256 << 20))))
+
+
+def function_spec(card: ModelCard) -> list[dict[str, Any]]:
+    """The `spec` annotation of a function.yaml: the model's categories as mask labels."""
+    return [{"id": c.id, "name": c.name, "type": "mask"} for c in card.categories]
+
+
+def decode_frame(body: Mapping[str, Any]) -> bytes:
+    if not isinstance(body, Mapping):
+        raise BadRequest("the request body must be a JSON object")
+    image = body.get("image")
+    if not isinstance(image, str) or not image:
+        raise BadRequest('the request needs "image": the frame as base64')
+    try:
+        return base64.b64decode(image, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BadRequest(f'"image" is not valid base64: {exc}') from exc
+
+
+def _threshold(body: Mapping[str, Any], default: float) -> float:
+    raw = body.get("threshold")
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise BadRequest(f'"threshold" must be a number, got {raw!r}') from None
+    if not 0.0 <= value <= 1.0:
+        raise BadRequest(f'"threshold" must be between 0 and 1, got {value}')
+    return value
+
+
+def detect_reply(predictor: Predictor, body: Mapping[str, Any], default_threshold: float = 0.5,
+                 max_detections: int = 100) -> list[dict[str, Any]]:
+    """A detector function's reply: every detection as a CVAT mask with its polygon."""
+    image = decode_frame(body)
+    pred = predictor.detect(image=image, score_threshold=_threshold(body, default_threshold),
+                            max_detections=max_detections)
+    reply = []
+    for mask, name, score in zip(pred.masks, pred.names, pred.scores.tolist()):
+        crop = detector_mask(mask)
+        if crop is None:  # nothing above the mask threshold: CVAT cannot draw an empty mask
+            continue
+        polygons = to_polygons(mask)
+        points = max(polygons, key=len) if polygons else []
+        reply.append({"confidence": f"{score:.4f}", "label": name, "type": "mask",
+                      "points": points, "mask": crop})
+    return reply
+
+
+def _box(body: Mapping[str, Any]) -> list[float]:
+    try:
+        (xtl, ytl), (xbr, ybr) = body["obj_bbox"]
+        return [float(xtl), float(ytl), float(xbr), float(ybr)]
+    except (KeyError, TypeError, ValueError):
+        raise BadRequest('the request needs "obj_bbox": [[xtl, ytl], [xbr, ybr]] (boxmask '
+                         "segments boxes; draw a box first)") from None
+
+
+def interact_reply(predictor: Predictor, body: Mapping[str, Any],
+                   reply: Literal["shapes", "mask"] = "shapes") -> dict[str, Any]:
+    """An interactor function's reply: the mask of `obj_bbox`, of the predicted class.
+
+    `pos_points` / `neg_points` are not used: the model is prompted by boxes only.
+    """
+    image = decode_frame(body)
+    box = _box(body)
+    key = predictor.set_image(image)
+    pred = predictor.predict([box], labels=None, key=key)
+    mask = pred.masks[0]
+    if reply == "mask":
+        return {"mask": mask.astype(np.uint8).tolist()}
+    if not mask.any():
+        return {"shapes": []}
+    return {"shapes": [{"type": "mask", "points": encode_mask(mask)}]}

@@ -1,0 +1,37 @@
+"""nuclio handler: boxmask as a CVAT detector (automatic annotation with masks).
+
+The translation lives in `boxmask.integrations.cvat.serverless`; this file only adapts nuclio's
+event and context. The model is loaded once per worker, in `init_context`.
+"""
+
+import json
+import os
+
+from boxmask.integrations.cvat.serverless import BadRequest, detect_reply, predictor_from_env
+from boxmask.runtime.errors import BackendUnavailable, RuntimeInputError
+
+
+def init_context(context):
+    context.logger.info("boxmask: loading the model")
+    context.user_data.predictor = predictor_from_env()
+    context.user_data.threshold = float(os.environ.get("BOXMASK_SCORE_THRESHOLD", "0.5"))
+    context.logger.info(f"boxmask: serving {context.user_data.predictor.card.name}")
+
+
+def _json(context, body, status_code):
+    return context.Response(body=json.dumps(body), headers={}, content_type="application/json",
+                            status_code=status_code)
+
+
+def handler(context, event):
+    # nuclio has already parsed a JSON body into a dict, as every CVAT function assumes.
+    try:
+        reply = detect_reply(context.user_data.predictor, event.body,
+                             default_threshold=context.user_data.threshold)
+    except (BadRequest, RuntimeInputError) as exc:
+        context.logger.warn(f"boxmask: bad request: {exc}")
+        return _json(context, {"error": str(exc)}, 400)
+    except BackendUnavailable as exc:
+        context.logger.error(f"boxmask: backend unavailable: {exc}")
+        return _json(context, {"error": str(exc)}, 503)
+    return _json(context, reply, 200)
