@@ -15,6 +15,7 @@ result with `boxmask.labeling.image_labeler.label_image`, so their outputs are i
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,8 @@ def run_ray(model_dir: str | Path, tasks: Sequence[ImageTask], settings: LabelSe
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # ours shows images/s and the ETA
+    # Ray Data logs each execution's plan at INFO; keep the terminal for the progress bar.
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
 
     ds = ray.data.from_items([{"task": json.dumps(t.to_dict())} for t in tasks])
     ds = ds.map_batches(
