@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -57,3 +65,56 @@ def assert_error(response, status: int, code: str) -> dict:
     assert body["error"]["message"], body
     assert body["request_id"] == response.headers["x-request-id"]
     return body["error"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class LiveServer:
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log_lines(self) -> list[dict]:
+        lines = self.log_path.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+
+@pytest.fixture(scope="session")
+def live_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """``boxmask serve`` as a real uvicorn process on 127.0.0.1 (JSON logs to a file)."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("live_server") / "server.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOXMASK_")}
+    env["BOXMASK_MAX_BOXES"] = "20"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "boxmask.cli", "serve", "--host", "127.0.0.1", "--port",
+             str(port), "--model-dir", str(model_dir), "--cache-mb", "64"],
+            stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120  # imports on 2 busy cores can take a while
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited with {process.returncode}:\n{log_path.read_text()}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server not ready after 120 s:\n{log_path.read_text()}")
+            time.sleep(0.3)
+        yield LiveServer(url=url, process=process, log_path=log_path)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
