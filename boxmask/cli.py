@@ -241,6 +241,72 @@ def serve(
                 log_config=logging_config(settings.log_level, settings.log_json))
 
 
+cvat_app = typer.Typer(help="CVAT: convert a task's boxes to masks, print a nuclio function spec.",
+                       no_args_is_help=True)
+app.add_typer(cvat_app, name="cvat")
+
+
+@cvat_app.command("boxes-to-masks")
+def cvat_boxes_to_masks(
+    task: int = typer.Option(..., "--task", help="CVAT task id."),
+    model_dir: Path = typer.Option(..., "--model-dir", envvar="BOXMASK_MODEL_DIR",
+                                   help="Exported model directory."),
+    host: Optional[str] = typer.Option(None, "--host", envvar="CVAT_HOST", help="CVAT server URL."),
+    user: Optional[str] = typer.Option(None, "--user", envvar="CVAT_USER"),
+    password: Optional[str] = typer.Option(None, "--password", envvar="CVAT_PASSWORD", hidden=True),
+    token: Optional[str] = typer.Option(None, "--token", envvar="CVAT_ACCESS_TOKEN", hidden=True),
+    polygons: bool = typer.Option(False, "--polygons", help="Upload polygons instead of masks."),
+    delete_boxes: bool = typer.Option(False, "--delete-boxes/--keep-boxes",
+                                      help="Delete each rectangle once its mask is uploaded."),
+    journal: Optional[Path] = typer.Option(None, "--journal",
+                                           help="Resume file (default: .boxmask-cvat-task<ID>.jsonl)."),
+    dry_run: Optional[Path] = typer.Option(None, "--dry-run",
+                                           help="Upload nothing; write a COCO instances file here."),
+    label_map: Optional[str] = typer.Option(None, "--label-map",
+                                            help='JSON: CVAT label -> model category, e.g. \'{"Car": "car"}\'.'),
+    triton_url: Optional[str] = typer.Option(None, "--triton-url", envvar="BOXMASK_TRITON_URL"),
+) -> None:
+    """Give every rectangle of a CVAT task a class-specific mask (resumable)."""
+    import json
+
+    from boxmask.integrations.cvat.boxes_to_masks import CvatTask, Journal, connect, convert_task
+    from boxmask.runtime import Predictor
+    from boxmask.runtime.errors import RuntimeInputError
+
+    try:
+        mapping = json.loads(label_map) if label_map else None
+        predictor = Predictor.from_dir(model_dir, backend="triton" if triton_url else "onnxruntime",
+                                       triton_url=triton_url)
+        client = connect(host, user, password, token)
+    except (ValueError, RuntimeError) as exc:
+        fail(str(exc))
+    with client:
+        cvat_task = CvatTask(client.tasks.retrieve(task))
+        progress = Journal(journal or Path(f".boxmask-cvat-task{task}.jsonl"))
+        try:
+            summary = convert_task(cvat_task, predictor, polygons=polygons, delete_boxes=delete_boxes,
+                                   journal=progress, dry_run=dry_run is not None, label_map=mapping,
+                                   on_frame=lambda i, n: console.print(f"frame {i + 1}/{n}", end="\r"))
+        except RuntimeInputError as exc:
+            fail(str(exc))
+    if dry_run is not None:
+        dry_run.write_text(json.dumps(summary.coco))
+        console.print(f"[green]wrote[/] {dry_run} (import into CVAT as COCO 1.0)")
+    summary.coco = None
+    console.print_json(data=vars(summary))
+
+
+@cvat_app.command("spec")
+def cvat_spec(model_dir: Path = typer.Option(..., "--model-dir", help="Exported model directory.")) -> None:
+    """Print the `spec` annotation of deploy/cvat/detector/function.yaml for a model."""
+    import json
+
+    from boxmask.integrations.cvat.serverless import function_spec
+    from boxmask.runtime import ModelCard
+
+    print(json.dumps(function_spec(ModelCard.load(model_dir, verify=False)), indent=2))
+
+
 def main() -> None:  # pragma: no cover - entry point
     app()
 

@@ -1,0 +1,155 @@
+"""`boxmask cvat boxes-to-masks`'s logic over a task made of cvat-sdk model objects.
+
+`InMemoryTask` implements the `TaskData` interface in memory (labels, frames and shapes are the
+cvat-sdk models a CVAT server returns); it is not a CVAT server, which needs docker and cannot
+run here. What is checked: masks equal the runtime's, labels/groups carried over, the COCO file
+of a dry run, deleting boxes, and resuming from the journal after a failure.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import cvat_sdk.models as models
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools.coco import COCO
+
+from boxmask.integrations.cvat.boxes_to_masks import Frame, Journal, convert_task
+from boxmask.integrations.cvat.masks import decode_mask
+from boxmask.runtime import Predictor
+from boxmask.runtime.errors import UnknownLabel
+from boxmask.runtime.masks import from_rle
+
+W, H = 64, 48
+
+
+def png(seed: int) -> bytes:
+    rng = np.random.RandomState(seed)
+    buf = io.BytesIO()
+    Image.fromarray((rng.rand(H, W, 3) * 255).astype(np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def rect(sid: int, frame: int, label_id: int, box: list[float], rotation: float = 0.0) -> models.LabeledShape:
+    return models.LabeledShape(id=sid, frame=frame, label_id=label_id, type="rectangle", points=box,
+                               group=sid % 2, z_order=0, source="manual", occluded=False,
+                               outside=False, rotation=rotation, attributes=[], elements=[])
+
+
+class InMemoryTask:
+    """A task held in memory as cvat-sdk models; `fail_on_frame` simulates a dropped upload."""
+
+    def __init__(self, labels: list[str], shapes: list[models.LabeledShape], frames: int = 3,
+                 fail_on_frame: int | None = None) -> None:
+        self._labels = [models.Label(id=10 + i, name=n, type="any", attributes=[], sublabels=[])
+                        for i, n in enumerate(labels)]
+        self._shapes = list(shapes)
+        self._frames = [Frame(i, f"img_{i}.png", W, H) for i in range(frames)]
+        self.created: list[models.LabeledShapeRequest] = []
+        self.deleted: list[int] = []
+        self.fetched: list[int] = []
+        self.fail_on_frame = fail_on_frame
+
+    def labels(self):
+        return self._labels
+
+    def frames(self):
+        return self._frames
+
+    def shapes(self):
+        return self._shapes
+
+    def frame_image(self, index: int) -> bytes:
+        self.fetched.append(index)
+        return png(index)
+
+    def create_shapes(self, shapes) -> None:
+        if self.fail_on_frame is not None and shapes[0].frame == self.fail_on_frame:
+            raise ConnectionError("upload dropped")
+        self.created += shapes
+
+    def delete_shapes(self, shapes) -> None:
+        self.deleted += [s.id for s in shapes]
+
+
+@pytest.fixture(scope="module")
+def predictor(model_dir: Path) -> Predictor:
+    return Predictor.from_dir(model_dir)
+
+
+SHAPES = [rect(1, 0, 10, [4, 4, 40, 30]), rect(2, 0, 11, [20, 10, 60, 44]),
+          rect(3, 2, 10, [8, 6, 50, 40]),
+          models.LabeledShape(id=4, frame=1, label_id=10, type="points", points=[3, 3], group=0,
+                              z_order=0, source="manual", occluded=False, outside=False,
+                              rotation=0.0, attributes=[], elements=[])]
+
+
+def expected_masks(predictor: Predictor, frame: int, boxes: list, names: list[str]) -> np.ndarray:
+    return predictor.predict(boxes, labels=names, key=predictor.set_image(png(frame))).masks
+
+
+def test_every_rectangle_gets_its_class_mask_with_one_encode_per_frame(predictor) -> None:
+    task = InMemoryTask(["disc", "Square"], SHAPES)
+    summary = convert_task(task, predictor)
+    assert task.fetched == [0, 2]  # frames without boxes are not downloaded
+    assert (summary.frames, summary.boxes, summary.deleted_boxes) == (2, 3, 0)
+    frame0 = expected_masks(predictor, 0, [[4, 4, 40, 30], [20, 10, 60, 44]], ["disc", "square"])
+    frame2 = expected_masks(predictor, 2, [[8, 6, 50, 40]], ["disc"])
+    expected = [(r, m) for r, m in zip(SHAPES[:3], [*frame0, *frame2]) if m.any()]
+    assert len(task.created) == len(expected) == summary.shapes > 0
+    for shape, (source, mask) in zip(task.created, expected):
+        assert shape.type.value == "mask" and shape.source == "semi-auto"
+        assert (shape.frame, shape.label_id, shape.group) == (source.frame, source.label_id, source.group)
+        np.testing.assert_array_equal(decode_mask(shape.points, W, H), mask)
+
+
+def test_polygons_and_deleting_the_boxes(predictor) -> None:
+    task = InMemoryTask(["disc", "square"], SHAPES)
+    summary = convert_task(task, predictor, polygons=True, delete_boxes=True)
+    assert task.created and all(s.type.value == "polygon" for s in task.created)
+    assert sorted(task.deleted) == [1, 2, 3] and summary.deleted_boxes == 3
+
+
+def test_an_unknown_label_stops_before_any_upload(predictor) -> None:
+    task = InMemoryTask(["disc", "zebra"], SHAPES)
+    with pytest.raises(UnknownLabel, match="zebra"):
+        convert_task(task, predictor)
+    assert task.created == [] and task.fetched == []
+    convert_task(task, predictor, label_map={"zebra": "square"})
+    assert task.created
+
+
+def test_an_interrupted_run_resumes_from_the_journal(predictor, tmp_path) -> None:
+    journal_path = tmp_path / "journal.jsonl"
+    failing = InMemoryTask(["disc", "square"], SHAPES, fail_on_frame=2)
+    with pytest.raises(ConnectionError):
+        convert_task(failing, predictor, journal=Journal(journal_path))
+    assert {s.frame for s in failing.created} == {0}
+
+    resumed = InMemoryTask(["disc", "square"], SHAPES)
+    summary = convert_task(resumed, predictor, journal=Journal(journal_path))
+    assert summary.skipped_frames == 1 and resumed.fetched == [2]
+    assert {s.frame for s in resumed.created} == {2}
+    assert Journal(journal_path).done == {0, 2}
+
+
+def test_dry_run_writes_a_coco_file_and_uploads_nothing(predictor, tmp_path) -> None:
+    task = InMemoryTask(["disc", "square"], SHAPES + [rect(9, 1, 10, [5, 5, 30, 30], rotation=30.0)])
+    summary = convert_task(task, predictor, dry_run=True)
+    assert task.created == [] and task.deleted == [] and summary.rotated_boxes == 1
+    path = tmp_path / "coco.json"
+    path.write_text(json.dumps(summary.coco))
+    coco = COCO(str(path))  # pycocotools reads it
+    assert {c["name"] for c in coco.loadCats(coco.getCatIds())} == {"disc", "square"}
+    assert {img["file_name"] for img in coco.dataset["images"]} == {"img_0.png", "img_2.png"}
+    frame0 = [m for m in expected_masks(predictor, 0, [[4, 4, 40, 30], [20, 10, 60, 44]],
+                                        ["disc", "square"]) if m.any()]
+    anns = coco.loadAnns(coco.getAnnIds(imgIds=[1]))
+    assert len(anns) == len(frame0)
+    for ann, mask in zip(anns, frame0):
+        np.testing.assert_array_equal(from_rle(ann["segmentation"]), mask)
+        np.testing.assert_array_equal(coco.annToMask(ann).astype(bool), mask)
