@@ -23,6 +23,22 @@ from boxmask.evaluation.subset_eval import AP_NAMES, SubsetCOCOeval, coco_result
 DEFAULT_OVERLAP_BINS: tuple[float, ...] = (0.0, 0.1, 0.3, 0.5, 0.7, 1.0001)
 SIDES: tuple[str, ...] = ("all", "seen", "unseen")
 BIN_AP_NAMES: tuple[str, ...] = ("AP", "AP50", "AP75")
+# What the numbers mean, stored in every report so a reader of report.json needs no source.
+PROTOCOL: dict[str, str] = {
+    "ap": "COCO protocol (pycocotools COCOeval): IoU 0.50:0.95, 101 recall points, 100 "
+          "detections per image; seen/unseen/all = params.catIds restricted to those categories",
+    "overlap": "O_i = max_j |b_i ∩ s_j| / |b_i|: b_i the instance's box, s_j the mask of another "
+               "instance of the image",
+    "subsets": "instances outside an overlap subset are ignored as COCO ignores crowd regions "
+               "(a detection matched to one is neither TP nor FP); an unmatched detection is "
+               "ignored when the overlap of its own box (its best-IoU instance left out) lies "
+               "outside the subset, as COCO does with area ranges",
+    "false_positives": "unmatched, non-ignored detections at IoU 0.5; attributed to the seen/"
+                       "unseen side of the instance (any category) they overlap most when that "
+                       "IoU is >= 0.1, else to background",
+    "box_prompted": "one mask per non-crowd ground-truth box and label; mean mask IoU, and mask "
+                    "AP with each mask scored by its mean probability over its pixels",
+}
 
 
 def _sides(cat_ids: Collection[int], seen_ids: Collection[int]) -> dict[str, list[int]]:
@@ -90,6 +106,7 @@ def evaluate_predictions(
     in_bin = [{a for a in instances if lo <= overlap[a] < hi} for lo, hi in bins]
 
     report: dict = {
+        "protocol": PROTOCOL,
         "num_images": len(img_ids),
         "num_detections": len(detections),
         "categories": {"seen": sides["seen"], "unseen": sides["unseen"]},
