@@ -135,3 +135,18 @@ def test_seen_ids_outside_the_ground_truth_are_refused(random_scene):
     coco_gt, dets, _ = random_scene
     with pytest.raises(ValueError, match="seen category ids"):
         evaluate_predictions(coco_gt, dets, {99})
+
+
+def test_a_detection_scores_overlap_like_the_instance_it_lies_on():
+    from boxmask.evaluation.instance_overlap import detection_overlaps, gt_overlaps
+
+    coco_gt, (h, w) = overlap_scene()
+    assert gt_overlaps(coco_gt) == pytest.approx({1: 0.5, 2: 0.5, 3: 0.0})
+    dets = [
+        det_from_mask(1, 2, rect_mask(h, w, 0, 0, 10, 10), 0.9),    # on instance 1 -> its O
+        det_from_mask(1, 1, rect_mask(h, w, 20, 0, 30, 8), 0.9),    # on nothing -> 0
+        det_from_mask(1, 1, rect_mask(h, w, 0, 0, 20, 10), 0.9),    # spans 1 and 2: best IoU is 1
+    ]
+    # The third box (200 px) is about instance 1 (IoU 0.5 vs 0.5: first wins); the star covers
+    # 100 px of it -> 0.5.
+    assert detection_overlaps(coco_gt, dets) == pytest.approx({1: 0.5, 2: 0.0, 3: 0.5})
