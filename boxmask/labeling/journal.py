@@ -1,11 +1,13 @@
 """The resume journal: an append-only JSON-lines file of finished image results.
 
 Line 1 is a header that identifies the job (input sha256, model, output-changing settings);
-each further line is one image's result (see `boxmask.labeling.image_labeler`), written with a
-single ``write`` and ``fsync``-ed before the next image counts as done. A process killed at any
-moment leaves, at worst, a last line without its newline: reading drops that torn tail and
-truncates the file back to the last whole line, so the image is simply done again. A result
-seen twice (never written by us, but cheap to tolerate) counts once.
+each further line is one image's result (see `boxmask.labeling.image_labeler`), handed to the
+kernel with a single ``write`` before the next image counts as done. A killed process loses
+nothing the kernel has; against an OS crash or power cut the file is ``fsync``-ed at most
+``sync_every`` seconds apart (and on close), so such a crash costs at most that much work, done
+again on resume. Either way the file ends, at worst, in a line without its newline: reading
+drops that torn tail and truncates the file back to the last whole line. A result seen twice
+(never written by us, but cheap to tolerate) counts once.
 
 The output is always built from the journal's records, in a clean run as in a resumed one, so
 both go through the same bytes.
@@ -15,12 +17,15 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 JOURNAL_KIND = "boxmask-label-journal"
 JOURNAL_VERSION = 1
+# An fsync costs milliseconds to tens of milliseconds: once per image would cap a fast model.
+SYNC_EVERY_S = 1.0
 
 
 class JournalError(RuntimeError):
@@ -54,9 +59,11 @@ class Journal:
     already holds, keyed by image index.
     """
 
-    def __init__(self, path: Path, fd: int) -> None:
+    def __init__(self, path: Path, fd: int, sync_every: float = SYNC_EVERY_S) -> None:
         self.path = path
         self._fd = fd
+        self.sync_every = sync_every
+        self._last_sync = time.monotonic()
 
     @staticmethod
     def header(job: Mapping[str, Any]) -> dict[str, Any]:
@@ -69,6 +76,7 @@ class Journal:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
         journal = cls(path, fd)
         journal._write(cls.header(job))
+        journal.sync()
         fsync_dir(path.parent)
         return journal
 
@@ -96,14 +104,20 @@ class Journal:
         written = os.write(self._fd, data)
         while written < len(data):  # os.write may write less on some file systems
             written += os.write(self._fd, data[written:])
+
+    def sync(self) -> None:
         os.fsync(self._fd)
+        self._last_sync = time.monotonic()
 
     def append(self, result: Mapping[str, Any]) -> None:
-        """Record one finished image; once this returns, a crash cannot lose it."""
+        """Record one finished image; once this returns, killing the process cannot lose it."""
         self._write(result)
+        if time.monotonic() - self._last_sync >= self.sync_every:
+            self.sync()
 
     def close(self) -> None:
         if self._fd >= 0:
+            self.sync()
             os.close(self._fd)
             self._fd = -1
 
