@@ -8,7 +8,6 @@ are and reported as unmapped).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,7 +95,3 @@ def map_categories(dataset_categories: Sequence[Mapping[str, Any]], model_names:
     return CategoryMapping(to_model=to_model, unknown=unknown, to_dataset=to_dataset,
                            label_map=label_map)
 
-
-def label_map_digest(label_map: Mapping[str, str | None]) -> str:
-    """A canonical text of a label map, for the resume journal's header."""
-    return json.dumps(dict(sorted(label_map.items())), sort_keys=True)
