@@ -1,0 +1,147 @@
+"""The demo page in a real headless Chromium: upload an image, drag a box, see a mask overlay.
+
+Chromium is driven over the Chrome DevTools Protocol (a websocket to its remote-debugging
+port), so no webdriver package is needed. Needs the Debian packages `chromium` (and
+`chromium-driver` for other tools): `apt-get install -y chromium chromium-driver`.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.server.conftest import LiveServer, png_bytes
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs headless Chromium: "
+                                "apt-get install -y chromium chromium-driver")
+
+
+class DevTools:
+    """A minimal CDP client: send a command, wait for its answer (events are skipped)."""
+
+    def __init__(self, ws_url: str) -> None:
+        from websockets.sync.client import connect
+
+        self.ws = connect(ws_url, max_size=None, open_timeout=30)
+        self.ids = itertools.count(1)
+
+    def __call__(self, method: str, **params: Any) -> dict:
+        msg_id = next(self.ids)
+        self.ws.send(json.dumps({"id": msg_id, "method": method, "params": params}))
+        while True:
+            reply = json.loads(self.ws.recv(timeout=60))
+            if reply.get("id") == msg_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply.get("result", {})
+
+    def js(self, expression: str) -> Any:
+        result = self("Runtime.evaluate", expression=expression, returnByValue=True,
+                      awaitPromise=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def wait_for(self, expression: str, timeout: float = 60.0) -> Any:
+        deadline = time.monotonic() + timeout
+        # The page may still be loading: an element not there yet means "not yet", not an error.
+        guarded = f"(() => {{ try {{ return ({expression}); }} catch (e) {{ return false; }} }})()"
+        while time.monotonic() < deadline:
+            value = self.js(guarded)
+            if value:
+                return value
+            time.sleep(0.1)
+        status = self.js("document.getElementById('status')?.textContent")
+        raise AssertionError(f"timed out waiting for {expression!r}; page status: {status!r}")
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+@pytest.fixture
+def browser(tmp_path: Path):  # noqa: ANN201
+    profile = tmp_path / "profile"
+    process = subprocess.Popen(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
+         "--remote-debugging-port=0", "--window-size=1000,900", "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 60
+        while not (port_file.is_file() and port_file.read_text().strip()):
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"chromium did not start (exit code {process.poll()})")
+            time.sleep(0.1)
+        port = int(port_file.read_text().split()[0])
+        pages = [t for t in httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=10).json()
+                 if t["type"] == "page"]
+        tools = DevTools(pages[0]["webSocketDebuggerUrl"])
+        yield tools
+        tools.close()
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_drawing_a_box_on_the_demo_page_overlays_a_mask(
+        live_server: LiveServer, browser: DevTools, tmp_path: Path) -> None:
+    image = tmp_path / "scene.png"
+    image.write_bytes(png_bytes(h=240, w=320, seed=4))
+    browser("Page.enable")
+    browser("Page.navigate", url=f"{live_server.url}/")
+    browser.wait_for("document.getElementById('model').options.length > 0 && "
+                     "document.getElementById('label').options.length > 1")
+    labels = browser.js("[...document.getElementById('label').options].map(o => o.value)")
+    assert labels == ["", "disc", "square", "triangle"]
+    browser.js("document.getElementById('label').value = 'disc'")
+
+    root = browser("DOM.getDocument")["root"]["nodeId"]
+    file_input = browser("DOM.querySelector", nodeId=root, selector="#file")["nodeId"]
+    browser("DOM.setFileInputFiles", nodeId=file_input, files=[str(image)])
+    browser.wait_for("document.getElementById('status').textContent.includes('Drag a box')")
+
+    rect = browser.js("(() => { const r = document.getElementById('overlay')"
+                      ".getBoundingClientRect(); return [r.left, r.top, r.width, r.height]; })()")
+    left, top, width, height = rect
+    scale = width / 320  # the canvas may be shown smaller than the image
+
+    def mouse(kind: str, x: float, y: float) -> None:
+        browser("Input.dispatchMouseEvent", type=kind, x=left + x * scale, y=top + y * scale,
+                button="left", buttons=1 if kind != "mouseReleased" else 0, clickCount=1)
+
+    mouse("mousePressed", 40, 30)
+    for step in range(1, 6):
+        mouse("mouseMoved", 40 + step * 30, 30 + step * 24)
+    mouse("mouseReleased", 190, 150)
+
+    browser.wait_for("document.querySelectorAll('#instances li').length === 1")
+    item = browser.js("(() => { const li = document.querySelector('#instances li');"
+                      " return [li.dataset.label, Number(li.dataset.area)]; })()")
+    assert item[0] == "disc"
+    # The overlay canvas really has the mask painted: count its translucent pixels.
+    painted = browser.js("""(() => {
+        const c = document.getElementById('overlay');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] === 140) n++;
+        return n; })()""")
+    # (Anti-aliased box and caption edges may hit the same alpha on a few pixels.)
+    assert item[1] > 0 and abs(painted - item[1]) <= 0.02 * item[1]
+    shot = browser("Page.captureScreenshot", format="png")["data"]
+    (tmp_path / "demo.png").write_bytes(base64.b64decode(shot))
+    assert (tmp_path / "demo.png").stat().st_size > 1000
