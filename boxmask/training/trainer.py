@@ -14,7 +14,6 @@ the loop keeps a training run's cost and failure modes its own.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -305,6 +304,10 @@ class Trainer:
                                    "iteration": self.iteration, **means,
                                    "epoch_time": time.perf_counter() - start,
                                    "checkpoint": str(path)})
+                    # Through the bar's console, so the line lands above a live bar.
+                    progress.console.print(
+                        f"epoch {self.epoch}/{t.epochs} done: loss {means.get('loss', float('nan')):.4f}, "
+                        f"{time.perf_counter() - start:.0f}s, saved {path.name}", soft_wrap=True)
                 barrier(self.ctx)
         self._print(f"[green]done:[/] {t.epochs} epochs, {self.iteration} iterations; "
                     f"evaluate with `boxmask eval {last}`")

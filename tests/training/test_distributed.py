@@ -6,6 +6,7 @@ import socket
 from pathlib import Path
 
 import pytest
+import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
@@ -13,6 +14,8 @@ from boxmask.training.distributed import init_distributed, shutdown_distributed
 from boxmask.training.metrics import read_metrics
 from boxmask.training.seeding import seed_everything
 from boxmask.training.trainer import Trainer, build_training_data, build_training_model, train
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _free_port() -> int:
@@ -67,3 +70,31 @@ def test_ddp_with_one_process_trains_like_a_single_process(tiny_cfg, tmp_path: P
     assert len(a) == len(b) == 2
     for ra, rb in zip(a, b):
         assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_torchrun_with_two_processes_trains_and_only_rank_zero_writes(tiny_synth: Path,
+                                                                          tmp_path: Path) -> None:
+    """The real launcher: `torchrun --nproc_per_node 2 -m boxmask.cli train ...` on gloo."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+           "-m", "boxmask.cli", "train", str(REPO / "configs" / "synth_tiny_test.yaml"),
+           f"data.train_annotations={tiny_synth / 'annotations' / 'instances_train.json'}",
+           f"data.train_images={tiny_synth / 'images' / 'train'}",
+           f"train.output_dir={out}", "train.epochs=1", "train.batch_size=1",
+           "train.max_iters_per_epoch=2"]
+    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    records = read_metrics(out / "metrics.jsonl")
+    assert [r["iteration"] for r in records] == [1, 2]  # one writer, not one line per rank
+    ckpt = torch.load(out / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    assert ckpt["world_size"] == 2 and len(ckpt["rng_per_rank"]) == 2
+    # Each rank drew its own random numbers (seed + rank), so their states differ.
+    assert not torch.equal(ckpt["rng_per_rank"][0]["torch"], ckpt["rng_per_rank"][1]["torch"])
