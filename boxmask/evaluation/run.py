@@ -236,6 +236,8 @@ def evaluate_checkpoint(checkpoint: str | Path, out_dir: str | Path | None = Non
     mask_labels = {int(c["label"]) for c in categories if c["seen"]}
     if cfg.model.mode == "oracle":
         mask_labels = {int(c["label"]) for c in categories}
+    # The checkpoint holds every weight; the ImageNet file named for training is not needed.
+    cfg.model.backbone_weights = None
     model = build_model(cfg.model, len(categories), mask_labels)
     try:
         model.load_state_dict(ckpt["model"])

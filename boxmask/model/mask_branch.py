@@ -111,13 +111,17 @@ class TeacherStudentMaskBranch(nn.Module):
             return self.teacher(x)
         logits = self.student(x)
         flat_labels = torch.cat(labels) if labels else logits.new_zeros((0,), dtype=torch.int64)
-        index = torch.arange(logits.shape[0], device=logits.device)
-        return logits[index, (flat_labels - 1).clamp(min=0)][:, None]
+        # gather rather than advanced indexing: one ONNX GatherElements, valid for N = 0 too.
+        channel = (flat_labels - 1).clamp(min=0).view(-1, 1, 1, 1)
+        return logits.gather(1, channel.expand(-1, 1, logits.shape[-2], logits.shape[-1]))
 
     def predict(self, features: dict[str, torch.Tensor], boxes: list[torch.Tensor],
                 image_shapes: list[tuple[int, int]], labels: list[torch.Tensor]) -> list[torch.Tensor]:
         """Mask probabilities per image: ``list[Tensor[N_i, 1, R, R]]``."""
         probs = self.mask_logits(features, boxes, image_shapes, labels).sigmoid()
+        if len(boxes) == 1:
+            # No split for one image: a traced split would freeze N to the example's count.
+            return [probs]
         return list(probs.split([len(b) for b in boxes], dim=0))
 
     # -- training --------------------------------------------------------------------------

@@ -100,6 +100,6 @@ class BoxMaskRCNN(GeneralizedRCNN):
         """
         features, resized = self.encode(image)
         scale = self.resize_scale((int(image.shape[-2]), int(image.shape[-1])), resized)
-        scaled = boxes.float() * scale.repeat(2)[None]
+        scaled = boxes.float() * scale.to(boxes.device).repeat(2)[None]
         logits, scores, used = self.roi_heads.decode_boxes(features, scaled, labels.long(), resized)
         return logits.sigmoid(), scores, used

@@ -12,12 +12,12 @@ from boxmask.runtime.card import ModelCard
 from boxmask.runtime.errors import ModelDirError, UnknownLabel
 
 
-def _copy(model_dir: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(model_dir, tmp_path / "model"))
+def _copy(contract_model_dir: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(contract_model_dir, tmp_path / "model"))
 
 
-def test_card_loads_and_resolves_categories_by_id_name_and_label(model_dir: Path) -> None:
-    card = ModelCard.load(model_dir)
+def test_card_loads_and_resolves_categories_by_id_name_and_label(contract_model_dir: Path) -> None:
+    card = ModelCard.load(contract_model_dir)
     assert card.by_name("square").id == 3
     assert card.by_id(7).name == "triangle" and not card.by_id(7).seen
     assert card.by_label(2).name == "square"
@@ -26,16 +26,16 @@ def test_card_loads_and_resolves_categories_by_id_name_and_label(model_dir: Path
 
 
 @pytest.mark.parametrize("label", ["dog", 2, 1.5, True])
-def test_unknown_labels_list_the_known_names(model_dir: Path, label: object) -> None:
-    card = ModelCard.load(model_dir, verify=False)
+def test_unknown_labels_list_the_known_names(contract_model_dir: Path, label: object) -> None:
+    card = ModelCard.load(contract_model_dir, verify=False)
     with pytest.raises(UnknownLabel) as info:
         card.resolve(label)  # type: ignore[arg-type]
     assert info.value.known_names == ["disc", "square", "triangle"]
     assert "disc, square, triangle" in str(info.value)
 
 
-def test_a_modified_file_fails_the_checksum(model_dir: Path, tmp_path: Path) -> None:
-    copy = _copy(model_dir, tmp_path)
+def test_a_modified_file_fails_the_checksum(contract_model_dir: Path, tmp_path: Path) -> None:
+    copy = _copy(contract_model_dir, tmp_path)
     with open(copy / "decoder.onnx", "ab") as f:
         f.write(b"\0")
     with pytest.raises(ModelDirError, match="checksum mismatch for 'decoder'"):
@@ -43,8 +43,8 @@ def test_a_modified_file_fails_the_checksum(model_dir: Path, tmp_path: Path) -> 
     ModelCard.load(copy, verify=["encoder"])  # only what is asked for is checked
 
 
-def test_a_missing_file_or_card_is_reported(model_dir: Path, tmp_path: Path) -> None:
-    copy = _copy(model_dir, tmp_path)
+def test_a_missing_file_or_card_is_reported(contract_model_dir: Path, tmp_path: Path) -> None:
+    copy = _copy(contract_model_dir, tmp_path)
     (copy / "detector.onnx").unlink()
     with pytest.raises(ModelDirError, match="'detector' is missing"):
         ModelCard.load(copy)
@@ -61,8 +61,8 @@ def test_a_missing_file_or_card_is_reported(model_dir: Path, tmp_path: Path) -> 
         (lambda c: c.pop("preprocess"), "preprocess"),
     ],
 )
-def test_invalid_cards_are_rejected_with_the_reason(model_dir: Path, edit, message: str) -> None:  # noqa: ANN001
-    card = json.loads((model_dir / "model.json").read_text())
+def test_invalid_cards_are_rejected_with_the_reason(contract_model_dir: Path, edit, message: str) -> None:  # noqa: ANN001
+    card = json.loads((contract_model_dir / "model.json").read_text())
     edit(card)
     with pytest.raises(ModelDirError, match=message):
         ModelCard.from_json(json.dumps(card))

@@ -34,8 +34,8 @@ class CountingSession:
 
 
 @pytest.fixture
-def predictor(model_dir: Path) -> Predictor:
-    p = Predictor.from_dir(model_dir, intra_op_threads=1, cache_bytes=1 << 20)
+def predictor(contract_model_dir: Path) -> Predictor:
+    p = Predictor.from_dir(contract_model_dir, intra_op_threads=1, cache_bytes=1 << 20)
     p.encoder = CountingSession(p.encoder)  # type: ignore[assignment]
     p.decoder = CountingSession(p.decoder)  # type: ignore[assignment]
     return p
@@ -152,8 +152,8 @@ def test_boxes_reaching_outside_the_image_are_clipped(predictor: Predictor) -> N
     assert np.array_equal(pred.mask_probs, same.mask_probs)
 
 
-def test_box_limit(model_dir: Path) -> None:
-    p = Predictor.from_dir(model_dir, intra_op_threads=1, max_boxes=2)
+def test_box_limit(contract_model_dir: Path) -> None:
+    p = Predictor.from_dir(contract_model_dir, intra_op_threads=1, max_boxes=2)
     key = p.set_image(_image())
     with pytest.raises(BadBoxes, match="limit of 2"):
         p.predict(BOXES, key=key)
@@ -167,8 +167,8 @@ def test_bytes_and_array_of_one_image_give_the_same_masks(predictor: Predictor) 
     assert np.array_equal(from_array.masks, from_png.masks)
 
 
-def test_unknown_and_evicted_images_ask_for_the_image_again(model_dir: Path) -> None:
-    p = Predictor.from_dir(model_dir, intra_op_threads=1, cache_bytes=1)  # holds one entry only
+def test_unknown_and_evicted_images_ask_for_the_image_again(contract_model_dir: Path) -> None:
+    p = Predictor.from_dir(contract_model_dir, intra_op_threads=1, cache_bytes=1)  # holds one entry only
     with pytest.raises(UnknownImage, match="no image has been set"):
         p.predict(BOXES)
     first = p.set_image(_image(seed=1))
@@ -220,10 +220,10 @@ def test_providers_are_chosen_from_what_onnxruntime_has() -> None:
 
 
 def test_detector_gets_the_unpadded_resized_image_and_its_size(
-    predictor: Predictor, model_dir: Path
+    predictor: Predictor, contract_model_dir: Path
 ) -> None:
     predictor._detector = CountingSession(
-        OnnxRuntimeSession(model_dir / "detector.onnx", intra_op_threads=1)
+        OnnxRuntimeSession(contract_model_dir / "detector.onnx", intra_op_threads=1)
     )
     predictor.detect(image=_image(50, 70))  # resized to 64 x 89, padded to 64 x 96 for the encoder
     sent = predictor._detector.last_inputs  # type: ignore[attr-defined]

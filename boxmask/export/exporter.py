@@ -1,0 +1,279 @@
+"""``boxmask export``: a training checkpoint -> the exported model directory (contracts §4).
+
+Writes ``encoder.onnx``, ``decoder.onnx``, ``detector.onnx`` and ``model.json``; optionally fp16
+graphs, an int8 encoder for CPU (static quantisation calibrated on training images, with its
+accuracy cost measured against fp32 and written into the card), TensorRT engines and a Triton
+model repository. After export the ONNX graphs are run in ONNX Runtime and compared with eager
+torch (``boxmask.export.parity``); a mismatch fails the export.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from boxmask.config import BoxMaskConfig, ConfigError
+from boxmask.export.graphs import (
+    DECODER_INPUTS,
+    DECODER_OUTPUTS,
+    DETECTOR_INPUTS,
+    DETECTOR_OUTPUTS,
+    ENCODER_OUTPUTS,
+    DecoderGraph,
+    DetectorGraph,
+    EncoderGraph,
+)
+from boxmask.model import BoxMaskRCNN, build_model
+
+FORMAT_VERSION = 1
+
+
+class ExportError(RuntimeError):
+    """An export that cannot be done as asked; the message says why and what to do."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_trained_model(checkpoint: Path) -> tuple[BoxMaskRCNN, BoxMaskConfig, list[dict], dict]:
+    """Rebuild the model a checkpoint was trained as, with its weights, in eval mode on CPU."""
+    from boxmask.training.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    for key in ("config", "categories"):
+        if key not in ckpt:
+            raise ConfigError(f"checkpoint {str(checkpoint)!r} has no {key!r}: it was not written "
+                              "by `boxmask train`")
+    cfg = BoxMaskConfig.model_validate(ckpt["config"])
+    # The checkpoint holds every weight: the ImageNet file named for training is not needed
+    # (and usually absent) where the model is exported.
+    cfg.model.backbone_weights = None
+    categories = sorted(ckpt["categories"], key=lambda c: int(c["label"]))
+    seen = {int(c["label"]) for c in categories if c["seen"]}
+    model = build_model(cfg.model, len(categories), seen or None)
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), cfg, categories, ckpt
+
+
+def example_image(cfg: BoxMaskConfig, seed: int = 0) -> torch.Tensor:
+    """A real training image when the data is at hand, else noise, as a ``[3, H, W]`` tensor.
+
+    Only the trace needs it: every axis that varies is declared dynamic.
+    """
+    from PIL import Image
+
+    d = cfg.data
+    if d.train_images is not None and Path(d.train_images).is_dir():
+        files = sorted(p for p in Path(d.train_images).iterdir()
+                       if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+        if files:
+            img = np.asarray(Image.open(files[0]).convert("RGB"), dtype=np.float32) / 255.0
+            return torch.from_numpy(img).permute(2, 0, 1).contiguous()
+    g = torch.Generator().manual_seed(seed)
+    h = cfg.model.min_size
+    return torch.rand(3, h, int(h * 1.25), generator=g)
+
+
+def resized_input(model: BoxMaskRCNN, image: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The ``image`` input the runtime would send: resized, 0..255, ``[1, 3, h, w]``."""
+    from torchvision.models.detection.transform import _resize_image_and_masks
+
+    t = model.transform
+    resized, _ = _resize_image_and_masks(image, float(t.min_size[-1]), float(t.max_size), None,
+                                         t.fixed_size)
+    return (resized * 255.0)[None], (int(resized.shape[-2]), int(resized.shape[-1]))
+
+
+def _export(module: torch.nn.Module, args: tuple, path: Path, input_names: list[str],
+            output_names: list[str], dynamic_axes: dict, opset: int) -> None:
+    # The TorchScript-based exporter: torchvision's detection ops (RoIAlign level merging,
+    # batched NMS, dynamic padding) carry symbolic functions for it.
+    import warnings
+
+    with warnings.catch_warnings():
+        # The tracer warns about every Python-side shape read; the parity check is the judge.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, str(path), input_names=input_names,
+                          output_names=output_names, dynamic_axes=dynamic_axes,
+                          opset_version=opset, do_constant_folding=True, dynamo=False)
+
+
+def export_onnx(model: BoxMaskRCNN, cfg: BoxMaskConfig, out: Path, opset: int = 17) -> dict[str, Any]:
+    """Write the three graphs into ``out``; returns their I/O description for the card."""
+    image = example_image(cfg)
+    x, size = resized_input(model, image)
+    enc = EncoderGraph(model).eval()
+    spatial = {2: "height", 3: "width"}
+    with torch.no_grad():
+        _export(enc, (x,), out / "encoder.onnx", ["image"], ENCODER_OUTPUTS,
+                {"image": spatial, **{n: {2: f"{n}_h", 3: f"{n}_w"} for n in ENCODER_OUTPUTS}},
+                opset)
+        feats = enc(x)
+        h, w = size
+        boxes = torch.tensor([[0.1 * w, 0.1 * h, 0.6 * w, 0.7 * h],
+                              [0.3 * w, 0.2 * h, 0.9 * w, 0.9 * h],
+                              [0.0, 0.0, 0.5 * w, 0.5 * h]], dtype=torch.float32)
+        labels = torch.tensor([1, 0, min(2, model.num_classes)], dtype=torch.int64)
+        dec = DecoderGraph(model, size).eval()
+        n_axis = {0: "num_boxes"}
+        _export(dec, (*feats, boxes, labels, torch.tensor([h, w], dtype=torch.int64)),
+                out / "decoder.onnx", DECODER_INPUTS, DECODER_OUTPUTS,
+                {**{n: {2: f"{n}_h", 3: f"{n}_w"} for n in ENCODER_OUTPUTS},
+                 "boxes": n_axis, "labels": n_axis,
+                 **{n: n_axis for n in DECODER_OUTPUTS}}, opset)
+        det = DetectorGraph(model).eval()
+        k_axis = {0: "num_detections"}
+        _export(det, (x,), out / "detector.onnx", DETECTOR_INPUTS, DETECTOR_OUTPUTS,
+                {"image": spatial, **{n: k_axis for n in DETECTOR_OUTPUTS}}, opset)
+    r = model.roi_heads.mask_branch.output_resolution
+    f = cfg.model.fpn_channels
+    c = model.num_classes
+    return {
+        "opset": opset,
+        "encoder": {"inputs": {"image": ["1", "3", "H", "W"]},
+                    "outputs": {n: ["1", str(f), f"H/{2 ** (i + 2)}", f"W/{2 ** (i + 2)}"]
+                                for i, n in enumerate(ENCODER_OUTPUTS)}},
+        "decoder": {"inputs": {**{n: ["1", str(f), "h", "w"] for n in ENCODER_OUTPUTS},
+                               "boxes": ["N", "4"], "labels": ["N"], "image_size": ["2"]},
+                    "outputs": {"mask_logits": ["N", "1", str(r), str(r)],
+                                "class_scores": ["N", str(c + 1)], "labels_out": ["N"]}},
+        "detector": {"inputs": {"image": ["1", "3", "h", "w"]},
+                     "outputs": {"boxes": ["K", "4"], "labels": ["K"], "scores": ["K"],
+                                 "mask_probs": ["K", "1", str(r), str(r)]}},
+    }
+
+
+def convert_fp16(src: Path, dst: Path) -> None:
+    """fp16 weights and arithmetic with fp32 inputs/outputs (for GPU execution providers)."""
+    import onnx
+    from onnxconverter_common import float16
+
+    model = onnx.load(str(src))
+    # RoiAlign and the NMS/TopK family stay fp32: their fp16 kernels are missing on CPU and
+    # inexact on box coordinates.
+    converted = float16.convert_float_to_float16(
+        model, keep_io_types=True, op_block_list=["RoiAlign", "NonMaxSuppression", "TopK"])
+    onnx.save(converted, str(dst))
+
+
+def export_checkpoint(checkpoint: Path, out: Path, name: str | None = None, fp16: bool = False,
+                      int8: bool = False, calibration_images: int = 16, tensorrt: bool = False,
+                      triton_repo: Path | None = None, opset: int = 17, check: bool = True,
+                      overwrite: bool = True) -> dict[str, Any]:
+    """Export a checkpoint; returns the model card written to ``out/model.json``.
+
+    The directory is built in a temporary sibling and moved into place at the end, so a failed
+    export never leaves a half-written model where a server would load it.
+    """
+    checkpoint = Path(checkpoint)
+    out = Path(out)
+    if tensorrt:
+        from boxmask.export.tensorrt import check_tensorrt_available
+
+        check_tensorrt_available()  # fail before the slow part
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    model, cfg, categories, ckpt = load_trained_model(checkpoint)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        io = export_onnx(model, cfg, tmp, opset)
+        files: dict[str, dict[str, str]] = {
+            k: {"path": f"{k}.onnx"} for k in ("encoder", "decoder", "detector")}
+        parity: dict[str, Any] = {}
+        if check:
+            from boxmask.export.parity import check_parity
+
+            parity = check_parity(model, tmp, cfg)
+        quantization: dict[str, Any] = {}
+        if int8:
+            from boxmask.export.quantize import quantize_encoder_int8
+
+            quantization["int8"] = quantize_encoder_int8(model, cfg, tmp, calibration_images)
+            files["encoder_int8"] = {"path": "encoder.int8.onnx"}
+        if fp16:
+            # The detector stays fp32: onnxconverter-common's cast clean-up fails on its NMS
+            # graph ("'list' object has no attribute 'input'"), and pre-annotation is not the
+            # latency-critical path; the encoder and decoder are.
+            for k in ("encoder", "decoder"):
+                convert_fp16(tmp / f"{k}.onnx", tmp / f"{k}.fp16.onnx")
+                files[f"{k}_fp16"] = {"path": f"{k}.fp16.onnx"}
+        if tensorrt:
+            from boxmask.export.tensorrt import build_engines
+
+            for key, path in build_engines(tmp, cfg).items():
+                files[key] = {"path": path}
+        for entry in files.values():
+            entry["sha256"] = sha256_file(tmp / entry["path"])
+        card = _card(name or _default_name(checkpoint), cfg, categories, model, ckpt, checkpoint,
+                     files, io, parity, quantization)
+        (tmp / "model.json").write_text(json.dumps(card, indent=2) + "\n")
+        if out.exists():
+            if not overwrite:
+                raise ExportError(f"{out} exists; pass overwrite=True to replace it")
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if triton_repo is not None:
+        from boxmask.export.triton import write_triton_repository
+
+        write_triton_repository(out, Path(triton_repo))
+    return card
+
+
+def _default_name(checkpoint: Path) -> str:
+    return checkpoint.parent.name or "boxmask"
+
+
+def _card(name: str, cfg: BoxMaskConfig, categories: list[dict], model: BoxMaskRCNN, ckpt: dict,
+          checkpoint: Path, files: dict, io: dict, parity: dict, quantization: dict) -> dict:
+    t = model.transform
+    return {
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "categories": [{"id": int(c["id"]), "name": str(c["name"]), "label": int(c["label"]),
+                        "seen": bool(c["seen"])} for c in categories],
+        "num_classes": len(categories),
+        "mask_resolution": model.roi_heads.mask_branch.output_resolution,
+        "mode": cfg.model.mode,
+        "backbone": cfg.model.backbone,
+        "preprocess": {
+            "min_size": int(t.min_size[-1]), "max_size": int(t.max_size),
+            "size_divisible": int(t.size_divisible),
+            "mean": [float(v) for v in t.image_mean], "std": [float(v) for v in t.image_std],
+            "input": "RGB float32 0..255, resized as torchvision's GeneralizedRCNNTransform; "
+                     "the graphs normalise and zero-pad to size_divisible themselves",
+        },
+        "detector_defaults": {"score_threshold": cfg.model.box_score_thresh,
+                              "nms_threshold": cfg.model.box_nms_thresh,
+                              "max_detections": cfg.model.box_detections_per_img},
+        "files": files,
+        "onnx": io,
+        "parity": parity,
+        "quantization": quantization,
+        "provenance": {
+            "checkpoint": checkpoint.name,
+            "checkpoint_sha256": sha256_file(checkpoint),
+            "epoch": int(ckpt.get("epoch", 0)),
+            "iteration": int(ckpt.get("iteration", 0)),
+            "config": json.loads(cfg.model_dump_json()),
+            "eval": ckpt.get("metrics"),
+            "torch": torch.__version__,
+        },
+    }

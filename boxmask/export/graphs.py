@@ -1,0 +1,106 @@
+"""Thin wrappers that give the exported graphs their inputs and outputs (docs/contracts.md §4).
+
+As in Segment Anything's ``utils/onnx.py``: each wrapper only renames and reshapes around the
+model's own methods (``backbone``, ``roi_heads.decode_boxes``, ``roi_heads.forward``), so the
+exported graph and the eager model share one code path.
+
+Inputs are RGB float32 0..255. The graphs normalise, then zero-pad to a multiple of 32 with
+torchvision's own traceable ``_onnx_batch_images``, so an unpadded image and one the runtime
+padded with the mean colour give the same features (normalised padding is zero either way).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+from torchvision.models.detection.image_list import ImageList
+
+from boxmask.model.rcnn import FPN_LEVELS, BoxMaskRCNN
+
+ENCODER_OUTPUTS = ["p2", "p3", "p4", "p5"]
+DECODER_INPUTS = ENCODER_OUTPUTS + ["boxes", "labels", "image_size"]
+DECODER_OUTPUTS = ["mask_logits", "class_scores", "labels_out"]
+DETECTOR_INPUTS = ["image"]
+DETECTOR_OUTPUTS = ["boxes", "labels", "scores", "mask_probs"]
+
+
+class _Normalize(nn.Module):
+    def __init__(self, model: BoxMaskRCNN) -> None:
+        super().__init__()
+        t = model.transform
+        self.register_buffer("mean", torch.tensor(t.image_mean).view(1, 3, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(t.image_std).view(1, 3, 1, 1) * 255.0)
+        self.size_divisible = t.size_divisible
+        self.transform = t
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """``[1, 3, H, W]`` 0..255 -> normalised, zero-padded to multiples of 32."""
+        x = (image - self.mean) / self.std
+        return self.transform.batch_images([x[0]], self.size_divisible)
+
+
+class EncoderGraph(nn.Module):
+    """``image [1, 3, H, W]`` -> ``p2 [1, F, H/4, W/4]`` ... ``p5 [1, F, H/32, W/32]``."""
+
+    def __init__(self, model: BoxMaskRCNN) -> None:
+        super().__init__()
+        self.normalize = _Normalize(model)
+        self.backbone = model.backbone
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        features = self.backbone(self.normalize(image))
+        return tuple(features[k] for k in FPN_LEVELS)
+
+
+class DecoderGraph(nn.Module):
+    """Features + boxes of one image -> masks and classes of those boxes.
+
+    Inputs: ``p2..p5``, ``boxes [N, 4]`` (resized-image pixels), ``labels [N]`` int64 (0 = use
+    the predicted class), ``image_size [2]`` int64 (resized h, w: boxes are clipped to it).
+    Outputs: ``mask_logits [N, 1, R, R]``, ``class_scores [N, C + 1]``, ``labels_out [N]``.
+    """
+
+    def __init__(self, model: BoxMaskRCNN, traced_image_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.roi_heads = model.roi_heads
+        # MultiScaleRoIAlign reads only the pyramid's scale (stride) from the image size, which
+        # is the same for every input; the size the trace saw is enough.
+        self.traced_image_size = traced_image_size
+
+    def forward(self, p2: torch.Tensor, p3: torch.Tensor, p4: torch.Tensor, p5: torch.Tensor,
+                boxes: torch.Tensor, labels: torch.Tensor, image_size: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        features = OrderedDict(zip(FPN_LEVELS, (p2, p3, p4, p5)))
+        h = image_size[0].to(boxes.dtype)
+        w = image_size[1].to(boxes.dtype)
+        x1, y1, x2, y2 = boxes.unbind(1)
+        clipped = torch.stack([x1.clamp(min=0).minimum(w), y1.clamp(min=0).minimum(h),
+                               x2.clamp(min=0).minimum(w), y2.clamp(min=0).minimum(h)], dim=1)
+        return self.roi_heads.decode_boxes(features, clipped, labels, self.traced_image_size)
+
+
+class DetectorGraph(nn.Module):
+    """The whole model for automatic pre-annotation, on one resized (unpadded) image.
+
+    Input ``image [1, 3, h, w]`` 0..255. Outputs in that image's pixels: ``boxes [K, 4]``,
+    ``labels [K]`` (contiguous), ``scores [K]``, ``mask_probs [K, 1, R, R]`` (not pasted).
+    """
+
+    def __init__(self, model: BoxMaskRCNN) -> None:
+        super().__init__()
+        self.normalize = _Normalize(model)
+        self.backbone = model.backbone
+        self.rpn = model.rpn
+        self.roi_heads = model.roi_heads
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        size = (image.shape[-2], image.shape[-1])
+        batch = ImageList(self.normalize(image), [size])
+        features = self.backbone(batch.tensors)
+        proposals, _ = self.rpn(batch, features)
+        detections, _ = self.roi_heads(features, proposals, batch.image_sizes)
+        d = detections[0]
+        return d["boxes"], d["labels"], d["scores"], d["masks"]
+

@@ -1,0 +1,126 @@
+"""ONNX Runtime against eager torch, on the exported graphs' own inputs.
+
+Checked on several image sizes, on N = 0, 1 and many boxes, with and without labels:
+- encoder: max abs difference of each pyramid level;
+- decoder: max abs difference of mask logits and class scores, equal labels, and the IoU of the
+  thresholded R x R masks (the ``>= 0.99`` bar of issue 4);
+- detector: the same boxes, labels and scores.
+The export fails when a bar is missed: a graph that disagrees with its model is a bug.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from boxmask.config import BoxMaskConfig
+from boxmask.export.graphs import (
+    DECODER_INPUTS,
+    DECODER_OUTPUTS,
+    DETECTOR_OUTPUTS,
+    ENCODER_OUTPUTS,
+    DecoderGraph,
+    DetectorGraph,
+    EncoderGraph,
+)
+from boxmask.model import BoxMaskRCNN
+
+LOGIT_TOL = 1e-3
+MIN_MASK_IOU = 0.99
+
+
+def _session(path: Path):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a >= 0, b >= 0  # logits >= 0 <=> probability >= 0.5
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def random_boxes(n: int, h: int, w: int, gen: torch.Generator) -> torch.Tensor:
+    """``[n, 4]`` boxes of at least 4 px inside an ``h x w`` image."""
+    xy = torch.rand(n, 2, generator=gen) * torch.tensor([w - 4.0, h - 4.0])
+    wh = 4 + torch.rand(n, 2, generator=gen) * torch.tensor([w * 0.6, h * 0.6])
+    x2y2 = torch.minimum(xy + wh, torch.tensor([float(w), float(h)]))
+    return torch.cat([xy, x2y2], dim=1)
+
+
+@torch.no_grad()
+def check_parity(model: BoxMaskRCNN, model_dir: Path, cfg: BoxMaskConfig,
+                 sizes: tuple[tuple[int, int], ...] | None = None,
+                 box_counts: tuple[int, ...] = (0, 1, 100), seed: int = 0,
+                 raise_on_failure: bool = True) -> dict[str, Any]:
+    """Compare the three graphs in ``model_dir`` with eager torch; returns the measured figures."""
+    from boxmask.export.exporter import ExportError
+
+    enc_s = _session(model_dir / "encoder.onnx")
+    dec_s = _session(model_dir / "decoder.onnx")
+    det_s = _session(model_dir / "detector.onnx")
+    m = cfg.model.min_size
+    sizes = sizes or ((m, m), (m, int(m * 1.3)), (int(m * 0.75) // 2 * 2 + 1, m))
+    enc, det = EncoderGraph(model).eval(), DetectorGraph(model).eval()
+    gen = torch.Generator().manual_seed(seed)
+    worst = {"encoder_max_abs": 0.0, "decoder_logits_max_abs": 0.0, "decoder_scores_max_abs": 0.0,
+             "decoder_min_mask_iou": 1.0, "decoder_labels_equal": True,
+             "detector_max_abs": 0.0, "detector_same_count": True}
+    for h, w in sizes:
+        x = torch.rand(1, 3, h, w, generator=gen) * 255.0
+        feats = enc(x)
+        ort_feats = enc_s.run(ENCODER_OUTPUTS, {"image": x.numpy()})
+        for a, b in zip(feats, ort_feats):
+            worst["encoder_max_abs"] = max(worst["encoder_max_abs"], float(np.abs(a.numpy() - b).max()))
+        dec = DecoderGraph(model, (h, w)).eval()
+        for n in box_counts:
+            boxes = random_boxes(n, h, w, gen)
+            for with_labels in (True, False):
+                labels = (torch.randint(1, model.num_classes + 1, (n,), generator=gen)
+                          if with_labels else torch.zeros(n, dtype=torch.int64))
+                size = torch.tensor([h, w], dtype=torch.int64)
+                ref = dec(*feats, boxes, labels, size)
+                got = dec_s.run(DECODER_OUTPUTS, dict(zip(DECODER_INPUTS, [
+                    *[f.numpy() for f in feats], boxes.numpy(), labels.numpy(), size.numpy()])))
+                if n == 0:
+                    if any(g.shape[0] != 0 for g in got):
+                        raise ExportError("decoder.onnx returns rows for zero boxes")
+                    continue
+                worst["decoder_logits_max_abs"] = max(worst["decoder_logits_max_abs"],
+                                                      float(np.abs(ref[0].numpy() - got[0]).max()))
+                worst["decoder_scores_max_abs"] = max(worst["decoder_scores_max_abs"],
+                                                      float(np.abs(ref[1].numpy() - got[1]).max()))
+                worst["decoder_labels_equal"] &= bool(np.array_equal(ref[2].numpy(), got[2]))
+                for i in range(n):
+                    worst["decoder_min_mask_iou"] = min(worst["decoder_min_mask_iou"],
+                                                        _mask_iou(ref[0][i].numpy(), got[0][i]))
+        ref_det = det(x)
+        got_det = det_s.run(DETECTOR_OUTPUTS, {"image": x.numpy()})
+        if ref_det[0].shape[0] != got_det[0].shape[0]:
+            worst["detector_same_count"] = False
+        else:
+            for a, b in zip(ref_det, got_det):
+                if a.numel():
+                    diff = np.abs(a.numpy().astype(np.float64) - b.astype(np.float64)).max()
+                    worst["detector_max_abs"] = max(worst["detector_max_abs"], float(diff))
+    worst["sizes"] = [list(s) for s in sizes]
+    worst["box_counts"] = list(box_counts)
+    failures = []
+    if worst["decoder_logits_max_abs"] > LOGIT_TOL:
+        failures.append(f"decoder logits differ by {worst['decoder_logits_max_abs']:.2e} > {LOGIT_TOL}")
+    if worst["decoder_min_mask_iou"] < MIN_MASK_IOU:
+        failures.append(f"decoder mask IoU {worst['decoder_min_mask_iou']:.4f} < {MIN_MASK_IOU}")
+    if not worst["decoder_labels_equal"]:
+        failures.append("decoder labels differ")
+    if not worst["detector_same_count"]:
+        failures.append("detector finds a different number of objects")
+    worst["passed"] = not failures
+    if failures and raise_on_failure:
+        raise ExportError("ONNX Runtime disagrees with torch: " + "; ".join(failures))
+    return worst

@@ -1,0 +1,119 @@
+"""int8 encoder for CPU: ONNX Runtime static quantisation, calibrated on training images.
+
+The encoder (backbone + FPN) is almost all of the per-image cost (findings.md: 4.7 s of 8.8 s
+for R50-FPN at 800x1216, and at the fp32 floor already), so it is the graph worth quantising;
+the decoder runs on 14x14 RoIs and stays fp32, which keeps mask logits exact given features.
+
+The accuracy cost is measured on held-out images (validation images when the config has them):
+the int8 encoder's masks for ground-truth-like boxes against the fp32 encoder's, as mean mask
+IoU, written into the card. Mask AP of both precisions is in ``benchmarks/runtime.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from boxmask.config import BoxMaskConfig
+from boxmask.export.graphs import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_OUTPUTS
+from boxmask.model import BoxMaskRCNN
+
+
+def _image_files(folder: Path | None) -> list[Path]:
+    if folder is None or not Path(folder).is_dir():
+        return []
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+
+
+def _encoder_inputs(model: BoxMaskRCNN, files: list[Path]) -> Iterator[np.ndarray]:
+    from PIL import Image
+
+    from boxmask.export.exporter import resized_input
+
+    for f in files:
+        img = np.asarray(Image.open(f).convert("RGB"), dtype=np.float32) / 255.0
+        x, _ = resized_input(model, torch.from_numpy(img).permute(2, 0, 1).contiguous())
+        yield x.numpy()
+
+
+class _Calibration:
+    """onnxruntime's CalibrationDataReader protocol over a list of encoder inputs."""
+
+    def __init__(self, inputs: list[np.ndarray]) -> None:
+        self._it = iter(inputs)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        x = next(self._it, None)
+        return None if x is None else {"image": x}
+
+
+def quantize_encoder_int8(model: BoxMaskRCNN, cfg: BoxMaskConfig, model_dir: Path,
+                          num_images: int = 16) -> dict[str, Any]:
+    """Write ``encoder.int8.onnx`` beside ``encoder.onnx``; return the measured accuracy cost."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from boxmask.export.exporter import ExportError
+
+    train_files = _image_files(cfg.data.train_images)
+    if not train_files:
+        raise ExportError("--int8 calibrates on training images, but data.train_images of the "
+                          f"checkpoint's config ({cfg.data.train_images}) is not a folder of images")
+    step = max(1, len(train_files) // num_images)
+    calib_files = train_files[::step][:num_images]
+    held_out = _image_files(cfg.data.val_images)[:8] or [f for f in train_files if f not in calib_files][:8]
+
+    pre = model_dir / "encoder.pre.onnx"
+    quant_pre_process(str(model_dir / "encoder.onnx"), str(pre), skip_symbolic_shape=True)
+    quantize_static(
+        str(pre), str(model_dir / "encoder.int8.onnx"),
+        _Calibration(list(_encoder_inputs(model, calib_files))),
+        quant_format=QuantFormat.QDQ, per_channel=True,
+        # Convolutions are the cost; quantising normalisation constants only adds error.
+        op_types_to_quantize=["Conv"],
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax,
+    )
+    pre.unlink(missing_ok=True)
+    cost = measure_int8_cost(model_dir, list(_encoder_inputs(model, held_out)), model.num_classes)
+    return {"calibration_images": len(calib_files), "method": "static QDQ, per-channel int8 "
+            "weights, uint8 activations, MinMax calibration", **cost}
+
+
+def measure_int8_cost(model_dir: Path, inputs: list[np.ndarray], num_classes: int,
+                      boxes_per_image: int = 20, seed: int = 0) -> dict[str, Any]:
+    """Masks from int8 vs fp32 features for the same boxes: mean/min IoU, feature error."""
+    import onnxruntime as ort
+
+    from boxmask.export.parity import random_boxes
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    cpu = ["CPUExecutionProvider"]
+    fp32 = ort.InferenceSession(str(model_dir / "encoder.onnx"), opts, providers=cpu)
+    int8 = ort.InferenceSession(str(model_dir / "encoder.int8.onnx"), opts, providers=cpu)
+    dec = ort.InferenceSession(str(model_dir / "decoder.onnx"), opts, providers=cpu)
+    gen = torch.Generator().manual_seed(seed)
+    ious, rel = [], []
+    for x in inputs:
+        h, w = x.shape[-2:]
+        f32 = fp32.run(ENCODER_OUTPUTS, {"image": x})
+        f8 = int8.run(ENCODER_OUTPUTS, {"image": x})
+        rel.append(float(np.mean([np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-12)
+                                  for a, b in zip(f32, f8)])))
+        boxes = random_boxes(boxes_per_image, h, w, gen).numpy()
+        labels = torch.randint(1, num_classes + 1, (boxes_per_image,), generator=gen).numpy()
+        size = np.array([h, w], dtype=np.int64)
+        m32 = dec.run(DECODER_OUTPUTS, dict(zip(DECODER_INPUTS, [*f32, boxes, labels, size])))[0] >= 0
+        m8 = dec.run(DECODER_OUTPUTS, dict(zip(DECODER_INPUTS, [*f8, boxes, labels, size])))[0] >= 0
+        for a, b in zip(m32, m8):
+            union = np.logical_or(a, b).sum()
+            ious.append(1.0 if union == 0 else float(np.logical_and(a, b).sum() / union))
+    if not ious:
+        return {"held_out_images": 0}
+    return {"held_out_images": len(inputs), "mask_iou_vs_fp32_mean": float(np.mean(ious)),
+            "mask_iou_vs_fp32_min": float(np.min(ious)),
+            "feature_relative_error_mean": float(np.mean(rel))}
