@@ -75,6 +75,16 @@ class RayImageLabeler:
                 "result": np.array([json.dumps(r) for r in results], dtype=object)}
 
 
+def require_ray() -> None:
+    """Raise `ConfigError` (before any work starts) if Ray Data cannot be imported."""
+    try:
+        import ray.data  # noqa: F401
+    except ImportError:
+        from boxmask.config import ConfigError
+
+        raise ConfigError("--engine ray needs Ray Data: pip install 'boxmask[labeling]'") from None
+
+
 def run_ray(model_dir: str | Path, tasks: Sequence[ImageTask], settings: LabelSettings,
             on_result: ResultSink, workers: int = 2, images_per_batch: int = 4,
             precision: str = "fp32", threads_per_worker: int | None = 1) -> None:
@@ -85,13 +95,10 @@ def run_ray(model_dir: str | Path, tasks: Sequence[ImageTask], settings: LabelSe
     """
     if not tasks:
         return
-    try:
-        import ray
-        import ray.data
-    except ImportError:
-        from boxmask.config import ConfigError
+    require_ray()
+    import ray
+    import ray.data
 
-        raise ConfigError("--engine ray needs Ray Data: pip install 'boxmask[labeling]'") from None
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
     ctx = ray.data.DataContext.get_current()

@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 
 from boxmask.config import ConfigError
-from boxmask.labeling.engines import load_predictor, run_local, run_ray
+from boxmask.labeling.engines import load_predictor, require_ray, run_local, run_ray
 from boxmask.labeling.journal import Journal, JournalError, read_journal
 from boxmask.labeling.label_map import load_label_map
 from boxmask.labeling.model_source import model_version, resolve_model_dir
@@ -64,8 +64,16 @@ def run_label_job(options: LabelOptions, console: Console | None = None) -> dict
         raise ConfigError(f"{options.coco} is not valid JSON: {exc}") from None
     validate_coco(coco, str(options.coco))
 
+    if options.engine == "ray":
+        require_ray()
     model_dir = resolve_model_dir(options.model)
     card = ModelCard.load(model_dir, verify=False)  # the Predictor verifies the graphs it loads
+    # Load (local) or check (ray: the actors load it) the model before any journal exists, so
+    # a broken model directory is a plain error, not an unfinished run.
+    if options.engine == "local":
+        predictor = load_predictor(model_dir, precision=options.precision)
+    else:
+        card.verify_files(model_dir, [k for k in ("encoder", "decoder") if k in card.files])
     model = {"name": card.name, "version": model_version(model_dir)}
     label_map = load_label_map(options.label_map) if options.label_map else {}
     plan = build_plan(coco, options.images, {c.name: c.id for c in card.categories},
@@ -99,7 +107,6 @@ def run_label_job(options: LabelOptions, console: Console | None = None) -> dict
             advance()
 
         if todo and options.engine == "local":
-            predictor = load_predictor(model_dir, precision=options.precision)
             run_local(predictor, todo, options.settings, on_result, workers=options.workers)
         elif todo:
             run_ray(model_dir, todo, options.settings, on_result, workers=options.workers,

@@ -147,3 +147,21 @@ def test_two_clean_runs_write_the_same_bytes(dataset, model_dir):
     again = dataset["out"].with_name("again.json")
     label(dataset, model_dir, out=again, workers=1)
     assert again.read_bytes() == dataset["out"].read_bytes()
+
+
+def test_a_broken_model_fails_before_any_journal_exists(dataset, model_dir, tmp_path):
+    import shutil
+
+    from boxmask.runtime.errors import ModelDirError
+
+    broken = tmp_path / "broken_model"
+    shutil.copytree(model_dir, broken)
+    with open(broken / "decoder.onnx", "ab") as f:
+        f.write(b"\0")
+    dataset["out"].parent.mkdir(parents=True)
+    with pytest.raises(ModelDirError, match="checksum"):
+        label(dataset, broken)
+    with pytest.raises(ModelDirError, match="checksum"):
+        label(dataset, broken, engine="ray")
+    assert not journal_path(dataset["out"]).exists()
+    label(dataset, model_dir)  # and nothing stands in the way of the next run
