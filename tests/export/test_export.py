@@ -1,0 +1,178 @@
+"""The exporter against eager torch, and the torch-free runtime against both."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from boxmask.export.exporter import ExportError, load_trained_model, sha256_file
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def eager(tiny_checkpoint: Path):
+    model, cfg, categories, _ = load_trained_model(tiny_checkpoint)
+    return model, cfg, categories
+
+
+def test_card_describes_the_model_and_its_files(exported_model_dir: Path, tiny_checkpoint: Path):
+    card = json.loads((exported_model_dir / "model.json").read_text())
+    assert card["format_version"] == 1
+    assert card["name"] == "synth-tiny"
+    assert [c["label"] for c in card["categories"]] == list(range(1, card["num_classes"] + 1))
+    assert {c["name"] for c in card["categories"] if not c["seen"]}  # the split is recorded
+    assert card["mask_resolution"] == 28
+    assert card["preprocess"]["min_size"] == 64 and card["preprocess"]["size_divisible"] == 32
+    for entry in card["files"].values():
+        assert sha256_file(exported_model_dir / entry["path"]) == entry["sha256"]
+    assert card["provenance"]["checkpoint_sha256"] == sha256_file(tiny_checkpoint)
+    assert card["provenance"]["config"]["model"]["mode"] == "teacher_student"
+    assert card["onnx"]["opset"] == 17
+
+
+def test_parity_with_eager_meets_the_bars(exported_model_dir: Path):
+    parity = json.loads((exported_model_dir / "model.json").read_text())["parity"]
+    assert parity["passed"]
+    assert parity["decoder_logits_max_abs"] <= 1e-3
+    assert parity["decoder_min_mask_iou"] >= 0.99
+    assert parity["decoder_labels_equal"] and parity["detector_same_count"]
+    assert 0 in parity["box_counts"] and 1 in parity["box_counts"] and 100 in parity["box_counts"]
+    assert len(parity["sizes"]) >= 3
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+@pytest.mark.parametrize("hw", [(64, 64), (48, 80), (100, 70)])
+@pytest.mark.parametrize("n", [1, 12])
+@pytest.mark.parametrize("with_labels", [True, False])
+def test_runtime_masks_match_eager_segment_boxes(exported_model_dir, eager, hw, n, with_labels):
+    """Full path: numpy preprocessing + ONNX Runtime + numpy pasting vs torchvision eager."""
+    from boxmask.runtime import Predictor
+
+    model, _, categories = eager
+    rng = np.random.default_rng(hw[0] * 7 + n)
+    h, w = hw
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    x1 = rng.uniform(0, w * 0.6, n)
+    y1 = rng.uniform(0, h * 0.6, n)
+    boxes = np.stack([x1, y1, np.minimum(x1 + rng.uniform(8, w * 0.5, n), w),
+                      np.minimum(y1 + rng.uniform(8, h * 0.5, n), h)], 1).astype(np.float32)
+    cat_ids = [c["id"] for c in categories]
+    labels = [int(rng.choice(cat_ids)) for _ in range(n)] if with_labels else None
+
+    predictor = Predictor.from_dir(exported_model_dir)
+    key = predictor.set_image(image)
+    pred = predictor.predict(boxes, labels=labels, key=key)
+
+    cat_to_label = {c["id"]: c["label"] for c in categories}
+    lab = torch.tensor([cat_to_label[c] for c in labels]) if labels else torch.zeros(n, dtype=torch.int64)
+    img_t = torch.from_numpy(image).permute(2, 0, 1).float() / 255.0
+    ref = model.segment_boxes([img_t], [torch.from_numpy(boxes)], [lab])[0][:, 0].numpy() >= 0.5
+    _, _, used = model.decode_in_image(img_t, torch.from_numpy(boxes), lab)
+    label_to_cat = {c["label"]: c["id"] for c in categories}
+    assert list(pred.labels) == [label_to_cat[int(u)] for u in used]
+    ious = [_iou(a, b) for a, b in zip(pred.masks, ref)]
+    assert min(ious) >= 0.99, ious
+
+
+def test_runtime_detector_matches_eager_detections(exported_model_dir, eager):
+    from boxmask.runtime import Predictor
+
+    model, _, categories = eager
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    predictor = Predictor.from_dir(exported_model_dir)
+    det = predictor.detect(image=image, score_threshold=0.0, max_detections=1000)
+    with torch.no_grad():
+        ref = model([torch.from_numpy(image).permute(2, 0, 1).float() / 255.0])[0]
+    assert len(det.scores) == len(ref["scores"])
+    if len(ref["scores"]):
+        order = np.argsort(-det.scores)
+        np.testing.assert_allclose(det.scores[order], ref["scores"].numpy(), atol=1e-3)
+        np.testing.assert_allclose(det.boxes[order], ref["boxes"].numpy(), atol=0.5)
+
+
+def test_int8_encoder_is_written_with_its_measured_cost(tiny_checkpoint, tmp_path):
+    from boxmask.export.exporter import export_checkpoint
+
+    out = tmp_path / "int8"
+    card = export_checkpoint(tiny_checkpoint, out, int8=True, calibration_images=4, check=False)
+    assert (out / "encoder.int8.onnx").is_file()
+    assert card["files"]["encoder_int8"]["sha256"] == sha256_file(out / "encoder.int8.onnx")
+    q = card["quantization"]["int8"]
+    assert q["calibration_images"] == 4 and q["held_out_images"] > 0
+    assert 0.0 <= q["mask_iou_vs_fp32_mean"] <= 1.0
+    from boxmask.runtime import Predictor
+
+    p = Predictor.from_dir(out, precision="int8")
+    pred = p.predict(np.array([[2, 2, 40, 40]], np.float32), key=p.set_image(
+        np.zeros((64, 64, 3), np.uint8)))
+    assert pred.masks.shape == (1, 64, 64)
+
+
+def test_triton_repository_serves_the_contract_names(exported_model_dir, tmp_path):
+    from boxmask.export.triton import write_triton_repository
+
+    repo = write_triton_repository(exported_model_dir, tmp_path / "repo")
+    for name in ("boxmask_encoder", "boxmask_decoder", "boxmask_detector"):
+        cfg = (repo / name / "config.pbtxt").read_text()
+        assert f'name: "{name}"' in cfg and 'backend: "onnxruntime"' in cfg
+        assert "max_batch_size: 0" in cfg and "KIND_GPU" in cfg
+        assert (repo / name / "1" / "model.onnx").is_file()
+    dec = (repo / "boxmask_decoder" / "config.pbtxt").read_text()
+    for tensor in ("p2", "boxes", "labels", "image_size", "mask_logits", "class_scores", "labels_out"):
+        assert f'name: "{tensor}"' in dec
+    assert 'name: "boxes" data_type: TYPE_FP32 dims: [ -1, 4 ]' in dec
+    assert json.loads((repo / "model.json").read_text())["name"] == "synth-tiny"
+
+
+def test_tensorrt_without_a_gpu_says_what_to_do(tiny_checkpoint, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the TensorRT build is tested by test_tensorrt_engines_build")
+    from boxmask.export.exporter import export_checkpoint
+
+    with pytest.raises(ExportError, match="GPU|tensorrt"):
+        export_checkpoint(tiny_checkpoint, tmp_path / "trt", tensorrt=True)
+    assert not (tmp_path / "trt").exists()
+
+
+@pytest.mark.gpu
+def test_tensorrt_engines_build(tiny_checkpoint, tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("needs an NVIDIA GPU and the tensorrt package (boxmask[gpu])")
+    pytest.importorskip("tensorrt")
+    from boxmask.export.exporter import export_checkpoint
+
+    card = export_checkpoint(tiny_checkpoint, tmp_path / "trt", tensorrt=True, check=False)
+    assert (tmp_path / "trt" / "encoder.plan").is_file() and "decoder_trt" in card["files"]
+
+
+def test_a_failed_export_leaves_no_directory_behind(tmp_path):
+    from boxmask.config import ConfigError
+    from boxmask.export.exporter import export_checkpoint
+
+    bad = tmp_path / "bad.pt"
+    torch.save({"not": "a checkpoint"}, bad)
+    with pytest.raises(ConfigError):
+        export_checkpoint(bad, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+
+
+def test_export_replaces_an_existing_directory_whole(exported_model_dir, tiny_checkpoint, tmp_path):
+    from boxmask.export.exporter import export_checkpoint
+
+    out = tmp_path / "m"
+    shutil.copytree(exported_model_dir, out)
+    (out / "stale.onnx").write_bytes(b"old")
+    export_checkpoint(tiny_checkpoint, out, check=False)
+    assert not (out / "stale.onnx").exists()
