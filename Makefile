@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine (see README.md):
 #   make run    set up, then start the server with the bundled demo model on CPU
-#   make test   set up, then run the whole test suite
+#   make test   set up (with the test-only tools), then run the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,7 +8,7 @@ STAMP := $(VENV)/.boxmask-installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup run test demo-train clean
+.PHONY: setup test-tools run test demo-model clean
 
 setup: $(STAMP)
 
@@ -20,12 +20,29 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[all]"
 	touch $(STAMP)
 
+# Real peers for the tests, each in its own place so their pins never meet boxmask's:
+# - Label Studio 1.23.2 in .venv-labelstudio (tests marked `labelstudio`);
+# - the tritonserver binary that nvidia-pytriton ships, in .triton (tests marked `triton`;
+#   --no-deps: the package pins numpy < 2, and only its binary is used);
+# - Debian's Chromium for the demo-page test (needs root; skipped with a reason without it).
+test-tools: setup
+	bash scripts/install_labelstudio.sh
+	test -x .triton/pytriton/tritonserver/bin/tritonserver || \
+		$(PY) -m pip install --quiet --no-deps --target .triton nvidia-pytriton==0.7.0
+	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && \
+		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null) || \
+		echo "chromium not installed: the demo-page browser test will be skipped"; }
+
 run: setup
 	$(PY) -m boxmask.cli serve --host $(HOST) --port $(PORT)
 
 # pytest exits 5 when it collects nothing: that is not a failure of the project.
-test: setup
+test: test-tools
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
 
+# Rebuild the bundled demo model from nothing (synthetic data, training, export).
+demo-model: setup
+	bash scripts/build_demo_model.sh
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv-labelstudio .triton .pytest_cache
