@@ -158,7 +158,7 @@ def label(
     mask_format: str = typer.Option("rle", "--format", help="Mask encoding: rle or polygon."),
     only_missing: bool = typer.Option(False, "--only-missing", help="Only annotations without a segmentation."),
     min_score: float = typer.Option(0.0, "--min-score", help="Do not write masks scored below this."),
-    workers: int = typer.Option(2, "--workers", help="Image-reading threads (local) or model actors (ray)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Images labeled at once (local) or model actors (ray); default: CPU cores."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its journal."),
     label_map: Optional[Path] = typer.Option(None, "--label-map", help="YAML/JSON: dataset category name -> model category name (or null)."),
     engine: str = typer.Option("local", "--engine", help="local, or ray (a Ray Data pipeline; RAY_ADDRESS for a cluster)."),
@@ -170,6 +170,8 @@ def label(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
 ) -> None:
     """Add class-specific masks to the boxes of a COCO dataset (resumable, atomic, Ray-ready)."""
+    import os
+
     from boxmask.labeling import JournalError, LabelOptions, LabelSettings, run_label_job
     from boxmask.labeling.report import print_summary
     from boxmask.runtime.errors import ModelDirError
@@ -180,7 +182,8 @@ def label(
             settings=LabelSettings(mask_format=mask_format, min_score=min_score,
                                    batch_boxes=batch_boxes, detect_threshold=detect_threshold),
             only_missing=only_missing, pre_annotate=pre_annotate, label_map=label_map,
-            resume=resume, engine=engine, workers=workers, images_per_batch=images_per_batch,
+            resume=resume, engine=engine, workers=workers or os.cpu_count() or 1,
+            images_per_batch=images_per_batch,
             precision=precision, progress=progress)
         report = run_label_job(options, console)
     except (ConfigError, JournalError, ModelDirError) as exc:

@@ -29,15 +29,18 @@ from boxmask.labeling.plan import ImageTask
 
 ResultSink = Callable[[dict[str, Any]], None]
 
-# Encoder features of the image being labeled must fit; older images are never asked for again.
-PREDICTOR_CACHE_BYTES = 256 << 20
+# Encoder features of the images being labeled must fit (R50-FPN at 800x1333: about 100 MB
+# each); an image is never asked for again once its boxes are done.
+PREDICTOR_CACHE_BYTES_PER_IMAGE = 128 << 20
 
 
-def load_predictor(model_dir: str | Path, precision: str = "fp32", threads: int | None = None):
+def load_predictor(model_dir: str | Path, precision: str = "fp32", threads: int | None = None,
+                   concurrent_images: int = 1):
     """A runtime `Predictor` for batch work."""
     from boxmask.runtime import Predictor
 
-    kwargs: dict[str, Any] = {"cache_bytes": PREDICTOR_CACHE_BYTES, "precision": precision}
+    cache = PREDICTOR_CACHE_BYTES_PER_IMAGE * (concurrent_images + 1)
+    kwargs: dict[str, Any] = {"cache_bytes": cache, "precision": precision}
     if threads is not None:
         kwargs["intra_op_threads"] = threads
     return Predictor.from_dir(model_dir, **kwargs)
@@ -49,9 +52,24 @@ def _read(task: ImageTask):
 
 def run_local(predictor: Any, tasks: Sequence[ImageTask], settings: LabelSettings,
               on_result: ResultSink, workers: int = 2) -> None:
-    """Label `tasks` in order in this process, reading images `workers` threads ahead."""
-    for task, image in prefetch(tasks, _read, workers=workers):
-        on_result(label_image(predictor, image, task, settings))
+    """Label `tasks` in this process: `workers` threads read images ahead, and `workers`
+    threads label images concurrently; results are handed on in input order.
+
+    Whole images in parallel, each on one ONNX Runtime thread (`local_predictor_threads`),
+    use the cores better than one image at a time on several threads: the small convolutions
+    of the later FPN levels and the mask pasting and encoding do not split well across cores.
+    """
+    images = prefetch(tasks, _read, workers=workers)
+    labeled = prefetch(images, lambda item: label_image(predictor, item[1], item[0], settings),
+                       workers=workers)
+    for _, result in labeled:
+        on_result(result)
+
+
+def local_predictor_threads(workers: int) -> int | None:
+    """ONNX Runtime threads per run for the local engine: one when images run in parallel,
+    the runtime's default (all cores) for a single labeling thread."""
+    return 1 if workers > 1 else None
 
 
 class RayImageLabeler:

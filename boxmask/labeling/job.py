@@ -18,7 +18,8 @@ from typing import Any
 from rich.console import Console
 
 from boxmask.config import ConfigError
-from boxmask.labeling.engines import load_predictor, require_ray, run_local, run_ray
+from boxmask.labeling.engines import (load_predictor, local_predictor_threads, require_ray,
+                                      run_local, run_ray)
 from boxmask.labeling.journal import Journal, JournalError, read_journal
 from boxmask.labeling.label_map import load_label_map
 from boxmask.labeling.model_source import model_version, resolve_model_dir
@@ -71,7 +72,9 @@ def run_label_job(options: LabelOptions, console: Console | None = None) -> dict
     # Load (local) or check (ray: the actors load it) the model before any journal exists, so
     # a broken model directory is a plain error, not an unfinished run.
     if options.engine == "local":
-        predictor = load_predictor(model_dir, precision=options.precision)
+        predictor = load_predictor(model_dir, precision=options.precision,
+                                   threads=local_predictor_threads(options.workers),
+                                   concurrent_images=options.workers)
     else:
         card.verify_files(model_dir, [k for k in ("encoder", "decoder") if k in card.files])
     model = {"name": card.name, "version": model_version(model_dir)}

@@ -7,6 +7,7 @@ things are and how the work is spread, which a resumed run may change freely.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -54,7 +55,9 @@ class LabelOptions:
     """A whole job: `boxmask label`'s command line as a value.
 
     model: an exported model directory, or the name of a model bundled with the package.
-    workers: image-reading threads for the local engine; model actors for the Ray engine.
+    workers: images labeled at once (threads, each with one ONNX Runtime thread, plus as many
+        reading threads) for the local engine; model actors for the Ray engine. Default: one
+        per CPU core.
     images_per_batch: images per Ray Data batch (the Ray engine only).
     """
 
@@ -68,7 +71,7 @@ class LabelOptions:
     label_map: Path | None = None
     resume: bool = False
     engine: Engine = "local"
-    workers: int = 2
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     images_per_batch: int = 4
     precision: str = "fp32"
     progress: bool = True

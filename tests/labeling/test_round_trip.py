@@ -17,10 +17,16 @@ from boxmask.runtime.card import ModelCard
 from tests.labeling.conftest import label
 
 
+# The shared fixture model is trained for a couple of iterations only (or has random weights):
+# its masks say nothing about quality. A card reporting at least this much training does.
+MIN_ITERATIONS_FOR_QUALITY = 500
+
+
 def _is_trained(card: ModelCard) -> bool:
-    """The card of a model trained for real (the interim contract model has random weights)."""
+    """The card of a model trained long enough for its masks to be judged against the truth."""
     prov = card.provenance
-    return bool(prov.get("checkpoint_sha256")) and int(prov.get("epoch") or 0) > 0
+    return (bool(prov.get("checkpoint_sha256"))
+            and int(prov.get("iteration") or 0) >= MIN_ITERATIONS_FOR_QUALITY)
 
 
 def _coco(path: Path) -> COCO:
@@ -86,8 +92,8 @@ def test_round_trip_masks_every_known_box_and_keeps_every_other_field(dataset, m
     print(f"mean mask IoU vs ground truth ({card.name}): seen {mean['seen']}, "
           f"unseen {mean['unseen']} over {len(ious['seen'])} / {len(ious['unseen'])} masks")
     if _is_trained(card):
-        assert mean["seen"] is not None and mean["seen"] > 0.6
-        assert mean["unseen"] is None or mean["unseen"] > 0.4
+        assert mean["seen"] is not None and mean["seen"] > 0.5
+        assert mean["unseen"] is None or mean["unseen"] > 0.3
 
 
 def test_input_file_is_byte_identical_after_labeling(dataset, model_dir):
