@@ -11,6 +11,7 @@ OUT=boxmask/assets/models/synthetic-demo
 if [ ! -f "$DATA/stats.json" ]; then
   "$PY" -m boxmask.cli data synth --out "$DATA" --seed 0 --images 300 --val-images 100 --size 128
 fi
-"$PY" -m boxmask.cli train configs/demo_synth128_mnv3.yaml "train.output_dir=$RUN" --resume auto
+# Extra dotted overrides from the command line, e.g. train.threads=1 on a busy machine.
+"$PY" -m boxmask.cli train configs/demo_synth128_mnv3.yaml "train.output_dir=$RUN" "$@" --resume auto
 "$PY" -m boxmask.cli export "$RUN/checkpoint_last.pt" --out "$OUT" --name synthetic-demo --int8
 echo "demo model written to $OUT"

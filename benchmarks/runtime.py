@@ -1,0 +1,209 @@
+"""Encoder and decoder latency: torch eager vs ONNX Runtime fp32 vs ONNX Runtime int8.
+
+For each backbone (ResNet-50-FPN at the paper's widths, ResNet-18-FPN, MobileNetV3-FPN) a model
+with random weights (timing does not depend on weight values) is exported by the real exporter,
+then, in one process and on the same inputs:
+- encoder at 800x1216 (eager backbone+FPN vs encoder.onnx vs encoder.int8.onnx);
+- decoder at 1, 10 and 100 boxes (eager ``decode_boxes`` vs decoder.onnx).
+Ratios are against eager torch measured in the same run. ``--accuracy MODEL_DIR`` adds the
+int8 encoder's accuracy cost on a trained model: box-prompted mask AP and mean IoU on a COCO
+validation set, fp32 vs int8, through the torch-free runtime.
+
+    .venv/bin/python benchmarks/runtime.py [--threads 2] [--repeats 3] [--backbones ...]
+    .venv/bin/python benchmarks/runtime.py --accuracy boxmask/assets/models/synthetic-demo \\
+        --coco data/synth128/annotations/instances_val.json --images data/synth128/images/val
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+BACKBONES = {
+    # name: (backbone, fpn channels, mask head channels, representation size)
+    "resnet50_fpn": ("resnet50_fpn", 256, 256, 1024),
+    "resnet18_fpn": ("resnet18_fpn", 256, 256, 1024),
+    "mobilenet_v3_fpn": ("mobilenet_v3_fpn", 256, 256, 1024),
+}
+H, W = 800, 1216
+NUM_CLASSES = 80
+
+
+def _timeit(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _fake_checkpoint(name: str, root: Path) -> Path:
+    """A checkpoint file of a random-init model, in the format `boxmask train` writes."""
+    import torch
+    from PIL import Image
+
+    from boxmask.config import BoxMaskConfig
+    from boxmask.model import build_model
+
+    backbone, fpn, mask, rep = BACKBONES[name]
+    images = root / "images"
+    images.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(4):  # int8 calibration inputs
+        Image.fromarray(rng.integers(0, 256, (H, W, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    cfg = BoxMaskConfig.model_validate({
+        "data": {"train_annotations": str(root / "none.json"), "train_images": str(images)},
+        "model": {"backbone": backbone, "fpn_channels": fpn, "mask_head_channels": mask,
+                  "representation_size": rep, "min_size": H, "max_size": 1333},
+    })
+    categories = [{"id": i + 1, "name": f"c{i + 1}", "label": i + 1, "seen": i < 20}
+                  for i in range(NUM_CLASSES)]
+    torch.manual_seed(0)
+    model = build_model(cfg.model, NUM_CLASSES, set(range(1, 21)))
+    path = root / f"{name}.pt"
+    torch.save({"model": model.state_dict(), "config": cfg.model_dump(mode="json"),
+                "categories": categories, "epoch": 0, "iteration": 0, "optimizer": {},
+                "lr_scheduler": {}}, path)
+    return path
+
+
+def bench_backbone(name: str, threads: int, repeats: int) -> list[dict]:
+    import onnxruntime as ort
+    import torch
+
+    from boxmask.export.exporter import export_checkpoint, load_trained_model
+    from boxmask.export.graphs import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_OUTPUTS, EncoderGraph
+    from boxmask.export.parity import random_boxes
+
+    torch.set_num_threads(threads)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        ckpt = _fake_checkpoint(name, root)
+        out = root / "model"
+        export_checkpoint(ckpt, out, int8=True, calibration_images=4, check=False)
+        torch.set_num_threads(threads)
+        model, _, _, _ = load_trained_model(ckpt)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        cpu = ["CPUExecutionProvider"]
+        enc32 = ort.InferenceSession(str(out / "encoder.onnx"), opts, providers=cpu)
+        enc8 = ort.InferenceSession(str(out / "encoder.int8.onnx"), opts, providers=cpu)
+        dec = ort.InferenceSession(str(out / "decoder.onnx"), opts, providers=cpu)
+        x = torch.rand(1, 3, H, W) * 255
+        eager_enc = EncoderGraph(model).eval()
+        with torch.no_grad():
+            t_eager = _timeit(lambda: eager_enc(x), repeats)
+        xn = x.numpy()
+        t32 = _timeit(lambda: enc32.run(ENCODER_OUTPUTS, {"image": xn}), repeats)
+        t8 = _timeit(lambda: enc8.run(ENCODER_OUTPUTS, {"image": xn}), repeats)
+        rows.append({"backbone": name, "stage": f"encoder {H}x{W}", "eager_ms": t_eager * 1e3,
+                     "ort_fp32_ms": t32 * 1e3, "ort_int8_ms": t8 * 1e3})
+        with torch.no_grad():
+            feats = eager_enc(x)
+        np_feats = [f.numpy() for f in feats]
+        gen = torch.Generator().manual_seed(0)
+        from collections import OrderedDict
+
+        fdict = OrderedDict(zip(("0", "1", "2", "3"), feats))
+        for n in (1, 10, 100):
+            boxes = random_boxes(n, H, W, gen)
+            labels = torch.randint(1, NUM_CLASSES + 1, (n,), generator=gen)
+            with torch.no_grad():
+                te = _timeit(lambda: model.roi_heads.decode_boxes(fdict, boxes, labels, (H, W)),
+                             repeats * 3)
+            feed = dict(zip(DECODER_INPUTS, [*np_feats, boxes.numpy(), labels.numpy(),
+                                             np.array([H, W], np.int64)]))
+            to = _timeit(lambda: dec.run(DECODER_OUTPUTS, feed), repeats * 3)
+            rows.append({"backbone": name, "stage": f"decoder {n} box{'es' if n > 1 else ''}",
+                         "eager_ms": te * 1e3, "ort_fp32_ms": to * 1e3, "ort_int8_ms": None,
+                         "per_box_ms": to * 1e3 / n})
+    return rows
+
+
+def accuracy(model_dir: Path, coco_json: Path, images: Path, max_images: int | None) -> dict:
+    """Box-prompted mask AP / mean IoU on a COCO set: fp32 encoder vs int8 encoder."""
+    from pycocotools.coco import COCO
+
+    from boxmask.evaluation.box_prompted import box_prompted_metrics
+    from boxmask.runtime import Predictor
+    from boxmask.runtime.masks import to_rle
+
+    from boxmask.evaluation.instance_overlap import gt_overlaps
+
+    coco = COCO(str(coco_json))
+    img_ids = sorted(coco.getImgIds())[:max_images]
+    overlaps = gt_overlaps(coco, img_ids)
+    out = {}
+    for precision in ("fp32", "int8"):
+        p = Predictor.from_dir(model_dir, precision=precision)
+        seen = {c.id for c in p.card.categories if c.seen}
+        prompted = []
+        for img_id in img_ids:
+            info = coco.imgs[img_id]
+            anns = [a for a in coco.imgToAnns[img_id] if not a.get("iscrowd")]
+            if not anns:
+                continue
+            key = p.set_image((images / info["file_name"]).read_bytes())
+            boxes = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
+                               a["bbox"][1] + a["bbox"][3]] for a in anns], np.float32)
+            pred = p.predict(boxes, labels=[a["category_id"] for a in anns], key=key)
+            for a, m, s in zip(anns, pred.masks, pred.scores):
+                prompted.append({"ann_id": a["id"], "segmentation": to_rle(m), "score": float(s)})
+        m = box_prompted_metrics(coco, prompted, seen, overlaps, [0.0, 0.3, 1.0001],
+                                 img_ids=img_ids)
+        out[precision] = {"mask_ap": {k: v["AP"] for k, v in m["mask_ap"].items()},
+                          "mean_iou": m["mean_iou"]}
+    return out
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:,.1f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--backbones", nargs="*", default=list(BACKBONES))
+    ap.add_argument("--accuracy", type=Path, help="a trained exported model directory")
+    ap.add_argument("--coco", type=Path)
+    ap.add_argument("--images", type=Path)
+    ap.add_argument("--max-images", type=int)
+    args = ap.parse_args()
+    if args.accuracy:
+        res = accuracy(args.accuracy, args.coco, args.images, args.max_images)
+        print("| encoder | box-prompted mask AP unseen | seen | mean IoU unseen | seen |")
+        print("|---|---|---|---|---|")
+        for prec, r in res.items():
+            print(f"| {prec} | {100 * r['mask_ap']['unseen']:.1f} | {100 * r['mask_ap']['seen']:.1f} "
+                  f"| {r['mean_iou']['unseen']:.3f} | {r['mean_iou']['seen']:.3f} |")
+        return
+    rows = []
+    for name in args.backbones:
+        rows += bench_backbone(name, args.threads, args.repeats)
+        print(f"done {name}", flush=True)
+    print(f"\nthreads={args.threads}, median of {args.repeats} (encoder) / {3 * args.repeats} "
+          "(decoder) runs, random weights\n")
+    print("| backbone | stage | torch eager ms | ORT fp32 ms (x eager) | ORT int8 ms (x eager) | ORT ms per box |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        e = r["eager_ms"]
+        f32 = f"{_fmt(r['ort_fp32_ms'])} ({r['ort_fp32_ms'] / e:.2f}x)"
+        i8 = "-" if r["ort_int8_ms"] is None else f"{_fmt(r['ort_int8_ms'])} ({r['ort_int8_ms'] / e:.2f}x)"
+        per_box = _fmt(r.get("per_box_ms"))
+        print(f"| {r['backbone']} | {r['stage']} | {_fmt(e)} | {f32} | {i8} | {per_box} |")
+
+
+if __name__ == "__main__":
+    main()
