@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from coco_scenes import CATEGORIES, ann_from_mask, make_coco, rect_mask, rle
+from tests.evaluation.coco_scenes import CATEGORIES, ann_from_mask, make_coco, rect_mask, rle
 
 from boxmask.evaluation.evaluator import evaluate_predictions
 

@@ -7,7 +7,7 @@ import io
 
 import numpy as np
 import pytest
-from coco_scenes import CATEGORIES, ann_from_mask, det_from_mask, make_coco, rect_mask
+from tests.evaluation.coco_scenes import CATEGORIES, ann_from_mask, det_from_mask, make_coco, rect_mask
 from pycocotools.cocoeval import COCOeval
 
 from boxmask.evaluation.evaluator import evaluate_predictions

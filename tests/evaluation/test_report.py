@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 
-from coco_scenes import rle
+from tests.evaluation.coco_scenes import rle
 from rich.console import Console
 
 from boxmask.evaluation.evaluator import evaluate_predictions
