@@ -221,6 +221,7 @@ def export_checkpoint(checkpoint: Path, out: Path, name: str | None = None, fp16
         card = _card(name or _default_name(checkpoint), cfg, categories, model, ckpt, checkpoint,
                      files, io, parity, quantization)
         (tmp / "model.json").write_text(json.dumps(card, indent=2) + "\n")
+        tmp.chmod(0o755)  # mkdtemp makes it private; the served model must be readable
         if out.exists():
             if not overwrite:
                 raise ExportError(f"{out} exists; pass overwrite=True to replace it")
