@@ -56,6 +56,11 @@ class ModelConfig(_Section):
     # ``teacher_student``: the paper's method; ``oracle``: class-specific head on all masks.
     mode: Literal["agnostic", "teacher_student", "oracle"] = "teacher_student"
     sigma: Literal["threshold", "interact", "crf"] = "threshold"
+    # sigma=interact uses threshold for this many training steps first. From random init the
+    # student's unseen channels can reach 0 before the teacher is confident, and then
+    # (M_t + M_s) / 2 >= 0.5 never holds again: every pseudo-mask stays empty (measured on the
+    # synthetic data, docs/results.md). 0 = the paper's formula from the first step.
+    interact_warmup_iters: int = Field(default=0, ge=0)
     teacher_convs: int = Field(default=4, ge=1)
     teacher_resolution: Literal[28, 56] = 28
     mask_head_channels: int = Field(default=256, ge=1)

@@ -62,7 +62,8 @@ class TeacherStudentMaskBranch(nn.Module):
 
     def __init__(self, roi_pool: MultiScaleRoIAlign, in_channels: int, conv_channels: int,
                  num_classes: int, mode: Mode = "teacher_student", sigma: Sigma = "threshold",
-                 teacher_convs: int = 4, teacher_resolution: int = 28) -> None:
+                 teacher_convs: int = 4, teacher_resolution: int = 28,
+                 interact_warmup_iters: int = 0) -> None:
         super().__init__()
         if mode not in ("agnostic", "teacher_student", "oracle"):
             raise ValueError(f"unknown mode {mode!r}")
@@ -78,11 +79,23 @@ class TeacherStudentMaskBranch(nn.Module):
                                         teacher_resolution, roi_size)
         if mode in ("teacher_student", "oracle"):
             self.student = student_head(in_channels, conv_channels, num_classes)
+        self.interact_warmup_iters = interact_warmup_iters
+        if mode == "teacher_student" and sigma == "interact":
+            # Training steps taken, in the state dict so that a resumed run continues the
+            # warm-up where it stopped.
+            self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
 
     @property
     def needs_images(self) -> bool:
         """True when training needs the input images (the CRF reads RoI crops)."""
         return self.mode == "teacher_student" and self.sigma == "crf"
+
+    @property
+    def current_sigma(self) -> Sigma:
+        """sigma for this step: ``threshold`` during the interact warm-up."""
+        if self.sigma == "interact" and int(self.train_steps) <= self.interact_warmup_iters:
+            return "threshold"
+        return self.sigma
 
     @property
     def output_resolution(self) -> int:
@@ -141,6 +154,8 @@ class TeacherStudentMaskBranch(nn.Module):
         Returns:
             ``loss_mask_teacher`` and/or ``loss_mask_student``.
         """
+        if hasattr(self, "train_steps"):
+            self.train_steps += 1
         x = self.roi_pool(features, rois, image_shapes)
         labels = torch.cat([t["labels"][m] for t, m in zip(targets, matched_idxs)])
         valid = torch.cat([_mask_valid(t)[m] for t, m in zip(targets, matched_idxs)])
@@ -206,7 +221,7 @@ class TeacherStudentMaskBranch(nn.Module):
             if images is None:
                 raise ValueError("sigma=crf needs the input images")
             crops = _roi_crops(images, rois, unseen, STUDENT_RESOLUTION)
-        pseudo = apply_sigma(self.sigma, teacher_probs, student_probs, crops)
+        pseudo = apply_sigma(self.current_sigma, teacher_probs, student_probs, crops)
         return clean_pseudo_masks(pseudo, flat_rois_t, inst_boxes_t, seen_on_t)
 
 

@@ -218,3 +218,27 @@ def test_local_backbone_weights_load_and_mismatches_are_errors(tmp_path):
     torch.save({"conv1.weight": torch.zeros(1)}, bad)
     with pytest.raises((ValueError, RuntimeError)):
         build_model(_tiny_cfg(backbone_weights=bad), NUM_CLASSES, {1})
+
+
+def test_interact_uses_threshold_during_its_warm_up_and_counts_steps():
+    pool = MultiScaleRoIAlign(["0", "1", "2", "3"], 14, 2)
+    branch = TeacherStudentMaskBranch(pool, 8, 8, NUM_CLASSES, mode="teacher_student",
+                                      sigma="interact", interact_warmup_iters=2)
+    assert branch.current_sigma == "threshold"
+    for _ in range(2):
+        _losses(branch, _target())
+    assert int(branch.train_steps) == 2 and branch.current_sigma == "threshold"
+    _losses(branch, _target())
+    assert branch.current_sigma == "interact"
+    assert "train_steps" in branch.state_dict()
+    # Other sigmas keep the state dict of torchvision-style heads unchanged.
+    assert "train_steps" not in _branch("teacher_student", "threshold").state_dict()
+
+
+def test_a_collapsed_student_makes_interact_pseudo_masks_empty():
+    """Why the warm-up exists: a student at 0 needs a teacher above 1 to add a pixel."""
+    from boxmask.model.pseudo_masks import apply_sigma
+
+    teacher = torch.full((1, 4, 4), 0.9)
+    assert apply_sigma("interact", teacher, torch.zeros(1, 4, 4)).sum() == 0
+    assert apply_sigma("threshold", teacher).sum() == 16
