@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ import pytest
 from label_studio_sdk.converter import brush
 from PIL import Image
 
+from tests.processes import free_port, stop_process
 from boxmask.runtime import Predictor
 
 pytestmark = pytest.mark.labelstudio
@@ -48,11 +48,6 @@ CONFIG = """<View>
 W, H = 96, 64
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def wait_for(url: str, proc: subprocess.Popen, log: Path, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
@@ -67,14 +62,6 @@ def wait_for(url: str, proc: subprocess.Popen, log: Path, timeout_s: float) -> N
         time.sleep(0.5)
     raise RuntimeError(f"{url} did not come up in {timeout_s} s:\n{log.read_text()[-3000:]}")
 
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def image_bytes(seed: int) -> bytes:
@@ -120,7 +107,7 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         wait_for(f"{url}/health", proc, log, timeout_s=480)
         yield url
     finally:
-        stop(proc)
+        stop_process(proc)
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +127,7 @@ def boxmask_url(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         wait_for(f"{url}/labelstudio/health", proc, log, timeout_s=120)
         yield url
     finally:
-        stop(proc)
+        stop_process(proc)
 
 
 @pytest.fixture(scope="module")

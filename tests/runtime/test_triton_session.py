@@ -13,7 +13,6 @@ from __future__ import annotations
 import filecmp
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.processes import free_port, stop_process
 from boxmask.runtime import BackendUnavailable, Predictor
 from boxmask.runtime.sessions.triton_client import TRITON_MODEL_NAMES, TritonSession
 
@@ -104,11 +104,6 @@ def _config(name: str, onnx_path: Path, site_packages: str) -> str:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def triton(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
@@ -131,7 +126,7 @@ def triton(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             _config(name, model_dir / f"{graph}.onnx", site_packages)
         )
 
-    http, grpc, metrics = _free_port(), _free_port(), _free_port()
+    http, grpc, metrics = free_port(), free_port(), free_port()
     env = dict(
         os.environ,
         LD_LIBRARY_PATH=os.pathsep.join(
@@ -175,12 +170,7 @@ def triton(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             time.sleep(0.3)
         yield {"http": f"127.0.0.1:{http}", "grpc": f"127.0.0.1:{grpc}"}
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=30)
         log.close()
 
 
@@ -224,5 +214,5 @@ def test_a_model_the_server_lacks_is_backend_unavailable(triton: dict[str, str])
 def test_no_server_is_backend_unavailable(protocol: str) -> None:
     with pytest.raises(BackendUnavailable, match="unavailable"):
         TritonSession(
-            f"127.0.0.1:{_free_port()}", "boxmask_encoder", protocol=protocol, timeout_s=2
+            f"127.0.0.1:{free_port()}", "boxmask_encoder", protocol=protocol, timeout_s=2
         )  # type: ignore[arg-type]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from tests.processes import free_port, stop_process
 from boxmask.server import ServerSettings, create_app
 
 IMAGE_H, IMAGE_W = 96, 128
@@ -67,11 +67,6 @@ def assert_error(response, status: int, code: str) -> dict:
     return body["error"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @dataclass
 class LiveServer:
@@ -112,9 +107,4 @@ def live_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
             time.sleep(0.3)
         yield LiveServer(url=url, process=process, log_path=log_path)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from tests.processes import stop_process
 import pytest
 
 from tests.server.conftest import LiveServer, png_bytes
@@ -91,12 +92,7 @@ def browser(tmp_path: Path):  # noqa: ANN201
         yield tools
         tools.close()
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=15)
 
 
 def test_drawing_a_box_on_the_demo_page_overlays_a_mask(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -10,6 +9,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from tests.processes import free_port
 from boxmask.training.distributed import init_distributed, shutdown_distributed
 from boxmask.training.metrics import read_metrics
 from boxmask.training.seeding import seed_everything
@@ -18,17 +18,12 @@ from boxmask.training.trainer import Trainer, build_training_data, build_trainin
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture
 def torchrun_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """What `torchrun --nproc_per_node 1` puts in the environment."""
     for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}.items():
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}.items():
         monkeypatch.setenv(key, value)
     yield
     if dist.is_initialized():  # a failed test must not leak its group into the next one
@@ -59,7 +54,7 @@ def test_ddp_with_one_process_trains_like_a_single_process(tiny_cfg, tmp_path: P
     train(plain)
 
     for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0",
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}.items():
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}.items():
         monkeypatch.setenv(key, value)
     ddp = tiny_cfg(*common, f"train.output_dir={tmp_path / 'ddp'}")
     train(ddp)
@@ -83,7 +78,7 @@ def test_torchrun_with_two_processes_trains_and_only_rank_zero_writes(tiny_synth
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+           "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
            "-m", "boxmask.cli", "train", str(REPO / "configs" / "synth_tiny_test.yaml"),
            f"data.train_annotations={tiny_synth / 'annotations' / 'instances_train.json'}",
            f"data.train_images={tiny_synth / 'images' / 'train'}",
