@@ -4,7 +4,7 @@ For each backbone (ResNet-50-FPN at the paper's widths, ResNet-18-FPN, MobileNet
 with random weights (timing does not depend on weight values) is exported by the real exporter,
 then, in one process and on the same inputs:
 - encoder at 800x1216 (eager backbone+FPN vs encoder.onnx vs encoder.int8.onnx);
-- decoder at 1, 10 and 100 boxes (eager ``decode_boxes`` vs decoder.onnx).
+- decoder at 1, 10 and 100 boxes (eager ``decode_boxes`` vs decoder.onnx vs decoder.int8.onnx).
 Ratios are against eager torch measured in the same run. ``--accuracy MODEL_DIR`` adds the
 int8 encoder's accuracy cost on a trained model: box-prompted mask AP and mean IoU on a COCO
 validation set, fp32 vs int8, through the torch-free runtime.
@@ -100,6 +100,7 @@ def bench_backbone(name: str, threads: int, repeats: int) -> list[dict]:
         enc32 = ort.InferenceSession(str(out / "encoder.onnx"), opts, providers=cpu)
         enc8 = ort.InferenceSession(str(out / "encoder.int8.onnx"), opts, providers=cpu)
         dec = ort.InferenceSession(str(out / "decoder.onnx"), opts, providers=cpu)
+        dec8 = ort.InferenceSession(str(out / "decoder.int8.onnx"), opts, providers=cpu)
         x = torch.rand(1, 3, H, W) * 255
         eager_enc = EncoderGraph(model).eval()
         with torch.no_grad():
@@ -125,9 +126,10 @@ def bench_backbone(name: str, threads: int, repeats: int) -> list[dict]:
             feed = dict(zip(DECODER_INPUTS, [*np_feats, boxes.numpy(), labels.numpy(),
                                              np.array([H, W], np.int64)]))
             to = _timeit(lambda: dec.run(DECODER_OUTPUTS, feed), repeats * 3)
+            t8 = _timeit(lambda: dec8.run(DECODER_OUTPUTS, feed), repeats * 3)
             rows.append({"backbone": name, "stage": f"decoder {n} box{'es' if n > 1 else ''}",
-                         "eager_ms": te * 1e3, "ort_fp32_ms": to * 1e3, "ort_int8_ms": None,
-                         "per_box_ms": to * 1e3 / n})
+                         "eager_ms": te * 1e3, "ort_fp32_ms": to * 1e3, "ort_int8_ms": t8 * 1e3,
+                         "per_box_ms": to * 1e3 / n, "per_box_int8_ms": t8 * 1e3 / n})
     return rows
 
 
@@ -195,13 +197,15 @@ def main() -> None:
         print(f"done {name}", flush=True)
     print(f"\nthreads={args.threads}, median of {args.repeats} (encoder) / {3 * args.repeats} "
           "(decoder) runs, random weights\n")
-    print("| backbone | stage | torch eager ms | ORT fp32 ms (x eager) | ORT int8 ms (x eager) | ORT ms per box |")
+    print("| backbone | stage | torch eager ms | ORT fp32 ms (x eager) | ORT int8 ms (x eager) "
+          "| ms per box fp32 / int8 |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         e = r["eager_ms"]
         f32 = f"{_fmt(r['ort_fp32_ms'])} ({r['ort_fp32_ms'] / e:.2f}x)"
         i8 = "-" if r["ort_int8_ms"] is None else f"{_fmt(r['ort_int8_ms'])} ({r['ort_int8_ms'] / e:.2f}x)"
-        per_box = _fmt(r.get("per_box_ms"))
+        per_box = ("-" if r.get("per_box_ms") is None
+                   else f"{_fmt(r['per_box_ms'])} / {_fmt(r['per_box_int8_ms'])}")
         print(f"| {r['backbone']} | {r['stage']} | {_fmt(e)} | {f32} | {i8} | {per_box} |")
 
 

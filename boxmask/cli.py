@@ -128,7 +128,7 @@ def export(
     out: Path = typer.Option(..., "--out", help="Folder for the exported model directory."),
     name: Optional[str] = typer.Option(None, "--name", help="Model name in model.json."),
     fp16: bool = typer.Option(False, "--fp16", help="Also write fp16 graphs (GPU runtimes)."),
-    int8: bool = typer.Option(False, "--int8", help="Also write an int8 encoder for CPU, calibrated on training images."),
+    int8: bool = typer.Option(False, "--int8", help="Also write int8 encoder and decoder graphs for CPU, calibrated on training images."),
     calibration_images: int = typer.Option(16, "--calibration-images", help="Images for int8 calibration."),
     tensorrt: bool = typer.Option(False, "--tensorrt", help="Build TensorRT engines (needs a GPU)."),
     triton_repo: Optional[Path] = typer.Option(None, "--triton-repo", help="Also write a Triton model repository here."),

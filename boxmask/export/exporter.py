@@ -204,6 +204,7 @@ def export_checkpoint(checkpoint: Path, out: Path, name: str | None = None, fp16
 
             quantization["int8"] = quantize_encoder_int8(model, cfg, tmp, calibration_images)
             files["encoder_int8"] = {"path": "encoder.int8.onnx"}
+            files["decoder_int8"] = {"path": "decoder.int8.onnx"}
         if fp16:
             # The detector stays fp32: onnxconverter-common's cast clean-up fails on its NMS
             # graph ("'list' object has no attribute 'input'"), and pre-annotation is not the

@@ -101,16 +101,17 @@ def test_runtime_detector_matches_eager_detections(exported_model_dir, eager):
         np.testing.assert_allclose(det.boxes[order], ref["boxes"].numpy(), atol=0.5)
 
 
-def test_int8_encoder_is_written_with_its_measured_cost(tiny_checkpoint, tmp_path):
+def test_int8_graphs_are_written_with_their_measured_cost(tiny_checkpoint, tmp_path):
     from boxmask.export.exporter import export_checkpoint
 
     out = tmp_path / "int8"
     card = export_checkpoint(tiny_checkpoint, out, int8=True, calibration_images=4, check=False)
-    assert (out / "encoder.int8.onnx").is_file()
-    assert card["files"]["encoder_int8"]["sha256"] == sha256_file(out / "encoder.int8.onnx")
+    for graph in ("encoder", "decoder"):
+        assert card["files"][f"{graph}_int8"]["sha256"] == sha256_file(out / f"{graph}.int8.onnx")
     q = card["quantization"]["int8"]
     assert q["calibration_images"] == 4 and q["held_out_images"] > 0
     assert 0.0 <= q["mask_iou_vs_fp32_mean"] <= 1.0
+    assert 0.0 <= q["int8_decoder_mask_iou_vs_fp32_mean"] <= 1.0
     from boxmask.runtime import Predictor
 
     p = Predictor.from_dir(out, precision="int8")
