@@ -29,6 +29,8 @@ CONFIG = ROOT / "configs" / "synth128_experiment.yaml"
 DATA = ROOT / "data" / "synth128"
 RUNS = ROOT / "runs" / "experiment"
 RESULTS = ROOT / "docs" / "results.md"
+# Finished runs' results, committed: runs/ (checkpoints) is not, and may not outlive the machine.
+KEPT = ROOT / "benchmarks" / "results" / "synthetic_experiment"
 
 METHODS = {
     "agnostic": ["model.mode=agnostic"],
@@ -60,7 +62,11 @@ def run_one(method: str, seed: int, extra: list[str]) -> dict:
 
     out = RUNS / f"{method}_s{seed}"
     result_file = out / "result.json"
+    kept = KEPT / f"{method}_s{seed}.json"
+    if kept.is_file():
+        return json.loads(kept.read_text())
     if result_file.is_file():
+        _keep(result_file, kept)
         return json.loads(result_file.read_text())
     if not _claim(out):
         return {}
@@ -84,7 +90,15 @@ def run_one(method: str, seed: int, extra: list[str]) -> dict:
     tmp = result_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2))
     tmp.replace(result_file)
+    _keep(result_file, kept)
     return result
+
+
+def _keep(result_file: Path, kept: Path) -> None:
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    tmp = kept.with_suffix(".tmp")
+    tmp.write_bytes(result_file.read_bytes())
+    tmp.replace(kept)
 
 
 def _claim(out: Path) -> bool:
@@ -171,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{method} seed {seed}: unseen mask AP {r['unseen_mask_ap']:.4f} "
                       f"(overlapped {r['unseen_mask_ap_overlapped']:.4f}), seen {r['seen_mask_ap']:.4f}",
                       flush=True)
-    results = [json.loads(p.read_text()) for p in sorted(RUNS.glob("*/result.json"))]
+    for p in sorted(RUNS.glob("*/result.json")):
+        _keep(p, KEPT / f"{p.parent.name}.json")
+    results = [json.loads(p.read_text()) for p in sorted(KEPT.glob("*.json"))]
     table = write_table(results)
     print(table)
     write_results_md(table, results)
