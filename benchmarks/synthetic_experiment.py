@@ -5,8 +5,10 @@ Trains and evaluates ``agnostic``, ``teacher_student`` (sigma = threshold), ``te
 mask AP, unseen mask AP on the overlapped subset O >= 0.3, seen mask AP, and box-prompted mean
 IoU on unseen categories) to ``docs/results.md``.
 
-Resumable: every run writes ``result.json`` when done and is skipped on a rerun; a cut-off run
-resumes from its last epoch checkpoint. Run it in the background:
+Resumable: every run writes ``result.json`` when done (kept in benchmarks/results, committed)
+and is skipped on a rerun while the config, method and seed are unchanged (a fingerprint says
+so; change the schedule and every run is redone); a cut-off run resumes from its last epoch
+checkpoint when runs/ is still there. Run it in the background:
 
     .venv/bin/python benchmarks/synthetic_experiment.py            # all 12 runs, then the table
     .venv/bin/python benchmarks/synthetic_experiment.py --table    # only rebuild the table
@@ -55,6 +57,21 @@ def ensure_data() -> None:
     generate(DATA, seed=0, num_train=300, num_val=100, image_size=128)
 
 
+def fingerprint(method: str, seed: int, extra: list[str]) -> str:
+    """What a run's result depends on: the config file, the method's overrides, the seed and
+    any extra overrides that change training (thread counts do not)."""
+    import hashlib
+
+    relevant = [o for o in extra if not o.startswith("train.threads=")]
+    blob = CONFIG.read_bytes() + json.dumps([METHODS[method], seed, relevant]).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _current(result: dict, extra: list[str]) -> bool:
+    return (result.get("method") in METHODS and
+            result.get("fingerprint") == fingerprint(result["method"], result["seed"], extra))
+
+
 def run_one(method: str, seed: int, extra: list[str]) -> dict:
     from boxmask.config import load_config
     from boxmask.evaluation.run import evaluate_checkpoint
@@ -63,11 +80,10 @@ def run_one(method: str, seed: int, extra: list[str]) -> dict:
     out = RUNS / f"{method}_s{seed}"
     result_file = out / "result.json"
     kept = KEPT / f"{method}_s{seed}.json"
-    if kept.is_file():
-        return json.loads(kept.read_text())
-    if result_file.is_file():
-        _keep(result_file, kept)
-        return json.loads(result_file.read_text())
+    for done in (kept, result_file):
+        if done.is_file() and _current(json.loads(done.read_text()), extra):
+            _keep(done, kept)
+            return json.loads(done.read_text())
     if not _claim(out):
         return {}
     overrides = METHODS[method] + [f"train.seed={seed}", f"train.output_dir={out}"] + extra
@@ -78,7 +94,8 @@ def run_one(method: str, seed: int, extra: list[str]) -> dict:
     report = evaluate_checkpoint(ckpt, out_dir=out / "eval", progress=False)
     segm = report["segm"]
     result = {
-        "method": method, "seed": seed, "train_seconds": round(train_s, 1),
+        "method": method, "seed": seed, "fingerprint": fingerprint(method, seed, extra),
+        "train_seconds": round(train_s, 1),
         "unseen_mask_ap": segm["unseen"]["AP"],
         "unseen_mask_ap_overlapped": segm["overlapped"]["unseen"]["AP"],
         "seen_mask_ap": segm["seen"]["AP"],
@@ -186,8 +203,15 @@ def main(argv: list[str] | None = None) -> int:
                       f"(overlapped {r['unseen_mask_ap_overlapped']:.4f}), seen {r['seen_mask_ap']:.4f}",
                       flush=True)
     for p in sorted(RUNS.glob("*/result.json")):
-        _keep(p, KEPT / f"{p.parent.name}.json")
-    results = [json.loads(p.read_text()) for p in sorted(KEPT.glob("*.json"))]
+        r = json.loads(p.read_text())
+        if "fingerprint" not in r:
+            # Runs of this schedule finished before results carried a fingerprint.
+            r["fingerprint"] = fingerprint(r["method"], r["seed"], args.set)
+            p.write_text(json.dumps(r, indent=2))
+        if _current(r, args.set):
+            _keep(p, KEPT / f"{p.parent.name}.json")
+    results = [r for r in (json.loads(p.read_text()) for p in sorted(KEPT.glob("*.json")))
+               if _current(r, args.set)]
     table = write_table(results)
     print(table)
     write_results_md(table, results)
