@@ -25,6 +25,7 @@ from boxmask.server.errors import ApiError, from_validation_error
 from boxmask.server.schemas import ImageRef
 
 M = TypeVar("M", bound=BaseModel)
+J = TypeVar("J", bound=BaseModel)
 
 _DATA_URL = re.compile(r"^data:[\w/+.-]*(;[\w=.-]+)*;base64,", re.ASCII)
 # Form fields that hold JSON (lists) rather than plain strings.
@@ -62,6 +63,19 @@ async def read_json(request: Request, model: type[M]) -> M:
             raise ApiError(400, "malformed_json",
                            f"body is not valid JSON: {first.get('msg', '')}") from None
         raise from_validation_error(exc) from None
+
+
+async def read_image_request(request: Request, json_model: type[J], form_model: type[M],
+                             accepted: list[str]) -> tuple[ImageInput, J | M]:
+    """The image and parameters of an image route, sent as JSON (``json_model``, image as
+    base64 or ``image_id``) or as multipart (``form_model``, image as a file part)."""
+    kind = media_type(request)
+    if kind == "application/json":
+        body = await read_json(request, json_model)
+        return image_from_ref(body), body
+    if kind == "multipart/form-data":
+        return await read_form(request, form_model)
+    raise unsupported(request, accepted)
 
 
 def decode_base64_image(text: str) -> bytes:

@@ -16,7 +16,7 @@ from boxmask.server.errors import ApiError, ErrorResponse
 from boxmask.server.limits import InferenceLimiter
 from boxmask.server.metrics import ServerMetrics
 from boxmask.server.openapi import json_or_form
-from boxmask.server.payloads import image_from_ref, media_type, read_form, read_json, unsupported
+from boxmask.server.payloads import read_image_request
 from boxmask.server.registry import ModelRegistry
 from boxmask.server.runner import run_inference
 from boxmask.server.schemas import (
@@ -49,14 +49,7 @@ async def segment(
     a multipart ``image`` file with the other fields as form fields. Per box, ``labels`` gives a
     category name, id, or null; with null the model's predicted class is used and returned
     with its score. Masks come as COCO RLE (default), polygons, or PNG."""
-    kind = media_type(request)
-    if kind == "application/json":
-        body = await read_json(request, SegmentRequest)
-        image, params = image_from_ref(body), body
-    elif kind == "multipart/form-data":
-        image, params = await read_form(request, SegmentParams)
-    else:
-        raise unsupported(request, ACCEPTED)
+    image, params = await read_image_request(request, SegmentRequest, SegmentParams, ACCEPTED)
     if len(params.boxes) > settings.max_boxes:
         metrics.rejected.labels("too_many_boxes").inc()
         raise ApiError(422, "too_many_boxes",
@@ -80,14 +73,7 @@ async def detect(
     """Automatic masks for the whole image (the detector): instances scoring at least
     ``score_threshold``, at most ``max_detections`` of them (capped by the server's
     BOXMASK_MAX_DETECTIONS), best first."""
-    kind = media_type(request)
-    if kind == "application/json":
-        body = await read_json(request, DetectRequest)
-        image, params = image_from_ref(body), body
-    elif kind == "multipart/form-data":
-        image, params = await read_form(request, DetectParams)
-    else:
-        raise unsupported(request, ACCEPTED)
+    image, params = await read_image_request(request, DetectRequest, DetectParams, ACCEPTED)
     slot = registry.slot(params.model)
     return await run_inference(limiter, registry, slot, inference.detect, slot.predictor,
                                slot.name, image, params, settings.max_image_pixels,
