@@ -37,10 +37,10 @@ KEPT = ROOT / "benchmarks" / "results" / "synthetic_experiment"
 METHODS = {
     "agnostic": ["model.mode=agnostic"],
     "teacher_student_threshold": ["model.mode=teacher_student", "model.sigma=threshold"],
-    # Threshold for the first half: from random init the student's unseen channels otherwise
+    # Threshold for the first half (900 of 1800 iterations): from random init the student's unseen channels otherwise
     # collapse to 0 before the teacher is confident (see model.interact_warmup_iters).
     "teacher_student_interact": ["model.mode=teacher_student", "model.sigma=interact",
-                                 "model.interact_warmup_iters=225"],
+                                 "model.interact_warmup_iters=900"],
     # The oracle learns from every mask; the trainer keeps the split's seen flags, so the
     # evaluation still calls the same categories unseen.
     "oracle": ["model.mode=oracle"],
@@ -77,7 +77,10 @@ def run_one(method: str, seed: int, extra: list[str]) -> dict:
     from boxmask.evaluation.run import evaluate_checkpoint
     from boxmask.training.trainer import train
 
-    out = RUNS / f"{method}_s{seed}"
+    # The run directory carries the fingerprint: a changed schedule starts afresh instead of
+    # resuming a checkpoint trained under another one.
+    fp = fingerprint(method, seed, extra)
+    out = RUNS / f"{method}_s{seed}_{fp[:8]}"
     result_file = out / "result.json"
     kept = KEPT / f"{method}_s{seed}.json"
     for done in (kept, result_file):
@@ -209,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             r["fingerprint"] = fingerprint(r["method"], r["seed"], args.set)
             p.write_text(json.dumps(r, indent=2))
         if _current(r, args.set):
-            _keep(p, KEPT / f"{p.parent.name}.json")
+            _keep(p, KEPT / f"{r['method']}_s{r['seed']}.json")
     results = [r for r in (json.loads(p.read_text()) for p in sorted(KEPT.glob("*.json")))
                if _current(r, args.set)]
     table = write_table(results)

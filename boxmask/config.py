@@ -98,6 +98,9 @@ class TrainConfig(_Section):
     log_every: int = Field(default=20, ge=1)
     max_iters_per_epoch: int | None = Field(default=None, ge=1)  # for smoke runs
     output_dir: Path = Path("runs/default")
+    # Epoch checkpoints kept on disk, newest first (None keeps all); checkpoint_last.pt is
+    # always kept. A 24-epoch R18 run writes ~100 MB an epoch.
+    keep_checkpoints: int | None = Field(default=None, ge=1)
     threads: int | None = None  # torch.set_num_threads on CPU
 
     @field_validator("lr_steps")

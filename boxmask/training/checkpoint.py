@@ -75,16 +75,22 @@ def _atomic_copy(src: Path, dst: Path) -> None:
             os.unlink(tmp)
 
 
-def save_checkpoint(state: dict[str, Any], output_dir: Path) -> Path:
+def save_checkpoint(state: dict[str, Any], output_dir: Path, keep: int | None = None) -> Path:
     """Write ``checkpoint_epoch{E:03d}.pt`` and refresh ``checkpoint_last.pt`` as its copy.
 
-    ``state["epoch"]`` is the number of finished epochs. Returns the epoch file's path.
+    ``state["epoch"]`` is the number of finished epochs. With ``keep``, only the ``keep``
+    newest epoch files stay; older ones are deleted after the new one and ``checkpoint_last.pt``
+    are safely on disk. Returns the epoch file's path.
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / epoch_checkpoint_name(int(state["epoch"]))
     _atomic_torch_save(state, path)
     _atomic_copy(path, output_dir / LAST)
+    if keep is not None:
+        epoch_files = sorted(output_dir.glob("checkpoint_epoch[0-9][0-9][0-9].pt"))
+        for old in epoch_files[:-keep]:
+            old.unlink(missing_ok=True)
     return path
 
 

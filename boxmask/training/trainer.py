@@ -299,7 +299,8 @@ class Trainer:
                 state = self.state_dict()  # every rank: it gathers the RNG states
                 path = None
                 if self.ctx.is_main:
-                    path = save_checkpoint(state, self.output_dir)
+                    path = save_checkpoint(state, self.output_dir,
+                                           keep=self.cfg.train.keep_checkpoints)
                     metrics.write({"kind": "epoch", "epoch": self.epoch,
                                    "iteration": self.iteration, **means,
                                    "epoch_time": time.perf_counter() - start,
