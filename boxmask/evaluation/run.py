@@ -207,15 +207,12 @@ def evaluate_checkpoint(checkpoint: str | Path, out_dir: str | Path | None = Non
         ConfigError: unreadable checkpoint, missing validation data, weights that do not fit.
     """
     from boxmask.data.coco import CocoInstances
-    from boxmask.model import build_model
-    from boxmask.training.checkpoint import load_checkpoint
+    from boxmask.training.checkpoint import (checkpoint_categories, load_checkpoint,
+                                             model_from_checkpoint)
 
     checkpoint = Path(checkpoint)
     ckpt = load_checkpoint(checkpoint)
-    for key in ("config", "categories"):
-        if key not in ckpt:
-            raise ConfigError(f"checkpoint {str(checkpoint)!r} has no {key!r}: it was not written "
-                              "by `boxmask train`")
+    categories = checkpoint_categories(ckpt, checkpoint)
     base = None if config_path is not None else ckpt["config"]
     cfg = load_config(config_path, list(overrides), base=base)
     d = cfg.data
@@ -227,23 +224,13 @@ def evaluate_checkpoint(checkpoint: str | Path, out_dir: str | Path | None = Non
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
 
-    categories = sorted(ckpt["categories"], key=lambda c: int(c["label"]))
     seen_ids = {int(c["id"]) for c in categories if c["seen"]}
     try:
         dataset = CocoInstances(d.val_images, d.val_annotations, seen_ids, drop_empty=False)
     except (FileNotFoundError, ValueError) as exc:
         raise ConfigError(str(exc)) from exc
-    mask_labels = {int(c["label"]) for c in categories if c["seen"]}
-    if cfg.model.mode == "oracle":
-        mask_labels = {int(c["label"]) for c in categories}
-    # The checkpoint holds every weight; the ImageNet file named for training is not needed.
     cfg.model.backbone_weights = None
-    model = build_model(cfg.model, len(categories), mask_labels)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as exc:
-        raise ConfigError(f"checkpoint {str(checkpoint)!r} does not fit the model of the config "
-                          f"(was it trained with another model section?): {exc}") from exc
+    model, _ = model_from_checkpoint(ckpt, cfg.model, source=checkpoint)
     model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
 
     out = Path(out_dir) if out_dir is not None else checkpoint.parent / f"eval_{checkpoint.stem}"

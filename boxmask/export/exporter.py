@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from boxmask.config import BoxMaskConfig, ConfigError
+from boxmask.config import BoxMaskConfig
 from boxmask.export.graphs import (
     DECODER_INPUTS,
     DECODER_OUTPUTS,
@@ -32,7 +32,7 @@ from boxmask.export.graphs import (
     DetectorGraph,
     EncoderGraph,
 )
-from boxmask.model import BoxMaskRCNN, build_model
+from boxmask.model import BoxMaskRCNN
 
 FORMAT_VERSION = 1
 
@@ -51,22 +51,13 @@ def sha256_file(path: Path) -> str:
 
 def load_trained_model(checkpoint: Path) -> tuple[BoxMaskRCNN, BoxMaskConfig, list[dict], dict]:
     """Rebuild the model a checkpoint was trained as, with its weights, in eval mode on CPU."""
-    from boxmask.training.checkpoint import load_checkpoint
+    from boxmask.training.checkpoint import load_checkpoint, model_from_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
-    for key in ("config", "categories"):
-        if key not in ckpt:
-            raise ConfigError(f"checkpoint {str(checkpoint)!r} has no {key!r}: it was not written "
-                              "by `boxmask train`")
+    model, categories = model_from_checkpoint(ckpt, source=checkpoint)
     cfg = BoxMaskConfig.model_validate(ckpt["config"])
-    # The checkpoint holds every weight: the ImageNet file named for training is not needed
-    # (and usually absent) where the model is exported.
     cfg.model.backbone_weights = None
-    categories = sorted(ckpt["categories"], key=lambda c: int(c["label"]))
-    seen = {int(c["label"]) for c in categories if c["seen"]}
-    model = build_model(cfg.model, len(categories), seen or None)
-    model.load_state_dict(ckpt["model"])
-    return model.eval(), cfg, categories, ckpt
+    return model, cfg, categories, ckpt
 
 
 def example_image(cfg: BoxMaskConfig, seed: int = 0) -> torch.Tensor:

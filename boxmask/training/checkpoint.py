@@ -126,3 +126,50 @@ def resolve_resume(resume: Path | None, output_dir: Path) -> Path | None:
     if not Path(resume).is_file():
         raise ConfigError(f"--resume {str(resume)!r} does not exist")
     return Path(resume)
+
+
+def checkpoint_categories(ckpt: dict[str, Any], source: str | Path = "checkpoint") -> list[dict]:
+    """The checkpoint's categories sorted by contiguous label; an error if it has none."""
+    for key in ("config", "categories"):
+        if key not in ckpt:
+            raise ConfigError(f"checkpoint {str(source)!r} has no {key!r}: it was not written "
+                              "by `boxmask train`")
+    return sorted(ckpt["categories"], key=lambda c: int(c["label"]))
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], model_cfg: Any | None = None,
+                          source: str | Path = "checkpoint") -> tuple[Any, list[dict]]:
+    """Rebuild the model a checkpoint was trained as, with its weights, in eval mode on CPU.
+
+    The one place that turns a training checkpoint back into a model: ``boxmask eval`` and
+    ``boxmask export`` both call it.
+
+    Args:
+        ckpt: a dict from :func:`load_checkpoint`.
+        model_cfg: a ``model`` config section to build instead of the stored one (it must fit
+            the weights); the stored one when ``None``.
+        source: the checkpoint's path, for error messages.
+    Returns:
+        (model, categories sorted by label).
+    Raises:
+        ConfigError: not a ``boxmask train`` checkpoint, or weights that do not fit the model.
+    """
+    from boxmask.config import BoxMaskConfig
+    from boxmask.model import build_model
+
+    categories = checkpoint_categories(ckpt, source)
+    if model_cfg is None:
+        model_cfg = BoxMaskConfig.model_validate(ckpt["config"]).model
+    # The checkpoint holds every weight: the ImageNet file named for training is not needed
+    # (and usually absent) where the model is evaluated or exported.
+    model_cfg = model_cfg.model_copy(update={"backbone_weights": None})
+    # Labels whose masks were learnt from: checked by build_model, not stored in the weights.
+    mask_labels = {int(c["label"]) for c in categories
+                   if c["seen"] or model_cfg.mode == "oracle"}
+    model = build_model(model_cfg, len(categories), mask_labels or None)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise ConfigError(f"checkpoint {str(source)!r} does not fit the model of the config "
+                          f"(was it trained with another model section?): {exc}") from exc
+    return model.eval(), categories

@@ -33,3 +33,13 @@ def test_default_keeps_every_epoch(tmp_path: Path) -> None:
 def test_keep_checkpoints_is_a_train_setting() -> None:
     assert TrainConfig.model_validate({"keep_checkpoints": 3}).keep_checkpoints == 3
     assert TrainConfig().keep_checkpoints is None
+
+
+def test_model_from_checkpoint_refuses_a_foreign_checkpoint() -> None:
+    import pytest
+
+    from boxmask.config import ConfigError
+    from boxmask.training.checkpoint import model_from_checkpoint
+
+    with pytest.raises(ConfigError, match="not written by `boxmask train`"):
+        model_from_checkpoint(_state(1), source="foreign.pt")
