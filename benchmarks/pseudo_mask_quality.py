@@ -1,0 +1,161 @@
+"""How good are the masks the student learns from? Pseudo-mask quality of trained checkpoints.
+
+The teacher-student method only helps if the cleaned pseudo-masks sigma(M_t) of the unseen
+instances are better targets than what the class-agnostic head would predict, and if the
+student learns them. On a dataset whose unseen masks exist (the synthetic data has them all;
+training never reads them) this script measures, with each ground-truth box as the RoI:
+
+- ``teacher``: M_t >= 0.5, the class-agnostic head's own mask (the ``agnostic`` baseline is
+  exactly this head);
+- ``pseudo threshold`` / ``pseudo interact``: sigma(M_t) after the paper's cleaning (inside a
+  seen mask or outside the box -> background), the student's training target for an unseen
+  instance (interact: (M_t + M_s) / 2 >= 0.5);
+- ``student``: the student's channel of the instance's label, >= 0.5.
+
+Each is scored by IoU against the true mask on the 28x28 RoI grid, averaged over instances, for
+unseen and seen categories, all instances and those with O >= 0.3 (another object covers at
+least 30 % of the box). Heads a checkpoint does not have are left blank, and so are pseudo-masks
+of seen instances (they learn from their real masks; the cleaning would erase them).
+
+    python benchmarks/pseudo_mask_quality.py runs/experiment/*_s0_*/checkpoint_last.pt \
+        --split train --images 100
+
+Prints a markdown table; ``--json FILE`` writes the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+GRID = 28
+OVERLAPPED = 0.3
+
+
+def _iou(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """Per-row IoU of binary ``[P, M, M]`` grids; an empty union counts as 1."""
+    inter = (pred & gt).flatten(1).sum(1).float()
+    union = (pred | gt).flatten(1).sum(1).float()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+
+
+@torch.no_grad()
+def measure(checkpoint: Path, split: str, max_images: int | None) -> dict:
+    from boxmask.data.coco import CocoInstances
+    from boxmask.data.overlap import overlap_scores
+    from boxmask.model.mask_branch import STUDENT_RESOLUTION
+    from boxmask.model.pseudo_masks import (apply_sigma, clean_pseudo_masks,
+                                            project_masks_on_rois, resize_probs)
+    from boxmask.training.checkpoint import load_checkpoint, model_from_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    model, categories = model_from_checkpoint(ckpt, source=checkpoint)
+    cfg = ckpt["config"]["data"]
+    images_dir, annotations = cfg[f"{split}_images"], cfg[f"{split}_annotations"]
+    seen_labels = {int(c["label"]) for c in categories if c["seen"]}
+    # Every category counts as seen for loading, so the unseen masks are decoded for scoring;
+    # labels follow category ids either way.
+    all_ids = [int(c["id"]) for c in categories]
+    data = CocoInstances(images_dir, annotations, all_ids, drop_empty=True)
+    branch = model.roi_heads.mask_branch
+    rows: dict[str, list[np.ndarray]] = {"seen": [], "overlap": [], "teacher": [],
+                                         "pseudo_threshold": [], "pseudo_interact": [],
+                                         "student": []}
+    n = len(data) if max_images is None else min(max_images, len(data))
+    for i in range(n):
+        image, target = data[i]
+        if len(target["boxes"]) == 0:
+            continue
+        images, targets = model.transform([image], [target])
+        features = model.backbone(images.tensors)
+        t = targets[0]
+        boxes, labels, masks = t["boxes"], t["labels"], t["masks"]
+        idx = torch.arange(len(boxes))
+        seen = torch.tensor([int(lbl) in seen_labels for lbl in labels])
+        x = branch.roi_pool(features, [boxes], images.image_sizes)
+        gt = project_masks_on_rois(masks, boxes, idx, GRID) >= 0.5
+        rows["seen"].append(seen.numpy())
+        rows["overlap"].append(overlap_scores(boxes.numpy(), masks.numpy().astype(bool)))
+        blank = np.full(len(boxes), np.nan)
+        teacher_probs = student_probs = None
+        if branch.teacher is not None:
+            teacher_probs = resize_probs(branch.teacher(x)[:, 0].sigmoid(), GRID)
+            rows["teacher"].append(_iou(teacher_probs >= 0.5, gt).numpy())
+        else:
+            rows["teacher"].append(blank)
+        if branch.student is not None:
+            student_probs = branch.student(x)[idx, labels - 1].sigmoid()
+            assert student_probs.shape[-1] == STUDENT_RESOLUTION == GRID
+            rows["student"].append(_iou(student_probs >= 0.5, gt).numpy())
+        else:
+            rows["student"].append(blank)
+        if teacher_probs is not None:
+            seen_union = (masks[seen].sum(0, keepdim=True) > 0) if seen.any() else \
+                masks.new_zeros((1,) + tuple(masks.shape[-2:]))
+            seen_on = project_masks_on_rois(seen_union, boxes, torch.zeros_like(idx), GRID)
+            probs_s = student_probs if student_probs is not None else teacher_probs
+            for kind in ("threshold", "interact"):
+                pseudo = apply_sigma(kind, teacher_probs, probs_s, None)
+                clean = clean_pseudo_masks(pseudo, boxes, boxes, seen_on) >= 0.5
+                rows[f"pseudo_{kind}"].append(_iou(clean, gt).numpy())
+            if student_probs is None:  # interact needs a student
+                rows["pseudo_interact"][-1] = blank
+        else:
+            rows["pseudo_threshold"].append(blank)
+            rows["pseudo_interact"].append(blank)
+    cat = {k: np.concatenate(v) for k, v in rows.items()}
+    out: dict = {"checkpoint": str(checkpoint), "mode": ckpt["config"]["model"]["mode"],
+                 "sigma": ckpt["config"]["model"]["sigma"], "split": split, "images": n,
+                 "instances": int(len(cat["seen"]))}
+    for group, sel in (("unseen", ~cat["seen"]), ("seen", cat["seen"])):
+        for subset, mask in (("all", sel), ("overlapped", sel & (cat["overlap"] >= OVERLAPPED))):
+            for head in ("teacher", "pseudo_threshold", "pseudo_interact", "student"):
+                vals = cat[head][mask]
+                if group == "seen" and head.startswith("pseudo"):
+                    vals = vals[:0]  # seen instances learn from their real masks
+                out[f"{group}_{subset}_{head}"] = (None if len(vals) == 0 or np.isnan(vals).all()
+                                                   else float(np.nanmean(vals)))
+            out[f"{group}_{subset}_n"] = int(mask.sum())
+    return out
+
+
+def table(results: list[dict]) -> str:
+    heads = ("teacher", "pseudo_threshold", "pseudo_interact", "student")
+    lines = ["| run | group | " + " | ".join(heads) + " | n |",
+             "|---|---|" + "---|" * (len(heads) + 1)]
+    for r in results:
+        name = Path(r["checkpoint"]).parent.name
+        for group in ("unseen_all", "unseen_overlapped", "seen_all", "seen_overlapped"):
+            cells = ["" if r[f"{group}_{h}"] is None else f"{100 * r[f'{group}_{h}']:.1f}"
+                     for h in heads]
+            lines.append(f"| {name} | {group.replace('_', ', ')} | " + " | ".join(cells)
+                         + f" | {r[f'{group}_n']} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoints", nargs="+", type=Path)
+    parser.add_argument("--split", choices=("train", "val"), default="train",
+                        help="train: the pseudo-masks the student actually learnt from")
+    parser.add_argument("--images", type=int, default=None, help="first N images only")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    results = [measure(c, args.split, args.images) for c in args.checkpoints]
+    print(f"IoU x100 with the true mask, ground-truth boxes as RoIs, {GRID}x{GRID} grid, "
+          f"{args.split} split")
+    print(table(results))
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
