@@ -99,14 +99,13 @@ def _modules(num_classes: int):  # noqa: ANN202 - torch is imported lazily
             return torch.gather(logits, 1, index), class_scores, labels_out
 
     class Detector(nn.Module):
-        """image, image_size -> detections on a fixed grid of 5 boxes (whole image, quadrants)."""
+        """p2..p5, image_size -> detections on a fixed grid of 5 boxes (whole image, quadrants)."""
 
-        def __init__(self, encoder: Encoder, decoder: Decoder) -> None:
+        def __init__(self, decoder: Decoder) -> None:
             super().__init__()
-            self.encoder = encoder
             self.decoder = decoder
 
-        def forward(self, image, image_size):  # noqa: ANN001, ANN202
+        def forward(self, p2, p3, p4, p5, image_size):  # noqa: ANN001, ANN202
             h = image_size[0].to(torch.float32)
             w = image_size[1].to(torch.float32)
             z = torch.zeros_like(h)
@@ -121,14 +120,14 @@ def _modules(num_classes: int):  # noqa: ANN202 - torch is imported lazily
             )
             labels = torch.zeros(boxes.shape[0], dtype=torch.int64)
             logits, class_scores, labels_out = self.decoder(
-                *self.encoder(image), boxes, labels, image_size
+                p2, p3, p4, p5, boxes, labels, image_size
             )
             scores = torch.gather(class_scores, 1, labels_out.view(-1, 1)).view(-1)
             return boxes, labels_out, scores, torch.sigmoid(logits)
 
     torch.manual_seed(0)
     encoder, decoder = Encoder().eval(), Decoder().eval()
-    return encoder, decoder, Detector(encoder, decoder).eval()
+    return encoder, decoder, Detector(decoder).eval()
 
 
 def build_contract_model_dir(out: Path) -> Path:
@@ -178,12 +177,12 @@ def build_contract_model_dir(out: Path) -> Path:
         )
         torch.onnx.export(
             detector,
-            (image, size),
+            (*feats, size),
             out / "detector.onnx",
-            input_names=["image", "image_size"],
+            input_names=[*pyramid, "image_size"],
             output_names=["boxes", "labels", "scores", "mask_probs"],
             dynamic_axes={
-                "image": spatial,
+                **inputs["features"],
                 "boxes": {0: "K"},
                 "labels": {0: "K"},
                 "scores": {0: "K"},
@@ -197,7 +196,7 @@ def build_contract_model_dir(out: Path) -> Path:
         for name in ("encoder", "decoder", "detector")
     }
     card = {
-        "format_version": 1,
+        "format_version": 2,
         "name": "contract-test-model (random weights, NOT trained)",
         "created": dt.datetime.now(dt.timezone.utc).isoformat(),
         "categories": CATEGORIES,
@@ -210,7 +209,7 @@ def build_contract_model_dir(out: Path) -> Path:
             "inputs": {
                 "encoder": ["image"],
                 "decoder": [*pyramid, "boxes", "labels", "image_size"],
-                "detector": ["image", "image_size"],
+                "detector": [*pyramid, "image_size"],
             },
             "outputs": {
                 "encoder": pyramid,

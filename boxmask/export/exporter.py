@@ -34,7 +34,8 @@ from boxmask.export.graphs import (
 )
 from boxmask.model import BoxMaskRCNN
 
-FORMAT_VERSION = 1
+# 2: the detector takes the encoder's features (p2..p5, image_size) instead of the image.
+FORMAT_VERSION = 2
 
 
 class ExportError(RuntimeError):
@@ -128,8 +129,10 @@ def export_onnx(model: BoxMaskRCNN, cfg: BoxMaskConfig, out: Path, opset: int = 
                  **{n: n_axis for n in DECODER_OUTPUTS}}, opset)
         det = DetectorGraph(model).eval()
         k_axis = {0: "num_detections"}
-        _export(det, (x,), out / "detector.onnx", DETECTOR_INPUTS, DETECTOR_OUTPUTS,
-                {"image": spatial, **{n: k_axis for n in DETECTOR_OUTPUTS}}, opset)
+        _export(det, (*feats, torch.tensor([h, w], dtype=torch.int64)), out / "detector.onnx",
+                DETECTOR_INPUTS, DETECTOR_OUTPUTS,
+                {**{n: {2: f"{n}_h", 3: f"{n}_w"} for n in ENCODER_OUTPUTS},
+                 **{n: k_axis for n in DETECTOR_OUTPUTS}}, opset)
     r = model.roi_heads.mask_branch.output_resolution
     f = cfg.model.fpn_channels
     c = model.num_classes
@@ -142,7 +145,8 @@ def export_onnx(model: BoxMaskRCNN, cfg: BoxMaskConfig, out: Path, opset: int = 
                                "boxes": ["N", "4"], "labels": ["N"], "image_size": ["2"]},
                     "outputs": {"mask_logits": ["N", "1", str(r), str(r)],
                                 "class_scores": ["N", str(c + 1)], "labels_out": ["N"]}},
-        "detector": {"inputs": {"image": ["1", "3", "h", "w"]},
+        "detector": {"inputs": {**{n: ["1", str(f), "h", "w"] for n in ENCODER_OUTPUTS},
+                                "image_size": ["2"]},
                      "outputs": {"boxes": ["K", "4"], "labels": ["K"], "scores": ["K"],
                                  "mask_probs": ["K", "1", str(r), str(r)]}},
     }

@@ -1,7 +1,7 @@
 """Thin wrappers that give the exported graphs their inputs and outputs (docs/contracts.md §4).
 
 As in Segment Anything's ``utils/onnx.py``: each wrapper only renames and reshapes around the
-model's own methods (``backbone``, ``roi_heads.decode_boxes``, ``roi_heads.forward``), so the
+model's own methods (``backbone``, ``roi_heads.decode_boxes``, ``detect_features``), so the
 exported graph and the eager model share one code path.
 
 Inputs are RGB float32 0..255. The graphs normalise, then zero-pad to a multiple of 32 with
@@ -15,14 +15,13 @@ from collections import OrderedDict
 
 import torch
 from torch import nn
-from torchvision.models.detection.image_list import ImageList
 
 from boxmask.model.rcnn import FPN_LEVELS, BoxMaskRCNN
 
 ENCODER_OUTPUTS = ["p2", "p3", "p4", "p5"]
 DECODER_INPUTS = ENCODER_OUTPUTS + ["boxes", "labels", "image_size"]
 DECODER_OUTPUTS = ["mask_logits", "class_scores", "labels_out"]
-DETECTOR_INPUTS = ["image"]
+DETECTOR_INPUTS = ENCODER_OUTPUTS + ["image_size"]
 DETECTOR_OUTPUTS = ["boxes", "labels", "scores", "mask_probs"]
 
 
@@ -82,25 +81,21 @@ class DecoderGraph(nn.Module):
 
 
 class DetectorGraph(nn.Module):
-    """The whole model for automatic pre-annotation, on one resized (unpadded) image.
+    """Automatic pre-annotation over the encoder's features (the image is encoded once, for
+    both drawn boxes and detection): RPN, box head and mask branch of one image.
 
-    Input ``image [1, 3, h, w]`` 0..255. Outputs in that image's pixels: ``boxes [K, 4]``,
-    ``labels [K]`` (contiguous), ``scores [K]``, ``mask_probs [K, 1, R, R]`` (not pasted).
+    Inputs: ``p2..p5`` (the encoder's outputs), ``image_size [2]`` int64 (resized h, w, before
+    padding: proposals and boxes are clipped to it). Outputs in that image's pixels:
+    ``boxes [K, 4]``, ``labels [K]`` (contiguous), ``scores [K]``, ``mask_probs [K, 1, R, R]``
+    (not pasted).
     """
 
     def __init__(self, model: BoxMaskRCNN) -> None:
         super().__init__()
-        self.normalize = _Normalize(model)
-        self.backbone = model.backbone
-        self.rpn = model.rpn
-        self.roi_heads = model.roi_heads
+        self.model = model
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        size = (image.shape[-2], image.shape[-1])
-        batch = ImageList(self.normalize(image), [size])
-        features = self.backbone(batch.tensors)
-        proposals, _ = self.rpn(batch, features)
-        detections, _ = self.roi_heads(features, proposals, batch.image_sizes)
-        d = detections[0]
+    def forward(self, p2: torch.Tensor, p3: torch.Tensor, p4: torch.Tensor, p5: torch.Tensor,
+                image_size: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        features = OrderedDict(zip(FPN_LEVELS, (p2, p3, p4, p5)))
+        d = self.model.detect_features(features, (image_size[0], image_size[1]))
         return d["boxes"], d["labels"], d["scores"], d["masks"]
-

@@ -20,6 +20,7 @@ from boxmask.config import BoxMaskConfig
 from boxmask.export.graphs import (
     DECODER_INPUTS,
     DECODER_OUTPUTS,
+    DETECTOR_INPUTS,
     DETECTOR_OUTPUTS,
     ENCODER_OUTPUTS,
     DecoderGraph,
@@ -100,8 +101,10 @@ def check_parity(model: BoxMaskRCNN, model_dir: Path, cfg: BoxMaskConfig,
                 for i in range(n):
                     worst["decoder_min_mask_iou"] = min(worst["decoder_min_mask_iou"],
                                                         _mask_iou(ref[0][i].numpy(), got[0][i]))
-        ref_det = det(x)
-        got_det = det_s.run(DETECTOR_OUTPUTS, {"image": x.numpy()})
+        size = torch.tensor([h, w], dtype=torch.int64)
+        ref_det = det(*feats, size)
+        got_det = det_s.run(DETECTOR_OUTPUTS, dict(zip(DETECTOR_INPUTS, [
+            *[f.numpy() for f in feats], size.numpy()])))
         if ref_det[0].shape[0] != got_det[0].shape[0]:
             worst["detector_same_count"] = False
         else:

@@ -12,6 +12,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
@@ -19,6 +20,9 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from boxmask.model.roi_heads import BoxMaskRoIHeads
 
 FPN_LEVELS = ("0", "1", "2", "3")
+# Every backbone's first FPN level has stride 4 (backbones.py), and images are padded to a
+# multiple of 32: the padded input is exactly 4x the first level.
+FIRST_LEVEL_STRIDE = 4
 
 
 class BoxMaskRCNN(GeneralizedRCNN):
@@ -66,6 +70,36 @@ class BoxMaskRCNN(GeneralizedRCNN):
         batch, _ = self.transform([image])
         features = self.backbone(batch.tensors)
         return OrderedDict((k, features[k]) for k in FPN_LEVELS), batch.image_sizes[0]
+
+    def detect_features(self, features: dict[str, torch.Tensor],
+                        image_size: tuple[int, int] | tuple[torch.Tensor, torch.Tensor]
+                        ) -> dict[str, torch.Tensor]:
+        """Detections of one image from what :meth:`encode` returned: the automatic
+        pre-annotation path, sharing the encoder (and its cache) with the box-prompted one.
+
+        Args:
+            features: FPN levels ``'0'..'3'`` of one image (batch of 1), as ``encode`` gives.
+            image_size: the resized, unpadded (h, w) (ints, or 0-d tensors in an export).
+        Returns:
+            ``boxes [K, 4]`` (resized-image pixels), ``labels [K]``, ``scores [K]``,
+            ``masks [K, 1, R, R]`` probabilities, as :meth:`forward` before pasting.
+        """
+        levels = [features[k] for k in FPN_LEVELS]
+        names = list(FPN_LEVELS)
+        # The levels the backbone adds above P5 (P6 for the RPN), recomputed from P5 exactly as
+        # the FPN does, so the encoder need not export them.
+        extra = getattr(getattr(self.backbone, "fpn", None), "extra_blocks", None)
+        if extra is not None:
+            levels, names = extra(levels, [], names)
+        all_features = OrderedDict(zip(names, levels))
+        p2 = levels[0]
+        # The anchor generator reads only the padded batch's shape: a 1-channel stand-in.
+        padded = p2.new_zeros(()).expand(1, 1, p2.shape[-2] * FIRST_LEVEL_STRIDE,
+                                         p2.shape[-1] * FIRST_LEVEL_STRIDE)
+        batch = ImageList(padded, [image_size])  # type: ignore[list-item]
+        proposals, _ = self.rpn(batch, all_features)
+        detections, _ = self.roi_heads(all_features, proposals, batch.image_sizes)
+        return detections[0]
 
     def resize_scale(self, image_size: tuple[int, int], resized: tuple[int, int]) -> torch.Tensor:
         """Per-axis factors (x, y) from original to resized pixels, as the transform uses."""

@@ -17,7 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from boxmask.runtime.errors import ModelDirError, UnknownLabel
 
-SUPPORTED_FORMAT_VERSIONS = (1,)
+# 2: the detector runs over the encoder's features (p2..p5, image_size). Version 1 detectors
+# took the image; such a directory must be exported again.
+SUPPORTED_FORMAT_VERSIONS = (2,)
 CARD_NAME = "model.json"
 
 
@@ -77,9 +79,15 @@ class ModelCard(BaseModel):
     @model_validator(mode="after")
     def _check_consistency(self) -> ModelCard:
         if self.format_version not in SUPPORTED_FORMAT_VERSIONS:
+            hint = (
+                ": it was written by an older boxmask; export its checkpoint again with "
+                "`boxmask export CHECKPOINT --out DIR`"
+                if self.format_version < min(SUPPORTED_FORMAT_VERSIONS)
+                else ": it was written by a newer boxmask; upgrade boxmask"
+            )
             raise ValueError(
                 f"model.json format_version {self.format_version} is not supported by this runtime "
-                f"(supported: {SUPPORTED_FORMAT_VERSIONS})"
+                f"(supported: {SUPPORTED_FORMAT_VERSIONS}){hint}"
             )
         labels = sorted(c.label for c in self.categories)
         if labels != list(range(1, self.num_classes + 1)):

@@ -3,7 +3,9 @@
 Like Segment Anything's `SamPredictor`, the expensive part runs once per image and the cheap part
 once per set of boxes: `set_image` runs the encoder (image -> FPN features) and caches its
 outputs under the image's sha256; `predict` runs the decoder on all boxes of one call at once
-and pastes the R x R masks into the image. `detect` runs the whole detector.
+and pastes the R x R masks into the image. `detect` runs the detector over the same cached
+features, so an image is encoded once whether boxes are drawn on it, it is pre-annotated, or
+both.
 
 Box rules (documented in the API as well): boxes are xyxy in original-image pixels, float; NaN,
 inf, an empty or inverted box (x2 <= x1 or y2 <= y1) is rejected with `BadBoxes`; a box that
@@ -62,12 +64,11 @@ class EncodedImage:
     """One cache entry: the encoder's outputs and what is needed to use them."""
 
     features: Mapping[str, np.ndarray]  # p2..p5, [1, F, Hp/stride, Wp/stride]
-    image: np.ndarray  # [1, 3, Hp, Wp] float32: the detector's input, kept for detect(key)
     info: ResizeInfo
 
     @property
     def nbytes(self) -> int:
-        return int(sum(v.nbytes for v in self.features.values()) + self.image.nbytes)
+        return int(sum(v.nbytes for v in self.features.values()))
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -225,7 +226,7 @@ class Predictor:
         pp = self.card.preprocess
         batch, info = preprocess(rgb, pp.min_size, pp.max_size, pp.size_divisible, pp.mean)
         outputs = self.encoder.run({"image": batch}, list(FEATURE_NAMES))
-        return EncodedImage(features=outputs, image=batch, info=info)
+        return EncodedImage(features=outputs, info=info)
 
     def set_image(self, image: bytes | np.ndarray) -> str:
         """Encode an image (or find it in the cache) and return its key (sha256 hex).
@@ -377,21 +378,16 @@ class Predictor:
         mask_threshold: float | None = None,
     ) -> Prediction:
         """All objects the detector finds with `score >= score_threshold`, best first, at most
-        `max_detections`. Give an image (not cached) or the key of an image already set."""
+        `max_detections`. Give the key of an image already set, or an image: it is encoded (and
+        cached, as `set_image` does) first."""
         if image is not None:
-            rgb = load_image(image, self.max_pixels)
-            pp = self.card.preprocess
-            batch, info = preprocess(rgb, pp.min_size, pp.max_size, pp.size_divisible, pp.mean)
-        else:
-            key, entry = self._entry(key)
-            batch, info = entry.image, entry.info
+            key = self.set_image(image)
+        key, entry = self._entry(key)
+        info = entry.info
         rh, rw = info.resized_size
-        # The detector gets the resized image without padding: graphs that take no `image_size`
-        # read the image's size from its shape (and pad internally, as torchvision does), and
-        # sessions feed only the inputs a graph declares.
-        unpadded = np.ascontiguousarray(batch[:, :, :rh, :rw])
         out = self.detector.run(
-            {"image": unpadded, "image_size": np.array([rh, rw], dtype=np.int64)}
+            {**entry.features, "image_size": np.array([rh, rw], dtype=np.int64)},
+            ["boxes", "labels", "scores", "mask_probs"],
         )
         scores = out["scores"].astype(np.float32).reshape(-1)
         keep = np.flatnonzero(scores >= score_threshold)

@@ -23,7 +23,7 @@ def eager(tiny_checkpoint: Path):
 
 def test_card_describes_the_model_and_its_files(exported_model_dir: Path, tiny_checkpoint: Path):
     card = json.loads((exported_model_dir / "model.json").read_text())
-    assert card["format_version"] == 1
+    assert card["format_version"] == 2
     assert card["name"] == "synth-tiny"
     assert [c["label"] for c in card["categories"]] == list(range(1, card["num_classes"] + 1))
     assert {c["name"] for c in card["categories"] if not c["seen"]}  # the split is recorded

@@ -206,9 +206,10 @@ def test_detect_returns_sorted_thresholded_detections_in_image_coordinates(
     assert np.array_equal(top.scores, everything.scores[:2])
     cut = float(everything.scores[2])
     assert len(predictor.detect(key=key, score_threshold=cut)) == 3
-    # An image given directly is not cached and gives the same result.
+    # An image given directly is encoded once and cached, as set_image does.
     direct = predictor.detect(image=_png(a), score_threshold=0.0)
-    assert np.array_equal(direct.masks, everything.masks) and direct.key is None
+    assert np.array_equal(direct.masks, everything.masks)
+    assert direct.key is not None and predictor.cache.get(direct.key) is not None
 
 
 def test_providers_are_chosen_from_what_onnxruntime_has() -> None:
@@ -219,13 +220,19 @@ def test_providers_are_chosen_from_what_onnxruntime_has() -> None:
     assert choose_providers(["AzureExecutionProvider"]) == ["CPUExecutionProvider"]
 
 
-def test_detector_gets_the_unpadded_resized_image_and_its_size(
+def test_detector_runs_over_the_cached_features_with_the_unpadded_size(
     predictor: Predictor, contract_model_dir: Path
 ) -> None:
     predictor._detector = CountingSession(
         OnnxRuntimeSession(contract_model_dir / "detector.onnx", intra_op_threads=1)
     )
-    predictor.detect(image=_image(50, 70))  # resized to 64 x 89, padded to 64 x 96 for the encoder
+    key = predictor.set_image(_image(50, 70))  # resized to 64 x 89, padded to 64 x 96
+    predictor.detect(key=key)
+    predictor.detect(image=_image(50, 70))  # the same image: found in the cache
+    assert predictor.encoder.runs == 1  # type: ignore[attr-defined]
     sent = predictor._detector.last_inputs  # type: ignore[attr-defined]
-    assert sent["image"].shape == (1, 3, 64, 89)
+    assert "image" not in sent
+    assert sent["p2"].shape == (1, 8, 16, 24)  # the padded 64 x 96 at stride 4
     assert sent["image_size"].tolist() == [64, 89]
+    cached = predictor.cache.get(key)
+    assert cached is not None and all(sent[p] is cached.features[p] for p in ("p2", "p5"))

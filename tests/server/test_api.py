@@ -158,7 +158,7 @@ def test_models_lists_the_card_and_its_categories(client: TestClient) -> None:
     card = model["card"]
     assert [(c["id"], c["name"]) for c in model["categories"]] == [
         (c["id"], c["name"]) for c in card["categories"]]
-    assert card["format_version"] == 1 and card["name"] == model["name"]
+    assert card["format_version"] == 2 and card["name"] == model["name"]
 
 
 def test_health_readiness_metrics_and_docs(client: TestClient, image_id: str) -> None:
