@@ -4,7 +4,9 @@ For each backbone (ResNet-50-FPN at the paper's widths, ResNet-18-FPN, MobileNet
 with random weights (timing does not depend on weight values) is exported by the real exporter,
 then, in one process and on the same inputs:
 - encoder at 800x1216 (eager backbone+FPN vs encoder.onnx vs encoder.int8.onnx);
-- decoder at 1, 10 and 100 boxes (eager ``decode_boxes`` vs decoder.onnx vs decoder.int8.onnx).
+- decoder at 1, 10 and 100 boxes (eager ``decode_boxes`` vs decoder.onnx vs decoder.int8.onnx);
+- detector over the encoder's features (eager ``detect_features`` vs detector.onnx): the cost
+  of pre-annotating an image already encoded.
 Ratios are against eager torch measured in the same run. ``--accuracy MODEL_DIR`` adds the
 int8 encoder's accuracy cost on a trained model: box-prompted mask AP and mean IoU on a COCO
 validation set, fp32 vs int8, through the torch-free runtime.
@@ -80,7 +82,8 @@ def bench_backbone(name: str, threads: int, repeats: int) -> list[dict]:
     import torch
 
     from boxmask.export.exporter import export_checkpoint, load_trained_model
-    from boxmask.export.graphs import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_OUTPUTS, EncoderGraph
+    from boxmask.export.graphs import (DECODER_INPUTS, DECODER_OUTPUTS, DETECTOR_INPUTS,
+                                       DETECTOR_OUTPUTS, ENCODER_OUTPUTS, EncoderGraph)
     from boxmask.export.parity import random_boxes
 
     torch.set_num_threads(threads)
@@ -130,6 +133,17 @@ def bench_backbone(name: str, threads: int, repeats: int) -> list[dict]:
             rows.append({"backbone": name, "stage": f"decoder {n} box{'es' if n > 1 else ''}",
                          "eager_ms": te * 1e3, "ort_fp32_ms": to * 1e3, "ort_int8_ms": t8 * 1e3,
                          "per_box_ms": to * 1e3 / n, "per_box_int8_ms": t8 * 1e3 / n})
+        # Automatic pre-annotation over the cached features (RPN, box head, masks of the K
+        # detections; random weights give K up to box_detections_per_img).
+        det = ort.InferenceSession(str(out / "detector.onnx"), opts, providers=cpu)
+        size = np.array([H, W], np.int64)
+        with torch.no_grad():
+            k = len(model.detect_features(fdict, (H, W))["scores"])
+            te = _timeit(lambda: model.detect_features(fdict, (H, W)), repeats)
+        feed = dict(zip(DETECTOR_INPUTS, [*np_feats, size]))
+        td = _timeit(lambda: det.run(DETECTOR_OUTPUTS, feed), repeats)
+        rows.append({"backbone": name, "stage": f"detector on features (K={k})", "eager_ms": te * 1e3,
+                     "ort_fp32_ms": td * 1e3, "ort_int8_ms": None})
     return rows
 
 
