@@ -190,10 +190,15 @@ def write_table(results: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--table", action="store_true", help="only rebuild the table")
+    parser.add_argument("--status", action="store_true",
+                        help="list every run: done, running (by which process), partial or to do")
     parser.add_argument("--methods", nargs="*", default=list(METHODS))
     parser.add_argument("--seeds", nargs="*", type=int, default=list(SEEDS))
     parser.add_argument("--set", nargs="*", default=[], help="extra config overrides")
     args = parser.parse_args(argv)
+    if args.status:
+        print(status(args.methods, args.seeds, args.set))
+        return 0
     if not args.table:
         ensure_data()
         for seed in args.seeds:
@@ -219,6 +224,40 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     write_results_md(table, results)
     return 0
+
+
+def status(methods: list[str], seeds: list[int], extra: list[str]) -> str:
+    """One line per run of the current schedule: what is kept, what runs, what is left."""
+    import os
+
+    lines = ["| run | state | iteration | s/it |", "|---|---|---|---|"]
+    for seed in seeds:
+        for method in methods:
+            fp = fingerprint(method, seed, extra)
+            out = RUNS / f"{method}_s{seed}_{fp[:8]}"
+            kept = KEPT / f"{method}_s{seed}.json"
+            state, it, speed = "to do", "", ""
+            if kept.is_file() and _current(json.loads(kept.read_text()), extra):
+                state = "done"
+            else:
+                lock = out / "worker.lock"
+                try:
+                    pid = int(lock.read_text() or 0)
+                    os.kill(pid, 0)
+                    state = f"running (pid {pid})"
+                except (ValueError, ProcessLookupError, FileNotFoundError, PermissionError):
+                    if (out / "checkpoint_last.pt").is_file():
+                        state = "partial: resumes from its last epoch"
+            metrics = out / "metrics.jsonl"
+            if state != "done" and metrics.is_file():
+                rows = [json.loads(line) for line in metrics.read_text().splitlines()
+                        if line.strip().startswith("{")]
+                iters = [r for r in rows if r.get("kind") == "iter"]
+                if iters:
+                    it = str(iters[-1]["iteration"])
+                    speed = f"{iters[-1].get('time_per_iter', 0):.2f}"
+            lines.append(f"| {method} seed {seed} | {state} | {it} | {speed} |")
+    return "\n".join(lines)
 
 
 def write_results_md(table: str, results: list[dict]) -> None:
