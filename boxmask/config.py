@@ -61,6 +61,12 @@ class ModelConfig(_Section):
     # (M_t + M_s) / 2 >= 0.5 never holds again: every pseudo-mask stays empty (measured on the
     # synthetic data, docs/results.md). 0 = the paper's formula from the first step.
     interact_warmup_iters: int = Field(default=0, ge=0)
+    # Not in the paper (off by default): the class-agnostic teacher's target for a seen
+    # instance calls every other pixel of its RoI background, unseen objects included, so it
+    # learns to reject exactly the categories it must segment later (measured on the synthetic
+    # data: docs/results.md). With this on, L_T ignores the RoI cells inside the box of any
+    # unseen instance of the image, except the instance's own mask.
+    teacher_ignore_unseen_boxes: bool = False
     teacher_convs: int = Field(default=4, ge=1)
     teacher_resolution: Literal[28, 56] = 28
     mask_head_channels: int = Field(default=256, ge=1)

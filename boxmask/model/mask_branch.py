@@ -23,6 +23,7 @@ from torchvision.ops import MultiScaleRoIAlign, roi_align
 
 from boxmask.model.heads import MaskHead, student_head, teacher_head
 from boxmask.model.pseudo_masks import (
+    box_interior_on_rois,
     Sigma,
     apply_sigma,
     clean_pseudo_masks,
@@ -46,6 +47,27 @@ def mask_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, targets)
 
 
+def masked_mask_bce(logits: torch.Tensor, targets: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """:func:`mask_bce` averaged over the cells where ``keep`` (bool, same shape) is True."""
+    if logits.numel() == 0:
+        return logits.sum() * 0.0
+    weight = keep.to(logits.dtype)
+    loss = F.binary_cross_entropy_with_logits(logits, targets, weight=weight, reduction="sum")
+    return loss / weight.sum().clamp(min=1.0)
+
+
+def _outside_unseen_boxes(targets: list[dict[str, torch.Tensor]], rois: list[torch.Tensor],
+                          size: int) -> torch.Tensor:
+    """``[P, size, size]`` bool: RoI cells outside every unseen instance's box of the image."""
+    out = []
+    for t, r in zip(targets, rois):
+        inside = torch.zeros((len(r), size, size), dtype=torch.bool, device=r.device)
+        for box in t["boxes"][~_mask_valid(t)]:
+            inside |= box_interior_on_rois(r, box.expand(len(r), 4), size)
+        out.append(~inside)
+    return torch.cat(out) if out else torch.zeros((0, size, size), dtype=torch.bool)
+
+
 class TeacherStudentMaskBranch(nn.Module):
     """RoI features -> teacher / student mask logits, losses and inference.
 
@@ -63,7 +85,8 @@ class TeacherStudentMaskBranch(nn.Module):
     def __init__(self, roi_pool: MultiScaleRoIAlign, in_channels: int, conv_channels: int,
                  num_classes: int, mode: Mode = "teacher_student", sigma: Sigma = "threshold",
                  teacher_convs: int = 4, teacher_resolution: int = 28,
-                 interact_warmup_iters: int = 0) -> None:
+                 interact_warmup_iters: int = 0,
+                 teacher_ignore_unseen_boxes: bool = False) -> None:
         super().__init__()
         if mode not in ("agnostic", "teacher_student", "oracle"):
             raise ValueError(f"unknown mode {mode!r}")
@@ -80,6 +103,7 @@ class TeacherStudentMaskBranch(nn.Module):
         if mode in ("teacher_student", "oracle"):
             self.student = student_head(in_channels, conv_channels, num_classes)
         self.interact_warmup_iters = interact_warmup_iters
+        self.teacher_ignore_unseen_boxes = teacher_ignore_unseen_boxes
         if mode == "teacher_student" and sigma == "interact":
             # Training steps taken, in the state dict so that a resumed run continues the
             # warm-up where it stopped.
@@ -166,7 +190,12 @@ class TeacherStudentMaskBranch(nn.Module):
             teacher_logits = self.teacher(x)[:, 0]
             size = teacher_logits.shape[-1]
             gt = self._project_valid(targets, rois, matched_idxs, size)
-            losses["loss_mask_teacher"] = mask_bce(teacher_logits[valid], gt[valid])
+            if self.teacher_ignore_unseen_boxes:
+                keep = _outside_unseen_boxes(targets, rois, size) | (gt >= 0.5)
+                losses["loss_mask_teacher"] = masked_mask_bce(teacher_logits[valid], gt[valid],
+                                                              keep[valid])
+            else:
+                losses["loss_mask_teacher"] = mask_bce(teacher_logits[valid], gt[valid])
 
         if self.student is not None:
             all_logits = self.student(x)

@@ -264,3 +264,55 @@ def test_detection_from_encoded_features_equals_the_full_forward(backbone):
     assert torch.allclose(got["scores"], ref["scores"], atol=1e-5)
     pasted = paste_masks_in_image(got["masks"], got["boxes"], (48, 64))
     assert torch.allclose(pasted, ref["masks"], atol=1e-5)
+
+
+def _half_mask_target() -> dict:
+    """The seen instance's mask fills only the top half of its box; the unseen instance's box
+    covers the lower right of it."""
+    t = _target()
+    t["masks"][0] = 0
+    t["masks"][0, 4:12, 4:20] = 1
+    return t
+
+
+def test_teacher_ignore_unseen_boxes_drops_only_cells_inside_unseen_boxes():
+    from torch.nn import functional as F
+
+    from boxmask.model.pseudo_masks import box_interior_on_rois
+
+    t = _half_mask_target()
+    plain = _branch("agnostic")
+    ignoring = _branch("agnostic")
+    ignoring.teacher_ignore_unseen_boxes = True
+    got = _losses(ignoring, t)["loss_mask_teacher"]
+
+    # By hand on the one seen positive (RoI 0, its own box).
+    roi = t["boxes"][:1]
+    x = ignoring.roi_pool(_features(), [roi], [(H, W)])
+    logits = ignoring.teacher(x)[:, 0]
+    size = logits.shape[-1]
+    gt = project_masks_on_rois(t["masks"][:1], roi, torch.tensor([0]), size)
+    inside_unseen = box_interior_on_rois(roi, t["boxes"][1:2], size)
+    keep = ~inside_unseen | (gt >= 0.5)
+    assert 0 < int((~keep).sum()) < keep.numel()  # some background cells are dropped
+    expected = F.binary_cross_entropy_with_logits(logits[keep], gt[keep])
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert not torch.allclose(got, _losses(plain, t)["loss_mask_teacher"])
+
+
+def test_teacher_ignore_unseen_boxes_changes_nothing_without_unseen_instances():
+    t = _half_mask_target()
+    t["mask_valid"] = torch.tensor([True, True])
+    t["labels"] = torch.tensor([1, 2])
+    t["masks"][1, 10:30, 10:30] = 1
+    plain, ignoring = _branch("teacher_student"), _branch("teacher_student")
+    ignoring.teacher_ignore_unseen_boxes = True
+    a, b = _losses(plain, t), _losses(ignoring, t)
+    assert torch.allclose(a["loss_mask_teacher"], b["loss_mask_teacher"], atol=1e-7)
+    assert torch.equal(a["loss_mask_student"], b["loss_mask_student"])
+
+
+def test_teacher_ignore_unseen_boxes_is_a_model_setting():
+    model = build_model(_tiny_cfg(teacher_ignore_unseen_boxes=True), NUM_CLASSES, {1})
+    assert model.roi_heads.mask_branch.teacher_ignore_unseen_boxes
+    assert not ModelConfig().teacher_ignore_unseen_boxes
