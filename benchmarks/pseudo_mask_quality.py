@@ -50,7 +50,8 @@ def measure(checkpoint: Path, split: str, max_images: int | None) -> dict:
     from boxmask.data.overlap import overlap_scores
     from boxmask.model.mask_branch import STUDENT_RESOLUTION
     from boxmask.model.pseudo_masks import (apply_sigma, clean_pseudo_masks,
-                                            project_masks_on_rois, resize_probs)
+                                            project_masks_on_rois, resize_probs,
+                                            seen_union_on_rois)
     from boxmask.training.checkpoint import load_checkpoint, model_from_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
@@ -95,9 +96,7 @@ def measure(checkpoint: Path, split: str, max_images: int | None) -> dict:
         else:
             rows["student"].append(blank)
         if teacher_probs is not None:
-            seen_union = (masks[seen].sum(0, keepdim=True) > 0) if seen.any() else \
-                masks.new_zeros((1,) + tuple(masks.shape[-2:]))
-            seen_on = project_masks_on_rois(seen_union, boxes, torch.zeros_like(idx), GRID)
+            seen_on = seen_union_on_rois(masks, seen, boxes, GRID)
             probs_s = student_probs if student_probs is not None else teacher_probs
             for kind in ("threshold", "interact"):
                 pseudo = apply_sigma(kind, teacher_probs, probs_s, None)

@@ -126,6 +126,20 @@ def _keep(result_file: Path, kept: Path) -> None:
     tmp.replace(kept)
 
 
+def _lock_owner(lock: Path) -> int | None:
+    """The live process holding a run's lock file, or None (no lock, or its worker died)."""
+    import os
+
+    try:
+        pid = int(lock.read_text() or 0)
+        os.kill(pid, 0)
+    except PermissionError:
+        return pid  # alive, owned by another user
+    except (ValueError, ProcessLookupError, FileNotFoundError):
+        return None
+    return pid
+
+
 def _claim(out: Path) -> bool:
     """Let several workers share the runs: a run belongs to the first live process that
     creates its lock file; a lock left by a dead process is taken over."""
@@ -137,10 +151,8 @@ def _claim(out: Path) -> bool:
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            try:
-                pid = int(lock.read_text() or 0)
-                os.kill(pid, 0)
-            except (ValueError, ProcessLookupError, FileNotFoundError):
+            pid = _lock_owner(lock)
+            if pid is None:
                 lock.unlink(missing_ok=True)  # stale: its worker died
                 continue
             return pid == os.getpid()
@@ -233,7 +245,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def status(methods: list[str], seeds: list[int], extra: list[str]) -> str:
     """One line per run of the current schedule: what is kept, what runs, what is left."""
-    import os
 
     lines = ["| run | state | iteration | s/it |", "|---|---|---|---|"]
     for seed in seeds:
@@ -244,15 +255,10 @@ def status(methods: list[str], seeds: list[int], extra: list[str]) -> str:
             state, it, speed = "to do", "", ""
             if kept.is_file() and _current(json.loads(kept.read_text()), extra):
                 state = "done"
-            else:
-                lock = out / "worker.lock"
-                try:
-                    pid = int(lock.read_text() or 0)
-                    os.kill(pid, 0)
-                    state = f"running (pid {pid})"
-                except (ValueError, ProcessLookupError, FileNotFoundError, PermissionError):
-                    if (out / "checkpoint_last.pt").is_file():
-                        state = "partial: resumes from its last epoch"
+            elif (pid := _lock_owner(out / "worker.lock")) is not None:
+                state = f"running (pid {pid})"
+            elif (out / "checkpoint_last.pt").is_file():
+                state = "partial: resumes from its last epoch"
             metrics = out / "metrics.jsonl"
             if state != "done" and metrics.is_file():
                 rows = [json.loads(line) for line in metrics.read_text().splitlines()

@@ -229,7 +229,6 @@ def evaluate_checkpoint(checkpoint: str | Path, out_dir: str | Path | None = Non
         dataset = CocoInstances(d.val_images, d.val_annotations, seen_ids, drop_empty=False)
     except (FileNotFoundError, ValueError) as exc:
         raise ConfigError(str(exc)) from exc
-    cfg.model.backbone_weights = None
     model, _ = model_from_checkpoint(ckpt, cfg.model, source=checkpoint)
     model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
 

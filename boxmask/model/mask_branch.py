@@ -29,6 +29,7 @@ from boxmask.model.pseudo_masks import (
     clean_pseudo_masks,
     project_masks_on_rois,
     resize_probs,
+    seen_union_on_rois,
 )
 
 Mode = Literal["agnostic", "teacher_student", "oracle"]
@@ -238,10 +239,7 @@ class TeacherStudentMaskBranch(nn.Module):
         for i, (t, r, m) in enumerate(zip(targets, rois, matched_idxs)):
             flat_rois.append(r)
             inst_boxes.append(t["boxes"][m])
-            valid = _mask_valid(t)
-            union = (t["masks"][valid].sum(0, keepdim=True) > 0) if valid.any() else \
-                t["masks"].new_zeros((1,) + tuple(t["masks"].shape[-2:]))
-            seen_on.append(project_masks_on_rois(union, r, torch.zeros_like(m), STUDENT_RESOLUTION))
+            seen_on.append(seen_union_on_rois(t["masks"], _mask_valid(t), r, STUDENT_RESOLUTION))
         flat_rois_t = torch.cat(flat_rois)[unseen]
         inst_boxes_t = torch.cat(inst_boxes)[unseen]
         seen_on_t = torch.cat(seen_on)[unseen]

@@ -39,6 +39,25 @@ def project_masks_on_rois(masks: torch.Tensor, rois: torch.Tensor, matched_idxs:
     return roi_align(masks[:, None].float(), batch, (size, size), 1.0)[:, 0]
 
 
+def seen_union_on_rois(masks: torch.Tensor, seen: torch.Tensor, rois: torch.Tensor,
+                       size: int) -> torch.Tensor:
+    """The union of an image's seen masks, cropped onto each RoI: what the cleaning clears.
+
+    Args:
+        masks (Tensor[K, H, W]): the image's instance masks (rows where ``seen`` is False are
+            never read).
+        seen (Tensor[K]): bool, which instances have a usable (seen) mask.
+        rois (Tensor[P, 4]): xyxy proposals.
+        size: M, the output resolution.
+    Returns:
+        Tensor[P, M, M] float in [0, 1].
+    """
+    union = (masks[seen].sum(0, keepdim=True) > 0) if seen.any() else \
+        masks.new_zeros((1,) + tuple(masks.shape[-2:]))
+    first = torch.zeros(len(rois), dtype=torch.int64, device=rois.device)
+    return project_masks_on_rois(union, rois, first, size)
+
+
 def box_interior_on_rois(rois: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
     """Which cells of each RoI's ``size x size`` grid have their centre inside a box.
 
