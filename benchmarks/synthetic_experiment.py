@@ -10,7 +10,7 @@ and is skipped on a rerun while the config, method and seed are unchanged (a fin
 so; change the schedule and every run is redone); a cut-off run resumes from its last epoch
 checkpoint when runs/ is still there. Run it in the background:
 
-    .venv/bin/python benchmarks/synthetic_experiment.py            # all 12 runs, then the table
+    .venv/bin/python benchmarks/synthetic_experiment.py            # every run, then the table
     .venv/bin/python benchmarks/synthetic_experiment.py --table    # only rebuild the table
 
 Several workers may run at once (each takes the runs no live worker holds), e.g. two
@@ -49,7 +49,17 @@ METHODS = {
     "agnostic_ignore": ["model.mode=agnostic", "model.teacher_ignore_unseen_boxes=true"],
     "teacher_student_threshold_ignore": ["model.mode=teacher_student", "model.sigma=threshold",
                                          "model.teacher_ignore_unseen_boxes=true"],
+    # Does interact still collapse once the teacher keeps its unseen objects? Same warm-up.
+    "teacher_student_interact_ignore": ["model.mode=teacher_student", "model.sigma=interact",
+                                        "model.interact_warmup_iters=900",
+                                        "model.teacher_ignore_unseen_boxes=true"],
 }
+# Paired per-seed differences in the table: (method, its baseline). Each pair shares the
+# seed, hence the data order and the initial weights, so the difference is less noisy than
+# the two means.
+PAIRS = (("teacher_student_threshold", "agnostic"),
+         ("teacher_student_threshold_ignore", "agnostic_ignore"),
+         ("teacher_student_interact_ignore", "agnostic_ignore"))
 SEEDS = (0, 1, 2)
 COMMAND = "python benchmarks/synthetic_experiment.py"
 
@@ -166,6 +176,11 @@ def _prompted_unseen_iou(r: dict) -> float | None:
     return (bp.get("mean_iou") or {}).get("unseen")
 
 
+def _prompted_unseen_ap(r: dict) -> float | None:
+    bp = r.get("box_prompted") or {}
+    return ((bp.get("mask_ap") or {}).get("unseen") or {}).get("AP")
+
+
 def _fmt(values: list[float | None], scale: float = 100.0) -> str:
     vals = [v * scale for v in values if v is not None and v >= 0]
     if not vals:
@@ -180,8 +195,9 @@ def write_table(results: list[dict]) -> str:
     for r in results:
         by_method.setdefault(r["method"], []).append(r)
     lines = [
-        "| method | unseen mask AP | unseen mask AP, O ≥ 0.3 | seen mask AP | unseen box-prompted mIoU | seeds |",
-        "|---|---|---|---|---|---|",
+        "| method | unseen mask AP | unseen mask AP, O ≥ 0.3 | seen mask AP "
+        "| unseen box-prompted mIoU | unseen box-prompted mask AP | seeds |",
+        "|---|---|---|---|---|---|---|",
     ]
     for method in METHODS:
         rs = sorted(by_method.get(method, []), key=lambda r: r["seed"])
@@ -192,6 +208,7 @@ def write_table(results: list[dict]) -> str:
             f"| {_fmt([r['unseen_mask_ap_overlapped'] for r in rs])} "
             f"| {_fmt([r['seen_mask_ap'] for r in rs])} "
             f"| {_fmt([_prompted_unseen_iou(r) for r in rs])} "
+            f"| {_fmt([_prompted_unseen_ap(r) for r in rs])} "
             f"| {', '.join(str(r['seed']) for r in rs)} |")
     per_seed = ["", "Per seed, unseen mask AP (x100):", "",
                 "| seed | " + " | ".join(METHODS) + " |", "|---|" + "---|" * len(METHODS)]
@@ -201,7 +218,34 @@ def write_table(results: list[dict]) -> str:
             r = next((r for r in by_method.get(method, []) if r["seed"] == seed), None)
             row.append(f"{r['unseen_mask_ap'] * 100:.1f}" if r else "-")
         per_seed.append(f"| {seed} | " + " | ".join(row) + " |")
-    return "\n".join(lines + per_seed)
+    return "\n".join(lines + per_seed + _paired(by_method))
+
+
+def _paired(by_method: dict[str, list[dict]]) -> list[str]:
+    """Per seed, method minus its baseline on unseen mask AP (all / O >= 0.3) and box-prompted
+    unseen mask AP, x100; only seeds where both runs are done."""
+    out = ["", "Paired, per seed: method minus baseline, x100 (unseen mask AP / the same on O ≥ 0.3 / "
+           "box-prompted unseen mask AP; + means the method is above):", "",
+           "| method - baseline | " + " | ".join(f"seed {s}" for s in SEEDS) + " | above in |",
+           "|---|" + "---|" * (len(SEEDS) + 1)]
+    for method, base in PAIRS:
+        cells, above, both = [], 0, 0
+        for seed in SEEDS:
+            m = next((r for r in by_method.get(method, []) if r["seed"] == seed), None)
+            b = next((r for r in by_method.get(base, []) if r["seed"] == seed), None)
+            if not (m and b):
+                cells.append("-")
+                continue
+            both += 1
+            d = [(f(m) or 0.0) * 100 - (f(b) or 0.0) * 100 for f in
+                 (lambda r: r["unseen_mask_ap"], lambda r: r["unseen_mask_ap_overlapped"],
+                  _prompted_unseen_ap)]
+            above += d[0] > 0
+            cells.append(" / ".join(f"{round(x, 1) + 0.0:+.1f}" for x in d))
+        if both:
+            out.append(f"| {method} - {base} | " + " | ".join(cells) +
+                       f" | {above} of {both} seeds |")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
