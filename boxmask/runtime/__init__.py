@@ -15,6 +15,7 @@ from boxmask.runtime.errors import (
     BadBoxes,
     BadImage,
     ModelDirError,
+    NoDetector,
     UnknownImage,
     UnknownLabel,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "Category",
     "ModelCard",
     "ModelDirError",
+    "NoDetector",
     "Prediction",
     "Predictor",
     "UnknownImage",

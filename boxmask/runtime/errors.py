@@ -1,7 +1,8 @@
 """Errors of the runtime: each names one kind of bad input or failure, so that callers (the HTTP
 server, the batch labeler) can map it to a status code without parsing messages.
 
-`BadImage`, `BadBoxes`, `UnknownLabel` and `UnknownImage` are the caller's fault (4xx);
+`BadImage`, `BadBoxes`, `UnknownLabel`, `UnknownImage` and `NoDetector` are the caller's fault
+(4xx);
 `BackendUnavailable` is ours (503); `ModelDirError` means the exported model directory is broken.
 """
 
@@ -42,6 +43,11 @@ class UnknownImage(RuntimeInputError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its argument; keep the message readable
         return str(self.args[0]) if self.args else "unknown image"
+
+
+class NoDetector(RuntimeInputError):
+    """`detect` on a model exported without its detector graph: it can only segment given boxes.
+    A property of the model, not a failure of it (the model stays ready for boxes)."""
 
 
 class BackendUnavailable(RuntimeError):

@@ -89,8 +89,11 @@ def decode_image(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np
     except Image.DecompressionBombError as e:
         raise BadImage(f"image has too many pixels: {e}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
-        # Truncated or corrupt files raise OSError("image file is truncated ...") and friends.
-        raise BadImage(f"image could not be decoded (truncated or corrupt?): {e}") from None
+        # A cut-off file raises OSError("image file is truncated ...") or EOFError; a corrupt
+        # one other OSErrors ("broken data stream", "decoder error"): say which.
+        if isinstance(e, EOFError) or "truncated" in str(e).lower():
+            raise BadImage(f"image file is truncated: {e}") from None
+        raise BadImage(f"image could not be decoded (corrupt data): {e}") from None
 
     if img.mode in _SIXTEEN_BIT_MODES or img.mode == "I":
         a = np.asarray(img)

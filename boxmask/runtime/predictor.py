@@ -27,7 +27,7 @@ import numpy as np
 
 from boxmask.runtime.cache import ByteLRUCache, CacheStats
 from boxmask.runtime.card import ModelCard
-from boxmask.runtime.errors import BadBoxes, ModelDirError, UnknownImage
+from boxmask.runtime.errors import BadBoxes, ModelDirError, NoDetector, UnknownImage
 from boxmask.runtime.images import DEFAULT_MAX_PIXELS, image_key, load_image
 from boxmask.runtime.masks import paste_masks
 from boxmask.runtime.sessions import InferenceSession
@@ -107,6 +107,10 @@ class Predictor:
         self.mask_threshold = mask_threshold
         self._label_to_id = np.asarray(card.label_to_id(), dtype=np.int64)
         self._last_key: str | None = None
+        # The last image each thread set, held outside the cache: a `predict` right after
+        # `set_image` in the same thread must not fail because the cache (budget 0, or another
+        # thread's image) dropped it in between. One entry per thread that encodes images.
+        self._pinned = threading.local()
 
     # -- construction -------------------------------------------------------------------------
 
@@ -209,7 +213,10 @@ class Predictor:
         with self._detector_lock:
             if self._detector is None:
                 if self._detector_factory is None:
-                    raise ModelDirError("this model directory has no detector graph")
+                    raise NoDetector(
+                        "this model has no detector graph, so it cannot find objects without "
+                        "boxes: give boxes, or export the model again with its detector"
+                    )
                 self._detector = self._detector_factory()
             return self._detector
 
@@ -235,14 +242,32 @@ class Predictor:
         Raises `BadImage` when it cannot be decoded or has more than `max_pixels` pixels.
         """
         key = image_key(image)
-        self.cache.get_or_compute(key, lambda: self._encode(image))
+        entry, _ = self.cache.get_or_compute(key, lambda: self._encode(image))
+        self._pinned.entry = (key, entry)
         self._last_key = key
+        return key
+
+    def select_image(self, key: str) -> str:
+        """Make an image already in the cache (a key from `set_image`, e.g. sent back by a
+        client) this thread's current one, as `set_image` does for a new image: the
+        predictions that follow in this thread use it even if the cache drops it meanwhile.
+        Counts a cache hit (or a miss, raising `UnknownImage`)."""
+        entry = self.cache.get(key)
+        if entry is None:
+            raise UnknownImage(
+                f"image {key} is not in the cache (never set, or evicted): send the image again"
+            )
+        self._pinned.entry = (key, entry)
         return key
 
     def _entry(self, key: str | None) -> tuple[str, EncodedImage]:
         key = key if key is not None else self._last_key
         if key is None:
             raise UnknownImage("no image has been set: call set_image first or pass key=")
+        pinned = getattr(self._pinned, "entry", None)
+        if pinned is not None and pinned[0] == key:
+            # Set (or selected) by this thread: its cache lookup was counted there.
+            return pinned
         entry = self.cache.get(key)
         if entry is None:
             raise UnknownImage(

@@ -93,4 +93,6 @@ def _include_labelstudio(app: FastAPI) -> None:
     except ImportError as exc:  # `boxmask[integrations]` not installed: serve without it
         log.info("Label Studio backend disabled", extra={"reason": str(exc)})
         return
-    app.include_router(labelstudio_router, prefix="/labelstudio")
+    # The prefix is the router's own: with include_router(prefix=...) this FastAPI nests the
+    # router, and a route's template (the metrics' `route` label) would lose "/labelstudio".
+    app.include_router(labelstudio_router)

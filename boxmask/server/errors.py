@@ -26,6 +26,8 @@ from boxmask.runtime.errors import (
     BadBoxes,
     BadImage,
     ModelDirError,
+    NoDetector,
+    RuntimeInputError,
     UnknownImage,
     UnknownLabel,
 )
@@ -107,8 +109,12 @@ def from_runtime_error(exc: Exception) -> ApiError:
         return ApiError(422, "bad_boxes", str(exc))
     if isinstance(exc, BadImage):
         return ApiError(422, "bad_image", str(exc))
+    if isinstance(exc, NoDetector):
+        return ApiError(422, "no_detector", str(exc))
     if isinstance(exc, (BackendUnavailable, ModelDirError)):
         return ApiError(503, "backend_unavailable", str(exc), headers={"Retry-After": "5"})
+    if isinstance(exc, RuntimeInputError):  # a newer kind of bad input: still the caller's
+        return ApiError(422, "invalid_request", str(exc))
     raise TypeError(f"not a runtime error: {exc!r}")
 
 

@@ -75,7 +75,8 @@ def set_image(predictor: Predictor, image: ImageInput, max_pixels: int) -> str:
     """The image's key, encoding it unless the cache has it already."""
     if image.data is None:
         assert image.image_id is not None
-        return image.image_id
+        # Counted as a cache hit (or 404), and held for this request's thread from here on.
+        return predictor.select_image(image.image_id)
     check_image_header(image.data, max_pixels)
     return predictor.set_image(image.data)
 

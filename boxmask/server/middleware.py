@@ -13,6 +13,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from boxmask.server.errors import ErrorBody, ErrorResponse
 from boxmask.server.logs import request_id_var
 from boxmask.server.metrics import ServerMetrics
 
@@ -36,19 +37,30 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
         status = 500
+        status_sent = False
         start = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, status_sent
             if message["type"] == "http.response.start":
                 status = message["status"]
+                status_sent = True
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"],
                                       (b"x-request-id", request_id.encode())]
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            try:
+                await self.app(scope, receive, send_with_id)
+            except Exception:
+                # Answered here, not by Starlette's outermost error middleware, so that the
+                # 500 carries X-Request-ID like every other error.
+                if status_sent:
+                    raise  # the response has begun: nothing else can be sent
+                logging.getLogger("boxmask.server").exception("unhandled error",
+                                                             extra={"path": scope["path"]})
+                await _internal_error(send_with_id, request_id)
         finally:
             seconds = time.perf_counter() - start
             route = scope.get("route")
@@ -59,3 +71,14 @@ class RequestContextMiddleware:
                                        "route": template, "status": status,
                                        "ms": round(seconds * 1000, 2)})
             request_id_var.reset(token)
+
+
+async def _internal_error(send: Send, request_id: str) -> None:
+    body = ErrorResponse(error=ErrorBody(
+        code="internal_error",
+        message="internal error; the request id identifies it in the server log"),
+        request_id=request_id).model_dump_json(exclude_none=True).encode()
+    await send({"type": "http.response.start", "status": 500,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

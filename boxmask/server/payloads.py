@@ -96,12 +96,20 @@ def image_from_ref(ref: ImageRef) -> ImageInput:
     return ImageInput(image_id=ref.image_id)
 
 
+def max_part_size(request: Request) -> int:
+    """Starlette caps a text part at 1 MiB; an ``image`` field of base64 text may be as large as
+    the body limit allows."""
+    settings = getattr(request.app.state, "settings", None)
+    return int(getattr(settings, "max_body_bytes", 32 << 20))
+
+
 async def read_form(request: Request, model: type[M], max_fields: int = 32
                     ) -> tuple[ImageInput, M]:
     """A multipart body: an ``image`` file part (or an ``image_id`` field), then the fields of
     ``model``; ``boxes`` and ``labels`` are JSON text (``boxes=[[10,10,50,50]]``)."""
     try:
-        form = await request.form(max_files=1, max_fields=max_fields)
+        form = await request.form(max_files=1, max_fields=max_fields,
+                                  max_part_size=max_part_size(request))
     except ApiError:
         raise
     except Exception as exc:  # noqa: BLE001 - python-multipart's parse errors have no common base

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import cvat_sdk.models as models
 import numpy as np
@@ -153,3 +154,63 @@ def test_dry_run_writes_a_coco_file_and_uploads_nothing(predictor, tmp_path) -> 
     for ann, mask in zip(anns, frame0):
         np.testing.assert_array_equal(from_rle(ann["segmentation"]), mask)
         np.testing.assert_array_equal(coco.annToMask(ann).astype(bool), mask)
+
+
+class _ProxyTask:
+    """The parts of a cvat-sdk `Task` proxy that `CvatTask` reads, as CVAT fills them for a
+    video (one data-meta frame for the whole video) or an image set."""
+
+    def __init__(self, video: bool, size: int, deleted: list[int], shapes, tracks=()) -> None:
+        self.size = size
+        self.data_original_chunk_type = "video" if video else "imageset"
+        names = ["clip.mp4"] if video else [f"img_{i}.png" for i in range(size)]
+        # The fields of models.DataMetaRead / LabeledData that are read.
+        self._meta = SimpleNamespace(deleted_frames=deleted, frames=[
+            SimpleNamespace(width=W, height=H, name=n) for n in names])
+        self._annotations = SimpleNamespace(shapes=list(shapes), tracks=list(tracks))
+        self.created: list = []
+
+    def get_meta(self):
+        return self._meta
+
+    def get_annotations(self):
+        return self._annotations
+
+    def get_labels(self):
+        return [models.Label(id=10, name="disc", type="any", attributes=[], sublabels=[])]
+
+    def get_frame(self, index: int, quality: str = "original"):
+        return io.BytesIO(png(index))
+
+    def update_annotations(self, data, action=None) -> None:
+        self.created += data.shapes
+
+
+def test_video_tasks_deleted_frames_and_tracks(predictor) -> None:
+    from boxmask.integrations.cvat.boxes_to_masks import CvatTask
+
+    track = SimpleNamespace(id=7, label_id=10, shapes=[SimpleNamespace(type="rectangle", frame=0)])
+    shapes = [rect(1, 0, 10, [4, 4, 40, 30]), rect(2, 5, 10, [8, 6, 50, 40]),
+              rect(3, 3, 10, [8, 6, 50, 40])]
+    proxy = _ProxyTask(video=True, size=8, deleted=[3], shapes=shapes, tracks=[track])
+    task = CvatTask(proxy)
+    frames = task.frames()
+    assert [f.index for f in frames] == [0, 1, 2, 4, 5, 6, 7]
+    assert frames[0].name == "frame_000000" and (frames[0].width, frames[0].height) == (W, H)
+    summary = convert_task(task, predictor)
+    # Frame 5 of the video is converted; the box on deleted frame 3 is left alone and counted.
+    assert summary.frames == 2 and summary.boxes == 2
+    assert summary.boxes_on_deleted_frames == 1 and summary.tracked_boxes == 1
+    assert {s.frame for s in proxy.created} <= {0, 5}
+    images = CvatTask(_ProxyTask(video=False, size=3, deleted=[], shapes=[])).frames()
+    assert [f.name for f in images] == ["img_0.png", "img_1.png", "img_2.png"]
+
+
+def test_a_torn_journal_line_is_redone_not_fatal(predictor, tmp_path) -> None:
+    path = tmp_path / "journal.jsonl"
+    path.write_text('{"frame": 0, "boxes": 2}\n{"frame": 2, "bo')  # killed mid-write
+    journal = Journal(path)
+    assert journal.done == {0}
+    journal.record(2, boxes=1)
+    assert Journal(path).done == {0, 2}
+    assert path.read_text().splitlines()[-1] == '{"frame": 2, "boxes": 1}'

@@ -76,10 +76,11 @@ def predictor(model_dir: Path) -> Predictor:
 def make_client(model_dir: Path) -> Iterator:
     clients = []
 
-    def make(**ls_settings: object) -> TestClient:
-        app = create_app(ServerSettings(model_dir=model_dir, demo=False, log_json=False))
+    def make(server: dict | None = None, **ls_settings: object) -> TestClient:
+        app = create_app(ServerSettings(model_dir=model_dir, demo=False, log_json=False,
+                                        **(server or {})))
         app.state.labelstudio_settings = LabelStudioSettings(**ls_settings)
-        client = TestClient(app)
+        client = TestClient(app, raise_server_exceptions=False)
         client.__enter__()
         clients.append(client)
         return client
@@ -298,3 +299,81 @@ def test_a_refused_token_and_an_oversized_image_are_reported(make_client, upload
     small = make_client(max_image_bytes=1024, url=uploads, api_key="good")
     too_big = interactive(small, [region(10, 20, 30, 40, "disc")], task=task)
     assert too_big.status_code == 422 and "limit" in too_big.json()["error"]["message"]
+
+
+def test_malformed_tasks_get_their_own_error_and_the_others_an_answer(make_client) -> None:
+    client = make_client()
+    fine = {"id": 3, "data": {"photo": data_uri()}, "annotations": [1, {"result": "x"}]}
+    response = client.post("/labelstudio/predict", json={
+        "tasks": [1, {"id": 2, "data": "x"}, fine], "project": "3.1", "label_config": CONFIG})
+    assert response.status_code == 200, response.text
+    not_object, no_data, answered = response.json()["results"]
+    assert "JSON object" in not_object["error"] and "data" in no_data["error"]
+    assert "result" in answered  # junk annotations are ignored: the detector answers
+    bad_config = client.post("/labelstudio/predict", json={"tasks": [fine], "label_config": 5})
+    assert bad_config.status_code == 422, bad_config.text
+
+
+def test_a_backend_outage_is_a_503_and_fails_readiness(make_client) -> None:
+    from boxmask.runtime.errors import BackendUnavailable
+
+    client = make_client()
+    predictor = client.app.state.registry.slot(None).predictor
+
+    class LostEncoder:
+        def run(self, inputs, outputs=None):  # noqa: ANN001, ANN202
+            raise BackendUnavailable("encoder session lost (injected)")
+
+    predictor.encoder = LostEncoder()
+    response = interactive(client, [region(10, 20, 50, 40, "disc")], image=data_uri(seed=9))
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "backend_unavailable"
+    assert client.app.state.registry.readiness()[0] is False
+
+
+class _SlowImage(BaseHTTPRequestHandler):
+    """An image server that takes a second per image."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        import time
+
+        time.sleep(1.0)
+        body = png_bytes(seed=3)
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_slow_image_downloads_hold_no_inference_slot(make_client) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowImage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/img.png"
+    # One slot, and a request gives up after 0.3 s in the queue.
+    client = make_client(server={"max_concurrency": 1, "queue_timeout_s": 0.3})
+    statuses: list[int] = []
+
+    def label_studio() -> None:
+        r = client.post("/labelstudio/predict", json={
+            "tasks": [{"id": 1, "data": {"photo": url}}, {"id": 2, "data": {"photo": url + "?2"}}],
+            "project": "3.1", "label_config": CONFIG})
+        statuses.append(r.status_code)
+
+    try:
+        thread = threading.Thread(target=label_studio)
+        thread.start()
+        import time
+
+        time.sleep(0.3)  # Label Studio's request is downloading now
+        image = base64.b64encode(png_bytes(seed=4)).decode()
+        during = client.post("/v1/segment", json={"image": image, "boxes": [[5, 5, 40, 40]]})
+        thread.join()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert during.status_code == 200, during.text
+    assert statuses == [200]

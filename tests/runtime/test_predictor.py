@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from boxmask.runtime import BadBoxes, BadImage, Predictor, UnknownImage, UnknownLabel
+from boxmask.runtime import BadBoxes, BadImage, NoDetector, Predictor, UnknownImage, UnknownLabel
+from boxmask.runtime.errors import RuntimeInputError
 from boxmask.runtime.sessions.onnx_runtime import OnnxRuntimeSession, choose_providers
 
 
@@ -76,7 +77,12 @@ def test_all_boxes_of_a_call_share_one_decoder_run_and_the_encoder_runs_once(
     assert predictor.set_image(_image()) == key
     assert predictor.encoder.runs == 1 and predictor.decoder.runs == 2  # type: ignore[attr-defined]
     stats = predictor.cache_stats()
-    assert stats.misses == 1 and stats.hits >= 3 and stats.bytes > 0
+    # One lookup per image set: the predictions that follow use it without counting again.
+    assert stats.misses == 1 and stats.hits == 1 and stats.bytes > 0
+    # A key from elsewhere (a client sending it back) is a real reuse: one more hit.
+    predictor.select_image(key)
+    predictor.predict(BOXES, key=key)
+    assert predictor.cache_stats().hits == 2
 
 
 def test_labels_by_name_id_and_none_reach_the_decoder_as_contiguous_labels(
@@ -177,6 +183,39 @@ def test_unknown_and_evicted_images_ask_for_the_image_again(contract_model_dir: 
         p.predict(BOXES, key=first)
     assert p.cache_stats().evictions == 1
     assert len(p.predict(BOXES)) == 3  # default: the last image set
+
+
+def test_an_image_just_set_is_usable_without_a_cache_and_across_threads(
+    contract_model_dir: Path,
+) -> None:
+    # cache_bytes=0 caches nothing; the image a thread just set is still there for its predict.
+    p = Predictor.from_dir(contract_model_dir, intra_op_threads=1, cache_bytes=0)
+    key = p.set_image(_image(seed=1))
+    assert len(p.predict(BOXES, key=key)) == 3
+    assert len(p.predict(BOXES)) == 3
+    assert p.cache_stats().entries == 0 and p.cache_stats().hits == 0
+    # Another thread's image, set in between, does not take this thread's away.
+    import threading
+
+    other = threading.Thread(target=p.set_image, args=(_image(seed=2),))
+    other.start()
+    other.join()
+    assert p.predict(BOXES, key=key).key == key
+    # A key never set by this thread is still unknown when the cache does not hold it.
+    fresh = threading.Thread(target=lambda: p.set_image(_image(seed=3)))
+    fresh.start()
+    fresh.join()
+    with pytest.raises(UnknownImage):
+        p.predict(BOXES, key=p._last_key)
+
+
+def test_detect_without_a_detector_graph_is_the_callers_error(contract_model_dir: Path) -> None:
+    p = Predictor.from_dir(contract_model_dir, intra_op_threads=1)
+    p._detector_factory = None  # as for a model exported without its detector
+    p._detector = None
+    with pytest.raises(NoDetector, match="give boxes"):
+        p.detect(image=_image())
+    assert isinstance(NoDetector("x"), RuntimeInputError)
 
 
 def test_bad_images_raise_bad_image(predictor: Predictor) -> None:

@@ -62,13 +62,32 @@ class CvatTask:
         return self.task.get_labels()
 
     def frames(self) -> Sequence[Frame]:
+        """Every frame that is not deleted. A video task's data meta lists one entry for the
+        whole video (cvat-sdk's TaskDataset reads ``frames[k if imageset else 0]`` too); its
+        frames are named as CVAT's COCO export names them, ``frame_000000``."""
         meta = self.task.get_meta()
         deleted = set(getattr(meta, "deleted_frames", None) or ())
-        return [Frame(i, f.name, int(f.width), int(f.height))
-                for i, f in enumerate(meta.frames) if i not in deleted]
+        imageset = getattr(self.task, "data_original_chunk_type", "imageset") == "imageset"
+        size = int(getattr(self.task, "size", None) or len(meta.frames))
+        frames = []
+        for i in range(size):
+            if i in deleted:
+                continue
+            f = meta.frames[i if imageset else 0]
+            frames.append(Frame(i, f.name if imageset else f"frame_{i:06d}",
+                                int(f.width), int(f.height)))
+        return frames
 
     def shapes(self) -> Sequence[models.LabeledShape]:
-        return self.task.get_annotations().shapes
+        return self._annotations().shapes
+
+    def tracks(self) -> Sequence[Any]:
+        return self._annotations().tracks or ()
+
+    def _annotations(self) -> Any:
+        if getattr(self, "_cached_annotations", None) is None:
+            self._cached_annotations = self.task.get_annotations()
+        return self._cached_annotations
 
     def frame_image(self, index: int) -> bytes:
         return self.task.get_frame(index, quality="original").read()
@@ -89,14 +108,24 @@ class Journal:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.done: set[int] = set()
+        self._torn = False
         if self.path.exists():
-            for line in self.path.read_text().splitlines():
-                if line.strip():
+            text = self.path.read_text(errors="replace")
+            for line in text.splitlines():
+                try:
                     self.done.add(int(json.loads(line)["frame"]))
+                except (ValueError, KeyError, TypeError):
+                    # A line cut by a crash mid-write: that frame counts as not done.
+                    if line.strip():
+                        log.warning("journal %s: ignoring a torn line", self.path)
+            self._torn = bool(text) and not text.endswith("\n")
 
     def record(self, frame: int, **info: Any) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as f:
+            if self._torn:  # start after the torn line, not inside it
+                f.write("\n")
+                self._torn = False
             f.write(json.dumps({"frame": frame, **info}) + "\n")
             f.flush()
         self.done.add(frame)
@@ -111,6 +140,8 @@ class Summary:
     empty_masks: int = 0
     rotated_boxes: int = 0
     deleted_boxes: int = 0
+    boxes_on_deleted_frames: int = 0  # rectangles on a frame the task deleted: left alone
+    tracked_boxes: int = 0  # rectangles of tracks (video interpolation): not converted
     coco: dict[str, Any] | None = field(default=None, repr=False)
 
 
@@ -147,11 +178,19 @@ def convert_task(
             summary.rotated_boxes += 1  # a rotated box has no axis-aligned meaning for the model
             continue
         by_frame[int(shape.frame)].append(shape)
+    frames = {f.index: f for f in task.frames()}
+    for index in [i for i in by_frame if i not in frames]:
+        summary.boxes_on_deleted_frames += len(by_frame.pop(index))
+    tracks = getattr(task, "tracks", None)
+    summary.tracked_boxes = sum(1 for t in (tracks() if tracks is not None else ())
+                                if t.shapes and _shape_type(t.shapes[0]) == "rectangle")
+    if summary.tracked_boxes:
+        log.warning("%d tracked rectangles (video tracks) are left as they are: only shapes are "
+                    "converted", summary.tracked_boxes)
     category_of = {}
     for label_id in {s.label_id for shapes in by_frame.values() for s in shapes}:
         category_of[label_id] = mapper.category(labels[label_id].name).id  # fail before uploading
 
-    frames = {f.index: f for f in task.frames()}
     coco: dict[str, Any] = {"images": [], "annotations": [],
                             "categories": [{"id": lid, "name": label.name} for lid, label in labels.items()]}
     for n, (index, rects) in enumerate(sorted(by_frame.items())):

@@ -46,6 +46,10 @@ class TaskError(ValueError):
     """A task (or the drawn region) that cannot be answered; the message is shown to the user."""
 
 
+# What makes one task of a batch fail alone (its answer is an error; the others go on).
+ANSWERABLE = (TaskError, ImageFetchError, RuntimeInputError)
+
+
 @dataclass
 class BackendOptions:
     """How the backend answers; `router.LabelStudioSettings` fills it from the environment."""
@@ -61,6 +65,17 @@ class BackendOptions:
     # Image URLs whose encoder output is (probably) still cached, so a second box on the same
     # image skips the download and the encoder.
     remembered_images: int = 64
+
+
+@dataclass
+class PredictRequest:
+    """A checked `/predict` body. `drawn`: the regions just drawn (interactive: only the first
+    task is answered); None in batch mode."""
+
+    tasks: list[Any]
+    config: LabelConfig
+    access: LabelStudioAccess
+    drawn: list[Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -104,8 +119,10 @@ def region_to_box(region: Mapping[str, Any], width: int, height: int) -> Box:
     return Box(xyxy=xyxy, label=str(labels[0]), region_id=region.get("id"))
 
 
-def _rectangles(results: Sequence[Mapping[str, Any]], controls: Sequence[str]) -> list[Mapping]:
-    return [r for r in results or () if r.get("type") == "rectanglelabels"
+def _rectangles(results: Sequence[Any], controls: Sequence[str]) -> list[Mapping]:
+    if not isinstance(results, list):
+        return []
+    return [r for r in results if isinstance(r, Mapping) and r.get("type") == "rectanglelabels"
             and (not controls or r.get("from_name") in controls)]
 
 
@@ -119,8 +136,11 @@ def stored_rectangles(task: Mapping[str, Any], controls: Sequence[str]) -> list[
         return sorted(items or (), key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""),
                                                  a.get("id") or 0), reverse=True)
 
-    annotations = [a for a in task.get("annotations") or () if not a.get("was_cancelled")]
-    for source in (newest_first(annotations), newest_first(task.get("predictions") or ())):
+    def objects(items: Any) -> list[Mapping[str, Any]]:
+        return [a for a in items if isinstance(a, Mapping)] if isinstance(items, list) else []
+
+    annotations = [a for a in objects(task.get("annotations")) if not a.get("was_cancelled")]
+    for source in (newest_first(annotations), newest_first(objects(task.get("predictions")))):
         for item in source:
             rects = _rectangles(item.get("result") or (), controls)
             if rects:
@@ -173,6 +193,30 @@ class LabelStudioBackend:
 
     # -- /predict -----------------------------------------------------------------------------
 
+    def parse(self, body: Mapping[str, Any]) -> PredictRequest:
+        """Check a `/predict` body: `{tasks, project, label_config, params: {context}}`.
+
+        Raises `LabelConfigError` / `TaskError` when the request as a whole cannot be answered.
+        """
+        tasks = body.get("tasks")
+        if not isinstance(tasks, list) or not tasks:
+            raise TaskError("the request holds no tasks")
+        label_config = body.get("label_config") or ""
+        if not isinstance(label_config, str):
+            raise TaskError("label_config must be the project's labeling config (XML text)")
+        config = LabelConfig.parse(label_config)
+        access = self.access_for(_project_id(body.get("project")))
+        params = body.get("params")
+        context = params.get("context") if isinstance(params, Mapping) else None
+        drawn = context.get("result") if isinstance(context, Mapping) else None
+        if drawn:
+            if not isinstance(drawn, list):
+                raise TaskError("params.context.result must be a list of regions")
+            if not isinstance(tasks[0], Mapping):
+                raise TaskError("the task must be a JSON object")
+            return PredictRequest(tasks=tasks[:1], config=config, access=access, drawn=drawn)
+        return PredictRequest(tasks=tasks, config=config, access=access)
+
     def predict(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """`{tasks, project, label_config, params: {context}}` -> `{"results": [...]}`.
 
@@ -180,66 +224,93 @@ class LabelStudioBackend:
         answered (the router turns them into a 4xx with the message). In batch mode a task that
         fails gets `{"error": ...}` without a `result`: Label Studio skips it and stores nothing,
         so a later "Retrieve Predictions" tries it again; the other tasks are answered.
+
+        All in the calling thread; the router runs the same steps (`parse`, then per task
+        `fetch` outside the inference slots and `answer` inside one).
         """
-        tasks = body.get("tasks") or []
-        if not isinstance(tasks, list) or not tasks:
-            raise TaskError("the request holds no tasks")
-        config = LabelConfig.parse(body.get("label_config") or "")
-        access = self.access_for(_project_id(body.get("project")))
-        context = (body.get("params") or {}).get("context") or {}
-        drawn = context.get("result") if isinstance(context, Mapping) else None
-        if drawn:
-            return {"results": [self._interactive(tasks[0], drawn, config, access)]}
+        request = self.parse(body)
+        if request.drawn:
+            task = request.tasks[0]
+            return {"results": [self.answer(request, task, self.fetch(request, task))]}
         results = []
-        for task in tasks:
+        for task in request.tasks:
             try:
-                results.append(self._preannotate(task, config, access))
-            except (TaskError, ImageFetchError, RuntimeInputError) as exc:
-                log.warning("task not annotated", extra={"task": task.get("id"), "error": str(exc)})
-                results.append({"error": f"task {task.get('id')}: {exc}", "model_version": self.model_version})
+                results.append(self.answer(request, task, self.fetch(request, task)))
+            except ANSWERABLE as exc:
+                results.append(self.task_error(task, exc))
         return {"results": results}
 
-    def _interactive(self, task: Mapping[str, Any], drawn: Sequence[Mapping[str, Any]],
-                     config: LabelConfig, access: LabelStudioAccess) -> dict[str, Any]:
+    def fetch(self, request: PredictRequest, task: Any) -> bytes | None:
+        """The encoded image of a task, or None when its encoder output is still cached (no
+        download). Network only, no model: the server calls it outside the inference slots."""
+        url = self._image_url(task, request.config)
+        with self._lock:
+            key = self._images.get((request.access.url or "", url))
+        if key is not None and key in self.predictor.cache:
+            return None
+        return fetch_image(url, request.access, task_id=task.get("id"),
+                           timeout_s=self.options.fetch_timeout_s,
+                           max_bytes=self.options.max_image_bytes)
+
+    def answer(self, request: PredictRequest, task: Any, image: bytes | None) -> dict[str, Any]:
+        """One task's prediction from its image (`fetch`'s result): encoder and mask model."""
+        key, (height, width) = self._image(task, request, image)
+        if request.drawn:
+            return self._interactive(key, request.drawn, request.config, width, height)
+        regions = stored_rectangles(task, request.config.rectangles)
+        if regions:
+            boxes = [region_to_box(r, width, height) for r in regions]
+            return self._masks(key, boxes, request.config, width, height)
+        return self._detections(key, request.config, width, height)
+
+    def task_error(self, task: Any, exc: Exception) -> dict[str, Any]:
+        """The batch answer for a task that failed: an error without a result."""
+        task_id = task.get("id") if isinstance(task, Mapping) else None
+        log.warning("task not annotated", extra={"task": task_id, "error": str(exc)})
+        return {"error": f"task {task_id}: {exc}", "model_version": self.model_version}
+
+    def _interactive(self, key: str, drawn: Sequence[Any], config: LabelConfig,
+                     width: int, height: int) -> dict[str, Any]:
         regions = _rectangles(drawn, ())
         if not regions:
-            kinds = sorted({str(r.get("type")) for r in drawn})
+            kinds = sorted({str(r.get("type")) if isinstance(r, Mapping) else type(r).__name__
+                            for r in drawn})
             raise TaskError(f"boxmask segments boxes: draw a smart RectangleLabels box (got {', '.join(kinds)})")
-        key, (height, width) = self._image(task, config, access)
         boxes = [region_to_box(r, width, height) for r in regions]
         return self._masks(key, boxes, config, width, height)
 
-    def _preannotate(self, task: Mapping[str, Any], config: LabelConfig,
-                     access: LabelStudioAccess) -> dict[str, Any]:
-        key, (height, width) = self._image(task, config, access)
-        regions = stored_rectangles(task, config.rectangles)
-        if regions:
-            boxes = [region_to_box(r, width, height) for r in regions]
-            return self._masks(key, boxes, config, width, height)
-        return self._detections(key, config, width, height)
-
     # -- images -------------------------------------------------------------------------------
 
-    def _image(self, task: Mapping[str, Any], config: LabelConfig,
-               access: LabelStudioAccess) -> tuple[str, tuple[int, int]]:
-        """The predictor key and (height, width) of the task's image, fetching it if needed."""
-        data = task.get("data") or {}
+    @staticmethod
+    def _image_url(task: Any, config: LabelConfig) -> str:
+        if not isinstance(task, Mapping):
+            raise TaskError(f"a task must be a JSON object, got {type(task).__name__}")
+        data = task.get("data")
+        if not isinstance(data, Mapping):
+            raise TaskError("the task has no data object")
         url = data.get(config.image_key)
         if url is None:
             raise TaskError(f"task data has no {config.image_key!r} (the Image tag's value)")
-        remembered = (access.url or "", str(url))
-        with self._lock:
-            key = self._images.get(remembered)
+        return str(url)
+
+    def _image(self, task: Mapping[str, Any], request: PredictRequest,
+               image: bytes | None) -> tuple[str, tuple[int, int]]:
+        """The predictor key and (height, width) of the task's image; `image` None means
+        "remembered": if the cache dropped it since `fetch`, it is fetched again here."""
+        remembered = (request.access.url or "", self._image_url(task, request.config))
+        if image is None:
+            with self._lock:
+                key = self._images.get(remembered)
+                if key is not None:
+                    self._images.move_to_end(remembered)
             if key is not None:
-                self._images.move_to_end(remembered)
-        if key is not None:
-            try:
-                return key, self.predictor.predict(np.zeros((0, 4)), key=key).image_size
-            except UnknownImage:
-                pass  # evicted from the encoder cache: fetch and encode again
-        image = fetch_image(str(url), access, task_id=task.get("id"),
-                            timeout_s=self.options.fetch_timeout_s,
-                            max_bytes=self.options.max_image_bytes)
+                try:
+                    return key, self.predictor.predict(np.zeros((0, 4)), key=key).image_size
+                except UnknownImage:
+                    pass  # evicted from the encoder cache: fetch and encode again
+            image = fetch_image(remembered[1], request.access, task_id=task.get("id"),
+                                timeout_s=self.options.fetch_timeout_s,
+                                max_bytes=self.options.max_image_bytes)
         key = self.predictor.set_image(image)
         size = self.predictor.predict(np.zeros((0, 4)), key=key).image_size
         with self._lock:

@@ -27,14 +27,21 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from starlette.concurrency import run_in_threadpool
 
 from boxmask.integrations.labels import UnmappedLabel
-from boxmask.integrations.labelstudio.backend import BackendOptions, LabelStudioBackend, TaskError
+from boxmask.integrations.labelstudio.backend import (
+    ANSWERABLE,
+    BackendOptions,
+    LabelStudioBackend,
+    TaskError,
+)
 from boxmask.integrations.labelstudio.config import LabelConfigError
 from boxmask.integrations.labelstudio.images import ImageFetchError, LabelStudioAccess
 from boxmask.runtime.errors import RuntimeInputError
 from boxmask.server.dependencies import get_limiter, get_registry, get_settings
 from boxmask.server.errors import ApiError, from_runtime_error
+from boxmask.server.runner import run_inference
 from boxmask.server.limits import InferenceLimiter
 from boxmask.server.registry import ModelRegistry
 from boxmask.server.settings import ServerSettings
@@ -79,7 +86,7 @@ class LabelStudioSettings(BaseSettings):
             max_image_bytes=self.max_image_bytes)
 
 
-router = APIRouter(tags=["label studio"])
+router = APIRouter(prefix="/labelstudio", tags=["label studio"])
 _backends_lock = threading.Lock()
 
 
@@ -151,10 +158,26 @@ async def predict(
     request: Request,
     backend: LabelStudioBackend = Depends(get_backend),
     limiter: InferenceLimiter = Depends(get_limiter),
+    registry: ModelRegistry = Depends(get_registry),
+    ls_settings: LabelStudioSettings = Depends(get_labelstudio_settings),
 ) -> dict[str, Any]:
+    """Per task: download its image in a plain worker thread, then take an inference slot only
+    for the encoder and mask model, so slow image downloads never starve `/v1/segment`."""
     body = await _json(request)
+    slot = registry.slot(ls_settings.model)
     try:
-        return await limiter.run(backend.predict, body)
+        parsed = backend.parse(body)
+        results = []
+        for task in parsed.tasks:
+            try:
+                image = await run_in_threadpool(backend.fetch, parsed, task)
+                results.append(await run_inference(limiter, registry, slot,
+                                                   backend.answer, parsed, task, image))
+            except (*ANSWERABLE, ApiError) as exc:
+                if parsed.drawn or not _task_level(exc):
+                    raise
+                results.append(backend.task_error(task, exc))
+        return {"results": results}
     except UnmappedLabel as exc:
         raise ApiError(422, "unknown_label", str(exc), {"label": exc.label, "known_names": exc.known_names}) from exc
     except (LabelConfigError, TaskError) as exc:
@@ -163,6 +186,12 @@ async def predict(
         raise ApiError(422, "image_fetch_failed", str(exc)) from exc
     except RuntimeInputError as exc:
         raise from_runtime_error(exc) from exc
+
+
+def _task_level(exc: Exception) -> bool:
+    """Whether a batch task's failure is its own (answered as an error, the others go on),
+    not the server's (overloaded, model down: the whole request fails, Label Studio retries)."""
+    return not isinstance(exc, ApiError) or exc.status < 500
 
 
 @router.post("/webhook", status_code=201, dependencies=[Depends(check_token)],

@@ -9,7 +9,7 @@ from boxmask.server.dependencies import get_limiter, get_registry, get_settings,
 from boxmask.server.errors import ApiError, ErrorResponse
 from boxmask.server.limits import InferenceLimiter
 from boxmask.server.openapi import image_upload_body
-from boxmask.server.payloads import media_type, unsupported
+from boxmask.server.payloads import max_part_size, media_type, unsupported
 from boxmask.server.registry import ModelRegistry
 from boxmask.server.runner import run_inference
 from boxmask.server.schemas import ImageResponse
@@ -39,7 +39,8 @@ async def upload_image(
     slot = registry.slot(model)
     if kind == "multipart/form-data":
         try:
-            form = await request.form(max_files=1, max_fields=4)
+            form = await request.form(max_files=1, max_fields=4,
+                                      max_part_size=max_part_size(request))
         except ApiError:
             raise
         except Exception as exc:  # noqa: BLE001 - python-multipart parse errors
