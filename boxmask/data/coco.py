@@ -20,13 +20,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from boxmask.config import ConfigError
+from boxmask.runtime.errors import BadImage
+from boxmask.runtime.images import decode_image
 
 Target = dict[str, Any]
 
@@ -165,8 +166,13 @@ class CocoInstances(Dataset):
         path = self.images_dir / info["file_name"]
         if not path.is_file():
             raise FileNotFoundError(f"image {str(path)!r} of image id {image_id} does not exist")
-        with Image.open(path) as img:
-            array = np.asarray(img.convert("RGB"))
+        # The runtime's decoder, so that training, evaluation, the server and the labeler see the
+        # same pixels: EXIF orientation applied (the image as viewers and labeling tools show
+        # it), 16-bit images scaled to 8 bits rather than clipped.
+        try:
+            array = decode_image(path.read_bytes(), max_pixels=None)
+        except BadImage as exc:
+            raise ValueError(f"image {str(path)!r} of image id {image_id}: {exc}") from None
         if array.shape[:2] != (info["height"], info["width"]):
             raise ValueError(f"image {str(path)!r} is {array.shape[1]}x{array.shape[0]} but the "
                              f"annotations say {info['width']}x{info['height']}")

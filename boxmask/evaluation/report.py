@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+
+from boxmask.files import atomic_output
 
 
 def _json_safe(value):
@@ -29,14 +29,8 @@ def write_json(obj, path: Path) -> Path:
     """Write JSON atomically (a crash never leaves half a report under the real name)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_json_safe(obj), f, indent=1)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_output(path, "w") as f:
+        json.dump(_json_safe(obj), f, indent=1)
     return path
 
 

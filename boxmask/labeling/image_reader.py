@@ -48,7 +48,8 @@ def read_image(path: str, height: int | None = None, width: int | None = None) -
     try:
         image = decode_image(data)
     except BadImage as exc:
-        reason = "truncated" if "truncated" in str(exc).lower() else "unreadable"
+        # decode_image names truncation ("image file is truncated") apart from corruption.
+        reason = "truncated" if str(exc).startswith("image file is truncated") else "unreadable"
         return ImageSkip(reason, f"{path}: {exc}")
     h, w = image.shape[:2]
     if (height is not None and height != h) or (width is not None and width != w):

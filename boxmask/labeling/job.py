@@ -36,10 +36,17 @@ def _check_paths(options: LabelOptions) -> None:
         raise ConfigError(f"input annotations {options.coco} do not exist")
     if not options.images.is_dir():
         raise ConfigError(f"images folder {options.images} does not exist")
-    if options.out.resolve() == options.coco.resolve():
-        raise ConfigError("--out must differ from --coco: the input is never modified")
+    if options.out.is_dir():
+        raise ConfigError(f"--out {options.out} is a folder: give the output file's path")
     if not options.out.parent.is_dir():
         raise ConfigError(f"the folder of --out ({options.out.parent}) does not exist")
+    # The input is never modified: not by the output, nor by the report or journal beside it.
+    coco = options.coco.resolve()
+    for what, path in (("--out", options.out), ("the report", report_path(options.out)),
+                       ("the journal", journal_path(options.out))):
+        if path.resolve() == coco:
+            raise ConfigError(f"{what} ({path}) would overwrite the input {options.coco}: "
+                              "choose another --out; the input is never modified")
 
 
 def _check_journal_records(path: Path, plan: LabelPlan, records: dict[int, dict[str, Any]]) -> None:
@@ -69,6 +76,10 @@ def run_label_job(options: LabelOptions, console: Console | None = None) -> dict
         require_ray()
     model_dir = resolve_model_dir(options.model)
     card = ModelCard.load(model_dir, verify=False)  # the Predictor verifies the graphs it loads
+    if options.pre_annotate and "detector" not in card.files:
+        raise ConfigError(f"--pre-annotate needs a detector, and the model {card.name} "
+                          f"({model_dir}) was exported without one: export it again, or drop "
+                          "--pre-annotate")
     # Load (local) or check (ray: the actors load it) the model before any journal exists, so
     # a broken model directory is a plain error, not an unfinished run.
     if options.engine == "local":

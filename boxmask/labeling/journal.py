@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from boxmask.files import fsync_dir
+
 JOURNAL_KIND = "boxmask-label-journal"
 JOURNAL_VERSION = 1
 # An fsync costs milliseconds to tens of milliseconds: once per image would cap a fast model.
@@ -30,21 +32,6 @@ SYNC_EVERY_S = 1.0
 
 class JournalError(RuntimeError):
     """The journal cannot be used: it belongs to another job, or it is corrupt mid-file."""
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or a new file in `path` durable (a no-op where directories cannot be
-    opened, e.g. on Windows)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _dumps(record: Mapping[str, Any]) -> bytes:

@@ -17,13 +17,11 @@ annotations are appended after all input annotations, in image order, with new i
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from boxmask.labeling.journal import fsync_dir
+from boxmask.files import atomic_output
 from boxmask.labeling.plan import LabelPlan
 
 
@@ -67,26 +65,21 @@ def apply_results(coco: dict[str, Any], plan: LabelPlan, results: Mapping[int, M
 
 
 def write_json_atomic(path: Path, obj: Any, indent: int | None = None) -> None:
-    """Write `obj` as JSON to `path` so that readers see the old file or the whole new one.
+    """Write `obj` as JSON to `path` so that readers see the old file or the whole new one
+    (`boxmask.files.atomic_output`: temporary file, fsync, rename).
 
-    The bytes go to a temporary file in the same directory, are fsync-ed, then renamed over
-    `path` (``os.replace`` is atomic within a file system).
+    UTF-8 with non-ASCII text as is; a string that UTF-8 cannot hold (a lone surrogate, which
+    JSON's ``\\ud83d`` escapes can carry) makes the whole file ASCII with escapes instead of
+    failing after the work is done.
     """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            if indent is None:
-                json.dump(obj, f, separators=(",", ":"), ensure_ascii=False)
-            else:
-                json.dump(obj, f, indent=indent, ensure_ascii=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    separators = (",", ":") if indent is None else None
+    with atomic_output(path, "w", hidden=True) as f:
+        try:
+            json.dump(obj, f, indent=indent, separators=separators, ensure_ascii=False)
+        except UnicodeEncodeError:
+            f.seek(0)
+            f.truncate()
+            json.dump(obj, f, indent=indent, separators=separators, ensure_ascii=True)
 
 
 def remove_stale_temporaries(path: Path) -> None:

@@ -115,7 +115,7 @@ def build_plan(coco: Mapping[str, Any], images_dir: str | Path, model_names: Map
     model_names: model category name -> model category id.
     """
     mapping = map_categories(coco["categories"], model_names, label_map)
-    images_dir = Path(images_dir)
+    images_dir = Path(images_dir).absolute()  # workers (Ray actors) may run elsewhere
     cat_names = {c["id"]: c["name"] for c in coco["categories"]}
     position = {im["id"]: i for i, im in enumerate(coco["images"])}
     per_image: list[list[tuple[int, list[float], int]]] = [[] for _ in coco["images"]]

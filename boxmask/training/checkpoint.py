@@ -7,10 +7,8 @@ that never stopped.
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import numpy as np
 import torch
 
 from boxmask.config import ConfigError
+from boxmask.files import atomic_output
 
 LAST = "checkpoint_last.pt"
 
@@ -52,27 +51,14 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    # Write beside the target then rename: a crash mid-write never leaves a truncated file
-    # under the real name (os.replace is atomic within one file system).
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    # A crash mid-write never leaves a truncated checkpoint under the real name.
+    with atomic_output(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def _atomic_copy(src: Path, dst: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=dst.name + ".", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_output(dst, "wb") as f, open(src, "rb") as s:
+        shutil.copyfileobj(s, f, 1 << 20)
 
 
 def save_checkpoint(state: dict[str, Any], output_dir: Path, keep: int | None = None) -> Path:

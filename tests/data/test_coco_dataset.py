@@ -159,6 +159,31 @@ def test_bad_inputs_get_clear_errors(hand_made, tmp_path):
         decode_segmentation("polygon?", H, W)
 
 
+def test_images_are_read_as_the_runtime_reads_them(hand_made):
+    """One decoder for training and inference: EXIF orientation applied, 16 bits scaled."""
+    from boxmask.runtime.images import decode_image
+
+    images, data = hand_made
+    rgb = np.zeros((H, W, 3), np.uint8)
+    rgb[:4, :3] = (200, 10, 10)  # a mark in the top-left corner of the stored pixels
+    exif = Image.Exif()
+    exif[0x0112] = 3  # orientation: rotated 180 degrees
+    Image.fromarray(rgb).save(images / "a.jpg", exif=exif, quality=100)
+    ramp = (np.arange(H * W, dtype=np.uint16).reshape(H, W) * 200)
+    Image.fromarray(ramp).save(images / "b.png")  # 16-bit grey
+    data = {**data, "images": [{**data["images"][0], "file_name": "a.jpg"},
+                               {**data["images"][1], "file_name": "b.png"}]}
+    ds = CocoInstances(images, data, seen_ids={1, 3})
+    for image_id, name in ((10, "a.jpg"), (11, "b.png")):
+        expected = decode_image((images / name).read_bytes(), max_pixels=None)
+        got = (ds.load_image(image_id) * 255).round().byte().permute(1, 2, 0).numpy()
+        np.testing.assert_array_equal(got, expected)
+    flipped = ds.load_image(10)
+    assert flipped[0, -1, -1] > 0.6 and flipped[0, 0, 0] < 0.2  # the mark is now bottom-right
+    grey = ds.load_image(11)
+    assert 0.3 < float(grey.mean()) < 0.9  # scaled, not clipped to white
+
+
 def test_collate_keeps_lists(hand_made):
     images, data = hand_made
     ds = CocoInstances(images, data, seen_ids={1, 3}, drop_empty=False)

@@ -51,6 +51,23 @@ def test_read_image_checks_the_size_the_annotations_expect(tmp_path):
     assert isinstance(skip, ImageSkip) and skip.reason == "size_mismatch"
 
 
+def test_corrupt_data_and_a_cut_off_file_get_different_reasons(tmp_path):
+    import numpy as np
+
+    path = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)).save(path)
+    data = bytearray(path.read_bytes())
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(bytes(data[: len(data) // 2]))
+    idat = data.index(b"IDAT") + 4
+    data[idat + 10: idat + 400] = bytes(390)  # full length, garbage inside the compressed stream
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(bytes(data))
+    assert read_image(str(cut)).reason == "truncated"
+    skip = read_image(str(corrupt))
+    assert skip.reason == "unreadable" and "corrupt" in skip.detail
+
+
 def test_prefetch_keeps_input_order_and_reads_ahead():
     import threading
     import time

@@ -108,8 +108,37 @@ def test_input_file_is_byte_identical_after_labeling(dataset, model_dir):
 
 
 def test_output_may_not_overwrite_the_input(dataset, model_dir):
-    with pytest.raises(ConfigError, match="differ"):
+    before = dataset["boxes"].read_bytes()
+    with pytest.raises(ConfigError, match="overwrite the input"):
         label(dataset, model_dir, out=dataset["boxes"])
+    # Nor may the report or the journal written beside the output.
+    named_like_a_report = dataset["boxes"].with_name("x.report.json")
+    named_like_a_report.write_bytes(before)
+    with pytest.raises(ConfigError, match="the report .* would overwrite the input"):
+        label(dataset, model_dir, out=dataset["boxes"].with_name("x.json"), coco=named_like_a_report)
+    assert named_like_a_report.read_bytes() == before
+    with pytest.raises(ConfigError, match="is a folder"):
+        label(dataset, model_dir, out=dataset["images"])
+    assert dataset["boxes"].read_bytes() == before
+
+
+def test_output_files_get_the_umask_mode_and_survive_odd_unicode(dataset, model_dir):
+    import os
+
+    coco = json.loads(dataset["boxes"].read_text())
+    coco.setdefault("info", {})["description"] = "caf\u00e9 \ud83d"  # a lone surrogate: valid JSON
+    odd = dataset["boxes"].with_name("odd.json")
+    odd.write_text(json.dumps(coco))  # ASCII: the surrogate as a \\ud83d escape
+    assert "\\ud83d" in odd.read_text()
+    old = os.umask(0o022)
+    try:
+        label(dataset, model_dir, coco=odd)
+    finally:
+        os.umask(old)
+    out = json.loads(dataset["out"].read_text())
+    assert out["info"]["description"] == "caf\u00e9 \ud83d"
+    for path in (dataset["out"], dataset["out"].with_name("labels.report.json")):
+        assert path.stat().st_mode & 0o777 == 0o644, oct(path.stat().st_mode)
 
 
 def test_polygon_masks_decode_with_pycocotools(dataset, model_dir):
@@ -203,3 +232,19 @@ def test_pre_annotate_adds_marked_detections_only_to_images_without_boxes(datase
         rle = mask_utils.frPyObjects(ann["segmentation"], *ann["segmentation"]["size"]) \
             if isinstance(ann["segmentation"]["counts"], list) else ann["segmentation"]
         assert mask_utils.area(rle) == ann["area"] > 0
+
+
+def test_pre_annotate_with_a_model_without_a_detector_is_refused_before_any_work(
+        dataset, model_dir, tmp_path):
+    import shutil
+
+    no_detector = tmp_path / "no_detector"
+    shutil.copytree(model_dir, no_detector)
+    card = json.loads((no_detector / "model.json").read_text())
+    for key in [k for k in card["files"] if k.startswith("detector")]:
+        (no_detector / card["files"].pop(key)["path"]).unlink()
+    (no_detector / "model.json").write_text(json.dumps(card))
+    with pytest.raises(ConfigError, match="--pre-annotate needs a detector"):
+        label(dataset, no_detector, pre_annotate=True)
+    assert not dataset["out"].exists()
+    assert not list(dataset["out"].parent.glob("*.journal.jsonl"))
