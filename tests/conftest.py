@@ -70,3 +70,17 @@ def contract_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.contract_model import build_contract_model_dir
 
     return build_contract_model_dir(tmp_path_factory.mktemp("contract_model"))
+
+
+def copy_without_detector(model_dir: Path, dest: Path) -> Path:
+    """A copy of an exported model directory with its detector graphs removed from the files
+    and the card, as `boxmask export` of a model without a detector would leave it."""
+    import json
+    import shutil
+
+    shutil.copytree(model_dir, dest)
+    card = json.loads((dest / "model.json").read_text())
+    for key in [k for k in card["files"] if k.startswith("detector")]:
+        (dest / card["files"].pop(key)["path"]).unlink()
+    (dest / "model.json").write_text(json.dumps(card))
+    return dest

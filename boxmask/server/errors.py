@@ -11,7 +11,6 @@ Every error the service returns, whatever raised it, looks like::
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -32,7 +31,6 @@ from boxmask.runtime.errors import (
     UnknownLabel,
 )
 
-log = logging.getLogger("boxmask.server")
 
 
 class ErrorBody(BaseModel):
@@ -136,8 +134,4 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(request, exc.status_code, code, str(exc.detail),
                               headers=getattr(exc, "headers", None))
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", extra={"path": request.url.path})
-        return error_response(request, 500, "internal_error",
-                              "internal error; the request id identifies it in the server log")
+    # Unexpected exceptions: RequestContextMiddleware answers them (500 with X-Request-ID).

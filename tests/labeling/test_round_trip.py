@@ -14,6 +14,7 @@ from pycocotools.coco import COCO
 from boxmask.config import ConfigError
 from boxmask.labeling import LabelSettings
 from boxmask.runtime.card import ModelCard
+from tests.conftest import copy_without_detector
 from tests.labeling.conftest import label
 
 
@@ -236,14 +237,7 @@ def test_pre_annotate_adds_marked_detections_only_to_images_without_boxes(datase
 
 def test_pre_annotate_with_a_model_without_a_detector_is_refused_before_any_work(
         dataset, model_dir, tmp_path):
-    import shutil
-
-    no_detector = tmp_path / "no_detector"
-    shutil.copytree(model_dir, no_detector)
-    card = json.loads((no_detector / "model.json").read_text())
-    for key in [k for k in card["files"] if k.startswith("detector")]:
-        (no_detector / card["files"].pop(key)["path"]).unlink()
-    (no_detector / "model.json").write_text(json.dumps(card))
+    no_detector = copy_without_detector(model_dir, tmp_path / "no_detector")
     with pytest.raises(ConfigError, match="--pre-annotate needs a detector"):
         label(dataset, no_detector, pre_annotate=True)
     assert not dataset["out"].exists()

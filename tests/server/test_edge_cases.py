@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from boxmask.server import create_app
+from tests.conftest import copy_without_detector
 from tests.server.conftest import assert_error, make_settings, png_bytes
 
 BOX = [10.0, 10.0, 50.0, 50.0]
@@ -37,12 +37,7 @@ def test_without_an_encoder_cache_every_route_still_answers(model_dir: Path) -> 
 
 def test_detect_on_a_model_without_a_detector_is_a_4xx_and_the_model_stays_ready(
         model_dir: Path, tmp_path: Path) -> None:
-    no_detector = tmp_path / "no_detector"
-    shutil.copytree(model_dir, no_detector)
-    card = json.loads((no_detector / "model.json").read_text())
-    for key in [k for k in card["files"] if k.startswith("detector")]:
-        (no_detector / card["files"].pop(key)["path"]).unlink()
-    (no_detector / "model.json").write_text(json.dumps(card))
+    no_detector = copy_without_detector(model_dir, tmp_path / "no_detector")
     with TestClient(create_app(make_settings(no_detector))) as client:
         image = base64.b64encode(png_bytes()).decode()
         err = assert_error(client.post("/v1/detect", json={"image": image}), 422, "no_detector")

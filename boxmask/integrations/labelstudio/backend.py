@@ -248,7 +248,10 @@ class LabelStudioBackend:
             key = self._images.get((request.access.url or "", url))
         if key is not None and key in self.predictor.cache:
             return None
-        return fetch_image(url, request.access, task_id=task.get("id"),
+        return self._download(url, request.access, task)
+
+    def _download(self, url: str, access: LabelStudioAccess, task: Mapping[str, Any]) -> bytes:
+        return fetch_image(url, access, task_id=task.get("id"),
                            timeout_s=self.options.fetch_timeout_s,
                            max_bytes=self.options.max_image_bytes)
 
@@ -308,9 +311,7 @@ class LabelStudioBackend:
                     return key, self.predictor.predict(np.zeros((0, 4)), key=key).image_size
                 except UnknownImage:
                     pass  # evicted from the encoder cache: fetch and encode again
-            image = fetch_image(remembered[1], request.access, task_id=task.get("id"),
-                                timeout_s=self.options.fetch_timeout_s,
-                                max_bytes=self.options.max_image_bytes)
+            image = self._download(remembered[1], request.access, task)
         key = self.predictor.set_image(image)
         size = self.predictor.predict(np.zeros((0, 4)), key=key).image_size
         with self._lock:
