@@ -6,7 +6,8 @@ means a neighbour fills much of the box: the case where a class-agnostic mask he
 segment the wrong object. ``s_j`` is a mask, as in the paper's Eq. 1 ("we use the intersection
 between b_i and s_j because the mask annotations of two overlapping objects may not intersect");
 ../shared/design.md says "the boxes of the other instances", which would count a neighbour's
-empty box corners as overlap, so the paper's definition is kept. numpy only, so evaluation and data generation share it without torch.
+empty box corners as overlap, so the paper's definition is kept. numpy only, so evaluation and
+data generation share it without torch.
 """
 
 from __future__ import annotations
