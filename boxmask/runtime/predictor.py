@@ -252,12 +252,7 @@ class Predictor:
         client) this thread's current one, as `set_image` does for a new image: the
         predictions that follow in this thread use it even if the cache drops it meanwhile.
         Counts a cache hit (or a miss, raising `UnknownImage`)."""
-        entry = self.cache.get(key)
-        if entry is None:
-            raise UnknownImage(
-                f"image {key} is not in the cache (never set, or evicted): send the image again"
-            )
-        self._pinned.entry = (key, entry)
+        self._pinned.entry = self._cached(key)
         return key
 
     def _entry(self, key: str | None) -> tuple[str, EncodedImage]:
@@ -268,6 +263,10 @@ class Predictor:
         if pinned is not None and pinned[0] == key:
             # Set (or selected) by this thread: its cache lookup was counted there.
             return pinned
+        return self._cached(key)
+
+    def _cached(self, key: str) -> tuple[str, EncodedImage]:
+        """The cache's entry for `key` (one counted lookup), or `UnknownImage`."""
         entry = self.cache.get(key)
         if entry is None:
             raise UnknownImage(
