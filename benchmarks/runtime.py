@@ -180,6 +180,9 @@ def accuracy(model_dir: Path, coco_json: Path, images: Path, max_images: int | N
                                  img_ids=img_ids)
         out[precision] = {"mask_ap": {k: v["AP"] for k, v in m["mask_ap"].items()},
                           "mean_iou": m["mean_iou"]}
+        box = m["box_baseline"]
+        out["box as mask"] = {"mask_ap": {k: v["AP"] for k, v in box["mask_ap"].items()},
+                              "mean_iou": box["mean_iou"]}
     return out
 
 

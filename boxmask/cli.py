@@ -42,13 +42,16 @@ def data_synth(
     val_images: int = typer.Option(100, "--val-images", help="Number of validation images."),
     size: int = typer.Option(256, "--size", help="Image side in pixels."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dataset in OUT."),
+    scene: str = typer.Option("dense", "--scene",
+                              help="Scene preset: dense (deep piles, the harder set) or clear "
+                                   "(the headline benchmark set; see boxmask.data.synthetic)."),
 ) -> None:
     """Generate a deterministic COCO-format dataset of heavily overlapping textured shapes."""
     from boxmask.data.synthetic import generate
 
     try:
         stats = generate(out, seed=seed, num_train=images, num_val=val_images, image_size=size,
-                         overwrite=overwrite)
+                         overwrite=overwrite, scene=scene)
     except (FileExistsError, ValueError) as exc:
         fail(str(exc))
     console.print_json(data=stats)

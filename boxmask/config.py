@@ -92,6 +92,9 @@ class TrainConfig(_Section):
 
     epochs: int = Field(default=12, ge=1)
     batch_size: int = Field(default=2, ge=1)  # per process
+    # ``sgd`` (the paper's) or ``adamw``: from random init on the small CPU-sized synthetic sets
+    # AdamW learns the masks in far fewer iterations (docs/results.md, the recipe ablation).
+    optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = Field(default=0.02, gt=0)
     momentum: float = Field(default=0.9, ge=0)
     weight_decay: float = Field(default=1e-4, ge=0)

@@ -38,6 +38,10 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
+def _signed(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:+.1f}"
+
+
 def print_summary(report: dict, console: Console) -> None:
     """AP tables (unseen / seen / all, overlapped subset, per bin), false positives, box-prompted."""
     sides = ("unseen", "seen", "all")
@@ -107,6 +111,22 @@ def print_summary(report: dict, console: Console) -> None:
             bp.add_row(f"mask {stat}", *(_pct(prompted["mask_ap"][s][stat]) for s in sides))
         bp.add_row(f"mask AP, O >= {prompted['overlapped']['threshold']:g}",
                    *(_pct(prompted["overlapped"]["mask_ap"][s]["AP"]) for s in sides))
+        box = prompted.get("box_baseline")
+        if box:
+            # The box the annotator drew, taken as the mask: a prompted mask counts only by
+            # its margin over this.
+            thr = f"O >= {box['overlapped']['threshold']:g}"
+            bp.add_section()
+            bp.add_row("box as mask: mean IoU", *(_pct(box["mean_iou"][s]) for s in sides))
+            bp.add_row(f"box as mask: mean IoU, {thr}",
+                       *(_pct(box["overlapped"]["mean_iou"][s]) for s in sides))
+            bp.add_row("box as mask: mask AP", *(_pct(box["mask_ap"][s]["AP"]) for s in sides))
+            margin = prompted["margin_over_box"]
+            bp.add_section()
+            bp.add_row("margin over box: mean IoU", *(_signed(margin["mean_iou"][s]) for s in sides))
+            bp.add_row(f"margin over box: mean IoU, {thr}",
+                       *(_signed(margin["overlapped"]["mean_iou"][s]) for s in sides))
+            bp.add_row("margin over box: mask AP", *(_signed(margin["mask_ap"][s]) for s in sides))
         console.print(bp)
     if report.get("out_dir"):
         console.print(f"report: {Path(report['out_dir']) / 'report.json'}")

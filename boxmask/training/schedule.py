@@ -74,13 +74,25 @@ def build_lr_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig,
                              warmup_iters=cfg.warmup_iters, warmup_factor=cfg.warmup_factor)
 
 
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
-    """SGD with momentum and weight decay over the trainable parameters.
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer of ``cfg.optimizer`` over the trainable parameters.
 
-    Weight decay applies to every parameter, norm layers included, as in the paper's Detectron
-    schedule (torchvision's detection models freeze their batch norms when pretrained).
+    ``sgd``: SGD with momentum and weight decay, the paper's. Weight decay applies to every
+    parameter, norm layers included, as in the paper's Detectron schedule (torchvision's
+    detection models freeze their batch norms when pretrained).
+    ``adamw``: AdamW with ``momentum`` as beta1 and decoupled weight decay on the weights of
+    convolutions and linear layers only (biases and norm parameters are not decayed, as usual
+    for AdamW).
     """
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not named:
         raise ValueError("the model has no trainable parameters")
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        decay = [p for _, p in named if p.ndim > 1]
+        no_decay = [p for _, p in named if p.ndim <= 1]
+        groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr,
+                                 betas=(cfg.momentum, 0.999))
+    return torch.optim.SGD([p for _, p in named], lr=cfg.lr, momentum=cfg.momentum,
+                           weight_decay=cfg.weight_decay)

@@ -68,3 +68,33 @@ def test_masks_for_unknown_instances_are_refused():
     with pytest.raises(ValueError, match="unknown annotation ids"):
         evaluate_predictions(coco_gt, [], {1}, iou_types=("segm",),
                              box_prompted=[{"ann_id": 99, "segmentation": rle(rect_mask(h, w, 0, 0, 2, 2))}])
+
+
+def test_every_box_prompted_figure_comes_with_the_box_as_mask_and_the_margin_over_it():
+    h = w = 40
+    l_shape = rect_mask(h, w, 0, 0, 10, 10)
+    l_shape[5:, 5:] = False  # a 10x10 box holding 75 mask pixels: the box scores IoU 0.75
+    ring = rect_mask(h, w, 20, 20, 40, 40)
+    ring[25:35, 25:35] = False  # 300 of 400 box pixels
+    anns = [ann_from_mask(1, 1, 1, l_shape),  # seen, alone in its box
+            ann_from_mask(2, 1, 2, ring)]     # unseen
+    images = [{"id": 1, "height": h, "width": w, "file_name": "1.png"}]
+    coco_gt = make_coco(images, anns, CATEGORIES)
+    prompted = [{"ann_id": 1, "segmentation": rle(l_shape), "score": 0.9},     # exact
+                {"ann_id": 2, "segmentation": rle(rect_mask(h, w, 20, 20, 40, 30)), "score": 0.5}]
+    bp = evaluate_predictions(coco_gt, [], {1}, iou_types=("segm",),
+                              box_prompted=prompted)["box_prompted"]
+    box = bp["box_baseline"]
+    assert box["num_prompted"] == 2
+    assert box["mean_iou"]["seen"] == pytest.approx(0.75)
+    assert box["mean_iou"]["unseen"] == pytest.approx(0.75)
+    # The model's unseen mask (top half of the ring's box): 150 / (200 + 300 - 150) = 3/7.
+    assert bp["mean_iou"]["unseen"] == pytest.approx(3 / 7)
+    margin = bp["margin_over_box"]
+    assert margin["mean_iou"]["seen"] == pytest.approx(0.25)
+    assert margin["mean_iou"]["unseen"] == pytest.approx(3 / 7 - 0.75)
+    assert margin["mean_iou"]["all"] == pytest.approx((1 + 3 / 7) / 2 - 0.75)
+    # Mask AP of the box: IoU 0.75 matches at thresholds 0.50..0.75 (6 of 10) -> AP 0.6.
+    assert box["mask_ap"]["seen"]["AP"] == pytest.approx(0.6)
+    assert margin["mask_ap"]["seen"] == pytest.approx(bp["mask_ap"]["seen"]["AP"] - 0.6)
+    assert set(margin["overlapped"]) == {"mean_iou", "mask_ap"}
