@@ -10,7 +10,10 @@ training never reads them) this script measures, with each ground-truth box as t
 - ``pseudo threshold`` / ``pseudo interact``: sigma(M_t) after the paper's cleaning (inside a
   seen mask or outside the box -> background), the student's training target for an unseen
   instance (interact: (M_t + M_s) / 2 >= 0.5);
-- ``student``: the student's channel of the instance's label, >= 0.5.
+- ``student``: the student's channel of the instance's label, >= 0.5;
+- ``box``: the box itself as the mask (every cell of the RoI), the baseline every other column
+  is read against: a pseudo-mask that does not beat the box teaches the student nothing the box
+  would not.
 
 Each is scored by IoU against the true mask on the 28x28 RoI grid, averaged over instances, for
 unseen and seen categories, all instances and those with O >= 0.3 (another object covers at
@@ -35,6 +38,7 @@ import torch
 
 GRID = 28
 OVERLAPPED = 0.3
+HEADS = ("box", "teacher", "pseudo_threshold", "pseudo_interact", "student")
 
 
 def _iou(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
@@ -64,7 +68,7 @@ def measure(checkpoint: Path, split: str, max_images: int | None) -> dict:
     all_ids = [int(c["id"]) for c in categories]
     data = CocoInstances(images_dir, annotations, all_ids, drop_empty=True)
     branch = model.roi_heads.mask_branch
-    rows: dict[str, list[np.ndarray]] = {"seen": [], "overlap": [], "teacher": [],
+    rows: dict[str, list[np.ndarray]] = {"seen": [], "overlap": [], "box": [], "teacher": [],
                                          "pseudo_threshold": [], "pseudo_interact": [],
                                          "student": []}
     n = len(data) if max_images is None else min(max_images, len(data))
@@ -82,6 +86,7 @@ def measure(checkpoint: Path, split: str, max_images: int | None) -> dict:
         gt = project_masks_on_rois(masks, boxes, idx, GRID) >= 0.5
         rows["seen"].append(seen.numpy())
         rows["overlap"].append(overlap_scores(boxes.numpy(), masks.numpy().astype(bool)))
+        rows["box"].append(_iou(torch.ones_like(gt), gt).numpy())
         blank = np.full(len(boxes), np.nan)
         teacher_probs = student_probs = None
         if branch.teacher is not None:
@@ -113,7 +118,7 @@ def measure(checkpoint: Path, split: str, max_images: int | None) -> dict:
                  "instances": int(len(cat["seen"]))}
     for group, sel in (("unseen", ~cat["seen"]), ("seen", cat["seen"])):
         for subset, mask in (("all", sel), ("overlapped", sel & (cat["overlap"] >= OVERLAPPED))):
-            for head in ("teacher", "pseudo_threshold", "pseudo_interact", "student"):
+            for head in HEADS:
                 vals = cat[head][mask]
                 if group == "seen" and head.startswith("pseudo"):
                     vals = vals[:0]  # seen instances learn from their real masks
@@ -124,7 +129,7 @@ def measure(checkpoint: Path, split: str, max_images: int | None) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    heads = ("teacher", "pseudo_threshold", "pseudo_interact", "student")
+    heads = HEADS
     lines = ["| run | group | " + " | ".join(heads) + " | n |",
              "|---|---|" + "---|" * (len(heads) + 1)]
     for r in results:

@@ -37,5 +37,11 @@ def test_measure_on_a_teacher_student_checkpoint(tiny_checkpoint: Path) -> None:
         if r["unseen_all_n"]:
             assert 0.0 <= value <= 1.0
     assert r["seen_all_pseudo_threshold"] is None  # seen instances learn from real masks
+    # The box baseline: the whole RoI as the mask. Shapes never fill their box, and the IoU of
+    # the full grid with a mask is the share of the grid the mask covers.
+    for group in ("unseen_all", "seen_all"):
+        if r[f"{group}_n"]:
+            assert 0.2 < r[f"{group}_box"] < 1.0
     text = script.table([r])
+    assert "| box | teacher |" in text
     assert "unseen, overlapped" in text and text.count("\n") == 5
