@@ -17,4 +17,7 @@ fi
 # Extra dotted overrides from the command line, e.g. train.threads=1 on a busy machine.
 "$PY" -m boxmask.cli train "$CONFIG" "train.output_dir=$RUN" "$@" --resume auto
 "$PY" -m boxmask.cli export "$RUN/checkpoint_last.pt" --out "$OUT" --name synthetic-demo --int8
+# A few validation images of the model's own domain: the demo page's one-click samples.
+mkdir -p "$OUT/samples"
+cp "$DATA"/images/val/00000[0-3].png "$OUT/samples/"
 echo "demo model written to $OUT"

@@ -144,6 +144,9 @@ class ModelInfo(BaseModel):
     error: str | None = None
     backend: str
     categories: list[Category]
+    samples: list[str] = Field(default_factory=list,
+                               description="URLs of sample images of the model's own domain "
+                                           "(the demo page offers them as one-click examples).")
     card: dict[str, Any] = Field(description="The model card (model.json).")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -79,17 +80,18 @@ class LiveServer:
         return [json.loads(line) for line in lines if line.startswith("{")]
 
 
-@pytest.fixture(scope="session")
-def live_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """``boxmask serve`` as a real uvicorn process on 127.0.0.1 (JSON logs to a file)."""
+@contextlib.contextmanager
+def running_server(model_dir: Path | None, log_path: Path) -> Iterator[LiveServer]:
+    """``boxmask serve`` as a real uvicorn process on 127.0.0.1 (JSON logs to ``log_path``);
+    ``model_dir=None`` serves what ``make run`` serves: the bundled models."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp("live_server") / "server.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOXMASK_")}
     env["BOXMASK_MAX_BOXES"] = "20"
+    where = [] if model_dir is None else ["--model-dir", str(model_dir)]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "boxmask.cli", "serve", "--host", "127.0.0.1", "--port",
-             str(port), "--model-dir", str(model_dir), "--cache-mb", "64"],
+             str(port), *where, "--cache-mb", "64"],
             stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120  # imports on 2 busy cores can take a while
@@ -108,3 +110,17 @@ def live_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         yield LiveServer(url=url, process=process, log_path=log_path)
     finally:
         stop_process(process)
+
+
+@pytest.fixture(scope="session")
+def live_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """``boxmask serve --model-dir`` the tiny test model."""
+    with running_server(model_dir, tmp_path_factory.mktemp("live_server") / "server.log") as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def bundled_live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """``boxmask serve`` with no model option: the bundled demo model, as ``make run``."""
+    with running_server(None, tmp_path_factory.mktemp("bundled_server") / "server.log") as s:
+        yield s

@@ -143,3 +143,36 @@ def test_drawing_a_box_on_the_demo_page_overlays_a_mask(
     shot = browser("Page.captureScreenshot", format="png")["data"]
     (tmp_path / "demo.png").write_bytes(base64.b64decode(shot))
     assert (tmp_path / "demo.png").stat().st_size > 1000
+
+
+def test_the_first_ten_seconds_a_sample_click_and_a_box_give_a_mask_on_the_bundled_model(
+        bundled_live_server: LiveServer, browser: DevTools) -> None:
+    # `make run`'s server: no --model-dir, the bundled demo model. The page says what the model
+    # knows and offers samples of its own domain; one click loads one, no upload dialog.
+    browser("Page.enable")
+    browser("Page.navigate", url=f"{bundled_live_server.url}/")
+    browser.wait_for("document.querySelectorAll('#samples button.sample img').length >= 3")
+    (model,) = httpx.get(f"{bundled_live_server.url}/v1/models").json()["models"]
+    knows = browser.js("document.getElementById('knows').textContent")
+    for c in model["categories"]:
+        assert c["name"] in knows
+    assert "learned from masks" in knows and "learned from boxes only" in knows
+    browser.js("document.querySelector('#samples button.sample').click()")
+    browser.wait_for("document.getElementById('status').textContent.includes('Drag a box')")
+    size = browser.js("[document.getElementById('image').width, document.getElementById('image').height]")
+    assert size == [128, 128]  # the sample itself, not a placeholder
+    rect = browser.js("(() => { const r = document.getElementById('overlay')"
+                      ".getBoundingClientRect(); return [r.left, r.top, r.width, r.height]; })()")
+    left, top, width, _ = rect
+    scale = width / 128
+
+    def mouse(kind: str, x: float, y: float) -> None:
+        browser("Input.dispatchMouseEvent", type=kind, x=left + x * scale, y=top + y * scale,
+                button="left", buttons=1 if kind != "mouseReleased" else 0, clickCount=1)
+
+    mouse("mousePressed", 20, 20)
+    mouse("mouseMoved", 60, 60)
+    mouse("mouseReleased", 100, 100)
+    browser.wait_for("document.querySelectorAll('#instances li').length === 1")
+    area = browser.js("Number(document.querySelector('#instances li').dataset.area)")
+    assert 0 < area <= 80 * 80  # a mask inside the drawn box

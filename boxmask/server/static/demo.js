@@ -137,6 +137,53 @@ function fillLabels() {
   const select = $("label");
   select.innerHTML = '<option value="">predicted class</option>';
   for (const c of (model ? model.categories : [])) select.append(new Option(c.name, c.name));
+  describeModel(model);
+  showSamples(model);
+}
+
+// What the chosen model knows, from its categories: which it learned from masks (seen) and
+// which from boxes alone (the method's unseen categories).
+function describeModel(model) {
+  const knows = $("knows");
+  if (!model) { knows.textContent = ""; return; }
+  const names = (cats) => cats.map((c) => c.name).join(", ");
+  const seen = model.categories.filter((c) => c.seen === true);
+  const unseen = model.categories.filter((c) => c.seen === false);
+  let text = `${model.name} knows ${model.categories.length} categories`;
+  if (seen.length && unseen.length) {
+    text += `: ${names(seen)} (learned from masks) and ${names(unseen)} (learned from boxes only).`;
+  } else {
+    text += `: ${names(model.categories)}.`;
+  }
+  if (model.samples.length) text += " It works on images like the samples below; other images get masks of these categories only.";
+  knows.textContent = text;
+}
+
+// One-click sample images of the model's own domain (GET /v1/models lists them). Fetched with
+// the same headers as the API, so a server with a token still serves them.
+async function showSamples(model) {
+  const box = $("samples");
+  box.innerHTML = "";
+  for (const url of (model ? model.samples : [])) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "sample";
+    button.title = `Use sample ${url.split("/").pop()}`;
+    box.append(button);
+    try {
+      const response = await fetch(url, { headers: headers() });
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      const blob = await response.blob();
+      const img = document.createElement("img");
+      img.src = URL.createObjectURL(blob);
+      img.alt = button.title;
+      button.append(img);
+      const file = new File([blob], url.split("/").pop(), { type: blob.type });
+      button.addEventListener("click", () => openFile(file));
+    } catch (err) {
+      button.remove();
+    }
+  }
 }
 
 async function uploadImage() {
