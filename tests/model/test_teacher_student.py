@@ -104,6 +104,31 @@ def test_student_targets_are_gt_for_seen_and_cleaned_pseudo_masks_for_unseen(mon
     assert torch.equal(unseen_t, (seen_on < 0.5).float())
 
 
+def test_pseudo_mask_cleaning_uses_the_instance_box_not_the_proposal(monkeypatch):
+    """A proposal that sticks out of its instance's box: the cells outside the instance's
+    ground-truth box become background, though they lie inside the proposal."""
+    branch = _branch("teacher_student")
+    last = branch.teacher.predictor.mask_fcn_logits
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.constant_(last.bias, 10.0)  # the teacher says "foreground" everywhere
+    captured = []
+    real = mb.mask_bce
+
+    def spy(logits, targets):
+        captured.append(targets.clone())
+        return real(logits, targets)
+
+    monkeypatch.setattr(mb, "mask_bce", spy)
+    t = _target()
+    t["masks"][0] = 0  # no seen pixels: only the box rule can clean
+    roi = torch.tensor([[2.0, 2.0, 30.0, 30.0]])  # the unseen box is 10..30: 8 px more left/top
+    branch.losses(_features(), [roi], [(H, W)], [torch.tensor([1])], [t])
+    pseudo = captured[-1][0]  # the student's only target: the unseen instance's pseudo-mask
+    # RoI cells are 1 px wide: the first 8 rows and columns lie outside the instance's box.
+    assert (pseudo[:8, :] == 0).all() and (pseudo[:, :8] == 0).all()
+    assert (pseudo[8:, 8:] == 1).all()
+
+
 def test_student_loss_reaches_only_each_instance_label_channel():
     branch = _branch("teacher_student")
     losses = _losses(branch, _target())

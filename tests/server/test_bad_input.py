@@ -86,6 +86,32 @@ def test_boxes_sticking_out_are_clipped_by_default_and_refused_without_clipping(
     assert "sticks out" in err["message"]
 
 
+@pytest.mark.parametrize("edge,box", [
+    ("left", [-3.0, 10.0, 40.0, 50.0]),
+    ("top", [10.0, -3.0, 40.0, 50.0]),
+    ("right", [10.0, 10.0, IMAGE_W + 3.0, 50.0]),
+    ("bottom", [10.0, 10.0, 40.0, IMAGE_H + 3.0]),
+])
+def test_without_clipping_a_box_past_any_single_edge_is_refused(
+        client: TestClient, image_id: str, edge: str, box: list[float]) -> None:
+    """Each box sticks out past one edge only, so every one of the four checks is needed."""
+    err = assert_error(segment(client, image_id=image_id, boxes=[BOX, box], clip_boxes=False),
+                       422, "bad_boxes")
+    assert "box 1" in err["message"] and "sticks out" in err["message"], edge
+    assert err["details"]["box_index"] == 1
+    # The same box is fine when clipped: only the one coordinate moves to the edge.
+    clipped = segment(client, image_id=image_id, boxes=[box])
+    assert clipped.status_code == 200, clipped.text
+    expected = [min(max(v, 0.0), lim) for v, lim in zip(box, [IMAGE_W, IMAGE_H] * 2)]
+    assert clipped.json()["instances"][0]["box"] == expected
+
+
+def test_without_clipping_a_box_touching_the_edges_is_accepted(client: TestClient,
+                                                                image_id: str) -> None:
+    r = segment(client, image_id=image_id, boxes=[[0.0, 0.0, IMAGE_W, IMAGE_H]], clip_boxes=False)
+    assert r.status_code == 200, r.text
+
+
 @pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity", "1e999"])
 def test_non_finite_coordinates_are_refused(client: TestClient, image_id: str, token: str) -> None:
     body = '{"image_id": "%s", "boxes": [[1, 2, %s, 40]]}' % (image_id, token)
