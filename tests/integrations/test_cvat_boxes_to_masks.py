@@ -138,6 +138,59 @@ def test_an_interrupted_run_resumes_from_the_journal(predictor, tmp_path) -> Non
     assert Journal(journal_path).done == {0, 2}
 
 
+class _KilledBeforeJournalLine(Exception):
+    """Stands for SIGKILL between an upload and its journal line."""
+
+
+class _DyingJournal(Journal):
+    def record(self, frame: int, **info) -> None:
+        raise _KilledBeforeJournalLine(frame)
+
+
+class ServerTask(InMemoryTask):
+    """Like a CVAT server: what was uploaded is on the task when it is read again."""
+
+    def create_shapes(self, shapes) -> None:
+        super().create_shapes(shapes)
+        next_id = 100 + len(self._shapes)
+        self._shapes += [models.LabeledShape(id=next_id + i, occluded=False, outside=False,
+                                             rotation=0.0, elements=[], **s.to_dict())
+                         for i, s in enumerate(shapes)]
+
+    def delete_shapes(self, shapes) -> None:
+        super().delete_shapes(shapes)
+        gone = {s.id for s in shapes}
+        self._shapes = [s for s in self._shapes if s.id not in gone]
+
+
+@pytest.mark.parametrize("polygons,delete_boxes", [(False, False), (True, True)])
+def test_an_upload_whose_journal_line_is_lost_is_not_uploaded_twice(
+        predictor, tmp_path, polygons, delete_boxes) -> None:
+    path = tmp_path / "journal.jsonl"
+    task = ServerTask(["disc", "square"], SHAPES)
+    with pytest.raises(_KilledBeforeJournalLine):
+        convert_task(task, predictor, polygons=polygons, journal=_DyingJournal(path))
+    first = list(task.created)
+    assert first and {s.frame for s in first} == {0} and not path.exists()
+
+    # The same command again, on the task as the server now holds it.
+    again = ServerTask(["disc", "square"], [s for s in task.shapes()])
+    summary = convert_task(again, predictor, polygons=polygons, delete_boxes=delete_boxes,
+                           journal=Journal(path))
+    assert again.fetched == [0, 2]  # frame 0 has no journal line: it is redone
+    assert summary.already_uploaded == len(first)
+    assert {s.frame for s in again.created} == {2}  # nothing of frame 0 a second time
+    masks = [s for s in again.shapes() if s.type.value in ("mask", "polygon")]
+    assert len(masks) == len(first) + len(again.created)
+    if delete_boxes:  # the boxes of frame 0 still go once their masks are on the task
+        assert sorted(again.deleted) == [1, 2, 3]
+    assert Journal(path).done == {0, 2}
+    # A third run finds everything journaled and uploads nothing.
+    third = ServerTask(["disc", "square"], [s for s in again.shapes()])
+    convert_task(third, predictor, polygons=polygons, journal=Journal(path))
+    assert third.created == [] and third.fetched == []
+
+
 def test_dry_run_writes_a_coco_file_and_uploads_nothing(predictor, tmp_path) -> None:
     task = InMemoryTask(["disc", "square"], SHAPES + [rect(9, 1, 10, [5, 5, 30, 30], rotation=30.0)])
     summary = convert_task(task, predictor, dry_run=True)

@@ -126,6 +126,35 @@ def test_detector_threshold_defaults_when_cvat_sends_none(monkeypatch, model_dir
     assert status == 200 and reply == []  # nothing scores above 1.0
 
 
+def _threshold_between_scores(predictor: Predictor, image: bytes) -> tuple[float, int]:
+    """A threshold halfway between two of the model's detection scores on ``image``, and how
+    many non-empty masks score above it: a function that ignores the threshold, or falls back
+    to 0 or to the default 0.5, gets a different count."""
+    found = predictor.detect(image=image, score_threshold=0.0)
+    scores = sorted({round(float(s), 6) for s in found.scores})
+    assert len(scores) >= 2, f"the test model needs two distinct scores, got {scores}"
+    mid = len(scores) // 2
+    threshold = (scores[mid - 1] + scores[mid]) / 2
+    assert 0.0 < threshold < 0.5  # the test model's scores lie below the default 0.5
+    kept = [i for i in range(len(found)) if found.scores[i] >= threshold and found.masks[i].any()]
+    everything = [i for i in range(len(found)) if found.masks[i].any()]
+    assert 0 < len(kept) < len(everything)
+    return threshold, len(kept)
+
+
+def test_detector_uses_the_score_threshold_of_its_environment(monkeypatch, model_dir, predictor) -> None:
+    image = png_bytes(2)
+    threshold, expected = _threshold_between_scores(predictor, image)
+    module, context = nuclio_context(monkeypatch, model_dir, "detector",
+                                     BOXMASK_SCORE_THRESHOLD=str(threshold))
+    status, reply = call(module, context, {"image": base64.b64encode(image).decode()})
+    assert status == 200 and len(reply) == expected
+    assert all(float(item["confidence"]) >= threshold for item in reply)
+    # CVAT's own threshold field, when the user typed one, wins over the environment.
+    status, reply = call(module, context, {"image": base64.b64encode(image).decode(), "threshold": 0.0})
+    assert status == 200 and len(reply) > expected
+
+
 def test_detector_function_rejects_bad_requests_with_400(monkeypatch, model_dir) -> None:
     module, context = nuclio_context(monkeypatch, model_dir, "detector")
     assert call(module, context, {"image": "not base64!"})[0] == 400
@@ -216,6 +245,16 @@ def test_auto_annotation_function_passes_cvat_sdks_own_checks(model_dir, predict
         assert shape.type.value == "mask"
         assert shape.label_id == 100 + names.index(expected.names[i])
         np.testing.assert_array_equal(decode_mask(shape.points, W, H), expected.masks[i])
+
+
+def test_auto_annotation_uses_its_score_threshold_unless_cvat_sends_one(model_dir, predictor) -> None:
+    threshold, expected = _threshold_between_scores(predictor, png_bytes(2))
+    function = auto_annotation.create(model_dir=str(model_dir), score_threshold=threshold)
+    image = Image.open(io.BytesIO(png_bytes(2)))
+    unset = _DetectionFunctionContextImpl(frame_name="f.png", conf_threshold=None, conv_mask_to_poly=False)
+    assert len(function.detect(unset, image)) == expected
+    zero = _DetectionFunctionContextImpl(frame_name="f.png", conf_threshold=0.0, conv_mask_to_poly=False)
+    assert len(function.detect(zero, image)) > expected
 
 
 def test_auto_annotation_needs_a_model(monkeypatch) -> None:

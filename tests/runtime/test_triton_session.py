@@ -1,11 +1,12 @@
 """TritonSession against a real Triton Inference Server (HTTP and gRPC).
 
 The server binary comes from the registry package nvidia-pytriton (0.7.0 ships tritonserver
-2.51 with the Python backend): `.ci/run` installs it with
+2.51 with the Python backend): `make test-tools` installs it with
 `pip install --no-deps --target .triton nvidia-pytriton==0.7.0`; BOXMASK_TRITONSERVER may point
-at another `tritonserver`. Without one the tests are skipped with that reason. The models are
-served by tests/runtime/triton_python_model.py (ONNX Runtime inside Triton's Python backend)
-because this build has no ONNX Runtime backend; names and tensors are the exporter's.
+at another `tritonserver`. Without one the tests are skipped with that reason locally and FAIL
+in CI (CI=true, tests/peers.py). The models are served by tests/runtime/triton_python_model.py
+(ONNX Runtime inside Triton's Python backend) because this build has no ONNX Runtime backend;
+names and tensors are the exporter's.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.peers import peer_missing
 from tests.processes import free_port, stop_process
 from boxmask.runtime import BackendUnavailable, Predictor
 from boxmask.runtime.sessions.triton_client import TRITON_MODEL_NAMES, TritonSession
@@ -58,7 +60,7 @@ def _python_backend(server: Path) -> Path:
     if stub.is_file() and not (target.is_file() and filecmp.cmp(stub, target, shallow=False)):
         shutil.copy2(stub, target)
     if not target.is_file():
-        pytest.skip(f"no Triton Python backend stub for Python {version} under {root}")
+        peer_missing(f"no Triton Python backend stub for Python {version} under {root}")
     return backends
 
 
@@ -77,7 +79,7 @@ def _libpython_dir() -> str:
         and name
         and (Path(libdir) / name).exists()
     ):
-        pytest.skip("this Python has no shared libpython for Triton's Python backend stub")
+        peer_missing("this Python has no shared libpython for Triton's Python backend stub")
     return libdir
 
 
@@ -109,8 +111,9 @@ def _config(name: str, onnx_path: Path, site_packages: str) -> str:
 def triton(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     server = _find_tritonserver()
     if server is None:
-        pytest.skip(
-            "no tritonserver: .ci/run installs it (pip install --no-deps --target .triton nvidia-pytriton==0.7.0)"
+        peer_missing(
+            "no tritonserver: `make test-tools` installs it (pip install --no-deps --target .triton "
+            "nvidia-pytriton==0.7.0)"
         )
     backends = _python_backend(server)
     import onnxruntime

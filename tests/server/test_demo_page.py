@@ -17,14 +17,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.processes import stop_process
 import pytest
+
+from tests.peers import peer_missing
+from tests.processes import stop_process
 
 from tests.server.conftest import LiveServer, png_bytes
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs headless Chromium: "
-                                "apt-get install -y chromium chromium-driver")
+
+
+@pytest.fixture(autouse=True)
+def _needs_chromium() -> None:
+    if CHROMIUM is None:
+        peer_missing("needs headless Chromium: apt-get install -y chromium chromium-driver "
+                     "(`make test-tools` does it as root)")
 
 
 class DevTools:

@@ -142,12 +142,20 @@ class Summary:
     deleted_boxes: int = 0
     boxes_on_deleted_frames: int = 0  # rectangles on a frame the task deleted: left alone
     tracked_boxes: int = 0  # rectangles of tracks (video interpolation): not converted
+    already_uploaded: int = 0  # shapes found on the task from a run killed before its journal line
     coco: dict[str, Any] | None = field(default=None, repr=False)
 
 
 def _shape_type(shape: Any) -> str:
     kind = shape.type
     return getattr(kind, "value", kind)
+
+
+def _shape_key(shape: Any) -> tuple:
+    """What identifies a shape this conversion uploads: frame, label, type and points (mask
+    points are integers; polygon points are compared at 1/1000 px, below any storage rounding)."""
+    return (int(shape.frame), int(shape.label_id), _shape_type(shape),
+            tuple(round(float(p), 3) for p in shape.points))
 
 
 def convert_task(
@@ -170,9 +178,13 @@ def convert_task(
     labels = {label.id: label for label in task.labels()}
     mapper = LabelMapper(predictor.card, label_map, how_to_map="--label-map '{\"CVAT name\": \"category\"}'")
     by_frame: dict[int, list[models.LabeledShape]] = defaultdict(list)
+    # Masks and polygons already on the task: a run killed after an upload but before its
+    # journal line redoes that frame, and must not upload the same shapes a second time.
+    existing: set[tuple] = set()
     summary = Summary()
     for shape in task.shapes():
         if _shape_type(shape) != "rectangle":
+            existing.add(_shape_key(shape))
             continue
         if getattr(shape, "rotation", 0):
             summary.rotated_boxes += 1  # a rotated box has no axis-aligned meaning for the model
@@ -225,6 +237,14 @@ def convert_task(
                     "area": int(mask.sum()), "iscrowd": 0,
                     "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1),
                              int(ys.max() - ys.min() + 1)]})
+        if not dry_run:
+            uploaded = [s for s in created if _shape_key(s) in existing]
+            if uploaded:
+                log.info("frame %d: %d of its %d shapes are already on the task (an earlier run "
+                         "uploaded them, then stopped before its journal line)", index,
+                         len(uploaded), len(created))
+                summary.already_uploaded += len(uploaded)
+                created = [s for s in created if _shape_key(s) not in existing]
         summary.frames += 1
         summary.boxes += len(rects)
         summary.shapes += len(created)
