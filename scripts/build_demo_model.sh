@@ -22,4 +22,8 @@ fi
 # A few validation images of the model's own domain: the demo page's one-click samples.
 mkdir -p "$OUT/samples"
 cp "$DATA"/images/val/00000[0-3].png "$OUT/samples/"
+# The figures the model ships with (evaluation.json): box-prompted mean IoU on the validation
+# split, beside the box-as-mask baseline. Tests hold the served model to them; README quotes them.
+"$PY" scripts/evaluate_demo_model.py --model-dir "$OUT" --scene clear --seed 0 --size 128 \
+  --val-images 100
 echo "demo model written to $OUT"

@@ -84,3 +84,46 @@ def copy_without_detector(model_dir: Path, dest: Path) -> Path:
         (dest / card["files"].pop(key)["path"]).unlink()
     (dest / "model.json").write_text(json.dumps(card))
     return dest
+
+
+# -- the bundled demo model and the figures it ships with ------------------------------------
+BUNDLED_MODEL = REPO / "boxmask" / "assets" / "models" / "synthetic-demo"
+# How far a re-measured mean IoU may sit from the figure in the model's evaluation.json. The
+# same model on the same split gives the same masks up to floating-point rounding (ONNX Runtime
+# version, CPU kernels), which moves a mask by a pixel here and there: about 1e-5 on a mean over
+# ~570 masks. A regression (a shifted paste, a wrong class channel, a broken int8 graph) moves
+# it by 0.05 or more.
+FIGURE_TOLERANCE = 0.01
+
+
+@pytest.fixture(scope="session")
+def bundled_evaluation() -> dict:
+    """The demo model's `evaluation.json` (scripts/evaluate_demo_model.py), checked to belong
+    to the ONNX files shipped beside it."""
+    import json
+
+    path = BUNDLED_MODEL / "evaluation.json"
+    rebuild = "run `python scripts/evaluate_demo_model.py` (scripts/build_demo_model.sh does)"
+    assert path.is_file(), f"the bundled model ships no {path.name}: {rebuild}"
+    record = json.loads(path.read_text())
+    card = json.loads((BUNDLED_MODEL / "model.json").read_text())
+    shipped = {k: v["sha256"] for k, v in card["files"].items()}
+    assert record["model_files"] == shipped, f"{path.name} was measured on other files: {rebuild}"
+    return record
+
+
+@pytest.fixture(scope="session")
+def bundled_eval_set(bundled_evaluation: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic split the demo model's figures were measured on, generated afresh from
+    the recipe in its `evaluation.json` (a split depends only on seed, split and index)."""
+    from boxmask.data.synthetic import GENERATOR_VERSION, generate
+
+    recipe = bundled_evaluation["dataset"]
+    assert recipe["generator_version"] == GENERATOR_VERSION, (
+        "the synthetic generator changed since the demo model's figures were measured: "
+        "re-run scripts/evaluate_demo_model.py")
+    assert recipe["split"] == "val"
+    out = tmp_path_factory.mktemp("bundled_eval") / "synthetic"
+    generate(out, seed=recipe["seed"], num_train=1, num_val=recipe["images"],
+             image_size=recipe["image_size"])
+    return out

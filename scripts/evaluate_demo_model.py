@@ -1,0 +1,125 @@
+"""Measure an exported model's box-prompted masks on a synthetic validation split and write the
+figures beside the model as ``evaluation.json`` (the bundled demo model ships one).
+
+The split is generated afresh from its recipe (``boxmask.data.synthetic.generate``: a split's
+images depend only on the seed, the split and the image index, so this is the very validation
+split the model was trained beside), every ground-truth box is sent with its label through the
+torch-free runtime, and each mask is scored by its IoU with the true mask. Beside the model's
+figures: the box-as-mask baseline (each box's rectangle as its mask), the int8 graphs' figures
+and how far their masks are from the fp32 ones. The record names the files it measured
+(sha256), so a test can tell figures of another model from a regression of this one.
+
+    .venv/bin/python scripts/evaluate_demo_model.py [--model-dir boxmask/assets/models/synthetic-demo]
+
+`scripts/build_demo_model.sh` runs it after the export; tests/test_bundled_model.py and the
+tests that read `evaluation.json` check the shipped model against it. About 15 s on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from pycocotools.coco import COCO
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "boxmask" / "assets" / "models" / "synthetic-demo"
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def box_rectangle(bbox: list[float], height: int, width: int) -> np.ndarray:
+    """A COCO ``[x, y, w, h]`` box as a mask: the pixels whose centre lies inside it."""
+    x, y, w, h = bbox
+    ys, xs = np.mgrid[0:height, 0:width] + 0.5
+    return (xs >= x) & (xs <= x + w) & (ys >= y) & (ys <= y + h)
+
+
+def evaluate(model_dir: Path, coco_json: Path, images: Path) -> dict:
+    from boxmask.runtime import Predictor
+
+    coco = COCO(str(coco_json))
+    ious: dict[str, dict[str, list[float]]] = {}
+    masks: dict[str, dict[int, np.ndarray]] = {}
+    seen_ids: set[int] = set()
+    for precision in ("fp32", "int8"):
+        predictor = Predictor.from_dir(model_dir, precision=precision)
+        seen_ids = {c.id for c in predictor.card.categories if c.seen}
+        ious[precision], masks[precision] = {"seen": [], "unseen": []}, {}
+        ious.setdefault("box_as_mask", {"seen": [], "unseen": []})
+        for img_id in sorted(coco.getImgIds()):
+            info = coco.imgs[img_id]
+            anns = [a for a in coco.imgToAnns[img_id] if not a.get("iscrowd")]
+            if not anns:
+                continue
+            key = predictor.set_image((images / info["file_name"]).read_bytes())
+            boxes = [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
+                      a["bbox"][1] + a["bbox"][3]] for a in anns]
+            pred = predictor.predict(boxes, labels=[a["category_id"] for a in anns], key=key)
+            for ann, mask in zip(anns, pred.masks):
+                truth = coco.annToMask(ann).astype(bool)
+                side = "seen" if ann["category_id"] in seen_ids else "unseen"
+                ious[precision][side].append(mask_iou(mask, truth))
+                masks[precision][ann["id"]] = mask
+                if precision == "fp32":
+                    rect = box_rectangle(ann["bbox"], info["height"], info["width"])
+                    ious["box_as_mask"][side].append(mask_iou(rect, truth))
+
+    def means(values: dict[str, list[float]]) -> dict[str, float]:
+        return {side: float(np.mean(v)) for side, v in values.items()}
+
+    record = {kind: {"mean_iou": means(v)} for kind, v in ious.items()}
+    record["int8"]["mask_iou_vs_fp32"] = float(np.mean(
+        [mask_iou(m, masks["int8"][i]) for i, m in masks["fp32"].items()]))
+    record["instances"] = {side: len(v) for side, v in ious["fp32"].items()}
+    return record
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model-dir", type=Path, default=DEMO)
+    ap.add_argument("--seed", type=int, default=0, help="the synthetic set's seed")
+    ap.add_argument("--size", type=int, default=128, help="the synthetic set's image size")
+    ap.add_argument("--val-images", type=int, default=100, help="images in the validation split")
+    ap.add_argument("--out", type=Path, help="default: MODEL_DIR/evaluation.json")
+    args = ap.parse_args()
+
+    from boxmask.data.synthetic import generate
+
+    card = json.loads((args.model_dir / "model.json").read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "synthetic"
+        stats = generate(data, seed=args.seed, num_train=1, num_val=args.val_images,
+                         image_size=args.size)
+        figures = evaluate(args.model_dir, data / "annotations" / "instances_val.json",
+                           data / "images" / "val")
+    record = {
+        "what": "box-prompted masks: every ground-truth box of the split sent with its label "
+                "through the torch-free runtime, mean IoU of each mask with the true mask",
+        "measured": datetime.date.today().isoformat(),
+        "command": "python scripts/evaluate_demo_model.py",
+        "model": card["name"],
+        "model_files": {k: v["sha256"] for k, v in card["files"].items()},
+        "dataset": {"generator": "boxmask.data.synthetic.generate",
+                    "generator_version": stats["generator_version"], "seed": args.seed,
+                    "image_size": args.size, "split": "val", "images": args.val_images},
+        **figures,
+    }
+    out = args.out or args.model_dir / "evaluation.json"
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    f, b, i8 = record["fp32"]["mean_iou"], record["box_as_mask"]["mean_iou"], record["int8"]
+    print(f"mean IoU unseen / seen: fp32 {f['unseen']:.3f} / {f['seen']:.3f}, int8 "
+          f"{i8['mean_iou']['unseen']:.3f} / {i8['mean_iou']['seen']:.3f}, box as mask "
+          f"{b['unseen']:.3f} / {b['seen']:.3f}; int8 vs fp32 masks {i8['mask_iou_vs_fp32']:.3f}")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
