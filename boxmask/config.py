@@ -110,6 +110,9 @@ class TrainConfig(_Section):
     # Epoch checkpoints kept on disk, newest first (None keeps all); checkpoint_last.pt is
     # always kept. A 24-epoch R18 run writes ~100 MB an epoch.
     keep_checkpoints: int | None = Field(default=None, ge=1)
+    # Also refresh checkpoint_last.pt every this many iterations inside an epoch, so that a
+    # run killed mid-epoch loses at most this many; resuming continues at that very iteration.
+    checkpoint_every_iters: int | None = Field(default=None, ge=1)
     threads: int | None = None  # torch.set_num_threads on CPU
 
     @field_validator("lr_steps")

@@ -80,6 +80,17 @@ def save_checkpoint(state: dict[str, Any], output_dir: Path, keep: int | None = 
     return path
 
 
+def save_last_checkpoint(state: dict[str, Any], output_dir: Path) -> Path:
+    """Refresh only ``checkpoint_last.pt``: the mid-epoch checkpoint of
+    ``train.checkpoint_every_iters`` (``state["epoch_iteration"]`` iterations into the epoch
+    after ``state["epoch"]`` finished ones). Epoch files are written at epoch ends alone."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / LAST
+    _atomic_torch_save(state, path)
+    return path
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Read a checkpoint onto the CPU, with a clear error for a missing or foreign file."""
     path = Path(path)

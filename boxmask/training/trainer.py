@@ -30,7 +30,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from boxmask.config import BoxMaskConfig, ConfigError, check_data_paths
 from boxmask.training.checkpoint import (LAST, capture_rng_state, load_checkpoint,
-                                         resolve_resume, restore_rng_state, save_checkpoint)
+                                         resolve_resume, restore_rng_state, save_checkpoint,
+                                         save_last_checkpoint)
 from boxmask.training.distributed import (DistContext, barrier, init_distributed, reduce_mean,
                                           shutdown_distributed)
 from boxmask.training.metrics import MetricsWriter, RunningMean
@@ -145,8 +146,8 @@ class Trainer:
 
         # The same sampler with or without DDP: it shuffles with (seed, epoch) alone, so the
         # order of an epoch never depends on how the run got there (fresh or resumed).
-        self.sampler = DistributedSampler(data.dataset, num_replicas=ctx.world_size,
-                                          rank=ctx.rank, shuffle=True, seed=t.seed)
+        self.sampler = _ResumableSampler(data.dataset, num_replicas=ctx.world_size,
+                                         rank=ctx.rank, shuffle=True, seed=t.seed)
         self.loader = DataLoader(data.dataset, batch_size=t.batch_size, sampler=self.sampler,
                                  num_workers=cfg.data.num_workers, collate_fn=data.collate_fn,
                                  worker_init_fn=seed_worker, generator=torch.Generator(),
@@ -161,6 +162,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.epoch = 0  # finished epochs
         self.iteration = 0  # finished iterations over the whole run
+        self.epoch_iteration = 0  # finished iterations of the unfinished epoch (mid-epoch resume)
 
     # ---------------------------------------------------------------- state
 
@@ -173,6 +175,7 @@ class Trainer:
             "categories": self.data.categories,
             "epoch": self.epoch,
             "iteration": self.iteration,
+            "epoch_iteration": self.epoch_iteration,
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -204,6 +207,7 @@ class Trainer:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch = int(ckpt["epoch"])
         self.iteration = int(ckpt["iteration"])
+        self.epoch_iteration = int(ckpt.get("epoch_iteration", 0))
         per_rank = ckpt.get("rng_per_rank")
         if per_rank is not None and len(per_rank) == self.ctx.world_size:
             restore_rng_state(per_rank[self.ctx.rank])
@@ -213,7 +217,9 @@ class Trainer:
     def resume(self, path: Path) -> None:
         self.load_state_dict(load_checkpoint(path), source=f"checkpoint {str(path)!r}")
         if self.ctx.is_main:
-            self._print(f"resumed from {path} after epoch {self.epoch} "
+            within = (f", {self.epoch_iteration} iterations into epoch {self.epoch + 1}"
+                      if self.epoch_iteration else "")
+            self._print(f"resumed from {path} after epoch {self.epoch}{within} "
                         f"(iteration {self.iteration})")
 
     # ---------------------------------------------------------------- loop
@@ -230,16 +236,21 @@ class Trainer:
             (self.output_dir / "config.yaml").write_text(text)
 
     def train_one_epoch(self, metrics: MetricsWriter, progress: Any, task: Any) -> dict[str, float]:
-        """One epoch (at most ``train.max_iters_per_epoch`` iterations). Returns its mean losses."""
+        """One epoch (at most ``train.max_iters_per_epoch`` iterations), or what is left of it
+        after a mid-epoch resume. Returns the mean losses of the iterations it ran."""
         t = self.cfg.train
         self.ddp.train()
         self.sampler.set_epoch(self.epoch)
+        # After a mid-epoch checkpoint, the batches already trained on are left out of the
+        # sampler (not loaded and dropped, which would draw their augmentations' random numbers).
+        start = self.epoch_iteration
+        self.sampler.skip = start * t.batch_size
         # Worker seeds come from this generator: make them a function of the epoch.
         self.loader.generator.manual_seed(epoch_seed(t.seed, self.epoch, self.ctx.rank))
         window, epoch_mean = RunningMean(), RunningMean()
         times = RunningMean()
         end = time.perf_counter()
-        for i, (images, targets) in enumerate(self.loader):
+        for i, (images, targets) in enumerate(self.loader, start=start):
             if i >= self.iters_per_epoch:
                 break
             data_time = time.perf_counter() - end
@@ -259,6 +270,7 @@ class Trainer:
             self.scaler.update()
             self.scheduler.step()
             self.iteration += 1
+            self.epoch_iteration = i + 1
 
             if self.ctx.device.type == "cuda":
                 torch.cuda.synchronize(self.ctx.device)
@@ -276,14 +288,22 @@ class Trainer:
                 window.reset()
                 times.reset()
             progress.update(task, advance=1, status=f"loss {reduced['loss']:.3f} lr {lr:.2e}")
+            every = t.checkpoint_every_iters
+            if every and not last and self.epoch_iteration % every == 0:
+                state = self.state_dict()  # every rank: it gathers the RNG states
+                if self.ctx.is_main:
+                    save_last_checkpoint(state, self.output_dir)
+                barrier(self.ctx)
             end = time.perf_counter()
+        self.sampler.skip = 0
         return epoch_mean.mean()
 
     def fit(self) -> Path:
         """Train from ``self.epoch`` to ``train.epochs``; returns ``checkpoint_last.pt``'s path."""
         t = self.cfg.train
         last = self.output_dir / LAST
-        remaining = max(t.epochs - self.epoch, 0) * self.iters_per_epoch
+        remaining = max(max(t.epochs - self.epoch, 0) * self.iters_per_epoch
+                        - self.epoch_iteration, 0)
         self.write_config()
         if remaining == 0:
             self._print(f"nothing to do: {self.epoch} of {t.epochs} epochs already done")
@@ -296,6 +316,7 @@ class Trainer:
                 start = time.perf_counter()
                 means = self.train_one_epoch(metrics, progress, task)
                 self.epoch += 1
+                self.epoch_iteration = 0
                 state = self.state_dict()  # every rank: it gathers the RNG states
                 path = None
                 if self.ctx.is_main:
@@ -313,6 +334,19 @@ class Trainer:
         self._print(f"[green]done:[/] {t.epochs} epochs, {self.iteration} iterations; "
                     f"evaluate with `boxmask eval {last}`")
         return last
+
+
+class _ResumableSampler(DistributedSampler):
+    """``DistributedSampler`` that can leave out the first ``skip`` indices of its epoch's
+    order: the samples a mid-epoch checkpoint had already trained on."""
+
+    skip = 0
+
+    def __iter__(self):  # noqa: ANN204 - the base class's iterator type
+        return iter(list(super().__iter__())[self.skip:])
+
+    def __len__(self) -> int:
+        return max(super().__len__() - self.skip, 0)
 
 
 def _log_line(record: dict[str, Any], epochs: int) -> str:
