@@ -1,4 +1,4 @@
-"""Training loop: SGD with warm-up and step decay, AMP on CUDA, DDP under `torchrun`.
+"""Training loop: SGD with warm-up and step decay, AMP (fp16) on CUDA, DDP under `torchrun`.
 
 ``train(cfg, resume)`` is what `boxmask train` runs. It builds the COCO dataset of ``cfg.data``
 (seen/unseen split included), the model of ``cfg.model`` and a :class:`Trainer`, which owns the
@@ -158,8 +158,10 @@ class Trainer:
 
         self.optimizer = build_optimizer(self.model, t)
         self.scheduler = build_lr_scheduler(self.optimizer, t, self.iters_per_epoch)
-        self.use_amp = t.amp and ctx.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.amp_dtype = amp_dtype(t.amp, ctx.device)
+        # fp16 needs its loss scaled (small gradients underflow); bfloat16 has fp32's range.
+        self.scaler = torch.amp.GradScaler(ctx.device.type,
+                                           enabled=self.amp_dtype == torch.float16)
         self.epoch = 0  # finished epochs
         self.iteration = 0  # finished iterations over the whole run
         self.epoch_iteration = 0  # finished iterations of the unfinished epoch (mid-epoch resume)
@@ -256,7 +258,8 @@ class Trainer:
             data_time = time.perf_counter() - end
             images, targets = _to_device(images, targets, self.ctx.device)
             lr = self.optimizer.param_groups[0]["lr"]
-            with torch.autocast(device_type=self.ctx.device.type, enabled=self.use_amp):
+            with torch.autocast(device_type=self.ctx.device.type, dtype=self.amp_dtype,
+                                enabled=self.amp_dtype is not None):
                 loss_dict = self.ddp(images, targets)
             loss = sum(loss_dict.values())
             reduced = reduce_mean({**loss_dict, "loss": loss}, self.ctx)
@@ -334,6 +337,20 @@ class Trainer:
         self._print(f"[green]done:[/] {t.epochs} epochs, {self.iteration} iterations; "
                     f"evaluate with `boxmask eval {last}`")
         return last
+
+
+def amp_dtype(amp: bool, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``train.amp`` on ``device``, None for fp32 throughout.
+
+    CUDA: float16, with a loss scaler. CPU: none. CPU autocast would mean bfloat16, and the
+    configs that set ``amp: true`` and are trained on CPU (configs/demo_synth128_mnv3.yaml, the
+    bundled demo model's) would silently train in another precision than the models they have
+    produced; so ``train.amp`` acts on CUDA only. The training step itself does not depend on
+    the device: tests/training/test_amp.py runs it under CPU autocast in both dtypes.
+    """
+    if amp and device.type == "cuda":
+        return torch.float16
+    return None
 
 
 class _ResumableSampler(DistributedSampler):
