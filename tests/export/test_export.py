@@ -136,6 +136,33 @@ def test_triton_repository_serves_the_contract_names(exported_model_dir, tmp_pat
     assert json.loads((repo / "model.json").read_text())["name"] == "synth-tiny"
 
 
+def test_triton_configs_parse_as_tritons_model_config_and_match_the_graphs(exported_model_dir,
+                                                                          tmp_path):
+    """Each config.pbtxt read by Triton's own protobuf schema (tritonclient's model_config_pb2),
+    its tensors checked against the ONNX graph beside it. The configs are also loaded by a real
+    tritonserver in tests/runtime/test_triton_session.py (where one is installed)."""
+    import onnx
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from boxmask.export.triton import write_triton_repository
+
+    repo = write_triton_repository(exported_model_dir, tmp_path / "repo", gpu=False)
+    types = {onnx.TensorProto.FLOAT: mc.TYPE_FP32, onnx.TensorProto.INT64: mc.TYPE_INT64}
+    for name in ("boxmask_encoder", "boxmask_decoder", "boxmask_detector"):
+        config = text_format.Parse((repo / name / "config.pbtxt").read_text(), mc.ModelConfig())
+        assert (config.name, config.backend, config.max_batch_size) == (name, "onnxruntime", 0)
+        assert [g.kind for g in config.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
+        graph = onnx.load(str(repo / name / "1" / "model.onnx"), load_external_data=False).graph
+        for declared, actual in ((config.input, graph.input), (config.output, graph.output)):
+            assert [t.name for t in declared] == [v.name for v in actual]
+            for t, v in zip(declared, actual):
+                tensor = v.type.tensor_type
+                assert t.data_type == types[tensor.elem_type], t.name
+                assert list(t.dims) == [d.dim_value if d.HasField("dim_value") else -1
+                                        for d in tensor.shape.dim], t.name
+
+
 def test_tensorrt_without_a_gpu_says_what_to_do(tiny_checkpoint, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: the TensorRT build is tested by test_tensorrt_engines_build")

@@ -4,9 +4,12 @@ The server binary comes from the registry package nvidia-pytriton (0.7.0 ships t
 2.51 with the Python backend): `make test-tools` installs it with
 `pip install --no-deps --target .triton nvidia-pytriton==0.7.0`; BOXMASK_TRITONSERVER may point
 at another `tritonserver`. Without one the tests are skipped with that reason locally and FAIL
-in CI (CI=true, tests/peers.py). The models are served by tests/runtime/triton_python_model.py
-(ONNX Runtime inside Triton's Python backend) because this build has no ONNX Runtime backend;
-names and tensors are the exporter's.
+in CI (CI=true, tests/peers.py). The model repository is the exporter's own
+(`write_triton_repository`, CPU instance groups), loaded by the real server; this build has no
+ONNX Runtime backend, so each config's `backend: "onnxruntime"` becomes `backend: "python"` and
+tests/runtime/triton_python_model.py runs the exporter's `model.onnx` beside it. Everything
+else in the configs (tensor names, types, dims, batching) is the exporter's, and Triton checks
+every request against it.
 """
 
 from __future__ import annotations
@@ -27,13 +30,13 @@ import pytest
 
 from tests.peers import peer_missing
 from tests.processes import free_port, stop_process
+from boxmask.export.triton import MODEL_NAMES as EXPORT_MODEL_NAMES
+from boxmask.export.triton import write_triton_repository
 from boxmask.runtime import BackendUnavailable, Predictor
 from boxmask.runtime.sessions.triton_client import TRITON_MODEL_NAMES, TritonSession
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.triton
-
-ONNX_TO_TRITON = {"tensor(float)": "TYPE_FP32", "tensor(int64)": "TYPE_INT64"}
 
 
 def _find_tritonserver() -> Path | None:
@@ -83,28 +86,13 @@ def _libpython_dir() -> str:
     return libdir
 
 
-def _config(name: str, onnx_path: Path, site_packages: str) -> str:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-
-    def tensors(values: list) -> str:  # noqa: ANN001
-        rows = []
-        for v in values:
-            dims = ", ".join(str(d) if isinstance(d, int) else "-1" for d in v.shape)
-            rows.append(
-                f'  {{ name: "{v.name}" data_type: {ONNX_TO_TRITON[v.type]} dims: [ {dims} ] }}'
-            )
-        return ",\n".join(rows)
-
-    return (
-        f'name: "{name}"\nbackend: "python"\nmax_batch_size: 0\n'
-        f"input [\n{tensors(session.get_inputs())}\n]\noutput [\n{tensors(session.get_outputs())}\n]\n"
-        "instance_group [ { kind: KIND_CPU count: 1 } ]\n"
-        f'parameters {{ key: "onnx_path" value: {{ string_value: "{onnx_path}" }} }}\n'
-        f'parameters {{ key: "site_packages" value: {{ string_value: "{site_packages}" }} }}\n'
-    )
-
+def _served_by_python_backend(config: str, site_packages: str) -> str:
+    """The exporter's config.pbtxt with the one change this tritonserver forces: it has no
+    ONNX Runtime backend, so tests/runtime/triton_python_model.py runs the same `model.onnx`
+    in the Python backend. Everything else (names, types, dims, batching) stays the exporter's."""
+    assert config.count('backend: "onnxruntime"') == 1, config
+    return (config.replace('backend: "onnxruntime"', 'backend: "python"')
+            + f'parameters {{ key: "site_packages" value: {{ string_value: "{site_packages}" }} }}\n')
 
 
 @pytest.fixture(scope="module")
@@ -119,15 +107,14 @@ def triton(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     import onnxruntime
 
     site_packages = str(Path(onnxruntime.__file__).resolve().parents[1])
-    repo = tmp_path_factory.mktemp("triton_repository")
-    for graph, name in TRITON_MODEL_NAMES.items():
-        (repo / name / "1").mkdir(parents=True)
-        shutil.copy(
-            Path(__file__).with_name("triton_python_model.py"), repo / name / "1" / "model.py"
-        )
-        (repo / name / "config.pbtxt").write_text(
-            _config(name, model_dir / f"{graph}.onnx", site_packages)
-        )
+    # The exporter's own repository (CPU instance groups: this server has no GPU).
+    assert EXPORT_MODEL_NAMES == TRITON_MODEL_NAMES  # what the exporter writes, the runtime asks for
+    repo = write_triton_repository(model_dir, tmp_path_factory.mktemp("triton") / "repository",
+                                   gpu=False)
+    for name in TRITON_MODEL_NAMES.values():
+        config = repo / name / "config.pbtxt"
+        config.write_text(_served_by_python_backend(config.read_text(), site_packages))
+        shutil.copy(Path(__file__).with_name("triton_python_model.py"), repo / name / "1" / "model.py")
 
     http, grpc, metrics = free_port(), free_port(), free_port()
     env = dict(

@@ -2,9 +2,11 @@
 
 Used only by tests/runtime/test_triton_session.py: the `tritonserver` that the registry ships
 (nvidia-pytriton 0.7.0) has the Python backend but no ONNX Runtime backend, so each model of
-the exporter's repository (`boxmask_encoder`, `boxmask_decoder`, `boxmask_detector`, same tensor
-names) is served by this file instead of `backend: "onnxruntime"`. Triton itself is real: HTTP,
-gRPC, model metadata and configs, tensor (de)serialisation are the server's.
+the exporter's repository (`boxmask_encoder`, `boxmask_decoder`, `boxmask_detector`) is served
+by this file, placed beside the exporter's `1/model.onnx`, instead of `backend: "onnxruntime"`;
+the rest of the exporter's config.pbtxt (tensor names, types, dims, batching, instances) is
+what Triton loads and checks requests against. Triton itself is real: HTTP, gRPC, model
+metadata and configs, tensor (de)serialisation are the server's.
 
 Tensors cross the stub through DLPack, not `as_numpy()` / `Tensor(name, ndarray)`: the stub's
 pybind11 reads numpy 1.x array descriptors and gets empty buffers from numpy 2 arrays.
@@ -28,9 +30,9 @@ class TritonPythonModel:
         self.np = np
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            params["onnx_path"], options, providers=["CPUExecutionProvider"]
-        )
+        # The exporter's graph, in this model's version folder of the repository.
+        onnx_path = f"{args['model_repository']}/{args['model_version']}/model.onnx"
+        self.session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.outputs = [o["name"] for o in config["output"]]
 
