@@ -85,6 +85,7 @@ def evaluate(model_dir: Path, coco_json: Path, images: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model-dir", type=Path, default=DEMO)
+    ap.add_argument("--scene", default="dense", help="the synthetic set's scene preset")
     ap.add_argument("--seed", type=int, default=0, help="the synthetic set's seed")
     ap.add_argument("--size", type=int, default=128, help="the synthetic set's image size")
     ap.add_argument("--val-images", type=int, default=100, help="images in the validation split")
@@ -97,18 +98,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "synthetic"
         stats = generate(data, seed=args.seed, num_train=1, num_val=args.val_images,
-                         image_size=args.size)
+                         image_size=args.size, scene=args.scene)
         figures = evaluate(args.model_dir, data / "annotations" / "instances_val.json",
                            data / "images" / "val")
     record = {
         "what": "box-prompted masks: every ground-truth box of the split sent with its label "
                 "through the torch-free runtime, mean IoU of each mask with the true mask",
         "measured": datetime.date.today().isoformat(),
-        "command": "python scripts/evaluate_demo_model.py",
+        "command": (f"python scripts/evaluate_demo_model.py --scene {args.scene} --seed "
+                    f"{args.seed} --size {args.size} --val-images {args.val_images}"),
         "model": card["name"],
         "model_files": {k: v["sha256"] for k, v in card["files"].items()},
         "dataset": {"generator": "boxmask.data.synthetic.generate",
-                    "generator_version": stats["generator_version"], "seed": args.seed,
+                    "generator_version": stats["generator_version"], "scene": args.scene,
+                    "seed": args.seed,
                     "image_size": args.size, "split": "val", "images": args.val_images},
         **figures,
     }

@@ -125,5 +125,5 @@ def bundled_eval_set(bundled_evaluation: dict, tmp_path_factory: pytest.TempPath
     assert recipe["split"] == "val"
     out = tmp_path_factory.mktemp("bundled_eval") / "synthetic"
     generate(out, seed=recipe["seed"], num_train=1, num_val=recipe["images"],
-             image_size=recipe["image_size"])
+             image_size=recipe["image_size"], scene=recipe["scene"])
     return out

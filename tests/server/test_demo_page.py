@@ -21,7 +21,6 @@ import pytest
 
 from tests.peers import peer_missing
 from tests.processes import stop_process
-
 from tests.server.conftest import LiveServer, png_bytes
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
