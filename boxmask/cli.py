@@ -247,6 +247,49 @@ def serve(
                 log_config=logging_config(settings.log_level, settings.log_json))
 
 
+import_app = typer.Typer(help="Bring in weights trained elsewhere as a boxmask checkpoint.",
+                         no_args_is_help=True)
+app.add_typer(import_app, name="import")
+
+
+@import_app.command("torchvision")
+def import_torchvision(
+    weights: Path = typer.Argument(..., help="A torchvision Mask R-CNN state dict, e.g. "
+                                   "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth."),
+    arch: str = typer.Option(..., "--arch", help="maskrcnn_resnet50_fpn or maskrcnn_resnet50_fpn_v2."),
+    out: Path = typer.Option(..., "--out", help="The boxmask checkpoint to write."),
+    overrides: Optional[List[str]] = typer.Option(
+        None, "--set", help="Inference setting of the model section, repeatable: "
+        "model.min_size=512 (torchvision's defaults otherwise)."),
+) -> None:
+    """A COCO-pretrained torchvision Mask R-CNN -> a checkpoint for export, eval, init_from.
+
+    The class-specific mask head is COCO's, with COCO's 80 category names and ids (from
+    torchvision's weights metadata; nothing is downloaded). Files are read with
+    torch.load(weights_only=True): a pickle holding code is refused.
+    """
+    from boxmask.config import parse_overrides
+
+    try:
+        model_overrides = {}
+        for key, value in parse_overrides(overrides or []):
+            if not key.startswith("model.") or key.count(".") != 1:
+                raise ConfigError(f"--set {key}: only model.KEY settings apply to an import")
+            model_overrides[key.split(".", 1)[1]] = value
+        from boxmask.model.torchvision_import import ARCHS, import_torchvision as run_import
+
+        if arch not in ARCHS:
+            raise ConfigError(f"--arch {arch!r}: choose {' or '.join(ARCHS)}")
+        ckpt = run_import(weights, arch, out, model_overrides)
+    except ConfigError as exc:
+        fail(str(exc))
+    source = ckpt["source"]
+    published = source["published_metrics"]
+    console.print(f"[green]imported[/] {arch} ({len(ckpt['categories'])} COCO categories) "
+                  f"to {out}" + (f"; published COCO val2017 AP: {published}" if published else ""))
+    console.print(f"next: boxmask export {out} --out MODEL_DIR")
+
+
 cvat_app = typer.Typer(help="CVAT: convert a task's boxes to masks, print a nuclio function spec.",
                        no_args_is_help=True)
 app.add_typer(cvat_app, name="cvat")

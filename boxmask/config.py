@@ -85,6 +85,19 @@ class ModelConfig(_Section):
     box_nms_thresh: float = 0.5
     box_detections_per_img: int = 150
     anchor_sizes: list[int] | None = None
+    # The heads of torchvision's maskrcnn_resnet50_fpn_v2 (Li et al. 2021, "Benchmarking
+    # detection transfer learning with vision transformers"): a 2-conv RPN head, a box head of
+    # 4 convs + 1 fc (``conv``) instead of 2 fcs (``mlp``), and a norm layer after every conv of
+    # the FPN, box head and mask heads (``bn`` in torchvision's v2; ``gn`` for tiny batches).
+    # The defaults are v1's (and every checkpoint's from before these keys existed).
+    rpn_conv_depth: int = Field(default=1, ge=1)
+    box_head: Literal["mlp", "conv"] = "mlp"
+    head_norm: Literal["none", "bn", "gn"] = "none"
+    # Start from this boxmask checkpoint (`boxmask train` or `boxmask import torchvision`):
+    # categories are matched by name, the weights of matched ones are copied, new categories get
+    # freshly initialised channels (boxmask/model/init_from.py). Not a resume: the optimizer,
+    # schedule and epoch start afresh.
+    init_from: Path | None = None
 
 
 class TrainConfig(_Section):
@@ -202,8 +215,10 @@ def resolve_paths(cfg: BoxMaskConfig, root: Path) -> BoxMaskConfig:
         p = getattr(d, name)
         if p is not None and not p.is_absolute():
             setattr(d, name, (root / p).resolve())
-    if cfg.model.backbone_weights is not None and not cfg.model.backbone_weights.is_absolute():
-        cfg.model.backbone_weights = (root / cfg.model.backbone_weights).resolve()
+    for name in ("backbone_weights", "init_from"):
+        p = getattr(cfg.model, name)
+        if p is not None and not p.is_absolute():
+            setattr(cfg.model, name, (root / p).resolve())
     return cfg
 
 

@@ -56,8 +56,10 @@ def _freeze(body: nn.Module, trainable_prefixes: list[str]) -> None:
 
 
 def resnet_fpn(depth: int, fpn_channels: int, trainable_layers: int, norm: str,
-               weights: Path | None) -> BackboneWithFPN:
-    """ResNet-18/50 + FPN; levels from layer1..layer4."""
+               weights: Path | None,
+               fpn_norm: Callable[[int], nn.Module] | None = None) -> BackboneWithFPN:
+    """ResNet-18/50 + FPN; levels from layer1..layer4. ``fpn_norm`` follows each FPN conv
+    (torchvision's v2: BatchNorm2d)."""
     ctor = {18: resnet18, 50: resnet50}[depth]
     body = ctor(weights=None, norm_layer=_norm_layer(norm))
     if weights is not None:
@@ -70,7 +72,7 @@ def resnet_fpn(depth: int, fpn_channels: int, trainable_layers: int, norm: str,
     in_channels = [stage2 * 2 ** i for i in range(4)]
     return_layers = {f"layer{k}": str(k - 1) for k in range(1, 5)}
     return BackboneWithFPN(body, return_layers, in_channels, fpn_channels,
-                           extra_blocks=LastLevelMaxPool())
+                           extra_blocks=LastLevelMaxPool(), norm_layer=fpn_norm)
 
 
 class _MobileNetStages(nn.Module):
@@ -118,12 +120,14 @@ def _block_out_channels(block: nn.Module) -> int:
 class _FPNOnBody(nn.Module):
     """A body that already returns an ordered dict of levels, followed by an FPN."""
 
-    def __init__(self, body: nn.Module, in_channels: list[int], out_channels: int) -> None:
+    def __init__(self, body: nn.Module, in_channels: list[int], out_channels: int,
+                 fpn_norm: Callable[[int], nn.Module] | None = None) -> None:
         super().__init__()
         from torchvision.ops import FeaturePyramidNetwork
 
         self.body = body
-        self.fpn = FeaturePyramidNetwork(in_channels, out_channels, extra_blocks=LastLevelMaxPool())
+        self.fpn = FeaturePyramidNetwork(in_channels, out_channels, extra_blocks=LastLevelMaxPool(),
+                                         norm_layer=fpn_norm)
         self.out_channels = out_channels
 
     def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
@@ -131,7 +135,8 @@ class _FPNOnBody(nn.Module):
 
 
 def mobilenet_v3_fpn(fpn_channels: int, trainable_layers: int, norm: str,
-                     weights: Path | None) -> nn.Module:
+                     weights: Path | None,
+                     fpn_norm: Callable[[int], nn.Module] | None = None) -> nn.Module:
     """MobileNetV3-Large + FPN over strides 4..32 (torchvision's own MobileNet FPN uses only the
     last two stages; four levels keep the RoI heads identical across backbones)."""
     kwargs = {} if norm in ("bn", "frozen_bn") else {"norm_layer": _norm_layer(norm)}
@@ -146,7 +151,7 @@ def mobilenet_v3_fpn(fpn_channels: int, trainable_layers: int, norm: str,
     first = {5: 0, 4: 1, 3: stages.taps[0] + 1, 2: stages.taps[1] + 1, 1: stages.taps[2] + 1,
              0: len(net.features)}[trainable_layers]
     _freeze(stages, [f"features.{i}." for i in range(first, len(net.features))])
-    return _FPNOnBody(stages, stages.out_channels_list, fpn_channels)
+    return _FPNOnBody(stages, stages.out_channels_list, fpn_channels, fpn_norm)
 
 
 def _to_frozen_bn(module: nn.Module) -> nn.Module:
@@ -164,15 +169,17 @@ def _to_frozen_bn(module: nn.Module) -> nn.Module:
 
 
 def build_backbone(name: str, fpn_channels: int, trainable_layers: int, norm: str,
-                   weights: Path | None) -> nn.Module:
+                   weights: Path | None,
+                   fpn_norm: Callable[[int], nn.Module] | None = None) -> nn.Module:
     """A named backbone with FPN; ``norm='auto'`` means frozen BN with pretrained weights and
-    trainable BN from random init (frozen random statistics would make BN an identity)."""
+    trainable BN from random init (frozen random statistics would make BN an identity).
+    ``fpn_norm``: the norm after each FPN conv (None: plain convs)."""
     if norm == "auto":
         norm = "frozen_bn" if weights is not None else "bn"
     if name == "resnet50_fpn":
-        return resnet_fpn(50, fpn_channels, trainable_layers, norm, weights)
+        return resnet_fpn(50, fpn_channels, trainable_layers, norm, weights, fpn_norm)
     if name == "resnet18_fpn":
-        return resnet_fpn(18, fpn_channels, trainable_layers, norm, weights)
+        return resnet_fpn(18, fpn_channels, trainable_layers, norm, weights, fpn_norm)
     if name == "mobilenet_v3_fpn":
-        return mobilenet_v3_fpn(fpn_channels, trainable_layers, norm, weights)
+        return mobilenet_v3_fpn(fpn_channels, trainable_layers, norm, weights, fpn_norm)
     raise ValueError(f"unknown backbone {name!r}; choose resnet50_fpn, resnet18_fpn or mobilenet_v3_fpn")

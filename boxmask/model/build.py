@@ -6,12 +6,20 @@ nothing is ever downloaded.
 
 from __future__ import annotations
 
+from torch import nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, FasterRCNN, TwoMLPHead
+from torchvision.models.detection.faster_rcnn import (
+    FastRCNNConvFCHead,
+    FastRCNNPredictor,
+    FasterRCNN,
+    TwoMLPHead,
+)
+from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import MultiScaleRoIAlign
 
 from boxmask.config import ModelConfig
 from boxmask.model.backbones import build_backbone
+from boxmask.model.heads import NormLayer, head_norm_layer
 from boxmask.model.mask_branch import TeacherStudentMaskBranch
 from boxmask.model.rcnn import FPN_LEVELS, BoxMaskRCNN
 from boxmask.model.roi_heads import BoxMaskRoIHeads
@@ -36,12 +44,19 @@ def build_model(cfg: ModelConfig, num_classes: int, seen_labels: set[int] | None
         if cfg.mode != "oracle" and not seen_labels:
             raise ValueError("no seen category: the teacher would have no mask to learn from")
 
+    norm = head_norm_layer(cfg.head_norm)
     backbone = build_backbone(cfg.backbone, cfg.fpn_channels, cfg.trainable_backbone_layers,
-                              cfg.backbone_norm, cfg.backbone_weights)
+                              cfg.backbone_norm, cfg.backbone_weights, norm)
     sizes = cfg.anchor_sizes or [32, 64, 128, 256, 512]
     if len(sizes) != 5:
         raise ValueError("model.anchor_sizes needs 5 sizes, one per pyramid level P2..P6")
     anchors = AnchorGenerator(tuple((s,) for s in sizes), ((0.5, 1.0, 2.0),) * len(sizes))
+    box_head = _box_head(cfg, norm)
+    box_predictor = FastRCNNPredictor(cfg.representation_size, num_classes + 1)
+    # Built after the box head, where FasterRCNN would build its default one: the same draws
+    # from the seeded generator as before this option existed, so seeded runs still reproduce.
+    rpn_head = RPNHead(cfg.fpn_channels, anchors.num_anchors_per_location()[0],
+                       conv_depth=cfg.rpn_conv_depth)
     box_pool = MultiScaleRoIAlign(list(FPN_LEVELS), output_size=7, sampling_ratio=2)
     base = FasterRCNN(
         backbone,
@@ -49,14 +64,15 @@ def build_model(cfg: ModelConfig, num_classes: int, seen_labels: set[int] | None
         min_size=cfg.min_size,
         max_size=cfg.max_size,
         rpn_anchor_generator=anchors,
+        rpn_head=rpn_head,
         rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train,
         rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train,
         rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test,
         rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test,
         rpn_batch_size_per_image=cfg.rpn_batch_size_per_image,
         box_roi_pool=box_pool,
-        box_head=TwoMLPHead(cfg.fpn_channels * 7 * 7, cfg.representation_size),
-        box_predictor=FastRCNNPredictor(cfg.representation_size, num_classes + 1),
+        box_head=box_head,
+        box_predictor=box_predictor,
         box_score_thresh=cfg.box_score_thresh,
         box_nms_thresh=cfg.box_nms_thresh,
         box_detections_per_img=cfg.box_detections_per_img,
@@ -67,8 +83,21 @@ def build_model(cfg: ModelConfig, num_classes: int, seen_labels: set[int] | None
         mask_pool, cfg.fpn_channels, cfg.mask_head_channels, num_classes, mode=cfg.mode,
         sigma=cfg.sigma, teacher_convs=cfg.teacher_convs, teacher_resolution=cfg.teacher_resolution,
         interact_warmup_iters=cfg.interact_warmup_iters,
-        teacher_ignore_unseen_boxes=cfg.teacher_ignore_unseen_boxes)
+        teacher_ignore_unseen_boxes=cfg.teacher_ignore_unseen_boxes, norm_layer=norm)
     roi_heads = BoxMaskRoIHeads.from_roi_heads(base.roi_heads, branch)
     model = BoxMaskRCNN(base.backbone, base.rpn, roi_heads, base.transform)
     model.num_classes = num_classes  # type: ignore[attr-defined]
     return model
+
+
+def _box_head(cfg: ModelConfig, norm: NormLayer | None) -> nn.Module:
+    """RoI features ``[P, F, 7, 7]`` -> ``[P, representation_size]``.
+
+    ``mlp``: torchvision's v1 ``TwoMLPHead``. ``conv``: its v2 ``FastRCNNConvFCHead``, 4 convs
+    of the FPN width then one fc (state-dict keys as torchvision's, so its weights load as they
+    are).
+    """
+    if cfg.box_head == "mlp":
+        return TwoMLPHead(cfg.fpn_channels * 7 * 7, cfg.representation_size)
+    return FastRCNNConvFCHead((cfg.fpn_channels, 7, 7), [cfg.fpn_channels] * 4,
+                              [cfg.representation_size], norm_layer=norm)

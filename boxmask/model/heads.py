@@ -8,11 +8,32 @@ the teacher options of the paper's Table 3, depth (12 convs) and resolution (56x
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
+from typing import Callable
 
 import torch
 from torch import nn
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads
+
+
+NormLayer = Callable[[int], nn.Module]
+
+
+def head_norm_layer(kind: str) -> NormLayer | None:
+    """The norm after each conv of the FPN, box head and mask heads (``model.head_norm``).
+
+    ``none`` is torchvision's v1 (plain convs); ``bn`` its v2; ``gn`` GroupNorm with up to 32
+    groups, for batches too small for batch statistics.
+    """
+    if kind == "none":
+        return None
+    if kind == "bn":
+        return nn.BatchNorm2d
+    if kind == "gn":
+        # The largest group count <= 32 that divides the width, so narrow test models work too.
+        return lambda c: nn.GroupNorm(math.gcd(32, c), c)
+    raise ValueError(f"unknown head norm {kind!r} (none, bn, gn)")
 
 
 class UpsamplingMaskPredictor(nn.Sequential):
@@ -48,13 +69,15 @@ class UpsamplingMaskPredictor(nn.Sequential):
 class MaskHead(nn.Module):
     """Conv tower + predictor: RoI features ``[N, D, S, S]`` -> logits ``[N, K, R, R]``.
 
-    ``R = S * 2**num_upsample``; ``K`` = ``out_channels``.
+    ``R = S * 2**num_upsample``; ``K`` = ``out_channels``. With ``norm_layer`` each conv of the
+    tower is followed by it (torchvision's v2 mask head: BatchNorm2d).
     """
 
     def __init__(self, in_channels: int, conv_channels: int, num_convs: int, out_channels: int,
-                 num_upsample: int = 1) -> None:
+                 num_upsample: int = 1, norm_layer: NormLayer | None = None) -> None:
         super().__init__()
-        self.tower = MaskRCNNHeads(in_channels, [conv_channels] * num_convs, dilation=1)
+        self.tower = MaskRCNNHeads(in_channels, [conv_channels] * num_convs, dilation=1,
+                                   norm_layer=norm_layer)
         self.predictor = UpsamplingMaskPredictor(conv_channels, conv_channels, out_channels,
                                                  num_upsample)
         self.out_channels = out_channels
@@ -65,13 +88,17 @@ class MaskHead(nn.Module):
 
 
 def teacher_head(in_channels: int, conv_channels: int, num_convs: int = 4,
-                 resolution: int = 28, roi_size: int = 14) -> MaskHead:
+                 resolution: int = 28, roi_size: int = 14,
+                 norm_layer: NormLayer | None = None) -> MaskHead:
     """The class-agnostic teacher F_t: one output channel at ``resolution`` (28 or 56)."""
     if resolution % roi_size or (resolution // roi_size) not in (2, 4):
         raise ValueError(f"teacher resolution {resolution} must be 2x or 4x the RoI size {roi_size}")
-    return MaskHead(in_channels, conv_channels, num_convs, 1, num_upsample=(resolution // roi_size) // 2)
+    return MaskHead(in_channels, conv_channels, num_convs, 1,
+                    num_upsample=(resolution // roi_size) // 2, norm_layer=norm_layer)
 
 
-def student_head(in_channels: int, conv_channels: int, num_classes: int) -> MaskHead:
+def student_head(in_channels: int, conv_channels: int, num_classes: int,
+                 norm_layer: NormLayer | None = None) -> MaskHead:
     """The class-specific student F_s: ``num_classes`` channels (no background) at 28x28."""
-    return MaskHead(in_channels, conv_channels, 4, num_classes, num_upsample=1)
+    return MaskHead(in_channels, conv_channels, 4, num_classes, num_upsample=1,
+                    norm_layer=norm_layer)

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 
-from boxmask.model.heads import MaskHead, student_head, teacher_head
+from boxmask.model.heads import MaskHead, NormLayer, student_head, teacher_head
 from boxmask.model.pseudo_masks import (
     box_interior_on_rois,
     Sigma,
@@ -81,13 +81,15 @@ class TeacherStudentMaskBranch(nn.Module):
         sigma: post-processing of pseudo-masks (``teacher_student`` only).
         teacher_convs: depth of F_t (4 in the paper, 12 for the deeper teacher of Table 3).
         teacher_resolution: 28 or 56.
+        norm_layer: norm after each conv of both towers (None: plain convs, torchvision's v1).
     """
 
     def __init__(self, roi_pool: MultiScaleRoIAlign, in_channels: int, conv_channels: int,
                  num_classes: int, mode: Mode = "teacher_student", sigma: Sigma = "threshold",
                  teacher_convs: int = 4, teacher_resolution: int = 28,
                  interact_warmup_iters: int = 0,
-                 teacher_ignore_unseen_boxes: bool = False) -> None:
+                 teacher_ignore_unseen_boxes: bool = False,
+                 norm_layer: NormLayer | None = None) -> None:
         super().__init__()
         if mode not in ("agnostic", "teacher_student", "oracle"):
             raise ValueError(f"unknown mode {mode!r}")
@@ -100,9 +102,9 @@ class TeacherStudentMaskBranch(nn.Module):
         self.student: MaskHead | None = None
         if mode in ("agnostic", "teacher_student"):
             self.teacher = teacher_head(in_channels, conv_channels, teacher_convs,
-                                        teacher_resolution, roi_size)
+                                        teacher_resolution, roi_size, norm_layer)
         if mode in ("teacher_student", "oracle"):
-            self.student = student_head(in_channels, conv_channels, num_classes)
+            self.student = student_head(in_channels, conv_channels, num_classes, norm_layer)
         self.interact_warmup_iters = interact_warmup_iters
         self.teacher_ignore_unseen_boxes = teacher_ignore_unseen_boxes
         if mode == "teacher_student" and sigma == "interact":
