@@ -137,6 +137,7 @@ def export(
     triton_repo: Optional[Path] = typer.Option(None, "--triton-repo", help="Also write a Triton model repository here."),
     opset: int = typer.Option(17, "--opset", help="ONNX opset."),
     check: bool = typer.Option(True, "--check/--no-check", help="Compare ONNX Runtime against torch after export."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Images for --int8 calibration, instead of the checkpoint's training images (e.g. for an imported model)."),
 ) -> None:
     """Export a checkpoint to ONNX (encoder, decoder, detector) plus model.json."""
     if not checkpoint.is_file():
@@ -146,7 +147,8 @@ def export(
     try:
         card = export_checkpoint(checkpoint, out, name=name, fp16=fp16, int8=int8,
                                  calibration_images=calibration_images, tensorrt=tensorrt,
-                                 triton_repo=triton_repo, opset=opset, check=check)
+                                 triton_repo=triton_repo, opset=opset, check=check,
+                                 images=images)
     except (ExportError, ConfigError) as exc:
         fail(str(exc))
     console.print(f"[green]exported[/] {card['name']} to {out}")

@@ -168,8 +168,12 @@ def convert_fp16(src: Path, dst: Path) -> None:
 def export_checkpoint(checkpoint: Path, out: Path, name: str | None = None, fp16: bool = False,
                       int8: bool = False, calibration_images: int = 16, tensorrt: bool = False,
                       triton_repo: Path | None = None, opset: int = 17, check: bool = True,
-                      overwrite: bool = True) -> dict[str, Any]:
+                      overwrite: bool = True, images: Path | None = None) -> dict[str, Any]:
     """Export a checkpoint; returns the model card written to ``out/model.json``.
+
+    ``images``: a folder of images for int8 calibration (and its held-out check) instead of the
+    checkpoint's ``data.train_images`` / ``val_images``: an imported checkpoint's training data
+    (COCO) is rarely at hand, and the user's own images are the better calibration anyway.
 
     The directory is built in a temporary sibling and moved into place at the end, so a failed
     export never leaves a half-written model where a server would load it.
@@ -182,6 +186,10 @@ def export_checkpoint(checkpoint: Path, out: Path, name: str | None = None, fp16
         check_tensorrt_available()  # fail before the slow part
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     model, cfg, categories, ckpt = load_trained_model(checkpoint)
+    if images is not None:
+        if not Path(images).is_dir():
+            raise ExportError(f"--images {str(images)!r} is not a folder")
+        cfg.data.train_images, cfg.data.val_images = Path(images), None
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -271,6 +279,8 @@ def _card(name: str, cfg: BoxMaskConfig, categories: list[dict], model: BoxMaskR
             "iteration": int(ckpt.get("iteration", 0)),
             "config": json.loads(cfg.model_dump_json()),
             "eval": ckpt.get("metrics"),
+            # Where imported weights came from (boxmask import torchvision); None if trained here.
+            "source": ckpt.get("source"),
             "torch": torch.__version__,
         },
     }
