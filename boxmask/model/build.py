@@ -45,8 +45,12 @@ def build_model(cfg: ModelConfig, num_classes: int, seen_labels: set[int] | None
             raise ValueError("no seen category: the teacher would have no mask to learn from")
 
     norm = head_norm_layer(cfg.head_norm)
+    body_norm = cfg.backbone_norm
+    if body_norm == "auto" and cfg.init_from is not None:
+        # Pretrained statistics come from the checkpoint: freeze them, as for backbone_weights.
+        body_norm = "frozen_bn"
     backbone = build_backbone(cfg.backbone, cfg.fpn_channels, cfg.trainable_backbone_layers,
-                              cfg.backbone_norm, cfg.backbone_weights, norm)
+                              body_norm, cfg.backbone_weights, norm)
     sizes = cfg.anchor_sizes or [32, 64, 128, 256, 512]
     if len(sizes) != 5:
         raise ValueError("model.anchor_sizes needs 5 sizes, one per pyramid level P2..P6")

@@ -104,7 +104,16 @@ def build_training_model(cfg: BoxMaskConfig, data: TrainingData) -> nn.Module:
         raise ConfigError(f"model.backbone_weights: {str(weights)!r} does not exist (nothing is "
                           "downloaded: place a torchvision state dict there, or set it to null "
                           "to start from random weights)")
-    return build_model(cfg.model, data.num_classes, data.mask_labels)
+    model = build_model(cfg.model, data.num_classes, data.mask_labels)
+    if cfg.model.init_from is not None:
+        from boxmask.model.init_from import init_from_checkpoint
+
+        path = Path(cfg.model.init_from)
+        if not path.is_file():
+            raise ConfigError(f"model.init_from: {str(path)!r} does not exist")
+        report = init_from_checkpoint(model, data.categories, load_checkpoint(path), str(path))
+        _console.print(f"initialised from {path}: {report.summary()}")
+    return model
 
 
 def _to_device(images: list[torch.Tensor], targets: list[dict[str, Any]],
@@ -217,7 +226,12 @@ class Trainer:
             restore_rng_state(ckpt["rng"])
 
     def resume(self, path: Path) -> None:
-        self.load_state_dict(load_checkpoint(path), source=f"checkpoint {str(path)!r}")
+        ckpt = load_checkpoint(path)
+        if ckpt.get("optimizer") is None:
+            raise ConfigError(f"checkpoint {str(path)!r} holds weights but no training run to "
+                              "resume (it was imported): start from it with "
+                              f"model.init_from={path}")
+        self.load_state_dict(ckpt, source=f"checkpoint {str(path)!r}")
         if self.ctx.is_main:
             within = (f", {self.epoch_iteration} iterations into epoch {self.epoch + 1}"
                       if self.epoch_iteration else "")
