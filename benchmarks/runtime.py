@@ -12,6 +12,7 @@ int8 encoder's accuracy cost on a trained model: box-prompted mask AP and mean I
 validation set, fp32 vs int8, through the torch-free runtime.
 
     .venv/bin/python benchmarks/runtime.py [--threads 2] [--repeats 3] [--backbones ...]
+    .venv/bin/python benchmarks/runtime.py --checkpoint models/coco_r50.pt   # a real checkpoint
     .venv/bin/python benchmarks/runtime.py --accuracy boxmask/assets/models/synthetic-demo \\
         --coco data/synth128/annotations/instances_val.json --images data/synth128/images/val
 """
@@ -47,20 +48,27 @@ def _timeit(fn, repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def _calibration_images(root: Path) -> Path:
+    """Four noise images at H x W: int8 calibration inputs (timing does not depend on them)."""
+    from PIL import Image
+
+    images = root / "images"
+    images.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (H, W, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    return images
+
+
 def _fake_checkpoint(name: str, root: Path) -> Path:
     """A checkpoint file of a random-init model, in the format `boxmask train` writes."""
     import torch
-    from PIL import Image
 
     from boxmask.config import BoxMaskConfig
     from boxmask.model import build_model
 
     backbone, fpn, mask, rep = BACKBONES[name]
-    images = root / "images"
-    images.mkdir(exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(4):  # int8 calibration inputs
-        Image.fromarray(rng.integers(0, 256, (H, W, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    images = _calibration_images(root)
     cfg = BoxMaskConfig.model_validate({
         "data": {"train_annotations": str(root / "none.json"), "train_images": str(images)},
         "model": {"backbone": backbone, "fpn_channels": fpn, "mask_head_channels": mask,
@@ -77,7 +85,9 @@ def _fake_checkpoint(name: str, root: Path) -> Path:
     return path
 
 
-def bench_backbone(name: str, threads: int, repeats: int) -> list[dict]:
+def bench_backbone(name: str, threads: int, repeats: int, checkpoint: Path | None = None) -> list[dict]:
+    """The table's rows for one model: a random one of ``BACKBONES[name]``, or ``checkpoint``
+    (e.g. an imported torchvision Mask R-CNN; then ``name`` only labels the rows)."""
     import onnxruntime as ort
     import torch
 
@@ -90,9 +100,10 @@ def bench_backbone(name: str, threads: int, repeats: int) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        ckpt = _fake_checkpoint(name, root)
+        ckpt = checkpoint or _fake_checkpoint(name, root)
         out = root / "model"
-        export_checkpoint(ckpt, out, int8=True, calibration_images=4, check=False)
+        export_checkpoint(ckpt, out, int8=True, calibration_images=4, check=False,
+                          images=_calibration_images(root))
         torch.set_num_threads(threads)
         model, _, _, _ = load_trained_model(ckpt)
         opts = ort.SessionOptions()
@@ -120,9 +131,10 @@ def bench_backbone(name: str, threads: int, repeats: int) -> list[dict]:
         from collections import OrderedDict
 
         fdict = OrderedDict(zip(("0", "1", "2", "3"), feats))
+        num_classes = model.num_classes
         for n in (1, 10, 100):
             boxes = random_boxes(n, H, W, gen)
-            labels = torch.randint(1, NUM_CLASSES + 1, (n,), generator=gen)
+            labels = torch.randint(1, num_classes + 1, (n,), generator=gen)
             with torch.no_grad():
                 te = _timeit(lambda: model.roi_heads.decode_boxes(fdict, boxes, labels, (H, W)),
                              repeats * 3)
@@ -144,7 +156,36 @@ def bench_backbone(name: str, threads: int, repeats: int) -> list[dict]:
         td = _timeit(lambda: det.run(DETECTOR_OUTPUTS, feed), repeats)
         rows.append({"backbone": name, "stage": f"detector on features (K={k})", "eager_ms": te * 1e3,
                      "ort_fp32_ms": td * 1e3, "ort_int8_ms": None})
+        rows += _predictor_rows(name, out, threads, repeats)
     return rows
+
+
+def _predictor_rows(name: str, model_dir: Path, threads: int, repeats: int) -> list[dict]:
+    """What a user waits for through the torch-free runtime (``Predictor``, the server's path):
+    a new 640x480 photo with one box (decode + resize + encoder + decoder + paste), and one
+    more box on the same image (decoder + paste). fp32 and int8 encoders; eager is not on
+    this path, so those columns hold the fp32 figure for the ratio."""
+    from boxmask.runtime import Predictor
+
+    rng = np.random.default_rng(1)
+    box = np.array([[100.0, 80.0, 420.0, 400.0]], np.float32)
+    out = {}
+    for precision in ("fp32", "int8"):
+        p = Predictor.from_dir(model_dir, precision=precision, intra_op_threads=threads)
+        label = p.card.categories[0].id
+        images = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(repeats + 1)]
+
+        def new_image(it=iter(images)) -> None:
+            p.set_image(next(it))  # a new array each call: never a cache hit
+            p.predict(box, labels=[label])
+
+        out[precision] = (_timeit(new_image, repeats), _timeit(lambda: p.predict(box, labels=[label]), repeats * 3))
+    return [{"backbone": name, "stage": "runtime: new 640x480 image + 1 box",
+             "eager_ms": out["fp32"][0] * 1e3, "ort_fp32_ms": out["fp32"][0] * 1e3,
+             "ort_int8_ms": out["int8"][0] * 1e3},
+            {"backbone": name, "stage": "runtime: 1 more box, same image",
+             "eager_ms": out["fp32"][1] * 1e3, "ort_fp32_ms": out["fp32"][1] * 1e3,
+             "ort_int8_ms": out["int8"][1] * 1e3}]
 
 
 def accuracy(model_dir: Path, coco_json: Path, images: Path, max_images: int | None) -> dict:
@@ -195,6 +236,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--backbones", nargs="*", default=list(BACKBONES))
+    ap.add_argument("--checkpoint", type=Path, nargs="*", default=[],
+                    help="time these checkpoints (e.g. `boxmask import torchvision` output) "
+                         "instead of random --backbones")
     ap.add_argument("--accuracy", type=Path, help="a trained exported model directory")
     ap.add_argument("--coco", type=Path)
     ap.add_argument("--images", type=Path)
@@ -209,7 +253,11 @@ def main() -> None:
                   f"| {r['mean_iou']['unseen']:.3f} | {r['mean_iou']['seen']:.3f} |")
         return
     rows = []
-    for name in args.backbones:
+    if args.checkpoint:
+        for ckpt in args.checkpoint:
+            rows += bench_backbone(ckpt.stem, args.threads, args.repeats, checkpoint=ckpt)
+            print(f"done {ckpt}", flush=True)
+    for name in [] if args.checkpoint else args.backbones:
         rows += bench_backbone(name, args.threads, args.repeats)
         print(f"done {name}", flush=True)
     print(f"\nthreads={args.threads}, median of {args.repeats} (encoder) / {3 * args.repeats} "

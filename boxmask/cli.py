@@ -358,6 +358,20 @@ def cvat_spec(model_dir: Path = typer.Option(..., "--model-dir", help="Exported 
     print(json.dumps(function_spec(ModelCard.load(model_dir, verify=False)), indent=2))
 
 
+labelstudio_app = typer.Typer(help="Label Studio: print a labelling config for a model.",
+                              no_args_is_help=True)
+app.add_typer(labelstudio_app, name="labelstudio")
+
+
+@labelstudio_app.command("config")
+def labelstudio_config(model_dir: Path = typer.Option(..., "--model-dir", help="Exported model directory.")) -> None:
+    """Print a Label Studio labelling config (smart boxes + brush masks) with the model's categories."""
+    from boxmask.integrations.labelstudio.config import labeling_config
+    from boxmask.runtime import ModelCard
+
+    print(labeling_config(list(ModelCard.load(model_dir, verify=False).names)), end="")
+
+
 def main() -> None:  # pragma: no cover - entry point
     app()
 

@@ -90,3 +90,18 @@ class LabelConfig:
             rectangle = Control(control.name, mask_control.to_name, tuple(control.labels or ()))
         return cls(brush=brush, polygon=polygon, rectangles=rectangles, rectangle=rectangle,
                    image_key=image_key)
+
+
+def labeling_config(category_names: list[str], image_key: str = "image") -> str:
+    """A labelling config for a model's categories: a smart `RectangleLabels` (the annotator
+    draws boxes) and a `BrushLabels` (boxmask answers with masks) with one `<Label>` per
+    category, in the model's order. For COCO's 80 that is 80 labels typed by nobody; edit the
+    names and map them back with ``BOXMASK_LABELSTUDIO_LABEL_MAP`` if the team prefers others.
+    """
+    from xml.sax.saxutils import quoteattr
+
+    labels = "\n".join(f"    <Label value={quoteattr(n)}/>" for n in category_names)
+    return (f'<View>\n  <Image name="image" value="${image_key}"/>\n'
+            f'  <RectangleLabels name="box" toName="image" smart="true">\n{labels}\n'
+            f'  </RectangleLabels>\n  <BrushLabels name="mask" toName="image">\n{labels}\n'
+            f'  </BrushLabels>\n</View>\n')
