@@ -21,11 +21,11 @@ NEW = ["hexagon", "ring", "crescent", "star"]
 
 TINY_MODEL = {
     "backbone": "resnet18_fpn", "backbone_norm": "gn", "trainable_backbone_layers": 5,
-    "fpn_channels": 32, "mask_head_channels": 32, "representation_size": 128,
-    "min_size": 96, "max_size": 96, "anchor_sizes": [8, 16, 32, 64, 128],
+    "fpn_channels": 16, "mask_head_channels": 16, "representation_size": 64,
+    "min_size": 64, "max_size": 64, "anchor_sizes": [8, 16, 32, 64, 128],
     "rpn_pre_nms_top_n_train": 300, "rpn_post_nms_top_n_train": 150,
     "rpn_pre_nms_top_n_test": 150, "rpn_post_nms_top_n_test": 100,
-    "rpn_batch_size_per_image": 64, "box_batch_size_per_image": 64,
+    "rpn_batch_size_per_image": 64, "box_batch_size_per_image": 32,
     "box_detections_per_img": 30,
 }
 
