@@ -50,8 +50,8 @@ def test_init_from_keeps_old_categories_and_trains_new_ones_from_pseudo_masks(ti
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("BOXMASK_QUALITY_TESTS") != "1",
-                    reason="trains 720 iterations (about 4 min of CPU on an idle 2-core machine, "
-                           "estimated; not yet seen to pass): set BOXMASK_QUALITY_TESTS=1")
+                    reason="trains 480 iterations (several minutes of CPU on an idle 2-core machine, "
+                           "an estimate; not yet seen to pass): set BOXMASK_QUALITY_TESTS=1")
 def test_teacher_student_fine_tune_beats_box_and_agnostic_on_new_categories(tmp_path):
     """The paper's claim where a user meets it: from a model that knows the old categories,
     the teacher-student fine-tune's masks for the new, box-only categories beat the box itself
@@ -59,7 +59,7 @@ def test_teacher_student_fine_tune_beats_box_and_agnostic_on_new_categories(tmp_
 
     Opt-in: its ordering has not been observed yet. The session that wrote it had a 2-core
     machine shared with other training runs (load average 11-12), where this tiny model took
-    10-17 s per iteration instead of well under 1 s, so the 720 iterations could not be run."""
+    10-17 s per iteration instead of well under 1 s, so the 480 iterations could not be run."""
     paths = write_datasets(tmp_path, num_train=32, num_val=24, size=64)
     pre = train_run(paths, "pretrain", tmp_path / "pre", {"mode": "oracle"}, epochs=30, lr=0.02)
     runs = {}
