@@ -61,12 +61,12 @@ def test_teacher_student_fine_tune_beats_box_and_agnostic_on_new_categories(tmp_
     machine shared with other training runs (load average 11-12), where this tiny model took
     10-17 s per iteration instead of well under 1 s, so the 480 iterations could not be run."""
     paths = write_datasets(tmp_path, num_train=32, num_val=24, size=64)
-    pre = train_run(paths, "pretrain", tmp_path / "pre", {"mode": "oracle"}, epochs=30, lr=0.02)
+    pre = train_run(paths, "pretrain", tmp_path / "pre", {"mode": "oracle"}, epochs=30)
     runs = {}
     for mode in ("teacher_student", "agnostic"):
         runs[mode] = train_run(paths, "finetune", tmp_path / mode,
                                {"mode": mode, "init_from": str(pre),
-                                "teacher_ignore_unseen_boxes": True}, epochs=15, lr=0.02)
+                                "teacher_ignore_unseen_boxes": True}, epochs=15)
     box = box_prompted_miou(None, paths)
     ts = box_prompted_miou(runs["teacher_student"], paths)
     agnostic = box_prompted_miou(runs["agnostic"], paths)
