@@ -177,3 +177,30 @@ def test_resuming_an_imported_checkpoint_points_to_init_from(v1_weights, tmp_pat
                                     f"train.output_dir={tmp_path / 'run'}"])
     with pytest.raises(ConfigError, match="model.init_from="):
         train(cfg, resume=tmp_path / "c.pt")
+
+
+@pytest.mark.parametrize("arch, heads", [
+    ("maskrcnn_resnet50_fpn", []),
+    ("maskrcnn_resnet50_fpn_v2", ["model.rpn_conv_depth=2", "model.box_head=conv", "model.head_norm=bn"]),
+])
+def test_the_worked_finetune_config_fits_an_imported_checkpoint(arch, heads, tmp_path):
+    """configs/finetune_coco_r50.yaml (with the v2 keys its header names, for v2) builds a
+    teacher-student model that init_from fills from the imported checkpoint: nothing misfits,
+    the teacher comes from COCO's mask head, a new category gets fresh rows."""
+    from boxmask.config import load_config
+    from boxmask.model import build_model
+    from boxmask.model.init_from import init_from_checkpoint
+    from boxmask.training.checkpoint import load_checkpoint
+    from tests.conftest import REPO
+
+    write_torchvision_weights(arch, tmp_path / "w.pth")
+    import_torchvision(tmp_path / "w.pth", arch, tmp_path / "coco.pt")
+    cfg = load_config(REPO / "configs" / "finetune_coco_r50.yaml",
+                      [f"model.init_from={tmp_path / 'coco.pt'}", *heads])
+    cats = [{"id": 1, "name": "person", "label": 1, "seen": True},
+            {"id": 2, "name": "forklift", "label": 2, "seen": False}]
+    model = build_model(cfg.model, len(cats), {1})
+    report = init_from_checkpoint(model, cats, load_checkpoint(tmp_path / "coco.pt"))
+    assert report.matched == {"person": "person"} and report.new == ["forklift"]
+    assert not report.fresh and len(report.unused) == 79
+    assert any(k.startswith("roi_heads.mask_branch.teacher.") for k in report.derived)
