@@ -57,7 +57,7 @@ def test_teacher_student_fine_tune_beats_box_and_agnostic_on_new_categories(tmp_
     the teacher-student fine-tune's masks for the new, box-only categories beat the box itself
     and an agnostic fine-tune (same start, same data, same steps), box-prompted.
 
-    Opt-in, because at this size the ordering does not hold. One run (2026-11-27, seed 0, 38
+    Opt-in, because at this size the ordering does not hold. One run (2026-11-27, seed 0, 34
     min on a 2-core machine shared with other training runs) gave, box-prompted mean IoU on
     the new categories' 24 validation images: box 0.408, agnostic fine-tune 0.365,
     teacher-student 0.321; and the pretrained model was itself below the box on the old
