@@ -30,9 +30,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from boxmask.config import BoxMaskConfig, ConfigError, load_config
+from boxmask.data.coco import CocoInstances
 from boxmask.evaluation.evaluator import evaluate_predictions
 from boxmask.evaluation.plots import write_plots
 from boxmask.evaluation.report import write_json
+from boxmask.model.checkpoint import checkpoint_categories, load_checkpoint, model_from_checkpoint
 
 MASK_THRESHOLD = 0.5
 _console = Console(stderr=True)
@@ -206,10 +208,6 @@ def evaluate_checkpoint(checkpoint: str | Path, out_dir: str | Path | None = Non
     Raises:
         ConfigError: unreadable checkpoint, missing validation data, weights that do not fit.
     """
-    from boxmask.data.coco import CocoInstances
-    from boxmask.training.checkpoint import (checkpoint_categories, load_checkpoint,
-                                             model_from_checkpoint)
-
     checkpoint = Path(checkpoint)
     ckpt = load_checkpoint(checkpoint)
     categories = checkpoint_categories(ckpt, checkpoint)

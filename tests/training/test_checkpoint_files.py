@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from boxmask.config import TrainConfig
-from boxmask.training.checkpoint import LAST, save_checkpoint
+from boxmask.model.checkpoint import LAST, save_checkpoint
 
 
 def _state(epoch: int) -> dict:
@@ -39,7 +39,7 @@ def test_model_from_checkpoint_refuses_a_foreign_checkpoint() -> None:
     import pytest
 
     from boxmask.config import ConfigError
-    from boxmask.training.checkpoint import model_from_checkpoint
+    from boxmask.model.checkpoint import model_from_checkpoint
 
     with pytest.raises(ConfigError, match="not written by `boxmask train`"):
         model_from_checkpoint(_state(1), source="foreign.pt")

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from boxmask.training.checkpoint import load_checkpoint
+from boxmask.model.checkpoint import load_checkpoint
 from boxmask.training.metrics import read_metrics
 from boxmask.training.trainer import train
 
