@@ -141,7 +141,8 @@ def export(
     """Export a checkpoint to ONNX (encoder, decoder, detector) plus model.json."""
     if not checkpoint.is_file():
         fail(f"checkpoint {checkpoint} does not exist")
-    from boxmask.export.exporter import ExportError, export_checkpoint
+    from boxmask.export.errors import ExportError
+    from boxmask.export.exporter import export_checkpoint
 
     try:
         card = export_checkpoint(checkpoint, out, name=name, fp16=fp16, int8=int8,
