@@ -33,7 +33,8 @@ from tests.processes import free_port, stop_process
 from boxmask.export.triton import MODEL_NAMES as EXPORT_MODEL_NAMES
 from boxmask.export.triton import write_triton_repository
 from boxmask.runtime import BackendUnavailable, Predictor
-from boxmask.runtime.sessions.triton_client import TRITON_MODEL_NAMES, TritonSession
+from boxmask.runtime.contract import TRITON_MODEL_NAMES
+from boxmask.runtime.sessions.triton_client import TritonSession
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.triton
