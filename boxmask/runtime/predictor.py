@@ -27,6 +27,13 @@ import numpy as np
 
 from boxmask.runtime.cache import ByteLRUCache, CacheStats
 from boxmask.runtime.card import ModelCard
+from boxmask.runtime.contract import (
+    DECODER_OUTPUTS,
+    DETECTOR_OUTPUTS,
+    ENCODER_INPUT,
+    ENCODER_OUTPUTS,
+    TRITON_MODEL_NAMES,
+)
 from boxmask.runtime.errors import BadBoxes, ModelDirError, NoDetector, UnknownImage
 from boxmask.runtime.images import DEFAULT_MAX_PIXELS, image_key, load_image
 from boxmask.runtime.masks import paste_masks
@@ -35,7 +42,6 @@ from boxmask.runtime.transforms import ResizeInfo, boxes_to_original, boxes_to_r
 
 logger = logging.getLogger(__name__)
 
-FEATURE_NAMES = ("p2", "p3", "p4", "p5")
 GRAPHS = ("encoder", "decoder", "detector")
 Backend = Literal["onnxruntime", "triton"]
 Precision = Literal["fp32", "fp16", "int8"]
@@ -106,10 +112,10 @@ class Predictor:
         self.max_boxes = max_boxes
         self.mask_threshold = mask_threshold
         self._label_to_id = np.asarray(card.label_to_id(), dtype=np.int64)
-        self._last_key: str | None = None
-        # The last image each thread set, held outside the cache: a `predict` right after
-        # `set_image` in the same thread must not fail because the cache (budget 0, or another
-        # thread's image) dropped it in between. One entry per thread that encodes images.
+        # Each thread's current image (the last it set or selected), held outside the cache: a
+        # `predict` right after `set_image` in the same thread must not fail because the cache
+        # (budget 0, or another thread's image) dropped it in between, and a `predict` without
+        # a key uses this thread's image, never another thread's. One entry per thread.
         self._pinned = threading.local()
 
     # -- construction -------------------------------------------------------------------------
@@ -168,7 +174,7 @@ class Predictor:
             keys = {graph: graph for graph in GRAPHS}
 
             def session(graph: str) -> InferenceSession:
-                from boxmask.runtime.sessions.triton_client import TRITON_MODEL_NAMES, TritonSession
+                from boxmask.runtime.sessions.triton_client import TritonSession
 
                 return TritonSession(
                     triton_url, TRITON_MODEL_NAMES[graph], protocol=triton_protocol
@@ -232,7 +238,7 @@ class Predictor:
         rgb = load_image(image, self.max_pixels)
         pp = self.card.preprocess
         batch, info = preprocess(rgb, pp.min_size, pp.max_size, pp.size_divisible, pp.mean)
-        outputs = self.encoder.run({"image": batch}, list(FEATURE_NAMES))
+        outputs = self.encoder.run({ENCODER_INPUT: batch}, list(ENCODER_OUTPUTS))
         return EncodedImage(features=outputs, info=info)
 
     def set_image(self, image: bytes | np.ndarray) -> str:
@@ -244,7 +250,6 @@ class Predictor:
         key = image_key(image)
         entry, _ = self.cache.get_or_compute(key, lambda: self._encode(image))
         self._pinned.entry = (key, entry)
-        self._last_key = key
         return key
 
     def select_image(self, key: str) -> str:
@@ -255,11 +260,19 @@ class Predictor:
         self._pinned.entry = self._cached(key)
         return key
 
+    def image_size(self, key: str | None = None) -> tuple[int, int]:
+        """`(height, width)` of an encoded image: `key`'s, or this thread's current one. Runs
+        no graph and decodes nothing; `UnknownImage` when the image is not (or no longer)
+        cached."""
+        return self._entry(key)[1].info.original_size
+
     def _entry(self, key: str | None) -> tuple[str, EncodedImage]:
-        key = key if key is not None else self._last_key
-        if key is None:
-            raise UnknownImage("no image has been set: call set_image first or pass key=")
         pinned = getattr(self._pinned, "entry", None)
+        if key is None:
+            if pinned is None:
+                raise UnknownImage("no image has been set in this thread: call set_image first "
+                                   "or pass key=")
+            return pinned
         if pinned is not None and pinned[0] == key:
             # Set (or selected) by this thread: its cache lookup was counted there.
             return pinned
@@ -386,7 +399,7 @@ class Predictor:
                 "labels": contiguous,
                 "image_size": np.array([rh, rw], dtype=np.int64),
             },
-            ["mask_logits", "class_scores", "labels_out"],
+            list(DECODER_OUTPUTS),
         )
         used = outputs["labels_out"].astype(np.int64).reshape(n)
         scores = outputs["class_scores"][np.arange(n), used]
@@ -411,7 +424,7 @@ class Predictor:
         rh, rw = info.resized_size
         out = self.detector.run(
             {**entry.features, "image_size": np.array([rh, rw], dtype=np.int64)},
-            ["boxes", "labels", "scores", "mask_probs"],
+            list(DETECTOR_OUTPUTS),
         )
         scores = out["scores"].astype(np.float32).reshape(-1)
         keep = np.flatnonzero(scores >= score_threshold)

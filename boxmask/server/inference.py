@@ -62,15 +62,6 @@ def instances(pred: Prediction, mask_format: MaskFormat) -> list[Instance]:
             in zip(pred.masks, pred.boxes, pred.labels, pred.names, pred.scores)]
 
 
-def image_size(predictor: Predictor, key: str) -> tuple[int, int]:
-    """``(height, width)`` of a cached image (``UnknownImage`` if it is not cached).
-
-    A prediction for zero boxes runs no graph and carries the image's size: the runtime's
-    public way to ask about an image without decoding it again.
-    """
-    return predictor.predict(np.zeros((0, 4), np.float32), key=key).image_size
-
-
 def set_image(predictor: Predictor, image: ImageInput, max_pixels: int) -> str:
     """The image's key, encoding it unless the cache has it already."""
     if image.data is None:
@@ -83,7 +74,7 @@ def set_image(predictor: Predictor, image: ImageInput, max_pixels: int) -> str:
 
 def upload(predictor: Predictor, model: str, data: bytes, max_pixels: int) -> ImageResponse:
     key = set_image(predictor, ImageInput(data=data), max_pixels)
-    height, width = image_size(predictor, key)
+    height, width = predictor.image_size(key)
     return ImageResponse(model=model, image_id=key, width=width, height=height)
 
 
@@ -96,7 +87,7 @@ def segment(predictor: Predictor, model: str, image: ImageInput, params: Segment
     boxes = to_xyxy(params.boxes, params.box_format)
     key = set_image(predictor, image, max_pixels)
     if not params.clip_boxes:
-        height, width = image_size(predictor, key)
+        height, width = predictor.image_size(key)
         refuse_outside(boxes, width, height)
     # All boxes of the call go through the decoder in one batch.
     pred = predictor.predict(boxes, labels=params.labels, key=key)

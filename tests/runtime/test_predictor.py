@@ -202,11 +202,58 @@ def test_an_image_just_set_is_usable_without_a_cache_and_across_threads(
     other.join()
     assert p.predict(BOXES, key=key).key == key
     # A key never set by this thread is still unknown when the cache does not hold it.
-    fresh = threading.Thread(target=lambda: p.set_image(_image(seed=3)))
+    fresh_keys: list[str] = []
+    fresh = threading.Thread(target=lambda: fresh_keys.append(p.set_image(_image(seed=3))))
     fresh.start()
     fresh.join()
     with pytest.raises(UnknownImage):
-        p.predict(BOXES, key=p._last_key)
+        p.predict(BOXES, key=fresh_keys[0])
+
+
+def test_predict_without_a_key_uses_this_threads_image_not_another_threads(
+    contract_model_dir: Path,
+) -> None:
+    import threading
+
+    p = Predictor.from_dir(contract_model_dir, intra_op_threads=1)
+    mine = p.set_image(_image(seed=1))
+    other = threading.Thread(target=p.set_image, args=(_image(seed=2),))
+    other.start()
+    other.join()
+    assert p.predict(BOXES).key == mine
+    assert p.image_size() == p.image_size(mine) == _image(seed=1).shape[:2]
+    # A thread that set no image has no current one, whatever other threads did.
+    errors: list[Exception] = []
+
+    def keyless() -> None:
+        try:
+            p.predict(BOXES)
+        except UnknownImage as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=keyless)
+    t.start()
+    t.join()
+    assert len(errors) == 1 and "this thread" in str(errors[0])
+
+
+def test_image_size_runs_no_graph_and_needs_a_cached_image(contract_model_dir: Path) -> None:
+    p = Predictor.from_dir(contract_model_dir, intra_op_threads=1)
+    key = p.set_image(_image(seed=4))
+    runs = {"encoder": 0, "decoder": 0}
+    for graph in runs:
+        session = getattr(p, graph)
+        original = session.run
+
+        def counted(*args, _graph=graph, _run=original, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            runs[_graph] += 1
+            return _run(*args, **kwargs)
+
+        session.run = counted
+    assert p.image_size(key) == _image(seed=4).shape[:2]
+    assert runs == {"encoder": 0, "decoder": 0}
+    with pytest.raises(UnknownImage):
+        p.image_size("0" * 64)
 
 
 def test_detect_without_a_detector_graph_is_the_callers_error(contract_model_dir: Path) -> None:
