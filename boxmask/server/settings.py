@@ -7,15 +7,15 @@ the environment cannot drift apart.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-#: The folder of models shipped inside the package; each sub-folder is an exported model
-#: directory (``model.json`` + ONNX files) and is served under its card's ``name``.
-BUNDLED_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"
+from boxmask.runtime.contract import BUNDLED_MODELS_DIR
+
 
 
 class ServerSettings(BaseSettings):
@@ -26,7 +26,8 @@ class ServerSettings(BaseSettings):
 
     # --- models -----------------------------------------------------------------------------
     # A folder of exported model directories (or one exported model directory itself).
-    model_dir: Path = BUNDLED_MODEL_DIR
+    # Default: the models bundled with the package, each served under its card's ``name``.
+    model_dir: Path = BUNDLED_MODELS_DIR
     # Served when a request names no model; None = the first model by name.
     default_model: str | None = None
     # Load only these models (by card name); None = every model in model_dir.
@@ -57,7 +58,8 @@ class ServerSettings(BaseSettings):
     retry_after_s: int = Field(default=1, ge=0)
 
     # --- access -----------------------------------------------------------------------------
-    # When set, every /v1 route needs ``Authorization: Bearer <api_token>``.
+    # When set, every /v1 and /labelstudio route needs it: ``Authorization: Bearer <api_token>``,
+    # or HTTP Basic with it as the password (what Label Studio's "Use authentication" sends).
     api_token: SecretStr | None = None
     cors_origins: list[str] = Field(default_factory=list)
     # Serve the demo page at /.
@@ -78,3 +80,35 @@ class ServerSettings(BaseSettings):
     @property
     def effective_backend(self) -> Literal["onnxruntime", "triton"]:
         return "triton" if self.triton_url else self.backend
+
+
+class LabelStudioSettings(BaseSettings):
+    """Settings of the Label Studio ML backend at /labelstudio (`BOXMASK_LABELSTUDIO_<FIELD>`)."""
+
+    model_config = SettingsConfigDict(env_prefix="BOXMASK_LABELSTUDIO_", extra="ignore",
+                                      protected_namespaces=(), populate_by_name=True)
+
+    # Which served model answers Label Studio; None = the server's default model.
+    model: str | None = None
+    # Label Studio label name -> model category name or id, as JSON: '{"Car": "car"}'.
+    label_map: dict[str, str | int] = Field(default_factory=dict)
+    # Where Label Studio is and a token to read task images; override what /setup sends.
+    url: str | None = Field(default=None, validation_alias=AliasChoices(
+        "BOXMASK_LABELSTUDIO_URL", "LABEL_STUDIO_URL"))
+    api_key: str | None = Field(default=None, validation_alias=AliasChoices(
+        "BOXMASK_LABELSTUDIO_API_KEY", "LABEL_STUDIO_API_KEY"))
+    score_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    max_detections: int = Field(default=100, ge=1)
+    polygon_tolerance: float = Field(default=1.0, ge=0.0)
+    fetch_timeout_s: float = Field(default=10.0, gt=0.0)
+    max_image_bytes: int = Field(default=32 << 20, ge=1024)
+
+    @field_validator("label_map", mode="before")
+    @classmethod
+    def _json_map(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return json.loads(value) if value.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"label_map must be a JSON object like '{{\"Car\": \"car\"}}': {exc}") from exc
+        return value

@@ -20,11 +20,10 @@ from fastapi.testclient import TestClient
 from label_studio_sdk.converter import brush
 from PIL import Image
 
-from boxmask.integrations.labelstudio.router import LabelStudioSettings
 from boxmask.runtime import Predictor
 from boxmask.runtime.masks import polygons_to_mask
 from boxmask.server.app import create_app
-from boxmask.server.settings import ServerSettings
+from boxmask.server.settings import LabelStudioSettings, ServerSettings
 
 W, H = 80, 60
 CONFIG = """<View>
@@ -78,8 +77,7 @@ def make_client(model_dir: Path) -> Iterator:
 
     def make(server: dict | None = None, **ls_settings: object) -> TestClient:
         app = create_app(ServerSettings(model_dir=model_dir, demo=False, log_json=False,
-                                        **(server or {})))
-        app.state.labelstudio_settings = LabelStudioSettings(**ls_settings)
+                                        **(server or {})), LabelStudioSettings(**ls_settings))
         client = TestClient(app, raise_server_exceptions=False)
         client.__enter__()
         clients.append(client)

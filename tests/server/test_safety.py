@@ -45,6 +45,30 @@ def test_bearer_token_guards_the_api_but_not_health(model_dir: Path) -> None:
             assert client.get(path).status_code == 200, path
 
 
+def test_one_token_check_takes_bearer_or_basic_on_api_and_label_studio_routes(
+    model_dir: Path,
+) -> None:
+    import base64
+
+    def basic(user_password: str) -> dict[str, str]:
+        return {"Authorization": "Basic " + base64.b64encode(user_password.encode()).decode()}
+
+    setup = {"project": "1.1", "schema": "<View/>"}
+    with TestClient(create_app(make_settings(model_dir, api_token="s3cret-token"))) as client:
+        for headers in ({"Authorization": "Bearer s3cret-token"}, basic("anyone:s3cret-token")):
+            assert client.get("/v1/models", headers=headers).status_code == 200
+            assert client.post("/labelstudio/setup", json=setup, headers=headers).status_code == 200
+        refused = client.post("/labelstudio/setup", json=setup)
+        assert_error(refused, 401, "unauthorized")
+        # Label Studio is challenged for Basic (its "Use authentication"), API clients for Bearer.
+        assert refused.headers["www-authenticate"].startswith("Basic")
+        assert client.get("/v1/models").headers["www-authenticate"] == "Bearer"
+        for headers in (basic("anyone:wrong"), basic("s3cret-token"), {"Authorization": "Basic !!"},
+                        {"Authorization": "Bearer wrong"}, {"Authorization": "Token s3cret-token"}):
+            assert_error(client.post("/labelstudio/setup", json=setup, headers=headers), 401, "unauthorized")
+            assert_error(client.get("/v1/models", headers=headers), 401, "unauthorized")
+
+
 def test_cors_allows_only_the_configured_origins(model_dir: Path) -> None:
     settings = make_settings(model_dir, cors_origins=["http://labeler.example"])
     preflight = {"Access-Control-Request-Method": "POST",

@@ -1,6 +1,7 @@
 """Label Studio tasks and regions -> boxes for `boxmask.runtime` -> brush / polygon results.
 
-This is the translation half of the ML backend (the transport is `router.py`), in the manner
+This is the translation half of the ML backend (the transport is the server's
+`boxmask.server.routers.labelstudio`), in the manner
 of Label Studio's example backends: `predict()` maps a `/predict` request to one prediction per
 task. It holds no model logic: boxes go to `Predictor.predict`, whole images to
 `Predictor.detect`, and masks come back as Label Studio's brush RLE
@@ -52,7 +53,7 @@ ANSWERABLE = (TaskError, ImageFetchError, RuntimeInputError)
 
 @dataclass
 class BackendOptions:
-    """How the backend answers; `router.LabelStudioSettings` fills it from the environment."""
+    """How the backend answers (the server fills it from `LabelStudioSettings`)."""
 
     label_map: Mapping[str, str | int] = field(default_factory=dict)
     # Overrides of what /setup sends (LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY).
@@ -221,11 +222,11 @@ class LabelStudioBackend:
         """`{tasks, project, label_config, params: {context}}` -> `{"results": [...]}`.
 
         Raises `LabelConfigError` / `TaskError` for an interactive request that cannot be
-        answered (the router turns them into a 4xx with the message). In batch mode a task that
+        answered (the server turns them into a 4xx with the message). In batch mode a task that
         fails gets `{"error": ...}` without a `result`: Label Studio skips it and stores nothing,
         so a later "Retrieve Predictions" tries it again; the other tasks are answered.
 
-        All in the calling thread; the router runs the same steps (`parse`, then per task
+        All in the calling thread; the server's router runs the same steps (`parse`, then per task
         `fetch` outside the inference slots and `answer` inside one).
         """
         request = self.parse(body)
@@ -308,12 +309,12 @@ class LabelStudioBackend:
                     self._images.move_to_end(remembered)
             if key is not None:
                 try:
-                    return key, self.predictor.predict(np.zeros((0, 4)), key=key).image_size
+                    return key, self.predictor.image_size(key)
                 except UnknownImage:
                     pass  # evicted from the encoder cache: fetch and encode again
             image = self._download(remembered[1], request.access, task)
         key = self.predictor.set_image(image)
-        size = self.predictor.predict(np.zeros((0, 4)), key=key).image_size
+        size = self.predictor.image_size(key)
         with self._lock:
             self._images[remembered] = key
             while len(self._images) > self.options.remembered_images:

@@ -7,7 +7,8 @@ from pathlib import Path
 from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse
 
-from boxmask.server.dependencies import get_registry, get_settings, require_token
+from boxmask.server.auth import require_token
+from boxmask.server.dependencies import get_registry, get_settings
 from boxmask.server.errors import ApiError, ErrorResponse
 from boxmask.server.registry import ModelRegistry, ModelSlot
 from boxmask.server.schemas import Category, ModelInfo, ModelsResponse

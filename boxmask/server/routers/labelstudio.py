@@ -1,0 +1,194 @@
+"""Label Studio's ML backend protocol at /labelstudio, over `integrations.labelstudio`'s backend.
+
+Label Studio (read from its 1.23 `ml/api_connector.py` and the label-studio-ml-backend's
+`api.py`) calls, relative to the backend URL a user enters (`http://HOST:PORT/labelstudio`):
+
+- `GET /health` (1 s timeout) and `GET /`: `{"status": "UP", ...}`;
+- `POST /setup` (3 s) `{project: "<id>.<ts>", schema, hostname, access_token, extra_params}`
+  -> `{"model_version"}`; sent again on every `GET /api/ml/{id}`;
+- `POST /predict` (100 s) `{tasks, project, label_config, params: {context}}`
+  -> `{"results": [...]}` with one entry per task;
+- `POST /webhook` for annotation events -> 201 (boxmask does not train from Label Studio).
+
+The translation (tasks and regions to boxes, masks to brush/polygon results) is the backend's,
+which knows nothing of this server; this module adds the transport: the server's one token
+check (`auth.require_token_or_basic`: Label Studio's "Use authentication" sends the token as a
+Basic password), the inference slots, and the mapping of errors to the server's JSON errors.
+The backends are made in the app's lifespan (`LabelStudioBackends.start`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from boxmask.integrations.labels import UnmappedLabel
+from boxmask.integrations.labelstudio.backend import (
+    ANSWERABLE,
+    BackendOptions,
+    LabelStudioBackend,
+    TaskError,
+)
+from boxmask.integrations.labelstudio.config import LabelConfigError
+from boxmask.integrations.labelstudio.images import ImageFetchError, LabelStudioAccess
+from boxmask.runtime.errors import RuntimeInputError
+from boxmask.server.auth import require_token_or_basic
+from boxmask.server.dependencies import get_limiter, get_registry
+from boxmask.server.errors import ApiError, from_runtime_error
+from boxmask.server.limits import InferenceLimiter
+from boxmask.server.registry import ModelRegistry, ModelSlot
+from boxmask.server.runner import run_inference
+from boxmask.server.settings import LabelStudioSettings
+
+log = logging.getLogger("boxmask.server.labelstudio")
+
+router = APIRouter(prefix="/labelstudio", tags=["label studio"])
+
+
+def backend_options(settings: LabelStudioSettings) -> BackendOptions:
+    """The backend's options from the server's Label Studio settings."""
+    return BackendOptions(
+        label_map=settings.label_map, access=LabelStudioAccess(settings.url, settings.api_key),
+        score_threshold=settings.score_threshold, max_detections=settings.max_detections,
+        polygon_tolerance=settings.polygon_tolerance, fetch_timeout_s=settings.fetch_timeout_s,
+        max_image_bytes=settings.max_image_bytes)
+
+
+class LabelStudioBackends:
+    """The Label Studio backend of the model Label Studio is answered with.
+
+    Made in the lifespan, once the models are loaded. A backend holds its predictor (and the
+    projects' Label Studio URLs and the images it has encoded); when the registry reloads that
+    model after a failure, the next request gets a backend over the new predictor.
+    """
+
+    def __init__(self, registry: ModelRegistry, settings: LabelStudioSettings | None,
+                 problem: str | None = None) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.problem = problem  # why there is no backend at all (bad settings), if so
+        self._lock = threading.Lock()
+        self._backends: dict[str, LabelStudioBackend] = {}
+
+    @classmethod
+    def start(cls, registry: ModelRegistry,
+              settings: LabelStudioSettings | None = None) -> LabelStudioBackends:
+        """Read the settings (the environment's when None) and make the backend of the model
+        Label Studio uses, if it is loaded; a problem is logged and answered per request."""
+        try:
+            settings = settings if settings is not None else LabelStudioSettings()
+        except ValidationError as exc:
+            problem = f"BOXMASK_LABELSTUDIO_* settings are invalid: {exc}"
+            log.error("Label Studio backend disabled", extra={"reason": problem})
+            return cls(registry, None, problem)
+        backends = cls(registry, settings)
+        try:
+            backends.for_slot(registry.slot(settings.model))
+        except ApiError as exc:  # model not loaded (yet) or a bad label map: said per request
+            log.warning("Label Studio backend not ready", extra={"reason": exc.message})
+        return backends
+
+    def for_slot(self, slot: ModelSlot) -> LabelStudioBackend:
+        if self.settings is None:
+            raise ApiError(500, "bad_settings", self.problem or "no Label Studio settings")
+        with self._lock:
+            backend = self._backends.get(slot.name)
+            if backend is None or backend.predictor is not slot.predictor:
+                try:
+                    backend = LabelStudioBackend(slot.predictor, backend_options(self.settings))
+                except RuntimeInputError as exc:
+                    raise ApiError(500, "bad_label_map",
+                                   f"BOXMASK_LABELSTUDIO_LABEL_MAP: {exc}") from exc
+                self._backends[slot.name] = backend
+            return backend
+
+    def slot(self) -> ModelSlot:
+        return self.registry.slot(self.settings.model if self.settings else None)
+
+
+def get_backends(request: Request) -> LabelStudioBackends:
+    return request.app.state.labelstudio
+
+
+def get_backend(backends: LabelStudioBackends = Depends(get_backends)) -> LabelStudioBackend:
+    return backends.for_slot(backends.slot())
+
+
+@router.get("/", summary="Label Studio health check")
+@router.get("/health", summary="Label Studio health check")
+def health(registry: ModelRegistry = Depends(get_registry)) -> dict[str, Any]:
+    ready, message, _ = registry.readiness()
+    return {"status": "UP" if ready else "DOWN", "model_class": "boxmask", "detail": message}
+
+
+@router.post("/setup", dependencies=[Depends(require_token_or_basic)],
+             summary="Label Studio project set-up")
+async def setup(request: Request, backend: LabelStudioBackend = Depends(get_backend)) -> dict[str, str]:
+    return backend.setup(await _json(request))
+
+
+@router.post("/predict", dependencies=[Depends(require_token_or_basic)],
+             summary="Label Studio predictions")
+async def predict(
+    request: Request,
+    backends: LabelStudioBackends = Depends(get_backends),
+    limiter: InferenceLimiter = Depends(get_limiter),
+    registry: ModelRegistry = Depends(get_registry),
+) -> dict[str, Any]:
+    """Per task: download its image in a plain worker thread, then take an inference slot only
+    for the encoder and mask model, so slow image downloads never starve `/v1/segment`."""
+    body = await _json(request)
+    slot = backends.slot()
+    backend = backends.for_slot(slot)
+    try:
+        parsed = backend.parse(body)
+        results = []
+        for task in parsed.tasks:
+            try:
+                image = await run_in_threadpool(backend.fetch, parsed, task)
+                results.append(await run_inference(limiter, registry, slot,
+                                                   backend.answer, parsed, task, image))
+            except (*ANSWERABLE, ApiError) as exc:
+                if parsed.drawn or not _task_level(exc):
+                    raise
+                results.append(backend.task_error(task, exc))
+        return {"results": results}
+    except UnmappedLabel as exc:
+        raise ApiError(422, "unknown_label", str(exc), {"label": exc.label, "known_names": exc.known_names}) from exc
+    except (LabelConfigError, TaskError) as exc:
+        raise ApiError(422, "cannot_annotate", str(exc)) from exc
+    except ImageFetchError as exc:
+        raise ApiError(422, "image_fetch_failed", str(exc)) from exc
+    except RuntimeInputError as exc:
+        raise from_runtime_error(exc) from exc
+
+
+def _task_level(exc: Exception) -> bool:
+    """Whether a batch task's failure is its own (answered as an error, the others go on),
+    not the server's (overloaded, model down: the whole request fails, Label Studio retries)."""
+    return not isinstance(exc, ApiError) or exc.status < 500
+
+
+@router.post("/webhook", status_code=201, dependencies=[Depends(require_token_or_basic)],
+             summary="Label Studio annotation events")
+async def webhook(request: Request) -> JSONResponse:
+    body = await _json(request)
+    return JSONResponse({"status": "ok", "action": body.get("action"),
+                         "result": "boxmask does not train from Label Studio events"}, status_code=201)
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "bad_request", f"body is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_request", "body must be a JSON object")
+    return body
