@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from boxmask.config import TrainConfig
-from boxmask.model.checkpoint import LAST, save_checkpoint
+from boxmask.training.checkpoint import LAST, save_checkpoint
 
 
 def _state(epoch: int) -> dict:
