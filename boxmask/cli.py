@@ -276,7 +276,8 @@ def cvat_boxes_to_masks(
     """Give every rectangle of a CVAT task a class-specific mask (resumable)."""
     import json
 
-    from boxmask.integrations.cvat.boxes_to_masks import CvatTask, Journal, connect, convert_task
+    from boxmask.integrations.cvat.boxes_to_masks import CvatJournal, CvatTask, connect, convert_task
+    from boxmask.journal import JournalError
     from boxmask.runtime import Predictor
     from boxmask.runtime.errors import RuntimeInputError
 
@@ -289,12 +290,13 @@ def cvat_boxes_to_masks(
         fail(str(exc))
     with client:
         cvat_task = CvatTask(client.tasks.retrieve(task))
-        progress = Journal(journal or Path(f".boxmask-cvat-task{task}.jsonl"))
         try:
-            summary = convert_task(cvat_task, predictor, polygons=polygons, delete_boxes=delete_boxes,
-                                   journal=progress, dry_run=dry_run is not None, label_map=mapping,
-                                   on_frame=lambda i, n: console.print(f"frame {i + 1}/{n}", end="\r"))
-        except RuntimeInputError as exc:
+            with CvatJournal.open(journal or Path(f".boxmask-cvat-task{task}.jsonl"), task) as progress:
+                summary = convert_task(cvat_task, predictor, polygons=polygons,
+                                       delete_boxes=delete_boxes, journal=progress,
+                                       dry_run=dry_run is not None, label_map=mapping,
+                                       on_frame=lambda i, n: console.print(f"frame {i + 1}/{n}", end="\r"))
+        except (RuntimeInputError, JournalError) as exc:
             fail(str(exc))
     if dry_run is not None:
         dry_run.write_text(json.dumps(summary.coco))

@@ -19,8 +19,9 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from boxmask.integrations.cvat.boxes_to_masks import Frame, Journal, convert_task
+from boxmask.integrations.cvat.boxes_to_masks import CvatJournal, Frame, convert_task
 from boxmask.integrations.cvat.masks import decode_mask
+from boxmask.journal import JournalError
 from boxmask.runtime import Predictor
 from boxmask.runtime.errors import UnknownLabel
 from boxmask.runtime.masks import from_rle
@@ -127,15 +128,20 @@ def test_an_unknown_label_stops_before_any_upload(predictor) -> None:
 def test_an_interrupted_run_resumes_from_the_journal(predictor, tmp_path) -> None:
     journal_path = tmp_path / "journal.jsonl"
     failing = InMemoryTask(["disc", "square"], SHAPES, fail_on_frame=2)
-    with pytest.raises(ConnectionError):
-        convert_task(failing, predictor, journal=Journal(journal_path))
+    with pytest.raises(ConnectionError), CvatJournal.open(journal_path, task_id=5) as journal:
+        convert_task(failing, predictor, journal=journal)
     assert {s.frame for s in failing.created} == {0}
 
     resumed = InMemoryTask(["disc", "square"], SHAPES)
-    summary = convert_task(resumed, predictor, journal=Journal(journal_path))
+    with CvatJournal.open(journal_path, task_id=5) as journal:
+        summary = convert_task(resumed, predictor, journal=journal)
     assert summary.skipped_frames == 1 and resumed.fetched == [2]
     assert {s.frame for s in resumed.created} == {2}
-    assert Journal(journal_path).done == {0, 2}
+    with CvatJournal.open(journal_path, task_id=5) as journal:
+        assert journal.done == {0, 2}
+    # The journal of another task is refused, not silently taken as this task's progress.
+    with pytest.raises(JournalError, match="different job"):
+        CvatJournal.open(journal_path, task_id=6)
 
 
 class _KilledBeforeJournalLine(Exception):
@@ -261,9 +267,11 @@ def test_video_tasks_deleted_frames_and_tracks(predictor) -> None:
 
 def test_a_torn_journal_line_is_redone_not_fatal(predictor, tmp_path) -> None:
     path = tmp_path / "journal.jsonl"
-    path.write_text('{"frame": 0, "boxes": 2}\n{"frame": 2, "bo')  # killed mid-write
-    journal = Journal(path)
-    assert journal.done == {0}
-    journal.record(2, boxes=1)
-    assert Journal(path).done == {0, 2}
-    assert path.read_text().splitlines()[-1] == '{"frame": 2, "boxes": 1}'
+    header = json.dumps(CvatJournal.header({"task": 5}))
+    path.write_text(header + '\n{"frame": 0, "boxes": 2}\n{"frame": 2, "bo')  # killed mid-write
+    with CvatJournal.open(path, task_id=5) as journal:
+        assert journal.done == {0}
+        journal.record(2, boxes=1)
+    with CvatJournal.open(path, task_id=5) as journal:
+        assert journal.done == {0, 2}
+    assert json.loads(path.read_text().splitlines()[-1]) == {"frame": 2, "boxes": 1}
