@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -168,6 +169,31 @@ def to_png(mask: np.ndarray, bits: int = 1) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG", optimize=False)
     return buf.getvalue()
+
+
+MaskFormat = Literal["rle", "polygons", "png"]
+
+
+def encode_mask(mask: np.ndarray, mask_format: MaskFormat, *, polygon_tolerance: float = 0.0,
+                decimals: int | None = None, png_bits: int = 8) -> dict | list[list[float]] | bytes:
+    """One `[H, W]` bool mask in a wire format: the one mask encoder of the server, the batch
+    labeler and evaluation (each adds its own envelope).
+
+    - ``"rle"``: COCO compressed RLE `{"size": [h, w], "counts": str}` (`to_rle`);
+    - ``"polygons"``: COCO polygons (`to_polygons`), coordinates rounded to `decimals` when
+      given; polygons that lose their area to rounding (fewer than 3 points) are dropped;
+    - ``"png"``: PNG bytes, 8-bit 0/255 by default (`to_png`).
+    """
+    if mask_format == "rle":
+        return to_rle(mask)
+    if mask_format == "polygons":
+        polygons = to_polygons(mask, tolerance=polygon_tolerance)
+        if decimals is not None:
+            polygons = [[round(v, decimals) for v in poly] for poly in polygons]
+        return [p for p in polygons if len(p) >= 6]
+    if mask_format == "png":
+        return to_png(mask, bits=png_bits)
+    raise ValueError(f"mask_format must be rle, polygons or png, got {mask_format!r}")
 
 
 def from_png(data: bytes) -> np.ndarray:

@@ -11,7 +11,7 @@ import base64
 import numpy as np
 
 from boxmask.runtime import Prediction, Predictor
-from boxmask.runtime.masks import to_png, to_polygons, to_rle
+from boxmask.runtime.masks import encode_mask
 from boxmask.server.boxes import refuse_outside, to_xyxy
 from boxmask.server.payloads import ImageInput, check_image_header
 from boxmask.server.schemas import (
@@ -27,14 +27,16 @@ from boxmask.server.schemas import (
 )
 
 
-def encode_mask(mask: np.ndarray, mask_format: MaskFormat) -> RleMask | PolygonMask | PngMask:
-    """One ``[H, W]`` bool mask in the requested wire format."""
+def wire_mask(mask: np.ndarray, mask_format: MaskFormat) -> RleMask | PolygonMask | PngMask:
+    """One ``[H, W]`` bool mask in the requested wire format (the runtime's `encode_mask`,
+    wrapped in the response's schema)."""
     size = [int(mask.shape[0]), int(mask.shape[1])]
+    encoded = encode_mask(mask, mask_format)
     if mask_format == "rle":
-        return RleMask(size=size, counts=to_rle(mask)["counts"])
+        return RleMask(size=size, counts=encoded["counts"])
     if mask_format == "polygons":
-        return PolygonMask(size=size, polygons=to_polygons(mask))
-    return PngMask(size=size, data=base64.b64encode(to_png(mask, bits=8)).decode("ascii"))
+        return PolygonMask(size=size, polygons=encoded)
+    return PngMask(size=size, data=base64.b64encode(encoded).decode("ascii"))
 
 
 def crop_to_boxes(masks: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -57,7 +59,7 @@ def crop_to_boxes(masks: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 def instances(pred: Prediction, mask_format: MaskFormat) -> list[Instance]:
     crop_to_boxes(pred.masks, pred.boxes)
     return [Instance(box=[round(float(v), 2) for v in box], category_id=int(label), label=name,
-                     score=round(float(score), 5), mask=encode_mask(mask, mask_format))
+                     score=round(float(score), 5), mask=wire_mask(mask, mask_format))
             for mask, box, label, name, score
             in zip(pred.masks, pred.boxes, pred.labels, pred.names, pred.scores)]
 
