@@ -177,7 +177,7 @@ def label(
     import os
 
     from boxmask.labeling import JournalError, LabelOptions, LabelSettings, run_label_job
-    from boxmask.labeling.report import print_summary
+    from boxmask.labeling.report import nothing_labeled, print_summary
     from boxmask.runtime.errors import ModelDirError
 
     try:
@@ -195,6 +195,11 @@ def label(
     except KeyboardInterrupt:
         fail("interrupted; finished images are in the journal: rerun with --resume", code=130)
     print_summary(report, console)
+    problem = nothing_labeled(report)
+    if problem:
+        # A run that labeled nothing is a failure a script must see, not an empty success.
+        console.print(f"[bold red]error:[/] {problem}", soft_wrap=True)
+        raise typer.Exit(1)
 
 
 @app.command("serve")

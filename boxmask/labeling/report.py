@@ -76,6 +76,17 @@ def build_report(coco: Mapping[str, Any], plan: LabelPlan, results: Mapping[int,
     }
 
 
+def nothing_labeled(report: Mapping[str, Any]) -> str | None:
+    """One line saying why no image at all could be labeled; None when one was (or when the
+    input has no image to label)."""
+    s = report["summary"]
+    if not s["images"] or s["images_labeled"]:
+        return None
+    reasons = ", ".join(f"{k}: {v}" for k, v in s["images_skipped"].items()) or "none labeled"
+    return (f"no image could be labeled ({s['images']} of {s['images']} skipped; {reasons}); "
+            f"the output has no new masks; see {report.get('report') or 'the report'}")
+
+
 def print_summary(report: Mapping[str, Any], console: Console) -> None:
     s = report["summary"]
     table = Table(title="boxmask label", show_header=False, title_justify="left")
