@@ -1,8 +1,8 @@
 """int8 encoder for CPU: ONNX Runtime static quantisation, calibrated on training images.
 
-The encoder (backbone + FPN) is almost all of the per-image cost (findings.md: 4.7 s of 8.8 s
-for R50-FPN at 800x1216, and at the fp32 floor already), so it is the graph worth quantising
-first. The decoder's paper-width mask head (four 3x3 256-channel convolutions per box) is the
+The encoder (backbone + FPN) is most of the per-image cost (docs/benchmarks.md, runtime table:
+2.3 s in ORT fp32 for R50-FPN at 800x1216, against 15 ms for one box's decoder), so it is the
+graph worth quantising first. The decoder's paper-width mask head (four 3x3 256-channel convolutions per box) is the
 per-box cost; ``quantize_decoder_int8`` writes ``decoder.int8.onnx`` too, calibrated on the
 fp32 encoder's features of the same images and boxes drawn on them, and its cost is measured
 the same way (int8 encoder + int8 decoder against fp32 + fp32).
