@@ -8,11 +8,12 @@ the environment cannot drift apart.
 from __future__ import annotations
 
 import json
+from urllib.parse import urlsplit
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from boxmask.runtime.contract import BUNDLED_MODELS_DIR
 
@@ -92,16 +93,51 @@ class LabelStudioSettings(BaseSettings):
     model: str | None = None
     # Label Studio label name -> model category name or id, as JSON: '{"Car": "car"}'.
     label_map: dict[str, str | int] = Field(default_factory=dict)
-    # Where Label Studio is and a token to read task images; override what /setup sends.
+    # Where Label Studio is and the key to read task images from it. Task images are fetched
+    # only from this origin and `allowed_origins`; the key is sent only to this origin.
     url: str | None = Field(default=None, validation_alias=AliasChoices(
         "BOXMASK_LABELSTUDIO_URL", "LABEL_STUDIO_URL"))
     api_key: str | None = Field(default=None, validation_alias=AliasChoices(
         "BOXMASK_LABELSTUDIO_API_KEY", "LABEL_STUDIO_API_KEY"))
+    # Other origins task images may come from (no key is sent there), as a JSON list or
+    # comma-separated: '["https://bucket.s3.amazonaws.com"]'.
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Let a project's /setup say where its Label Studio is when `url` is not set. Off: any
+    # caller of /setup could point the fetches (and a project's token) at a host it picks.
+    trust_setup_hostname: bool = False
+    # Label Studio's Local Files root, to read `/data/local-files/?d=` from disk (else they are
+    # fetched from Label Studio): only regular files inside it, no symlink out of it.
+    local_files_root: str | None = Field(default=None, validation_alias=AliasChoices(
+        "BOXMASK_LABELSTUDIO_LOCAL_FILES_ROOT", "LOCAL_FILES_DOCUMENT_ROOT"))
     score_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     max_detections: int = Field(default=100, ge=1)
     polygon_tolerance: float = Field(default=1.0, ge=0.0)
+    # One image's fetch: a total deadline (connect, redirects, body) and a per-read timeout.
     fetch_timeout_s: float = Field(default=10.0, gt=0.0)
+    read_timeout_s: float = Field(default=5.0, gt=0.0)
+    # Fetches at once, in their own pool: inference and probes never wait behind them.
+    fetch_concurrency: int = Field(default=8, ge=1)
     max_image_bytes: int = Field(default=32 << 20, ge=1024)
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _origin_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [v.strip() for v in text.split(",") if v.strip()]
+        return value
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins_are_origins(cls, value: list[str]) -> list[str]:
+        for item in value:
+            parts = urlsplit(item)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"allowed_origins: {item!r} is not an http(s) origin like "
+                                 "'https://host:port'")
+        return value
 
     @field_validator("label_map", mode="before")
     @classmethod

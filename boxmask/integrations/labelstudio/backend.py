@@ -56,12 +56,21 @@ class BackendOptions:
     """How the backend answers (the server fills it from `LabelStudioSettings`)."""
 
     label_map: Mapping[str, str | int] = field(default_factory=dict)
-    # Overrides of what /setup sends (LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY).
+    # The operator's Label Studio (LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY) and the other
+    # origins task images may come from (BOXMASK_LABELSTUDIO_ALLOWED_ORIGINS).
     access: LabelStudioAccess = field(default_factory=LabelStudioAccess)
+    # Whether a project's /setup may say where its Label Studio is (when LABEL_STUDIO_URL is
+    # not set). Off by default: any caller of /setup could otherwise point the fetches at an
+    # address of its choosing.
+    trust_setup_hostname: bool = False
+    # LOCAL_FILES_DOCUMENT_ROOT: Local Files read from disk here (else fetched from Label Studio).
+    local_files_root: str | None = None
     score_threshold: float = 0.5
     max_detections: int = 100
     polygon_tolerance: float = 1.0
+    # Total deadline of one image's fetch (connect, redirects, body), and of each read.
     fetch_timeout_s: float = 10.0
+    read_timeout_s: float = 10.0
     max_image_bytes: int = 32 << 20
     # Image URLs whose encoder output is (probably) still cached, so a second box on the same
     # image skips the download and the encoder.
@@ -168,16 +177,25 @@ class LabelStudioBackend:
     # -- /setup -------------------------------------------------------------------------------
 
     def setup(self, body: Mapping[str, Any]) -> dict[str, str]:
-        """Remember the Label Studio URL and token a project sent; answer the model version.
+        """Remember the token a project sent (and its Label Studio URL, where the operator
+        allows that); answer the model version.
 
         Label Studio gives /setup 3 s, so nothing slow happens here (the model is loaded at
         start-up). The label config is checked so a project without a mask control hears why.
         """
         project = _project_id(body.get("project"))
         hostname, token = body.get("hostname"), body.get("access_token")
+        hostname = hostname if isinstance(hostname, str) and hostname else None
+        token = token if isinstance(token, str) and token else None
+        if hostname and not self.options.trust_setup_hostname:
+            if self.options.access.url is None:
+                log.warning("ignoring the Label Studio URL /setup sent: set LABEL_STUDIO_URL (or "
+                            "BOXMASK_LABELSTUDIO_TRUST_SETUP_HOSTNAME=true)",
+                            extra={"project": project, "hostname": hostname})
+            hostname = None
         if project and (hostname or token):
             with self._lock:
-                self._access[project] = LabelStudioAccess(url=hostname or None, token=token or None)
+                self._access[project] = LabelStudioAccess(url=hostname, token=token)
         schema = body.get("schema")
         if schema:
             try:
@@ -187,10 +205,19 @@ class LabelStudioBackend:
         return {"model_version": self.model_version}
 
     def access_for(self, project: str | None) -> LabelStudioAccess:
-        """Environment settings win over what /setup sent (e.g. LS behind another hostname)."""
+        """Where a project's images may come from, and the token for its Label Studio.
+
+        The operator's LABEL_STUDIO_URL wins over what /setup sent; its key
+        (LABEL_STUDIO_API_KEY) is only ever sent to that URL's origin. A /setup hostname is
+        used only where the operator allows it, and then only with the token from that /setup.
+        """
         sent = self._access.get(project or "", LabelStudioAccess())
         env = self.options.access
-        return LabelStudioAccess(url=env.url or sent.url, token=env.token or sent.token)
+        if env.url:
+            return LabelStudioAccess(url=env.url, token=env.token or sent.token,
+                                     allowed_origins=env.allowed_origins)
+        return LabelStudioAccess(url=sent.url, token=sent.token if sent.url else None,
+                                 allowed_origins=env.allowed_origins)
 
     # -- /predict -----------------------------------------------------------------------------
 
@@ -254,7 +281,9 @@ class LabelStudioBackend:
     def _download(self, url: str, access: LabelStudioAccess, task: Mapping[str, Any]) -> bytes:
         return fetch_image(url, access, task_id=task.get("id"),
                            timeout_s=self.options.fetch_timeout_s,
-                           max_bytes=self.options.max_image_bytes)
+                           read_timeout_s=self.options.read_timeout_s,
+                           max_bytes=self.options.max_image_bytes,
+                           local_files_root=self.options.local_files_root)
 
     def answer(self, request: PredictRequest, task: Any, image: bytes | None) -> dict[str, Any]:
         """One task's prediction from its image (`fetch`'s result): encoder and mask model."""
@@ -270,7 +299,8 @@ class LabelStudioBackend:
     def task_error(self, task: Any, exc: Exception) -> dict[str, Any]:
         """The batch answer for a task that failed: an error without a result."""
         task_id = task.get("id") if isinstance(task, Mapping) else None
-        log.warning("task not annotated", extra={"task": task_id, "error": str(exc)})
+        log.warning("task not annotated", extra={"task": task_id, "error": str(exc),
+                                                 "detail": getattr(exc, "detail", None)})
         return {"error": f"task {task_id}: {exc}", "model_version": self.model_version}
 
     def _interactive(self, key: str, drawn: Sequence[Any], config: LabelConfig,

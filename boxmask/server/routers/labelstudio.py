@@ -24,10 +24,10 @@ import logging
 import threading
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
 
 from boxmask.integrations.labels import UnmappedLabel
 from boxmask.integrations.labelstudio.backend import (
@@ -37,7 +37,11 @@ from boxmask.integrations.labelstudio.backend import (
     TaskError,
 )
 from boxmask.integrations.labelstudio.config import LabelConfigError
-from boxmask.integrations.labelstudio.images import ImageFetchError, LabelStudioAccess
+from boxmask.integrations.labelstudio.images import (
+    ImageFetchError,
+    LabelStudioAccess,
+    parse_origins,
+)
 from boxmask.runtime.errors import RuntimeInputError
 from boxmask.server.auth import require_token_or_basic
 from boxmask.server.dependencies import get_limiter, get_registry
@@ -55,10 +59,14 @@ router = APIRouter(prefix="/labelstudio", tags=["label studio"])
 def backend_options(settings: LabelStudioSettings) -> BackendOptions:
     """The backend's options from the server's Label Studio settings."""
     return BackendOptions(
-        label_map=settings.label_map, access=LabelStudioAccess(settings.url, settings.api_key),
+        label_map=settings.label_map,
+        access=LabelStudioAccess(settings.url, settings.api_key,
+                                 parse_origins(settings.allowed_origins)),
+        trust_setup_hostname=settings.trust_setup_hostname,
+        local_files_root=settings.local_files_root,
         score_threshold=settings.score_threshold, max_detections=settings.max_detections,
         polygon_tolerance=settings.polygon_tolerance, fetch_timeout_s=settings.fetch_timeout_s,
-        max_image_bytes=settings.max_image_bytes)
+        read_timeout_s=settings.read_timeout_s, max_image_bytes=settings.max_image_bytes)
 
 
 class LabelStudioBackends:
@@ -76,6 +84,9 @@ class LabelStudioBackends:
         self.problem = problem  # why there is no backend at all (bad settings), if so
         self._lock = threading.Lock()
         self._backends: dict[str, LabelStudioBackend] = {}
+        # Image fetches run in worker threads under their own limiter, never the default one
+        # that inference and the sync routes (/readyz) share: slow URLs wait among themselves.
+        self.fetch_limiter = anyio.CapacityLimiter(settings.fetch_concurrency if settings else 1)
 
     @classmethod
     def start(cls, registry: ModelRegistry,
@@ -152,7 +163,8 @@ async def predict(
         results = []
         for task in parsed.tasks:
             try:
-                image = await run_in_threadpool(backend.fetch, parsed, task)
+                image = await anyio.to_thread.run_sync(backend.fetch, parsed, task,
+                                                       limiter=backends.fetch_limiter)
                 results.append(await run_inference(limiter, registry, slot,
                                                    backend.answer, parsed, task, image))
             except (*ANSWERABLE, ApiError) as exc:
@@ -165,6 +177,7 @@ async def predict(
     except (LabelConfigError, TaskError) as exc:
         raise ApiError(422, "cannot_annotate", str(exc)) from exc
     except ImageFetchError as exc:
+        log.warning("image fetch failed", extra={"detail": exc.detail})
         raise ApiError(422, "image_fetch_failed", str(exc)) from exc
     except RuntimeInputError as exc:
         raise from_runtime_error(exc) from exc
@@ -184,11 +197,47 @@ async def webhook(request: Request) -> JSONResponse:
                          "result": "boxmask does not train from Label Studio events"}, status_code=201)
 
 
+#: Label Studio's bodies nest a few levels (tasks -> annotations -> result -> value -> labels);
+#: anything far deeper is not Label Studio and must not reach a recursive walk.
+MAX_JSON_DEPTH = 32
+
+
 async def _json(request: Request) -> dict[str, Any]:
+    """The body as a JSON object: JSON only (415 otherwise, so a web page cannot send it as a
+    "simple" cross-origin request), at most `MAX_JSON_DEPTH` levels deep (400 otherwise)."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise ApiError(415, "unsupported_media_type",
+                       f"send the body as application/json, not {media_type or 'no content type'}",
+                       {"accepted": ["application/json"]})
+    raw = await request.body()
     try:
-        body = await request.json()
+        body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ApiError(400, "bad_request", f"body is not JSON: {exc}") from exc
+    except RecursionError:
+        raise ApiError(400, "bad_request", f"body nests deeper than {MAX_JSON_DEPTH} levels") from None
     if not isinstance(body, dict):
         raise ApiError(400, "bad_request", "body must be a JSON object")
+    if json_depth(body) > MAX_JSON_DEPTH:
+        raise ApiError(400, "bad_request", f"body nests deeper than {MAX_JSON_DEPTH} levels")
     return body
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of parsed JSON (a scalar is 0), without recursion."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_JSON_DEPTH:
+            return deepest  # deep enough to refuse: no need to walk the rest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
