@@ -90,7 +90,7 @@ def label_image(predictor: SegmentsBoxes, image: np.ndarray | ImageSkip, task: I
             if score < settings.min_score:
                 result["dropped"].append([ann, "below_min_score"])
                 continue
-            mask = np.asarray(pred.masks[j], dtype=bool)
+            mask = pred.mask(j)
             segmentation = segmentation_of(mask, settings.mask_format)
             if segmentation is None:
                 result["dropped"].append([ann, "empty_mask"])
@@ -103,7 +103,7 @@ def label_image(predictor: SegmentsBoxes, image: np.ndarray | ImageSkip, task: I
         det = predictor.detect(key=key, score_threshold=settings.detect_threshold,
                                max_detections=settings.max_detections)
         for j in range(len(det.scores)):
-            mask = np.asarray(det.masks[j], dtype=bool)
+            mask = det.mask(j)
             segmentation = segmentation_of(mask, settings.mask_format)
             if segmentation is None:
                 continue

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -34,9 +34,15 @@ from boxmask.runtime.contract import (
     ENCODER_OUTPUTS,
     TRITON_MODEL_NAMES,
 )
-from boxmask.runtime.errors import BadBoxes, ModelDirError, NoDetector, UnknownImage
+from boxmask.runtime.errors import (
+    BadBoxes,
+    ModelDirError,
+    NoDetector,
+    TooManyMaskPixels,
+    UnknownImage,
+)
 from boxmask.runtime.images import DEFAULT_MAX_PIXELS, image_key, load_image
-from boxmask.runtime.masks import paste_masks
+from boxmask.runtime.masks import paste_mask
 from boxmask.runtime.sessions import InferenceSession
 from boxmask.runtime.transforms import ResizeInfo, boxes_to_original, boxes_to_resized, preprocess
 
@@ -50,9 +56,14 @@ LabelLike = int | str | None
 
 @dataclass
 class Prediction:
-    """Masks for N boxes of one image (N = K detections for `detect`)."""
+    """Masks for N boxes of one image (N = K detections for `detect`).
 
-    masks: np.ndarray  # [N, H, W] bool, full resolution
+    The masks are kept as the decoder's `[N, R, R]` probabilities and pasted on demand, one
+    `[H, W]` plane at a time (`mask(i)`, `iter_masks()`), each cropped to its box: encoding N
+    masks never holds N full-size planes. `masks` stacks all N planes, for callers that want
+    the array and can afford N x H x W bytes.
+    """
+
     scores: np.ndarray  # [N] float32: class score of the label used
     labels: np.ndarray  # [N] int64 COCO category ids
     boxes: np.ndarray  # [N, 4] float32 xyxy original pixels (clipped to the image)
@@ -60,9 +71,38 @@ class Prediction:
     names: list[str] = field(default_factory=list)  # [N] category names
     image_size: tuple[int, int] = (0, 0)  # (H, W)
     key: str | None = None
+    mask_threshold: float = 0.5
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
+
+    def mask(self, i: int) -> np.ndarray:
+        """Mask `i` as `[H, W]` bool: `prob > mask_threshold`, pasted as torchvision does and
+        cropped to the pixels its box touches."""
+        h, w = self.image_size
+        return paste_mask(self.mask_probs[i], self.boxes[i], h, w, self.mask_threshold)
+
+    def iter_masks(self) -> Iterator[np.ndarray]:
+        """The masks one at a time (each a fresh `[H, W]` plane)."""
+        for i in range(len(self)):
+            yield self.mask(i)
+
+    @property
+    def masks(self) -> np.ndarray:
+        """All masks, `[N, H, W]` bool (N x H x W bytes: prefer `mask(i)` for many or large)."""
+        h, w = self.image_size
+        out = np.zeros((len(self), h, w), dtype=bool)
+        for i in range(len(self)):
+            out[i] = self.mask(i)
+        return out
+
+    def subset(self, keep: Sequence[int]) -> Prediction:
+        """The predictions at positions `keep`, in that order."""
+        idx = np.asarray(keep, dtype=np.int64)
+        return Prediction(scores=self.scores[idx], labels=self.labels[idx], boxes=self.boxes[idx],
+                          mask_probs=self.mask_probs[idx], names=[self.names[i] for i in idx],
+                          image_size=self.image_size, key=self.key,
+                          mask_threshold=self.mask_threshold)
 
 
 @dataclass(frozen=True)
@@ -100,6 +140,7 @@ class Predictor:
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         max_boxes: int | None = None,
         mask_threshold: float = 0.5,
+        max_mask_pixels: int | None = None,
     ) -> None:
         self.card = card
         self.encoder = encoder
@@ -110,6 +151,8 @@ class Predictor:
         self.cache: ByteLRUCache[EncodedImage] = ByteLRUCache(cache_bytes)
         self.max_pixels = max_pixels
         self.max_boxes = max_boxes
+        # Boxes x image pixels one request may ask masks for (None: no budget).
+        self.max_mask_pixels = max_mask_pixels
         self.mask_threshold = mask_threshold
         self._label_to_id = np.asarray(card.label_to_id(), dtype=np.int64)
         # Each thread's current image (the last it set or selected), held outside the cache: a
@@ -135,6 +178,7 @@ class Predictor:
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         max_boxes: int | None = None,
         mask_threshold: float = 0.5,
+        max_mask_pixels: int | None = None,
         verify: bool = True,
     ) -> Predictor:
         """A predictor for an exported model directory (docs/contracts.md §4).
@@ -151,6 +195,7 @@ class Predictor:
             max_pixels=max_pixels,
             max_boxes=max_boxes,
             mask_threshold=mask_threshold,
+            max_mask_pixels=max_mask_pixels,
         )
         if backend == "onnxruntime":
             keys = cls._file_keys(card, precision)
@@ -353,9 +398,7 @@ class Predictor:
         h, w = info.original_size
         ids = self._label_to_id[labels]
         return Prediction(
-            masks=paste_masks(
-                probs, boxes, h, w, self.mask_threshold if threshold is None else threshold
-            ),
+            mask_threshold=self.mask_threshold if threshold is None else threshold,
             scores=scores.astype(np.float32),
             labels=ids,
             boxes=boxes.astype(np.float32),
@@ -378,6 +421,11 @@ class Predictor:
         h, w = entry.info.original_size
         clipped = self.validate_boxes(boxes, h, w)
         n = clipped.shape[0]
+        if self.max_mask_pixels is not None and n * h * w > self.max_mask_pixels:
+            raise TooManyMaskPixels(
+                f"{n} boxes on a {w}x{h} image make {n * h * w:,} mask pixels, more than the "
+                f"budget of {self.max_mask_pixels:,}: send fewer boxes per request, or a "
+                f"smaller image")
         contiguous = self.resolve_labels(labels, n)
         r = self.card.mask_resolution
         if n == 0:
@@ -428,8 +476,15 @@ class Predictor:
         )
         scores = out["scores"].astype(np.float32).reshape(-1)
         keep = np.flatnonzero(scores >= score_threshold)
-        keep = keep[np.argsort(-scores[keep], kind="stable")][: max(max_detections, 0)]
         h, w = info.original_size
+        # The same limits as boxes sent in: at most `max_boxes` masks, within the pixel budget
+        # (the best detections are kept).
+        limit = max(max_detections, 0)
+        if self.max_boxes is not None:
+            limit = min(limit, self.max_boxes)
+        if self.max_mask_pixels is not None:
+            limit = min(limit, self.max_mask_pixels // max(h * w, 1))
+        keep = keep[np.argsort(-scores[keep], kind="stable")][:limit]
         boxes = boxes_to_original(out["boxes"].reshape(-1, 4)[keep], info)
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)

@@ -39,29 +39,11 @@ def wire_mask(mask: np.ndarray, mask_format: MaskFormat) -> RleMask | PolygonMas
     return PngMask(size=size, data=base64.b64encode(encoded).decode("ascii"))
 
 
-def crop_to_boxes(masks: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """Clear mask pixels outside the pixels each box touches.
-
-    The runtime pastes masks as torchvision does, through a box grown by one mask cell, so a
-    mask can spill a pixel past its box; the API promises a mask never leaves its box.
-    """
-    h, w = masks.shape[1:]
-    for mask, (x1, y1, x2, y2) in zip(masks, boxes):
-        x0, y0 = max(int(np.floor(x1)), 0), max(int(np.floor(y1)), 0)
-        xe, ye = min(int(np.ceil(x2)), w), min(int(np.ceil(y2)), h)
-        mask[:y0] = False
-        mask[ye:] = False
-        mask[:, :x0] = False
-        mask[:, xe:] = False
-    return masks
-
-
 def instances(pred: Prediction, mask_format: MaskFormat) -> list[Instance]:
-    crop_to_boxes(pred.masks, pred.boxes)
     return [Instance(box=[round(float(v), 2) for v in box], category_id=int(label), label=name,
                      score=round(float(score), 5), mask=wire_mask(mask, mask_format))
             for mask, box, label, name, score
-            in zip(pred.masks, pred.boxes, pred.labels, pred.names, pred.scores)]
+            in zip(pred.iter_masks(), pred.boxes, pred.labels, pred.names, pred.scores)]
 
 
 def set_image(predictor: Predictor, image: ImageInput, max_pixels: int) -> str:

@@ -92,7 +92,9 @@ class ModelRegistry:
                 slot.predictor = Predictor.from_dir(
                     slot.path, backend=s.effective_backend, cache_bytes=s.cache_bytes,
                     precision=s.precision, triton_url=s.triton_url,
-                    max_pixels=s.max_image_pixels, intra_op_threads=s.threads)
+                    max_pixels=s.max_image_pixels, intra_op_threads=s.threads,
+                    # Every path (the /v1 routes, Label Studio) gets the same limits.
+                    max_boxes=s.max_boxes, max_mask_pixels=s.max_mask_pixels)
                 slot.error = None
                 log.info("model loaded", extra={"model": slot.name, "path": str(slot.path),
                                                 "backend": s.effective_backend})

@@ -49,6 +49,10 @@ class ServerSettings(BaseSettings):
     # Decompression bombs: checked from the image header before any pixel is decoded.
     max_image_pixels: int = Field(default=40_000_000, ge=1)
     max_boxes: int = Field(default=100, ge=1)
+    # Boxes x image pixels of one request's masks (each mask is a full-image plane to paste and
+    # encode): 100 boxes on a 20-megapixel image. More is refused with 422 (detections: the
+    # best that fit are kept).
+    max_mask_pixels: int = Field(default=2_000_000_000, ge=1)
     max_detections: int = Field(default=100, ge=1)
     # Requests computing at once (each runs in a worker thread), and requests allowed to wait.
     max_concurrency: int = Field(default=2, ge=1)

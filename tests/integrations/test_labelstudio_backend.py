@@ -22,8 +22,6 @@ from PIL import Image
 
 from boxmask.runtime import Predictor
 from boxmask.runtime.masks import polygons_to_mask
-from boxmask.server.app import create_app
-from boxmask.server.settings import LabelStudioSettings, ServerSettings
 
 W, H = 80, 60
 CONFIG = """<View>
@@ -69,23 +67,6 @@ def decode_brush(item: dict) -> np.ndarray:
 @pytest.fixture(scope="module")
 def predictor(model_dir: Path) -> Predictor:
     return Predictor.from_dir(model_dir)
-
-
-@pytest.fixture()
-def make_client(model_dir: Path) -> Iterator:
-    clients = []
-
-    def make(server: dict | None = None, **ls_settings: object) -> TestClient:
-        app = create_app(ServerSettings(model_dir=model_dir, demo=False, log_json=False,
-                                        **(server or {})), LabelStudioSettings(**ls_settings))
-        client = TestClient(app, raise_server_exceptions=False)
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
 
 
 def interactive(client: TestClient, regions: list[dict], image: str | None = None,

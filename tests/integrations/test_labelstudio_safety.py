@@ -18,13 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.integrations.test_labelstudio_backend import (  # noqa: F401 - fixtures
-    CONFIG,
-    interactive,
-    make_client,
-    png_bytes,
-    region,
-)
+from tests.integrations.test_labelstudio_backend import CONFIG, data_uri, interactive, png_bytes, region
 
 GENERIC = "the task's image could not be fetched; the server log has the reason"
 
@@ -238,3 +232,16 @@ def test_a_basic_header_with_a_non_ascii_byte_is_a_401(make_client) -> None:
         response = client.post("/labelstudio/webhook", json={"action": "x"},
                                headers={"Authorization": value})
         assert response.status_code == 401, (value, response.text)
+
+
+def test_label_studio_requests_keep_the_servers_box_limit(make_client) -> None:
+    client = make_client(server={"max_boxes": 5})
+    regions = [region(2 + 10 * i, 10, 8, 30, "disc", rid=f"r{i}") for i in range(8)]
+    drawn = interactive(client, regions)
+    assert drawn.status_code == 422 and "limit" in drawn.json()["error"]["message"]
+    stored = {"id": 1, "data": {"photo": data_uri()}, "annotations": [{"result": regions}]}
+    batch = client.post("/labelstudio/predict", json={"tasks": [stored], "project": "3.1",
+                                                      "label_config": CONFIG})
+    assert batch.status_code == 200
+    (answer,) = batch.json()["results"]
+    assert "result" not in answer and "limit" in answer["error"]

@@ -322,3 +322,48 @@ def test_detector_runs_over_the_cached_features_with_the_unpadded_size(
     assert sent["image_size"].tolist() == [64, 89]
     cached = predictor.cache.get(key)
     assert cached is not None and all(sent[p] is cached.features[p] for p in ("p2", "p5"))
+
+
+def test_masks_never_leave_their_boxes_on_predict_or_detect(predictor: Predictor) -> None:
+    # Torchvision's pasting reaches up to a mask cell past the box; every path crops it now.
+    image = _image(h=120, w=160, seed=11)
+    key = predictor.set_image(image)
+    boxes = np.array([[10.3, 12.7, 50.2, 60.9], [40, 30, 150, 110], [0, 0, 33.5, 17.25]])
+    preds = [predictor.predict(boxes, key=key), predictor.detect(key=key, score_threshold=0.0)]
+    for pred in preds:
+        assert len(pred) > 0
+        for mask, (x1, y1, x2, y2) in zip(pred.masks, pred.boxes):
+            ys, xs = np.nonzero(mask)
+            if len(xs):
+                assert xs.min() >= np.floor(x1) and xs.max() < np.ceil(x2)
+                assert ys.min() >= np.floor(y1) and ys.max() < np.ceil(y2)
+
+
+def test_many_masks_of_a_large_image_are_made_one_plane_at_a_time(predictor: Predictor) -> None:
+    import tracemalloc
+
+    h, w = 1500, 2000
+    key = predictor.set_image(_image(h=h, w=w, seed=12))
+    boxes = [[i * 30, i * 20, i * 30 + 400, i * 20 + 300] for i in range(40)]
+    tracemalloc.start()
+    try:
+        pred = predictor.predict(boxes, key=key)
+        areas = [int(m.sum()) for m in pred.iter_masks()]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(areas) == 40
+    # 40 boolean planes would be 40 x 3 MB; one (or two) at a time stays near one plane.
+    assert peak < 4 * h * w, peak
+
+
+def test_a_mask_pixel_budget_refuses_boxes_and_trims_detections(contract_model_dir: Path) -> None:
+    from boxmask.runtime.errors import TooManyMaskPixels
+
+    p = Predictor.from_dir(contract_model_dir, intra_op_threads=1, max_mask_pixels=3 * 60 * 90)
+    key = p.set_image(_image(seed=13))  # 60 x 90
+    assert len(p.predict(BOXES, key=key)) == 3
+    with pytest.raises(TooManyMaskPixels, match="budget"):
+        p.predict(BOXES + [[1, 1, 9, 9]], key=key)
+    assert len(p.detect(key=key, score_threshold=0.0, max_detections=100)) <= 3
+    assert isinstance(TooManyMaskPixels("x"), RuntimeInputError)

@@ -188,3 +188,19 @@ def test_a_backend_failing_mid_request_fails_readiness_until_a_reload_works(
         assert client.get("/readyz").status_code == 200
         r = client.post("/v1/images", content=png_bytes(seed=5), headers={"content-type": "image/png"})
         assert r.status_code == 200, r.text
+
+
+def test_a_request_over_the_mask_pixel_budget_is_a_422_before_any_mask_is_made(model_dir: Path) -> None:
+    from tests.server.conftest import IMAGE_H, IMAGE_W
+
+    settings = make_settings(model_dir, max_mask_pixels=5 * IMAGE_H * IMAGE_W)
+    with TestClient(create_app(settings)) as client:
+        image_id = client.post("/v1/images", content=png_bytes(),
+                               headers={"content-type": "image/png"}).json()["image_id"]
+        five = client.post("/v1/segment", json={"image_id": image_id, "boxes": [BOX] * 5})
+        assert five.status_code == 200, five.text
+        six = client.post("/v1/segment", json={"image_id": image_id, "boxes": [BOX] * 6})
+        assert_error(six, 422, "too_many_mask_pixels")
+        detect = client.post("/v1/detect", json={"image_id": image_id, "score_threshold": 0.0,
+                                                 "max_detections": 50})
+        assert detect.status_code == 200 and len(detect.json()["instances"]) <= 5

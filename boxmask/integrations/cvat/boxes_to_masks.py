@@ -214,7 +214,7 @@ def convert_task(
         boxes = [list(map(float, s.points[:4])) for s in rects]
         pred = predictor.predict(boxes, labels=[category_of[s.label_id] for s in rects], key=key)
         created: list[models.LabeledShapeRequest] = []
-        for rect, mask in zip(rects, pred.masks):
+        for rect, mask in zip(rects, pred.iter_masks()):
             if not mask.any():
                 summary.empty_masks += 1
                 continue

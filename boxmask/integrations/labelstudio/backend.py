@@ -380,7 +380,7 @@ class LabelStudioBackend:
                 continue
             keep.append(i)
             labels.append(label)
-        return self._prediction(_subset(pred, keep), labels, config, width, height,
+        return self._prediction(pred.subset(keep), labels, config, width, height,
                                 boxes=config.rectangle)
 
     def _prediction(self, pred: Prediction, labels: Sequence[str], config: LabelConfig,
@@ -390,7 +390,7 @@ class LabelStudioBackend:
         common = {"original_width": width, "original_height": height, "image_rotation": 0}
         result: list[dict[str, Any]] = []
         for i, label in enumerate(labels):
-            mask, score = pred.masks[i], float(pred.scores[i])
+            mask, score = pred.mask(i), float(pred.scores[i])
             region_id = _new_id()
             if boxes is not None:
                 x1, y1, x2, y2 = (float(v) for v in pred.boxes[i])
@@ -423,13 +423,6 @@ class LabelStudioBackend:
         scores = pred.scores.astype(float)
         return {"result": result, "score": float(scores.mean()) if len(scores) else 0.0,
                 "model_version": self.model_version}
-
-
-def _subset(pred: Prediction, keep: Sequence[int]) -> Prediction:
-    idx = np.asarray(keep, dtype=np.int64)
-    return Prediction(masks=pred.masks[idx], scores=pred.scores[idx], labels=pred.labels[idx],
-                      boxes=pred.boxes[idx], mask_probs=pred.mask_probs[idx],
-                      names=[pred.names[i] for i in keep], image_size=pred.image_size, key=pred.key)
 
 
 def _project_id(project: object) -> str | None:
