@@ -204,3 +204,23 @@ def test_a_request_over_the_mask_pixel_budget_is_a_422_before_any_mask_is_made(m
         detect = client.post("/v1/detect", json={"image_id": image_id, "score_threshold": 0.0,
                                                  "max_detections": 50})
         assert detect.status_code == 200 and len(detect.json()["instances"]) <= 5
+
+
+def test_public_answers_carry_no_local_paths(model_dir: Path, tmp_path: Path) -> None:
+    import json
+    import re
+
+    card = json.loads((model_dir / "model.json").read_text())
+    card.setdefault("provenance", {})["config"] = {"data": {"train_images": "/srv/secret/train"}}
+    private = tmp_path / "deep" / "private" / "model"
+    shutil.copytree(model_dir, private)
+    (private / "model.json").write_text(json.dumps(card))
+    with TestClient(create_app(make_settings(private, api_token="t"))) as client:
+        models = client.get("/v1/models", headers={"Authorization": "Bearer t"})
+        assert models.status_code == 200
+        assert not re.search(r'"(~?/)', models.text), "a JSON string holds an absolute path"
+        assert str(tmp_path) not in models.text and "/srv/secret" not in models.text
+        assert "train" in models.text  # what the path named is still there
+    with TestClient(create_app(make_settings(tmp_path / "nowhere"))) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and str(tmp_path) not in ready.text
