@@ -10,11 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from boxmask.config import BoxMaskConfig, ConfigError, ModelConfig
 from boxmask.model.build import build_model
 from boxmask.model.rcnn import BoxMaskRCNN
+
+
+# What np.random.get_state() pickles to: an array (rebuilt by _reconstruct) of a dtype.
+_NUMPY_ARRAY_GLOBALS = [np.ndarray, np.dtype, type(np.dtype(np.uint32)),
+                        getattr(np, "_core", np.core).multiarray._reconstruct]
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -23,9 +29,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"checkpoint {str(path)!r} does not exist")
     try:
-        # RNG states hold NumPy objects, so the full unpickler is needed; checkpoints are
-        # files this project wrote, never input from strangers.
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        # The restricted unpickler: a checkpoint is data, and one from elsewhere must not run
+        # code. Checkpoints written before the RNG states became tensors hold NumPy arrays;
+        # those few NumPy types (and nothing callable beyond them) are allowed as data.
+        with torch.serialization.safe_globals(_NUMPY_ARRAY_GLOBALS):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several unrelated types for a bad file
         raise ConfigError(f"{str(path)!r} is not a readable checkpoint: {exc}") from exc
     missing = [k for k in ("model", "epoch", "iteration", "optimizer", "lr_scheduler")

@@ -29,10 +29,17 @@ def epoch_checkpoint_name(epoch: int) -> str:
 
 
 def capture_rng_state() -> dict[str, Any]:
-    """Python, NumPy, torch CPU (and CUDA, when present) random states."""
+    """Python, NumPy, torch CPU (and CUDA, when present) random states.
+
+    Only tensors and plain Python values, so that a checkpoint loads with
+    ``torch.load(weights_only=True)``: NumPy's key array travels as an int64 tensor.
+    """
+    numpy_state = np.random.get_state(legacy=False)
+    numpy_state["state"] = {"key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+                            "pos": int(numpy_state["state"]["pos"])}
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": numpy_state,
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -42,14 +49,26 @@ def capture_rng_state() -> dict[str, Any]:
 
 def restore_rng_state(state: dict[str, Any]) -> None:
     """Inverse of :func:`capture_rng_state`."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    random.setstate(_python_state(state["python"]))
+    numpy_state = state["numpy"]
+    if isinstance(numpy_state, dict):
+        key = numpy_state["state"]["key"]
+        key = key.numpy() if isinstance(key, torch.Tensor) else np.asarray(key)
+        numpy_state = {**numpy_state, "state": {"key": key.astype(np.uint32),
+                                                "pos": int(numpy_state["state"]["pos"])}}
+    np.random.set_state(numpy_state)
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         # A checkpoint from a machine with a different GPU count restores what matches.
         cuda_states = state["cuda"][: torch.cuda.device_count()]
         for i, s in enumerate(cuda_states):
             torch.cuda.set_rng_state(s, i)
+
+
+def _python_state(state: Any) -> tuple:
+    """`random.setstate` needs tuples; a checkpoint may give lists back."""
+    version, internal, gauss = state
+    return int(version), tuple(int(v) for v in internal), gauss
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
