@@ -248,6 +248,9 @@ def serve(
         fail(f"invalid server settings: {exc}")
     console.print(f"serving on http://{host}:{port} (models from {settings.model_dir}, "
                   f"backend {settings.effective_backend})")
+    if settings.api_token is None and host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"[bold yellow]warning:[/] listening on {host} without a token: anyone who "
+                      "can reach this port can use the API; set BOXMASK_API_TOKEN", soft_wrap=True)
     uvicorn.run("boxmask.server.app:create_app", factory=True, host=host, port=port,
                 workers=workers, access_log=False,
                 log_config=logging_config(settings.log_level, settings.log_json))
