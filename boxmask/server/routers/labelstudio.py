@@ -56,6 +56,37 @@ log = logging.getLogger("boxmask.server.labelstudio")
 router = APIRouter(prefix="/labelstudio", tags=["label studio"])
 
 
+def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI description of a route that reads its JSON body itself (`_json`): Label
+    Studio's bodies, loosely, so that clients and the schema fuzzer see what is expected."""
+    return {"requestBody": {"required": True,
+                            "content": {"application/json": {"schema": schema}}}}
+
+
+_SETUP_BODY = _json_body({"type": "object", "properties": {
+    "project": {"type": "string", "description": "\"<id>.<created timestamp>\""},
+    "schema": {"type": "string", "description": "the labelling config (XML)"},
+    "hostname": {"type": "string"}, "access_token": {"type": "string"},
+    "extra_params": {"type": "object"}}})
+_REGION = {"type": "object", "properties": {
+    "id": {"type": "string"}, "type": {"type": "string"}, "from_name": {"type": "string"},
+    "to_name": {"type": "string"},
+    "value": {"type": "object", "properties": {
+        "x": {"type": "number"}, "y": {"type": "number"}, "width": {"type": "number"},
+        "height": {"type": "number"}, "rotation": {"type": "number"},
+        "rectanglelabels": {"type": "array", "items": {"type": "string"}}}}}}
+_PREDICT_BODY = _json_body({"type": "object", "required": ["tasks"], "properties": {
+    "tasks": {"type": "array", "items": {"type": "object", "properties": {
+        "id": {"type": "integer"},
+        "data": {"type": "object", "additionalProperties": {"type": "string"}},
+        "annotations": {"type": "array", "items": {"type": "object", "properties": {
+            "result": {"type": "array", "items": _REGION}}}}}}},
+    "project": {"type": "string"}, "label_config": {"type": "string"},
+    "params": {"type": "object", "properties": {"context": {"type": "object", "properties": {
+        "result": {"type": "array", "items": _REGION}}}}}}})
+_WEBHOOK_BODY = _json_body({"type": "object", "properties": {"action": {"type": "string"}}})
+
+
 def backend_options(settings: LabelStudioSettings) -> BackendOptions:
     """The backend's options from the server's Label Studio settings."""
     return BackendOptions(
@@ -140,13 +171,13 @@ def health(registry: ModelRegistry = Depends(get_registry)) -> dict[str, Any]:
 
 
 @router.post("/setup", dependencies=[Depends(require_token_or_basic)],
-             summary="Label Studio project set-up")
+             summary="Label Studio project set-up", openapi_extra=_SETUP_BODY)
 async def setup(request: Request, backend: LabelStudioBackend = Depends(get_backend)) -> dict[str, str]:
     return backend.setup(await _json(request))
 
 
 @router.post("/predict", dependencies=[Depends(require_token_or_basic)],
-             summary="Label Studio predictions")
+             summary="Label Studio predictions", openapi_extra=_PREDICT_BODY)
 async def predict(
     request: Request,
     backends: LabelStudioBackends = Depends(get_backends),
@@ -190,7 +221,7 @@ def _task_level(exc: Exception) -> bool:
 
 
 @router.post("/webhook", status_code=201, dependencies=[Depends(require_token_or_basic)],
-             summary="Label Studio annotation events")
+             summary="Label Studio annotation events", openapi_extra=_WEBHOOK_BODY)
 async def webhook(request: Request) -> JSONResponse:
     body = await _json(request)
     return JSONResponse({"status": "ok", "action": body.get("action"),
