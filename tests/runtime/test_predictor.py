@@ -325,7 +325,19 @@ def test_detector_runs_over_the_cached_features_with_the_unpadded_size(
 
 
 def test_masks_never_leave_their_boxes_on_predict_or_detect(predictor: Predictor) -> None:
-    # Torchvision's pasting reaches up to a mask cell past the box; every path crops it now.
+    # Torchvision's pasting reaches up to a mask cell past the box: with a mask that is
+    # certain up to its border (logits +10 everywhere) it always would. Every path crops it.
+    decoder_run, detector_run = predictor.decoder.run, predictor.detector.run
+
+    def certain_masks(run, name):  # noqa: ANN001, ANN202
+        def patched(inputs, output_names=None):  # noqa: ANN001, ANN202
+            out = dict(run(inputs, output_names))
+            out[name] = np.full_like(out[name], 10.0 if name == "mask_logits" else 1.0)
+            return out
+        return patched
+
+    predictor.decoder.run = certain_masks(decoder_run, "mask_logits")
+    predictor.detector.run = certain_masks(detector_run, "mask_probs")
     image = _image(h=120, w=160, seed=11)
     key = predictor.set_image(image)
     boxes = np.array([[10.3, 12.7, 50.2, 60.9], [40, 30, 150, 110], [0, 0, 33.5, 17.25]])
