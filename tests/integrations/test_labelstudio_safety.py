@@ -245,3 +245,40 @@ def test_label_studio_requests_keep_the_servers_box_limit(make_client) -> None:
     assert batch.status_code == 200
     (answer,) = batch.json()["results"]
     assert "result" not in answer and "limit" in answer["error"]
+
+
+def test_an_image_evicted_between_fetch_and_answer_is_fetched_again_outside_the_slot(
+    make_client, hosts,
+) -> None:
+    (ls, ls_url), _ = hosts
+    client = make_client(url=ls_url, api_key="k")
+    backend = client.app.state.labelstudio.for_slot(client.app.state.labelstudio.slot())
+    in_answer = threading.local()
+    downloads: list[bool] = []  # per download: was it made inside `answer` (a slot)?
+    download, answer, fetch = backend._download, backend.answer, backend.fetch
+
+    def recording_download(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        downloads.append(getattr(in_answer, "on", False))
+        return download(*args, **kwargs)
+
+    def marked_answer(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        in_answer.on = True
+        try:
+            return answer(*args, **kwargs)
+        finally:
+            in_answer.on = False
+
+    def stale_fetch(request, task, again=False):  # noqa: ANN001, ANN202
+        # Says "still cached", then the cache drops the image before `answer` runs.
+        if again:
+            return fetch(request, task, again=True)
+        result = fetch(request, task)
+        backend.predictor.cache.clear()
+        return result
+
+    backend._download, backend.answer = recording_download, marked_answer
+    assert _predict(client, "/data/upload/1/a.png").status_code == 200
+    backend.fetch = stale_fetch
+    assert _predict(client, "/data/upload/1/a.png").status_code == 200
+    assert len(_seen(ls)) == 2
+    assert downloads == [False, False]

@@ -47,6 +47,11 @@ class TaskError(ValueError):
     """A task (or the drawn region) that cannot be answered; the message is shown to the user."""
 
 
+class ImageEvicted(Exception):
+    """The encoding `fetch` counted on left the cache before `answer` ran: fetch the image
+    again (outside the inference slot) and answer with its bytes."""
+
+
 # What makes one task of a batch fail alone (its answer is an error; the others go on).
 ANSWERABLE = (TaskError, ImageFetchError, RuntimeInputError)
 
@@ -259,22 +264,29 @@ class LabelStudioBackend:
         request = self.parse(body)
         if request.drawn:
             task = request.tasks[0]
-            return {"results": [self.answer(request, task, self.fetch(request, task))]}
+            return {"results": [self._fetch_and_answer(request, task)]}
         results = []
         for task in request.tasks:
             try:
-                results.append(self.answer(request, task, self.fetch(request, task)))
+                results.append(self._fetch_and_answer(request, task))
             except ANSWERABLE as exc:
                 results.append(self.task_error(task, exc))
         return {"results": results}
 
-    def fetch(self, request: PredictRequest, task: Any) -> bytes | None:
+    def _fetch_and_answer(self, request: PredictRequest, task: Any) -> dict[str, Any]:
+        try:
+            return self.answer(request, task, self.fetch(request, task))
+        except ImageEvicted:
+            return self.answer(request, task, self.fetch(request, task, again=True))
+
+    def fetch(self, request: PredictRequest, task: Any, again: bool = False) -> bytes | None:
         """The encoded image of a task, or None when its encoder output is still cached (no
-        download). Network only, no model: the server calls it outside the inference slots."""
+        download; `again`: download anyway, after `answer` raised `ImageEvicted`). Network
+        only, no model: the server calls it outside the inference slots."""
         url = self._image_url(task, request.config)
         with self._lock:
             key = self._images.get((request.access.url or "", url))
-        if key is not None and key in self.predictor.cache:
+        if not again and key is not None and key in self.predictor.cache:
             return None
         return self._download(url, request.access, task)
 
@@ -330,19 +342,22 @@ class LabelStudioBackend:
     def _image(self, task: Mapping[str, Any], request: PredictRequest,
                image: bytes | None) -> tuple[str, tuple[int, int]]:
         """The predictor key and (height, width) of the task's image; `image` None means
-        "remembered": if the cache dropped it since `fetch`, it is fetched again here."""
+        "remembered". If the cache dropped it since `fetch`, `ImageEvicted`: the download is
+        the caller's to redo, never made here inside an inference slot."""
         remembered = (request.access.url or "", self._image_url(task, request.config))
         if image is None:
             with self._lock:
                 key = self._images.get(remembered)
                 if key is not None:
                     self._images.move_to_end(remembered)
-            if key is not None:
-                try:
-                    return key, self.predictor.image_size(key)
-                except UnknownImage:
-                    pass  # evicted from the encoder cache: fetch and encode again
-            image = self._download(remembered[1], request.access, task)
+            if key is None:
+                raise ImageEvicted(remembered[1])
+            try:
+                # Pinned to this thread from here: the cache may drop it, this answer keeps it.
+                self.predictor.select_image(key)
+            except UnknownImage:
+                raise ImageEvicted(remembered[1]) from None
+            return key, self.predictor.image_size(key)
         key = self.predictor.set_image(image)
         size = self.predictor.image_size(key)
         with self._lock:

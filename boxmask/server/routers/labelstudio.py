@@ -33,6 +33,7 @@ from boxmask.integrations.labels import UnmappedLabel
 from boxmask.integrations.labelstudio.backend import (
     ANSWERABLE,
     BackendOptions,
+    ImageEvicted,
     LabelStudioBackend,
     TaskError,
 )
@@ -196,8 +197,15 @@ async def predict(
             try:
                 image = await anyio.to_thread.run_sync(backend.fetch, parsed, task,
                                                        limiter=backends.fetch_limiter)
-                results.append(await run_inference(limiter, registry, slot,
-                                                   backend.answer, parsed, task, image))
+                try:
+                    answer = await run_inference(limiter, registry, slot,
+                                                 backend.answer, parsed, task, image)
+                except ImageEvicted:  # the cached encoding went meanwhile: fetch, then answer
+                    image = await anyio.to_thread.run_sync(backend.fetch, parsed, task, True,
+                                                           limiter=backends.fetch_limiter)
+                    answer = await run_inference(limiter, registry, slot,
+                                                 backend.answer, parsed, task, image)
+                results.append(answer)
             except (*ANSWERABLE, ApiError) as exc:
                 if parsed.drawn or not _task_level(exc):
                     raise
