@@ -148,7 +148,7 @@ class _KilledBeforeJournalLine(Exception):
     """Stands for SIGKILL between an upload and its journal line."""
 
 
-class _DyingJournal(Journal):
+class _DyingJournal(CvatJournal):
     def record(self, frame: int, **info) -> None:
         raise _KilledBeforeJournalLine(frame)
 
@@ -174,15 +174,18 @@ def test_an_upload_whose_journal_line_is_lost_is_not_uploaded_twice(
         predictor, tmp_path, polygons, delete_boxes) -> None:
     path = tmp_path / "journal.jsonl"
     task = ServerTask(["disc", "square"], SHAPES)
-    with pytest.raises(_KilledBeforeJournalLine):
-        convert_task(task, predictor, polygons=polygons, journal=_DyingJournal(path))
+    with pytest.raises(_KilledBeforeJournalLine), _DyingJournal.open(path, task_id=5) as dying:
+        convert_task(task, predictor, polygons=polygons, journal=dying)
     first = list(task.created)
-    assert first and {s.frame for s in first} == {0} and not path.exists()
+    assert first and {s.frame for s in first} == {0}
+    with CvatJournal.open(path, task_id=5) as journal:
+        assert journal.done == set()
 
     # The same command again, on the task as the server now holds it.
     again = ServerTask(["disc", "square"], [s for s in task.shapes()])
-    summary = convert_task(again, predictor, polygons=polygons, delete_boxes=delete_boxes,
-                           journal=Journal(path))
+    with CvatJournal.open(path, task_id=5) as journal:
+        summary = convert_task(again, predictor, polygons=polygons, delete_boxes=delete_boxes,
+                               journal=journal)
     assert again.fetched == [0, 2]  # frame 0 has no journal line: it is redone
     assert summary.already_uploaded == len(first)
     assert {s.frame for s in again.created} == {2}  # nothing of frame 0 a second time
@@ -190,10 +193,12 @@ def test_an_upload_whose_journal_line_is_lost_is_not_uploaded_twice(
     assert len(masks) == len(first) + len(again.created)
     if delete_boxes:  # the boxes of frame 0 still go once their masks are on the task
         assert sorted(again.deleted) == [1, 2, 3]
-    assert Journal(path).done == {0, 2}
+    with CvatJournal.open(path, task_id=5) as journal:
+        assert journal.done == {0, 2}
     # A third run finds everything journaled and uploads nothing.
     third = ServerTask(["disc", "square"], [s for s in again.shapes()])
-    convert_task(third, predictor, polygons=polygons, journal=Journal(path))
+    with CvatJournal.open(path, task_id=5) as journal:
+        convert_task(third, predictor, polygons=polygons, journal=journal)
     assert third.created == [] and third.fetched == []
 
 
