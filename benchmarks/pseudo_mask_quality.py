@@ -56,7 +56,7 @@ def measure(checkpoint: Path, split: str, max_images: int | None) -> dict:
     from boxmask.model.pseudo_masks import (apply_sigma, clean_pseudo_masks,
                                             project_masks_on_rois, resize_probs,
                                             seen_union_on_rois)
-    from boxmask.training.checkpoint import load_checkpoint, model_from_checkpoint
+    from boxmask.model.checkpoint import load_checkpoint, model_from_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
     model, categories = model_from_checkpoint(ckpt, source=checkpoint)

@@ -142,7 +142,8 @@ def export(
     """Export a checkpoint to ONNX (encoder, decoder, detector) plus model.json."""
     if not checkpoint.is_file():
         fail(f"checkpoint {checkpoint} does not exist")
-    from boxmask.export.exporter import ExportError, export_checkpoint
+    from boxmask.export.errors import ExportError
+    from boxmask.export.exporter import export_checkpoint
 
     try:
         card = export_checkpoint(checkpoint, out, name=name, fp16=fp16, int8=int8,
@@ -178,7 +179,7 @@ def label(
     import os
 
     from boxmask.labeling import JournalError, LabelOptions, LabelSettings, run_label_job
-    from boxmask.labeling.report import print_summary
+    from boxmask.labeling.report import nothing_labeled, print_summary
     from boxmask.runtime.errors import ModelDirError
 
     try:
@@ -196,6 +197,11 @@ def label(
     except KeyboardInterrupt:
         fail("interrupted; finished images are in the journal: rerun with --resume", code=130)
     print_summary(report, console)
+    problem = nothing_labeled(report)
+    if problem:
+        # A run that labeled nothing is a failure a script must see, not an empty success.
+        console.print(f"[bold red]error:[/] {problem}", soft_wrap=True)
+        raise typer.Exit(1)
 
 
 @app.command("serve")
@@ -244,6 +250,9 @@ def serve(
         fail(f"invalid server settings: {exc}")
     console.print(f"serving on http://{host}:{port} (models from {settings.model_dir}, "
                   f"backend {settings.effective_backend})")
+    if settings.api_token is None and host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"[bold yellow]warning:[/] listening on {host} without a token: anyone who "
+                      "can reach this port can use the API; set BOXMASK_API_TOKEN", soft_wrap=True)
     uvicorn.run("boxmask.server.app:create_app", factory=True, host=host, port=port,
                 workers=workers, access_log=False,
                 log_config=logging_config(settings.log_level, settings.log_json))
@@ -320,7 +329,8 @@ def cvat_boxes_to_masks(
     """Give every rectangle of a CVAT task a class-specific mask (resumable)."""
     import json
 
-    from boxmask.integrations.cvat.boxes_to_masks import CvatTask, Journal, connect, convert_task
+    from boxmask.integrations.cvat.boxes_to_masks import CvatJournal, CvatTask, connect, convert_task
+    from boxmask.journal import JournalError
     from boxmask.runtime import Predictor
     from boxmask.runtime.errors import RuntimeInputError
 
@@ -333,12 +343,13 @@ def cvat_boxes_to_masks(
         fail(str(exc))
     with client:
         cvat_task = CvatTask(client.tasks.retrieve(task))
-        progress = Journal(journal or Path(f".boxmask-cvat-task{task}.jsonl"))
         try:
-            summary = convert_task(cvat_task, predictor, polygons=polygons, delete_boxes=delete_boxes,
-                                   journal=progress, dry_run=dry_run is not None, label_map=mapping,
-                                   on_frame=lambda i, n: console.print(f"frame {i + 1}/{n}", end="\r"))
-        except RuntimeInputError as exc:
+            with CvatJournal.open(journal or Path(f".boxmask-cvat-task{task}.jsonl"), task) as progress:
+                summary = convert_task(cvat_task, predictor, polygons=polygons,
+                                       delete_boxes=delete_boxes, journal=progress,
+                                       dry_run=dry_run is not None, label_map=mapping,
+                                       on_frame=lambda i, n: console.print(f"frame {i + 1}/{n}", end="\r"))
+        except (RuntimeInputError, JournalError) as exc:
             fail(str(exc))
     if dry_run is not None:
         dry_run.write_text(json.dumps(summary.coco))

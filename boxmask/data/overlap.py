@@ -4,9 +4,9 @@ The paper's overlap measure: ``O_i = max_j |b_i ∩ s_j| / |b_i|`` with ``b_i`` 
 ``i`` and ``s_j`` the (visible) mask of another instance ``j`` of the same image. A high ``O_i``
 means a neighbour fills much of the box: the case where a class-agnostic mask head tends to
 segment the wrong object. ``s_j`` is a mask, as in the paper's Eq. 1 ("we use the intersection
-between b_i and s_j because the mask annotations of two overlapping objects may not intersect");
-../shared/design.md says "the boxes of the other instances", which would count a neighbour's
-empty box corners as overlap, so the paper's definition is kept. numpy only, so evaluation and
+between b_i and s_j because the mask annotations of two overlapping objects may not intersect").
+Using the boxes of the other instances instead would count a neighbour's empty box corners as
+overlap, so the paper's definition is kept. numpy only, so evaluation and
 data generation share it without torch.
 """
 

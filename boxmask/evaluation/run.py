@@ -24,27 +24,26 @@ from typing import Any
 
 import numpy as np
 import torch
-from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from boxmask.config import BoxMaskConfig, ConfigError, load_config
+from boxmask.data.coco import CocoInstances
 from boxmask.evaluation.evaluator import evaluate_predictions
 from boxmask.evaluation.plots import write_plots
 from boxmask.evaluation.report import write_json
+from boxmask.model.checkpoint import checkpoint_categories, load_checkpoint, model_from_checkpoint
+from boxmask.runtime.masks import encode_mask
 
 MASK_THRESHOLD = 0.5
 _console = Console(stderr=True)
 
 
 def encode_masks(masks: np.ndarray) -> list[dict]:
-    """``[K, H, W]`` bool -> K COCO RLEs with ``counts`` as str (JSON-able)."""
-    if len(masks) == 0:
-        return []
-    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
-    return [{"size": [int(s) for s in r["size"]], "counts": r["counts"].decode("ascii")}
-            for r in rles]
+    """``[K, H, W]`` bool -> K COCO RLEs with ``counts`` as str (JSON-able), by the runtime's
+    one mask encoder."""
+    return [encode_mask(mask, "rle") for mask in masks]
 
 
 def detections_to_coco(output: dict[str, torch.Tensor], image_id: int,
@@ -206,10 +205,6 @@ def evaluate_checkpoint(checkpoint: str | Path, out_dir: str | Path | None = Non
     Raises:
         ConfigError: unreadable checkpoint, missing validation data, weights that do not fit.
     """
-    from boxmask.data.coco import CocoInstances
-    from boxmask.training.checkpoint import (checkpoint_categories, load_checkpoint,
-                                             model_from_checkpoint)
-
     checkpoint = Path(checkpoint)
     ckpt = load_checkpoint(checkpoint)
     categories = checkpoint_categories(ckpt, checkpoint)

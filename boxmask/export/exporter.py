@@ -15,13 +15,16 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import onnx
 import torch
+from onnxconverter_common import float16
 
 from boxmask.config import BoxMaskConfig
+from boxmask.export.errors import ExportError
 from boxmask.export.graphs import (
     DECODER_INPUTS,
     DECODER_OUTPUTS,
@@ -32,14 +35,17 @@ from boxmask.export.graphs import (
     DetectorGraph,
     EncoderGraph,
 )
+from boxmask.export.inputs import example_image, resized_input
+from boxmask.export.parity import check_parity
+from boxmask.export.quantize import quantize_encoder_int8
+from boxmask.export.tensorrt import build_engines, check_tensorrt_available
+from boxmask.export.triton import write_triton_repository
 from boxmask.model import BoxMaskRCNN
+from boxmask.model.checkpoint import load_checkpoint, model_from_checkpoint
+from boxmask.runtime.contract import CARD_NAME
 
 # 2: the detector takes the encoder's features (p2..p5, image_size) instead of the image.
 FORMAT_VERSION = 2
-
-
-class ExportError(RuntimeError):
-    """An export that cannot be done as asked; the message says why and what to do."""
 
 
 def sha256_file(path: Path) -> str:
@@ -52,8 +58,6 @@ def sha256_file(path: Path) -> str:
 
 def load_trained_model(checkpoint: Path) -> tuple[BoxMaskRCNN, BoxMaskConfig, list[dict], dict]:
     """Rebuild the model a checkpoint was trained as, with its weights, in eval mode on CPU."""
-    from boxmask.training.checkpoint import load_checkpoint, model_from_checkpoint
-
     ckpt = load_checkpoint(checkpoint)
     model, categories = model_from_checkpoint(ckpt, source=checkpoint)
     cfg = BoxMaskConfig.model_validate(ckpt["config"])
@@ -61,41 +65,10 @@ def load_trained_model(checkpoint: Path) -> tuple[BoxMaskRCNN, BoxMaskConfig, li
     return model, cfg, categories, ckpt
 
 
-def example_image(cfg: BoxMaskConfig, seed: int = 0) -> torch.Tensor:
-    """A real training image when the data is at hand, else noise, as a ``[3, H, W]`` tensor.
-
-    Only the trace needs it: every axis that varies is declared dynamic.
-    """
-    from PIL import Image
-
-    d = cfg.data
-    if d.train_images is not None and Path(d.train_images).is_dir():
-        files = sorted(p for p in Path(d.train_images).iterdir()
-                       if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-        if files:
-            img = np.asarray(Image.open(files[0]).convert("RGB"), dtype=np.float32) / 255.0
-            return torch.from_numpy(img).permute(2, 0, 1).contiguous()
-    g = torch.Generator().manual_seed(seed)
-    h = cfg.model.min_size
-    return torch.rand(3, h, int(h * 1.25), generator=g)
-
-
-def resized_input(model: BoxMaskRCNN, image: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-    """The ``image`` input the runtime would send: resized, 0..255, ``[1, 3, h, w]``."""
-    from torchvision.models.detection.transform import _resize_image_and_masks
-
-    t = model.transform
-    resized, _ = _resize_image_and_masks(image, float(t.min_size[-1]), float(t.max_size), None,
-                                         t.fixed_size)
-    return (resized * 255.0)[None], (int(resized.shape[-2]), int(resized.shape[-1]))
-
-
 def _export(module: torch.nn.Module, args: tuple, path: Path, input_names: list[str],
             output_names: list[str], dynamic_axes: dict, opset: int) -> None:
     # The TorchScript-based exporter: torchvision's detection ops (RoIAlign level merging,
     # batched NMS, dynamic padding) carry symbolic functions for it.
-    import warnings
-
     with warnings.catch_warnings():
         # The tracer warns about every Python-side shape read; the parity check is the judge.
         warnings.simplefilter("ignore")
@@ -154,9 +127,6 @@ def export_onnx(model: BoxMaskRCNN, cfg: BoxMaskConfig, out: Path, opset: int = 
 
 def convert_fp16(src: Path, dst: Path) -> None:
     """fp16 weights and arithmetic with fp32 inputs/outputs (for GPU execution providers)."""
-    import onnx
-    from onnxconverter_common import float16
-
     model = onnx.load(str(src))
     # RoiAlign and the NMS/TopK family stay fp32: their fp16 kernels are missing on CPU and
     # inexact on box coordinates.
@@ -181,8 +151,6 @@ def export_checkpoint(checkpoint: Path, out: Path, name: str | None = None, fp16
     checkpoint = Path(checkpoint)
     out = Path(out)
     if tensorrt:
-        from boxmask.export.tensorrt import check_tensorrt_available
-
         check_tensorrt_available()  # fail before the slow part
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     model, cfg, categories, ckpt = load_trained_model(checkpoint)
@@ -198,13 +166,9 @@ def export_checkpoint(checkpoint: Path, out: Path, name: str | None = None, fp16
             k: {"path": f"{k}.onnx"} for k in ("encoder", "decoder", "detector")}
         parity: dict[str, Any] = {}
         if check:
-            from boxmask.export.parity import check_parity
-
             parity = check_parity(model, tmp, cfg)
         quantization: dict[str, Any] = {}
         if int8:
-            from boxmask.export.quantize import quantize_encoder_int8
-
             quantization["int8"] = quantize_encoder_int8(model, cfg, tmp, calibration_images)
             files["encoder_int8"] = {"path": "encoder.int8.onnx"}
             files["decoder_int8"] = {"path": "decoder.int8.onnx"}
@@ -216,15 +180,13 @@ def export_checkpoint(checkpoint: Path, out: Path, name: str | None = None, fp16
                 convert_fp16(tmp / f"{k}.onnx", tmp / f"{k}.fp16.onnx")
                 files[f"{k}_fp16"] = {"path": f"{k}.fp16.onnx"}
         if tensorrt:
-            from boxmask.export.tensorrt import build_engines
-
             for key, path in build_engines(tmp, cfg).items():
                 files[key] = {"path": path}
         for entry in files.values():
             entry["sha256"] = sha256_file(tmp / entry["path"])
         card = _card(name or _default_name(checkpoint), cfg, categories, model, ckpt, checkpoint,
                      files, io, parity, quantization)
-        (tmp / "model.json").write_text(json.dumps(card, indent=2) + "\n")
+        (tmp / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
         tmp.chmod(0o755)  # mkdtemp makes it private; the served model must be readable
         if out.exists():
             if not overwrite:
@@ -235,8 +197,6 @@ def export_checkpoint(checkpoint: Path, out: Path, name: str | None = None, fp16
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if triton_repo is not None:
-        from boxmask.export.triton import write_triton_repository
-
         write_triton_repository(out, Path(triton_repo))
     return card
 

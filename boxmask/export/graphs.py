@@ -17,12 +17,14 @@ import torch
 from torch import nn
 
 from boxmask.model.rcnn import FPN_LEVELS, BoxMaskRCNN
+from boxmask.runtime import contract
 
-ENCODER_OUTPUTS = ["p2", "p3", "p4", "p5"]
-DECODER_INPUTS = ENCODER_OUTPUTS + ["boxes", "labels", "image_size"]
-DECODER_OUTPUTS = ["mask_logits", "class_scores", "labels_out"]
-DETECTOR_INPUTS = ENCODER_OUTPUTS + ["image_size"]
-DETECTOR_OUTPUTS = ["boxes", "labels", "scores", "mask_probs"]
+# The tensor names are the runtime's contract; the exporters take them as lists.
+ENCODER_OUTPUTS = list(contract.ENCODER_OUTPUTS)
+DECODER_INPUTS = list(contract.DECODER_INPUTS)
+DECODER_OUTPUTS = list(contract.DECODER_OUTPUTS)
+DETECTOR_INPUTS = list(contract.DETECTOR_INPUTS)
+DETECTOR_OUTPUTS = list(contract.DETECTOR_OUTPUTS)
 
 
 class _Normalize(nn.Module):

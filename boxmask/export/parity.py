@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 import torch
 
 from boxmask.config import BoxMaskConfig
+from boxmask.export.errors import ExportError
 from boxmask.export.graphs import (
     DECODER_INPUTS,
     DECODER_OUTPUTS,
@@ -37,8 +39,6 @@ MIN_MASK_IOU = 0.99
 
 
 def _session(path: Path):
-    import onnxruntime as ort
-
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
@@ -64,8 +64,6 @@ def check_parity(model: BoxMaskRCNN, model_dir: Path, cfg: BoxMaskConfig,
                  box_counts: tuple[int, ...] = (0, 1, 100), seed: int = 0,
                  raise_on_failure: bool = True) -> dict[str, Any]:
     """Compare the three graphs in ``model_dir`` with eager torch; returns the measured figures."""
-    from boxmask.export.exporter import ExportError
-
     enc_s = _session(model_dir / "encoder.onnx")
     dec_s = _session(model_dir / "decoder.onnx")
     det_s = _session(model_dir / "detector.onnx")

@@ -1,8 +1,8 @@
 """int8 encoder for CPU: ONNX Runtime static quantisation, calibrated on training images.
 
-The encoder (backbone + FPN) is almost all of the per-image cost (findings.md: 4.7 s of 8.8 s
-for R50-FPN at 800x1216, and at the fp32 floor already), so it is the graph worth quantising
-first. The decoder's paper-width mask head (four 3x3 256-channel convolutions per box) is the
+The encoder (backbone + FPN) is most of the per-image cost (docs/benchmarks.md, runtime table:
+2.3 s in ORT fp32 for R50-FPN at 800x1216, against 15 ms for one box's decoder), so it is the
+graph worth quantising first. The decoder's paper-width mask head (four 3x3 256-channel convolutions per box) is the
 per-box cost; ``quantize_decoder_int8`` writes ``decoder.int8.onnx`` too, calibrated on the
 fp32 encoder's features of the same images and boxes drawn on them, and its cost is measured
 the same way (int8 encoder + int8 decoder against fp32 + fp32).
@@ -18,10 +18,17 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+import onnxruntime as ort
 import torch
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+from PIL import Image
 
 from boxmask.config import BoxMaskConfig
+from boxmask.export.errors import ExportError
 from boxmask.export.graphs import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_OUTPUTS
+from boxmask.export.inputs import resized_input
+from boxmask.export.parity import random_boxes
 from boxmask.model import BoxMaskRCNN
 
 
@@ -32,10 +39,6 @@ def _image_files(folder: Path | None) -> list[Path]:
 
 
 def _encoder_inputs(model: BoxMaskRCNN, files: list[Path]) -> Iterator[np.ndarray]:
-    from PIL import Image
-
-    from boxmask.export.exporter import resized_input
-
     for f in files:
         img = np.asarray(Image.open(f).convert("RGB"), dtype=np.float32) / 255.0
         x, _ = resized_input(model, torch.from_numpy(img).permute(2, 0, 1).contiguous())
@@ -56,11 +59,6 @@ class _Calibration:
 def quantize_encoder_int8(model: BoxMaskRCNN, cfg: BoxMaskConfig, model_dir: Path,
                           num_images: int = 16) -> dict[str, Any]:
     """Write ``encoder.int8.onnx`` beside ``encoder.onnx``; return the measured accuracy cost."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from boxmask.export.exporter import ExportError
-
     train_files = _image_files(cfg.data.train_images)
     if not train_files:
         raise ExportError("--int8 calibrates on training images, but data.train_images of the "
@@ -94,12 +92,6 @@ def quantize_decoder_int8(model_dir: Path, encoder_inputs: list[np.ndarray], num
     Calibration feeds are the fp32 encoder's features of ``encoder_inputs`` with random boxes
     (every size the decoder sees) and random labels; RoIAlign and the softmax stay fp32.
     """
-    import onnxruntime as ort
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from boxmask.export.parity import random_boxes
-
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     enc = ort.InferenceSession(str(model_dir / "encoder.onnx"), opts,
@@ -136,10 +128,6 @@ def quantize_decoder_int8(model_dir: Path, encoder_inputs: list[np.ndarray], num
 def measure_int8_cost(model_dir: Path, inputs: list[np.ndarray], num_classes: int,
                       boxes_per_image: int = 20, seed: int = 0) -> dict[str, Any]:
     """Masks from int8 vs fp32 features for the same boxes: mean/min IoU, feature error."""
-    import onnxruntime as ort
-
-    from boxmask.export.parity import random_boxes
-
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     cpu = ["CPUExecutionProvider"]

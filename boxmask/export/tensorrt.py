@@ -11,21 +11,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from boxmask.config import BoxMaskConfig
+from boxmask.export.errors import ExportError
+from boxmask.runtime.contract import ENCODER_OUTPUTS
 
 
 def check_tensorrt_available() -> None:
     """Raise ExportError with what to do when TensorRT cannot build here."""
-    from boxmask.export.exporter import ExportError
-
+    # tensorrt is imported where used: it is the `gpu` extra, absent on most machines.
     try:
         import tensorrt  # noqa: F401
     except ImportError as exc:
         raise ExportError("--tensorrt needs the tensorrt package and an NVIDIA GPU: "
                           "pip install 'boxmask[gpu]' on a CUDA machine (or build inside "
                           "the Triton container, see deploy/)") from exc
-    import torch
-
     if not torch.cuda.is_available():
         raise ExportError("--tensorrt needs an NVIDIA GPU, and this machine has none; export "
                           "without --tensorrt here and build the engines on the GPU host")
@@ -34,8 +35,6 @@ def check_tensorrt_available() -> None:
 def _build(onnx_path: Path, plan_path: Path, profiles: dict[str, tuple[tuple, tuple, tuple]],
            fp16: bool) -> None:
     import tensorrt as trt
-
-    from boxmask.export.exporter import ExportError
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -69,7 +68,7 @@ def build_engines(model_dir: Path, cfg: BoxMaskConfig, max_boxes: int = 256,
            {"image": ((1, 3, 32, 32), (1, 3, opt_h, opt_w), (1, 3, side, side))}, fp16)
     f = m.fpn_channels
     profiles = {}
-    for i, name in enumerate(("p2", "p3", "p4", "p5")):
+    for i, name in enumerate(ENCODER_OUTPUTS):
         s = 2 ** (i + 2)
         profiles[name] = ((1, f, 1, 1), (1, f, opt_h // s, opt_w // s), (1, f, side // s, side // s))
     profiles["boxes"] = ((0, 4), (10, 4), (max_boxes, 4))

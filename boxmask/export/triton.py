@@ -22,8 +22,10 @@ import json
 import shutil
 from pathlib import Path
 
-MODEL_NAMES = {"encoder": "boxmask_encoder", "decoder": "boxmask_decoder",
-               "detector": "boxmask_detector"}
+import onnx
+
+from boxmask.runtime.contract import CARD_NAME, TRITON_MODEL_NAMES
+
 
 _ONNX_TO_TRITON = {1: "TYPE_FP32", 7: "TYPE_INT64", 6: "TYPE_INT32", 10: "TYPE_FP16", 9: "TYPE_BOOL"}
 
@@ -40,8 +42,6 @@ def _tensor_entries(values) -> str:
 
 def triton_config(name: str, onnx_path: Path, platform: str, kind: str, count: int) -> str:
     """config.pbtxt text for one graph; inputs and outputs read from the ONNX file itself."""
-    import onnx
-
     model = onnx.load(str(onnx_path), load_external_data=False)
     backend = ('backend: "onnxruntime"' if platform == "onnxruntime_onnx"
                else f'platform: "{platform}"')
@@ -61,11 +61,11 @@ def write_triton_repository(model_dir: Path, repo: Path, gpu: bool = True,
     card), the ONNX files otherwise. ``gpu=False`` writes KIND_CPU instance groups.
     """
     model_dir, repo = Path(model_dir), Path(repo)
-    card = json.loads((model_dir / "model.json").read_text())
+    card = json.loads((model_dir / CARD_NAME).read_text())
     files = card["files"]
     kind = "KIND_GPU" if gpu else "KIND_CPU"
     repo.mkdir(parents=True, exist_ok=True)
-    for graph, name in MODEL_NAMES.items():
+    for graph, name in TRITON_MODEL_NAMES.items():
         target = repo / name
         if target.exists():
             shutil.rmtree(target)
@@ -80,5 +80,5 @@ def write_triton_repository(model_dir: Path, repo: Path, gpu: bool = True,
             platform = "onnxruntime_onnx"
         count = decoder_instances if graph == "decoder" else 1
         (target / "config.pbtxt").write_text(triton_config(name, onnx_file, platform, kind, count))
-    shutil.copy2(model_dir / "model.json", repo / "model.json")
+    shutil.copy2(model_dir / CARD_NAME, repo / CARD_NAME)
     return repo

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from boxmask.labeling.image_labeler import label_image
-from boxmask.labeling.image_reader import prefetch, read_image
+from boxmask.labeling.image_reader import ImageSkip, prefetch, read_image
 from boxmask.labeling.options import LabelSettings
 from boxmask.labeling.plan import ImageTask
 
@@ -47,6 +47,9 @@ def load_predictor(model_dir: str | Path, precision: str = "fp32", threads: int 
 
 
 def _read(task: ImageTask):
+    if not task.path:
+        return ImageSkip("outside_images", f"file_name {task.file_name!r} is absolute or leads "
+                                           "out of --images; it is not read")
     return read_image(task.path, task.height, task.width)
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from boxmask.labeling.image_reader import ImageSkip
 from boxmask.labeling.options import LabelSettings
 from boxmask.labeling.plan import ImageTask
-from boxmask.runtime.masks import to_polygons, to_rle
+from boxmask.runtime.masks import encode_mask
 
 SCORE_DECIMALS = 5
 COORD_DECIMALS = 2
@@ -45,16 +45,14 @@ def skipped_result(task: ImageTask, skip: ImageSkip) -> dict[str, Any]:
             "reason": skip.reason, "detail": skip.detail}
 
 
-def encode_mask(mask: np.ndarray, mask_format: str) -> Any | None:
-    """COCO segmentation of a ``[H, W]`` bool mask, or None if it has nothing to encode."""
+def segmentation_of(mask: np.ndarray, mask_format: str) -> Any | None:
+    """COCO segmentation of a ``[H, W]`` bool mask (the runtime's `encode_mask`), or None if it
+    has nothing a COCO reader can use: no pixel, or (polygons) no polygon of three points."""
     if not mask.any():
         return None
-    if mask_format == "rle":
-        return to_rle(mask)
-    polygons = [[round(float(v), COORD_DECIMALS) for v in poly] for poly in to_polygons(mask)]
-    # A mask of a pixel or two has no polygon of three points: nothing a COCO reader can use.
-    polygons = [p for p in polygons if len(p) >= 6]
-    return polygons or None
+    # `boxmask label --mask-format polygon` names COCO's polygon segmentation.
+    wire = "rle" if mask_format == "rle" else "polygons"
+    return encode_mask(mask, wire, decimals=COORD_DECIMALS) or None
 
 
 def _clip_boxes(boxes: list[list[float]], h: int, w: int) -> np.ndarray:
@@ -92,8 +90,8 @@ def label_image(predictor: SegmentsBoxes, image: np.ndarray | ImageSkip, task: I
             if score < settings.min_score:
                 result["dropped"].append([ann, "below_min_score"])
                 continue
-            mask = np.asarray(pred.masks[j], dtype=bool)
-            segmentation = encode_mask(mask, settings.mask_format)
+            mask = pred.mask(j)
+            segmentation = segmentation_of(mask, settings.mask_format)
             if segmentation is None:
                 result["dropped"].append([ann, "empty_mask"])
                 continue
@@ -105,8 +103,8 @@ def label_image(predictor: SegmentsBoxes, image: np.ndarray | ImageSkip, task: I
         det = predictor.detect(key=key, score_threshold=settings.detect_threshold,
                                max_detections=settings.max_detections)
         for j in range(len(det.scores)):
-            mask = np.asarray(det.masks[j], dtype=bool)
-            segmentation = encode_mask(mask, settings.mask_format)
+            mask = det.mask(j)
+            segmentation = segmentation_of(mask, settings.mask_format)
             if segmentation is None:
                 continue
             x1, y1, x2, y2 = (float(v) for v in det.boxes[j])

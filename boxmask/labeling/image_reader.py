@@ -24,8 +24,8 @@ _END = object()
 
 @dataclass(frozen=True)
 class ImageSkip:
-    """Why an image could not be used: ``missing``, ``unreadable``, ``truncated`` or
-    ``size_mismatch``, and the detail (the decoder's message)."""
+    """Why an image could not be used: ``missing``, ``unreadable``, ``truncated``,
+    ``size_mismatch`` or ``outside_images``, and the detail (the decoder's message)."""
 
     reason: str
     detail: str

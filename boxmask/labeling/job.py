@@ -20,7 +20,7 @@ from rich.console import Console
 from boxmask.config import ConfigError
 from boxmask.labeling.engines import (load_predictor, local_predictor_threads, require_ray,
                                       run_local, run_ray)
-from boxmask.labeling.journal import Journal, JournalError, read_journal
+from boxmask.labeling.journal import JournalError, LabelJournal, read_journal
 from boxmask.labeling.label_map import load_label_map
 from boxmask.labeling.model_source import model_version, resolve_model_dir
 from boxmask.labeling.options import LabelOptions
@@ -102,7 +102,7 @@ def run_label_job(options: LabelOptions, console: Console | None = None) -> dict
     jpath = journal_path(options.out)
     remove_stale_temporaries(options.out)
     if options.resume:
-        journal, done = Journal.resume(jpath, job)
+        journal, done = LabelJournal.resume(jpath, job)
         _check_journal_records(jpath, plan, done)
         if done:
             console.print(f"resuming: {len(done)} of {len(plan.tasks)} images already labeled")
@@ -111,7 +111,7 @@ def run_label_job(options: LabelOptions, console: Console | None = None) -> dict
             raise JournalError(
                 f"{jpath} holds the progress of an unfinished run: pass --resume to continue "
                 f"it, or delete it to start over")
-        journal, done = Journal.start(jpath, job), {}
+        journal, done = LabelJournal.start(jpath, job), {}
 
     todo = [t for t in plan.tasks if t.index not in done]
     with journal, image_progress(len(plan.tasks), len(done), console=console,

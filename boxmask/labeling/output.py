@@ -1,11 +1,21 @@
 """Building the output COCO file from the input and the per-image results, and writing it
 atomically.
 
-Every field of the input is kept as it was, in its order. A masked annotation gets (or has
-replaced) its ``segmentation`` and a new ``boxmask`` field::
+Every field of the input is kept as it was, in its order, and every input annotation is in
+the output. Each carries a ``boxmask`` field saying what boxmask did with it, so a consumer
+never mistakes one that got no mask for one that did. A masked annotation gets (or has
+replaced) its ``segmentation`` and::
 
-    "boxmask": {"score": 0.93, "model": "synthetic-demo", "version": "3f2a9c01b7de",
-                "mask_area": 812}
+    "boxmask": {"status": "masked", "score": 0.93, "model": "synthetic-demo",
+                "version": "3f2a9c01b7de", "mask_area": 812}
+
+one that did not, its input fields untouched and::
+
+    "boxmask": {"status": "not_masked", "reason": "empty_mask", "model": ..., "version": ...}
+
+with the report's reasons (``empty_mask``, ``below_min_score``, ``image_skipped``,
+``no_box``, ``crowd``, ``unknown_category``, ...). An annotation left alone because it has a
+segmentation (``--only-missing``) keeps a ``boxmask`` field it already had from an earlier run.
 
 ``score`` is the runtime's score for the box and its category (the box head's probability of
 that category), ``version`` the first 12 hex digits of the sha256 of the model's ``model.json``,
@@ -35,6 +45,11 @@ def apply_results(coco: dict[str, Any], plan: LabelPlan, results: Mapping[int, M
     anns = coco["annotations"]
     next_id = max((a["id"] for a in anns if isinstance(a.get("id"), int)), default=0) + 1
     counts = {"masked": 0, "pre_annotations": 0, "pre_annotations_unmatched": 0}
+    made_by = {"model": model["name"], "version": model["version"]}
+    for a, reason in not_masked_reasons(plan, results).items():
+        if reason == "has_segmentation" and isinstance(anns[a].get("boxmask"), Mapping):
+            continue  # its segmentation is an earlier run's, and so is its marker
+        anns[a]["boxmask"] = {"status": "not_masked", "reason": reason, **made_by}
     new_anns = []
     for task in plan.tasks:
         result = results.get(task.index)
@@ -43,8 +58,8 @@ def apply_results(coco: dict[str, Any], plan: LabelPlan, results: Mapping[int, M
         for m in result["masks"]:
             ann = anns[m["ann"]]
             ann["segmentation"] = m["segmentation"]
-            ann["boxmask"] = {"score": m["score"], "model": model["name"],
-                              "version": model["version"], "mask_area": m["area"]}
+            ann["boxmask"] = {"status": "masked", "score": m["score"], **made_by,
+                              "mask_area": m["area"]}
             counts["masked"] += 1
         for d in result["detections"]:
             cat = plan.mapping.to_dataset.get(d["category_id"])
@@ -55,13 +70,27 @@ def apply_results(coco: dict[str, Any], plan: LabelPlan, results: Mapping[int, M
                 "id": next_id, "image_id": task.image_id, "category_id": cat,
                 "bbox": d["bbox"], "area": d["area"], "iscrowd": 0,
                 "segmentation": d["segmentation"],
-                "boxmask": {"score": d["score"], "model": model["name"],
-                            "version": model["version"], "mask_area": d["area"],
-                            "pre_annotated": True}})
+                "boxmask": {"status": "masked", "score": d["score"], **made_by,
+                            "mask_area": d["area"], "pre_annotated": True}})
             next_id += 1
     anns.extend(new_anns)
     counts["pre_annotations"] = len(new_anns)
     return counts
+
+
+def not_masked_reasons(plan: LabelPlan, results: Mapping[int, Mapping[str, Any]]) -> dict[int, str]:
+    """Input annotation position -> why it got no mask: set aside by the plan, dropped by the
+    labeler, or on an image that was skipped. In annotation order."""
+    reasons = dict(plan.skipped_annotations)
+    for task in plan.tasks:
+        result = results.get(task.index)
+        if result is None:
+            continue
+        if result["status"] != "ok":
+            reasons.update((a, "image_skipped") for a in task.ann_indices)
+        else:
+            reasons.update((a, reason) for a, reason in result["dropped"])
+    return dict(sorted(reasons.items()))
 
 
 def write_json_atomic(path: Path, obj: Any, indent: int | None = None) -> None:

@@ -8,9 +8,10 @@ Annotations that will not get a mask are recorded with the reason, never dropped
 from __future__ import annotations
 
 import math
+import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 from boxmask.config import ConfigError
@@ -33,7 +34,7 @@ class ImageTask:
     index: int
     image_id: int
     file_name: str
-    path: str
+    path: str  # "" when file_name is absolute or leads out of --images
     height: int | None
     width: int | None
     ann_indices: list[int] = field(default_factory=list)
@@ -64,6 +65,19 @@ class LabelPlan:
     skipped_annotations: dict[int, str]
     unknown_categories: dict[int, dict[str, Any]]
     num_annotations: int
+
+
+def confined_path(images_dir: Path, file_name: str) -> str:
+    """``images_dir / file_name`` as a string, or "" when `file_name` is absolute or climbs out
+    of `images_dir` (``../../etc/hostname``): a dataset names images under --images, nowhere
+    else. Checked on the names only, so an --images folder of symlinks still works."""
+    name = str(file_name).replace("\\", "/")
+    if not name or name.startswith("/") or PureWindowsPath(name).drive:
+        return ""
+    normal = posixpath.normpath(name)
+    if normal == ".." or normal.startswith("../"):
+        return ""
+    return str(images_dir / normal)
 
 
 def has_segmentation(ann: Mapping[str, Any]) -> bool:
@@ -156,7 +170,7 @@ def build_plan(coco: Mapping[str, Any], images_dir: str | Path, model_names: Map
         items = per_image[i]
         tasks.append(ImageTask(
             index=i, image_id=im["id"], file_name=im["file_name"],
-            path=str(images_dir / im["file_name"]),
+            path=confined_path(images_dir, im["file_name"]),
             height=im.get("height"), width=im.get("width"),
             ann_indices=[a for a, _, _ in items], boxes=[b for _, b, _ in items],
             category_ids=[c for _, _, c in items],

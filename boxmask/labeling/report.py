@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from boxmask.labeling.output import not_masked_reasons
 from boxmask.labeling.plan import LabelPlan
 
 
@@ -37,22 +38,19 @@ def build_report(coco: Mapping[str, Any], plan: LabelPlan, results: Mapping[int,
     seconds: wall time of this run; images/s counts only the images this run labeled.
     """
     anns = coco["annotations"]
-    not_masked: dict[str, list[Any]] = {}
-    for a, reason in plan.skipped_annotations.items():
-        not_masked.setdefault(reason, []).append(anns[a].get("id"))
+    # Each entry names the annotation by its position in the input (ids may repeat) and its
+    # image, as well as by id.
+    not_masked: dict[str, list[dict[str, Any]]] = {}
+    for a, reason in not_masked_reasons(plan, results).items():
+        not_masked.setdefault(reason, []).append(
+            {"index": a, "id": anns[a].get("id"), "image_id": anns[a].get("image_id")})
     skipped_images = []
     for task in plan.tasks:
         r = results.get(task.index)
-        if r is None:
-            continue
-        if r["status"] != "ok":
-            skipped_images.append({"image_id": task.image_id, "file_name": task.file_name,
-                                   "reason": r["reason"], "detail": r["detail"]})
-            for a in task.ann_indices:
-                not_masked.setdefault("image_skipped", []).append(anns[a].get("id"))
-            continue
-        for a, reason in r["dropped"]:
-            not_masked.setdefault(reason, []).append(anns[a].get("id"))
+        if r is not None and r["status"] != "ok":
+            skipped_images.append({"index": task.index, "image_id": task.image_id,
+                                   "file_name": task.file_name, "reason": r["reason"],
+                                   "detail": r["detail"]})
     this_run = len(results) - resumed
     return {
         **paths,
@@ -74,6 +72,17 @@ def build_report(coco: Mapping[str, Any], plan: LabelPlan, results: Mapping[int,
         "unknown_categories": [{"id": cid, **info} for cid, info in plan.unknown_categories.items()],
         "not_masked": {k: v for k, v in sorted(not_masked.items())},
     }
+
+
+def nothing_labeled(report: Mapping[str, Any]) -> str | None:
+    """One line saying why no image at all could be labeled; None when one was (or when the
+    input has no image to label)."""
+    s = report["summary"]
+    if not s["images"] or s["images_labeled"]:
+        return None
+    reasons = ", ".join(f"{k}: {v}" for k, v in s["images_skipped"].items()) or "none labeled"
+    return (f"no image could be labeled ({s['images']} of {s['images']} skipped; {reasons}); "
+            f"the output has no new masks; see {report.get('report') or 'the report'}")
 
 
 def print_summary(report: Mapping[str, Any], console: Console) -> None:

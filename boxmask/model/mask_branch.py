@@ -177,7 +177,8 @@ class TeacherStudentMaskBranch(nn.Module):
             targets: per image ``boxes [K,4]``, ``labels [K]``, ``masks [K,H,W]`` and
                 ``mask_valid [K]`` (False: no usable mask, e.g. an unseen category; such a mask
                 is never read, whatever it holds).
-            images (Tensor[B, 3, H, W]): the normalised batch, for ``sigma=crf`` only.
+            images (Tensor[B, 3, H, W]): the padded batch as RGB 0..255 (``BoxMaskRCNN.pixels``),
+                for ``sigma=crf`` only.
         Returns:
             ``loss_mask_teacher`` and/or ``loss_mask_student``.
         """
@@ -261,18 +262,11 @@ def _mask_valid(target: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.ones(len(target["labels"]), dtype=torch.bool, device=target["labels"].device)
 
 
-# ImageNet statistics used by the transform; crops for the CRF are taken back to 0..255.
-_MEAN = torch.tensor([0.485, 0.456, 0.406])
-_STD = torch.tensor([0.229, 0.224, 0.225])
-
-
 def _roi_crops(images: torch.Tensor, rois: list[torch.Tensor], select: torch.Tensor,
                size: int) -> torch.Tensor:
-    """RGB 0..255 crops ``[U, 3, size, size]`` of the selected RoIs from a normalised batch."""
+    """RGB 0..255 crops ``[U, 3, size, size]`` of the selected RoIs of ``images``
+    (``[B, 3, H, W]`` RGB 0..255: the model un-normalises them with its transform's statistics)."""
     idx = torch.cat([torch.full((len(r),), i, dtype=r.dtype, device=r.device)
                      for i, r in enumerate(rois)])
     boxes = torch.cat([idx[:, None], torch.cat(rois)], dim=1)[select]
-    crops = roi_align(images.float(), boxes, (size, size), 1.0, sampling_ratio=2, aligned=True)
-    mean = _MEAN.to(crops)[None, :, None, None]
-    std = _STD.to(crops)[None, :, None, None]
-    return (crops * std + mean) * 255.0
+    return roi_align(images.float(), boxes, (size, size), 1.0, sampling_ratio=2, aligned=True)

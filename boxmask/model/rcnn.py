@@ -57,12 +57,20 @@ class BoxMaskRCNN(GeneralizedRCNN):
                                      "boxes need positive width and height")
         features = self.backbone(batch.tensors)
         proposals, proposal_losses = self.rpn(batch, features, targets)
-        images_for_heads = batch.tensors if self.roi_heads.mask_branch.needs_images else None
+        images_for_heads = (self.pixels(batch.tensors)
+                            if self.roi_heads.mask_branch.needs_images else None)
         detections, detector_losses = self.roi_heads(features, proposals, batch.image_sizes,
                                                      targets, images=images_for_heads)
         if self.training:
             return {**detector_losses, **proposal_losses}
         return self.transform.postprocess(detections, batch.image_sizes, original_sizes)
+
+    def pixels(self, batch: torch.Tensor) -> torch.Tensor:
+        """The transform's normalised batch ``[B, 3, H, W]`` back to RGB 0..255, with the
+        transform's own mean and std (the one place the normalisation is defined)."""
+        mean = batch.new_tensor(self.transform.image_mean)[None, :, None, None]
+        std = batch.new_tensor(self.transform.image_std)[None, :, None, None]
+        return (batch * std + mean) * 255.0
 
     # -- the box-prompted path (set the image once, then decode boxes) --------------------
     def encode(self, image: torch.Tensor) -> tuple["OrderedDict[str, torch.Tensor]", tuple[int, int]]:

@@ -23,18 +23,20 @@ class BoxMaskRoIHeads(RoIHeads):
     @classmethod
     def from_roi_heads(cls, base: RoIHeads, mask_branch: TeacherStudentMaskBranch) -> "BoxMaskRoIHeads":
         """Reuse the box components and sampling settings of a torchvision ``RoIHeads``."""
-        heads = cls(
-            base.box_roi_pool, base.box_head, base.box_predictor,
-            0.5, 0.5, 512, 0.25, (10.0, 10.0, 5.0, 5.0), 0.05, 0.5, 100,
+        return cls(
+            box_roi_pool=base.box_roi_pool,
+            box_head=base.box_head,
+            box_predictor=base.box_predictor,
+            fg_iou_thresh=base.proposal_matcher.high_threshold,
+            bg_iou_thresh=base.proposal_matcher.low_threshold,
+            batch_size_per_image=base.fg_bg_sampler.batch_size_per_image,
+            positive_fraction=base.fg_bg_sampler.positive_fraction,
+            bbox_reg_weights=base.box_coder.weights,
+            score_thresh=base.score_thresh,
+            nms_thresh=base.nms_thresh,
+            detections_per_img=base.detections_per_img,
             mask_branch=mask_branch,
         )
-        heads.proposal_matcher = base.proposal_matcher
-        heads.fg_bg_sampler = base.fg_bg_sampler
-        heads.box_coder = base.box_coder
-        heads.score_thresh = base.score_thresh
-        heads.nms_thresh = base.nms_thresh
-        heads.detections_per_img = base.detections_per_img
-        return heads
 
     def forward(self, features: dict[str, torch.Tensor], proposals: list[torch.Tensor],
                 image_shapes: list[tuple[int, int]],

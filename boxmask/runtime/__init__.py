@@ -5,7 +5,8 @@
     key = p.set_image(image_bytes)
     pred = p.predict([[10, 20, 200, 180]], labels=["disc"], key=key)
 
-Nothing in this package imports torch; the server and the batch labeler build on it.
+Nothing in this package imports torch; the server, the batch labeler and the integrations
+build on it (docs/architecture.md gives the rules; `contract.py` the names export shares).
 """
 
 from boxmask.runtime.cache import ByteLRUCache, CacheStats

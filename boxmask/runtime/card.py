@@ -15,12 +15,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from boxmask.runtime.contract import CARD_NAME
 from boxmask.runtime.errors import ModelDirError, UnknownLabel
 
 # 2: the detector runs over the encoder's features (p2..p5, image_size). Version 1 detectors
 # took the image; such a directory must be exported again.
 SUPPORTED_FORMAT_VERSIONS = (2,)
-CARD_NAME = "model.json"
 
 
 class Category(BaseModel):

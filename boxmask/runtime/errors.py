@@ -1,9 +1,8 @@
 """Errors of the runtime: each names one kind of bad input or failure, so that callers (the HTTP
 server, the batch labeler) can map it to a status code without parsing messages.
 
-`BadImage`, `BadBoxes`, `UnknownLabel`, `UnknownImage` and `NoDetector` are the caller's fault
-(4xx);
-`BackendUnavailable` is ours (503); `ModelDirError` means the exported model directory is broken.
+`BadImage`, `BadBoxes`, `TooManyMaskPixels`, `UnknownLabel`, `UnknownImage` and `NoDetector`
+are the caller's fault (4xx); `BackendUnavailable` is ours (503); `ModelDirError` means the exported model directory is broken.
 """
 
 from __future__ import annotations
@@ -21,6 +20,11 @@ class BadImage(RuntimeInputError):
 
 class BadBoxes(RuntimeInputError):
     """Boxes that cannot be used: wrong shape, NaN/inf, empty or inverted."""
+
+
+class TooManyMaskPixels(RuntimeInputError):
+    """A request whose masks (boxes x image pixels) exceed the predictor's budget: the work
+    and the answer grow with both, so many boxes on a huge image are refused up front."""
 
 
 class UnknownLabel(RuntimeInputError):

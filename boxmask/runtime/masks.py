@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -101,6 +102,36 @@ def paste_masks(
     return out
 
 
+def box_pixels(box: np.ndarray, im_h: int, im_w: int) -> tuple[int, int, int, int]:
+    """``(y0, y1, x0, x1)``: the pixel rows and columns an xyxy box touches, inside the image."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    x0, y0 = max(int(np.floor(x1)), 0), max(int(np.floor(y1)), 0)
+    xe, ye = min(int(np.ceil(x2)), im_w), min(int(np.ceil(y2)), im_h)
+    return y0, max(ye, y0), x0, max(xe, x0)
+
+
+def paste_mask(prob: np.ndarray, box: np.ndarray, im_h: int, im_w: int,
+               threshold: float = 0.5) -> np.ndarray:
+    """One `[R, R]` probability map -> an `[im_h, im_w]` bool mask, cropped to its box.
+
+    The pasting is `paste_masks`' (torchvision's), which reaches up to a mask cell past the
+    box; the crop clears what lies outside the pixels the box touches, so a mask never leaves
+    its box. One plane at a time: callers that encode masks one by one never hold N planes.
+    """
+    prob = np.asarray(prob)
+    box = np.asarray(box, dtype=np.float32).reshape(1, 4)
+    out = np.zeros((im_h, im_w), dtype=bool)
+    y0, y1, x0, x1 = box_pixels(box[0], im_h, im_w)
+    for _, crop, (py0, py1, px0, px1) in _pasted_crops(prob[None], box, im_h, im_w):
+        if crop is None:
+            continue
+        # The overlap of the pasted region and the box's own pixels.
+        cy0, cy1, cx0, cx1 = max(py0, y0), min(py1, y1), max(px0, x0), min(px1, x1)
+        if cy1 > cy0 and cx1 > cx0:
+            out[cy0:cy1, cx0:cx1] = crop[cy0 - py0:cy1 - py0, cx0 - px0:cx1 - px0] > threshold
+    return out
+
+
 def _as_2d_bool(mask: np.ndarray) -> np.ndarray:
     mask = np.asarray(mask)
     if mask.ndim != 2:
@@ -168,6 +199,31 @@ def to_png(mask: np.ndarray, bits: int = 1) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG", optimize=False)
     return buf.getvalue()
+
+
+MaskFormat = Literal["rle", "polygons", "png"]
+
+
+def encode_mask(mask: np.ndarray, mask_format: MaskFormat, *, polygon_tolerance: float = 0.0,
+                decimals: int | None = None, png_bits: int = 8) -> dict | list[list[float]] | bytes:
+    """One `[H, W]` bool mask in a wire format: the one mask encoder of the server, the batch
+    labeler and evaluation (each adds its own envelope).
+
+    - ``"rle"``: COCO compressed RLE `{"size": [h, w], "counts": str}` (`to_rle`);
+    - ``"polygons"``: COCO polygons (`to_polygons`), coordinates rounded to `decimals` when
+      given; polygons that lose their area to rounding (fewer than 3 points) are dropped;
+    - ``"png"``: PNG bytes, 8-bit 0/255 by default (`to_png`).
+    """
+    if mask_format == "rle":
+        return to_rle(mask)
+    if mask_format == "polygons":
+        polygons = to_polygons(mask, tolerance=polygon_tolerance)
+        if decimals is not None:
+            polygons = [[round(v, decimals) for v in poly] for poly in polygons]
+        return [p for p in polygons if len(p) >= 6]
+    if mask_format == "png":
+        return to_png(mask, bits=png_bits)
+    raise ValueError(f"mask_format must be rle, polygons or png, got {mask_format!r}")
 
 
 def from_png(data: bytes) -> np.ndarray:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -27,15 +27,27 @@ import numpy as np
 
 from boxmask.runtime.cache import ByteLRUCache, CacheStats
 from boxmask.runtime.card import ModelCard
-from boxmask.runtime.errors import BadBoxes, ModelDirError, NoDetector, UnknownImage
+from boxmask.runtime.contract import (
+    DECODER_OUTPUTS,
+    DETECTOR_OUTPUTS,
+    ENCODER_INPUT,
+    ENCODER_OUTPUTS,
+    TRITON_MODEL_NAMES,
+)
+from boxmask.runtime.errors import (
+    BadBoxes,
+    ModelDirError,
+    NoDetector,
+    TooManyMaskPixels,
+    UnknownImage,
+)
 from boxmask.runtime.images import DEFAULT_MAX_PIXELS, image_key, load_image
-from boxmask.runtime.masks import paste_masks
+from boxmask.runtime.masks import paste_mask
 from boxmask.runtime.sessions import InferenceSession
 from boxmask.runtime.transforms import ResizeInfo, boxes_to_original, boxes_to_resized, preprocess
 
 logger = logging.getLogger(__name__)
 
-FEATURE_NAMES = ("p2", "p3", "p4", "p5")
 GRAPHS = ("encoder", "decoder", "detector")
 Backend = Literal["onnxruntime", "triton"]
 Precision = Literal["fp32", "fp16", "int8"]
@@ -44,9 +56,14 @@ LabelLike = int | str | None
 
 @dataclass
 class Prediction:
-    """Masks for N boxes of one image (N = K detections for `detect`)."""
+    """Masks for N boxes of one image (N = K detections for `detect`).
 
-    masks: np.ndarray  # [N, H, W] bool, full resolution
+    The masks are kept as the decoder's `[N, R, R]` probabilities and pasted on demand, one
+    `[H, W]` plane at a time (`mask(i)`, `iter_masks()`), each cropped to its box: encoding N
+    masks never holds N full-size planes. `masks` stacks all N planes, for callers that want
+    the array and can afford N x H x W bytes.
+    """
+
     scores: np.ndarray  # [N] float32: class score of the label used
     labels: np.ndarray  # [N] int64 COCO category ids
     boxes: np.ndarray  # [N, 4] float32 xyxy original pixels (clipped to the image)
@@ -54,9 +71,38 @@ class Prediction:
     names: list[str] = field(default_factory=list)  # [N] category names
     image_size: tuple[int, int] = (0, 0)  # (H, W)
     key: str | None = None
+    mask_threshold: float = 0.5
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
+
+    def mask(self, i: int) -> np.ndarray:
+        """Mask `i` as `[H, W]` bool: `prob > mask_threshold`, pasted as torchvision does and
+        cropped to the pixels its box touches."""
+        h, w = self.image_size
+        return paste_mask(self.mask_probs[i], self.boxes[i], h, w, self.mask_threshold)
+
+    def iter_masks(self) -> Iterator[np.ndarray]:
+        """The masks one at a time (each a fresh `[H, W]` plane)."""
+        for i in range(len(self)):
+            yield self.mask(i)
+
+    @property
+    def masks(self) -> np.ndarray:
+        """All masks, `[N, H, W]` bool (N x H x W bytes: prefer `mask(i)` for many or large)."""
+        h, w = self.image_size
+        out = np.zeros((len(self), h, w), dtype=bool)
+        for i in range(len(self)):
+            out[i] = self.mask(i)
+        return out
+
+    def subset(self, keep: Sequence[int]) -> Prediction:
+        """The predictions at positions `keep`, in that order."""
+        idx = np.asarray(keep, dtype=np.int64)
+        return Prediction(scores=self.scores[idx], labels=self.labels[idx], boxes=self.boxes[idx],
+                          mask_probs=self.mask_probs[idx], names=[self.names[i] for i in idx],
+                          image_size=self.image_size, key=self.key,
+                          mask_threshold=self.mask_threshold)
 
 
 @dataclass(frozen=True)
@@ -94,6 +140,7 @@ class Predictor:
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         max_boxes: int | None = None,
         mask_threshold: float = 0.5,
+        max_mask_pixels: int | None = None,
     ) -> None:
         self.card = card
         self.encoder = encoder
@@ -104,12 +151,14 @@ class Predictor:
         self.cache: ByteLRUCache[EncodedImage] = ByteLRUCache(cache_bytes)
         self.max_pixels = max_pixels
         self.max_boxes = max_boxes
+        # Boxes x image pixels one request may ask masks for (None: no budget).
+        self.max_mask_pixels = max_mask_pixels
         self.mask_threshold = mask_threshold
         self._label_to_id = np.asarray(card.label_to_id(), dtype=np.int64)
-        self._last_key: str | None = None
-        # The last image each thread set, held outside the cache: a `predict` right after
-        # `set_image` in the same thread must not fail because the cache (budget 0, or another
-        # thread's image) dropped it in between. One entry per thread that encodes images.
+        # Each thread's current image (the last it set or selected), held outside the cache: a
+        # `predict` right after `set_image` in the same thread must not fail because the cache
+        # (budget 0, or another thread's image) dropped it in between, and a `predict` without
+        # a key uses this thread's image, never another thread's. One entry per thread.
         self._pinned = threading.local()
 
     # -- construction -------------------------------------------------------------------------
@@ -129,6 +178,7 @@ class Predictor:
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         max_boxes: int | None = None,
         mask_threshold: float = 0.5,
+        max_mask_pixels: int | None = None,
         verify: bool = True,
     ) -> Predictor:
         """A predictor for an exported model directory (docs/contracts.md §4).
@@ -145,6 +195,7 @@ class Predictor:
             max_pixels=max_pixels,
             max_boxes=max_boxes,
             mask_threshold=mask_threshold,
+            max_mask_pixels=max_mask_pixels,
         )
         if backend == "onnxruntime":
             keys = cls._file_keys(card, precision)
@@ -168,7 +219,7 @@ class Predictor:
             keys = {graph: graph for graph in GRAPHS}
 
             def session(graph: str) -> InferenceSession:
-                from boxmask.runtime.sessions.triton_client import TRITON_MODEL_NAMES, TritonSession
+                from boxmask.runtime.sessions.triton_client import TritonSession
 
                 return TritonSession(
                     triton_url, TRITON_MODEL_NAMES[graph], protocol=triton_protocol
@@ -232,7 +283,7 @@ class Predictor:
         rgb = load_image(image, self.max_pixels)
         pp = self.card.preprocess
         batch, info = preprocess(rgb, pp.min_size, pp.max_size, pp.size_divisible, pp.mean)
-        outputs = self.encoder.run({"image": batch}, list(FEATURE_NAMES))
+        outputs = self.encoder.run({ENCODER_INPUT: batch}, list(ENCODER_OUTPUTS))
         return EncodedImage(features=outputs, info=info)
 
     def set_image(self, image: bytes | np.ndarray) -> str:
@@ -244,7 +295,6 @@ class Predictor:
         key = image_key(image)
         entry, _ = self.cache.get_or_compute(key, lambda: self._encode(image))
         self._pinned.entry = (key, entry)
-        self._last_key = key
         return key
 
     def select_image(self, key: str) -> str:
@@ -255,11 +305,19 @@ class Predictor:
         self._pinned.entry = self._cached(key)
         return key
 
+    def image_size(self, key: str | None = None) -> tuple[int, int]:
+        """`(height, width)` of an encoded image: `key`'s, or this thread's current one. Runs
+        no graph and decodes nothing; `UnknownImage` when the image is not (or no longer)
+        cached."""
+        return self._entry(key)[1].info.original_size
+
     def _entry(self, key: str | None) -> tuple[str, EncodedImage]:
-        key = key if key is not None else self._last_key
-        if key is None:
-            raise UnknownImage("no image has been set: call set_image first or pass key=")
         pinned = getattr(self._pinned, "entry", None)
+        if key is None:
+            if pinned is None:
+                raise UnknownImage("no image has been set in this thread: call set_image first "
+                                   "or pass key=")
+            return pinned
         if pinned is not None and pinned[0] == key:
             # Set (or selected) by this thread: its cache lookup was counted there.
             return pinned
@@ -340,9 +398,7 @@ class Predictor:
         h, w = info.original_size
         ids = self._label_to_id[labels]
         return Prediction(
-            masks=paste_masks(
-                probs, boxes, h, w, self.mask_threshold if threshold is None else threshold
-            ),
+            mask_threshold=self.mask_threshold if threshold is None else threshold,
             scores=scores.astype(np.float32),
             labels=ids,
             boxes=boxes.astype(np.float32),
@@ -365,6 +421,11 @@ class Predictor:
         h, w = entry.info.original_size
         clipped = self.validate_boxes(boxes, h, w)
         n = clipped.shape[0]
+        if self.max_mask_pixels is not None and n * h * w > self.max_mask_pixels:
+            raise TooManyMaskPixels(
+                f"{n} boxes on a {w}x{h} image make {n * h * w:,} mask pixels, more than the "
+                f"budget of {self.max_mask_pixels:,}: send fewer boxes per request, or a "
+                f"smaller image")
         contiguous = self.resolve_labels(labels, n)
         r = self.card.mask_resolution
         if n == 0:
@@ -386,7 +447,7 @@ class Predictor:
                 "labels": contiguous,
                 "image_size": np.array([rh, rw], dtype=np.int64),
             },
-            ["mask_logits", "class_scores", "labels_out"],
+            list(DECODER_OUTPUTS),
         )
         used = outputs["labels_out"].astype(np.int64).reshape(n)
         scores = outputs["class_scores"][np.arange(n), used]
@@ -411,12 +472,19 @@ class Predictor:
         rh, rw = info.resized_size
         out = self.detector.run(
             {**entry.features, "image_size": np.array([rh, rw], dtype=np.int64)},
-            ["boxes", "labels", "scores", "mask_probs"],
+            list(DETECTOR_OUTPUTS),
         )
         scores = out["scores"].astype(np.float32).reshape(-1)
         keep = np.flatnonzero(scores >= score_threshold)
-        keep = keep[np.argsort(-scores[keep], kind="stable")][: max(max_detections, 0)]
         h, w = info.original_size
+        # The same limits as boxes sent in: at most `max_boxes` masks, within the pixel budget
+        # (the best detections are kept).
+        limit = max(max_detections, 0)
+        if self.max_boxes is not None:
+            limit = min(limit, self.max_boxes)
+        if self.max_mask_pixels is not None:
+            limit = min(limit, self.max_mask_pixels // max(h * w, 1))
+        keep = keep[np.argsort(-scores[keep], kind="stable")][:limit]
         boxes = boxes_to_original(out["boxes"].reshape(-1, 4)[keep], info)
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)

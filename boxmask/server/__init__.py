@@ -1,5 +1,7 @@
 """The HTTP service: FastAPI over ``boxmask.runtime`` (no torch). Start it with ``boxmask serve``.
 
+Only the CLI imports it (docs/architecture.md).
+
     from boxmask.server import create_app, ServerSettings
     app = create_app(ServerSettings(model_dir="exported/"))
 """

@@ -1,8 +1,8 @@
 """``create_app(settings)``: the FastAPI application, its lifespan and its middleware.
 
 The lifespan loads the models once (in a worker thread, so a slow Triton or a large ONNX file
-does not freeze the loop) and creates the inference limiter; routes reach both through
-dependencies. Nothing lives in module globals, so tests build as many apps as they like.
+does not freeze the loop), creates the inference limiter and the Label Studio backend; routes
+reach them through dependencies. Nothing lives in module globals, so tests build as many apps as they like.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import ModuleType
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -25,7 +26,7 @@ from boxmask.server.openapi import install_openapi
 from boxmask.server.registry import ModelRegistry
 from boxmask.server.routers import demo, health, images, models, segment
 from boxmask.server.schemas import DetectRequest, SegmentParams, SegmentRequest
-from boxmask.server.settings import ServerSettings
+from boxmask.server.settings import LabelStudioSettings, ServerSettings
 
 log = logging.getLogger("boxmask.server")
 
@@ -37,10 +38,13 @@ encoded once and every later box costs only the mask decoder. Errors are JSON of
 """
 
 
-def create_app(settings: ServerSettings | None = None) -> FastAPI:
+def create_app(settings: ServerSettings | None = None,
+               labelstudio_settings: LabelStudioSettings | None = None) -> FastAPI:
+    """The app; `labelstudio_settings` None: read from the environment at start-up."""
     settings = settings or ServerSettings()
     registry = ModelRegistry(settings)
     metrics = ServerMetrics(cache_stats=registry.cache_stats)
+    labelstudio = _labelstudio_router()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -54,6 +58,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         app.state.limiter = InferenceLimiter(settings.max_concurrency, settings.max_queue,
                                              settings.queue_timeout_s, settings.retry_after_s,
                                              metrics)
+        if labelstudio is not None:
+            app.state.labelstudio = labelstudio.LabelStudioBackends.start(
+                registry, labelstudio_settings)
         try:
             yield
         finally:
@@ -68,7 +75,10 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     install_error_handlers(app)
     for router in (health.router, models.router, images.router, segment.router):
         app.include_router(router)
-    _include_labelstudio(app)
+    if labelstudio is not None:
+        # The prefix is the router's own: with include_router(prefix=...) this FastAPI nests
+        # the router, and a route's template (the metrics' `route` label) would lose it.
+        app.include_router(labelstudio.router)
     if settings.demo:
         app.include_router(demo.router)
         app.mount("/static", StaticFiles(directory=demo.STATIC_DIR), name="static")
@@ -86,13 +96,11 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     return app
 
 
-def _include_labelstudio(app: FastAPI) -> None:
-    """Mount the Label Studio ML backend at /labelstudio when its extra is installed."""
+def _labelstudio_router() -> ModuleType | None:
+    """The Label Studio router module (mounted at /labelstudio) when its extra is installed."""
     try:
-        from boxmask.integrations.labelstudio.router import router as labelstudio_router
+        from boxmask.server.routers import labelstudio
     except ImportError as exc:  # `boxmask[integrations]` not installed: serve without it
         log.info("Label Studio backend disabled", extra={"reason": str(exc)})
-        return
-    # The prefix is the router's own: with include_router(prefix=...) this FastAPI nests the
-    # router, and a route's template (the metrics' `route` label) would lose "/labelstudio".
-    app.include_router(labelstudio_router)
+        return None
+    return labelstudio

@@ -27,6 +27,7 @@ from boxmask.runtime.errors import (
     ModelDirError,
     NoDetector,
     RuntimeInputError,
+    TooManyMaskPixels,
     UnknownImage,
     UnknownLabel,
 )
@@ -105,6 +106,8 @@ def from_runtime_error(exc: Exception) -> ApiError:
                         f"{exc}; upload the image again (POST /v1/images) or send it inline")
     if isinstance(exc, BadBoxes):
         return ApiError(422, "bad_boxes", str(exc))
+    if isinstance(exc, TooManyMaskPixels):
+        return ApiError(422, "too_many_mask_pixels", str(exc))
     if isinstance(exc, BadImage):
         return ApiError(422, "bad_image", str(exc))
     if isinstance(exc, NoDetector):

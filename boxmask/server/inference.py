@@ -11,7 +11,7 @@ import base64
 import numpy as np
 
 from boxmask.runtime import Prediction, Predictor
-from boxmask.runtime.masks import to_png, to_polygons, to_rle
+from boxmask.runtime.masks import encode_mask
 from boxmask.server.boxes import refuse_outside, to_xyxy
 from boxmask.server.payloads import ImageInput, check_image_header
 from boxmask.server.schemas import (
@@ -27,48 +27,23 @@ from boxmask.server.schemas import (
 )
 
 
-def encode_mask(mask: np.ndarray, mask_format: MaskFormat) -> RleMask | PolygonMask | PngMask:
-    """One ``[H, W]`` bool mask in the requested wire format."""
+def wire_mask(mask: np.ndarray, mask_format: MaskFormat) -> RleMask | PolygonMask | PngMask:
+    """One ``[H, W]`` bool mask in the requested wire format (the runtime's `encode_mask`,
+    wrapped in the response's schema)."""
     size = [int(mask.shape[0]), int(mask.shape[1])]
+    encoded = encode_mask(mask, mask_format)
     if mask_format == "rle":
-        return RleMask(size=size, counts=to_rle(mask)["counts"])
+        return RleMask(size=size, counts=encoded["counts"])
     if mask_format == "polygons":
-        return PolygonMask(size=size, polygons=to_polygons(mask))
-    return PngMask(size=size, data=base64.b64encode(to_png(mask, bits=8)).decode("ascii"))
-
-
-def crop_to_boxes(masks: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """Clear mask pixels outside the pixels each box touches.
-
-    The runtime pastes masks as torchvision does, through a box grown by one mask cell, so a
-    mask can spill a pixel past its box; the API promises a mask never leaves its box.
-    """
-    h, w = masks.shape[1:]
-    for mask, (x1, y1, x2, y2) in zip(masks, boxes):
-        x0, y0 = max(int(np.floor(x1)), 0), max(int(np.floor(y1)), 0)
-        xe, ye = min(int(np.ceil(x2)), w), min(int(np.ceil(y2)), h)
-        mask[:y0] = False
-        mask[ye:] = False
-        mask[:, :x0] = False
-        mask[:, xe:] = False
-    return masks
+        return PolygonMask(size=size, polygons=encoded)
+    return PngMask(size=size, data=base64.b64encode(encoded).decode("ascii"))
 
 
 def instances(pred: Prediction, mask_format: MaskFormat) -> list[Instance]:
-    crop_to_boxes(pred.masks, pred.boxes)
     return [Instance(box=[round(float(v), 2) for v in box], category_id=int(label), label=name,
-                     score=round(float(score), 5), mask=encode_mask(mask, mask_format))
+                     score=round(float(score), 5), mask=wire_mask(mask, mask_format))
             for mask, box, label, name, score
-            in zip(pred.masks, pred.boxes, pred.labels, pred.names, pred.scores)]
-
-
-def image_size(predictor: Predictor, key: str) -> tuple[int, int]:
-    """``(height, width)`` of a cached image (``UnknownImage`` if it is not cached).
-
-    A prediction for zero boxes runs no graph and carries the image's size: the runtime's
-    public way to ask about an image without decoding it again.
-    """
-    return predictor.predict(np.zeros((0, 4), np.float32), key=key).image_size
+            in zip(pred.iter_masks(), pred.boxes, pred.labels, pred.names, pred.scores)]
 
 
 def set_image(predictor: Predictor, image: ImageInput, max_pixels: int) -> str:
@@ -83,7 +58,7 @@ def set_image(predictor: Predictor, image: ImageInput, max_pixels: int) -> str:
 
 def upload(predictor: Predictor, model: str, data: bytes, max_pixels: int) -> ImageResponse:
     key = set_image(predictor, ImageInput(data=data), max_pixels)
-    height, width = image_size(predictor, key)
+    height, width = predictor.image_size(key)
     return ImageResponse(model=model, image_id=key, width=width, height=height)
 
 
@@ -96,7 +71,7 @@ def segment(predictor: Predictor, model: str, image: ImageInput, params: Segment
     boxes = to_xyxy(params.boxes, params.box_format)
     key = set_image(predictor, image, max_pixels)
     if not params.clip_boxes:
-        height, width = image_size(predictor, key)
+        height, width = predictor.image_size(key)
         refuse_outside(boxes, width, height)
     # All boxes of the call go through the decoder in one batch.
     pred = predictor.predict(boxes, labels=params.labels, key=key)

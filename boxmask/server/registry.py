@@ -1,7 +1,7 @@
 """The models a server holds, by name, with the state of each one's backend.
 
-A model directory is either one exported model directory (it has ``model.json``) or a folder of
-them. Each is loaded once (the runtime's ``Predictor.from_dir``) and served under its card's
+A model directory is either one exported model directory (it has a card) or a folder of
+them (`runtime.contract.find_model_dirs`). Each is loaded once (the runtime's ``Predictor.from_dir``) and served under its card's
 ``name``. A model that fails to load, or whose backend fails while serving, is kept in the
 registry as *failed* with the reason: the process stays up, ``/readyz`` says what is wrong, its
 requests get 503, and ``/readyz`` retries it every ``reload_interval_s``.
@@ -18,18 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from boxmask.runtime import Predictor
+from boxmask.runtime.contract import CARD_NAME, HOW_TO_GET_A_MODEL, find_model_dirs
 from boxmask.server.errors import ApiError
 from boxmask.server.settings import ServerSettings
 
 log = logging.getLogger("boxmask.server.registry")
 
-CARD_FILE = "model.json"
-
-HOW_TO_GET_A_MODEL = (
-    "train and export one (`boxmask train CONFIG` then `boxmask export CHECKPOINT --out DIR`), "
-    "then start the server with `--model-dir DIR` or BOXMASK_MODEL_DIR=DIR; a package built "
-    "from the repository ships the demo model in boxmask/assets/models/"
-)
 
 
 @dataclass
@@ -49,15 +43,6 @@ class ModelSlot:
         return self.predictor is not None and self.error is None
 
 
-def find_model_dirs(root: Path) -> list[Path]:
-    """``root`` itself if it is an exported model directory, else its sub-folders that are."""
-    if (root / CARD_FILE).is_file():
-        return [root]
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.iterdir() if (p / CARD_FILE).is_file())
-
-
 class ModelRegistry:
     """Loads and holds the models; thread-safe (loading happens in worker threads)."""
 
@@ -73,7 +58,7 @@ class ModelRegistry:
         root = Path(self.settings.model_dir)
         for path in find_model_dirs(root):
             try:
-                card = json.loads((path / CARD_FILE).read_text())
+                card = json.loads((path / CARD_NAME).read_text())
                 name = str(card["name"])
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.error("unreadable model card", extra={"path": str(path), "error": str(exc)})
@@ -107,7 +92,9 @@ class ModelRegistry:
                 slot.predictor = Predictor.from_dir(
                     slot.path, backend=s.effective_backend, cache_bytes=s.cache_bytes,
                     precision=s.precision, triton_url=s.triton_url,
-                    max_pixels=s.max_image_pixels, intra_op_threads=s.threads)
+                    max_pixels=s.max_image_pixels, intra_op_threads=s.threads,
+                    # Every path (the /v1 routes, Label Studio) gets the same limits.
+                    max_boxes=s.max_boxes, max_mask_pixels=s.max_mask_pixels)
                 slot.error = None
                 log.info("model loaded", extra={"model": slot.name, "path": str(slot.path),
                                                 "backend": s.effective_backend})

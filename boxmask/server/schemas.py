@@ -13,13 +13,14 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
+from boxmask.runtime.masks import MaskFormat
+
 # Strict: JSON true/false are not numbers (lax pydantic would read true as 1); ints still pass.
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False, strict=True)]
 Box = Annotated[list[FiniteFloat], Field(min_length=4, max_length=4,
                                          examples=[[10.0, 20.0, 120.0, 160.0]])]
 # A category name, a category id, or null (use the model's predicted class).
 Label = Union[Annotated[str, Field(min_length=1, max_length=200)], StrictInt, None]
-MaskFormat = Literal["rle", "polygons", "png"]
 
 
 class _Body(BaseModel):

@@ -7,15 +7,16 @@ the environment cannot drift apart.
 
 from __future__ import annotations
 
+import json
+from urllib.parse import urlsplit
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-#: The folder of models shipped inside the package; each sub-folder is an exported model
-#: directory (``model.json`` + ONNX files) and is served under its card's ``name``.
-BUNDLED_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"
+from boxmask.runtime.contract import BUNDLED_MODELS_DIR
+
 
 
 class ServerSettings(BaseSettings):
@@ -26,7 +27,8 @@ class ServerSettings(BaseSettings):
 
     # --- models -----------------------------------------------------------------------------
     # A folder of exported model directories (or one exported model directory itself).
-    model_dir: Path = BUNDLED_MODEL_DIR
+    # Default: the models bundled with the package, each served under its card's ``name``.
+    model_dir: Path = BUNDLED_MODELS_DIR
     # Served when a request names no model; None = the first model by name.
     default_model: str | None = None
     # Load only these models (by card name); None = every model in model_dir.
@@ -47,6 +49,10 @@ class ServerSettings(BaseSettings):
     # Decompression bombs: checked from the image header before any pixel is decoded.
     max_image_pixels: int = Field(default=40_000_000, ge=1)
     max_boxes: int = Field(default=100, ge=1)
+    # Boxes x image pixels of one request's masks (each mask is a full-image plane to paste and
+    # encode): 100 boxes on a 20-megapixel image. More is refused with 422 (detections: the
+    # best that fit are kept).
+    max_mask_pixels: int = Field(default=2_000_000_000, ge=1)
     max_detections: int = Field(default=100, ge=1)
     # Requests computing at once (each runs in a worker thread), and requests allowed to wait.
     max_concurrency: int = Field(default=2, ge=1)
@@ -57,7 +63,8 @@ class ServerSettings(BaseSettings):
     retry_after_s: int = Field(default=1, ge=0)
 
     # --- access -----------------------------------------------------------------------------
-    # When set, every /v1 route needs ``Authorization: Bearer <api_token>``.
+    # When set, every /v1 and /labelstudio route needs it: ``Authorization: Bearer <api_token>``,
+    # or HTTP Basic with it as the password (what Label Studio's "Use authentication" sends).
     api_token: SecretStr | None = None
     cors_origins: list[str] = Field(default_factory=list)
     # Serve the demo page at /.
@@ -78,3 +85,70 @@ class ServerSettings(BaseSettings):
     @property
     def effective_backend(self) -> Literal["onnxruntime", "triton"]:
         return "triton" if self.triton_url else self.backend
+
+
+class LabelStudioSettings(BaseSettings):
+    """Settings of the Label Studio ML backend at /labelstudio (`BOXMASK_LABELSTUDIO_<FIELD>`)."""
+
+    model_config = SettingsConfigDict(env_prefix="BOXMASK_LABELSTUDIO_", extra="ignore",
+                                      protected_namespaces=(), populate_by_name=True)
+
+    # Which served model answers Label Studio; None = the server's default model.
+    model: str | None = None
+    # Label Studio label name -> model category name or id, as JSON: '{"Car": "car"}'.
+    label_map: dict[str, str | int] = Field(default_factory=dict)
+    # Where Label Studio is and the key to read task images from it. Task images are fetched
+    # only from this origin and `allowed_origins`; the key is sent only to this origin.
+    url: str | None = Field(default=None, validation_alias=AliasChoices(
+        "BOXMASK_LABELSTUDIO_URL", "LABEL_STUDIO_URL"))
+    api_key: str | None = Field(default=None, validation_alias=AliasChoices(
+        "BOXMASK_LABELSTUDIO_API_KEY", "LABEL_STUDIO_API_KEY"))
+    # Other origins task images may come from (no key is sent there), as a JSON list or
+    # comma-separated: '["https://bucket.s3.amazonaws.com"]'.
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Let a project's /setup say where its Label Studio is when `url` is not set. Off: any
+    # caller of /setup could point the fetches (and a project's token) at a host it picks.
+    trust_setup_hostname: bool = False
+    # Label Studio's Local Files root, to read `/data/local-files/?d=` from disk (else they are
+    # fetched from Label Studio): only regular files inside it, no symlink out of it.
+    local_files_root: str | None = Field(default=None, validation_alias=AliasChoices(
+        "BOXMASK_LABELSTUDIO_LOCAL_FILES_ROOT", "LOCAL_FILES_DOCUMENT_ROOT"))
+    score_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    max_detections: int = Field(default=100, ge=1)
+    polygon_tolerance: float = Field(default=1.0, ge=0.0)
+    # One image's fetch: a total deadline (connect, redirects, body) and a per-read timeout.
+    fetch_timeout_s: float = Field(default=10.0, gt=0.0)
+    read_timeout_s: float = Field(default=5.0, gt=0.0)
+    # Fetches at once, in their own pool: inference and probes never wait behind them.
+    fetch_concurrency: int = Field(default=8, ge=1)
+    max_image_bytes: int = Field(default=32 << 20, ge=1024)
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _origin_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [v.strip() for v in text.split(",") if v.strip()]
+        return value
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins_are_origins(cls, value: list[str]) -> list[str]:
+        for item in value:
+            parts = urlsplit(item)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"allowed_origins: {item!r} is not an http(s) origin like "
+                                 "'https://host:port'")
+        return value
+
+    @field_validator("label_map", mode="before")
+    @classmethod
+    def _json_map(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return json.loads(value) if value.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"label_map must be a JSON object like '{{\"Car\": \"car\"}}': {exc}") from exc
+        return value

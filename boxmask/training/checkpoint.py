@@ -2,7 +2,9 @@
 
 A checkpoint holds the model, optimizer, scheduler and AMP scaler states plus the Python, NumPy
 and torch random states, so that resuming after epoch E runs the very same next step as a run
-that never stopped.
+that never stopped. Training writes and resumes them here; reading one back into a model
+(`load_checkpoint`, `model_from_checkpoint`) is `boxmask.model.checkpoint`, so that evaluation
+and export need not import training (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -27,10 +29,17 @@ def epoch_checkpoint_name(epoch: int) -> str:
 
 
 def capture_rng_state() -> dict[str, Any]:
-    """Python, NumPy, torch CPU (and CUDA, when present) random states."""
+    """Python, NumPy, torch CPU (and CUDA, when present) random states.
+
+    Only tensors and plain Python values, so that a checkpoint loads with
+    ``torch.load(weights_only=True)``: NumPy's key array travels as an int64 tensor.
+    """
+    numpy_state = np.random.get_state(legacy=False)
+    numpy_state["state"] = {"key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+                            "pos": int(numpy_state["state"]["pos"])}
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": numpy_state,
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -40,14 +49,26 @@ def capture_rng_state() -> dict[str, Any]:
 
 def restore_rng_state(state: dict[str, Any]) -> None:
     """Inverse of :func:`capture_rng_state`."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    random.setstate(_python_state(state["python"]))
+    numpy_state = state["numpy"]
+    if isinstance(numpy_state, dict):
+        key = numpy_state["state"]["key"]
+        key = key.numpy() if isinstance(key, torch.Tensor) else np.asarray(key)
+        numpy_state = {**numpy_state, "state": {"key": key.astype(np.uint32),
+                                                "pos": int(numpy_state["state"]["pos"])}}
+    np.random.set_state(numpy_state)
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         # A checkpoint from a machine with a different GPU count restores what matches.
         cuda_states = state["cuda"][: torch.cuda.device_count()]
         for i, s in enumerate(cuda_states):
             torch.cuda.set_rng_state(s, i)
+
+
+def _python_state(state: Any) -> tuple:
+    """`random.setstate` needs tuples; a checkpoint may give lists back."""
+    version, internal, gauss = state
+    return int(version), tuple(int(v) for v in internal), gauss
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
@@ -91,25 +112,6 @@ def save_last_checkpoint(state: dict[str, Any], output_dir: Path) -> Path:
     return path
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a checkpoint onto the CPU, with a clear error for a missing or foreign file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        # RNG states hold NumPy objects, so the full unpickler is needed; checkpoints are
-        # files this project wrote, never input from strangers.
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises several unrelated types for a bad file
-        raise ConfigError(f"{str(path)!r} is not a readable checkpoint: {exc}") from exc
-    missing = [k for k in ("model", "epoch", "iteration", "optimizer", "lr_scheduler")
-               if not isinstance(ckpt, dict) or k not in ckpt]
-    if missing:
-        raise ConfigError(f"{str(path)!r} is not a boxmask training checkpoint "
-                          f"(missing {', '.join(missing)})")
-    return ckpt
-
-
 def resolve_resume(resume: Path | None, output_dir: Path) -> Path | None:
     """``None`` -> no resume; ``Path('auto')`` -> ``OUTPUT_DIR/checkpoint_last.pt`` if present.
 
@@ -123,50 +125,3 @@ def resolve_resume(resume: Path | None, output_dir: Path) -> Path | None:
     if not Path(resume).is_file():
         raise ConfigError(f"--resume {str(resume)!r} does not exist")
     return Path(resume)
-
-
-def checkpoint_categories(ckpt: dict[str, Any], source: str | Path = "checkpoint") -> list[dict]:
-    """The checkpoint's categories sorted by contiguous label; an error if it has none."""
-    for key in ("config", "categories"):
-        if key not in ckpt:
-            raise ConfigError(f"checkpoint {str(source)!r} has no {key!r}: it was not written "
-                              "by `boxmask train`")
-    return sorted(ckpt["categories"], key=lambda c: int(c["label"]))
-
-
-def model_from_checkpoint(ckpt: dict[str, Any], model_cfg: Any | None = None,
-                          source: str | Path = "checkpoint") -> tuple[Any, list[dict]]:
-    """Rebuild the model a checkpoint was trained as, with its weights, in eval mode on CPU.
-
-    The one place that turns a training checkpoint back into a model: ``boxmask eval`` and
-    ``boxmask export`` both call it.
-
-    Args:
-        ckpt: a dict from :func:`load_checkpoint`.
-        model_cfg: a ``model`` config section to build instead of the stored one (it must fit
-            the weights); the stored one when ``None``.
-        source: the checkpoint's path, for error messages.
-    Returns:
-        (model, categories sorted by label).
-    Raises:
-        ConfigError: not a ``boxmask train`` checkpoint, or weights that do not fit the model.
-    """
-    from boxmask.config import BoxMaskConfig
-    from boxmask.model import build_model
-
-    categories = checkpoint_categories(ckpt, source)
-    if model_cfg is None:
-        model_cfg = BoxMaskConfig.model_validate(ckpt["config"]).model
-    # The checkpoint holds every weight: the ImageNet file named for training is not needed
-    # (and usually absent) where the model is evaluated or exported.
-    model_cfg = model_cfg.model_copy(update={"backbone_weights": None})
-    # Labels whose masks were learnt from: checked by build_model, not stored in the weights.
-    mask_labels = {int(c["label"]) for c in categories
-                   if c["seen"] or model_cfg.mode == "oracle"}
-    model = build_model(model_cfg, len(categories), mask_labels or None)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as exc:
-        raise ConfigError(f"checkpoint {str(source)!r} does not fit the model of the config "
-                          f"(was it trained with another model section?): {exc}") from exc
-    return model.eval(), categories

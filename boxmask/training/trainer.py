@@ -29,8 +29,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from boxmask.config import BoxMaskConfig, ConfigError, check_data_paths
-from boxmask.training.checkpoint import (LAST, capture_rng_state, load_checkpoint,
-                                         resolve_resume, restore_rng_state, save_checkpoint,
+from boxmask.model.checkpoint import load_checkpoint
+from boxmask.training.checkpoint import (LAST, capture_rng_state, resolve_resume,
+                                         restore_rng_state, save_checkpoint,
                                          save_last_checkpoint)
 from boxmask.training.distributed import (DistContext, barrier, init_distributed, reduce_mean,
                                           shutdown_distributed)

@@ -6,6 +6,7 @@ not. The trained, exported path is covered by tests/export and tests/runtime."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,3 +15,26 @@ import pytest
 @pytest.fixture(scope="session")
 def model_dir(contract_model_dir: Path) -> Path:
     return contract_model_dir
+
+
+@pytest.fixture()
+def make_client(model_dir: Path) -> Iterator:
+    """``make(server={...}, **label_studio_settings)``: a started TestClient of the app."""
+    from fastapi.testclient import TestClient
+
+    from boxmask.server.app import create_app
+    from boxmask.server.settings import LabelStudioSettings, ServerSettings
+
+    clients = []
+
+    def make(server: dict | None = None, **ls_settings: object) -> TestClient:
+        app = create_app(ServerSettings(model_dir=model_dir, demo=False, log_json=False,
+                                        **(server or {})), LabelStudioSettings(**ls_settings))
+        client = TestClient(app, raise_server_exceptions=False)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)

@@ -19,8 +19,9 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from boxmask.integrations.cvat.boxes_to_masks import Frame, Journal, convert_task
+from boxmask.integrations.cvat.boxes_to_masks import CvatJournal, Frame, convert_task
 from boxmask.integrations.cvat.masks import decode_mask
+from boxmask.journal import JournalError
 from boxmask.runtime import Predictor
 from boxmask.runtime.errors import UnknownLabel
 from boxmask.runtime.masks import from_rle
@@ -127,22 +128,27 @@ def test_an_unknown_label_stops_before_any_upload(predictor) -> None:
 def test_an_interrupted_run_resumes_from_the_journal(predictor, tmp_path) -> None:
     journal_path = tmp_path / "journal.jsonl"
     failing = InMemoryTask(["disc", "square"], SHAPES, fail_on_frame=2)
-    with pytest.raises(ConnectionError):
-        convert_task(failing, predictor, journal=Journal(journal_path))
+    with pytest.raises(ConnectionError), CvatJournal.open(journal_path, task_id=5) as journal:
+        convert_task(failing, predictor, journal=journal)
     assert {s.frame for s in failing.created} == {0}
 
     resumed = InMemoryTask(["disc", "square"], SHAPES)
-    summary = convert_task(resumed, predictor, journal=Journal(journal_path))
+    with CvatJournal.open(journal_path, task_id=5) as journal:
+        summary = convert_task(resumed, predictor, journal=journal)
     assert summary.skipped_frames == 1 and resumed.fetched == [2]
     assert {s.frame for s in resumed.created} == {2}
-    assert Journal(journal_path).done == {0, 2}
+    with CvatJournal.open(journal_path, task_id=5) as journal:
+        assert journal.done == {0, 2}
+    # The journal of another task is refused, not silently taken as this task's progress.
+    with pytest.raises(JournalError, match="different job"):
+        CvatJournal.open(journal_path, task_id=6)
 
 
 class _KilledBeforeJournalLine(Exception):
     """Stands for SIGKILL between an upload and its journal line."""
 
 
-class _DyingJournal(Journal):
+class _DyingJournal(CvatJournal):
     def record(self, frame: int, **info) -> None:
         raise _KilledBeforeJournalLine(frame)
 
@@ -168,15 +174,18 @@ def test_an_upload_whose_journal_line_is_lost_is_not_uploaded_twice(
         predictor, tmp_path, polygons, delete_boxes) -> None:
     path = tmp_path / "journal.jsonl"
     task = ServerTask(["disc", "square"], SHAPES)
-    with pytest.raises(_KilledBeforeJournalLine):
-        convert_task(task, predictor, polygons=polygons, journal=_DyingJournal(path))
+    with pytest.raises(_KilledBeforeJournalLine), _DyingJournal.open(path, task_id=5) as dying:
+        convert_task(task, predictor, polygons=polygons, journal=dying)
     first = list(task.created)
-    assert first and {s.frame for s in first} == {0} and not path.exists()
+    assert first and {s.frame for s in first} == {0}
+    with CvatJournal.open(path, task_id=5) as journal:
+        assert journal.done == set()
 
     # The same command again, on the task as the server now holds it.
     again = ServerTask(["disc", "square"], [s for s in task.shapes()])
-    summary = convert_task(again, predictor, polygons=polygons, delete_boxes=delete_boxes,
-                           journal=Journal(path))
+    with CvatJournal.open(path, task_id=5) as journal:
+        summary = convert_task(again, predictor, polygons=polygons, delete_boxes=delete_boxes,
+                               journal=journal)
     assert again.fetched == [0, 2]  # frame 0 has no journal line: it is redone
     assert summary.already_uploaded == len(first)
     assert {s.frame for s in again.created} == {2}  # nothing of frame 0 a second time
@@ -184,10 +193,12 @@ def test_an_upload_whose_journal_line_is_lost_is_not_uploaded_twice(
     assert len(masks) == len(first) + len(again.created)
     if delete_boxes:  # the boxes of frame 0 still go once their masks are on the task
         assert sorted(again.deleted) == [1, 2, 3]
-    assert Journal(path).done == {0, 2}
+    with CvatJournal.open(path, task_id=5) as journal:
+        assert journal.done == {0, 2}
     # A third run finds everything journaled and uploads nothing.
     third = ServerTask(["disc", "square"], [s for s in again.shapes()])
-    convert_task(third, predictor, polygons=polygons, journal=Journal(path))
+    with CvatJournal.open(path, task_id=5) as journal:
+        convert_task(third, predictor, polygons=polygons, journal=journal)
     assert third.created == [] and third.fetched == []
 
 
@@ -261,9 +272,11 @@ def test_video_tasks_deleted_frames_and_tracks(predictor) -> None:
 
 def test_a_torn_journal_line_is_redone_not_fatal(predictor, tmp_path) -> None:
     path = tmp_path / "journal.jsonl"
-    path.write_text('{"frame": 0, "boxes": 2}\n{"frame": 2, "bo')  # killed mid-write
-    journal = Journal(path)
-    assert journal.done == {0}
-    journal.record(2, boxes=1)
-    assert Journal(path).done == {0, 2}
-    assert path.read_text().splitlines()[-1] == '{"frame": 2, "boxes": 1}'
+    header = json.dumps(CvatJournal.header({"task": 5}))
+    path.write_text(header + '\n{"frame": 0, "boxes": 2}\n{"frame": 2, "bo')  # killed mid-write
+    with CvatJournal.open(path, task_id=5) as journal:
+        assert journal.done == {0}
+        journal.record(2, boxes=1)
+    with CvatJournal.open(path, task_id=5) as journal:
+        assert journal.done == {0, 2}
+    assert json.loads(path.read_text().splitlines()[-1]) == {"frame": 2, "boxes": 1}

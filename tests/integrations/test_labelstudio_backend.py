@@ -20,11 +20,8 @@ from fastapi.testclient import TestClient
 from label_studio_sdk.converter import brush
 from PIL import Image
 
-from boxmask.integrations.labelstudio.router import LabelStudioSettings
 from boxmask.runtime import Predictor
 from boxmask.runtime.masks import polygons_to_mask
-from boxmask.server.app import create_app
-from boxmask.server.settings import ServerSettings
 
 W, H = 80, 60
 CONFIG = """<View>
@@ -70,24 +67,6 @@ def decode_brush(item: dict) -> np.ndarray:
 @pytest.fixture(scope="module")
 def predictor(model_dir: Path) -> Predictor:
     return Predictor.from_dir(model_dir)
-
-
-@pytest.fixture()
-def make_client(model_dir: Path) -> Iterator:
-    clients = []
-
-    def make(server: dict | None = None, **ls_settings: object) -> TestClient:
-        app = create_app(ServerSettings(model_dir=model_dir, demo=False, log_json=False,
-                                        **(server or {})))
-        app.state.labelstudio_settings = LabelStudioSettings(**ls_settings)
-        client = TestClient(app, raise_server_exceptions=False)
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
 
 
 def interactive(client: TestClient, regions: list[dict], image: str | None = None,
@@ -278,7 +257,7 @@ def uploads() -> Iterator[str]:
 
 
 def test_uploaded_images_are_fetched_once_with_the_token_setup_sent(make_client, uploads) -> None:
-    client = make_client()
+    client = make_client(trust_setup_hostname=True)
     client.post("/labelstudio/setup", json={"project": "3.17", "schema": CONFIG,
                                             "hostname": uploads, "access_token": "good"})
     task = {"id": 7, "data": {"photo": "/data/upload/3/a.png"}}
@@ -288,17 +267,22 @@ def test_uploaded_images_are_fetched_once_with_the_token_setup_sent(make_client,
     assert _Uploads.hits == 1
 
 
-def test_a_refused_token_and_an_oversized_image_are_reported(make_client, uploads) -> None:
-    client = make_client()
+def test_a_refused_token_and_an_oversized_image_are_reported(make_client, uploads, caplog) -> None:
+    # The caller gets one generic line; the reason is in the server's log.
+    client = make_client(trust_setup_hostname=True)
     client.post("/labelstudio/setup", json={"project": "3.17", "schema": CONFIG,
                                             "hostname": uploads, "access_token": "wrong"})
     task = {"id": 7, "data": {"photo": "/data/upload/3/a.png"}}
     refused = interactive(client, [region(10, 20, 30, 40, "disc")], task=task)
-    assert refused.status_code == 422 and "HTTP 401" in refused.json()["error"]["message"]
+    assert refused.status_code == 422
+    assert refused.json()["error"]["code"] == "image_fetch_failed"
+    assert "HTTP 401" not in refused.text
+    assert any("HTTP 401" in str(getattr(r, "detail", "")) for r in caplog.records)
 
     small = make_client(max_image_bytes=1024, url=uploads, api_key="good")
     too_big = interactive(small, [region(10, 20, 30, 40, "disc")], task=task)
-    assert too_big.status_code == 422 and "limit" in too_big.json()["error"]["message"]
+    assert too_big.status_code == 422 and too_big.json()["error"]["code"] == "image_fetch_failed"
+    assert any("limit" in str(getattr(r, "detail", "")) for r in caplog.records)
 
 
 def test_malformed_tasks_get_their_own_error_and_the_others_an_answer(make_client) -> None:
@@ -354,7 +338,8 @@ def test_slow_image_downloads_hold_no_inference_slot(make_client) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/img.png"
     # One slot, and a request gives up after 0.3 s in the queue.
-    client = make_client(server={"max_concurrency": 1, "queue_timeout_s": 0.3})
+    client = make_client(server={"max_concurrency": 1, "queue_timeout_s": 0.3},
+                         allowed_origins=[url.rsplit("/", 1)[0]])
     statuses: list[int] = []
 
     def label_studio() -> None:

@@ -110,12 +110,16 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def boxmask_url(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def boxmask_url(model_dir: Path, label_studio: str,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     log = tmp_path_factory.mktemp("boxmask") / "uvicorn.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO", "BOXMASK_"))}
     env.update({"BOXMASK_MODEL_DIR": str(model_dir), "BOXMASK_DEMO": "false",
                 "BOXMASK_LABELSTUDIO_SCORE_THRESHOLD": "0", "BOXMASK_LABELSTUDIO_MAX_DETECTIONS": "3",
+                # Images are fetched only from the Label Studio the operator names (the token
+                # still comes from /setup).
+                "LABEL_STUDIO_URL": label_studio,
                 "OMP_NUM_THREADS": "1"})
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "boxmask.server.app:create_app",

@@ -32,14 +32,19 @@ def test_bad_images_are_skipped_reported_and_their_annotations_kept(dataset, mod
     out = json.loads(dataset["out"].read_text())
     for a_in, a_out in zip(coco["annotations"], out["annotations"]):
         if a_in["image_id"] in bad_ids:
+            # Untouched but for the marker that says it got no mask, and why.
+            marker = a_out.pop("boxmask")
             assert a_out == a_in
-    skipped_anns = {a["id"] for a in coco["annotations"] if a["image_id"] in bad_ids}
+            assert marker["status"] == "not_masked"
+            assert marker["reason"] in ("image_skipped", "unknown_category", "unmapped")
+    skipped_anns = {i for i, a in enumerate(coco["annotations"]) if a["image_id"] in bad_ids}
     # Each is reported: under image_skipped, or (unknown category) under its own reason.
-    reported = {i for ids in report["not_masked"].values() for i in ids}
+    reported = {e["index"] for entries in report["not_masked"].values() for e in entries}
     assert skipped_anns <= reported
-    assert set(report["not_masked"]["image_skipped"]) <= skipped_anns
+    assert {e["index"] for e in report["not_masked"]["image_skipped"]} <= skipped_anns
     assert report["not_masked"]["image_skipped"]
-    assert any("boxmask" in a for a in out["annotations"] if a["image_id"] not in bad_ids)
+    assert any(a["boxmask"]["status"] == "masked" for a in out["annotations"]
+               if a["image_id"] not in bad_ids)
 
 
 def test_read_image_checks_the_size_the_annotations_expect(tmp_path):
@@ -88,3 +93,43 @@ def test_prefetch_keeps_input_order_and_reads_ahead():
             assert len(started) >= 4  # the next images were being read while 0 was used
         seen.append((item, value))
     assert seen == [(i, i * i) for i in range(12)]
+
+
+def test_file_names_outside_images_are_not_read(dataset, model_dir, tmp_path):
+    secret = tmp_path / "secret.png"
+    Image.new("RGB", (50, 40), (255, 0, 0)).save(secret)
+    coco = json.loads(dataset["boxes"].read_text())
+    images = coco["images"]
+    images[0]["file_name"] = str(secret)  # absolute
+    images[1]["file_name"] = "../secret.png"  # climbs out of --images
+    images[0]["width"] = images[1]["width"] = 50
+    images[0]["height"] = images[1]["height"] = 40
+    dataset["boxes"].write_text(json.dumps(coco))
+    report = label(dataset, model_dir)
+    reasons = {s["index"]: s["reason"] for s in report["skipped_images"]}
+    assert reasons[0] == reasons[1] == "outside_images"
+    out = json.loads(dataset["out"].read_text())
+    for ann in out["annotations"]:
+        if ann["image_id"] in (images[0]["id"], images[1]["id"]):
+            assert "segmentation" not in ann
+            assert ann["boxmask"]["status"] == "not_masked"
+
+
+def test_every_input_annotation_says_whether_it_was_masked(dataset, model_dir):
+    coco = json.loads(dataset["boxes"].read_text())
+    coco["annotations"][0]["iscrowd"] = 1
+    del coco["annotations"][1]["bbox"]
+    coco["annotations"].append(dict(coco["annotations"][2]))  # a duplicate id
+    dataset["boxes"].write_text(json.dumps(coco))
+    report = label(dataset, model_dir)
+    out = json.loads(dataset["out"].read_text())
+    assert len(out["annotations"]) == len(coco["annotations"])
+    statuses = [a["boxmask"]["status"] for a in out["annotations"]]
+    assert set(statuses) <= {"masked", "not_masked"}
+    for a in out["annotations"]:
+        assert ("segmentation" in a) == (a["boxmask"]["status"] == "masked")
+    assert out["annotations"][0]["boxmask"]["reason"] == "crowd"
+    assert out["annotations"][1]["boxmask"]["reason"] == "no_box"
+    crowd = report["not_masked"]["crowd"]
+    assert crowd == [{"index": 0, "id": coco["annotations"][0]["id"],
+                      "image_id": coco["annotations"][0]["image_id"]}]

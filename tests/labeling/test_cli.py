@@ -69,3 +69,19 @@ def test_label_command_runs_without_importing_torch(dataset, model_dir):
     assert proc.stdout.strip().splitlines()[-1] == "NO-TORCH"
     assert json.loads(out.read_text())["annotations"]
     assert "annotations masked" in proc.stderr  # the summary table
+
+
+def test_label_exits_non_zero_with_one_line_when_no_image_could_be_labeled(dataset, model_dir):
+    for image in dataset["images"].iterdir():
+        image.unlink()
+    out = dataset["out"]
+    out.parent.mkdir(parents=True)
+    args = ["label", "--coco", str(dataset["boxes"]), "--images", str(dataset["images"]),
+            "--out", str(out), "--model", str(model_dir), "--no-progress"]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "80", "NO_COLOR": "1"})
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "no image could be labeled" in errors[0], result.output
+    assert "missing" in errors[0]
+    # The output and the report are still written: the report says what went wrong per image.
+    assert json.loads(out.read_text())["annotations"]

@@ -14,7 +14,8 @@ import pytest
 
 from boxmask.data.synthetic import generate
 from boxmask.labeling import JournalError
-from boxmask.labeling.journal import Journal, read_journal
+from boxmask.labeling.journal import LabelJournal as Journal
+from boxmask.labeling.journal import read_journal
 from boxmask.labeling.report import journal_path
 from tests.labeling.conftest import label, strip_masks
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from unittest.mock import ANY
 
 import numpy as np
 import pytest
@@ -51,12 +52,15 @@ def test_round_trip_masks_every_known_box_and_keeps_every_other_field(dataset, m
         added = {k: a_out[k] for k in a_out.keys() - a_in.keys()}
         assert {k: a_out[k] for k in a_in} == a_in
         if a_in["category_id"] not in known:
-            assert added == {}
+            assert added == {"boxmask": {"status": "not_masked", "reason": "unknown_category",
+                                         "model": card.name, "version": version}}
             continue
         if "segmentation" not in added:  # a random model may give an empty mask
-            assert a_in["id"] in report["not_masked"]["empty_mask"]
+            assert added["boxmask"]["status"] == "not_masked"
+            assert a_in["id"] in [e["id"] for e in report["not_masked"]["empty_mask"]]
             continue
         meta = added["boxmask"]
+        assert meta["status"] == "masked"
         assert meta["model"] == card.name and meta["version"] == version
         assert 0.0 <= meta["score"] <= 1.0
         image = truth.imgs[a_in["image_id"]]
@@ -131,7 +135,7 @@ def test_polygon_masks_decode_with_pycocotools(dataset, model_dir):
     label(dataset, model_dir, settings=LabelSettings(mask_format="polygon"))
     out = json.loads(dataset["out"].read_text())
     coco = _coco(dataset["out"])
-    masked = [a for a in out["annotations"] if "boxmask" in a]
+    masked = [a for a in out["annotations"] if a["boxmask"]["status"] == "masked"]
     assert masked
     for ann in masked:
         assert isinstance(ann["segmentation"], list)
@@ -151,17 +155,29 @@ def test_only_missing_keeps_existing_segmentations(dataset, model_dir):
     out = json.loads(dataset["out"].read_text())
     for a_in, a_out in zip(coco["annotations"], out["annotations"]):
         if "segmentation" in a_in:
+            a_out = dict(a_out)
+            assert a_out.pop("boxmask") == {"status": "not_masked", "reason": "has_segmentation",
+                                            "model": ANY, "version": ANY}
             assert a_out == a_in
     assert len(report["not_masked"]["has_segmentation"]) == len(coco["annotations"][::2])
+    # Each entry says which annotation (its position: ids may repeat) on which image.
+    for entry in report["not_masked"]["has_segmentation"]:
+        ann = coco["annotations"][entry["index"]]
+        assert (entry["id"], entry["image_id"]) == (ann["id"], ann["image_id"])
 
 
 def test_min_score_leaves_low_scoring_annotations_as_they_were(dataset, model_dir):
     report = label(dataset, model_dir, settings=LabelSettings(min_score=0.9999))
     out = json.loads(dataset["out"].read_text())
-    assert all(a["boxmask"]["score"] >= 0.9999 for a in out["annotations"] if "boxmask" in a)
-    dropped = set(report["not_masked"].get("below_min_score", []))
+    masked = [a for a in out["annotations"] if a["boxmask"]["status"] == "masked"]
+    assert all(a["boxmask"]["score"] >= 0.9999 for a in masked)
+    dropped = {e["index"] for e in report["not_masked"].get("below_min_score", [])}
     assert dropped
-    assert all("segmentation" not in a for a in out["annotations"] if a["id"] in dropped)
+    for i in dropped:
+        ann = out["annotations"][i]
+        assert "segmentation" not in ann
+        assert ann["boxmask"]["status"] == "not_masked"
+        assert ann["boxmask"]["reason"] == "below_min_score"
 
 
 def test_label_map_renames_categories_and_unknown_ones_are_reported(dataset, model_dir, tmp_path):
@@ -186,9 +202,11 @@ def test_label_map_renames_categories_and_unknown_ones_are_reported(dataset, mod
     out = json.loads(dataset["out"].read_text())
     unknown = {c["name"]: c for c in report["unknown_categories"]}
     assert renamed["name"] not in unknown and unknown["zebra"]["annotations"] == 1
-    assert out["annotations"][-1] == coco["annotations"][-1]  # the zebra, untouched
+    zebra = dict(out["annotations"][-1])
+    assert zebra.pop("boxmask")["status"] == "not_masked"
+    assert zebra == coco["annotations"][-1]  # the zebra, untouched but for its marker
     renamed_masked = [a for a in out["annotations"]
-                      if a["category_id"] == renamed["id"] and "boxmask" in a]
+                      if a["category_id"] == renamed["id"] and a["boxmask"]["status"] == "masked"]
     assert renamed_masked
 
     label_map.write_text(f"{renamed['name']}: no-such-model-category\n")

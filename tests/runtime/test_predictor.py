@@ -202,11 +202,58 @@ def test_an_image_just_set_is_usable_without_a_cache_and_across_threads(
     other.join()
     assert p.predict(BOXES, key=key).key == key
     # A key never set by this thread is still unknown when the cache does not hold it.
-    fresh = threading.Thread(target=lambda: p.set_image(_image(seed=3)))
+    fresh_keys: list[str] = []
+    fresh = threading.Thread(target=lambda: fresh_keys.append(p.set_image(_image(seed=3))))
     fresh.start()
     fresh.join()
     with pytest.raises(UnknownImage):
-        p.predict(BOXES, key=p._last_key)
+        p.predict(BOXES, key=fresh_keys[0])
+
+
+def test_predict_without_a_key_uses_this_threads_image_not_another_threads(
+    contract_model_dir: Path,
+) -> None:
+    import threading
+
+    p = Predictor.from_dir(contract_model_dir, intra_op_threads=1)
+    mine = p.set_image(_image(seed=1))
+    other = threading.Thread(target=p.set_image, args=(_image(seed=2),))
+    other.start()
+    other.join()
+    assert p.predict(BOXES).key == mine
+    assert p.image_size() == p.image_size(mine) == _image(seed=1).shape[:2]
+    # A thread that set no image has no current one, whatever other threads did.
+    errors: list[Exception] = []
+
+    def keyless() -> None:
+        try:
+            p.predict(BOXES)
+        except UnknownImage as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=keyless)
+    t.start()
+    t.join()
+    assert len(errors) == 1 and "this thread" in str(errors[0])
+
+
+def test_image_size_runs_no_graph_and_needs_a_cached_image(contract_model_dir: Path) -> None:
+    p = Predictor.from_dir(contract_model_dir, intra_op_threads=1)
+    key = p.set_image(_image(seed=4))
+    runs = {"encoder": 0, "decoder": 0}
+    for graph in runs:
+        session = getattr(p, graph)
+        original = session.run
+
+        def counted(*args, _graph=graph, _run=original, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            runs[_graph] += 1
+            return _run(*args, **kwargs)
+
+        session.run = counted
+    assert p.image_size(key) == _image(seed=4).shape[:2]
+    assert runs == {"encoder": 0, "decoder": 0}
+    with pytest.raises(UnknownImage):
+        p.image_size("0" * 64)
 
 
 def test_detect_without_a_detector_graph_is_the_callers_error(contract_model_dir: Path) -> None:
@@ -275,3 +322,60 @@ def test_detector_runs_over_the_cached_features_with_the_unpadded_size(
     assert sent["image_size"].tolist() == [64, 89]
     cached = predictor.cache.get(key)
     assert cached is not None and all(sent[p] is cached.features[p] for p in ("p2", "p5"))
+
+
+def test_masks_never_leave_their_boxes_on_predict_or_detect(predictor: Predictor) -> None:
+    # Torchvision's pasting reaches up to a mask cell past the box: with a mask that is
+    # certain up to its border (logits +10 everywhere) it always would. Every path crops it.
+    decoder_run, detector_run = predictor.decoder.run, predictor.detector.run
+
+    def certain_masks(run, name):  # noqa: ANN001, ANN202
+        def patched(inputs, output_names=None):  # noqa: ANN001, ANN202
+            out = dict(run(inputs, output_names))
+            out[name] = np.full_like(out[name], 10.0 if name == "mask_logits" else 1.0)
+            return out
+        return patched
+
+    predictor.decoder.run = certain_masks(decoder_run, "mask_logits")
+    predictor.detector.run = certain_masks(detector_run, "mask_probs")
+    image = _image(h=120, w=160, seed=11)
+    key = predictor.set_image(image)
+    boxes = np.array([[10.3, 12.7, 50.2, 60.9], [40, 30, 150, 110], [0, 0, 33.5, 17.25]])
+    preds = [predictor.predict(boxes, key=key), predictor.detect(key=key, score_threshold=0.0)]
+    for pred in preds:
+        assert len(pred) > 0
+        for mask, (x1, y1, x2, y2) in zip(pred.masks, pred.boxes):
+            ys, xs = np.nonzero(mask)
+            if len(xs):
+                assert xs.min() >= np.floor(x1) and xs.max() < np.ceil(x2)
+                assert ys.min() >= np.floor(y1) and ys.max() < np.ceil(y2)
+
+
+def test_many_masks_of_a_large_image_are_made_one_plane_at_a_time(predictor: Predictor) -> None:
+    import tracemalloc
+
+    h, w = 1500, 2000
+    key = predictor.set_image(_image(h=h, w=w, seed=12))
+    boxes = [[i * 30, i * 20, i * 30 + 400, i * 20 + 300] for i in range(40)]
+    tracemalloc.start()
+    try:
+        pred = predictor.predict(boxes, key=key)
+        areas = [int(m.sum()) for m in pred.iter_masks()]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(areas) == 40
+    # 40 boolean planes would be 40 x 3 MB; one (or two) at a time stays near one plane.
+    assert peak < 4 * h * w, peak
+
+
+def test_a_mask_pixel_budget_refuses_boxes_and_trims_detections(contract_model_dir: Path) -> None:
+    from boxmask.runtime.errors import TooManyMaskPixels
+
+    p = Predictor.from_dir(contract_model_dir, intra_op_threads=1, max_mask_pixels=3 * 60 * 90)
+    key = p.set_image(_image(seed=13))  # 60 x 90
+    assert len(p.predict(BOXES, key=key)) == 3
+    with pytest.raises(TooManyMaskPixels, match="budget"):
+        p.predict(BOXES + [[1, 1, 9, 9]], key=key)
+    assert len(p.detect(key=key, score_threshold=0.0, max_detections=100)) <= 3
+    assert isinstance(TooManyMaskPixels("x"), RuntimeInputError)

@@ -1,5 +1,9 @@
 """Property-based fuzzing of the live server from its own OpenAPI schema: no input gives a 5xx.
 
+The Label Studio routes are in the schema too (their bodies described loosely), and get
+hand-made hostile inputs on top: deep nesting, non-JSON bodies, odd auth headers, tasks that
+point at local addresses.
+
 Bounded: a fixed number of derandomized examples per operation, so a run takes seconds and tries
 the same inputs each time. Hypothesis is driven directly over schemathesis' per-operation
 strategies (schemathesis' own pytest plugin does not load under pytest 9).
@@ -19,7 +23,9 @@ EXAMPLES_PER_OPERATION = 25
 def test_no_generated_request_gets_a_server_error(live_server: LiveServer) -> None:
     schema = schemathesis.openapi.from_url(f"{live_server.url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert {op.path for op in operations} >= {"/v1/images", "/v1/segment", "/v1/detect"}
+    assert {op.path for op in operations} >= {"/v1/images", "/v1/segment", "/v1/detect",
+                                              "/labelstudio/setup", "/labelstudio/predict",
+                                              "/labelstudio/webhook"}
     calls: dict[str, int] = {}
     for operation in operations:
 
@@ -34,6 +40,41 @@ def test_no_generated_request_gets_a_server_error(live_server: LiveServer) -> No
         fuzz()
     # Operations without inputs run once (Hypothesis stops when nothing varies); the API's
     # operations get the full budget.
-    api = {op: calls.get(op, 0) for op in ("POST /v1/images", "POST /v1/segment", "POST /v1/detect")}
+    api = {op: calls.get(op, 0) for op in ("POST /v1/images", "POST /v1/segment", "POST /v1/detect",
+                                           "POST /labelstudio/setup", "POST /labelstudio/predict",
+                                           "POST /labelstudio/webhook")}
     assert all(n >= 10 for n in api.values()), calls
+    assert live_server.process.poll() is None
+
+
+HOSTILE_BODIES = [
+    (b"[" * 100_000 + b"]" * 100_000, "application/json"),
+    (b'{"a":' * 5_000 + b"1" + b"}" * 5_000, "application/json"),
+    (b'{"tasks": []}', "text/plain"),
+    (b'{"tasks": []}', "application/x-www-form-urlencoded"),
+    (b"\xff\xfe\x00", "application/json"),
+    (b"", "application/json"),
+    (b"null", "application/json"),
+    (b'{"tasks": [{"data": {"image": "http://127.0.0.1:1/x.png"}}], "label_config": "<View/>"}',
+     "application/json"),
+    (b'{"tasks": [{"data": {"image": "/data/local-files/?d=../../etc/hostname"}}]}',
+     "application/json"),
+    (b'{"tasks": [{"id": 1, "data": {"image": "data:image/png;base64,AAAA"}}], '
+     b'"label_config": "<!DOCTYPE x [<!ENTITY a \\"aaaa\\">]><View>&a;</View>"}',
+     "application/json"),
+]
+HOSTILE_HEADERS = [{}, {"Authorization": b"Basic \xff\xfe"}, {"Authorization": "Basic !!!"},
+                   {"Authorization": "Bearer"}, {"X-Request-ID": b"\xff" * 300}]
+
+
+def test_hostile_label_studio_inputs_get_4xx_never_5xx(live_server: LiveServer) -> None:
+    import httpx
+
+    with httpx.Client(base_url=live_server.url, timeout=60) as http:
+        for path in ("/labelstudio/setup", "/labelstudio/predict", "/labelstudio/webhook"):
+            for body, content_type in HOSTILE_BODIES:
+                for extra in HOSTILE_HEADERS:
+                    response = http.post(path, content=body,
+                                         headers={"Content-Type": content_type, **extra})
+                    assert response.status_code < 500, (path, body[:60], extra, response.text)
     assert live_server.process.poll() is None

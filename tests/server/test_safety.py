@@ -45,6 +45,30 @@ def test_bearer_token_guards_the_api_but_not_health(model_dir: Path) -> None:
             assert client.get(path).status_code == 200, path
 
 
+def test_one_token_check_takes_bearer_or_basic_on_api_and_label_studio_routes(
+    model_dir: Path,
+) -> None:
+    import base64
+
+    def basic(user_password: str) -> dict[str, str]:
+        return {"Authorization": "Basic " + base64.b64encode(user_password.encode()).decode()}
+
+    setup = {"project": "1.1", "schema": "<View/>"}
+    with TestClient(create_app(make_settings(model_dir, api_token="s3cret-token"))) as client:
+        for headers in ({"Authorization": "Bearer s3cret-token"}, basic("anyone:s3cret-token")):
+            assert client.get("/v1/models", headers=headers).status_code == 200
+            assert client.post("/labelstudio/setup", json=setup, headers=headers).status_code == 200
+        refused = client.post("/labelstudio/setup", json=setup)
+        assert_error(refused, 401, "unauthorized")
+        # Label Studio is challenged for Basic (its "Use authentication"), API clients for Bearer.
+        assert refused.headers["www-authenticate"].startswith("Basic")
+        assert client.get("/v1/models").headers["www-authenticate"] == "Bearer"
+        for headers in (basic("anyone:wrong"), basic("s3cret-token"), {"Authorization": "Basic !!"},
+                        {"Authorization": "Bearer wrong"}, {"Authorization": "Token s3cret-token"}):
+            assert_error(client.post("/labelstudio/setup", json=setup, headers=headers), 401, "unauthorized")
+            assert_error(client.get("/v1/models", headers=headers), 401, "unauthorized")
+
+
 def test_cors_allows_only_the_configured_origins(model_dir: Path) -> None:
     settings = make_settings(model_dir, cors_origins=["http://labeler.example"])
     preflight = {"Access-Control-Request-Method": "POST",
@@ -164,3 +188,39 @@ def test_a_backend_failing_mid_request_fails_readiness_until_a_reload_works(
         assert client.get("/readyz").status_code == 200
         r = client.post("/v1/images", content=png_bytes(seed=5), headers={"content-type": "image/png"})
         assert r.status_code == 200, r.text
+
+
+def test_a_request_over_the_mask_pixel_budget_is_a_422_before_any_mask_is_made(model_dir: Path) -> None:
+    from tests.server.conftest import IMAGE_H, IMAGE_W
+
+    settings = make_settings(model_dir, max_mask_pixels=5 * IMAGE_H * IMAGE_W)
+    with TestClient(create_app(settings)) as client:
+        image_id = client.post("/v1/images", content=png_bytes(),
+                               headers={"content-type": "image/png"}).json()["image_id"]
+        five = client.post("/v1/segment", json={"image_id": image_id, "boxes": [BOX] * 5})
+        assert five.status_code == 200, five.text
+        six = client.post("/v1/segment", json={"image_id": image_id, "boxes": [BOX] * 6})
+        assert_error(six, 422, "too_many_mask_pixels")
+        detect = client.post("/v1/detect", json={"image_id": image_id, "score_threshold": 0.0,
+                                                 "max_detections": 50})
+        assert detect.status_code == 200 and len(detect.json()["instances"]) <= 5
+
+
+def test_public_answers_carry_no_local_paths(model_dir: Path, tmp_path: Path) -> None:
+    import json
+    import re
+
+    card = json.loads((model_dir / "model.json").read_text())
+    card.setdefault("provenance", {})["config"] = {"data": {"train_images": "/srv/secret/train"}}
+    private = tmp_path / "deep" / "private" / "model"
+    shutil.copytree(model_dir, private)
+    (private / "model.json").write_text(json.dumps(card))
+    with TestClient(create_app(make_settings(private, api_token="t"))) as client:
+        models = client.get("/v1/models", headers={"Authorization": "Bearer t"})
+        assert models.status_code == 200
+        assert not re.search(r'"(~?/)', models.text), "a JSON string holds an absolute path"
+        assert str(tmp_path) not in models.text and "/srv/secret" not in models.text
+        assert "train" in models.text  # what the path named is still there
+    with TestClient(create_app(make_settings(tmp_path / "nowhere"))) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and str(tmp_path) not in ready.text

@@ -19,7 +19,7 @@ def test_keep_prunes_old_epoch_files_but_not_last(tmp_path: Path) -> None:
         save_checkpoint(_state(epoch), tmp_path, keep=2)
     names = sorted(p.name for p in tmp_path.glob("checkpoint_*.pt"))
     assert names == ["checkpoint_epoch004.pt", "checkpoint_epoch005.pt", LAST]
-    last = torch.load(tmp_path / LAST, weights_only=False)
+    last = torch.load(tmp_path / LAST, weights_only=True)
     assert last["epoch"] == 5 and float(last["model"]["w"][0]) == 5.0
     assert not list(tmp_path.glob("*.tmp"))
 
@@ -39,7 +39,54 @@ def test_model_from_checkpoint_refuses_a_foreign_checkpoint() -> None:
     import pytest
 
     from boxmask.config import ConfigError
-    from boxmask.training.checkpoint import model_from_checkpoint
+    from boxmask.model.checkpoint import model_from_checkpoint
 
     with pytest.raises(ConfigError, match="not written by `boxmask train`"):
         model_from_checkpoint(_state(1), source="foreign.pt")
+
+
+class _RunsCode:
+    """Unpickling this would call `touch` on a marker file: what a hostile checkpoint does."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204
+        import pathlib
+
+        return (pathlib.Path.touch, (self.marker,))
+
+
+def test_loading_a_checkpoint_never_runs_code_from_it(tmp_path: Path) -> None:
+    import pytest
+
+    from boxmask.config import ConfigError
+    from boxmask.model.checkpoint import load_checkpoint
+
+    marker = tmp_path / "pwned"
+    hostile = {**_state(1), "payload": _RunsCode(marker)}
+    torch.save(hostile, tmp_path / "hostile.pt")
+    with pytest.raises(ConfigError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "hostile.pt")
+    assert not marker.exists()
+
+
+def test_checkpoints_load_restricted_old_numpy_rng_states_included(tmp_path: Path) -> None:
+    import random
+
+    import numpy as np
+
+    from boxmask.model.checkpoint import load_checkpoint
+    from boxmask.training.checkpoint import capture_rng_state, restore_rng_state
+
+    # Written by this version: tensors and plain values only.
+    save_checkpoint({**_state(1), "rng": capture_rng_state()}, tmp_path)
+    torch.load(tmp_path / LAST, weights_only=True)
+    expected = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    restore_rng_state(load_checkpoint(tmp_path / LAST)["rng"])
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == expected
+    # Written before: NumPy's legacy state tuple with its array.
+    old = {**_state(2), "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
+                                "torch": torch.get_rng_state()}}
+    torch.save(old, tmp_path / "old.pt")
+    restore_rng_state(load_checkpoint(tmp_path / "old.pt")["rng"])

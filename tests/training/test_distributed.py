@@ -89,7 +89,7 @@ def test_torchrun_with_two_processes_trains_and_only_rank_zero_writes(tiny_synth
 
     records = read_metrics(out / "metrics.jsonl")
     assert [r["iteration"] for r in records] == [1, 2]  # one writer, not one line per rank
-    ckpt = torch.load(out / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(out / "checkpoint_last.pt", map_location="cpu", weights_only=True)
     assert ckpt["world_size"] == 2 and len(ckpt["rng_per_rank"]) == 2
     # Each rank drew its own random numbers (seed + rank), so their states differ.
     assert not torch.equal(ckpt["rng_per_rank"][0]["torch"], ckpt["rng_per_rank"][1]["torch"])

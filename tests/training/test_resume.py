@@ -38,8 +38,8 @@ def test_resume_after_an_epoch_repeats_the_uninterrupted_run(tiny_cfg, tmp_path:
             assert g[k] == pytest.approx(w[k], rel=1e-6, abs=1e-6), k
     assert _losses(b, epoch=1) == _losses(a, epoch=1)
 
-    wa = torch.load(a / "checkpoint_last.pt", map_location="cpu", weights_only=False)
-    wb = torch.load(b / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    wa = torch.load(a / "checkpoint_last.pt", map_location="cpu", weights_only=True)
+    wb = torch.load(b / "checkpoint_last.pt", map_location="cpu", weights_only=True)
     assert (wa["epoch"], wa["iteration"]) == (wb["epoch"], wb["iteration"]) == (2, 4)
     for name, tensor in wa["model"].items():
         torch.testing.assert_close(wb["model"][name], tensor, rtol=1e-6, atol=1e-6, msg=name)

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from boxmask.training.checkpoint import load_checkpoint
+from boxmask.model.checkpoint import load_checkpoint
 from boxmask.training.metrics import read_metrics
 from boxmask.training.trainer import train
 
@@ -65,7 +65,7 @@ def test_run_writes_config_metrics_and_contract_checkpoints(tiny_cfg) -> None:
     assert [c["label"] for c in cats] == list(range(1, 9))
     assert {c["name"] for c in cats if c["seen"]} == {"disc", "square", "triangle", "cross"}
     assert {c["name"] for c in cats if not c["seen"]} == {"ring", "star", "crescent", "hexagon"}
-    epoch1 = torch.load(out / "checkpoint_epoch001.pt", map_location="cpu", weights_only=False)
+    epoch1 = torch.load(out / "checkpoint_epoch001.pt", map_location="cpu", weights_only=True)
     assert epoch1["epoch"] == 1 and epoch1["iteration"] == 2
 
 

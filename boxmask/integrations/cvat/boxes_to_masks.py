@@ -13,7 +13,6 @@ cvat-sdk `Task` proxy.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -27,6 +26,7 @@ from cvat_sdk.core.proxies.annotations import AnnotationUpdateAction
 from cvat_sdk.masks import encode_mask
 
 from boxmask.integrations.labels import LabelMapper
+from boxmask.journal import SYNC_EVERY_S, Journal
 from boxmask.runtime import Predictor
 from boxmask.runtime.masks import to_polygons, to_rle
 
@@ -102,32 +102,30 @@ class CvatTask:
                                      action=AnnotationUpdateAction.DELETE)
 
 
-class Journal:
-    """Frames already converted, one JSON line per frame, appended as each one finishes."""
+class CvatJournal(Journal):
+    """Frames already converted: `boxmask.journal`'s resume journal, one line per frame.
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
+    The header names the task, so a journal is never resumed against another task.
+    """
+
+    KIND = "boxmask-cvat-journal"
+    KEY = "frame"
+
+    def __init__(self, path: Path, fd: int, sync_every: float = SYNC_EVERY_S) -> None:
+        super().__init__(path, fd, sync_every)
         self.done: set[int] = set()
-        self._torn = False
-        if self.path.exists():
-            text = self.path.read_text(errors="replace")
-            for line in text.splitlines():
-                try:
-                    self.done.add(int(json.loads(line)["frame"]))
-                except (ValueError, KeyError, TypeError):
-                    # A line cut by a crash mid-write: that frame counts as not done.
-                    if line.strip():
-                        log.warning("journal %s: ignoring a torn line", self.path)
-            self._torn = bool(text) and not text.endswith("\n")
+
+    @classmethod
+    def open(cls, path: Path, task_id: int) -> CvatJournal:
+        """The journal of CVAT task `task_id` at `path`: resumed when it exists, else new."""
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        journal, records = cls.resume(Path(path), {"task": int(task_id)})
+        journal.done = set(records)
+        return journal
 
     def record(self, frame: int, **info: Any) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
-            if self._torn:  # start after the torn line, not inside it
-                f.write("\n")
-                self._torn = False
-            f.write(json.dumps({"frame": frame, **info}) + "\n")
-            f.flush()
+        """Record one converted frame (its counts in `info`)."""
+        self.append({"frame": frame, **info})
         self.done.add(frame)
 
 
@@ -164,7 +162,7 @@ def convert_task(
     *,
     polygons: bool = False,
     delete_boxes: bool = False,
-    journal: Journal | None = None,
+    journal: CvatJournal | None = None,
     dry_run: bool = False,
     label_map: Mapping[str, str | int] | None = None,
     polygon_tolerance: float = 1.0,
@@ -216,7 +214,7 @@ def convert_task(
         boxes = [list(map(float, s.points[:4])) for s in rects]
         pred = predictor.predict(boxes, labels=[category_of[s.label_id] for s in rects], key=key)
         created: list[models.LabeledShapeRequest] = []
-        for rect, mask in zip(rects, pred.masks):
+        for rect, mask in zip(rects, pred.iter_masks()):
             if not mask.any():
                 summary.empty_masks += 1
                 continue

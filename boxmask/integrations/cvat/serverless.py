@@ -84,7 +84,7 @@ def detect_reply(predictor: Predictor, body: Mapping[str, Any], default_threshol
     pred = predictor.detect(image=image, score_threshold=_threshold(body, default_threshold),
                             max_detections=max_detections)
     reply = []
-    for mask, name, score in zip(pred.masks, pred.names, pred.scores.tolist()):
+    for mask, name, score in zip(pred.iter_masks(), pred.names, pred.scores.tolist()):
         crop = detector_mask(mask)
         if crop is None:  # nothing above the mask threshold: CVAT cannot draw an empty mask
             continue
@@ -114,7 +114,7 @@ def interact_reply(predictor: Predictor, body: Mapping[str, Any],
     box = _box(body)
     key = predictor.set_image(image)
     pred = predictor.predict([box], labels=None, key=key)
-    mask = pred.masks[0]
+    mask = pred.mask(0)
     if reply == "mask":
         return {"mask": mask.astype(np.uint8).tolist()}
     if not mask.any():

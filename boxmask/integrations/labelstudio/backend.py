@@ -1,6 +1,7 @@
 """Label Studio tasks and regions -> boxes for `boxmask.runtime` -> brush / polygon results.
 
-This is the translation half of the ML backend (the transport is `router.py`), in the manner
+This is the translation half of the ML backend (the transport is the server's
+`boxmask.server.routers.labelstudio`), in the manner
 of Label Studio's example backends: `predict()` maps a `/predict` request to one prediction per
 task. It holds no model logic: boxes go to `Predictor.predict`, whole images to
 `Predictor.detect`, and masks come back as Label Studio's brush RLE
@@ -46,21 +47,35 @@ class TaskError(ValueError):
     """A task (or the drawn region) that cannot be answered; the message is shown to the user."""
 
 
+class ImageEvicted(Exception):
+    """The encoding `fetch` counted on left the cache before `answer` ran: fetch the image
+    again (outside the inference slot) and answer with its bytes."""
+
+
 # What makes one task of a batch fail alone (its answer is an error; the others go on).
 ANSWERABLE = (TaskError, ImageFetchError, RuntimeInputError)
 
 
 @dataclass
 class BackendOptions:
-    """How the backend answers; `router.LabelStudioSettings` fills it from the environment."""
+    """How the backend answers (the server fills it from `LabelStudioSettings`)."""
 
     label_map: Mapping[str, str | int] = field(default_factory=dict)
-    # Overrides of what /setup sends (LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY).
+    # The operator's Label Studio (LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY) and the other
+    # origins task images may come from (BOXMASK_LABELSTUDIO_ALLOWED_ORIGINS).
     access: LabelStudioAccess = field(default_factory=LabelStudioAccess)
+    # Whether a project's /setup may say where its Label Studio is (when LABEL_STUDIO_URL is
+    # not set). Off by default: any caller of /setup could otherwise point the fetches at an
+    # address of its choosing.
+    trust_setup_hostname: bool = False
+    # LOCAL_FILES_DOCUMENT_ROOT: Local Files read from disk here (else fetched from Label Studio).
+    local_files_root: str | None = None
     score_threshold: float = 0.5
     max_detections: int = 100
     polygon_tolerance: float = 1.0
+    # Total deadline of one image's fetch (connect, redirects, body), and of each read.
     fetch_timeout_s: float = 10.0
+    read_timeout_s: float = 10.0
     max_image_bytes: int = 32 << 20
     # Image URLs whose encoder output is (probably) still cached, so a second box on the same
     # image skips the download and the encoder.
@@ -167,16 +182,25 @@ class LabelStudioBackend:
     # -- /setup -------------------------------------------------------------------------------
 
     def setup(self, body: Mapping[str, Any]) -> dict[str, str]:
-        """Remember the Label Studio URL and token a project sent; answer the model version.
+        """Remember the token a project sent (and its Label Studio URL, where the operator
+        allows that); answer the model version.
 
         Label Studio gives /setup 3 s, so nothing slow happens here (the model is loaded at
         start-up). The label config is checked so a project without a mask control hears why.
         """
         project = _project_id(body.get("project"))
         hostname, token = body.get("hostname"), body.get("access_token")
+        hostname = hostname if isinstance(hostname, str) and hostname else None
+        token = token if isinstance(token, str) and token else None
+        if hostname and not self.options.trust_setup_hostname:
+            if self.options.access.url is None:
+                log.warning("ignoring the Label Studio URL /setup sent: set LABEL_STUDIO_URL (or "
+                            "BOXMASK_LABELSTUDIO_TRUST_SETUP_HOSTNAME=true)",
+                            extra={"project": project, "hostname": hostname})
+            hostname = None
         if project and (hostname or token):
             with self._lock:
-                self._access[project] = LabelStudioAccess(url=hostname or None, token=token or None)
+                self._access[project] = LabelStudioAccess(url=hostname, token=token)
         schema = body.get("schema")
         if schema:
             try:
@@ -186,10 +210,19 @@ class LabelStudioBackend:
         return {"model_version": self.model_version}
 
     def access_for(self, project: str | None) -> LabelStudioAccess:
-        """Environment settings win over what /setup sent (e.g. LS behind another hostname)."""
+        """Where a project's images may come from, and the token for its Label Studio.
+
+        The operator's LABEL_STUDIO_URL wins over what /setup sent; its key
+        (LABEL_STUDIO_API_KEY) is only ever sent to that URL's origin. A /setup hostname is
+        used only where the operator allows it, and then only with the token from that /setup.
+        """
         sent = self._access.get(project or "", LabelStudioAccess())
         env = self.options.access
-        return LabelStudioAccess(url=env.url or sent.url, token=env.token or sent.token)
+        if env.url:
+            return LabelStudioAccess(url=env.url, token=env.token or sent.token,
+                                     allowed_origins=env.allowed_origins)
+        return LabelStudioAccess(url=sent.url, token=sent.token if sent.url else None,
+                                 allowed_origins=env.allowed_origins)
 
     # -- /predict -----------------------------------------------------------------------------
 
@@ -221,39 +254,48 @@ class LabelStudioBackend:
         """`{tasks, project, label_config, params: {context}}` -> `{"results": [...]}`.
 
         Raises `LabelConfigError` / `TaskError` for an interactive request that cannot be
-        answered (the router turns them into a 4xx with the message). In batch mode a task that
+        answered (the server turns them into a 4xx with the message). In batch mode a task that
         fails gets `{"error": ...}` without a `result`: Label Studio skips it and stores nothing,
         so a later "Retrieve Predictions" tries it again; the other tasks are answered.
 
-        All in the calling thread; the router runs the same steps (`parse`, then per task
+        All in the calling thread; the server's router runs the same steps (`parse`, then per task
         `fetch` outside the inference slots and `answer` inside one).
         """
         request = self.parse(body)
         if request.drawn:
             task = request.tasks[0]
-            return {"results": [self.answer(request, task, self.fetch(request, task))]}
+            return {"results": [self._fetch_and_answer(request, task)]}
         results = []
         for task in request.tasks:
             try:
-                results.append(self.answer(request, task, self.fetch(request, task)))
+                results.append(self._fetch_and_answer(request, task))
             except ANSWERABLE as exc:
                 results.append(self.task_error(task, exc))
         return {"results": results}
 
-    def fetch(self, request: PredictRequest, task: Any) -> bytes | None:
+    def _fetch_and_answer(self, request: PredictRequest, task: Any) -> dict[str, Any]:
+        try:
+            return self.answer(request, task, self.fetch(request, task))
+        except ImageEvicted:
+            return self.answer(request, task, self.fetch(request, task, again=True))
+
+    def fetch(self, request: PredictRequest, task: Any, again: bool = False) -> bytes | None:
         """The encoded image of a task, or None when its encoder output is still cached (no
-        download). Network only, no model: the server calls it outside the inference slots."""
+        download; `again`: download anyway, after `answer` raised `ImageEvicted`). Network
+        only, no model: the server calls it outside the inference slots."""
         url = self._image_url(task, request.config)
         with self._lock:
             key = self._images.get((request.access.url or "", url))
-        if key is not None and key in self.predictor.cache:
+        if not again and key is not None and key in self.predictor.cache:
             return None
         return self._download(url, request.access, task)
 
     def _download(self, url: str, access: LabelStudioAccess, task: Mapping[str, Any]) -> bytes:
         return fetch_image(url, access, task_id=task.get("id"),
                            timeout_s=self.options.fetch_timeout_s,
-                           max_bytes=self.options.max_image_bytes)
+                           read_timeout_s=self.options.read_timeout_s,
+                           max_bytes=self.options.max_image_bytes,
+                           local_files_root=self.options.local_files_root)
 
     def answer(self, request: PredictRequest, task: Any, image: bytes | None) -> dict[str, Any]:
         """One task's prediction from its image (`fetch`'s result): encoder and mask model."""
@@ -269,7 +311,8 @@ class LabelStudioBackend:
     def task_error(self, task: Any, exc: Exception) -> dict[str, Any]:
         """The batch answer for a task that failed: an error without a result."""
         task_id = task.get("id") if isinstance(task, Mapping) else None
-        log.warning("task not annotated", extra={"task": task_id, "error": str(exc)})
+        log.warning("task not annotated", extra={"task": task_id, "error": str(exc),
+                                                 "detail": getattr(exc, "detail", None)})
         return {"error": f"task {task_id}: {exc}", "model_version": self.model_version}
 
     def _interactive(self, key: str, drawn: Sequence[Any], config: LabelConfig,
@@ -299,21 +342,24 @@ class LabelStudioBackend:
     def _image(self, task: Mapping[str, Any], request: PredictRequest,
                image: bytes | None) -> tuple[str, tuple[int, int]]:
         """The predictor key and (height, width) of the task's image; `image` None means
-        "remembered": if the cache dropped it since `fetch`, it is fetched again here."""
+        "remembered". If the cache dropped it since `fetch`, `ImageEvicted`: the download is
+        the caller's to redo, never made here inside an inference slot."""
         remembered = (request.access.url or "", self._image_url(task, request.config))
         if image is None:
             with self._lock:
                 key = self._images.get(remembered)
                 if key is not None:
                     self._images.move_to_end(remembered)
-            if key is not None:
-                try:
-                    return key, self.predictor.predict(np.zeros((0, 4)), key=key).image_size
-                except UnknownImage:
-                    pass  # evicted from the encoder cache: fetch and encode again
-            image = self._download(remembered[1], request.access, task)
+            if key is None:
+                raise ImageEvicted(remembered[1])
+            try:
+                # Pinned to this thread from here: the cache may drop it, this answer keeps it.
+                self.predictor.select_image(key)
+            except UnknownImage:
+                raise ImageEvicted(remembered[1]) from None
+            return key, self.predictor.image_size(key)
         key = self.predictor.set_image(image)
-        size = self.predictor.predict(np.zeros((0, 4)), key=key).image_size
+        size = self.predictor.image_size(key)
         with self._lock:
             self._images[remembered] = key
             while len(self._images) > self.options.remembered_images:
@@ -349,7 +395,7 @@ class LabelStudioBackend:
                 continue
             keep.append(i)
             labels.append(label)
-        return self._prediction(_subset(pred, keep), labels, config, width, height,
+        return self._prediction(pred.subset(keep), labels, config, width, height,
                                 boxes=config.rectangle)
 
     def _prediction(self, pred: Prediction, labels: Sequence[str], config: LabelConfig,
@@ -359,7 +405,7 @@ class LabelStudioBackend:
         common = {"original_width": width, "original_height": height, "image_rotation": 0}
         result: list[dict[str, Any]] = []
         for i, label in enumerate(labels):
-            mask, score = pred.masks[i], float(pred.scores[i])
+            mask, score = pred.mask(i), float(pred.scores[i])
             region_id = _new_id()
             if boxes is not None:
                 x1, y1, x2, y2 = (float(v) for v in pred.boxes[i])
@@ -392,13 +438,6 @@ class LabelStudioBackend:
         scores = pred.scores.astype(float)
         return {"result": result, "score": float(scores.mean()) if len(scores) else 0.0,
                 "model_version": self.model_version}
-
-
-def _subset(pred: Prediction, keep: Sequence[int]) -> Prediction:
-    idx = np.asarray(keep, dtype=np.int64)
-    return Prediction(masks=pred.masks[idx], scores=pred.scores[idx], labels=pred.labels[idx],
-                      boxes=pred.boxes[idx], mask_probs=pred.mask_probs[idx],
-                      names=[pred.names[i] for i in keep], image_size=pred.image_size, key=pred.key)
 
 
 def _project_id(project: object) -> str | None:

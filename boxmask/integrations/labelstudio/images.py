@@ -1,10 +1,25 @@
-"""Fetching a task's image the way Label Studio's own ML backends do, with limits.
+"""Fetching a task's image the way Label Studio's own ML backends do, inside a fence.
 
-URL resolution (uploads under `/data/upload/`, Local Files `/data/local-files/?d=`, cloud
-storage `s3://` / `gs://` / `azure-blob:` through Label Studio's presign endpoint, plain http(s)
-URLs) and the `Authorization` header are the SDK's (`get_base64_content`). What the SDK lacks
-is bounded I/O: every download here goes through a session that sets a timeout and refuses a
-body larger than `max_bytes`, so a bad URL cannot hang a worker or fill its memory.
+URL resolution (uploads under `/data/upload/`, cloud storage `s3://` / `gs://` /
+`azure-blob:` through Label Studio's presign endpoint, plain http(s) URLs) and the
+`Authorization` header are the SDK's (`get_base64_content`). What the SDK lacks, and this
+module adds, is what makes it safe to expose:
+
+- **Origins**: every request, and every redirect hop (followed here, one at a time, at most
+  `MAX_REDIRECTS`), goes only to an allowed origin: Label Studio's own (`LABEL_STUDIO_URL`, or a
+  project's /setup hostname where the operator allows that) and the operator's allow-list
+  (`BOXMASK_LABELSTUDIO_ALLOWED_ORIGINS`, e.g. an S3 bucket presigned URLs redirect to). A task
+  cannot make the server fetch an address of its choosing.
+- **The key** goes only to Label Studio's origin: the SDK adds it for that origin only, and a
+  redirect to any other origin drops it.
+- **Bounds**: a total deadline per image (not per read: a server sending a byte every few
+  seconds is cut off), and a body of at most `max_bytes`.
+- **Local Files** (`/data/local-files/?d=`, with `LOCAL_FILES_DOCUMENT_ROOT`): read here, not by
+  the SDK: the real path must stay inside the root (a symlink out of it is refused), the file
+  must be a regular file of at most `max_bytes`.
+- **One error**: every failure is an `ImageFetchError` whose message is the same generic line
+  (a caller cannot tell a closed port from a 404); the reason is in `detail`, for the log.
+
 `data:` URIs are decoded locally.
 """
 
@@ -12,50 +27,167 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
-from urllib.parse import unquote_to_bytes
+import os
+import posixpath
+import socket
+import stat
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, unquote_to_bytes, urljoin, urlsplit
 
 import requests
 from label_studio_sdk._extensions.label_studio_tools.core.utils import io as ls_io
 
+MAX_REDIRECTS = 5
+_REDIRECTS = (301, 302, 303, 307, 308)
+
 
 class ImageFetchError(ValueError):
-    """The task's image could not be fetched; the message says which URL and why."""
+    """The task's image could not be fetched. `str()` is one generic line for the caller;
+    `detail` says which URL and why, for the server's log."""
+
+    GENERIC = "the task's image could not be fetched; the server log has the reason"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(self.GENERIC)
+        self.detail = detail
 
 
-class _BoundedSession(requests.Session):
-    """A requests session with a default timeout and a cap on the body it will read."""
+def origin(url: str | None) -> tuple[str, str, int] | None:
+    """``(scheme, host, port)`` of an http(s) URL, ports made explicit; None for anything else."""
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return scheme, parts.hostname.lower(), port or (443 if scheme == "https" else 80)
 
-    def __init__(self, timeout_s: float, max_bytes: int) -> None:
+
+@dataclass(frozen=True)
+class LabelStudioAccess:
+    """Where Label Studio is, the token to read its files, and where else images may come from.
+
+    url: Label Studio's base URL (its origin receives the token); None: not known.
+    allowed_origins: further origins task images may be fetched from (no token is sent there).
+    """
+
+    url: str | None = None
+    token: str | None = None
+    allowed_origins: tuple[str, ...] = field(default_factory=tuple)
+
+    def allows(self, url: str) -> bool:
+        target = origin(url)
+        return target is not None and target in self._origins()
+
+    def _origins(self) -> set[tuple[str, str, int]]:
+        found = {origin(u) for u in (self.url, *self.allowed_origins)}
+        found.discard(None)
+        return found  # type: ignore[return-value]
+
+    def is_label_studio(self, url: str) -> bool:
+        return self.url is not None and origin(url) is not None and origin(url) == origin(self.url)
+
+
+class _FencedSession(requests.Session):
+    """A requests session that only talks to allowed origins, follows redirects itself (each
+    hop checked, the token dropped off Label Studio's origin), and stops at a total deadline
+    and a body size."""
+
+    def __init__(self, access: LabelStudioAccess, deadline: float, read_timeout_s: float,
+                 max_bytes: int) -> None:
         super().__init__()
-        self.timeout_s = timeout_s
+        self.access = access
+        self.deadline = deadline  # time.monotonic() by which the body must be in
+        self.read_timeout_s = read_timeout_s
         self.max_bytes = max_bytes
+        self.trust_env = False  # no proxies or .netrc credentials from the environment
+
+    def _remaining(self, url: str) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise ImageFetchError(f"{url}: the fetch deadline passed")
+        return left
 
     def request(self, method, url, *args, **kwargs):  # type: ignore[override]
-        kwargs.setdefault("timeout", self.timeout_s)
-        kwargs["stream"] = True
-        response = super().request(method, url, *args, **kwargs)
+        headers = dict(kwargs.pop("headers", None) or {})
+        kwargs.pop("allow_redirects", None)
+        kwargs.pop("timeout", None)
+        kwargs.pop("stream", None)
+        for _ in range(MAX_REDIRECTS + 1):
+            if not self.access.allows(url):
+                raise ImageFetchError(f"{url}: not an allowed origin (Label Studio's, or "
+                                      "BOXMASK_LABELSTUDIO_ALLOWED_ORIGINS)")
+            if not self.access.is_label_studio(url) or not self.access.token:
+                # Off Label Studio's origin no token goes anywhere; and without a token of this
+                # access, the header could only be the SDK's fallback to LABEL_STUDIO_API_KEY.
+                headers.pop("Authorization", None)
+            left = self._remaining(url)
+            response = super().request(method, url, *args, headers=headers, stream=True,
+                                       allow_redirects=False,
+                                       timeout=(min(left, self.read_timeout_s),
+                                                min(left, self.read_timeout_s)), **kwargs)
+            if response.status_code in _REDIRECTS and "Location" in response.headers:
+                response.close()
+                url = urljoin(url, response.headers["Location"])
+                if response.status_code == 303:
+                    method = "GET"
+                continue
+            self._read_body(response, url)
+            return response
+        raise ImageFetchError(f"{url}: more than {MAX_REDIRECTS} redirects")
+
+    def _read_body(self, response: requests.Response, url: str) -> None:
         declared = response.headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             response.close()
             raise ImageFetchError(f"{url} is {declared} bytes, more than the limit of {self.max_bytes}")
         body = bytearray()
-        for chunk in response.iter_content(1 << 16):
-            body += chunk
-            if len(body) > self.max_bytes:
-                response.close()
-                raise ImageFetchError(f"{url} is larger than the limit of {self.max_bytes} bytes")
+        # A read blocks until its chunk is full or the peer is silent for a whole read timeout;
+        # a peer sending a byte now and then would hold it far past the deadline. At the
+        # deadline a timer shuts the socket down, which ends the blocked read at once.
+        watchdog = threading.Timer(max(self.deadline - time.monotonic(), 0.0), _shut, (response,))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            for chunk in response.iter_content(1 << 16):
+                body += chunk
+                if len(body) > self.max_bytes:
+                    response.close()
+                    raise ImageFetchError(f"{url} is larger than the limit of {self.max_bytes} bytes")
+        except ImageFetchError:
+            raise
+        except Exception as exc:
+            if time.monotonic() >= self.deadline:
+                raise ImageFetchError(f"{url}: the fetch deadline passed mid-body") from exc
+            raise
+        finally:
+            watchdog.cancel()
+        if time.monotonic() >= self.deadline:
+            raise ImageFetchError(f"{url}: the fetch deadline passed mid-body")
         # The SDK reads `response.content`; a streamed response caches its body there.
         response._content = bytes(body)
-        return response
 
 
-@dataclass(frozen=True)
-class LabelStudioAccess:
-    """Where Label Studio is and the token to read its files (`None`: not known)."""
-
-    url: str | None = None
-    token: str | None = None
+def _shut(response: requests.Response) -> None:
+    """Shut the response's socket down (from the watchdog thread): a blocked read returns."""
+    # urllib3 hands the socket to http.client's response once the headers are read; it sits
+    # under that response's buffered reader.
+    reader = getattr(getattr(response.raw, "_fp", None), "fp", None)
+    sock = getattr(getattr(reader, "raw", None), "_sock", None)
+    if sock is None:
+        sock = getattr(getattr(response.raw, "_connection", None), "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 def decode_data_uri(uri: str) -> bytes:
@@ -71,13 +203,52 @@ def decode_data_uri(uri: str) -> bytes:
         raise ImageFetchError(f"data: URI is not valid base64: {exc}") from exc
 
 
+def read_local_file(url: str, root: str, max_bytes: int) -> bytes:
+    """A Local Files URL (`/data/local-files/?d=<path>`) read from under `root`.
+
+    As Label Studio's own view: `d` is relative to the root. Unlike the SDK: the real path
+    (symlinks resolved) must be inside the real root, and only a regular file of at most
+    `max_bytes` is read.
+    """
+    values = parse_qs(urlsplit(url).query, keep_blank_values=True).get("d")
+    relative = posixpath.normpath(values[-1]).lstrip("/") if values and values[-1] else ""
+    if not relative or relative == ".":
+        raise ImageFetchError(f"{url}: Local Files URL without a file path")
+    real_root = os.path.realpath(root)
+    path = os.path.realpath(os.path.join(real_root, relative))
+    if os.path.commonpath([path, real_root]) != real_root:
+        raise ImageFetchError(f"{url}: resolves to {path}, outside LOCAL_FILES_DOCUMENT_ROOT")
+    try:
+        # The path is already real: O_NOFOLLOW refuses a symlink swapped in since.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        raise ImageFetchError(f"{url}: cannot open {path}: {exc}") from exc
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageFetchError(f"{url}: {path} is not a regular file")
+        if info.st_size > max_bytes:
+            raise ImageFetchError(f"{url}: {path} is {info.st_size} bytes, more than {max_bytes}")
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ImageFetchError(f"{url}: {path} is larger than {max_bytes} bytes")
+    return data
+
+
+def _is_local_files(url: str) -> bool:
+    return url.startswith("/data/") and "?d=" in url
+
+
 def fetch_image(url: str, access: LabelStudioAccess, task_id: int | None = None,
-                timeout_s: float = 10.0, max_bytes: int = 32 << 20) -> bytes:
+                timeout_s: float = 10.0, max_bytes: int = 32 << 20,
+                local_files_root: str | None = None, read_timeout_s: float = 10.0) -> bytes:
     """The encoded bytes of the image a task's data points to.
 
-    access: Label Studio's URL and a token; needed for uploads, Local Files and cloud storage
-    (Label Studio sends them in /setup; `LABEL_STUDIO_URL` / `LABEL_STUDIO_API_KEY` override).
+    access: Label Studio's URL, its token and the other allowed origins.
     task_id: needed for cloud storage URIs, which Label Studio presigns per task.
+    timeout_s: the total deadline of this image (connection, redirects and body).
+    local_files_root: `LOCAL_FILES_DOCUMENT_ROOT`; None fetches Local Files from Label Studio.
+    Raises `ImageFetchError` (a generic message; the reason in `.detail`).
     """
     if not isinstance(url, str) or not url:
         raise ImageFetchError(f"task data holds no image URL (got {url!r})")
@@ -86,24 +257,39 @@ def fetch_image(url: str, access: LabelStudioAccess, task_id: int | None = None,
         if len(data) > max_bytes:
             raise ImageFetchError(f"data: URI image is {len(data)} bytes, more than {max_bytes}")
         return data
-    session = _BoundedSession(timeout_s, max_bytes)
+    if _is_local_files(url):
+        if local_files_root:
+            return read_local_file(url, local_files_root, max_bytes)
+        # Fetched from Label Studio's own view, as a plain URL: the SDK would otherwise read
+        # the disk itself under its LOCAL_FILES_DOCUMENT_ROOT, without our limits.
+        if not access.url:
+            raise ImageFetchError(f"{url}: a Local Files URL, and neither LABEL_STUDIO_URL nor "
+                                  "LOCAL_FILES_DOCUMENT_ROOT is set")
+        url = ls_io.concat_urls(access.url, url)
+    session = _FencedSession(access, time.monotonic() + timeout_s, read_timeout_s, max_bytes)
     try:
         with ls_io.http_session(session):
-            encoded = ls_io.get_base64_content(url, hostname=access.url, access_token=access.token,
-                                               task_id=task_id)
+            encoded = ls_io.get_base64_content(url, hostname=access.url or "",
+                                               access_token=access.token or "", task_id=task_id)
     except ImageFetchError:
         raise
-    except requests.exceptions.Timeout as exc:
-        raise ImageFetchError(f"fetching {url} timed out after {timeout_s} s") from exc
     except requests.exceptions.HTTPError as exc:
         status = exc.response.status_code if exc.response is not None else "?"
         hint = (" (Label Studio refused the token: set LABEL_STUDIO_API_KEY, or reconnect the "
                 "model so that /setup sends a fresh one)" if status in (401, 403) else "")
         raise ImageFetchError(f"fetching {url} failed with HTTP {status}{hint}") from exc
-    except (requests.exceptions.RequestException, FileNotFoundError, ValueError) as exc:
-        raise ImageFetchError(f"cannot fetch {url}: {exc}") from exc
-    except Exception as exc:  # the SDK raises bare Exception, e.g. cloud URIs without a task id
-        raise ImageFetchError(f"cannot fetch {url}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - the SDK raises bare Exception, requests many kinds
+        raise ImageFetchError(f"cannot fetch {url}: {type(exc).__name__}: {exc}") from exc
     finally:
         session.close()
     return base64.b64decode(encoded)
+
+
+def parse_origins(values: Iterable[str]) -> tuple[str, ...]:
+    """Allowed origins as given (`https://bucket.s3.amazonaws.com`), each checked to be one."""
+    out = []
+    for value in values:
+        if origin(value) is None:
+            raise ValueError(f"{value!r} is not an http(s) origin like 'https://host:port'")
+        out.append(value.strip())
+    return tuple(out)

@@ -1,7 +1,7 @@
 """`TritonSession`: a graph of the exported model served by a Triton Inference Server.
 
-The exporter's Triton repository names the models `boxmask_encoder`, `boxmask_decoder` and
-`boxmask_detector`, with the tensor names of docs/contracts.md §4. Both of Triton's protocols
+The exporter's Triton repository names the models as `runtime.contract.TRITON_MODEL_NAMES` says
+(`boxmask_encoder`, `boxmask_decoder`, `boxmask_detector`), with the tensor names of docs/contracts.md §4. Both of Triton's protocols
 work: HTTP (`host:8000`) and gRPC (`host:8001`). A model whose config has `max_batch_size > 0`
 gets a leading batch dimension of 1 added to each input and removed from each output.
 """
@@ -16,11 +16,6 @@ import numpy as np
 
 from boxmask.runtime.errors import BackendUnavailable
 
-TRITON_MODEL_NAMES = {
-    "encoder": "boxmask_encoder",
-    "decoder": "boxmask_decoder",
-    "detector": "boxmask_detector",
-}
 
 Protocol_ = Literal["http", "grpc"]
 

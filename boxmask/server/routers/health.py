@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from boxmask.server.dependencies import get_metrics, get_registry
 from boxmask.server.metrics import ServerMetrics
+from boxmask.server.redact import redact_paths
 from boxmask.server.registry import ModelRegistry
 from boxmask.server.schemas import Health, Readiness
 
@@ -29,7 +30,8 @@ async def readyz(registry: ModelRegistry = Depends(get_registry)) -> JSONRespons
     await run_in_threadpool(registry.check_backends)
     await run_in_threadpool(registry.retry_failed)
     ready, message, states = registry.readiness()
-    body = Readiness(status="ready" if ready else "not_ready", message=message, models=states)
+    body = Readiness(status="ready" if ready else "not_ready", message=redact_paths(message),
+                     models=states)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
 

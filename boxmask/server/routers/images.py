@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query, Request
 
 from boxmask.server import inference
-from boxmask.server.dependencies import get_limiter, get_registry, get_settings, require_token
+from boxmask.server.auth import require_token
+from boxmask.server.dependencies import get_limiter, get_registry, get_settings
 from boxmask.server.errors import ApiError, ErrorResponse
 from boxmask.server.limits import InferenceLimiter
 from boxmask.server.openapi import image_upload_body

@@ -7,8 +7,10 @@ from pathlib import Path
 from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse
 
-from boxmask.server.dependencies import get_registry, get_settings, require_token
+from boxmask.server.auth import require_token
+from boxmask.server.dependencies import get_registry, get_settings
 from boxmask.server.errors import ApiError, ErrorResponse
+from boxmask.server.redact import public_card, redact_paths
 from boxmask.server.registry import ModelRegistry, ModelSlot
 from boxmask.server.schemas import Category, ModelInfo, ModelsResponse
 from boxmask.server.settings import ServerSettings
@@ -20,7 +22,7 @@ router = APIRouter(prefix="/v1", tags=["models"], dependencies=[Depends(require_
 async def list_models(registry: ModelRegistry = Depends(get_registry),
                       settings: ServerSettings = Depends(get_settings)) -> ModelsResponse:
     """Each model's name, whether it is ready, its categories (for labels in /v1/segment) and
-    its full model card (model.json)."""
+    its model card (model.json), local file paths reduced to their last component."""
     default = registry.default_name
     models = []
     for name, slot in sorted(registry.slots.items()):
@@ -29,9 +31,10 @@ async def list_models(registry: ModelRegistry = Depends(get_registry),
                       if isinstance(c, dict) and "id" in c and "name" in c]
         samples = [f"/v1/models/{name}/samples/{p.name}" for p in sample_files(slot)]
         models.append(ModelInfo(name=name, default=name == default,
-                                status="ready" if slot.ready else "failed", error=slot.error,
+                                status="ready" if slot.ready else "failed",
+                                error=redact_paths(slot.error) if slot.error else None,
                                 backend=settings.effective_backend, categories=categories,
-                                samples=samples, card=slot.card))
+                                samples=samples, card=public_card(slot.card)))
     return ModelsResponse(default=default, models=models)
 
 

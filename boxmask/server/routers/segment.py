@@ -5,13 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 
 from boxmask.server import inference
-from boxmask.server.dependencies import (
-    get_limiter,
-    get_metrics,
-    get_registry,
-    get_settings,
-    require_token,
-)
+from boxmask.server.auth import require_token
+from boxmask.server.dependencies import get_limiter, get_metrics, get_registry, get_settings
 from boxmask.server.errors import ApiError, ErrorResponse
 from boxmask.server.limits import InferenceLimiter
 from boxmask.server.metrics import ServerMetrics

@@ -1,0 +1,83 @@
+"""The names both sides of the exported model directory must agree on (docs/contracts.md §4).
+
+Export (torch) writes what the runtime (no torch) reads; each fact they share is written here
+once, in a module that imports nothing heavy, so that `boxmask.export`, `boxmask.runtime`, the
+server and the batch labeler all read it from one place (docs/architecture.md):
+
+- the card's file name;
+- the graphs' input and output tensor names, in the order the graphs take and give them;
+- the model names of the Triton repository the exporter writes and the Triton session calls;
+- where bundled models live, how to find exported model directories, and what to tell a user
+  who has none.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+#: The model card of an exported model directory.
+CARD_NAME = "model.json"
+
+#: The encoder: ``image [1, 3, H, W]`` RGB float32 0..255 -> the FPN levels.
+ENCODER_INPUT = "image"
+ENCODER_OUTPUTS: tuple[str, ...] = ("p2", "p3", "p4", "p5")
+#: The decoder: features of one image + boxes + labels (0 = predicted) + resized (h, w).
+DECODER_INPUTS: tuple[str, ...] = (*ENCODER_OUTPUTS, "boxes", "labels", "image_size")
+DECODER_OUTPUTS: tuple[str, ...] = ("mask_logits", "class_scores", "labels_out")
+#: The detector: features of one image + resized (h, w) -> detections with mask probabilities.
+DETECTOR_INPUTS: tuple[str, ...] = (*ENCODER_OUTPUTS, "image_size")
+DETECTOR_OUTPUTS: tuple[str, ...] = ("boxes", "labels", "scores", "mask_probs")
+
+#: Graph -> model name in the Triton repository (`boxmask export --triton-repo`).
+TRITON_MODEL_NAMES: dict[str, str] = {
+    "encoder": "boxmask_encoder",
+    "decoder": "boxmask_decoder",
+    "detector": "boxmask_detector",
+}
+
+#: The folder of models shipped inside the package; each sub-folder is an exported model
+#: directory and is known by its card's ``name`` (or its folder's name).
+BUNDLED_MODELS_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"
+
+#: What to do when there is no model: said by the server, `boxmask label` and `boxmask serve`.
+HOW_TO_GET_A_MODEL = (
+    "train and export one (`boxmask train CONFIG`, then `boxmask export CHECKPOINT --out DIR`) "
+    "and pass its directory (`boxmask label --model DIR`; `boxmask serve --model-dir DIR` or "
+    "BOXMASK_MODEL_DIR=DIR); a package built from the repository ships the demo model in "
+    "boxmask/assets/models/"
+)
+
+
+def is_model_dir(path: Path) -> bool:
+    """Whether `path` is an exported model directory (it holds a card)."""
+    return (Path(path) / CARD_NAME).is_file()
+
+
+def find_model_dirs(root: Path) -> list[Path]:
+    """``root`` itself if it is an exported model directory, else its sub-folders that are,
+    sorted by folder name."""
+    root = Path(root)
+    if is_model_dir(root):
+        return [root]
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if is_model_dir(p))
+
+
+def card_name(model_dir: Path) -> str | None:
+    """The ``name`` of a model directory's card; None when the card cannot be read."""
+    try:
+        return str(json.loads((Path(model_dir) / CARD_NAME).read_text(encoding="utf-8"))["name"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def bundled_models(folder: Path | None = None) -> dict[str, Path]:
+    """Card name (folder name when the card has none) -> directory of each bundled model,
+    sorted by name. `folder`: where to look instead of `BUNDLED_MODELS_DIR`."""
+    folder = BUNDLED_MODELS_DIR if folder is None else Path(folder)
+    if not folder.is_dir() or is_model_dir(folder):
+        return {}
+    found = {card_name(d) or d.name: d for d in find_model_dirs(folder)}
+    return dict(sorted(found.items()))

@@ -1,0 +1,284 @@
+"""The Label Studio routes are safe to expose: where images are fetched from, where the key goes,
+how long a fetch may take and whom it may starve, local files, and inputs that used to give 500.
+
+Each test reproduces a finding of issue 14 against a local HTTP server that records what it was
+sent (standing in for Label Studio and for hosts a task might name).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from tests.integrations.test_labelstudio_backend import CONFIG, data_uri, interactive, png_bytes, region
+
+GENERIC = "the task's image could not be fetched; the server log has the reason"
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    """Serves an image at any path; `/redirect?to=URL` redirects, `/missing` is a 404, `/drip`
+    sends a byte every 0.3 s. Every request is recorded with its Authorization header."""
+
+    seen: list[tuple[str, str | None]] = []
+    image = png_bytes(seed=5)
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        type(self).seen.append((self.path, self.headers.get("Authorization")))
+        path = urlsplit(self.path)
+        if path.path == "/redirect":
+            self.send_response(302)
+            self.send_header("Location", parse_qs(path.query)["to"][0])
+            self.end_headers()
+            return
+        if path.path == "/missing":
+            self.send_response(404)
+            self.end_headers()
+            return
+        if path.path == "/drip":
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.end_headers()
+            try:
+                for byte in self.image[:60]:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.3)
+            except OSError:
+                pass
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", str(len(self.image)))
+        self.end_headers()
+        self.wfile.write(self.image)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _serve() -> tuple[ThreadingHTTPServer, str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_Recorder,), {"seen": []}))
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+@pytest.fixture()
+def hosts() -> Iterator[tuple[tuple[ThreadingHTTPServer, str], tuple[ThreadingHTTPServer, str]]]:
+    """Two recording servers: Label Studio's stand-in, and another host."""
+    a, b = _serve(), _serve()
+    yield a, b
+    for server, _ in (a, b):
+        server.shutdown()
+        server.server_close()
+
+
+def _seen(server: ThreadingHTTPServer) -> list[tuple[str, str | None]]:
+    return server.RequestHandlerClass.seen
+
+
+def _task(photo: str) -> dict:
+    return {"id": 7, "data": {"photo": photo}}
+
+
+def _predict(client, photo: str):  # noqa: ANN001, ANN202
+    return interactive(client, [region(10, 20, 30, 40, "disc")], task=_task(photo))
+
+
+def test_setup_cannot_send_the_operators_key_or_the_fetches_to_a_host_it_picks(make_client, hosts) -> None:
+    (attacker, attacker_url), _ = hosts
+    client = make_client(api_key="operator-key")  # LABEL_STUDIO_URL not set
+    client.post("/labelstudio/setup", json={"project": "66.1", "hostname": attacker_url})
+    response = _predict(client, "/data/upload/1/a.png")
+    assert response.status_code == 422
+    assert response.json()["error"]["message"] == GENERIC
+    assert _seen(attacker) == []
+
+
+def test_with_trust_setup_may_point_a_project_but_only_with_its_own_token(
+    make_client, hosts, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (ls, ls_url), _ = hosts
+    # The SDK falls back to this variable when a request has no token of its own.
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "operator-key")
+    client = make_client(api_key="operator-key", trust_setup_hostname=True)
+    client.post("/labelstudio/setup", json={"project": "3.1", "hostname": ls_url,
+                                            "access_token": "project-token"})
+    assert _predict(client, "/data/upload/1/a.png").status_code == 200
+    assert _seen(ls) == [("/data/upload/1/a.png", "Token project-token")]
+    # A project whose /setup sent no token is fetched without any: never the operator's key.
+    client.post("/labelstudio/setup", json={"project": "4.1", "hostname": ls_url})
+    response = client.post("/labelstudio/predict", json={
+        "tasks": [_task("/data/upload/2/b.png")], "project": "4.1", "label_config": CONFIG,
+        "params": {"context": {"result": [region(10, 20, 30, 40, "disc")]}}})
+    assert response.status_code == 200, response.text
+    assert _seen(ls)[-1] == ("/data/upload/2/b.png", None)
+
+
+def test_task_urls_go_only_to_label_studio_and_the_allowed_origins(make_client, hosts) -> None:
+    (ls, ls_url), (other, other_url) = hosts
+    client = make_client(url=ls_url, api_key="operator-key")
+    refused = _predict(client, f"{other_url}/cat.png")
+    assert refused.status_code == 422 and refused.json()["error"]["message"] == GENERIC
+    assert _seen(other) == []
+    # Label Studio's own files get the key; an allowed origin gets the image asked, no key.
+    allowing = make_client(url=ls_url, api_key="operator-key", allowed_origins=[other_url])
+    assert _predict(allowing, "/data/upload/1/a.png").status_code == 200
+    assert _predict(allowing, f"{other_url}/cat.png").status_code == 200
+    assert _seen(ls) == [("/data/upload/1/a.png", "Token operator-key")]
+    assert _seen(other) == [("/cat.png", None)]
+
+
+def test_each_redirect_is_checked_and_the_key_stays_on_label_studios_origin(make_client, hosts) -> None:
+    (ls, ls_url), (other, other_url) = hosts
+    client = make_client(url=ls_url, api_key="operator-key")
+    # Label Studio's origin redirecting elsewhere: the hop is refused before any request.
+    redirect = f"{ls_url}/redirect?to={other_url}/stolen.png"
+    assert _predict(client, redirect).status_code == 422
+    assert _seen(other) == []
+    # Allowed, the hop is made, without the key.
+    allowing = make_client(url=ls_url, api_key="operator-key", allowed_origins=[other_url])
+    assert _predict(allowing, redirect).status_code == 200
+    assert _seen(other) == [("/stolen.png", None)]
+    assert all(auth == "Token operator-key" for _, auth in _seen(ls))
+
+
+def test_fetch_failures_all_read_the_same(make_client, hosts) -> None:
+    (_, ls_url), _ = hosts
+    closed = _serve()
+    closed_url = closed[1]
+    closed[0].shutdown()
+    closed[0].server_close()
+    client = make_client(url=ls_url, api_key="k", allowed_origins=[closed_url])
+    messages = {_predict(client, url).json()["error"]["message"]
+                for url in (f"{closed_url}/a.png", f"{ls_url}/missing", "http://10.0.0.1/x.png",
+                            "file:///etc/hostname")}
+    assert messages == {GENERIC}
+
+
+def test_a_slow_url_is_cut_off_at_the_total_deadline(make_client, hosts) -> None:
+    (_, ls_url), _ = hosts
+    client = make_client(url=ls_url, api_key="k", fetch_timeout_s=1.0, read_timeout_s=5.0)
+    start = time.monotonic()
+    response = _predict(client, f"{ls_url}/drip")
+    assert response.status_code == 422 and response.json()["error"]["message"] == GENERIC
+    # A byte every 0.3 s never trips the per-read timeout; the deadline ends it (plus one read).
+    assert time.monotonic() - start < 3.0
+
+
+def test_fetches_wait_in_their_own_pool_while_probes_and_inference_answer(make_client, hosts) -> None:
+    (_, ls_url), _ = hosts
+    # More slow fetches than the default worker pool has threads (40).
+    client = make_client(url=ls_url, api_key="k", fetch_timeout_s=4.0, fetch_concurrency=4)
+    threads = [threading.Thread(target=_predict, args=(client, f"{ls_url}/drip?{i}"))
+               for i in range(44)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)  # the fetches are running or waiting now
+    start = time.monotonic()
+    assert client.get("/readyz").status_code == 200
+    image = base64.b64encode(png_bytes(seed=8)).decode()
+    assert client.post("/v1/segment", json={"image": image, "boxes": [[5, 5, 40, 40]]}).status_code == 200
+    answered = time.monotonic() - start
+    for t in threads:
+        t.join()
+    assert answered < 2.0, answered
+
+
+def test_local_files_keep_the_byte_limit_and_stay_inside_the_root(make_client, tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "secret"
+    root.mkdir()
+    outside.mkdir()
+    image = png_bytes(seed=6)
+    (root / "ok.png").write_bytes(image)
+    (root / "big.png").write_bytes(image + b"\0" * 4096)
+    (outside / "key.png").write_bytes(image)
+    os.symlink(outside / "key.png", root / "link.png")
+    client = make_client(local_files_root=str(root), max_image_bytes=len(image) + 1024)
+    url = "/data/local-files/?d={}".format
+    assert _predict(client, url("ok.png")).status_code == 200
+    for name in ("big.png", "link.png", "../secret/key.png"):
+        response = _predict(client, url(name))
+        assert response.status_code == 422, name
+        assert response.json()["error"]["message"] == GENERIC
+
+
+@pytest.mark.parametrize("path", ["/labelstudio/predict", "/labelstudio/setup", "/labelstudio/webhook"])
+def test_deep_json_and_non_json_bodies_are_4xx_not_500(make_client, path: str) -> None:
+    client = make_client()
+    deep = client.post(path, content=b"[" * 100_000 + b"]" * 100_000,
+                       headers={"Content-Type": "application/json"})
+    assert deep.status_code == 400, deep.text
+    nested: dict = {}
+    for _ in range(200):
+        nested = {"a": nested}
+    assert client.post(path, json=nested).status_code == 400
+    # text/plain needs no CORS preflight: a web page could send it. Only JSON is read.
+    plain = client.post(path, content=b'{"tasks": []}', headers={"Content-Type": "text/plain"})
+    assert plain.status_code == 415, plain.text
+
+
+def test_a_basic_header_with_a_non_ascii_byte_is_a_401(make_client) -> None:
+    client = make_client(server={"api_token": "s3cret"})
+    for value in (b"Basic \xff\xfe", b"Basic " + base64.b64encode(b"user:\xff"), b"Bearer \xe9"):
+        response = client.post("/labelstudio/webhook", json={"action": "x"},
+                               headers={"Authorization": value})
+        assert response.status_code == 401, (value, response.text)
+
+
+def test_label_studio_requests_keep_the_servers_box_limit(make_client) -> None:
+    client = make_client(server={"max_boxes": 5})
+    regions = [region(2 + 10 * i, 10, 8, 30, "disc", rid=f"r{i}") for i in range(8)]
+    drawn = interactive(client, regions)
+    assert drawn.status_code == 422 and "limit" in drawn.json()["error"]["message"]
+    stored = {"id": 1, "data": {"photo": data_uri()}, "annotations": [{"result": regions}]}
+    batch = client.post("/labelstudio/predict", json={"tasks": [stored], "project": "3.1",
+                                                      "label_config": CONFIG})
+    assert batch.status_code == 200
+    (answer,) = batch.json()["results"]
+    assert "result" not in answer and "limit" in answer["error"]
+
+
+def test_an_image_evicted_between_fetch_and_answer_is_fetched_again_outside_the_slot(
+    make_client, hosts,
+) -> None:
+    (ls, ls_url), _ = hosts
+    client = make_client(url=ls_url, api_key="k")
+    backend = client.app.state.labelstudio.for_slot(client.app.state.labelstudio.slot())
+    in_answer = threading.local()
+    downloads: list[bool] = []  # per download: was it made inside `answer` (a slot)?
+    download, answer, fetch = backend._download, backend.answer, backend.fetch
+
+    def recording_download(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        downloads.append(getattr(in_answer, "on", False))
+        return download(*args, **kwargs)
+
+    def marked_answer(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        in_answer.on = True
+        try:
+            return answer(*args, **kwargs)
+        finally:
+            in_answer.on = False
+
+    def stale_fetch(request, task, again=False):  # noqa: ANN001, ANN202
+        # Says "still cached", then the cache drops the image before `answer` runs.
+        if again:
+            return fetch(request, task, again=True)
+        result = fetch(request, task)
+        backend.predictor.cache.clear()
+        return result
+
+    backend._download, backend.answer = recording_download, marked_answer
+    assert _predict(client, "/data/upload/1/a.png").status_code == 200
+    backend.fetch = stale_fetch
+    assert _predict(client, "/data/upload/1/a.png").status_code == 200
+    assert len(_seen(ls)) == 2
+    assert downloads == [False, False]
