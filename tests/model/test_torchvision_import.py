@@ -40,7 +40,7 @@ def test_coco_categories_come_from_torchvision_metadata_with_coco_ids():
 
 
 def test_import_writes_a_checkpoint_whose_student_is_cocos_mask_predictor(v1_weights, tmp_path):
-    from boxmask.training.checkpoint import load_checkpoint, model_from_checkpoint
+    from boxmask.model.checkpoint import load_checkpoint, model_from_checkpoint
 
     tv = torch.load(v1_weights, weights_only=True)
     import_torchvision(v1_weights, "maskrcnn_resnet50_fpn", tmp_path / "c.pt", import_overrides())
@@ -190,7 +190,7 @@ def test_the_worked_finetune_config_fits_an_imported_checkpoint(arch, heads, tmp
     from boxmask.config import load_config
     from boxmask.model import build_model
     from boxmask.model.init_from import init_from_checkpoint
-    from boxmask.training.checkpoint import load_checkpoint
+    from boxmask.model.checkpoint import load_checkpoint
     from tests.conftest import REPO
 
     write_torchvision_weights(arch, tmp_path / "w.pth")

@@ -88,7 +88,7 @@ def box_prompted_miou(checkpoint: Path | None, paths: dict[str, Path],
     from pycocotools.coco import COCO
 
     from boxmask.data.coco import decode_segmentation
-    from boxmask.training.checkpoint import load_checkpoint, model_from_checkpoint
+    from boxmask.model.checkpoint import load_checkpoint, model_from_checkpoint
 
     coco = COCO(str(paths["val"]))
     wanted = {c["id"] for c in coco.loadCats(coco.getCatIds()) if c["name"] in names}

@@ -20,7 +20,7 @@ def tiny_data(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_init_from_keeps_old_categories_and_trains_new_ones_from_pseudo_masks(tiny_data, tmp_path):
-    from boxmask.training.checkpoint import load_checkpoint
+    from boxmask.model.checkpoint import load_checkpoint
 
     pre = train_run(tiny_data, "pretrain", tmp_path / "pre", {"mode": "oracle"}, epochs=1)
     pre_ckpt = load_checkpoint(pre)
