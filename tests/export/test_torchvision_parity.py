@@ -109,6 +109,12 @@ def test_runtime_masks_match_torchvision_mask_branch(imported, hw):
     got = predictor.predict(boxes, labels=[int(i) for i in coco_ids])
     assert got.labels.tolist() == coco_ids.tolist()
     ref = _torchvision_masks(tv, image, boxes, coco_ids)
+    # boxmask's masks never leave their box (docs/server.md); torchvision's paste reaches up to
+    # a mask cell past it. Compare within the pixels each box touches.
+    for m, (x1, y1, x2, y2) in zip(ref, boxes):
+        inside = np.zeros_like(m)
+        inside[int(np.floor(y1)):int(np.ceil(y2)), int(np.floor(x1)):int(np.ceil(x2))] = True
+        m &= inside
     ious = [_iou(a, b) for a, b in zip(got.masks, ref)]
     assert ref.any(axis=(1, 2)).all()  # the masks compared are not empty
     assert np.mean(ious) >= 0.99, ious
