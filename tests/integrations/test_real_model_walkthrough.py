@@ -100,15 +100,14 @@ def _label_studio_speaks_coco(model_dir: Path, config_xml: str) -> None:
     from fastapi.testclient import TestClient
 
     from boxmask.integrations.labelstudio.config import LabelConfig
-    from boxmask.integrations.labelstudio.router import LabelStudioSettings
     from boxmask.server.app import create_app
-    from boxmask.server.settings import ServerSettings
+    from boxmask.server.settings import LabelStudioSettings, ServerSettings
 
     parsed = LabelConfig.parse(config_xml)
     assert len(parsed.mask_labels) == 80 and "traffic light" in parsed.mask_labels
     config = config_xml.replace('"couch"', '"Sofa"')  # the team calls it Sofa
-    app = create_app(ServerSettings(model_dir=model_dir, demo=False, log_json=False))
-    app.state.labelstudio_settings = LabelStudioSettings(label_map={"Sofa": "couch"})
+    app = create_app(ServerSettings(model_dir=model_dir, demo=False, log_json=False),
+                     LabelStudioSettings(label_map={"Sofa": "couch"}))
     image = "data:image/png;base64," + base64.b64encode(_photo()).decode()
 
     def region(label: str) -> dict:
