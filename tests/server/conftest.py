@@ -94,22 +94,29 @@ def running_server(model_dir: Path | None, log_path: Path) -> Iterator[LiveServe
              str(port), *where, "--cache-mb", "64"],
             stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120  # imports on 2 busy cores can take a while
     try:
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited with {process.returncode}:\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server not ready after 120 s:\n{log_path.read_text()}")
-            time.sleep(0.3)
+        wait_until_ready(process, url, log_path, "server")
         yield LiveServer(url=url, process=process, log_path=log_path)
     finally:
         stop_process(process)
+
+
+def wait_until_ready(process: subprocess.Popen, url: str, log_path: Path, what: str,
+                     timeout: float = 120.0) -> None:
+    """Poll ``url``/readyz until 200; raise with the process's log when it exits or times out
+    (imports on 2 busy cores can take a while)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}:\n{log_path.read_text()}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} not ready after {timeout:.0f} s:\n{log_path.read_text()}")
+        time.sleep(0.3)
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from pycocotools.coco import COCO
 from tests.conftest import BUNDLED_MODEL, FIGURE_TOLERANCE, REPO
 from tests.mask_quality import assert_matches_record, box_as_mask_by_side, mean_iou_by_side
 from tests.processes import free_port
+from tests.server.conftest import wait_until_ready
 
 
 @pytest.fixture(scope="module")
@@ -48,18 +48,7 @@ def make_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"make run exited with {process.returncode}:\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"make run not ready after 120 s:\n{log_path.read_text()}")
-            time.sleep(0.3)
+        wait_until_ready(process, url, log_path, "make run")
         yield url
     finally:
         os.killpg(process.pid, signal.SIGTERM)
