@@ -1,4 +1,4 @@
-"""Writing files so that a crash never leaves half of one under its real name.
+"""Writing files so that a crash never leaves half of one under its real name; file digests.
 
 One helper for every file boxmask produces (labeling output and report, evaluation report,
 checkpoints): write beside the target, flush and fsync, give it the mode a plain ``open`` would
@@ -9,6 +9,7 @@ No third-party imports: serving and labeling use it without torch.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -71,3 +72,12 @@ def atomic_output(path: str | Path, mode: str = "w", encoding: str | None = "utf
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in ``chunk``-byte blocks (model files, checkpoints, weights)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

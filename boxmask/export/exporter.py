@@ -10,7 +10,6 @@ torch (``boxmask.export.parity``); a mismatch fails the export.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import shutil
@@ -40,20 +39,13 @@ from boxmask.export.parity import check_parity
 from boxmask.export.quantize import quantize_encoder_int8
 from boxmask.export.tensorrt import build_engines, check_tensorrt_available
 from boxmask.export.triton import write_triton_repository
+from boxmask.files import sha256_file
 from boxmask.model import BoxMaskRCNN
 from boxmask.model.checkpoint import load_checkpoint, model_from_checkpoint
 from boxmask.runtime.contract import CARD_NAME
 
 # 2: the detector takes the encoder's features (p2..p5, image_size) instead of the image.
 FORMAT_VERSION = 2
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_trained_model(checkpoint: Path) -> tuple[BoxMaskRCNN, BoxMaskConfig, list[dict], dict]:

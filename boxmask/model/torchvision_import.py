@@ -19,7 +19,6 @@ refused, never executed.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import re
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from boxmask.config import BoxMaskConfig, ConfigError, ModelConfig
+from boxmask.files import sha256_file
 
 # Keys every torchvision Mask R-CNN state dict has; the first tells Mask from Faster R-CNN.
 _MASK_LOGITS = "roi_heads.mask_predictor.mask_fcn_logits.weight"
@@ -152,14 +152,6 @@ def _check_hash_prefix(path: Path) -> None:
         raise WeightsFileError(
             f"{str(path)!r}: its sha256 starts {digest[:len(m.group(1))]}, but its name says "
             f"{m.group(1)}: the download is truncated or corrupt, fetch it again")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def detect_arch(state: Mapping[str, torch.Tensor]) -> str:

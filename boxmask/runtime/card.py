@@ -7,7 +7,6 @@ which graph files exist and their sha256.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from boxmask.files import sha256_file
 from boxmask.runtime.contract import CARD_NAME
 from boxmask.runtime.errors import ModelDirError, UnknownLabel
 
@@ -50,14 +50,6 @@ class FileEntry(BaseModel):
 
     path: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class ModelCard(BaseModel):
