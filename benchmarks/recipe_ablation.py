@@ -35,11 +35,19 @@ RUNS = ROOT / "runs" / "recipe_ablation"
 KEPT = ROOT / "benchmarks" / "results" / "recipe_ablation"
 COMMAND = "python benchmarks/recipe_ablation.py"
 
-# name -> (dataset scene, training images, overrides of configs/synth128_clear.yaml)
-DATASETS = {"dense": ("dense", 1000), "clear": ("clear", 1000)}
-DENSE = [f"data.{k}={ROOT}/data/dense128/{v}" for k, v in (
-    ("train_annotations", "annotations/instances_train.json"), ("train_images", "images/train"),
-    ("val_annotations", "annotations/instances_val.json"), ("val_images", "images/val"))]
+# dataset -> (scene, training images); its folder is data/<dataset>128, seed 0, 100 val images.
+# The generator seeds every image on its own, so clear2k's first 1000 training images and its
+# validation images are clear's.
+DATASETS = {"dense": ("dense", 1000), "clear": ("clear", 1000), "clear2k": ("clear", 2000)}
+
+
+def _data(dataset: str) -> list[str]:
+    return [f"data.{k}={ROOT}/data/{dataset}128/{v}" for k, v in (
+        ("train_annotations", "annotations/instances_train.json"), ("train_images", "images/train"),
+        ("val_annotations", "annotations/instances_val.json"), ("val_images", "images/val"))]
+
+
+DENSE = _data("dense")
 SGD = ["train.optimizer=sgd", "train.lr=0.01", "train.weight_decay=0.0001"]
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     # Today's recipe (SGD, lr 0.01) on the new scenes, then AdamW (the config's) on each set.
@@ -52,16 +60,40 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # 6000 iterations: about 65 min at 0.65 s per iteration (one thread, otherwise idle
     # machine), inside the issue's two hours per run.
     "clear_adamw_24ep": ("clear", ["model.mode=oracle", "train.epochs=24", "train.lr_steps=[20]"]),
+    # One change each at 1500 iterations (run side by side on a GPU machine, see --suffix):
+    # the learning rate, weight decay, norms in the heads and the backbone, and data volume
+    # (2000 images, still 6 x 250 iterations).
+    "clear_lr2e3": ("clear", ["model.mode=oracle", "train.lr=0.002"]),
+    "clear_lr4e3": ("clear", ["model.mode=oracle", "train.lr=0.004"]),
+    "clear_wd005": ("clear", ["model.mode=oracle", "train.weight_decay=0.05"]),
+    "clear_headgn": ("clear", ["model.mode=oracle", "model.head_norm=gn"]),
+    "clear_backbonegn": ("clear", ["model.mode=oracle", "model.backbone_norm=gn"]),
+    "clear2k_adamw": ("clear2k", ["model.mode=oracle", *_data("clear2k"),
+                                  "train.max_iters_per_epoch=250"]),
+    # The two winners together, and the method with the head norm.
+    "clear_headgn128": ("clear", ["model.mode=oracle", "model.head_norm=gn",
+                                  "model.mask_head_channels=128"]),
+    "clear_ts_fix_headgn": ("clear", ["model.mode=teacher_student", "model.sigma=threshold",
+                                      "model.teacher_ignore_unseen_boxes=true", "model.head_norm=gn"]),
+    # The winners at the long schedule, on the CPU: 6000 iterations.
+    "clear_headgn128_24ep": ("clear", ["model.mode=oracle", "model.head_norm=gn",
+                                       "model.mask_head_channels=128", "train.epochs=24",
+                                       "train.lr_steps=[20]"]),
+    # Where the method stands at the same budget: agnostic and teacher-student (threshold),
+    # both with the teacher fix.
+    "clear_agnostic_fix": ("clear", ["model.mode=agnostic", "model.teacher_ignore_unseen_boxes=true"]),
+    "clear_ts_fix": ("clear", ["model.mode=teacher_student", "model.sigma=threshold",
+                               "model.teacher_ignore_unseen_boxes=true"]),
 }
 
 
-def ensure_data(scene: str) -> None:
+def ensure_data(dataset: str) -> None:
     from boxmask.data.synthetic import generate
 
-    folder = ROOT / "data" / f"{scene}128"
+    folder = ROOT / "data" / f"{dataset}128"
+    scene, num_train = DATASETS[dataset]
     if not (folder / "stats.json").is_file():
-        generate(folder, seed=0, num_train=DATASETS[scene][1], num_val=100, image_size=128,
-                 scene=scene)
+        generate(folder, seed=0, num_train=num_train, num_val=100, image_size=128, scene=scene)
 
 
 def fingerprint(name: str, extra: list[str]) -> str:
@@ -70,22 +102,28 @@ def fingerprint(name: str, extra: list[str]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def run_one(name: str, extra: list[str]) -> dict:
+def run_one(name: str, extra: list[str], suffix: str = "") -> dict:
+    """Train and evaluate one variant; its result is kept as ``<name><suffix>.json``.
+
+    ``suffix`` keeps runs made elsewhere (``_gpu``: a CUDA machine) apart from the CPU ones.
+    """
+    import torch
+
     from boxmask.config import load_config
     from boxmask.evaluation.run import evaluate_checkpoint
     from boxmask.training.trainer import train
 
     fp = fingerprint(name, extra)
-    out = RUNS / f"{name}_{fp[:8]}"
-    kept = KEPT / f"{name}.json"
+    out = RUNS / f"{name}{suffix}_{fp[:8]}"
+    kept = KEPT / f"{name}{suffix}.json"
     for done in (kept, out / "result.json"):
         if done.is_file() and json.loads(done.read_text()).get("fingerprint") == fp:
             _keep(done, kept)
             return json.loads(done.read_text())
     if not _claim(out):
         return {}
-    scene, overrides = VARIANTS[name]
-    ensure_data(scene)
+    dataset, overrides = VARIANTS[name]
+    ensure_data(dataset)
     cfg = load_config(CONFIG, overrides + [f"train.output_dir={out}"] + extra)
     t0 = time.time()
     ckpt = train(cfg, resume=Path("auto"))
@@ -95,7 +133,9 @@ def run_one(name: str, extra: list[str]) -> dict:
              if line.strip().startswith("{")]
     iters = [r for r in iters if r.get("kind") == "iter"]
     result = {
-        "variant": name, "fingerprint": fp, "scene": scene, "overrides": overrides + extra,
+        "variant": name + suffix, "fingerprint": fp, "scene": dataset,
+        "overrides": overrides + extra,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
         "train_seconds": round(train_s, 1),
         "iterations": iters[-1]["iteration"] if iters else None,
         "seconds_per_iter": (round(sum(r.get("time_per_iter", 0) for r in iters) / len(iters), 3)
@@ -114,15 +154,15 @@ def _pct(x) -> str:
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| variant | scene | iterations | s/it | box-prompted mIoU seen / unseen "
+    lines = ["| variant | data | device | iterations | s/it | box-prompted mIoU seen / unseen "
              "| box as mask seen / unseen | margin seen / unseen | box-prompted mask AP seen / unseen "
              "| mask AP (detection) seen / unseen |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         bp = r["box_prompted"]
         box, margin = bp["box_baseline"], bp["margin_over_box"]
         lines.append(
-            f"| {r['variant']} | {r['scene']} | {r['iterations']} | {r['seconds_per_iter']} "
+            f"| {r['variant']} | {r['scene']} | {r.get('device', 'cpu')} | {r['iterations']} | {r['seconds_per_iter']} "
             f"| {_pct(bp['mean_iou']['seen'])} / {_pct(bp['mean_iou']['unseen'])} "
             f"| {_pct(box['mean_iou']['seen'])} / {_pct(box['mean_iou']['unseen'])} "
             f"| {100 * margin['mean_iou']['seen']:+.1f} / {100 * margin['mean_iou']['unseen']:+.1f} "
@@ -136,18 +176,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
     parser.add_argument("--set", nargs="*", default=[], help="extra config overrides")
     parser.add_argument("--table", action="store_true", help="only print the table")
+    parser.add_argument("--suffix", default="",
+                        help="kept as <variant><suffix>.json (e.g. _gpu for runs on a GPU machine)")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.variants) - set(VARIANTS))
     if unknown:
         parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
     if not args.table:
         for name in args.variants:
-            r = run_one(name, args.set)
+            r = run_one(name, args.set, args.suffix)
             done = (f"box-prompted mIoU unseen {r['box_prompted']['mean_iou']['unseen']:.3f}"
                     if r else "another worker runs it")
             print(f"{name}: {done}", flush=True)
-    results = [json.loads((KEPT / f"{n}.json").read_text()) for n in VARIANTS
-               if (KEPT / f"{n}.json").is_file()]
+    order = {n: i for i, n in enumerate(VARIANTS)}
+    results = sorted((json.loads(p.read_text()) for p in KEPT.glob("*.json")),
+                     key=lambda r: (r.get("device", "cpu"), r["iterations"] or 0,
+                                    order.get(r["variant"].removesuffix("_gpu"), 99)))
     text = table(results)
     print(text)
     write_block(text)
