@@ -5,7 +5,12 @@ from torchvision, or an earlier ``boxmask train``) and a dataset that mixes thos
 with or without masks, and new ones with boxes only. Categories are matched by name
 (case and spacing ignored). Every weight that does not depend on the category is copied; the
 class-specific rows (``cls_score``, ``bbox_pred``, the student's ``mask_fcn_logits``) are
-copied for matched categories, and new categories keep the fresh initialisation of their rows.
+copied for matched categories. New categories keep the fresh initialisation of their box rows,
+but their rows of the student's mask logits start class-agnostic: the checkpoint's teacher
+channel where it has one, else the mean of its student channels. A new category's student
+channel then begins where the teacher stands (which is what its pseudo-masks will teach it)
+instead of at noise, so a short fine-tune spends its steps on the category's own shape rather
+than on learning what a mask is (docs/results.md, fine-tuning).
 
 The mask heads may differ between the two models, because the mode may: an imported model is
 an ``oracle`` (student only), and a fine-tune in ``teacher_student`` mode needs a teacher. A
@@ -43,6 +48,7 @@ class InitReport:
     copied: int = 0  # tensors copied whole or by rows
     derived: dict[str, str] = field(default_factory=dict)  # target key -> the key it came from
     fresh: list[str] = field(default_factory=list)  # target keys left at initialisation
+    agnostic_start: list[str] = field(default_factory=list)  # new categories' mask rows so set
 
     def summary(self) -> str:
         parts = [f"{len(self.matched)} categories matched by name, {len(self.new)} new"
@@ -54,6 +60,9 @@ class InitReport:
         if self.derived:
             heads = sorted({k.split(".")[2] for k in self.derived})
             parts.append(f"{' and '.join(heads)} head derived from the other head")
+        if self.agnostic_start:
+            parts.append(f"{len(self.agnostic_start)} new categories' mask channels start "
+                         "class-agnostic")
         if self.fresh:
             parts.append(f"{len(self.fresh)} tensors fresh ({', '.join(self.fresh[:3])}"
                          f"{', ...' if len(self.fresh) > 3 else ''})")
@@ -104,6 +113,17 @@ def _class_rows(key: str, pairs: Mapping[int, int]) -> tuple[list[int], list[int
     if key.startswith(_STUDENT + _LOGITS):
         return [tl - 1 for tl in pairs], [sl - 1 for sl in pairs.values()]
     return None
+
+
+def _agnostic_logits(key: str, state: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+    """One class-agnostic row of the student's mask logits (``key``: its weight or bias) from
+    the checkpoint: its teacher's channel, else the mean of its student channels."""
+    suffix = key[len(_STUDENT + _LOGITS):]
+    teacher = state.get(_TEACHER + _LOGITS + suffix)
+    if teacher is not None and teacher.shape[0] == 1:
+        return teacher[0]
+    student = state.get(key)
+    return None if student is None else student.mean(dim=0)
 
 
 def _is_mask_head(key: str) -> bool:
@@ -169,6 +189,14 @@ def init_from_checkpoint(model: nn.Module, categories: Sequence[Mapping[str, Any
             t_rows, s_rows = rows
             new = value.clone()
             new[t_rows] = state[key][s_rows].to(value.dtype)
+            if key.startswith(_STUDENT + _LOGITS):
+                start = _agnostic_logits(key, state)
+                fresh_rows = [int(c["label"]) - 1 for c in categories
+                              if int(c["label"]) not in pairs]
+                if start is not None and start.shape == value.shape[1:] and fresh_rows:
+                    new[fresh_rows] = start.to(value.dtype)
+                    report.agnostic_start = sorted(
+                        {str(c["name"]) for c in categories if int(c["label"]) not in pairs})
             out[key] = new
             report.copied += 1
         elif key in state and state[key].shape == value.shape:

@@ -36,7 +36,13 @@ def test_matched_categories_keep_their_rows_and_new_ones_keep_fresh_rows():
     logits = "roi_heads.mask_branch.student.predictor.mask_fcn_logits.weight"
     assert torch.equal(sd[logits][0], s[logits][1])  # Dog <- dog
     assert torch.equal(sd[logits][2], s[logits][0])  # cat <- cat
-    assert torch.equal(sd[logits][1], fresh[logits][1])  # zebra: fresh
+    # zebra's mask channel starts class-agnostic: the mean of the oracle's channels (box rows
+    # below stay fresh).
+    assert torch.allclose(sd[logits][1], s[logits].mean(0))
+    assert not torch.allclose(sd[logits][1], fresh[logits][1])
+    bias = logits.replace("weight", "bias")
+    assert torch.allclose(sd[bias][1], s[bias].mean(0))
+    assert report.agnostic_start == ["zebra"] and "class-agnostic" in report.summary()
     cls = "roi_heads.box_predictor.cls_score.weight"
     assert torch.equal(sd[cls][0], s[cls][0]) and torch.equal(sd[cls][1], s[cls][2])
     assert torch.equal(sd[cls][2], fresh[cls][2])
@@ -115,3 +121,18 @@ def test_the_v2_heads_train(heads):
     names = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not names, names[:5]
     assert any("box_head.0.1" in n for n, _ in model.named_parameters())  # the normed conv box head
+
+
+def test_new_categories_mask_channels_start_from_the_checkpoints_teacher():
+    """A teacher-student checkpoint has a class-agnostic teacher: a new category's student
+    channel starts as that channel (what its pseudo-masks come from), not as noise."""
+    src = _checkpoint("teacher_student", ["cat", "dog"])
+    model = build_model(ModelConfig(mode="teacher_student", **TINY), 4, {1, 2})
+    report = init_from_checkpoint(model, _cats(["cat", "dog", "zebra", "gnu"]), src)
+    sd, s = model.state_dict(), src["model"]
+    for part in ("weight", "bias"):
+        key = f"roi_heads.mask_branch.student.predictor.mask_fcn_logits.{part}"
+        teacher = s[f"roi_heads.mask_branch.teacher.predictor.mask_fcn_logits.{part}"][0]
+        assert torch.equal(sd[key][0], s[key][0]) and torch.equal(sd[key][1], s[key][1])
+        assert torch.equal(sd[key][2], teacher) and torch.equal(sd[key][3], teacher)
+    assert report.agnostic_start == ["gnu", "zebra"]
