@@ -29,6 +29,16 @@ TINY_MODEL = {
     "box_detections_per_img": 30,
 }
 
+# The size at which the paper's claim is tested (tests/training/test_finetune.py's quality test,
+# benchmarks/finetune_quality.py): the headline recipe's heads (GroupNorm, docs/results.md's
+# recipe ablation) at reduced widths, 96-px clear scenes.
+QUALITY_MODEL = {
+    **TINY_MODEL, "backbone_norm": "auto", "fpn_channels": 32, "mask_head_channels": 64,
+    "head_norm": "gn", "representation_size": 128, "min_size": 96, "max_size": 96,
+    "rpn_pre_nms_top_n_train": 500, "rpn_post_nms_top_n_train": 250,
+    "rpn_batch_size_per_image": 128, "box_batch_size_per_image": 64,
+}
+
 
 def write_datasets(root: Path, num_train: int, num_val: int, size: int, seed: int = 0,
                    scene: str = "clear") -> dict[str, Path]:
@@ -57,21 +67,25 @@ def write_datasets(root: Path, num_train: int, num_val: int, size: int, seed: in
 
 def train_run(paths: dict[str, Path], annotations: str, out: Path, model: dict[str, Any],
               epochs: int, seed: int = 0, lr: float = 1e-3, seen: Any = "all",
-              optimizer: str = "adamw") -> Path:
-    """Train the tiny model on ``paths[annotations]``; AdamW because from random init on these
-    small sets it learns masks in far fewer steps than SGD (docs/results.md, recipe ablation)."""
+              optimizer: str = "adamw", base: dict[str, Any] = TINY_MODEL,
+              lr_steps: list[int] | None = None, warmup_iters: int = 20, threads: int = 2,
+              resume: bool = False) -> Path:
+    """Train ``base`` (the tiny model) with ``model``'s overrides on ``paths[annotations]``;
+    AdamW because from random init on these small sets it learns masks in far fewer steps than
+    SGD (docs/results.md, recipe ablation). ``resume`` continues a cut-off run in ``out``."""
     from boxmask.config import load_config
     from boxmask.training.trainer import train
 
     cfg = load_config(None, base={
         "data": {"train_annotations": str(paths[annotations]), "train_images": str(paths["images"]),
                  "seen": seen, "horizontal_flip": 0.5},
-        "model": {**TINY_MODEL, **model},
+        "model": {**base, **model},
         "train": {"epochs": epochs, "batch_size": 4, "lr": lr, "optimizer": optimizer,
-                  "warmup_iters": 20, "lr_steps": [], "seed": seed,
-                  "log_every": 50, "output_dir": str(out), "threads": 2},
+                  "warmup_iters": warmup_iters, "lr_steps": lr_steps or [], "seed": seed,
+                  "log_every": 50, "output_dir": str(out), "threads": threads,
+                  "keep_checkpoints": 1},
     })
-    return train(cfg)
+    return train(cfg, resume=Path("auto") if resume else None)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
