@@ -9,7 +9,7 @@ validation instances of the new and of the old categories, beside the box as mas
 Resumable: each stage's run folder under ``--out`` keeps its checkpoints; a rerun skips
 finished stages and resumes a cut-off one.
 
-    .venv/bin/python benchmarks/finetune_quality.py                      # the test's size
+    .venv/bin/python benchmarks/finetune_quality.py --finetune-epochs 12 --threads 1  # the test's
     .venv/bin/python benchmarks/finetune_quality.py --pretrain-epochs 24 --finetune-epochs 8
 """
 
@@ -24,8 +24,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.training.finetune_scenario import (NEW, OLD, QUALITY_MODEL, box_prompted_miou,  # noqa: E402
-                                              train_run, write_datasets)
+from tests.training.finetune_scenario import (
+    NEW,
+    OLD,
+    QUALITY_MODEL,
+    box_prompted_miou,
+    train_run,
+    write_datasets,
+)
 
 
 def _done(out: Path, epochs: int) -> bool:
@@ -46,7 +52,7 @@ def run(args: argparse.Namespace) -> dict:
              "finetune": data / "finetune.json",
              "val": data / "synth" / "annotations" / "instances_val.json",
              "val_images": data / "synth" / "images" / "val"}
-    common = dict(base=QUALITY_MODEL, threads=args.threads, seed=args.seed, lr=args.lr)
+    common = {"base": QUALITY_MODEL, "threads": args.threads, "seed": args.seed, "lr": args.lr}
     times: dict[str, float] = {}
     pre_dir = out / "pretrain"
     t0 = time.time()
@@ -85,7 +91,7 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=str(ROOT / "runs" / "finetune_quality" / "default"))
     p.add_argument("--size", type=int, default=96)
@@ -97,7 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     result = run(args)
     print(f"box-prompted mean IoU, {args.val_images} validation images of {args.size} px; "
           f"pretrain {args.pretrain_epochs} epochs, fine-tunes {args.finetune_epochs} epochs each "
