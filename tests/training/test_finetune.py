@@ -50,6 +50,7 @@ def test_init_from_keeps_old_categories_and_trains_new_ones_from_pseudo_masks(ti
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 @pytest.mark.skipif(os.environ.get("BOXMASK_QUALITY_TESTS") != "1",
                     reason="about 1,400 training iterations (15-35 min on 2 cores): "
                            "set BOXMASK_QUALITY_TESTS=1 to run it")
