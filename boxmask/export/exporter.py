@@ -1,6 +1,7 @@
 """``boxmask export``: a training checkpoint -> the exported model directory (contracts §4).
 
-Writes ``encoder.onnx``, ``decoder.onnx``, ``detector.onnx`` and ``model.json``; optionally fp16
+Writes ``encoder.onnx``, ``decoder.onnx``, ``labelled_decoder.onnx`` (the decoder for boxes
+that come with their class: no box head), ``detector.onnx`` and ``model.json``; optionally fp16
 graphs, an int8 encoder for CPU (static quantisation calibrated on training images, with its
 accuracy cost measured against fp32 and written into the card), TensorRT engines and a Triton
 model repository. After export the ONNX graphs are run in ONNX Runtime and compared with eager
@@ -30,9 +31,12 @@ from boxmask.export.graphs import (
     DETECTOR_INPUTS,
     DETECTOR_OUTPUTS,
     ENCODER_OUTPUTS,
+    LABELLED_DECODER_INPUTS,
+    LABELLED_DECODER_OUTPUTS,
     DecoderGraph,
     DetectorGraph,
     EncoderGraph,
+    LabelledDecoderGraph,
 )
 from boxmask.export.inputs import example_image, resized_input
 from boxmask.export.parity import check_parity
@@ -92,6 +96,12 @@ def export_onnx(model: BoxMaskRCNN, cfg: BoxMaskConfig, out: Path, opset: int = 
                 {**{n: {2: f"{n}_h", 3: f"{n}_w"} for n in ENCODER_OUTPUTS},
                  "boxes": n_axis, "labels": n_axis,
                  **{n: n_axis for n in DECODER_OUTPUTS}}, opset)
+        given = LabelledDecoderGraph(model, size).eval()
+        _export(given, (*feats, boxes, labels.clamp(min=1), torch.tensor([h, w], dtype=torch.int64)),
+                out / "labelled_decoder.onnx", LABELLED_DECODER_INPUTS, LABELLED_DECODER_OUTPUTS,
+                {**{n: {2: f"{n}_h", 3: f"{n}_w"} for n in ENCODER_OUTPUTS},
+                 "boxes": n_axis, "labels": n_axis,
+                 **{n: n_axis for n in LABELLED_DECODER_OUTPUTS}}, opset)
         det = DetectorGraph(model).eval()
         k_axis = {0: "num_detections"}
         _export(det, (*feats, torch.tensor([h, w], dtype=torch.int64)), out / "detector.onnx",
@@ -110,6 +120,10 @@ def export_onnx(model: BoxMaskRCNN, cfg: BoxMaskConfig, out: Path, opset: int = 
                                "boxes": ["N", "4"], "labels": ["N"], "image_size": ["2"]},
                     "outputs": {"mask_logits": ["N", "1", str(r), str(r)],
                                 "class_scores": ["N", str(c + 1)], "labels_out": ["N"]}},
+        "labelled_decoder": {"inputs": {**{n: ["1", str(f), "h", "w"] for n in ENCODER_OUTPUTS},
+                                        "boxes": ["N", "4"], "labels": ["N"],
+                                        "image_size": ["2"]},
+                             "outputs": {"mask_logits": ["N", "1", str(r), str(r)]}},
         "detector": {"inputs": {**{n: ["1", str(f), "h", "w"] for n in ENCODER_OUTPUTS},
                                 "image_size": ["2"]},
                      "outputs": {"boxes": ["K", "4"], "labels": ["K"], "scores": ["K"],
@@ -155,7 +169,8 @@ def export_checkpoint(checkpoint: Path, out: Path, name: str | None = None, fp16
     try:
         io = export_onnx(model, cfg, tmp, opset)
         files: dict[str, dict[str, str]] = {
-            k: {"path": f"{k}.onnx"} for k in ("encoder", "decoder", "detector")}
+            k: {"path": f"{k}.onnx"}
+            for k in ("encoder", "decoder", "labelled_decoder", "detector")}
         parity: dict[str, Any] = {}
         if check:
             parity = check_parity(model, tmp, cfg)
@@ -164,11 +179,12 @@ def export_checkpoint(checkpoint: Path, out: Path, name: str | None = None, fp16
             quantization["int8"] = quantize_encoder_int8(model, cfg, tmp, calibration_images)
             files["encoder_int8"] = {"path": "encoder.int8.onnx"}
             files["decoder_int8"] = {"path": "decoder.int8.onnx"}
+            files["labelled_decoder_int8"] = {"path": "labelled_decoder.int8.onnx"}
         if fp16:
             # The detector stays fp32: onnxconverter-common's cast clean-up fails on its NMS
             # graph ("'list' object has no attribute 'input'"), and pre-annotation is not the
             # latency-critical path; the encoder and decoder are.
-            for k in ("encoder", "decoder"):
+            for k in ("encoder", "decoder", "labelled_decoder"):
                 convert_fp16(tmp / f"{k}.onnx", tmp / f"{k}.fp16.onnx")
                 files[f"{k}_fp16"] = {"path": f"{k}.fp16.onnx"}
         if tensorrt:

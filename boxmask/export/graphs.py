@@ -23,6 +23,8 @@ from boxmask.runtime import contract
 ENCODER_OUTPUTS = list(contract.ENCODER_OUTPUTS)
 DECODER_INPUTS = list(contract.DECODER_INPUTS)
 DECODER_OUTPUTS = list(contract.DECODER_OUTPUTS)
+LABELLED_DECODER_INPUTS = list(contract.LABELLED_DECODER_INPUTS)
+LABELLED_DECODER_OUTPUTS = list(contract.LABELLED_DECODER_OUTPUTS)
 DETECTOR_INPUTS = list(contract.DETECTOR_INPUTS)
 DETECTOR_OUTPUTS = list(contract.DETECTOR_OUTPUTS)
 
@@ -74,12 +76,42 @@ class DecoderGraph(nn.Module):
                 boxes: torch.Tensor, labels: torch.Tensor, image_size: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         features = OrderedDict(zip(FPN_LEVELS, (p2, p3, p4, p5)))
-        h = image_size[0].to(boxes.dtype)
-        w = image_size[1].to(boxes.dtype)
-        x1, y1, x2, y2 = boxes.unbind(1)
-        clipped = torch.stack([x1.clamp(min=0).minimum(w), y1.clamp(min=0).minimum(h),
-                               x2.clamp(min=0).minimum(w), y2.clamp(min=0).minimum(h)], dim=1)
-        return self.roi_heads.decode_boxes(features, clipped, labels, self.traced_image_size)
+        return self.roi_heads.decode_boxes(features, _clip(boxes, image_size), labels,
+                                           self.traced_image_size)
+
+
+def _clip(boxes: torch.Tensor, image_size: torch.Tensor) -> torch.Tensor:
+    """``boxes [N, 4]`` clipped to ``image_size`` (h, w), as the decoder clips them."""
+    h = image_size[0].to(boxes.dtype)
+    w = image_size[1].to(boxes.dtype)
+    x1, y1, x2, y2 = boxes.unbind(1)
+    return torch.stack([x1.clamp(min=0).minimum(w), y1.clamp(min=0).minimum(h),
+                        x2.clamp(min=0).minimum(w), y2.clamp(min=0).minimum(h)], dim=1)
+
+
+class LabelledDecoderGraph(nn.Module):
+    """The decoder for boxes that come with their class: the mask branch alone.
+
+    When the annotator gives the label, the box head's only product is the class score; at the
+    paper's widths its 12544x1024 layer is most of a lone box's cost. This graph runs the same
+    ``mask_branch.mask_logits`` as :class:`DecoderGraph` on the same clipped boxes, so its masks
+    equal the full decoder's for the same labels.
+
+    Inputs: as :class:`DecoderGraph`, with every ``labels [N]`` in 1..C.
+    Outputs: ``mask_logits [N, 1, R, R]``.
+    """
+
+    def __init__(self, model: BoxMaskRCNN, traced_image_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.mask_branch = model.roi_heads.mask_branch
+        self.traced_image_size = traced_image_size
+
+    def forward(self, p2: torch.Tensor, p3: torch.Tensor, p4: torch.Tensor, p5: torch.Tensor,
+                boxes: torch.Tensor, labels: torch.Tensor, image_size: torch.Tensor
+                ) -> torch.Tensor:
+        features = OrderedDict(zip(FPN_LEVELS, (p2, p3, p4, p5)))
+        return self.mask_branch.mask_logits(features, [_clip(boxes, image_size)],
+                                            [self.traced_image_size], [labels])
 
 
 class DetectorGraph(nn.Module):

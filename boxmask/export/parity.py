@@ -6,6 +6,8 @@ Checked on several image sizes, on N = 0, 1 and many boxes, with and without lab
   thresholded R x R masks (the ``>= 0.99`` bar of issue 4); logits must agree within
   ``LOGIT_TOL + LOGIT_RTOL * |logit|`` (as ``numpy.allclose``): float32 rounding grows with the
   magnitude, and a random-weight R50 (tests of imported models) has logits in the thousands;
+- labelled decoder (when exported): its mask logits against the eager full decoder's for the
+  same given labels, with the same bars: skipping the box head must not change a mask;
 - detector: the same boxes, labels and scores.
 The export fails when a bar is missed: a graph that disagrees with its model is a bug.
 """
@@ -27,6 +29,8 @@ from boxmask.export.graphs import (
     DETECTOR_INPUTS,
     DETECTOR_OUTPUTS,
     ENCODER_OUTPUTS,
+    LABELLED_DECODER_INPUTS,
+    LABELLED_DECODER_OUTPUTS,
     DecoderGraph,
     DetectorGraph,
     EncoderGraph,
@@ -67,6 +71,8 @@ def check_parity(model: BoxMaskRCNN, model_dir: Path, cfg: BoxMaskConfig,
     enc_s = _session(model_dir / "encoder.onnx")
     dec_s = _session(model_dir / "decoder.onnx")
     det_s = _session(model_dir / "detector.onnx")
+    labelled_path = model_dir / "labelled_decoder.onnx"
+    given_s = _session(labelled_path) if labelled_path.is_file() else None
     m = cfg.model.min_size
     sizes = sizes or ((m, m), (m, int(m * 1.3)), (int(m * 0.75) // 2 * 2 + 1, m))
     enc, det = EncoderGraph(model).eval(), DetectorGraph(model).eval()
@@ -75,6 +81,9 @@ def check_parity(model: BoxMaskRCNN, model_dir: Path, cfg: BoxMaskConfig,
              "decoder_logits_max_ref": 0.0, "decoder_logits_within_tol": True,
              "decoder_min_mask_iou": 1.0, "decoder_labels_equal": True,
              "detector_max_abs": 0.0, "detector_same_count": True}
+    if given_s is not None:
+        worst |= {"labelled_decoder_logits_max_abs": 0.0, "labelled_decoder_within_tol": True,
+                  "labelled_decoder_min_mask_iou": 1.0}
     for h, w in sizes:
         x = torch.rand(1, 3, h, w, generator=gen) * 255.0
         feats = enc(x)
@@ -91,10 +100,25 @@ def check_parity(model: BoxMaskRCNN, model_dir: Path, cfg: BoxMaskConfig,
                 ref = dec(*feats, boxes, labels, size)
                 got = dec_s.run(DECODER_OUTPUTS, dict(zip(DECODER_INPUTS, [
                     *[f.numpy() for f in feats], boxes.numpy(), labels.numpy(), size.numpy()])))
+                given = None
+                if given_s is not None and with_labels:
+                    given = given_s.run(LABELLED_DECODER_OUTPUTS, dict(zip(
+                        LABELLED_DECODER_INPUTS, [*[f.numpy() for f in feats], boxes.numpy(),
+                                                  labels.numpy(), size.numpy()])))[0]
                 if n == 0:
-                    if any(g.shape[0] != 0 for g in got):
+                    if any(g.shape[0] != 0 for g in got) or (given is not None and given.shape[0]):
                         raise ExportError("decoder.onnx returns rows for zero boxes")
                     continue
+                if given is not None:
+                    ref_logits = ref[0].numpy()
+                    gdiff = np.abs(ref_logits - given)
+                    worst["labelled_decoder_logits_max_abs"] = max(
+                        worst["labelled_decoder_logits_max_abs"], float(gdiff.max()))
+                    worst["labelled_decoder_within_tol"] &= bool(
+                        (gdiff <= LOGIT_TOL + LOGIT_RTOL * np.abs(ref_logits)).all())
+                    worst["labelled_decoder_min_mask_iou"] = min(
+                        worst["labelled_decoder_min_mask_iou"],
+                        *(_mask_iou(ref_logits[i], given[i]) for i in range(n)))
                 diff = np.abs(ref[0].numpy() - got[0])
                 worst["decoder_logits_max_abs"] = max(worst["decoder_logits_max_abs"], float(diff.max()))
                 worst["decoder_logits_max_ref"] = max(worst["decoder_logits_max_ref"],
@@ -127,6 +151,12 @@ def check_parity(model: BoxMaskRCNN, model_dir: Path, cfg: BoxMaskConfig,
                         f"{LOGIT_RTOL} x |logit|")
     if worst["decoder_min_mask_iou"] < MIN_MASK_IOU:
         failures.append(f"decoder mask IoU {worst['decoder_min_mask_iou']:.4f} < {MIN_MASK_IOU}")
+    if not worst.get("labelled_decoder_within_tol", True):
+        failures.append(f"labelled decoder logits differ from the full decoder's by "
+                        f"{worst['labelled_decoder_logits_max_abs']:.2e}")
+    if worst.get("labelled_decoder_min_mask_iou", 1.0) < MIN_MASK_IOU:
+        failures.append(f"labelled decoder mask IoU {worst['labelled_decoder_min_mask_iou']:.4f} "
+                        f"< {MIN_MASK_IOU}")
     if not worst["decoder_labels_equal"]:
         failures.append("decoder labels differ")
     if not worst["detector_same_count"]:

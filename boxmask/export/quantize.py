@@ -87,10 +87,12 @@ def quantize_encoder_int8(model: BoxMaskRCNN, cfg: BoxMaskConfig, model_dir: Pat
 
 def quantize_decoder_int8(model_dir: Path, encoder_inputs: list[np.ndarray], num_classes: int,
                           boxes_per_image: int = 32, seed: int = 0) -> None:
-    """Write ``decoder.int8.onnx``: convolutions and the box head's matrix products in int8.
+    """Write ``decoder.int8.onnx`` (and ``labelled_decoder.int8.onnx`` when the labelled decoder
+    was exported): convolutions and the box head's matrix products in int8.
 
     Calibration feeds are the fp32 encoder's features of ``encoder_inputs`` with random boxes
-    (every size the decoder sees) and random labels; RoIAlign and the softmax stay fp32.
+    (every size the decoder sees) and random labels (1..C for the labelled decoder, which takes
+    no 0); RoIAlign and the softmax stay fp32.
     """
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
@@ -105,8 +107,16 @@ def quantize_decoder_int8(model_dir: Path, encoder_inputs: list[np.ndarray], num
         labels = torch.randint(0, num_classes + 1, (boxes_per_image,), generator=gen).numpy()
         feeds.append(dict(zip(DECODER_INPUTS, [*feats, boxes, labels,
                                                np.array([h, w], np.int64)])))
-    pre = model_dir / "decoder.pre.onnx"
-    quant_pre_process(str(model_dir / "decoder.onnx"), str(pre), skip_symbolic_shape=True)
+    _quantize_decoder(model_dir / "decoder.onnx", model_dir / "decoder.int8.onnx", feeds)
+    labelled = model_dir / "labelled_decoder.onnx"
+    if labelled.is_file():
+        given = [{**f, "labels": np.maximum(f["labels"], 1)} for f in feeds]
+        _quantize_decoder(labelled, model_dir / "labelled_decoder.int8.onnx", given)
+
+
+def _quantize_decoder(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]]) -> None:
+    pre = dst.with_name(src.stem + ".pre.onnx")
+    quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
 
     class _Feeds:
         def __init__(self) -> None:
@@ -116,7 +126,7 @@ def quantize_decoder_int8(model_dir: Path, encoder_inputs: list[np.ndarray], num
             return next(self._it, None)
 
     quantize_static(
-        str(pre), str(model_dir / "decoder.int8.onnx"), _Feeds(),
+        str(pre), str(dst), _Feeds(),
         quant_format=QuantFormat.QDQ, per_channel=True,
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
         calibrate_method=CalibrationMethod.MinMax,

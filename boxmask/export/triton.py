@@ -3,6 +3,7 @@
 ```
 REPO/boxmask_encoder/config.pbtxt   1/model.onnx | 1/model.plan
 REPO/boxmask_decoder/config.pbtxt   1/model.onnx | 1/model.plan
+REPO/boxmask_labelled_decoder/...  1/model.onnx  (when the export has the labelled decoder)
 REPO/boxmask_detector/config.pbtxt  1/model.onnx
 REPO/model.json                     the card, for the boxmask server that talks to this Triton
 ```
@@ -66,6 +67,8 @@ def write_triton_repository(model_dir: Path, repo: Path, gpu: bool = True,
     kind = "KIND_GPU" if gpu else "KIND_CPU"
     repo.mkdir(parents=True, exist_ok=True)
     for graph, name in TRITON_MODEL_NAMES.items():
+        if graph not in files:
+            continue  # the labelled decoder is optional (directories exported before it)
         target = repo / name
         if target.exists():
             shutil.rmtree(target)
@@ -78,7 +81,7 @@ def write_triton_repository(model_dir: Path, repo: Path, gpu: bool = True,
         else:
             shutil.copy2(onnx_file, target / "1" / "model.onnx")
             platform = "onnxruntime_onnx"
-        count = decoder_instances if graph == "decoder" else 1
+        count = decoder_instances if graph in ("decoder", "labelled_decoder") else 1
         (target / "config.pbtxt").write_text(triton_config(name, onnx_file, platform, kind, count))
     shutil.copy2(model_dir / CARD_NAME, repo / CARD_NAME)
     return repo

@@ -25,6 +25,11 @@ ENCODER_OUTPUTS: tuple[str, ...] = ("p2", "p3", "p4", "p5")
 #: The decoder: features of one image + boxes + labels (0 = predicted) + resized (h, w).
 DECODER_INPUTS: tuple[str, ...] = (*ENCODER_OUTPUTS, "boxes", "labels", "image_size")
 DECODER_OUTPUTS: tuple[str, ...] = ("mask_logits", "class_scores", "labels_out")
+#: The labelled decoder (optional): the decoder's inputs, every label given (1..C), and only the
+#: masks out. It leaves out the box head, whose only use when the label is given is the class
+#: score, and which is most of the cost of a lone box (docs/benchmarks.md).
+LABELLED_DECODER_INPUTS: tuple[str, ...] = DECODER_INPUTS
+LABELLED_DECODER_OUTPUTS: tuple[str, ...] = ("mask_logits",)
 #: The detector: features of one image + resized (h, w) -> detections with mask probabilities.
 DETECTOR_INPUTS: tuple[str, ...] = (*ENCODER_OUTPUTS, "image_size")
 DETECTOR_OUTPUTS: tuple[str, ...] = ("boxes", "labels", "scores", "mask_probs")
@@ -33,6 +38,7 @@ DETECTOR_OUTPUTS: tuple[str, ...] = ("boxes", "labels", "scores", "mask_probs")
 TRITON_MODEL_NAMES: dict[str, str] = {
     "encoder": "boxmask_encoder",
     "decoder": "boxmask_decoder",
+    "labelled_decoder": "boxmask_labelled_decoder",
     "detector": "boxmask_detector",
 }
 

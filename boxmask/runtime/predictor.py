@@ -3,7 +3,10 @@
 Like Segment Anything's `SamPredictor`, the expensive part runs once per image and the cheap part
 once per set of boxes: `set_image` runs the encoder (image -> FPN features) and caches its
 outputs under the image's sha256; `predict` runs the decoder on all boxes of one call at once
-and pastes the R x R masks into the image. `detect` runs the detector over the same cached
+and pastes the R x R masks into the image. When every box comes with its label and the caller
+does not ask for class scores, `predict` runs the labelled decoder instead (where the model
+directory has one): the mask branch alone, without the box head, whose only product for a
+given label is its class score (`Prediction.scores` is then NaN). `detect` runs the detector over the same cached
 features, so an image is encoded once whether boxes are drawn on it, it is pre-annotated, or
 both.
 
@@ -32,6 +35,7 @@ from boxmask.runtime.contract import (
     DETECTOR_OUTPUTS,
     ENCODER_INPUT,
     ENCODER_OUTPUTS,
+    LABELLED_DECODER_OUTPUTS,
     TRITON_MODEL_NAMES,
 )
 from boxmask.runtime.errors import (
@@ -48,7 +52,7 @@ from boxmask.runtime.transforms import ResizeInfo, boxes_to_original, boxes_to_r
 
 logger = logging.getLogger(__name__)
 
-GRAPHS = ("encoder", "decoder", "detector")
+GRAPHS = ("encoder", "decoder", "labelled_decoder", "detector")
 Backend = Literal["onnxruntime", "triton"]
 Precision = Literal["fp32", "fp16", "int8"]
 LabelLike = int | str | None
@@ -64,7 +68,7 @@ class Prediction:
     the array and can afford N x H x W bytes.
     """
 
-    scores: np.ndarray  # [N] float32: class score of the label used
+    scores: np.ndarray  # [N] float32: class score of the label used (NaN: not computed)
     labels: np.ndarray  # [N] int64 COCO category ids
     boxes: np.ndarray  # [N, 4] float32 xyxy original pixels (clipped to the image)
     mask_probs: np.ndarray  # [N, R, R] float32 mask probabilities before pasting
@@ -135,6 +139,7 @@ class Predictor:
         decoder: InferenceSession,
         detector: InferenceSession | None = None,
         *,
+        labelled_decoder: InferenceSession | None = None,
         detector_factory: Callable[[], InferenceSession] | None = None,
         cache_bytes: int = 512 << 20,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -145,6 +150,8 @@ class Predictor:
         self.card = card
         self.encoder = encoder
         self.decoder = decoder
+        # Optional: masks of labelled boxes without the box head (None: the decoder does all).
+        self.labelled_decoder = labelled_decoder
         self._detector = detector
         self._detector_factory = detector_factory
         self._detector_lock = threading.Lock()
@@ -216,7 +223,8 @@ class Predictor:
                 raise ValueError(
                     "backend='triton' needs triton_url (e.g. 'localhost:8000' or 'grpc://localhost:8001')"
                 )
-            keys = {graph: graph for graph in GRAPHS}
+            keys = {graph: graph for graph in GRAPHS
+                    if graph != "labelled_decoder" or graph in card.files}
 
             def session(graph: str) -> InferenceSession:
                 from boxmask.runtime.sessions.triton_client import TritonSession
@@ -228,7 +236,9 @@ class Predictor:
         else:
             raise ValueError(f"backend must be 'onnxruntime' or 'triton', got {backend!r}")
         factory = (lambda: session("detector")) if "detector" in keys else None
-        return cls(card, session("encoder"), session("decoder"), detector_factory=factory, **kwargs)
+        labelled = session("labelled_decoder") if "labelled_decoder" in keys else None
+        return cls(card, session("encoder"), session("decoder"), labelled_decoder=labelled,
+                   detector_factory=factory, **kwargs)
 
     @staticmethod
     def _file_keys(card: ModelCard, precision: str) -> dict[str, str]:
@@ -272,7 +282,10 @@ class Predictor:
             return self._detector
 
     def describe(self) -> dict[str, str]:
-        return {"encoder": self.encoder.describe(), "decoder": self.decoder.describe()}
+        out = {"encoder": self.encoder.describe(), "decoder": self.decoder.describe()}
+        if self.labelled_decoder is not None:
+            out["labelled_decoder"] = self.labelled_decoder.describe()
+        return out
 
     def cache_stats(self) -> CacheStats:
         return self.cache.stats()
@@ -414,9 +427,14 @@ class Predictor:
         labels: Sequence[LabelLike] | None = None,
         key: str | None = None,
         mask_threshold: float | None = None,
+        class_scores: bool = True,
     ) -> Prediction:
         """Masks for `boxes` ([N, 4] xyxy, original pixels) of the image `key` (default: the
-        image of the last `set_image`). All boxes go through the decoder in one run."""
+        image of the last `set_image`). All boxes go through the decoder in one run.
+
+        `class_scores=False` allows the labelled decoder when every box has a label: the same
+        masks without the box head's cost, and `scores` NaN. Boxes without a label need the box
+        head for their class, so they take the full decoder (and get scores) either way."""
         key, entry = self._entry(key)
         h, w = entry.info.original_size
         clipped = self.validate_boxes(boxes, h, w)
@@ -440,17 +458,20 @@ class Predictor:
                 mask_threshold,
             )
         rh, rw = entry.info.resized_size
-        outputs = self.decoder.run(
-            {
-                **entry.features,
-                "boxes": boxes_to_resized(clipped, entry.info),
-                "labels": contiguous,
-                "image_size": np.array([rh, rw], dtype=np.int64),
-            },
-            list(DECODER_OUTPUTS),
-        )
-        used = outputs["labels_out"].astype(np.int64).reshape(n)
-        scores = outputs["class_scores"][np.arange(n), used]
+        feed = {
+            **entry.features,
+            "boxes": boxes_to_resized(clipped, entry.info),
+            "labels": contiguous,
+            "image_size": np.array([rh, rw], dtype=np.int64),
+        }
+        if not class_scores and self.labelled_decoder is not None and bool((contiguous > 0).all()):
+            outputs = self.labelled_decoder.run(feed, list(LABELLED_DECODER_OUTPUTS))
+            used = contiguous
+            scores = np.full((n,), np.nan, dtype=np.float32)
+        else:
+            outputs = self.decoder.run(feed, list(DECODER_OUTPUTS))
+            used = outputs["labels_out"].astype(np.int64).reshape(n)
+            scores = outputs["class_scores"][np.arange(n), used]
         probs = _sigmoid(outputs["mask_logits"].reshape(n, r, r))
         return self._prediction(probs, clipped, used, scores, entry.info, key, mask_threshold)
 

@@ -40,8 +40,10 @@ def wire_mask(mask: np.ndarray, mask_format: MaskFormat) -> RleMask | PolygonMas
 
 
 def instances(pred: Prediction, mask_format: MaskFormat) -> list[Instance]:
+    # NaN: the labelled decoder gave the mask and no class score (JSON has no NaN: null).
     return [Instance(box=[round(float(v), 2) for v in box], category_id=int(label), label=name,
-                     score=round(float(score), 5), mask=wire_mask(mask, mask_format))
+                     score=None if np.isnan(score) else round(float(score), 5),
+                     mask=wire_mask(mask, mask_format))
             for mask, box, label, name, score
             in zip(pred.iter_masks(), pred.boxes, pred.labels, pred.names, pred.scores)]
 
@@ -73,8 +75,10 @@ def segment(predictor: Predictor, model: str, image: ImageInput, params: Segment
     if not params.clip_boxes:
         height, width = predictor.image_size(key)
         refuse_outside(boxes, width, height)
-    # All boxes of the call go through the decoder in one batch.
-    pred = predictor.predict(boxes, labels=params.labels, key=key)
+    # All boxes of the call go through the decoder in one batch; labelled boxes through the
+    # labelled decoder (no box head) unless the client wants their class scores.
+    pred = predictor.predict(boxes, labels=params.labels, key=key,
+                             class_scores=params.class_scores)
     height, width = pred.image_size
     return SegmentResponse(model=model, image_id=key, width=width, height=height,
                            instances=instances(pred, params.mask_format))

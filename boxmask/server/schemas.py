@@ -41,6 +41,12 @@ class SegmentParams(_Body):
     clip_boxes: bool = Field(default=True, description="Clip boxes that stick out of the image "
                                                        "(else refuse them).")
     model: str | None = Field(default=None, description="Model name; default: the server's.")
+    class_scores: bool = Field(
+        default=False,
+        description="Compute each box's class score even when its label is given. By default "
+                    "a box sent with its label gets its mask from the labelled decoder (no box "
+                    "head: the fast path) and `score` null; boxes without a label always get "
+                    "their predicted class and its score.")
 
     @model_validator(mode="after")
     def _labels_match_boxes(self) -> SegmentParams:
@@ -113,7 +119,9 @@ class Instance(BaseModel):
     box: list[float] = Field(description="The box used, xyxy pixels (after clipping).")
     category_id: int
     label: str = Field(description="Category name.")
-    score: float = Field(description="Class score of the label for this box.")
+    score: float | None = Field(
+        description="Class score of the label for this box; null when the label was given and "
+                    "not asked to be scored (`class_scores`), and the model skipped its box head.")
     mask: Mask
 
 

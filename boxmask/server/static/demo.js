@@ -87,7 +87,7 @@ function redraw() {
     ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
     ctx.fillStyle = `rgb(${r},${g},${b})`;
     ctx.font = `${Math.max(10, Math.round(state.width / 50))}px sans-serif`;
-    ctx.fillText(`${inst.label} ${inst.score.toFixed(2)}`, x1 + 2, Math.max(12, y1 - 3));
+    ctx.fillText(inst.score === null ? inst.label : `${inst.label} ${inst.score.toFixed(2)}`, x1 + 2, Math.max(12, y1 - 3));
   });
   if (state.drag && state.drag.end) {
     const [x1, y1, x2, y2] = dragBox();
@@ -107,7 +107,9 @@ function listInstances() {
     item.dataset.label = inst.label;
     item.dataset.area = String(inst.area);
     item.innerHTML = `<span class="swatch" style="background:rgb(${r},${g},${b})"></span>`;
-    item.append(`${inst.label} (score ${inst.score.toFixed(3)}), ${inst.area} px, box ` +
+    // score is null when the label was chosen here and the model skipped its box head.
+    const score = inst.score === null ? "" : ` (score ${inst.score.toFixed(3)})`;
+    item.append(`${inst.label}${score}, ${inst.area} px, box ` +
                 inst.box.map((v) => v.toFixed(0)).join(", "));
     list.append(item);
   });
