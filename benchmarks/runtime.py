@@ -188,42 +188,138 @@ def _predictor_rows(name: str, model_dir: Path, threads: int, repeats: int) -> l
              "ort_int8_ms": out["int8"][1] * 1e3}]
 
 
+def _variants(model_dir: Path) -> list[tuple[str, str, bool]]:
+    """(row name, precision, class_scores) of every decoder path the directory has: the full
+    decoder, and the labelled decoder (no box head) where it was exported."""
+    from boxmask.runtime import ModelCard
+
+    files = ModelCard.load(model_dir, verify=False).files
+    out = [("fp32", "fp32", True), ("int8 encoder + int8 decoder", "int8", True)]
+    if "labelled_decoder" in files:
+        out += [("fp32, labelled decoder", "fp32", False)]
+        if "labelled_decoder_int8" in files:
+            out += [("int8 encoder + int8 labelled decoder", "int8", False)]
+    return out
+
+
+def _prompted(p, coco, img_ids, image_bytes, class_scores: bool) -> list[dict]:  # noqa: ANN001
+    """One box-prompted prediction per ground-truth instance (its box and its label)."""
+    from boxmask.runtime.masks import to_rle
+
+    prompted = []
+    for img_id in img_ids:
+        anns = [a for a in coco.imgToAnns[img_id] if not a.get("iscrowd")]
+        if not anns:
+            continue
+        key = p.set_image(image_bytes(img_id))
+        boxes = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
+                           a["bbox"][1] + a["bbox"][3]] for a in anns], np.float32)
+        pred = p.predict(boxes, labels=[a["category_id"] for a in anns], key=key,
+                         class_scores=class_scores)
+        for a, m, s in zip(anns, pred.masks, pred.scores):
+            # The labelled decoder gives no class score: its masks rank equally (score 1).
+            prompted.append({"ann_id": a["id"], "segmentation": to_rle(m),
+                             "score": 1.0 if np.isnan(s) else float(s)})
+    return prompted
+
+
 def accuracy(model_dir: Path, coco_json: Path, images: Path, max_images: int | None) -> dict:
-    """Box-prompted mask AP / mean IoU on a COCO set: fp32 encoder vs int8 encoder."""
+    """Box-prompted mask AP / mean IoU on a COCO set: fp32 vs int8, full decoder vs labelled."""
     from pycocotools.coco import COCO
 
     from boxmask.evaluation.box_prompted import box_prompted_metrics
-    from boxmask.runtime import Predictor
-    from boxmask.runtime.masks import to_rle
-
     from boxmask.evaluation.instance_overlap import gt_overlaps
+    from boxmask.runtime import Predictor
 
     coco = COCO(str(coco_json))
     img_ids = sorted(coco.getImgIds())[:max_images]
     overlaps = gt_overlaps(coco, img_ids)
     out = {}
-    for precision in ("fp32", "int8"):
+    for name, precision, class_scores in _variants(model_dir):
         p = Predictor.from_dir(model_dir, precision=precision)
         seen = {c.id for c in p.card.categories if c.seen}
-        prompted = []
-        for img_id in img_ids:
-            info = coco.imgs[img_id]
-            anns = [a for a in coco.imgToAnns[img_id] if not a.get("iscrowd")]
-            if not anns:
-                continue
-            key = p.set_image((images / info["file_name"]).read_bytes())
-            boxes = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
-                               a["bbox"][1] + a["bbox"][3]] for a in anns], np.float32)
-            pred = p.predict(boxes, labels=[a["category_id"] for a in anns], key=key)
-            for a, m, s in zip(anns, pred.masks, pred.scores):
-                prompted.append({"ann_id": a["id"], "segmentation": to_rle(m), "score": float(s)})
+        prompted = _prompted(p, coco, img_ids,
+                             lambda i: (images / coco.imgs[i]["file_name"]).read_bytes(),
+                             class_scores)
         m = box_prompted_metrics(coco, prompted, seen, overlaps, [0.0, 0.3, 1.0001],
                                  img_ids=img_ids)
-        out[precision] = {"mask_ap": {k: v["AP"] for k, v in m["mask_ap"].items()},
-                          "mean_iou": m["mean_iou"]}
+        out[name] = {"mask_ap": {k: v["AP"] for k, v in m["mask_ap"].items()},
+                     "mean_iou": m["mean_iou"]}
         box = m["box_baseline"]
-        out["box as mask"] = {"mask_ap": {k: v["AP"] for k, v in box["mask_ap"].items()},
-                              "mean_iou": box["mean_iou"]}
+        baseline = {"mask_ap": {k: v["AP"] for k, v in box["mask_ap"].items()},
+                    "mean_iou": box["mean_iou"]}
+    return out | {"box as mask": baseline}
+
+
+def parity_accuracy(checkpoint: Path, boxes_per_photo: int = 40, seed: int = 0) -> dict:
+    """int8 against fp32 for a model without a labelled data set (e.g. an imported torchvision
+    Mask R-CNN): the ground truth is eager torch's own masks (fp32, the model as trained) for
+    random boxes and labels on scikit-image's photos, and each exported variant is scored
+    against it as box-prompted mask AP and mean IoU (fp32 ONNX should score ~100)."""
+    import io
+
+    import torch
+    from PIL import Image
+    from pycocotools.coco import COCO
+    from skimage import data
+
+    from boxmask.evaluation.box_prompted import box_prompted_metrics
+    from boxmask.export.exporter import export_checkpoint, load_trained_model
+    from boxmask.runtime import Predictor
+    from boxmask.runtime.masks import to_rle
+
+    photos = {n: np.ascontiguousarray(getattr(data, n)()[..., :3])
+              for n in ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left")}
+    model, _, categories, _ = load_trained_model(checkpoint)
+    label_of = {c["id"]: c["label"] for c in categories}
+    rng = np.random.default_rng(seed)
+    gt = {"images": [], "annotations": [], "categories": [{"id": c["id"], "name": c["name"]}
+                                                          for c in categories]}
+    encoded = {}
+    for i, (name, image) in enumerate(photos.items(), start=1):
+        h, w = image.shape[:2]
+        wh = rng.uniform(0.1, 0.5, (boxes_per_photo, 2)) * [w, h]
+        xy = rng.uniform(0, 1, (boxes_per_photo, 2)) * ([w, h] - wh)
+        boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32)
+        ids = rng.choice([c["id"] for c in categories], boxes_per_photo)
+        with torch.no_grad():
+            probs = model.segment_boxes(
+                [torch.from_numpy(image).permute(2, 0, 1).float() / 255.0],
+                [torch.from_numpy(boxes)], [torch.tensor([label_of[int(c)] for c in ids])])[0]
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, format="PNG")
+        encoded[i] = buf.getvalue()
+        gt["images"].append({"id": i, "file_name": f"{name}.png", "height": h, "width": w})
+        for box, cat, prob in zip(boxes, ids, probs[:, 0].numpy()):
+            rle = to_rle(prob >= 0.5)
+            x1, y1, x2, y2 = (float(v) for v in box)
+            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": i,
+                                      "category_id": int(cat), "bbox": [x1, y1, x2 - x1, y2 - y1],
+                                      "area": float((prob >= 0.5).sum()), "iscrowd": 0,
+                                      "segmentation": rle})
+    coco = COCO()
+    coco.dataset = gt
+    coco.createIndex()
+    out: dict = {}
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        calib = Path(tmp) / "calibration"
+        calib.mkdir()
+        for i, b in encoded.items():
+            (calib / f"{i}.png").write_bytes(b)
+        model_dir = Path(tmp) / "model"
+        export_checkpoint(checkpoint, model_dir, int8=True, calibration_images=len(encoded),
+                          check=False, images=calib)
+        seen = {c["id"] for c in categories}
+        for name, precision, class_scores in _variants(model_dir):
+            p = Predictor.from_dir(model_dir, precision=precision)
+            prompted = _prompted(p, coco, sorted(encoded), encoded.__getitem__, class_scores)
+            m = box_prompted_metrics(coco, prompted, seen, {a["id"]: 0.0 for a in
+                                                            gt["annotations"]},
+                                     [0.0, 1.0001], img_ids=sorted(encoded), box_baseline=False)
+            out[name] = {"mask_ap": {k: v["AP"] for k, v in m["mask_ap"].items()},
+                         "mean_iou": m["mean_iou"]}
     return out
 
 
@@ -240,17 +336,25 @@ def main() -> None:
                     help="time these checkpoints (e.g. `boxmask import torchvision` output) "
                          "instead of random --backbones")
     ap.add_argument("--accuracy", type=Path, help="a trained exported model directory")
+    ap.add_argument("--parity-accuracy", type=Path, metavar="CHECKPOINT",
+                    help="int8 vs fp32 against eager torch's masks (no data set needed)")
     ap.add_argument("--coco", type=Path)
     ap.add_argument("--images", type=Path)
     ap.add_argument("--max-images", type=int)
     args = ap.parse_args()
-    if args.accuracy:
-        res = accuracy(args.accuracy, args.coco, args.images, args.max_images)
-        print("| encoder | box-prompted mask AP unseen | seen | mean IoU unseen | seen |")
+    if args.accuracy or args.parity_accuracy:
+        res = (accuracy(args.accuracy, args.coco, args.images, args.max_images) if args.accuracy
+               else parity_accuracy(args.parity_accuracy))
+        print("| precision | box-prompted mask AP unseen | seen | mean IoU unseen | seen |")
         print("|---|---|---|---|---|")
+
+        def cell(v: float | None, scale: float, digits: int) -> str:
+            return "-" if v is None or v != v or v < 0 else f"{scale * v:.{digits}f}"
+
         for prec, r in res.items():
-            print(f"| {prec} | {100 * r['mask_ap']['unseen']:.1f} | {100 * r['mask_ap']['seen']:.1f} "
-                  f"| {r['mean_iou']['unseen']:.3f} | {r['mean_iou']['seen']:.3f} |")
+            ap_, iou = r["mask_ap"], r["mean_iou"]
+            print(f"| {prec} | {cell(ap_.get('unseen'), 100, 1)} | {cell(ap_.get('seen'), 100, 1)} "
+                  f"| {cell(iou.get('unseen'), 1, 3)} | {cell(iou.get('seen'), 1, 3)} |")
         return
     rows = []
     if args.checkpoint:
