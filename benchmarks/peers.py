@@ -259,7 +259,12 @@ def _export_sam2_hiera_t(folder: Path) -> dict[str, Any]:
     sizes = [(256, 256), (128, 128), (64, 64)]  # SAM2ImagePredictor._bb_feat_sizes
 
     class Encoder(nn.Module):  # SAM2ImagePredictor.set_image after its transforms
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model  # a submodule, so that the trace sees its weights as weights
+
         def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            model = self.model
             out = model.forward_image(image)
             _, feats, _, _ = model._prepare_backbone_features(out)
             if model.directly_add_no_mem_embed:
@@ -269,10 +274,15 @@ def _export_sam2_hiera_t(folder: Path) -> dict[str, Any]:
             return maps[0], maps[1], maps[2]
 
     class Decoder(nn.Module):  # SAM2ImagePredictor._predict with box prompts, one mask each
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
         def forward(self, image_embed: torch.Tensor, high_res_0: torch.Tensor,
                     high_res_1: torch.Tensor, point_coords: torch.Tensor,
                     point_labels: torch.Tensor, orig_im_size: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor]:
+            model = self.model
             sparse, dense = model.sam_prompt_encoder(points=(point_coords, point_labels),
                                                      boxes=None, masks=None)
             low, iou, _, _ = model.sam_mask_decoder(

@@ -146,6 +146,8 @@ class Predictor:
         max_boxes: int | None = None,
         mask_threshold: float = 0.5,
         max_mask_pixels: int | None = None,
+        input_min_size: int | None = None,
+        input_max_size: int | None = None,
     ) -> None:
         self.card = card
         self.encoder = encoder
@@ -161,6 +163,11 @@ class Predictor:
         # Boxes x image pixels one request may ask masks for (None: no budget).
         self.max_mask_pixels = max_mask_pixels
         self.mask_threshold = mask_threshold
+        # The encoder's input size (torchvision's resize rule): the card's, or a smaller one for
+        # interactive use, where the encoder is what a new image waits for and its cost grows
+        # with the pixel count. The graphs take any size; the model was trained at the card's.
+        self.input_min_size = input_min_size or card.preprocess.min_size
+        self.input_max_size = input_max_size or card.preprocess.max_size
         self._label_to_id = np.asarray(card.label_to_id(), dtype=np.int64)
         # Each thread's current image (the last it set or selected), held outside the cache: a
         # `predict` right after `set_image` in the same thread must not fail because the cache
@@ -186,6 +193,8 @@ class Predictor:
         max_boxes: int | None = None,
         mask_threshold: float = 0.5,
         max_mask_pixels: int | None = None,
+        input_min_size: int | None = None,
+        input_max_size: int | None = None,
         verify: bool = True,
     ) -> Predictor:
         """A predictor for an exported model directory (docs/contracts.md §4).
@@ -203,6 +212,8 @@ class Predictor:
             max_boxes=max_boxes,
             mask_threshold=mask_threshold,
             max_mask_pixels=max_mask_pixels,
+            input_min_size=input_min_size,
+            input_max_size=input_max_size,
         )
         if backend == "onnxruntime":
             keys = cls._file_keys(card, precision)
@@ -295,7 +306,8 @@ class Predictor:
     def _encode(self, image: bytes | np.ndarray) -> EncodedImage:
         rgb = load_image(image, self.max_pixels)
         pp = self.card.preprocess
-        batch, info = preprocess(rgb, pp.min_size, pp.max_size, pp.size_divisible, pp.mean)
+        batch, info = preprocess(rgb, self.input_min_size, self.input_max_size, pp.size_divisible,
+                                 pp.mean)
         outputs = self.encoder.run({ENCODER_INPUT: batch}, list(ENCODER_OUTPUTS))
         return EncodedImage(features=outputs, info=info)
 

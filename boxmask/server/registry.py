@@ -94,7 +94,8 @@ class ModelRegistry:
                     precision=s.precision, triton_url=s.triton_url,
                     max_pixels=s.max_image_pixels, intra_op_threads=s.threads,
                     # Every path (the /v1 routes, Label Studio) gets the same limits.
-                    max_boxes=s.max_boxes, max_mask_pixels=s.max_mask_pixels)
+                    max_boxes=s.max_boxes, max_mask_pixels=s.max_mask_pixels,
+                    input_min_size=s.input_min_size, input_max_size=s.input_max_size)
                 slot.error = None
                 log.info("model loaded", extra={"model": slot.name, "path": str(slot.path),
                                                 "backend": s.effective_backend})

@@ -39,6 +39,11 @@ class ServerSettings(BaseSettings):
     precision: Literal["fp32", "fp16", "int8"] = "fp32"
     # Byte budget of each model's encoder-output cache (the runtime's LRU).
     cache_bytes: int = Field(default=512 << 20, ge=0)
+    # The encoder's input size (shorter / longer side, torchvision's resize rule); None = the
+    # model card's (what the model was trained at). Smaller is faster for a new image (the
+    # encoder's cost grows with the pixels) at some cost in mask quality: docs/benchmarks.md.
+    input_min_size: int | None = Field(default=None, ge=32)
+    input_max_size: int | None = Field(default=None, ge=32)
     # ONNX Runtime threads per session; None = ONNX Runtime's default (one per core).
     threads: int | None = Field(default=None, ge=1)
     # A model that failed to load (or whose backend failed) is retried at most this often.

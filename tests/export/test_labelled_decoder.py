@@ -139,3 +139,12 @@ def test_server_uses_the_labelled_decoder_when_labels_are_given(model_dir: Path)
         mixed = segment(labels=[name, None])
         assert (predictor.decoder.runs, predictor.labelled_decoder.runs) == (2, 1)
         assert all(i["score"] is not None for i in mixed)
+
+
+def test_server_settings_choose_the_encoder_input_size(model_dir: Path):
+    from boxmask.server import create_app
+
+    with TestClient(create_app(make_settings(model_dir, input_min_size=48))) as client:
+        predictor = client.app.state.registry.slot(None).predictor
+        assert predictor.input_min_size == 48
+        assert predictor.input_max_size == predictor.card.preprocess.max_size

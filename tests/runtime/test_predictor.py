@@ -379,3 +379,17 @@ def test_a_mask_pixel_budget_refuses_boxes_and_trims_detections(contract_model_d
         p.predict(BOXES + [[1, 1, 9, 9]], key=key)
     assert len(p.detect(key=key, score_threshold=0.0, max_detections=100)) <= 3
     assert isinstance(TooManyMaskPixels("x"), RuntimeInputError)
+
+
+def test_a_smaller_interactive_input_size_shrinks_the_encoder_input_not_the_masks(
+    contract_model_dir: Path,
+) -> None:
+    # The contract model's card says min_size 64 / max_size 96: a 60x90 image becomes 64x96.
+    small = Predictor.from_dir(contract_model_dir, intra_op_threads=1, input_min_size=32,
+                               input_max_size=48)
+    small.encoder = CountingSession(small.encoder)  # type: ignore[assignment]
+    pred = small.predict(BOXES, key=small.set_image(_image()))
+    assert small.encoder.last_inputs["image"].shape[-2:] == (32, 64)  # 32x48, padded to 32s
+    assert pred.masks.shape == (3, 60, 90)
+    default = Predictor.from_dir(contract_model_dir, intra_op_threads=1)
+    assert (default.input_min_size, default.input_max_size) == (64, 96)
