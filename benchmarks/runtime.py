@@ -323,6 +323,59 @@ def parity_accuracy(checkpoint: Path, boxes_per_photo: int = 40, seed: int = 0) 
     return out
 
 
+def profile_decoder(model_dir: Path, graph: str, boxes: int, threads: int,
+                    runs: int = 30) -> list[tuple[str, float, float]]:
+    """Where one decoder call's time goes: ONNX Runtime's own profile of ``graph`` (a card
+    file key: ``labelled_decoder_int8``, ``decoder``, ...) on ``boxes`` boxes over the
+    encoder's features of a 800x1216 input, as (operator type, ms per call, share)."""
+    import json as _json
+    from collections import defaultdict
+
+    import onnxruntime as ort
+
+    from boxmask.runtime import ModelCard
+    from boxmask.runtime.contract import DECODER_INPUTS, ENCODER_OUTPUTS
+
+    card = ModelCard.load(model_dir, verify=False)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    cpu = ["CPUExecutionProvider"]
+    enc = ort.InferenceSession(str(model_dir / card.files["encoder"].path), opts, providers=cpu)
+    x = np.random.default_rng(0).uniform(0, 255, (1, 3, H, W)).astype(np.float32)
+    feats = enc.run(list(ENCODER_OUTPUTS), {"image": x})
+    rng = np.random.default_rng(1)
+    xy = rng.uniform(0, 0.5, (boxes, 2)) * [W, H]
+    b = np.concatenate([xy, xy + rng.uniform(0.1, 0.4, (boxes, 2)) * [W, H]], 1).astype(np.float32)
+    feed = dict(zip(DECODER_INPUTS, [*feats, b, np.ones(boxes, np.int64),
+                                     np.array([H, W], np.int64)]))
+    opts.enable_profiling = True
+    opts.profile_file_prefix = str(Path(tempfile.gettempdir()) / "boxmask_decoder_profile")
+    sess = ort.InferenceSession(str(model_dir / card.files[graph].path), opts, providers=cpu)
+    feed = {i.name: feed[i.name] for i in sess.get_inputs()}
+    for _ in range(3):
+        sess.run(None, feed)
+    t0 = time.perf_counter()
+    for _ in range(runs):
+        sess.run(None, feed)
+    wall = (time.perf_counter() - t0) / runs * 1e3
+    profile = Path(sess.end_profiling())
+    events = _json.loads(profile.read_text())
+    profile.unlink()
+    by_op: dict[str, float] = defaultdict(float)
+    calls = 0
+    for e in events:
+        if e.get("cat") == "Session" and e.get("name") == "model_run":
+            calls += 1
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            by_op[e["args"].get("op_name", "?")] += e["dur"] / 1e3
+    calls = max(calls, 1)
+    rows = sorted(((op, ms / calls) for op, ms in by_op.items()), key=lambda r: -r[1])
+    total = sum(ms for _, ms in rows) or 1.0
+    return [("wall clock per call", wall, 1.0)] + [(op, ms, ms / total) for op, ms in rows]
+
+
 def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:,.1f}"
 
@@ -338,10 +391,21 @@ def main() -> None:
     ap.add_argument("--accuracy", type=Path, help="a trained exported model directory")
     ap.add_argument("--parity-accuracy", type=Path, metavar="CHECKPOINT",
                     help="int8 vs fp32 against eager torch's masks (no data set needed)")
+    ap.add_argument("--profile", type=Path, metavar="MODEL_DIR",
+                    help="ONNX Runtime's per-operator profile of one decoder graph")
+    ap.add_argument("--graph", default="labelled_decoder_int8",
+                    help="with --profile: the card's file key of the graph to profile")
+    ap.add_argument("--boxes", type=int, default=1, help="with --profile: boxes per call")
     ap.add_argument("--coco", type=Path)
     ap.add_argument("--images", type=Path)
     ap.add_argument("--max-images", type=int)
     args = ap.parse_args()
+    if args.profile:
+        print(f"| {args.graph}, {args.boxes} box(es), {args.threads} threads | ms per call | share |")
+        print("|---|---:|---:|")
+        for op, ms, share in profile_decoder(args.profile, args.graph, args.boxes, args.threads):
+            print(f"| {op} | {ms:.2f} | {100 * share:.0f} % |")
+        return
     if args.accuracy or args.parity_accuracy:
         res = (accuracy(args.accuracy, args.coco, args.images, args.max_images) if args.accuracy
                else parity_accuracy(args.parity_accuracy))
