@@ -29,13 +29,15 @@ Ratios are against the fastest peer of the same run.
     python benchmarks/peers.py --threads 2 --repeats 3 [--cache runs/peers] [--only sam mobilesam]
 
 A peer whose package is missing is skipped with the command that installs it. Exported graphs
-are cached (``--cache``, default ``runs/peers``: the SAM ViT-B encoder alone is 360 MB).
+are cached (``--cache``, default ``runs/peers``: the SAM ViT-B encoder alone is 360 MB); a run
+that finds them all cached imports no torch, so the memory column is the models' own.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import os
 import importlib.util
 import json
 import statistics
@@ -65,7 +67,8 @@ class Result:
     detail: str  # precision, input size: what was run
     encoder_ms: float
     boxes_ms: dict[int, float]  # box count -> ms (labels given, for boxmask)
-    peak_rss_mb: float
+    peak_rss_mb: float  # the process's peak while this model was loaded and run, minus its
+    # resident memory just before (what the model itself needed)
     extra: dict[str, float] = field(default_factory=dict)  # e.g. "1 box, no label"
 
     @property
@@ -95,7 +98,7 @@ def markdown_table(results: Sequence[Result]) -> str:
         ("first mask ms (encoder + 1 box)", lambda r: r.first_mask_ms),
     ]
     bests = [best(get) for _, get in columns]
-    head = ["model", "run as", *[c for c, _ in columns], "peak RSS MB"]
+    head = ["model", "run as", *[c for c, _ in columns], "peak RSS added MB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (len(head) - 2)]
     for r in results:
         cells = [r.name, r.detail]
@@ -136,16 +139,19 @@ def _status_kb(field_name: str) -> float:
     return float("nan")
 
 
-def reset_peak_rss() -> None:
-    """Start a new peak (VmHWM) for this process: Linux's clear_refs 5."""
+def reset_peak_rss() -> float:
+    """Start a new peak (VmHWM) for this process (Linux's clear_refs 5); returns the resident
+    memory now, in MB, the baseline the next peak is measured from."""
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         pass
+    return _status_kb("VmRSS") / 1024.0
 
 
-def peak_rss_mb() -> float:
-    return _status_kb("VmHWM") / 1024.0
+def peak_rss_mb(baseline: float = 0.0) -> float:
+    """The peak resident memory since the last reset, minus ``baseline``, in MB."""
+    return _status_kb("VmHWM") / 1024.0 - baseline
 
 
 def photos() -> dict[str, np.ndarray]:
@@ -380,12 +386,13 @@ class PeerModel:
 
 def export_peer(key: str, cache: Path) -> tuple[Path, dict[str, Any]]:
     """The peer's ONNX folder in ``cache`` (exported on first use) and its preprocessing."""
-    import torch
-
     folder = cache / key
     meta_file = folder / "meta.json"
     if not meta_file.is_file():
+        import torch
+
         folder.mkdir(parents=True, exist_ok=True)
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
         torch.manual_seed(0)
         meta = PEERS[key].export(folder)
         meta_file.write_text(json.dumps(meta))
@@ -396,7 +403,7 @@ def time_peer(key: str, cache: Path, images: dict[str, np.ndarray], threads: int
               repeats: int) -> Result:
     folder, meta = export_peer(key, cache)
     gc.collect()
-    reset_peak_rss()
+    baseline = reset_peak_rss()
     model = PeerModel(folder, meta, threads)
     enc, per_n = [], {n: [] for n in BOX_COUNTS}
     for i, image in enumerate(images.values()):
@@ -408,7 +415,7 @@ def time_peer(key: str, cache: Path, images: dict[str, np.ndarray], threads: int
                                        repeats * (3 if n == 1 else 1)))
     s = meta["encoder_size"]
     return Result(PEERS[key].name, "peer", f"fp32, {s}x{s}", float(np.mean(enc)),
-                  {n: float(np.mean(v)) for n, v in per_n.items()}, peak_rss_mb())
+                  {n: float(np.mean(v)) for n, v in per_n.items()}, peak_rss_mb(baseline))
 
 
 # -- boxmask -----------------------------------------------------------------------------------
@@ -477,13 +484,13 @@ def boxmask_model_dir(key: str, cache: Path, images: dict[str, np.ndarray]) -> P
 
 
 def time_boxmask(key: str, model_dir: Path, images: dict[str, np.ndarray], threads: int,
-                 repeats: int, precision: str) -> Result:
+                 repeats: int, precision: str, input_min_size: int | None = None) -> Result:
     from boxmask.runtime import Predictor
 
     gc.collect()
-    reset_peak_rss()
+    baseline = reset_peak_rss()
     p = Predictor.from_dir(model_dir, precision=precision, intra_op_threads=threads,
-                           cache_bytes=0)
+                           cache_bytes=0, input_min_size=input_min_size)
     label = p.card.categories[0].id
     enc, per_n, unlabelled = [], {n: [] for n in BOX_COUNTS}, []
 
@@ -502,11 +509,10 @@ def time_boxmask(key: str, model_dir: Path, images: dict[str, np.ndarray], threa
                                        repeats * (3 if n == 1 else 1)))
         unlabelled.append(_median_ms(lambda: segment(boxes_for(image, 1, i), None, k),
                                      repeats * 3))
-    pp = p.card.preprocess
     labelled = "labelled decoder" if p.labelled_decoder is not None else "full decoder"
     return Result(BOXMASK_MODELS[key][0], "boxmask",
-                  f"{precision}, min side {pp.min_size}, {labelled}", float(np.mean(enc)),
-                  {n: float(np.mean(v)) for n, v in per_n.items()}, peak_rss_mb(),
+                  f"{precision}, min side {p.input_min_size}, {labelled}", float(np.mean(enc)),
+                  {n: float(np.mean(v)) for n, v in per_n.items()}, peak_rss_mb(baseline),
                   {"1 box, no label (full decoder)": float(np.mean(unlabelled))})
 
 
@@ -523,12 +529,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                     choices=list(BOXMASK_MODELS))
     ap.add_argument("--precisions", nargs="*", default=["int8", "fp32"],
                     choices=["int8", "fp32"])
+    ap.add_argument("--interactive-min-size", type=int, default=512,
+                    help="also time the R50 models' int8 graphs at this encoder input size "
+                         "(shorter side; 0: not)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args(argv)
 
-    import torch
-
-    torch.set_num_threads(args.threads)
     args.cache.mkdir(parents=True, exist_ok=True)
     images = photos()
     print("photos: " + ", ".join(f"{k} {v.shape[1]}x{v.shape[0]}" for k, v in images.items()),
@@ -550,6 +556,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             results.append(time_boxmask(key, model_dir, images, args.threads, args.repeats,
                                         precision))
             print(f"done {BOXMASK_MODELS[key][0]} {precision}", flush=True)
+        if key.startswith("r50") and args.interactive_min_size and "int8" in args.precisions:
+            results.append(time_boxmask(key, model_dir, images, args.threads, args.repeats,
+                                        "int8", args.interactive_min_size))
     print(f"\nONNX Runtime, {args.threads} threads, median of {args.repeats} runs (1 box: "
           f"{3 * args.repeats}) per photo, mean over {len(images)} photos, random weights\n")
     print(markdown_table(results))

@@ -223,7 +223,8 @@ def _prompted(p, coco, img_ids, image_bytes, class_scores: bool) -> list[dict]: 
     return prompted
 
 
-def accuracy(model_dir: Path, coco_json: Path, images: Path, max_images: int | None) -> dict:
+def accuracy(model_dir: Path, coco_json: Path, images: Path, max_images: int | None,
+             input_min_size: int | None = None) -> dict:
     """Box-prompted mask AP / mean IoU on a COCO set: fp32 vs int8, full decoder vs labelled."""
     from pycocotools.coco import COCO
 
@@ -236,7 +237,7 @@ def accuracy(model_dir: Path, coco_json: Path, images: Path, max_images: int | N
     overlaps = gt_overlaps(coco, img_ids)
     out = {}
     for name, precision, class_scores in _variants(model_dir):
-        p = Predictor.from_dir(model_dir, precision=precision)
+        p = Predictor.from_dir(model_dir, precision=precision, input_min_size=input_min_size)
         seen = {c.id for c in p.card.categories if c.seen}
         prompted = _prompted(p, coco, img_ids,
                              lambda i: (images / coco.imgs[i]["file_name"]).read_bytes(),
@@ -269,7 +270,7 @@ def parity_accuracy(checkpoint: Path, boxes_per_photo: int = 40, seed: int = 0) 
     from boxmask.runtime.masks import to_rle
 
     photos = {n: np.ascontiguousarray(getattr(data, n)()[..., :3])
-              for n in ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left")}
+              for n in ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry")}
     model, _, categories, _ = load_trained_model(checkpoint)
     label_of = {c["id"]: c["label"] for c in categories}
     rng = np.random.default_rng(seed)
@@ -399,6 +400,8 @@ def main() -> None:
     ap.add_argument("--coco", type=Path)
     ap.add_argument("--images", type=Path)
     ap.add_argument("--max-images", type=int)
+    ap.add_argument("--input-min-size", type=int,
+                    help="with --accuracy: the encoder's shorter side (default: the card's)")
     args = ap.parse_args()
     if args.profile:
         print(f"| {args.graph}, {args.boxes} box(es), {args.threads} threads | ms per call | share |")
@@ -407,7 +410,8 @@ def main() -> None:
             print(f"| {op} | {ms:.2f} | {100 * share:.0f} % |")
         return
     if args.accuracy or args.parity_accuracy:
-        res = (accuracy(args.accuracy, args.coco, args.images, args.max_images) if args.accuracy
+        res = (accuracy(args.accuracy, args.coco, args.images, args.max_images,
+                        args.input_min_size) if args.accuracy
                else parity_accuracy(args.parity_accuracy))
         print("| precision | box-prompted mask AP unseen | seen | mean IoU unseen | seen |")
         print("|---|---|---|---|---|")
