@@ -190,16 +190,30 @@ def _predictor_rows(name: str, model_dir: Path, threads: int, repeats: int) -> l
 
 def _variants(model_dir: Path) -> list[tuple[str, str, bool]]:
     """(row name, precision, class_scores) of every decoder path the directory has: the full
-    decoder, and the labelled decoder (no box head) where it was exported."""
+    decoder, and the labelled decoder (no box head) where it was exported. Precision
+    ``int8-encoder`` is the int8 encoder with the fp32 decoders: which graph costs accuracy."""
     from boxmask.runtime import ModelCard
 
     files = ModelCard.load(model_dir, verify=False).files
-    out = [("fp32", "fp32", True), ("int8 encoder + int8 decoder", "int8", True)]
+    out = [("fp32", "fp32", True), ("int8 encoder + int8 decoder", "int8", True),
+           ("int8 encoder + fp32 decoder", "int8-encoder", True)]
     if "labelled_decoder" in files:
         out += [("fp32, labelled decoder", "fp32", False)]
         if "labelled_decoder_int8" in files:
             out += [("int8 encoder + int8 labelled decoder", "int8", False)]
     return out
+
+
+def _predictor(model_dir: Path, precision: str, input_min_size: int | None = None):  # noqa: ANN202
+    """The runtime's predictor; ``int8-encoder``: int8 encoder, fp32 decoders."""
+    from boxmask.runtime import Predictor
+    from boxmask.runtime.sessions.onnx_runtime import OnnxRuntimeSession
+
+    if precision != "int8-encoder":
+        return Predictor.from_dir(model_dir, precision=precision, input_min_size=input_min_size)
+    p = Predictor.from_dir(model_dir, precision="fp32", input_min_size=input_min_size)
+    p.encoder = OnnxRuntimeSession(p.card.file_path(model_dir, "encoder_int8"))
+    return p
 
 
 def _prompted(p, coco, img_ids, image_bytes, class_scores: bool) -> list[dict]:  # noqa: ANN001
@@ -237,7 +251,7 @@ def accuracy(model_dir: Path, coco_json: Path, images: Path, max_images: int | N
     overlaps = gt_overlaps(coco, img_ids)
     out = {}
     for name, precision, class_scores in _variants(model_dir):
-        p = Predictor.from_dir(model_dir, precision=precision, input_min_size=input_min_size)
+        p = _predictor(model_dir, precision, input_min_size)
         seen = {c.id for c in p.card.categories if c.seen}
         prompted = _prompted(p, coco, img_ids,
                              lambda i: (images / coco.imgs[i]["file_name"]).read_bytes(),
@@ -314,7 +328,7 @@ def parity_accuracy(checkpoint: Path, boxes_per_photo: int = 40, seed: int = 0) 
                           check=False, images=calib)
         seen = {c["id"] for c in categories}
         for name, precision, class_scores in _variants(model_dir):
-            p = Predictor.from_dir(model_dir, precision=precision)
+            p = _predictor(model_dir, precision)
             prompted = _prompted(p, coco, sorted(encoded), encoded.__getitem__, class_scores)
             m = box_prompted_metrics(coco, prompted, seen, {a["id"]: 0.0 for a in
                                                             gt["annotations"]},

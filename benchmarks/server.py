@@ -190,6 +190,8 @@ def main() -> None:
                    help="With --start: the graphs to serve (default: the server's, fp32).")
     p.add_argument("--input-min-size", type=int, default=None,
                    help="With --start: the encoder's shorter side (default: the card's).")
+    p.add_argument("--server-threads", type=int, default=None,
+                   help="With --start: ONNX Runtime threads per session (default: one per core).")
     p.add_argument("--photos", action="store_true",
                    help="Use scikit-image's sample photos (astronaut, coffee, chelsea, ...) at "
                         "their own sizes instead of synthetic --image-size scenes.")
@@ -199,7 +201,8 @@ def main() -> None:
     if args.start:
         model_dir = args.model_dir or str(Path(__file__).resolve().parents[1] / "boxmask/assets/models")
         extra = {k: str(v) for k, v in (("BOXMASK_PRECISION", args.precision),
-                                        ("BOXMASK_INPUT_MIN_SIZE", args.input_min_size))
+                                        ("BOXMASK_INPUT_MIN_SIZE", args.input_min_size),
+                                        ("BOXMASK_THREADS", args.server_threads))
                  if v is not None}
         proc, url = start_server(model_dir, args.cache_mb, extra)
         pid = proc.pid
