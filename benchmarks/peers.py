@@ -465,12 +465,14 @@ BOXMASK_MODELS: dict[str, tuple[str, Callable[[Path], Path] | None]] = {
 }
 
 
-def boxmask_model_dir(key: str, cache: Path, images: dict[str, np.ndarray]) -> Path:
-    """The exported model directory for ``key`` (the bundled one for ``demo``)."""
+def boxmask_model_dir(key: str, cache: Path, images: dict[str, np.ndarray],
+                      demo_dir: Path | None = None) -> Path:
+    """The exported model directory for ``key`` (for ``demo``: ``demo_dir``, else the bundled
+    one)."""
     from boxmask.runtime.contract import BUNDLED_MODELS_DIR
 
     if BOXMASK_MODELS[key][1] is None:
-        return BUNDLED_MODELS_DIR / "synthetic-demo"
+        return demo_dir or BUNDLED_MODELS_DIR / "synthetic-demo"
     out = cache / f"boxmask-{key}"
     if not (out / "model.json").is_file():
         from boxmask.export.exporter import export_checkpoint
@@ -532,6 +534,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--interactive-min-size", type=int, default=512,
                     help="also time the R50 models' int8 graphs at this encoder input size "
                          "(shorter side; 0: not)")
+    ap.add_argument("--demo-dir", type=Path,
+                    help="the demo model's directory (default: the bundled one), e.g. its "
+                         "checkpoint exported again with the current exporter")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args(argv)
 
@@ -551,7 +556,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         results.append(time_peer(key, args.cache, images, args.threads, args.repeats))
         print(f"done {spec.name}", flush=True)
     for key in args.models:
-        model_dir = boxmask_model_dir(key, args.cache, images)
+        model_dir = boxmask_model_dir(key, args.cache, images, args.demo_dir)
         for precision in args.precisions:
             results.append(time_boxmask(key, model_dir, images, args.threads, args.repeats,
                                         precision))

@@ -266,11 +266,14 @@ def accuracy(model_dir: Path, coco_json: Path, images: Path, max_images: int | N
     return out | {"box as mask": baseline}
 
 
-def parity_accuracy(checkpoint: Path, boxes_per_photo: int = 40, seed: int = 0) -> dict:
+def parity_accuracy(checkpoint: Path, model_dir: Path | None = None, boxes_per_photo: int = 40,
+                    seed: int = 0) -> dict:
     """int8 against fp32 for a model without a labelled data set (e.g. an imported torchvision
     Mask R-CNN): the ground truth is eager torch's own masks (fp32, the model as trained) for
     random boxes and labels on scikit-image's photos, and each exported variant is scored
-    against it as box-prompted mask AP and mean IoU (fp32 ONNX should score ~100)."""
+    against it as box-prompted mask AP and mean IoU (fp32 ONNX should score ~100). The
+    checkpoint is exported with int8 graphs calibrated on the same photos, unless
+    ``model_dir`` gives its export already."""
     import io
 
     import torch
@@ -323,9 +326,10 @@ def parity_accuracy(checkpoint: Path, boxes_per_photo: int = 40, seed: int = 0) 
         calib.mkdir()
         for i, b in encoded.items():
             (calib / f"{i}.png").write_bytes(b)
-        model_dir = Path(tmp) / "model"
-        export_checkpoint(checkpoint, model_dir, int8=True, calibration_images=len(encoded),
-                          check=False, images=calib)
+        if model_dir is None:
+            model_dir = Path(tmp) / "model"
+            export_checkpoint(checkpoint, model_dir, int8=True,
+                              calibration_images=len(encoded), check=False, images=calib)
         seen = {c["id"] for c in categories}
         for name, precision, class_scores in _variants(model_dir):
             p = _predictor(model_dir, precision)
@@ -411,6 +415,8 @@ def main() -> None:
     ap.add_argument("--graph", default="labelled_decoder_int8",
                     help="with --profile: the card's file key of the graph to profile")
     ap.add_argument("--boxes", type=int, default=1, help="with --profile: boxes per call")
+    ap.add_argument("--model-dir", type=Path,
+                    help="with --parity-accuracy: the checkpoint's export (else exported anew)")
     ap.add_argument("--coco", type=Path)
     ap.add_argument("--images", type=Path)
     ap.add_argument("--max-images", type=int)
@@ -426,7 +432,7 @@ def main() -> None:
     if args.accuracy or args.parity_accuracy:
         res = (accuracy(args.accuracy, args.coco, args.images, args.max_images,
                         args.input_min_size) if args.accuracy
-               else parity_accuracy(args.parity_accuracy))
+               else parity_accuracy(args.parity_accuracy, args.model_dir))
         print("| precision | box-prompted mask AP unseen | seen | mean IoU unseen | seen |")
         print("|---|---|---|---|---|")
 
