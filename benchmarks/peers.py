@@ -104,7 +104,8 @@ def markdown_table(results: Sequence[Result]) -> str:
         cells = [r.name, r.detail]
         for (_, get), b in zip(columns, bests):
             v = get(r)
-            ratio = f" ({v / b:.2f}x)" if b and not np.isnan(v) else ""
+            x = v / b if b and not np.isnan(v) else None
+            ratio = "" if x is None else f" ({x:.2f}x)" if x >= 0.1 else f" ({x:.3f}x)"
             cells.append(_fmt(v) + ratio)
         cells.append(_fmt(r.peak_rss_mb))
         lines.append("| " + " | ".join(cells) + " |")
