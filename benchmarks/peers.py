@@ -151,8 +151,12 @@ def reset_peak_rss() -> float:
 
 
 def peak_rss_mb(baseline: float = 0.0) -> float:
-    """The peak resident memory since the last reset, minus ``baseline``, in MB."""
-    return _status_kb("VmHWM") / 1024.0 - baseline
+    """The peak resident memory since the last reset, minus ``baseline``, in MB; never below 0.
+
+    The reset sets the peak to the resident memory of that moment and the baseline is read just
+    after, so a model that adds nothing (a tiny one, pages freed in between) can read a fraction
+    of a MB below its baseline: that is "adds nothing", not a negative size."""
+    return max(0.0, _status_kb("VmHWM") / 1024.0 - baseline)
 
 
 def photos() -> dict[str, np.ndarray]:
