@@ -40,8 +40,6 @@ import gc
 import os
 import importlib.util
 import json
-import statistics
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,15 +120,18 @@ def markdown_table(results: Sequence[Result]) -> str:
 
 # -- measuring ---------------------------------------------------------------------------------
 
+def _runtime_benchmark():  # noqa: ANN202 - the sibling script benchmarks/runtime.py
+    import sys
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import runtime  # noqa: PLC0415 - a sibling script, not a package
+
+    return runtime
+
+
 def _median_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+    """benchmarks/runtime.py's timer (median wall clock after ``warmup`` calls), in ms."""
+    return _runtime_benchmark()._timeit(fn, repeats, warmup) * 1e3
 
 
 def _status_kb(field_name: str) -> float:
@@ -452,12 +453,7 @@ def _torchvision_checkpoint(arch: str, root: Path) -> Path:
 
 def _r18_checkpoint(root: Path) -> Path:
     """ResNet-18-FPN at the paper's widths, random init (benchmarks/runtime.py's model)."""
-    import sys
-
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from runtime import _fake_checkpoint  # noqa: PLC0415 - a sibling script, not a package
-
-    return _fake_checkpoint("resnet18_fpn", root)
+    return _runtime_benchmark()._fake_checkpoint("resnet18_fpn", root)
 
 
 BOXMASK_MODELS: dict[str, tuple[str, Callable[[Path], Path] | None]] = {
