@@ -176,6 +176,7 @@ def init_from_checkpoint(model: nn.Module, categories: Sequence[Mapping[str, Any
                           "`boxmask import torchvision`")
     state: Mapping[str, torch.Tensor] = checkpoint["model"]
     pairs, report = match_categories(categories, checkpoint["categories"])
+    new_rows = [int(c["label"]) - 1 for c in categories if int(c["label"]) not in pairs]
     if not pairs:
         raise ConfigError(f"model.init_from {source!r}: none of its categories is named in the "
                           f"data ({', '.join(report.unused[:10])}, ...), so nothing "
@@ -191,12 +192,9 @@ def init_from_checkpoint(model: nn.Module, categories: Sequence[Mapping[str, Any
             new[t_rows] = state[key][s_rows].to(value.dtype)
             if key.startswith(_STUDENT + _LOGITS):
                 start = _agnostic_logits(key, state)
-                fresh_rows = [int(c["label"]) - 1 for c in categories
-                              if int(c["label"]) not in pairs]
-                if start is not None and start.shape == value.shape[1:] and fresh_rows:
-                    new[fresh_rows] = start.to(value.dtype)
-                    report.agnostic_start = sorted(
-                        {str(c["name"]) for c in categories if int(c["label"]) not in pairs})
+                if start is not None and start.shape == value.shape[1:] and new_rows:
+                    new[new_rows] = start.to(value.dtype)
+                    report.agnostic_start = sorted(report.new)
             out[key] = new
             report.copied += 1
         elif key in state and state[key].shape == value.shape:
