@@ -87,7 +87,8 @@ def build_model(cfg: ModelConfig, num_classes: int, seen_labels: set[int] | None
         mask_pool, cfg.fpn_channels, cfg.mask_head_channels, num_classes, mode=cfg.mode,
         sigma=cfg.sigma, teacher_convs=cfg.teacher_convs, teacher_resolution=cfg.teacher_resolution,
         interact_warmup_iters=cfg.interact_warmup_iters,
-        teacher_ignore_unseen_boxes=cfg.teacher_ignore_unseen_boxes, norm_layer=norm)
+        teacher_ignore_unseen_boxes=cfg.teacher_ignore_unseen_boxes, norm_layer=norm,
+        mask_target_aligned=cfg.mask_target_aligned)
     roi_heads = BoxMaskRoIHeads.from_roi_heads(base.roi_heads, branch)
     model = BoxMaskRCNN(base.backbone, base.rpn, roi_heads, base.transform)
     model.num_classes = num_classes  # type: ignore[attr-defined]

@@ -82,6 +82,8 @@ class TeacherStudentMaskBranch(nn.Module):
         teacher_convs: depth of F_t (4 in the paper, 12 for the deeper teacher of Table 3).
         teacher_resolution: 28 or 56.
         norm_layer: norm after each conv of both towers (None: plain convs, torchvision's v1).
+        mask_target_aligned: crop ground-truth masks onto RoIs pixel-aligned (True) or on
+            torchvision's half-pixel-shifted grid (False); see ``ModelConfig``.
     """
 
     def __init__(self, roi_pool: MultiScaleRoIAlign, in_channels: int, conv_channels: int,
@@ -89,7 +91,8 @@ class TeacherStudentMaskBranch(nn.Module):
                  teacher_convs: int = 4, teacher_resolution: int = 28,
                  interact_warmup_iters: int = 0,
                  teacher_ignore_unseen_boxes: bool = False,
-                 norm_layer: NormLayer | None = None) -> None:
+                 norm_layer: NormLayer | None = None,
+                 mask_target_aligned: bool = True) -> None:
         super().__init__()
         if mode not in ("agnostic", "teacher_student", "oracle"):
             raise ValueError(f"unknown mode {mode!r}")
@@ -107,6 +110,7 @@ class TeacherStudentMaskBranch(nn.Module):
             self.student = student_head(in_channels, conv_channels, num_classes, norm_layer)
         self.interact_warmup_iters = interact_warmup_iters
         self.teacher_ignore_unseen_boxes = teacher_ignore_unseen_boxes
+        self.mask_target_aligned = mask_target_aligned
         if mode == "teacher_student" and sigma == "interact":
             # Training steps taken, in the state dict so that a resumed run continues the
             # warm-up where it stopped.
@@ -225,7 +229,7 @@ class TeacherStudentMaskBranch(nn.Module):
         out = []
         for t, r, m in zip(targets, rois, matched_idxs):
             masks = t["masks"] * _mask_valid(t)[:, None, None].to(t["masks"].dtype)
-            out.append(project_masks_on_rois(masks, r, m, size))
+            out.append(project_masks_on_rois(masks, r, m, size, self.mask_target_aligned))
         return torch.cat(out) if out else rois[0].new_zeros((0, size, size))
 
     @torch.no_grad()
@@ -242,7 +246,8 @@ class TeacherStudentMaskBranch(nn.Module):
         for i, (t, r, m) in enumerate(zip(targets, rois, matched_idxs)):
             flat_rois.append(r)
             inst_boxes.append(t["boxes"][m])
-            seen_on.append(seen_union_on_rois(t["masks"], _mask_valid(t), r, STUDENT_RESOLUTION))
+            seen_on.append(seen_union_on_rois(t["masks"], _mask_valid(t), r, STUDENT_RESOLUTION,
+                                              self.mask_target_aligned))
         flat_rois_t = torch.cat(flat_rois)[unseen]
         inst_boxes_t = torch.cat(inst_boxes)[unseen]
         seen_on_t = torch.cat(seen_on)[unseen]

@@ -21,8 +21,11 @@ Sigma = Literal["threshold", "interact", "crf"]
 
 
 def project_masks_on_rois(masks: torch.Tensor, rois: torch.Tensor, matched_idxs: torch.Tensor,
-                          size: int) -> torch.Tensor:
-    """Crop and resize image-sized masks onto RoIs (as torchvision's ``project_masks_on_boxes``).
+                          size: int, aligned: bool = True) -> torch.Tensor:
+    """Crop and resize image-sized masks onto RoIs (torchvision's ``project_masks_on_boxes``,
+    but pixel-aligned by default: cell ``i`` of ``size`` samples the box at ``x1 + (i + 0.5) *
+    w / size``, where ``paste_masks_in_image`` puts it back; ``aligned=False`` is
+    torchvision's half-pixel-shifted grid, ``model.mask_target_aligned`` in the config).
 
     Args:
         masks (Tensor[K, H, W]): masks of the image (any dtype; read as 0/1 floats).
@@ -36,11 +39,12 @@ def project_masks_on_rois(masks: torch.Tensor, rois: torch.Tensor, matched_idxs:
         return rois.new_zeros((0, size, size))
     rois = rois.to(masks.device, torch.float32)
     batch = torch.cat([matched_idxs[:, None].to(rois), rois], dim=1)
-    return roi_align(masks[:, None].float(), batch, (size, size), 1.0)[:, 0]
+    return roi_align(masks[:, None].float(), batch, (size, size), 1.0, sampling_ratio=-1,
+                     aligned=aligned)[:, 0]
 
 
 def seen_union_on_rois(masks: torch.Tensor, seen: torch.Tensor, rois: torch.Tensor,
-                       size: int) -> torch.Tensor:
+                       size: int, aligned: bool = True) -> torch.Tensor:
     """The union of an image's seen masks, cropped onto each RoI: what the cleaning clears.
 
     Args:
@@ -49,13 +53,14 @@ def seen_union_on_rois(masks: torch.Tensor, seen: torch.Tensor, rois: torch.Tens
         seen (Tensor[K]): bool, which instances have a usable (seen) mask.
         rois (Tensor[P, 4]): xyxy proposals.
         size: M, the output resolution.
+        aligned: the grid of ``project_masks_on_rois``.
     Returns:
         Tensor[P, M, M] float in [0, 1].
     """
     union = (masks[seen].sum(0, keepdim=True) > 0) if seen.any() else \
         masks.new_zeros((1,) + tuple(masks.shape[-2:]))
     first = torch.zeros(len(rois), dtype=torch.int64, device=rois.device)
-    return project_masks_on_rois(union, rois, first, size)
+    return project_masks_on_rois(union, rois, first, size, aligned)
 
 
 def box_interior_on_rois(rois: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:

@@ -13,10 +13,10 @@ import torch
 from torch import nn
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.image_list import ImageList
-from torchvision.models.detection.roi_heads import paste_masks_in_image
 from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
+from boxmask.model.paste import paste_masks
 from boxmask.model.roi_heads import BoxMaskRoIHeads
 
 FPN_LEVELS = ("0", "1", "2", "3")
@@ -63,7 +63,14 @@ class BoxMaskRCNN(GeneralizedRCNN):
                                                      targets, images=images_for_heads)
         if self.training:
             return {**detector_losses, **proposal_losses}
-        return self.transform.postprocess(detections, batch.image_sizes, original_sizes)
+        # The transform scales boxes back to the original pixels; the masks are pasted here,
+        # pixel-aligned (boxmask/model/paste.py), not by torchvision's paste_masks_in_image.
+        grids = [d.pop("masks", None) for d in detections]
+        detections = self.transform.postprocess(detections, batch.image_sizes, original_sizes)
+        for d, g, size in zip(detections, grids, original_sizes):
+            if g is not None:
+                d["masks"] = paste_masks(g, d["boxes"], size)
+        return detections
 
     def pixels(self, batch: torch.Tensor) -> torch.Tensor:
         """The transform's normalised batch ``[B, 3, H, W]`` back to RGB 0..255, with the
@@ -130,7 +137,7 @@ class BoxMaskRCNN(GeneralizedRCNN):
             h, w = int(image.shape[-2]), int(image.shape[-1])
             lab = labels[i] if labels is not None else torch.zeros(len(b), dtype=torch.int64)
             probs, _, _ = self.decode_in_image(image, b, lab)
-            out.append(paste_masks_in_image(probs, b.float(), (h, w)))
+            out.append(paste_masks(probs, b.float(), (h, w)))
         return out
 
     def decode_in_image(self, image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor

@@ -140,7 +140,7 @@ def test_polygon_masks_decode_with_pycocotools(dataset, model_dir):
     for ann in masked:
         assert isinstance(ann["segmentation"], list)
         assert all(len(p) >= 6 and len(p) % 2 == 0 for p in ann["segmentation"])
-        assert coco.annToMask(ann).any()
+        assert coco.annToMask(ann).any(), json.dumps(ann)
 
 
 def test_only_missing_keeps_existing_segmentations(dataset, model_dir):

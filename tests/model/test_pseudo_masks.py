@@ -66,12 +66,35 @@ def test_project_masks_reads_the_matched_mask_in_roi_coordinates():
     masks[1, :, :4] = 1
     out = project_masks_on_rois(masks, torch.tensor([[0.0, 0.0, 8.0, 8.0]]), torch.tensor([1]), 4)
     assert out.shape == (1, 4, 4)
-    assert (out[0, :, 0] > 0.9).all() and (out[0, :, 3] < 0.1).all()
-    # Same sampling as torchvision's Mask R-CNN targets.
+    # Pixel-aligned: the edge at x = 4 falls exactly between cells 1 and 2.
+    assert torch.equal(out[0], torch.tensor([[1.0, 1.0, 0.0, 0.0]] * 4))
+    # aligned=False is torchvision's Mask R-CNN target sampling, half a pixel up-left.
     from torchvision.models.detection.roi_heads import project_masks_on_boxes
 
+    shifted = project_masks_on_rois(masks, torch.tensor([[0.0, 0.0, 8.0, 8.0]]),
+                                    torch.tensor([1]), 4, aligned=False)
     ref = project_masks_on_boxes(masks, torch.tensor([[0.0, 0.0, 8.0, 8.0]]), torch.tensor([1]), 4)
-    assert torch.equal(out, ref)
+    assert torch.equal(shifted, ref)
+    assert not torch.equal(shifted, out)
+
+
+def test_aligned_targets_survive_the_paste_that_inference_uses():
+    """Crop a true mask onto its box and paste it back as inference does (model/paste.py): the
+    aligned grid gives the mask back, torchvision's half-pixel grid moves it."""
+    from boxmask.model.paste import paste_masks
+
+    mask = torch.zeros(1, 64, 64, dtype=torch.uint8)
+    mask[0, 10:38, 13:41] = 1
+    box = torch.tensor([[13.0, 10.0, 41.0, 38.0]])
+
+    def round_trip(aligned: bool) -> float:
+        cells = project_masks_on_rois(mask, box, torch.tensor([0]), 28, aligned=aligned)
+        back = paste_masks(cells[:, None], box, (64, 64))[0, 0] > 0.5
+        inter = (back & mask[0].bool()).sum().item()
+        return inter / (back | mask[0].bool()).sum().item()
+
+    assert round_trip(True) == 1.0
+    assert round_trip(False) < 0.97
 
 
 def test_resize_probs_averages_a_high_resolution_teacher_down():

@@ -273,7 +273,7 @@ def test_a_collapsed_student_makes_interact_pseudo_masks_empty():
 def test_detection_from_encoded_features_equals_the_full_forward(backbone):
     """The exported detector runs over the encoder's four levels; the RPN's extra level and the
     padded size it reads must come out as in the model's own forward (48x64: padded to 64)."""
-    from torchvision.models.detection.roi_heads import paste_masks_in_image
+    from boxmask.model.paste import paste_masks
 
     torch.manual_seed(0)
     model = build_model(_tiny_cfg(backbone=backbone, box_score_thresh=0.0), NUM_CLASSES,
@@ -287,7 +287,7 @@ def test_detection_from_encoded_features_equals_the_full_forward(backbone):
     assert torch.allclose(got["boxes"], ref["boxes"], atol=1e-4)
     assert torch.equal(got["labels"], ref["labels"])
     assert torch.allclose(got["scores"], ref["scores"], atol=1e-5)
-    pasted = paste_masks_in_image(got["masks"], got["boxes"], (48, 64))
+    pasted = paste_masks(got["masks"], got["boxes"], (48, 64))
     assert torch.allclose(pasted, ref["masks"], atol=1e-5)
 
 

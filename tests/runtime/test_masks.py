@@ -31,9 +31,9 @@ def _random_case(seed: int, n: int, h: int, w: int, r: int = 28) -> tuple[np.nda
 
 
 @pytest.mark.parametrize(("seed", "h", "w"), [(0, 60, 80), (1, 33, 47), (2, 200, 120), (3, 5, 7)])
-def test_pasted_masks_equal_torchvisions_paste_masks_in_image(seed: int, h: int, w: int) -> None:
+def test_pasted_masks_equal_the_torch_models_paste(seed: int, h: int, w: int) -> None:
     torch = pytest.importorskip("torch")
-    roi_heads = pytest.importorskip("torchvision.models.detection.roi_heads")
+    paste = pytest.importorskip("boxmask.model.paste")
     torch.set_num_threads(1)
     probs, boxes = _random_case(seed, 40, h, w)
     # Boxes with integer corners, tiny boxes and boxes past the border are the edge cases.
@@ -41,7 +41,7 @@ def test_pasted_masks_equal_torchvisions_paste_masks_in_image(seed: int, h: int,
     boxes[5] = [3.0, 3.0, 3.4, 3.2]
     boxes[6] = [-5.0, -7.0, w + 9.0, h + 3.0]
 
-    expected = roi_heads.paste_masks_in_image(
+    expected = paste.paste_masks(
         torch.from_numpy(probs)[:, None], torch.from_numpy(boxes), (h, w)
     )[:, 0].numpy()
     ours = paste_mask_probs(probs, boxes, h, w)
@@ -49,6 +49,41 @@ def test_pasted_masks_equal_torchvisions_paste_masks_in_image(seed: int, h: int,
     np.testing.assert_allclose(ours, expected, atol=1e-5, rtol=0)
     decided = np.abs(expected - 0.5) > 1e-5  # pixels a float rounding cannot flip
     assert np.array_equal(paste_masks(probs, boxes, h, w)[decided], (expected > 0.5)[decided])
+
+
+def test_paste_is_grid_sample_with_zeros_outside_the_grid() -> None:
+    """Detectron2's paste: pixel centres read the box's grid with grid_sample(align_corners=False)."""
+    torch = pytest.importorskip("torch")
+    functional = pytest.importorskip("torch.nn.functional")
+    probs, boxes = _random_case(7, 6, 40, 50)
+    ours = paste_mask_probs(probs, boxes, 40, 50)
+    for i in range(len(boxes)):
+        x1, y1, x2, y2 = (float(v) for v in boxes[i])
+        gx = (torch.arange(50) + 0.5 - x1) / (x2 - x1) * 2 - 1
+        gy = (torch.arange(40) + 0.5 - y1) / (y2 - y1) * 2 - 1
+        grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], -1)[None]
+        ref = functional.grid_sample(torch.from_numpy(probs[i])[None, None], grid,
+                                     align_corners=False)[0, 0].numpy()
+        np.testing.assert_allclose(ours[i], ref, atol=1e-5, rtol=0)
+
+
+def test_a_mask_cropped_aligned_onto_its_box_pastes_back_whole() -> None:
+    """Crop a true mask onto its box as training does (roi_align aligned=True) and paste it:
+    the mask comes back (torchvision's paste moved such masks by up to a pixel)."""
+    torch = pytest.importorskip("torch")
+    pseudo = pytest.importorskip("boxmask.model.pseudo_masks")
+    yy, xx = np.mgrid[:64, :80]
+    disc = ((yy - 30.3) ** 2 + (xx - 41.7) ** 2 < 13.0**2).astype(np.uint8)
+    square = np.zeros((64, 80), np.uint8)
+    square[10:38, 13:41] = 1
+    for mask in (disc, square):
+        ys, xs = np.nonzero(mask)
+        box = np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], np.float32)
+        cells = pseudo.project_masks_on_rois(torch.from_numpy(mask)[None], torch.from_numpy(box),
+                                             torch.tensor([0]), 28).numpy()
+        back = paste_masks(cells, box, 64, 80)[0]
+        iou = (back & (mask > 0)).sum() / (back | (mask > 0)).sum()
+        assert iou > 0.99, iou
 
 
 def test_paste_masks_accepts_torchvision_layout_and_zero_masks() -> None:
@@ -119,6 +154,16 @@ def test_degenerate_contours_are_dropped() -> None:
     mask[5, 3:8] = True  # a one-pixel line: contour of two points
     assert to_polygons(mask) == []
     assert to_polygons(np.zeros((5, 5), bool)) == []
+    # A zigzag one pixel wide has a contour of many points and no area: pycocotools decodes it
+    # to nothing (a labeler once wrote such "masked" annotations).
+    zigzag = np.zeros((12, 8), bool)
+    for row, col in enumerate([2, 3, 2, 3, 2, 2, 2]):
+        zigzag[3 + row, col] = True
+    assert to_polygons(zigzag) == []
+    # Beside a real shape, only the shape's polygon is kept, and it decodes to pixels.
+    zigzag[0:3, 5:8] = True
+    kept = to_polygons(zigzag)
+    assert len(kept) == 1 and polygons_to_mask(kept, 12, 8).any()
 
 
 @pytest.mark.parametrize("bits", [1, 8])

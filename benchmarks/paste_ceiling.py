@@ -1,0 +1,104 @@
+"""The mask-resolution ceiling: true masks cropped onto their boxes and pasted back.
+
+A mask head predicts an R x R grid over each box; inference pastes that grid into the image.
+Before any learning, the crop (how training targets are sampled) and the paste (how inference
+puts a grid back) bound what a perfect head can reach: this script crops every true mask of the
+validation set onto its own box exactly as training does, pastes it back, and prints the mean
+IoU with the true mask, for each pairing of target grid and paste:
+
+- grid ``torchvision``: ``roi_align(aligned=False)``, torchvision's ``project_masks_on_boxes``
+  (``model.mask_target_aligned: false``); grid ``aligned``: ``aligned=True`` (the default).
+- paste ``torchvision``: ``paste_masks_in_image`` (grid padded by a cell, box grown and
+  truncated to integers); paste ``aligned``: boxmask/model/paste.py (Detectron2's
+  ``grid_sample`` paste, what the torch model and the runtime use).
+
+    .venv/bin/python benchmarks/paste_ceiling.py                      # data/clear128 val
+    .venv/bin/python benchmarks/paste_ceiling.py --data data/dense128
+
+No timing: the figures are exact functions of the data. The box-as-mask baseline of the same
+instances is printed beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+from torchvision.models.detection.roi_heads import paste_masks_in_image
+
+from boxmask.model.paste import paste_masks
+from boxmask.model.pseudo_masks import project_masks_on_rois
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load(data: Path) -> list[tuple[np.ndarray, torch.Tensor]]:
+    """Every validation instance: its mask ``[H, W]`` bool and its xyxy box ``[1, 4]``."""
+    coco = json.loads((data / "annotations" / "instances_val.json").read_text())
+    images = {im["id"]: im for im in coco["images"]}
+    out = []
+    for ann in coco["annotations"]:
+        im = images[ann["image_id"]]
+        h, w = im["height"], im["width"]
+        seg = ann["segmentation"]
+        if isinstance(seg, list) or isinstance(seg.get("counts"), list):
+            rle = mask_utils.frPyObjects(seg, h, w)
+            rle = mask_utils.merge(rle) if isinstance(rle, list) else rle
+        else:
+            rle = seg
+        x, y, bw, bh = ann["bbox"]
+        out.append((mask_utils.decode(rle).astype(bool),
+                    torch.tensor([[x, y, x + bw, y + bh]], dtype=torch.float32)))
+    return out
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def ceiling(instances, size: int, aligned: bool, paste: str) -> float:
+    ious = []
+    for mask, box in instances:
+        h, w = mask.shape
+        cells = project_masks_on_rois(torch.from_numpy(mask)[None], box, torch.tensor([0]),
+                                      size, aligned=aligned)[:, None]
+        if paste == "torchvision":
+            back = paste_masks_in_image(cells, box, (h, w))[0, 0].numpy() > 0.5
+        else:
+            back = paste_masks(cells, box, (h, w))[0, 0].numpy() > 0.5
+        ious.append(iou(back, mask))
+    return float(np.mean(ious))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT / "data" / "clear128",
+                        help="a `boxmask data synth` folder (default data/clear128)")
+    args = parser.parse_args(argv)
+    if not (args.data / "annotations" / "instances_val.json").is_file():
+        parser.error(f"{args.data} has no annotations/instances_val.json: make it with "
+                     "`boxmask data synth --out data/clear128 --scene clear --seed 0 "
+                     "--images 1000 --val-images 100 --size 128`")
+    torch.set_num_threads(1)
+    instances = load(args.data)
+    box = np.mean([iou(np.pad(np.ones((int(b[0, 3]) - int(b[0, 1]), int(b[0, 2]) - int(b[0, 0])),
+                                      bool),
+                              ((int(b[0, 1]), m.shape[0] - int(b[0, 3])),
+                               (int(b[0, 0]), m.shape[1] - int(b[0, 2])))), m)
+                   for m, b in instances])
+    print(f"{args.data} validation: {len(instances)} instances; box as mask: {box:.3f}\n")
+    print("| R | target grid | paste | mean IoU of the true mask pasted back |")
+    print("|---|---|---|---|")
+    for size in (28, 56):
+        for grid, aligned in (("torchvision", False), ("aligned", True)):
+            for paste in ("torchvision", "aligned"):
+                print(f"| {size} | {grid} | {paste} | {ceiling(instances, size, aligned, paste):.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
