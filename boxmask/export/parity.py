@@ -40,6 +40,9 @@ from boxmask.model import BoxMaskRCNN
 LOGIT_TOL = 1e-3
 LOGIT_RTOL = 1e-5
 MIN_MASK_IOU = 0.99
+# Detections within this much of the score threshold may be kept by one runtime and dropped by
+# the other (float32 rounding); the detector check compares what both keep above it.
+BORDERLINE_SCORE = 1e-3
 
 
 def _session(path: Path):
@@ -135,12 +138,21 @@ def check_parity(model: BoxMaskRCNN, model_dir: Path, cfg: BoxMaskConfig,
         ref_det = det(*feats, size)
         got_det = det_s.run(DETECTOR_OUTPUTS, dict(zip(DETECTOR_INPUTS, [
             *[f.numpy() for f in feats], size.numpy()])))
-        if ref_det[0].shape[0] != got_det[0].shape[0]:
+        ref_np = [a.numpy() for a in ref_det]
+        if ref_np[0].shape[0] != got_det[0].shape[0]:
+            # Random images give many detections at the score threshold; one whose score rounds
+            # to the other side of it in float32 is not a disagreement. Compare what both find
+            # clearly above the threshold.
+            floor = cfg.model.box_score_thresh + BORDERLINE_SCORE
+            ref_np = [a[ref_np[2] >= floor] for a in ref_np]
+            got_det = [b[got_det[2] >= floor] for b in got_det]
+            worst["detector_borderline"] = worst.get("detector_borderline", 0) + 1
+        if ref_np[0].shape[0] != got_det[0].shape[0]:
             worst["detector_same_count"] = False
         else:
-            for a, b in zip(ref_det, got_det):
-                if a.numel():
-                    diff = np.abs(a.numpy().astype(np.float64) - b.astype(np.float64)).max()
+            for a, b in zip(ref_np, got_det):
+                if a.size:
+                    diff = np.abs(a.astype(np.float64) - b.astype(np.float64)).max()
                     worst["detector_max_abs"] = max(worst["detector_max_abs"], float(diff))
     worst["sizes"] = [list(s) for s in sizes]
     worst["box_counts"] = list(box_counts)

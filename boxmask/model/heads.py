@@ -20,6 +20,29 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads
 NormLayer = Callable[[int], nn.Module]
 
 
+class GroupNorm(nn.GroupNorm):
+    """``nn.GroupNorm`` that exports to ONNX for any number of RoIs, zero included.
+
+    torch's ONNX export of group norm reshapes its input to ``[N, G, -1]``; with N = 0 (no box,
+    nothing detected) the -1 cannot be inferred and ONNX Runtime fails the Reshape. Under export
+    this module spells the shape out, ``[N, G, C / G, H, W]``, and normalises over the last
+    three axes; in eager mode it is ``nn.GroupNorm`` (same parameters, same state dict).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.onnx.is_in_onnx_export():
+            return super().forward(x)
+        n, _, h, w = x.shape
+        g = self.num_groups
+        y = x.reshape(n, g, self.num_channels // g, h, w)
+        mean = y.mean(dim=(2, 3, 4), keepdim=True)
+        var = (y - mean).pow(2).mean(dim=(2, 3, 4), keepdim=True)
+        y = ((y - mean) / torch.sqrt(var + self.eps)).reshape(n, self.num_channels, h, w)
+        if self.affine:
+            y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        return y
+
+
 def head_norm_layer(kind: str) -> NormLayer | None:
     """The norm after each conv of the FPN, box head and mask heads (``model.head_norm``).
 
@@ -32,7 +55,7 @@ def head_norm_layer(kind: str) -> NormLayer | None:
         return nn.BatchNorm2d
     if kind == "gn":
         # The largest group count <= 32 that divides the width, so narrow test models work too.
-        return lambda c: nn.GroupNorm(math.gcd(32, c), c)
+        return lambda c: GroupNorm(math.gcd(32, c), c)
     raise ValueError(f"unknown head norm {kind!r} (none, bn, gn)")
 
 
