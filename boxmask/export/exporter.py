@@ -227,6 +227,7 @@ def _card(name: str, cfg: BoxMaskConfig, categories: list[dict], model: BoxMaskR
                         "seen": bool(c["seen"])} for c in categories],
         "num_classes": len(categories),
         "mask_resolution": model.roi_heads.mask_branch.output_resolution,
+        "mask_grid": "aligned" if cfg.model.mask_target_aligned else "torchvision",
         "mode": cfg.model.mode,
         "backbone": cfg.model.backbone,
         "preprocess": {

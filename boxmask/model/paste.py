@@ -14,6 +14,12 @@ masks of the synthetic validation set, cropped aligned onto their boxes at R = 2
 back, keep 0.933 mean IoU through torchvision's paste and 0.991 through this one (0.902 through
 torchvision's paste of torchvision's half-pixel targets; docs/results.md).
 
+A model trained on torchvision's grid (``model.mask_target_aligned: false``: torchvision's own
+weights, and every boxmask model trained before the aligned grid) learnt cells centred half a
+pixel (of the resized input) down and right of the aligned ones: ``grid_offset`` gives the shift
+in original pixels, and pasting at the box moved by it puts those masks back in place (0.909 ->
+0.977 for the true masks of the synthetic set at R = 28, benchmarks/paste_ceiling.py).
+
 The interpolation is separable, so a mask is ``W_y @ P @ W_x^T`` with two sparse ``[pixels, R]``
 weight matrices; ``boxmask.runtime.masks`` computes the same weights in numpy for the torch-free
 runtime (their agreement is tested).
@@ -22,6 +28,20 @@ runtime (their agreement is tested).
 from __future__ import annotations
 
 import torch
+
+
+def grid_offset(aligned: bool, original: tuple[int, int], resized: tuple[int, int]
+                ) -> tuple[float, float]:
+    """``(dx, dy)`` in original pixels to add to a box before pasting its mask: 0 for the
+    aligned grid, half a resized pixel for torchvision's.
+
+    Args:
+        aligned: whether the model trained on the aligned grid (``model.mask_target_aligned``).
+        original, resized: the image's (H, W) before and after the model's resize.
+    """
+    if aligned:
+        return 0.0, 0.0
+    return 0.5 * original[1] / resized[1], 0.5 * original[0] / resized[0]
 
 
 def paste_weights(lo: torch.Tensor, hi: torch.Tensor, size: int, pixels: int) -> torch.Tensor:
@@ -47,14 +67,15 @@ def paste_weights(lo: torch.Tensor, hi: torch.Tensor, size: int, pixels: int) ->
     return w * (hi > lo)[:, None, None]
 
 
-def paste_masks(probs: torch.Tensor, boxes: torch.Tensor, image_shape: tuple[int, int]
-                ) -> torch.Tensor:
+def paste_masks(probs: torch.Tensor, boxes: torch.Tensor, image_shape: tuple[int, int],
+                offset: tuple[float, float] = (0.0, 0.0)) -> torch.Tensor:
     """Mask probabilities on their boxes' grids pasted into the image.
 
     Args:
         probs (Tensor[N, 1, R, R]): probabilities in [0, 1].
         boxes (Tensor[N, 4]): xyxy in the pixels of the image.
         image_shape: (H, W).
+        offset: ``(dx, dy)`` added to every box first (``grid_offset``).
     Returns:
         Tensor[N, 1, H, W] float: each mask's probabilities, 0 where its grid does not reach.
     """
@@ -62,6 +83,9 @@ def paste_masks(probs: torch.Tensor, boxes: torch.Tensor, image_shape: tuple[int
     n, r = probs.shape[0], probs.shape[-1]
     if n == 0:
         return probs.new_zeros((0, 1, h, w))
+    dx, dy = offset
+    if dx or dy:
+        boxes = boxes.float() + boxes.new_tensor([dx, dy, dx, dy], dtype=torch.float32)
     wy = paste_weights(boxes[:, 1], boxes[:, 3], r, h).to(probs.dtype)  # [N, H, R]
     wx = paste_weights(boxes[:, 0], boxes[:, 2], r, w).to(probs.dtype)  # [N, W, R]
     return torch.einsum("nhr,nrs,nws->nhw", wy, probs[:, 0], wx)[:, None]

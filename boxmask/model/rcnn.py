@@ -16,7 +16,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
-from boxmask.model.paste import paste_masks
+from boxmask.model.paste import grid_offset, paste_masks
 from boxmask.model.roi_heads import BoxMaskRoIHeads
 
 FPN_LEVELS = ("0", "1", "2", "3")
@@ -67,10 +67,17 @@ class BoxMaskRCNN(GeneralizedRCNN):
         # pixel-aligned (boxmask/model/paste.py), not by torchvision's paste_masks_in_image.
         grids = [d.pop("masks", None) for d in detections]
         detections = self.transform.postprocess(detections, batch.image_sizes, original_sizes)
-        for d, g, size in zip(detections, grids, original_sizes):
+        for d, g, size, resized in zip(detections, grids, original_sizes, batch.image_sizes):
             if g is not None:
-                d["masks"] = paste_masks(g, d["boxes"], size)
+                d["masks"] = paste_masks(g, d["boxes"], size, self.paste_offset(size, resized))
         return detections
+
+    def paste_offset(self, original: tuple[int, int], resized: tuple[int, int]
+                     ) -> tuple[float, float]:
+        """(dx, dy) to move boxes by before pasting: non-zero for a model trained on
+        torchvision's half-pixel target grid (boxmask/model/paste.py)."""
+        return grid_offset(self.roi_heads.mask_branch.mask_target_aligned, original,
+                           (int(resized[0]), int(resized[1])))
 
     def pixels(self, batch: torch.Tensor) -> torch.Tensor:
         """The transform's normalised batch ``[B, 3, H, W]`` back to RGB 0..255, with the
@@ -137,7 +144,10 @@ class BoxMaskRCNN(GeneralizedRCNN):
             h, w = int(image.shape[-2]), int(image.shape[-1])
             lab = labels[i] if labels is not None else torch.zeros(len(b), dtype=torch.int64)
             probs, _, _ = self.decode_in_image(image, b, lab)
-            out.append(paste_masks(probs, b.float(), (h, w)))
+            offset = (0.0, 0.0)
+            if not self.roi_heads.mask_branch.mask_target_aligned:
+                offset = self.paste_offset((h, w), self.transform([image])[0].image_sizes[0])
+            out.append(paste_masks(probs, b.float(), (h, w), offset))
         return out
 
     def decode_in_image(self, image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor

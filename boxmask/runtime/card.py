@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -67,6 +67,11 @@ class ModelCard(BaseModel):
     files: dict[str, FileEntry]
     onnx: dict[str, Any] = Field(default_factory=dict)
     provenance: dict[str, Any] = Field(default_factory=dict)
+    # Where the mask grid's cells sit in their box: "aligned" (roi_align aligned=True targets)
+    # or "torchvision" (its half-pixel grid: torchvision's weights and every model exported
+    # before this field existed). The runtime pastes the latter half a resized pixel down-right
+    # (boxmask/model/paste.py).
+    mask_grid: Literal["aligned", "torchvision"] = "torchvision"
 
     @model_validator(mode="after")
     def _check_consistency(self) -> ModelCard:

@@ -134,18 +134,22 @@ def box_pixels(box: np.ndarray, im_h: int, im_w: int) -> tuple[int, int, int, in
 
 
 def paste_mask(prob: np.ndarray, box: np.ndarray, im_h: int, im_w: int,
-               threshold: float = 0.5) -> np.ndarray:
+               threshold: float = 0.5, offset: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
     """One `[R, R]` probability map -> an `[im_h, im_w]` bool mask, cropped to its box.
 
     The pasting is `paste_masks`', whose values fade to zero within half a cell past the box;
     the crop clears what lies outside the pixels the box touches, so a mask never leaves its
     box. One plane at a time: callers that encode masks one by one never hold N planes.
+    `offset` `(dx, dy)` moves the grid off the box before pasting (a torchvision-grid model,
+    `boxmask.model.paste.grid_offset`); the crop stays the box's own pixels.
     """
     prob = np.asarray(prob)
     box = np.asarray(box, dtype=np.float32).reshape(1, 4)
     out = np.zeros((im_h, im_w), dtype=bool)
     y0, y1, x0, x1 = box_pixels(box[0], im_h, im_w)
-    for _, crop, (py0, py1, px0, px1) in _pasted_crops(prob[None], box, im_h, im_w):
+    dx, dy = offset
+    at = box + np.array([dx, dy, dx, dy], dtype=np.float32) if (dx or dy) else box
+    for _, crop, (py0, py1, px0, px1) in _pasted_crops(prob[None], at, im_h, im_w):
         if crop is None:
             continue
         # The overlap of the pasted region and the box's own pixels.

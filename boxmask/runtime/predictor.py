@@ -76,15 +76,19 @@ class Prediction:
     image_size: tuple[int, int] = (0, 0)  # (H, W)
     key: str | None = None
     mask_threshold: float = 0.5
+    # (dx, dy) original pixels the masks are pasted off their boxes by: non-zero for a model of
+    # torchvision's half-pixel mask grid (`ModelCard.mask_grid`; boxmask/model/paste.py).
+    paste_offset: tuple[float, float] = (0.0, 0.0)
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 
     def mask(self, i: int) -> np.ndarray:
-        """Mask `i` as `[H, W]` bool: `prob > mask_threshold`, pasted as torchvision does and
-        cropped to the pixels its box touches."""
+        """Mask `i` as `[H, W]` bool: `prob > mask_threshold`, pasted pixel-aligned (as the torch
+        model does) and cropped to the pixels its box touches."""
         h, w = self.image_size
-        return paste_mask(self.mask_probs[i], self.boxes[i], h, w, self.mask_threshold)
+        return paste_mask(self.mask_probs[i], self.boxes[i], h, w, self.mask_threshold,
+                          self.paste_offset)
 
     def iter_masks(self) -> Iterator[np.ndarray]:
         """The masks one at a time (each a fresh `[H, W]` plane)."""
@@ -106,7 +110,7 @@ class Prediction:
         return Prediction(scores=self.scores[idx], labels=self.labels[idx], boxes=self.boxes[idx],
                           mask_probs=self.mask_probs[idx], names=[self.names[i] for i in idx],
                           image_size=self.image_size, key=self.key,
-                          mask_threshold=self.mask_threshold)
+                          mask_threshold=self.mask_threshold, paste_offset=self.paste_offset)
 
 
 @dataclass(frozen=True)
@@ -431,7 +435,15 @@ class Predictor:
             names=[self.card.by_id(int(i)).name for i in ids],
             image_size=(h, w),
             key=key,
+            paste_offset=self._paste_offset(info),
         )
+
+    def _paste_offset(self, info: ResizeInfo) -> tuple[float, float]:
+        """`boxmask.model.paste.grid_offset` for this model and image (no torch here)."""
+        if self.card.mask_grid == "aligned":
+            return 0.0, 0.0
+        ratio_h, ratio_w = info.ratios
+        return 0.5 / ratio_w, 0.5 / ratio_h
 
     def predict(
         self,

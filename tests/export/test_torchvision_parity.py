@@ -79,8 +79,12 @@ def _torchvision_masks(tv, image: np.ndarray, boxes: np.ndarray, coco_ids: np.nd
     rh = tv.roi_heads
     logits = rh.mask_predictor(rh.mask_head(rh.mask_roi_pool(features, [resized], batch.image_sizes)))
     probs = maskrcnn_inference(logits, [torch.from_numpy(coco_ids)])
+    from boxmask.model.paste import grid_offset
+
     out = tv.transform.postprocess([{"boxes": resized}], batch.image_sizes, [(h, w)])
-    return (paste_masks(probs[0], out[0]["boxes"], (h, w))[:, 0] > 0.5).numpy()
+    # torchvision's weights learnt its half-pixel target grid: pasted half a resized pixel on.
+    offset = grid_offset(False, (h, w), tuple(batch.image_sizes[0]))
+    return (paste_masks(probs[0], out[0]["boxes"], (h, w), offset)[:, 0] > 0.5).numpy()
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -23,6 +24,27 @@ def test_card_loads_and_resolves_categories_by_id_name_and_label(contract_model_
     assert card.by_label(2).name == "square"
     assert card.resolve("disc").label == 1 and card.resolve(3).label == 2
     assert card.label_to_id() == [0, 1, 3, 7]
+
+
+def test_a_card_without_mask_grid_is_torchvisions_grid(contract_model_dir: Path,
+                                                       tmp_path: Path) -> None:
+    """Cards exported before the field existed came from models of torchvision's target grid;
+    the predictor pastes their masks half a resized pixel on (boxmask/model/paste.py)."""
+    from boxmask.runtime.predictor import Predictor
+    from boxmask.runtime.transforms import ResizeInfo
+
+    model = _copy(contract_model_dir, tmp_path)
+    card_path = model / "model.json"
+    card = json.loads(card_path.read_text())
+    card.pop("mask_grid", None)
+    card_path.write_text(json.dumps(card))
+    old = ModelCard.load(model)
+    assert old.mask_grid == "torchvision"
+    info = ResizeInfo(original_size=(100, 200), resized_size=(50, 100), padded_size=(64, 128))
+    assert Predictor._paste_offset(SimpleNamespace(card=old), info) == (1.0, 1.0)
+    card["mask_grid"] = "aligned"
+    card_path.write_text(json.dumps(card))
+    assert Predictor._paste_offset(SimpleNamespace(card=ModelCard.load(model)), info) == (0.0, 0.0)
 
 
 @pytest.mark.parametrize("label", ["dog", 2, 1.5, True])

@@ -9,6 +9,7 @@ from PIL import Image
 from boxmask.runtime.masks import (
     from_png,
     from_rle,
+    paste_mask,
     paste_mask_probs,
     paste_masks,
     polygons_to_mask,
@@ -84,6 +85,33 @@ def test_a_mask_cropped_aligned_onto_its_box_pastes_back_whole() -> None:
         back = paste_masks(cells, box, 64, 80)[0]
         iou = (back & (mask > 0)).sum() / (back | (mask > 0)).sum()
         assert iou > 0.99, iou
+
+
+def test_a_torchvision_grid_mask_pastes_back_with_the_half_pixel_offset() -> None:
+    """torchvision's targets sit half a pixel down-right of the aligned grid: pasted at the box
+    they lose a rim, pasted at the box moved by grid_offset they come back."""
+    torch = pytest.importorskip("torch")
+    pseudo = pytest.importorskip("boxmask.model.pseudo_masks")
+    paste = pytest.importorskip("boxmask.model.paste")
+    yy, xx = np.mgrid[:64, :80]
+    disc = ((yy - 30.3) ** 2 + (xx - 41.7) ** 2 < 9.0**2).astype(np.uint8)
+    ys, xs = np.nonzero(disc)
+    box = np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], np.float32)
+    cells = pseudo.project_masks_on_rois(torch.from_numpy(disc)[None], torch.from_numpy(box),
+                                         torch.tensor([0]), 28, aligned=False).numpy()
+
+    def iou(mask: np.ndarray) -> float:
+        return (mask & (disc > 0)).sum() / (mask | (disc > 0)).sum()
+
+    offset = paste.grid_offset(False, (64, 80), (64, 80))
+    assert offset == (0.5, 0.5)
+    assert paste.grid_offset(False, (100, 200), (50, 100)) == (1.0, 1.0)  # resized pixels
+    assert paste.grid_offset(True, (64, 80), (32, 40)) == (0.0, 0.0)
+    shifted = iou(paste_mask(cells[0], box[0], 64, 80, offset=offset))
+    assert shifted > 0.95 and shifted > iou(paste_mask(cells[0], box[0], 64, 80)) + 0.05
+    ours = paste.paste_masks(torch.from_numpy(cells)[:, None], torch.from_numpy(box), (64, 80),
+                             offset)[0, 0].numpy() > 0.5
+    assert np.array_equal(ours, paste_mask(cells[0], box[0], 64, 80, offset=offset))
 
 
 def test_paste_masks_accepts_torchvision_layout_and_zero_masks() -> None:

@@ -90,3 +90,17 @@ def test_checkpoints_load_restricted_old_numpy_rng_states_included(tmp_path: Pat
                                 "torch": torch.get_rng_state()}}
     torch.save(old, tmp_path / "old.pt")
     restore_rng_state(load_checkpoint(tmp_path / "old.pt")["rng"])
+
+
+def test_checkpoints_from_before_the_aligned_grid_keep_torchvisions(tmp_path: Path) -> None:
+    """A checkpoint whose config predates model.mask_target_aligned trained on torchvision's
+    half-pixel target grid: loading says so (the config's own default is the aligned grid), so
+    its masks are pasted with the offset that grid needs."""
+    from boxmask.model.checkpoint import load_checkpoint
+
+    old = {**_state(1), "config": {"model": {"mode": "oracle"}}}
+    torch.save(old, tmp_path / "old.pt")
+    assert load_checkpoint(tmp_path / "old.pt")["config"]["model"]["mask_target_aligned"] is False
+    new = {**_state(1), "config": {"model": {"mode": "oracle", "mask_target_aligned": True}}}
+    torch.save(new, tmp_path / "new.pt")
+    assert load_checkpoint(tmp_path / "new.pt")["config"]["model"]["mask_target_aligned"] is True
