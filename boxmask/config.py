@@ -93,14 +93,14 @@ class ModelConfig(_Section):
     rpn_conv_depth: int = Field(default=1, ge=1)
     box_head: Literal["mlp", "conv"] = "mlp"
     head_norm: Literal["none", "bn", "gn"] = "none"
-    # How ground-truth masks are cropped onto RoIs for the mask losses (training only).
-    # torchvision's project_masks_on_boxes samples with roi_align(aligned=False): its grid sits
-    # half a pixel up-left of the box, while paste_masks_in_image (which inference uses) puts
-    # cell centres at the box's own half-cell positions. A model then learns masks shifted by
-    # half a pixel; on the 128-px synthetic scenes (20-40 px objects) even the true mask, cropped
-    # and pasted back, keeps only 0.902 mean IoU at R = 28 (0.933 with aligned=True; 0.905 vs
-    # 0.962 at R = 56). True crops with aligned=True, as detectron2's BitMasks.crop_and_resize
-    # does; False is torchvision's (and every model trained before 2026-11-27).
+    # How ground-truth masks are cropped onto RoIs for the mask losses. torchvision's
+    # project_masks_on_boxes samples with roi_align(aligned=False), half a pixel off the box;
+    # True crops with aligned=True, as detectron2's BitMasks.crop_and_resize does, where the
+    # pixel-aligned paste (boxmask/model/paste.py) puts the cells back. On the 128-px synthetic
+    # scenes the true masks, cropped and pasted back at R = 28, keep 0.991 mean IoU this way and
+    # 0.902 with torchvision's crop and paste (benchmarks/paste_ceiling.py). False is
+    # torchvision's grid (its weights, and every model trained before 2026-11-27); such models
+    # are pasted half a resized pixel on (the card's mask_grid).
     mask_target_aligned: bool = True
     # Start from this boxmask checkpoint (`boxmask train` or `boxmask import torchvision`):
     # categories are matched by name, the weights of matched ones are copied, new categories get

@@ -41,8 +41,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if missing:
         raise ConfigError(f"{str(path)!r} is not a boxmask training checkpoint "
                           f"(missing {', '.join(missing)})")
-    model_section = ckpt.get("config", {}).get("model") if isinstance(ckpt.get("config"), dict) \
-        else None
+    config = ckpt.get("config")
+    model_section = config.get("model") if isinstance(config, dict) else None
     if isinstance(model_section, dict) and "mask_target_aligned" not in model_section:
         # Written before the key existed: trained on torchvision's half-pixel target grid (the
         # config's default is the aligned grid). The paste compensates (model/paste.py).

@@ -29,19 +29,9 @@ from __future__ import annotations
 
 import torch
 
+from boxmask.runtime.masks import grid_offset
 
-def grid_offset(aligned: bool, original: tuple[int, int], resized: tuple[int, int]
-                ) -> tuple[float, float]:
-    """``(dx, dy)`` in original pixels to add to a box before pasting its mask: 0 for the
-    aligned grid, half a resized pixel for torchvision's.
-
-    Args:
-        aligned: whether the model trained on the aligned grid (``model.mask_target_aligned``).
-        original, resized: the image's (H, W) before and after the model's resize.
-    """
-    if aligned:
-        return 0.0, 0.0
-    return 0.5 * original[1] / resized[1], 0.5 * original[0] / resized[0]
+__all__ = ["grid_offset", "paste_masks", "paste_weights"]
 
 
 def paste_weights(lo: torch.Tensor, hi: torch.Tensor, size: int, pixels: int) -> torch.Tensor:

@@ -143,11 +143,8 @@ class BoxMaskRCNN(GeneralizedRCNN):
         for i, (image, b) in enumerate(zip(images, boxes)):
             h, w = int(image.shape[-2]), int(image.shape[-1])
             lab = labels[i] if labels is not None else torch.zeros(len(b), dtype=torch.int64)
-            probs, _, _ = self.decode_in_image(image, b, lab)
-            offset = (0.0, 0.0)
-            if not self.roi_heads.mask_branch.mask_target_aligned:
-                offset = self.paste_offset((h, w), self.transform([image])[0].image_sizes[0])
-            out.append(paste_masks(probs, b.float(), (h, w), offset))
+            probs, _, _, resized = self._decode(image, b, lab)
+            out.append(paste_masks(probs, b.float(), (h, w), self.paste_offset((h, w), resized)))
         return out
 
     def decode_in_image(self, image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor
@@ -157,8 +154,14 @@ class BoxMaskRCNN(GeneralizedRCNN):
         Returns mask probabilities ``[N, 1, R, R]``, class scores ``[N, C + 1]`` and labels
         ``[N]``.
         """
+        probs, scores, used, _ = self._decode(image, boxes, labels)
+        return probs, scores, used
+
+    def _decode(self, image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int]]:
+        """:meth:`decode_in_image`, and the resized (h, w) the image was encoded at."""
         features, resized = self.encode(image)
         scale = self.resize_scale((int(image.shape[-2]), int(image.shape[-1])), resized)
         scaled = boxes.float() * scale.to(boxes.device).repeat(2)[None]
         logits, scores, used = self.roi_heads.decode_boxes(features, scaled, labels.long(), resized)
-        return logits.sigmoid(), scores, used
+        return logits.sigmoid(), scores, used, resized

@@ -21,6 +21,23 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 
+def grid_offset(aligned: bool, original: tuple[int, int], resized: tuple[int, int]
+                ) -> tuple[float, float]:
+    """``(dx, dy)`` in original pixels to add to a box before pasting its mask: 0 for a model of
+    the aligned grid, half a resized pixel for one of torchvision's grid (whose cells sit that
+    much down and right; `boxmask.model.paste` says more). The torch model and the runtime both
+    call this.
+
+    Args:
+        aligned: whether the model trained on the aligned grid (``model.mask_target_aligned``,
+            the card's ``mask_grid == "aligned"``).
+        original, resized: the image's (H, W) before and after the model's resize.
+    """
+    if aligned:
+        return 0.0, 0.0
+    return 0.5 * original[1] / resized[1], 0.5 * original[0] / resized[0]
+
+
 def _axis_taps(lo: float, hi: float, size: int, first: int, stop: int
                ) -> tuple[np.ndarray, np.ndarray]:
     """Pixels `first..stop-1` of one axis on a box's grid: `(index, frac)`, each `[stop - first]`.
@@ -62,7 +79,8 @@ def _pasted_crops(
     boxes = boxes.astype(np.float32, copy=False)
     for i in range(n):
         bx1, by1, bx2, by2 = (float(v) for v in boxes[i])
-        # Half a cell past each edge is where the last taps fade to zero.
+        # The last taps fade to zero half a cell past each edge: a window of a whole cell
+        # around the box holds every pixel they reach.
         cw, ch = (bx2 - bx1) / r, (by2 - by1) / r
         x0, x1 = max(int(np.floor(bx1 - cw)), 0), min(int(np.ceil(bx2 + cw)), im_w)
         y0, y1 = max(int(np.floor(by1 - ch)), 0), min(int(np.ceil(by2 + ch)), im_h)
@@ -141,7 +159,7 @@ def paste_mask(prob: np.ndarray, box: np.ndarray, im_h: int, im_w: int,
     the crop clears what lies outside the pixels the box touches, so a mask never leaves its
     box. One plane at a time: callers that encode masks one by one never hold N planes.
     `offset` `(dx, dy)` moves the grid off the box before pasting (a torchvision-grid model,
-    `boxmask.model.paste.grid_offset`); the crop stays the box's own pixels.
+    `grid_offset`); the crop stays the box's own pixels.
     """
     prob = np.asarray(prob)
     box = np.asarray(box, dtype=np.float32).reshape(1, 4)

@@ -46,7 +46,7 @@ from boxmask.runtime.errors import (
     UnknownImage,
 )
 from boxmask.runtime.images import DEFAULT_MAX_PIXELS, image_key, load_image
-from boxmask.runtime.masks import paste_mask
+from boxmask.runtime.masks import grid_offset, paste_mask
 from boxmask.runtime.sessions import InferenceSession
 from boxmask.runtime.transforms import ResizeInfo, boxes_to_original, boxes_to_resized, preprocess
 
@@ -439,11 +439,8 @@ class Predictor:
         )
 
     def _paste_offset(self, info: ResizeInfo) -> tuple[float, float]:
-        """`boxmask.model.paste.grid_offset` for this model and image (no torch here)."""
-        if self.card.mask_grid == "aligned":
-            return 0.0, 0.0
-        ratio_h, ratio_w = info.ratios
-        return 0.5 / ratio_w, 0.5 / ratio_h
+        """`grid_offset` for this model and image."""
+        return grid_offset(self.card.mask_grid == "aligned", info.original_size, info.resized_size)
 
     def predict(
         self,
