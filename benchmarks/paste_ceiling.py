@@ -10,7 +10,9 @@ IoU with the true mask, for each pairing of target grid and paste:
   (``model.mask_target_aligned: false``); grid ``aligned``: ``aligned=True`` (the default).
 - paste ``torchvision``: ``paste_masks_in_image`` (grid padded by a cell, box grown and
   truncated to integers); paste ``aligned``: boxmask/model/paste.py (Detectron2's
-  ``grid_sample`` paste, what the torch model and the runtime use).
+  ``grid_sample`` paste, what the torch model and the runtime use); ``aligned + offset``: the
+  same at the box moved half a pixel down-right, how a torchvision-grid model is pasted (the
+  images are not resized here, so half a resized pixel is half a pixel).
 
     .venv/bin/python benchmarks/paste_ceiling.py                      # data/clear128 val
     .venv/bin/python benchmarks/paste_ceiling.py --data data/dense128
@@ -30,7 +32,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
-from boxmask.model.paste import paste_masks
+from boxmask.model.paste import grid_offset, paste_masks
 from boxmask.model.pseudo_masks import project_masks_on_rois
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +67,9 @@ def ceiling(instances, size: int, aligned: bool, paste: str) -> float:
         if paste == "torchvision":
             back = paste_masks_in_image(cells, box, (h, w))[0, 0].numpy() > 0.5
         else:
-            back = paste_masks(cells, box, (h, w))[0, 0].numpy() > 0.5
+            # "aligned + offset": the paste the runtime gives a torchvision-grid model.
+            offset = grid_offset(paste == "aligned", (h, w), (h, w))
+            back = paste_masks(cells, box, (h, w), offset)[0, 0].numpy() > 0.5
         ious.append(iou(back, mask))
     return float(np.mean(ious))
 
@@ -87,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|")
     for size in (28, 56):
         for grid, aligned in (("torchvision", False), ("aligned", True)):
-            for paste in ("torchvision", "aligned"):
+            pastes = ("torchvision", "aligned") + (("aligned + offset",) if not aligned else ())
+            for paste in pastes:
                 print(f"| {size} | {grid} | {paste} | {ceiling(instances, size, aligned, paste):.3f} |")
     return 0
 
