@@ -9,6 +9,7 @@ This module imports no torch: the CLI validates a config before anything heavy i
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -136,6 +137,20 @@ class TrainConfig(_Section):
     # run killed mid-epoch loses at most this many; resuming continues at that very iteration.
     checkpoint_every_iters: int | None = Field(default=None, ge=1)
     threads: int | None = None  # torch.set_num_threads on CPU
+    # Multiply a loss by this before the sum, by the name the log shows (``mask_student``,
+    # ``mask_teacher``, ``classifier``, ``box_reg``, ``objectness``, ``rpn_box_reg``); unnamed
+    # losses keep 1. ``{mask_student: 0, mask_teacher: 0}`` trains the detector on boxes alone:
+    # the shared first stage of the synthetic experiment (benchmarks/synthetic_experiment.py),
+    # which stands in for the ImageNet backbone the paper starts from.
+    loss_weights: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("loss_weights")
+    @classmethod
+    def _weights(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: w for k, w in v.items() if not (w >= 0 and math.isfinite(w))}
+        if bad:
+            raise ValueError(f"loss weights must be finite and >= 0, got {bad}")
+        return {k.removeprefix("loss_"): w for k, w in v.items()}
 
     @field_validator("lr_steps")
     @classmethod

@@ -126,6 +126,21 @@ def _to_device(images: list[torch.Tensor], targets: list[dict[str, Any]],
     return images, targets
 
 
+def weighted_loss(losses: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
+    """The training loss: the sum of ``losses`` (``loss_<name>`` -> scalar), each times
+    ``weights[<name>]`` (``train.loss_weights``; 1 where unnamed).
+
+    Raises:
+        ConfigError: a weight names no loss of this model, e.g. ``mask_teacher`` in oracle mode.
+    """
+    names = {k.removeprefix("loss_") for k in losses}
+    unknown = sorted(set(weights) - names)
+    if unknown:
+        raise ConfigError(f"train.loss_weights names {unknown}, which this model does not "
+                          f"compute; its losses are {sorted(names)}")
+    return sum(v * weights.get(k.removeprefix("loss_"), 1.0) for k, v in losses.items())
+
+
 class Trainer:
     """Runs epochs of SGD over ``data`` with ``model``; checkpoints and logs on rank 0.
 
@@ -276,7 +291,7 @@ class Trainer:
             with torch.autocast(device_type=self.ctx.device.type, dtype=self.amp_dtype,
                                 enabled=self.amp_dtype is not None):
                 loss_dict = self.ddp(images, targets)
-            loss = sum(loss_dict.values())
+            loss = weighted_loss(loss_dict, t.loss_weights)
             reduced = reduce_mean({**loss_dict, "loss": loss}, self.ctx)
             if not math.isfinite(reduced["loss"]):
                 raise FloatingPointError(
