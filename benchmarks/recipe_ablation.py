@@ -138,6 +138,11 @@ def fingerprint(name: str, extra: list[str]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def run_dir(name: str, extra: list[str], suffix: str = "") -> Path:
+    """A variant's run folder: its name, suffix and fingerprint."""
+    return RUNS / f"{name}{suffix}_{fingerprint(name, extra)[:8]}"
+
+
 def run_one(name: str, extra: list[str], suffix: str = "") -> dict:
     """Train and evaluate one variant; its result is kept as ``<name><suffix>.json``.
 
@@ -153,10 +158,9 @@ def run_one(name: str, extra: list[str], suffix: str = "") -> dict:
         first = INIT_FROM[name]
         if not run_one(first, extra, suffix):
             return {}
-        first_dir = RUNS / f"{first}{suffix}_{fingerprint(first, extra)[:8]}"
-        extra = [*extra, f"model.init_from={first_dir / 'checkpoint_last.pt'}"]
+        extra = [*extra, f"model.init_from={run_dir(first, extra, suffix) / 'checkpoint_last.pt'}"]
     fp = fingerprint(name, extra)
-    out = RUNS / f"{name}{suffix}_{fp[:8]}"
+    out = run_dir(name, extra, suffix)
     kept = KEPT / f"{name}{suffix}.json"
     for done in (kept, out / "result.json"):
         if done.is_file() and json.loads(done.read_text()).get("fingerprint") == fp:

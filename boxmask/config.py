@@ -140,8 +140,8 @@ class TrainConfig(_Section):
     # Multiply a loss by this before the sum, by the name the log shows (``mask_student``,
     # ``mask_teacher``, ``classifier``, ``box_reg``, ``objectness``, ``rpn_box_reg``); unnamed
     # losses keep 1. ``{mask_student: 0, mask_teacher: 0}`` trains the detector on boxes alone:
-    # the shared first stage of the synthetic experiment (benchmarks/synthetic_experiment.py),
-    # which stands in for the ImageNet backbone the paper starts from.
+    # a first stage that the methods' runs can start from (model.init_from), standing in for
+    # the ImageNet backbone the paper starts from (benchmarks/recipe_ablation.py, clear_boxes_*).
     loss_weights: dict[str, float] = Field(default_factory=dict)
 
     @field_validator("loss_weights")
