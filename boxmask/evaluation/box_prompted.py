@@ -4,7 +4,7 @@ This is what an annotator gets after drawing a box: the model is given every (no
 ground-truth box with its category and returns one mask for it. Two scores:
 
 - **mean mask IoU** between each predicted mask and its instance's ground-truth mask, over
-  unseen / seen / all instances and per overlap bin;
+  unseen / seen / all instances, per overlap bin and per category;
 - **mask AP** (COCO protocol) of the same masks taken as detections of the instance's category,
   each scored by the model's confidence in it (``score``; 1 when none is given). Boxes are
   given, so this AP measures mask quality alone: every instance has exactly one candidate.
@@ -67,8 +67,11 @@ def _margin(model: dict, box: dict) -> dict:
         return None if a is None or b is None or a < 0 or b < 0 else a - b
 
     sides = ("all", "seen", "unseen")
+    box_by_cat = {c["id"]: c for c in box.get("by_category", [])}
     return {
         "mean_iou": {s: diff(model["mean_iou"][s], box["mean_iou"][s]) for s in sides},
+        "by_category": {c["name"]: diff(c["mean_iou"], box_by_cat.get(c["id"], {}).get("mean_iou"))
+                        for c in model.get("by_category", [])},
         "mask_ap": {s: diff(model["mask_ap"][s]["AP"], box["mask_ap"][s]["AP"]) for s in sides},
         "overlapped": {
             "mean_iou": {s: diff(model["overlapped"]["mean_iou"][s],
@@ -185,6 +188,17 @@ def _prompted_metrics(coco_gt: COCO, prompted: Sequence[Mapping], seen_ids: Coll
                        "mean_iou": mean_iou(members),
                        "mask_ap": ap({a["id"] for a in members}, lo, hi, AP_NAMES[:3])})
 
+    # Per category: where a method's mean hides one shape that fails (below the box, say).
+    by_category = []
+    for cat_id in sorted(coco_gt.getCatIds()):
+        members = [a for a in instances if a["category_id"] == cat_id]
+        crowded = [a for a in members if gt_overlap.get(a["id"], 0.0) >= overlap_threshold]
+        by_category.append({
+            "id": int(cat_id), "name": coco_gt.cats[cat_id]["name"], "seen": cat_id in seen,
+            "num_instances": len(members), "num_overlapped": len(crowded),
+            "mean_iou": _mean([ious[a["id"]] for a in members]),
+            "overlapped_mean_iou": _mean([ious[a["id"]] for a in crowded])})
+
     hist = {}
     for side in ("seen", "unseen"):
         values = [ious[a["id"]] for a in instances if side_of(a) == side]
@@ -199,5 +213,6 @@ def _prompted_metrics(coco_gt: COCO, prompted: Sequence[Mapping], seen_ids: Coll
                        "mean_iou": mean_iou(overlapped),
                        "mask_ap": ap({a["id"] for a in overlapped}, overlap_threshold, np.inf)},
         "by_overlap_bin": by_bin,
+        "by_category": by_category,
         "iou_histogram": {"edges": list(IOU_HISTOGRAM_EDGES), **hist},
     }

@@ -128,5 +128,24 @@ def print_summary(report: dict, console: Console) -> None:
                        *(_signed(margin["overlapped"]["mean_iou"][s]) for s in sides))
             bp.add_row("margin over box: mask AP", *(_signed(margin["mask_ap"][s]) for s in sides))
         console.print(bp)
+        cats = prompted.get("by_category")
+        if cats:
+            box_cats = {c["id"]: c for c in (box or {}).get("by_category", [])}
+            ct = Table(title="Box-prompted mean mask IoU by category, x100")
+            for col in ("category", "split", "instances", "mean IoU",
+                        f"O >= {prompted['overlapped']['threshold']:g}"):
+                ct.add_column(col, justify="left" if col in ("category", "split") else "right")
+            if box_cats:
+                ct.add_column("box as mask", justify="right")
+                ct.add_column("margin over box", justify="right")
+            for c in cats:
+                row = [c["name"], "seen" if c["seen"] else "unseen", str(c["num_instances"]),
+                       _pct(c["mean_iou"]), _pct(c["overlapped_mean_iou"])]
+                if box_cats:
+                    b = box_cats.get(c["id"], {}).get("mean_iou")
+                    row += [_pct(b), _signed(None if b is None or c["mean_iou"] is None
+                                             else c["mean_iou"] - b)]
+                ct.add_row(*row)
+            console.print(ct)
     if report.get("out_dir"):
         console.print(f"report: {Path(report['out_dir']) / 'report.json'}")

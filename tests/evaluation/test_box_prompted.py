@@ -98,3 +98,30 @@ def test_every_box_prompted_figure_comes_with_the_box_as_mask_and_the_margin_ove
     assert box["mask_ap"]["seen"]["AP"] == pytest.approx(0.6)
     assert margin["mask_ap"]["seen"] == pytest.approx(bp["mask_ap"]["seen"]["AP"] - 0.6)
     assert set(margin["overlapped"]) == {"mean_iou", "mask_ap"}
+
+
+def test_box_prompted_figures_per_category_beside_the_box():
+    """A mean over a split can hide one category that does worse than the box: each category
+    gets its own mean IoU (all and overlapped instances), the box's, and the margin."""
+    coco_gt, (h, w) = scene()
+    prompted = [
+        {"ann_id": 1, "segmentation": rle(rect_mask(h, w, 0, 0, 10, 10))},   # IoU 1
+        {"ann_id": 2, "segmentation": rle(rect_mask(h, w, 5, 0, 10, 10))},   # IoU 0.5, O = 0.5
+        {"ann_id": 3, "segmentation": rle(rect_mask(h, w, 25, 25, 35, 30))},  # IoU 0.5
+        {"ann_id": 4, "segmentation": rle(rect_mask(h, w, 0, 0, 20, 10))},   # IoU 0.5
+    ]
+    bp = evaluate_predictions(coco_gt, [], {1}, iou_types=("segm",),
+                              box_prompted=prompted)["box_prompted"]
+    cats = {c["id"]: c for c in bp["by_category"]}
+    assert cats[1]["seen"] and not cats[2]["seen"]
+    assert cats[1]["num_instances"] == 2 and cats[1]["num_overlapped"] == 1
+    assert cats[1]["mean_iou"] == pytest.approx(0.75)
+    assert cats[1]["overlapped_mean_iou"] == pytest.approx(1.0)
+    assert cats[2]["mean_iou"] == pytest.approx(0.5)
+    assert cats[2]["overlapped_mean_iou"] == pytest.approx(0.5)
+    # Every instance here is its box, so the box scores 1 and both categories fall below it.
+    box = {c["id"]: c for c in bp["box_baseline"]["by_category"]}
+    assert box[1]["mean_iou"] == pytest.approx(1.0) and box[2]["mean_iou"] == pytest.approx(1.0)
+    margin = bp["margin_over_box"]["by_category"]
+    assert margin[cats[1]["name"]] == pytest.approx(-0.25)
+    assert margin[cats[2]["name"]] == pytest.approx(-0.5)
