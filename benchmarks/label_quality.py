@@ -22,11 +22,14 @@ from pathlib import Path
 import numpy as np
 
 
-def box_only_copy(root: Path, scene: str, seed: int, images: int, size: int) -> tuple[Path, Path, Path]:
-    """``(true annotations, box-only annotations, images folder)`` of a fresh synthetic set."""
-    from boxmask.data.synthetic import generate
+def box_only_copy(root: Path, scene: str, seed: int, images: int, size: int,
+                  version: int | None = None) -> tuple[Path, Path, Path]:
+    """``(true annotations, box-only annotations, images folder)`` of a fresh synthetic set
+    (``version``: the generator's, default the newest)."""
+    from boxmask.data.synthetic import GENERATOR_VERSION, generate
 
-    generate(root / "synth", seed=seed, num_train=1, num_val=images, image_size=size, scene=scene)
+    generate(root / "synth", seed=seed, num_train=1, num_val=images, image_size=size, scene=scene,
+             version=GENERATOR_VERSION if version is None else version)
     truth = root / "synth" / "annotations" / "instances_val.json"
     coco = json.loads(truth.read_text())
     for ann in coco["annotations"]:
@@ -78,11 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--generator-version", type=int, default=None,
+                        help="the synthetic generator's version (default the newest; the bundled "
+                             "demo model was trained on version 1)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        truth, boxes, images = box_only_copy(root, args.scene, args.seed, args.images, args.size)
+        truth, boxes, images = box_only_copy(root, args.scene, args.seed, args.images, args.size,
+                                            args.generator_version)
         labeled = root / "labeled.json"
         subprocess.run([sys.executable, "-m", "boxmask.cli", "label", "--coco", str(boxes),
                         "--images", str(images), "--out", str(labeled), "--model", args.model],

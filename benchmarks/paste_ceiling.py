@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data / "annotations" / "instances_val.json").is_file():
         parser.error(f"{args.data} has no annotations/instances_val.json: make it with "
                      "`boxmask data synth --out data/clear128 --scene clear --seed 0 "
-                     "--images 1000 --val-images 100 --size 128`")
+                     "--images 1000 --val-images 100 --size 128 --generator-version 1`")
     torch.set_num_threads(1)
     instances = load(args.data)
     box = np.mean([iou(rect, mask) for mask, _, rect in instances])

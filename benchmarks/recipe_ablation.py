@@ -35,9 +35,11 @@ RUNS = ROOT / "runs" / "recipe_ablation"
 KEPT = ROOT / "benchmarks" / "results" / "recipe_ablation"
 COMMAND = "python benchmarks/recipe_ablation.py"
 
-# dataset -> (scene, training images); its folder is data/<dataset>128, seed 0, 100 val images.
+# dataset -> (scene, training images); its folder is data/<dataset>128, seed 0, 100 val images,
+# generator version 1 (boxmask.data.synthetic: crosses with a hole), the version of every row.
 # The generator seeds every image on its own, so clear2k's first 1000 training images and its
 # validation images are clear's.
+DATA_VERSION = 1
 DATASETS = {"dense": ("dense", 1000), "clear": ("clear", 1000), "clear2k": ("clear", 2000)}
 
 
@@ -139,7 +141,12 @@ def ensure_data(dataset: str) -> None:
     folder = ROOT / "data" / f"{dataset}128"
     scene, num_train = DATASETS[dataset]
     if not (folder / "stats.json").is_file():
-        generate(folder, seed=0, num_train=num_train, num_val=100, image_size=128, scene=scene)
+        generate(folder, seed=0, num_train=num_train, num_val=100, image_size=128, scene=scene,
+                 version=DATA_VERSION)
+    version = json.loads((folder / "stats.json").read_text()).get("generator_version")
+    if version != DATA_VERSION:
+        raise SystemExit(f"{folder} was written by generator version {version}; the ablation's "
+                         f"rows need version {DATA_VERSION}: move it aside and rerun")
 
 
 def fingerprint(name: str, extra: list[str]) -> str:

@@ -45,13 +45,18 @@ def data_synth(
     scene: str = typer.Option("dense", "--scene",
                               help="Scene preset: dense (deep piles, the harder set) or clear "
                                    "(the headline benchmark set; see boxmask.data.synthetic)."),
+    generator_version: int = typer.Option(
+        None, "--generator-version",
+        help="Rebuild a set of an older generator version (1: crosses with a hole where the "
+             "bars meet); default the newest."),
 ) -> None:
     """Generate a deterministic COCO-format dataset of heavily overlapping textured shapes."""
-    from boxmask.data.synthetic import generate
+    from boxmask.data.synthetic import GENERATOR_VERSION, generate
 
     try:
         stats = generate(out, seed=seed, num_train=images, num_val=val_images, image_size=size,
-                         overwrite=overwrite, scene=scene)
+                         overwrite=overwrite, scene=scene,
+                         version=GENERATOR_VERSION if generator_version is None else generator_version)
     except (FileExistsError, ValueError) as exc:
         fail(str(exc))
     console.print_json(data=stats)

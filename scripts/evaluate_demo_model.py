@@ -100,16 +100,20 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="the synthetic set's seed")
     ap.add_argument("--size", type=int, default=128, help="the synthetic set's image size")
     ap.add_argument("--val-images", type=int, default=100, help="images in the validation split")
+    ap.add_argument("--generator-version", type=int, default=None,
+                    help="the synthetic generator's version the model was trained on (default the "
+                         "newest; the bundled demo model: 1)")
     ap.add_argument("--out", type=Path, help="default: MODEL_DIR/evaluation.json")
     args = ap.parse_args()
 
-    from boxmask.data.synthetic import generate
+    from boxmask.data.synthetic import GENERATOR_VERSION, generate
 
     card = json.loads((args.model_dir / "model.json").read_text())
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "synthetic"
+        version = GENERATOR_VERSION if args.generator_version is None else args.generator_version
         stats = generate(data, seed=args.seed, num_train=1, num_val=args.val_images,
-                         image_size=args.size, scene=args.scene)
+                         image_size=args.size, scene=args.scene, version=version)
         figures = evaluate(args.model_dir, data / "annotations" / "instances_val.json",
                            data / "images" / "val")
     record = {
@@ -117,7 +121,8 @@ def main() -> None:
                 "through the torch-free runtime, mean IoU of each mask with the true mask",
         "measured": datetime.date.today().isoformat(),
         "command": (f"python scripts/evaluate_demo_model.py --scene {args.scene} --seed "
-                    f"{args.seed} --size {args.size} --val-images {args.val_images}"),
+                    f"{args.seed} --size {args.size} --val-images {args.val_images} "
+                    f"--generator-version {stats['generator_version']}"),
         "model": card["name"],
         "model_files": {k: v["sha256"] for k, v in card["files"].items()},
         "dataset": {"generator": "boxmask.data.synthetic.generate",

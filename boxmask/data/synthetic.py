@@ -54,7 +54,14 @@ from pycocotools import mask as mask_utils
 
 from boxmask.data.overlap import overlap_scores
 
-GENERATOR_VERSION = 1
+# The generator's version: a split's bytes are a function of (version, seed, scene, size).
+# 2: the cross is solid. Version 1 filled its two bars in one cv2.fillPoly call, whose
+# even-odd rule leaves the square where they overlap empty (background in the image and in the
+# mask, framed by one-pixel lines of the polygons' edges): every "cross" of a version-1 set is
+# four arms around a hole. Everything else, the random draws included, is the same, so a
+# version-2 scene differs from its version-1 twin in its crosses and in what they hide.
+GENERATOR_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 OVERLAP_THRESHOLD = 0.3
 
 # A muted-to-bright set of colours; each category draws from three, each colour serves three
@@ -120,8 +127,10 @@ def _fill(polys: list[np.ndarray], centre: np.ndarray, rot: np.ndarray, size: in
 
 
 def shape_mask(name: str, centre: np.ndarray, radius: float, angle: float,
-               stretch: tuple[float, float], size: int, rng: np.random.Generator) -> np.ndarray:
-    """``[size, size]`` bool mask of one shape of the given category."""
+               stretch: tuple[float, float], size: int, rng: np.random.Generator,
+               version: int = GENERATOR_VERSION) -> np.ndarray:
+    """``[size, size]`` bool mask of one shape of the given category (``version``: the
+    generator's; 1 draws the hollow cross of :data:`GENERATOR_VERSION`'s note)."""
     c, s = math.cos(angle), math.sin(angle)
     rot = np.array([[c, -s], [s, c]]) @ np.diag(stretch)
     fill = lambda *polys: _fill(list(polys), centre, rot, size)  # noqa: E731
@@ -135,8 +144,11 @@ def shape_mask(name: str, centre: np.ndarray, radius: float, angle: float,
         return fill(_regular(6, radius * 1.05))
     if name == "cross":
         a, b = radius, radius * rng.uniform(0.3, 0.42)
-        return fill(np.array([[-a, -b], [a, -b], [a, b], [-a, b]]),
-                    np.array([[-b, -a], [b, -a], [b, a], [-b, a]]))
+        bars = (np.array([[-a, -b], [a, -b], [a, b], [-a, b]]),
+                np.array([[-b, -a], [b, -a], [b, a], [-b, a]]))
+        if version == 1:  # one fillPoly call: the bars' overlap is a hole (even-odd rule)
+            return fill(*bars)
+        return fill(bars[0]) | fill(bars[1])
     if name == "star":
         outer = _regular(5, radius * 1.2, -np.pi / 2)
         inner = _regular(5, radius * 1.2 * rng.uniform(0.42, 0.52), -np.pi / 2 + np.pi / 5)
@@ -288,8 +300,8 @@ def _layout(size: int, rng: np.random.Generator, params: SceneParams) -> tuple[n
     return np.stack(centres), np.asarray(radii)
 
 
-def render_scene(size: int, rng: np.random.Generator,
-                 params: SceneParams = SceneParams()) -> tuple[np.ndarray, list[Instance], int]:
+def render_scene(size: int, rng: np.random.Generator, params: SceneParams = SceneParams(),
+                 version: int = GENERATOR_VERSION) -> tuple[np.ndarray, list[Instance], int]:
     """One image: ``(uint8 [size, size, 3] RGB, visible instances, number dropped as hidden)``.
 
     Objects are painted back to front in the order of :func:`_layout`; an instance is kept
@@ -303,7 +315,7 @@ def render_scene(size: int, rng: np.random.Generator,
     for k in range(count):  # painting order = depth order, back to front
         stretch = (float(rng.uniform(*params.stretch)), float(rng.uniform(*params.stretch)))
         mask = shape_mask(cats[k].name, centres[k], radii[k], float(rng.uniform(0, 2 * np.pi)),
-                          stretch, size, rng)
+                          stretch, size, rng, version)
         rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
         full.append(mask)
         if rows.size == 0:
@@ -341,7 +353,7 @@ def _png_bytes(image: np.ndarray) -> bytes:
 
 
 def _write_split(root: Path, split: str, num_images: int, seed: int, size: int,
-                 params: SceneParams) -> dict[str, Any]:
+                 params: SceneParams, version: int) -> dict[str, Any]:
     image_dir = root / "images" / split
     image_dir.mkdir(parents=True)
     images, annotations = [], []
@@ -350,7 +362,7 @@ def _write_split(root: Path, split: str, num_images: int, seed: int, size: int,
     dropped = 0
     for index in range(num_images):
         rng = np.random.default_rng([seed, _SPLIT_CODE[split], index])
-        image, instances, hidden = render_scene(size, rng, params)
+        image, instances, hidden = render_scene(size, rng, params, version)
         dropped += hidden
         file_name = f"{index:06d}.png"
         (image_dir / file_name).write_bytes(_png_bytes(image))
@@ -377,7 +389,7 @@ def _write_split(root: Path, split: str, num_images: int, seed: int, size: int,
                 "visible_fraction": round(int(inst.mask.sum()) / inst.full_area, 4),
             })
     coco = {
-        "info": {"description": "boxmask synthetic overlapping shapes", "version": str(GENERATOR_VERSION),
+        "info": {"description": "boxmask synthetic overlapping shapes", "version": str(version),
                  "seed": seed, "split": split, "suggested_split": suggested_split()},
         "licenses": [],
         "images": images,
@@ -400,10 +412,13 @@ def _write_split(root: Path, split: str, num_images: int, seed: int, size: int,
 
 
 def generate(out: str | Path, seed: int = 0, num_train: int = 400, num_val: int = 100,
-             image_size: int = 256, overwrite: bool = False, scene: str = "dense") -> dict[str, Any]:
+             image_size: int = 256, overwrite: bool = False, scene: str = "dense",
+             version: int = GENERATOR_VERSION) -> dict[str, Any]:
     """Write the dataset to ``out`` and return its statistics (also in ``out/stats.json``).
 
-    ``scene`` names one of :data:`SCENES` (``dense``, the default, or ``clear``).
+    ``scene`` names one of :data:`SCENES` (``dense``, the default, or ``clear``). ``version``
+    is the generator's (:data:`SUPPORTED_VERSIONS`; the newest by default): an older one
+    rebuilds, byte for byte, a set that results were measured on.
 
     The folder appears complete or not at all: everything is written into a temporary sibling
     folder that is renamed into place. An existing non-empty ``out`` is refused unless
@@ -423,6 +438,9 @@ def generate(out: str | Path, seed: int = 0, num_train: int = 400, num_val: int 
         raise ValueError(f"seed must be a non-negative integer, got {seed}")
     if scene not in SCENES:
         raise ValueError(f"unknown scene {scene!r}; choose one of {', '.join(SCENES)}")
+    if version not in SUPPORTED_VERSIONS:
+        raise ValueError(f"unknown generator version {version!r}; choose one of "
+                         f"{', '.join(map(str, SUPPORTED_VERSIONS))}")
     params = SCENES[scene]
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a folder")
@@ -433,7 +451,7 @@ def generate(out: str | Path, seed: int = 0, num_train: int = 400, num_val: int 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         stats: dict[str, Any] = {
-            "generator_version": GENERATOR_VERSION,
+            "generator_version": version,
             "seed": seed,
             "image_size": image_size,
             "overlap_threshold": OVERLAP_THRESHOLD,
@@ -443,7 +461,7 @@ def generate(out: str | Path, seed: int = 0, num_train: int = 400, num_val: int 
             "suggested_split": suggested_split(),
             "scene_name": scene,
             "scene": asdict(params),
-            "splits": {split: _write_split(tmp, split, n, seed, image_size, params)
+            "splits": {split: _write_split(tmp, split, n, seed, image_size, params, version)
                        for split, n in (("train", num_train), ("val", num_val))},
         }
         text = json.dumps(stats, indent=2) + "\n"

@@ -40,3 +40,15 @@ def test_data_split_marks_seen_categories_and_explains_unknown_ones(tiny_synth):
     assert bad.exit_code == 2 and "unknown seen category" in _text(bad.output) and "disc" in bad.output
     voc = runner.invoke(app, ["data", "split", ann, "--seen", "coco-voc"])
     assert voc.exit_code == 2 and "lacks" in _text(voc.output)
+
+
+def test_data_synth_builds_an_older_generator_version_on_request_and_refuses_an_unknown_one(tmp_path):
+    base = ["data", "synth", "--seed", "2", "--images", "1", "--val-images", "0", "--size", "32"]
+    newest = runner.invoke(app, base + ["--out", str(tmp_path / "new")])
+    old = runner.invoke(app, base + ["--out", str(tmp_path / "old"), "--generator-version", "1"])
+    assert newest.exit_code == 0 and old.exit_code == 0, (newest.output, old.output)
+    assert json.loads((tmp_path / "new" / "stats.json").read_text())["generator_version"] == 2
+    assert json.loads((tmp_path / "old" / "stats.json").read_text())["generator_version"] == 1
+    bad = runner.invoke(app, base + ["--out", str(tmp_path / "bad"), "--generator-version", "7"])
+    assert bad.exit_code == 2 and "unknown generator version 7" in _text(bad.output)
+    assert not (tmp_path / "bad").exists()

@@ -128,3 +128,90 @@ def test_bad_sizes_and_counts_are_refused(tmp_path):
     with pytest.raises(ValueError, match="training image"):
         generate(tmp_path / "b", num_train=0)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def _pixels_and_annotations_digest(root: Path) -> str:
+    """sha256 over every image's decoded pixels and every annotation file (PNG bytes depend on
+    the zlib build; pixels do not)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.suffix == ".png":
+            with Image.open(p) as im:
+                h.update(np.asarray(im).tobytes())
+        elif p.name.startswith("instances_"):
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def test_version_1_rebuilds_the_sets_every_earlier_result_was_measured_on(tmp_path):
+    # The digest of this set as the version-1 generator (commit 81de9fb and earlier) wrote it.
+    generate(tmp_path / "v1", seed=5, num_train=6, num_val=2, image_size=96, scene="clear",
+             version=1)
+    assert _pixels_and_annotations_digest(tmp_path / "v1") == (
+        "868b5ada0c4a9b34dec4decd4b1d38957a2a652e4babb38d77b8a4ccac9d91cd")
+
+
+def test_the_cross_is_solid_from_version_2_and_had_a_hole_where_its_bars_meet_in_version_1():
+    from boxmask.data.synthetic import shape_mask
+
+    centre = np.array([32.0, 32.0])
+
+    def cross(version: int) -> np.ndarray:
+        return shape_mask("cross", centre, 20.0, 0.0, (1.0, 1.0), 64, np.random.default_rng(0),
+                          version=version)
+
+    solid, hollow = cross(2), cross(1)
+    assert solid[32, 32] and not hollow[32, 32]
+    # The arms are the same: version 1 lacks the bars' overlap, less its one-pixel frame.
+    assert (hollow <= solid).all()
+    assert solid[32, 12] and hollow[32, 12] and solid[12, 32] and hollow[12, 32]
+    ys, xs = np.nonzero(solid & ~hollow)
+    assert abs(ys.mean() - 32) < 1 and abs(xs.mean() - 32) < 1  # the hole is at the centre
+    # A solid cross is one connected region without holes: its area is its outline's.
+    import cv2
+    contours, _ = cv2.findContours(solid.astype(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
+    assert len(contours) == 1
+
+
+def test_versions_differ_only_in_the_crosses(monkeypatch):
+    """Same draws in both versions: a scene changes only inside the crosses painted into it."""
+    from boxmask.data import synthetic
+
+    painted: list[tuple[str, np.ndarray]] = []
+    real = synthetic.shape_mask
+
+    def recording(name, *args, **kwargs):
+        mask = real(name, *args, **kwargs)
+        painted.append((name, mask))
+        return mask
+
+    monkeypatch.setattr(synthetic, "shape_mask", recording)
+    params = synthetic.SCENES["clear"]
+    changed = 0
+    for index in range(12):
+        scenes = {}
+        for version in (1, 2):
+            painted.clear()
+            rng = np.random.default_rng([1, 0, index])
+            image, kept, _ = synthetic.render_scene(96, rng, params, version)
+            scenes[version] = (image, kept, list(painted))
+        (im1, kept1, _), (im2, kept2, shapes2) = scenes[1], scenes[2]
+        crosses = np.zeros((96, 96), dtype=bool)
+        for name, mask in shapes2:
+            if name == "cross":
+                crosses |= mask
+        # Outside every cross (its solid version-2 outline), not a pixel moves.
+        assert np.array_equal(im1[~crosses], im2[~crosses])
+        if not crosses.any():
+            assert [(k.category.name, k.mask.tobytes()) for k in kept1] == \
+                [(k.category.name, k.mask.tobytes()) for k in kept2]
+        changed += not np.array_equal(im1, im2)
+    assert changed > 0
+
+
+def test_an_unknown_generator_version_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown generator version 3"):
+        generate(tmp_path / "ds", num_train=1, num_val=0, image_size=32, version=3)
+    assert not (tmp_path / "ds").exists()
