@@ -68,7 +68,8 @@ def measure(checkpoint: Path, split: str, max_images: int | None) -> dict:
     all_ids = [int(c["id"]) for c in categories]
     data = CocoInstances(images_dir, annotations, all_ids, drop_empty=True)
     branch = model.roi_heads.mask_branch
-    rows: dict[str, list[np.ndarray]] = {"seen": [], "overlap": [], "box": [], "teacher": [],
+    rows: dict[str, list[np.ndarray]] = {"seen": [], "label": [], "overlap": [], "box": [],
+                                         "teacher": [],
                                          "pseudo_threshold": [], "pseudo_interact": [],
                                          "student": []}
     n = len(data) if max_images is None else min(max_images, len(data))
@@ -85,6 +86,7 @@ def measure(checkpoint: Path, split: str, max_images: int | None) -> dict:
         x = branch.roi_pool(features, [boxes], images.image_sizes)
         gt = project_masks_on_rois(masks, boxes, idx, GRID) >= 0.5
         rows["seen"].append(seen.numpy())
+        rows["label"].append(labels.numpy())
         rows["overlap"].append(overlap_scores(boxes.numpy(), masks.numpy().astype(bool)))
         rows["box"].append(_iou(torch.ones_like(gt), gt).numpy())
         blank = np.full(len(boxes), np.nan)
@@ -125,6 +127,18 @@ def measure(checkpoint: Path, split: str, max_images: int | None) -> dict:
                 out[f"{group}_{subset}_{head}"] = (None if len(vals) == 0 or np.isnan(vals).all()
                                                    else float(np.nanmean(vals)))
             out[f"{group}_{subset}_n"] = int(mask.sum())
+    # Per category (all instances): which shapes the teacher, its pseudo-masks and the student
+    # get right, beside the box.
+    out["by_category"] = {}
+    for c in categories:
+        sel = cat["label"] == int(c["label"])
+        row: dict = {"seen": bool(c["seen"]), "n": int(sel.sum())}
+        for head in HEADS:
+            vals = cat[head][sel]
+            if c["seen"] and head.startswith("pseudo"):
+                vals = vals[:0]
+            row[head] = None if len(vals) == 0 or np.isnan(vals).all() else float(np.nanmean(vals))
+        out["by_category"][c["name"]] = row
     return out
 
 
@@ -142,6 +156,19 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def category_table(results: list[dict]) -> str:
+    """One row per run and category (all instances), the heads of :func:`table`."""
+    lines = ["| run | category | split | " + " | ".join(HEADS) + " | n |",
+             "|---|---|---|" + "---|" * (len(HEADS) + 1)]
+    for r in results:
+        name = Path(r["checkpoint"]).parent.name
+        for cat_name, row in r["by_category"].items():
+            cells = ["" if row[h] is None else f"{100 * row[h]:.1f}" for h in HEADS]
+            lines.append(f"| {name} | {cat_name} | {'seen' if row['seen'] else 'unseen'} | "
+                         + " | ".join(cells) + f" | {row['n']} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoints", nargs="+", type=Path)
@@ -150,12 +177,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=None, help="first N images only")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--by-category", action="store_true",
+                        help="also print one row per category")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     results = [measure(c, args.split, args.images) for c in args.checkpoints]
     print(f"IoU x100 with the true mask, ground-truth boxes as RoIs, {GRID}x{GRID} grid, "
           f"{args.split} split")
     print(table(results))
+    if args.by_category:
+        print()
+        print(category_table(results))
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

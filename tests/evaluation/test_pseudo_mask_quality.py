@@ -45,3 +45,14 @@ def test_measure_on_a_teacher_student_checkpoint(tiny_checkpoint: Path) -> None:
     text = script.table([r])
     assert "| box | teacher |" in text
     assert "unseen, overlapped" in text and text.count("\n") == 5
+    # Per category: every category of the checkpoint, counts that add up, pseudo-masks only for
+    # the unseen ones.
+    cats = r["by_category"]
+    assert sum(row["n"] for row in cats.values()) == r["instances"]
+    for name, row in cats.items():
+        if row["seen"]:
+            assert row["pseudo_threshold"] is None, name
+        elif row["n"]:
+            assert 0.0 <= row["teacher"] <= 1.0 and 0.0 <= row["box"] <= 1.0, name
+    by_cat = script.category_table([r])
+    assert by_cat.count("\n") == 1 + len(cats)
