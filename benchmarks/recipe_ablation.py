@@ -137,6 +137,9 @@ VARIANTS.update({
     # back? Paired, 1500 iterations each, per-category figures from `boxmask eval`.
     "clear_ts_fix_headgn128": ("clear", list(_TS_FIX_HEADGN128)),
     "clear_v2_ts_fix_headgn128": ("clear_v2", [*_TS_FIX_HEADGN128, *_data("clear_v2")]),
+    # The paper's third sigma against clear_ts_fix_headgn128 (same data order): the teacher's
+    # masks cleaned by a dense CRF on the RoI crop before they become the student's targets.
+    "clear_ts_crf_fix_headgn128": ("clear", [*_TS_FIX_HEADGN128, "model.sigma=crf"]),
 })
 # Variants that start from another variant's final checkpoint (model.init_from): that one is
 # trained first (or found), and its checkpoint's path, fingerprint included, is in theirs.
