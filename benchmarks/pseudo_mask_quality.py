@@ -41,6 +41,11 @@ OVERLAPPED = 0.3
 HEADS = ("box", "teacher", "pseudo_threshold", "pseudo_interact", "student")
 
 
+def _mean_or_none(vals: np.ndarray) -> float | None:
+    """Mean of the non-NaN values; None when there are none (a head the checkpoint lacks)."""
+    return None if len(vals) == 0 or np.isnan(vals).all() else float(np.nanmean(vals))
+
+
 def _iou(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     """Per-row IoU of binary ``[P, M, M]`` grids; an empty union counts as 1."""
     inter = (pred & gt).flatten(1).sum(1).float()
@@ -124,8 +129,7 @@ def measure(checkpoint: Path, split: str, max_images: int | None) -> dict:
                 vals = cat[head][mask]
                 if group == "seen" and head.startswith("pseudo"):
                     vals = vals[:0]  # seen instances learn from their real masks
-                out[f"{group}_{subset}_{head}"] = (None if len(vals) == 0 or np.isnan(vals).all()
-                                                   else float(np.nanmean(vals)))
+                out[f"{group}_{subset}_{head}"] = _mean_or_none(vals)
             out[f"{group}_{subset}_n"] = int(mask.sum())
     # Per category (all instances): which shapes the teacher, its pseudo-masks and the student
     # get right, beside the box.
@@ -137,7 +141,7 @@ def measure(checkpoint: Path, split: str, max_images: int | None) -> dict:
             vals = cat[head][sel]
             if c["seen"] and head.startswith("pseudo"):
                 vals = vals[:0]
-            row[head] = None if len(vals) == 0 or np.isnan(vals).all() else float(np.nanmean(vals))
+            row[head] = _mean_or_none(vals)
         out["by_category"][c["name"]] = row
     return out
 

@@ -138,13 +138,13 @@ def print_summary(report: dict, console: Console) -> None:
             if box_cats:
                 ct.add_column("box as mask", justify="right")
                 ct.add_column("margin over box", justify="right")
+            margins = prompted.get("margin_over_box", {}).get("by_category", {})
             for c in cats:
                 row = [c["name"], "seen" if c["seen"] else "unseen", str(c["num_instances"]),
                        _pct(c["mean_iou"]), _pct(c["overlapped_mean_iou"])]
                 if box_cats:
-                    b = box_cats.get(c["id"], {}).get("mean_iou")
-                    row += [_pct(b), _signed(None if b is None or c["mean_iou"] is None
-                                             else c["mean_iou"] - b)]
+                    row += [_pct(box_cats.get(c["id"], {}).get("mean_iou")),
+                            _signed(margins.get(c["name"]))]
                 ct.add_row(*row)
             console.print(ct)
     if report.get("out_dir"):

@@ -3,11 +3,11 @@ category present, figures that are IoUs, and a CRF that leaves near-perfect mask
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
+from tests.scripts import load_script
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "crf_on_masks.py"
 
@@ -16,11 +16,7 @@ pytest.importorskip("pydensecrf.densecrf", reason="needs boxmask[crf]")
 
 @pytest.fixture(scope="module")
 def crf_bench():
-    spec = importlib.util.spec_from_file_location("crf_on_masks_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["crf_on_masks_benchmark"] = module
-    spec.loader.exec_module(module)
-    yield module
+    yield load_script(SCRIPT, "crf_on_masks_benchmark")
     sys.modules.pop("crf_on_masks_benchmark", None)
 
 

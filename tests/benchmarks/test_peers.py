@@ -4,24 +4,19 @@ Nothing here is timed against a bar."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.scripts import load_script
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "peers.py"
 
 
 @pytest.fixture(scope="module")
 def peers():
-    spec = importlib.util.spec_from_file_location("peers_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    # Registered first: its dataclasses resolve their annotations through sys.modules.
-    sys.modules["peers_benchmark"] = module
-    spec.loader.exec_module(module)
-    yield module
+    yield load_script(SCRIPT, "peers_benchmark")
     sys.modules.pop("peers_benchmark", None)
 
 
