@@ -34,15 +34,11 @@ def _crop(a: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     return cv2.resize(a[y0:y1, x0:x1], (GRID, GRID), interpolation=cv2.INTER_LINEAR)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = (a | b).sum()
-    return float((a & b).sum() / union) if union else 1.0
-
-
 def measure(model_dir: Path, data: Path) -> dict[str, dict]:
     """``{category: {"split", "n", "model", "crf", "box"}}``: mean grid IoU x1."""
     from pycocotools.coco import COCO
 
+    from boxmask.evaluation.prompted_masks import mask_iou, prompted_masks
     from boxmask.model.pseudo_masks import dense_crf
     from boxmask.runtime import Predictor
 
@@ -50,25 +46,18 @@ def measure(model_dir: Path, data: Path) -> dict[str, dict]:
     predictor = Predictor.from_dir(model_dir, precision="fp32")
     seen = {c.id for c in predictor.card.categories if c.seen}
     rows: dict[int, list[tuple[float, float, float]]] = {}
-    for img_id in sorted(coco.getImgIds()):
-        info = coco.imgs[img_id]
-        anns = [a for a in coco.imgToAnns[img_id] if not a.get("iscrowd")]
-        if not anns:
-            continue
-        path = data / "images" / "val" / info["file_name"]
-        image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
-        key = predictor.set_image(path.read_bytes())
-        boxes = [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
-                  a["bbox"][1] + a["bbox"][3]] for a in anns]
-        pred = predictor.predict(boxes, labels=[a["category_id"] for a in anns], key=key)
-        for ann, mask in zip(anns, pred.masks):
+    images = data / "images" / "val"
+    for info, anns, masks in prompted_masks(predictor, coco, images):
+        image = cv2.cvtColor(cv2.imread(str(images / info["file_name"])), cv2.COLOR_BGR2RGB)
+        for ann, mask in zip(anns, masks):
             x, y, w, h = ann["bbox"]
             box = (int(x), int(y), int(np.ceil(x + w)), int(np.ceil(y + h)))
             truth = _crop(coco.annToMask(ann).astype(np.float32), box) >= 0.5
             soft = _crop(mask.astype(np.float32), box)
             cleaned = dense_crf(0.25 + 0.5 * soft, _crop(image, box)) >= 0.5
             rows.setdefault(ann["category_id"], []).append(
-                (_iou(soft >= 0.5, truth), _iou(cleaned, truth), _iou(np.ones_like(truth), truth)))
+                (mask_iou(soft >= 0.5, truth), mask_iou(cleaned, truth),
+                 mask_iou(np.ones_like(truth), truth)))
     out = {}
     for cid, values in sorted(rows.items()):
         v = np.asarray(values)

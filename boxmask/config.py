@@ -103,6 +103,12 @@ class ModelConfig(_Section):
     # torchvision's grid (its weights, and every model trained before 2026-11-27); such models
     # are pasted half a resized pixel on (the card's mask_grid).
     mask_target_aligned: bool = True
+    # The mask heads' training RoIs per image: at most this many of the box sampler's positives
+    # (drawn at random), None for all of them (torchvision's). The mask heads are most of a
+    # CPU training step (benchmarks/train_step_profile.py: 4 + 4 convs at 14 x 14 per RoI for
+    # teacher-student), and with up to box_batch_size_per_image / 4 positives for a handful of
+    # objects an image, most of those RoIs are near-copies of one another.
+    mask_rois_per_image: int | None = Field(default=None, ge=1)
     # Start from this boxmask checkpoint (`boxmask train` or `boxmask import torchvision`):
     # categories are matched by name, the weights of matched ones are copied, new categories get
     # freshly initialised channels (boxmask/model/init_from.py). Not a resume: the optimizer,

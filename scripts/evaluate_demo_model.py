@@ -26,20 +26,10 @@ from pathlib import Path
 import numpy as np
 from pycocotools.coco import COCO
 
+from boxmask.evaluation.prompted_masks import box_rectangle, mask_iou, prompted_masks
+
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "boxmask" / "assets" / "models" / "synthetic-demo"
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
-
-
-def box_rectangle(bbox: list[float], height: int, width: int) -> np.ndarray:
-    """A COCO ``[x, y, w, h]`` box as a mask: the pixels whose centre lies inside it."""
-    x, y, w, h = bbox
-    ys, xs = np.mgrid[0:height, 0:width] + 0.5
-    return (xs >= x) & (xs <= x + w) & (ys >= y) & (ys <= y + h)
 
 
 def evaluate(model_dir: Path, coco_json: Path, images: Path) -> dict:
@@ -55,16 +45,8 @@ def evaluate(model_dir: Path, coco_json: Path, images: Path) -> dict:
         seen_ids = {c.id for c in predictor.card.categories if c.seen}
         ious[precision], masks[precision] = {"seen": [], "unseen": []}, {}
         ious.setdefault("box_as_mask", {"seen": [], "unseen": []})
-        for img_id in sorted(coco.getImgIds()):
-            info = coco.imgs[img_id]
-            anns = [a for a in coco.imgToAnns[img_id] if not a.get("iscrowd")]
-            if not anns:
-                continue
-            key = predictor.set_image((images / info["file_name"]).read_bytes())
-            boxes = [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
-                      a["bbox"][1] + a["bbox"][3]] for a in anns]
-            pred = predictor.predict(boxes, labels=[a["category_id"] for a in anns], key=key)
-            for ann, mask in zip(anns, pred.masks):
+        for info, anns, pred_masks in prompted_masks(predictor, coco, images):
+            for ann, mask in zip(anns, pred_masks):
                 truth = coco.annToMask(ann).astype(bool)
                 side = "seen" if ann["category_id"] in seen_ids else "unseen"
                 ious[precision][side].append(mask_iou(mask, truth))

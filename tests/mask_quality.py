@@ -8,17 +8,8 @@ from collections.abc import Collection, Mapping
 import numpy as np
 from pycocotools.coco import COCO
 
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
-
-
-def box_rectangle(bbox: list[float], height: int, width: int) -> np.ndarray:
-    """A COCO ``[x, y, w, h]`` box as a mask: the pixels whose centre lies inside it."""
-    x, y, w, h = bbox
-    ys, xs = np.mgrid[0:height, 0:width] + 0.5
-    return (xs >= x) & (xs <= x + w) & (ys >= y) & (ys <= y + h)
+# One copy of the two scores, shared with the scripts that write the figures these tests hold.
+from boxmask.evaluation.prompted_masks import box_rectangle, mask_iou
 
 
 def mean_iou_by_side(coco: COCO, masks: Mapping[int, np.ndarray], seen_ids: Collection[int],

@@ -89,7 +89,8 @@ def build_model(cfg: ModelConfig, num_classes: int, seen_labels: set[int] | None
         interact_warmup_iters=cfg.interact_warmup_iters,
         teacher_ignore_unseen_boxes=cfg.teacher_ignore_unseen_boxes, norm_layer=norm,
         mask_target_aligned=cfg.mask_target_aligned)
-    roi_heads = BoxMaskRoIHeads.from_roi_heads(base.roi_heads, branch)
+    roi_heads = BoxMaskRoIHeads.from_roi_heads(base.roi_heads, branch,
+                                               mask_rois_per_image=cfg.mask_rois_per_image)
     model = BoxMaskRCNN(base.backbone, base.rpn, roi_heads, base.transform)
     model.num_classes = num_classes  # type: ignore[attr-defined]
     return model

@@ -16,12 +16,16 @@ from boxmask.model.mask_branch import TeacherStudentMaskBranch
 class BoxMaskRoIHeads(RoIHeads):
     """``RoIHeads`` whose mask part is a :class:`TeacherStudentMaskBranch`."""
 
-    def __init__(self, *args, mask_branch: TeacherStudentMaskBranch, **kwargs) -> None:
+    def __init__(self, *args, mask_branch: TeacherStudentMaskBranch,
+                 mask_rois_per_image: int | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.mask_branch = mask_branch
+        # Training only: at most this many positive RoIs per image go to the mask losses.
+        self.mask_rois_per_image = mask_rois_per_image
 
     @classmethod
-    def from_roi_heads(cls, base: RoIHeads, mask_branch: TeacherStudentMaskBranch) -> "BoxMaskRoIHeads":
+    def from_roi_heads(cls, base: RoIHeads, mask_branch: TeacherStudentMaskBranch,
+                       mask_rois_per_image: int | None = None) -> "BoxMaskRoIHeads":
         """Reuse the box components and sampling settings of a torchvision ``RoIHeads``."""
         return cls(
             box_roi_pool=base.box_roi_pool,
@@ -36,6 +40,7 @@ class BoxMaskRoIHeads(RoIHeads):
             nms_thresh=base.nms_thresh,
             detections_per_img=base.detections_per_img,
             mask_branch=mask_branch,
+            mask_rois_per_image=mask_rois_per_image,
         )
 
     def forward(self, features: dict[str, torch.Tensor], proposals: list[torch.Tensor],
@@ -56,7 +61,7 @@ class BoxMaskRoIHeads(RoIHeads):
         if self.training:
             loss_classifier, loss_box_reg = fastrcnn_loss(class_logits, box_regression, labels,
                                                           regression_targets)
-            positive = [torch.where(lab > 0)[0] for lab in labels]
+            positive = [self._mask_rois(torch.where(lab > 0)[0]) for lab in labels]
             mask_losses = self.mask_branch.losses(
                 features, [p[k] for p, k in zip(proposals, positive)], image_shapes,
                 [m[k] for m, k in zip(matched_idxs, positive)], targets, images)
@@ -67,6 +72,15 @@ class BoxMaskRoIHeads(RoIHeads):
         masks = self.mask_branch.predict(features, boxes, image_shapes, labels)
         return [{"boxes": b, "labels": lab, "scores": s, "masks": m}
                 for b, lab, s, m in zip(boxes, labels, scores, masks)], {}
+
+    def _mask_rois(self, positive: torch.Tensor) -> torch.Tensor:
+        """Indices ``[P]`` of one image's positive RoIs -> the at most ``mask_rois_per_image``
+        of them (a uniform random subset, in their original order) the mask losses train on."""
+        cap = self.mask_rois_per_image
+        if cap is None or positive.numel() <= cap:
+            return positive
+        keep = torch.randperm(positive.numel(), device=positive.device)[:cap]
+        return positive[keep.sort().values]
 
     def classify_boxes(self, features: dict[str, torch.Tensor], boxes: list[torch.Tensor],
                        image_shapes: list[tuple[int, int]]) -> torch.Tensor:

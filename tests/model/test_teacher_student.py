@@ -341,3 +341,39 @@ def test_teacher_ignore_unseen_boxes_is_a_model_setting():
     model = build_model(_tiny_cfg(teacher_ignore_unseen_boxes=True), NUM_CLASSES, {1})
     assert model.roi_heads.mask_branch.teacher_ignore_unseen_boxes
     assert not ModelConfig().teacher_ignore_unseen_boxes
+
+
+@pytest.mark.parametrize("cap", [None, 2])
+def test_mask_rois_per_image_caps_the_mask_heads_training_rois(cap, monkeypatch):
+    torch.manual_seed(0)
+    model = build_model(_tiny_cfg(mode="teacher_student", mask_rois_per_image=cap), NUM_CLASSES, {1})
+    model.train()
+    heads = model.roi_heads
+    seen: dict[str, list] = {}
+    real_losses = heads.mask_branch.losses
+    real_select = heads.select_training_samples
+
+    def select(proposals, targets):
+        out = real_select(proposals, targets)
+        seen["positive"] = [int((lab > 0).sum()) for lab in out[2]]
+        seen["positive_boxes"] = [p[lab > 0] for p, lab in zip(out[0], out[2])]
+        return out
+
+    def losses(features, proposals, image_shapes, matched_idxs, targets, images):
+        seen["mask_rois"] = list(proposals)
+        return real_losses(features, proposals, image_shapes, matched_idxs, targets, images)
+
+    monkeypatch.setattr(heads, "select_training_samples", select)
+    monkeypatch.setattr(heads.mask_branch, "losses", losses)
+    img = torch.rand(3, 64, 64)
+    t = _target()
+    t["masks"] = torch.nn.functional.pad(t["masks"], (0, 32, 0, 32))
+    model([img, img], [t, t])
+    (n0, n1) = seen["positive"]
+    assert n0 > 2 and n1 > 2  # the ground-truth boxes and their near-copies: more than the cap
+    got = [len(p) for p in seen["mask_rois"]]
+    assert got == ([n0, n1] if cap is None else [2, 2])
+    # A subset of each image's positives, in their order.
+    for rois, pos in zip(seen["mask_rois"], seen["positive_boxes"]):
+        idx = [int(torch.where((pos == r).all(dim=1))[0][0]) for r in rois]
+        assert idx == sorted(set(idx))
