@@ -134,9 +134,25 @@ def fingerprint(method: str, seed: int, extra: list[str]) -> str:
     any extra overrides that change training (thread counts do not)."""
     import hashlib
 
-    relevant = [o for o in extra if not o.startswith("train.threads=")]
-    blob = BENCH.config.read_bytes() + json.dumps([METHODS[method], seed, relevant]).encode()
+    blob = BENCH.config.read_bytes() + json.dumps([METHODS[method], seed, _relevant(extra)]).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _relevant(extra: list[str]) -> list[str]:
+    """The overrides that change what a run learns. Thread counts do not, nor does
+    ``train.amp=false``: mixed precision only ever acts on CUDA, so fp32 on a GPU is the CPU's
+    recipe (the GPU replica of the ablation's base landed within a point of the CPU run), and a
+    GPU worker's runs pair with, and stand in for, CPU ones (each result says its device)."""
+    return [o for o in extra if not o.startswith("train.threads=") and o != "train.amp=false"]
+
+
+def kept_path(method: str, seed: int, extra: list[str]) -> Path:
+    """Where a finished run's result is kept: ``<method>_s<seed>.json`` for the benchmark's own
+    recipe; a run with other overrides (a tiny dry run, say) is kept beside it, under its
+    fingerprint, so it never overwrites the real one."""
+    if not _relevant(extra):
+        return BENCH.kept / f"{method}_s{seed}.json"
+    return BENCH.kept / f"{method}_s{seed}_{fingerprint(method, seed, extra)[:8]}.json"
 
 
 def _current(result: dict, extra: list[str]) -> bool:
@@ -145,6 +161,8 @@ def _current(result: dict, extra: list[str]) -> bool:
 
 
 def run_one(method: str, seed: int, extra: list[str]) -> dict:
+    import torch
+
     from boxmask.config import load_config
     from boxmask.evaluation.run import evaluate_checkpoint
     from boxmask.training.trainer import train
@@ -154,7 +172,7 @@ def run_one(method: str, seed: int, extra: list[str]) -> dict:
     fp = fingerprint(method, seed, extra)
     out = BENCH.runs / f"{method}_s{seed}_{fp[:8]}"
     result_file = out / "result.json"
-    kept = BENCH.kept / f"{method}_s{seed}.json"
+    kept = kept_path(method, seed, extra)
     for done in (kept, result_file):
         if done.is_file() and _current(json.loads(done.read_text()), extra):
             _keep(done, kept)
@@ -178,6 +196,7 @@ def run_one(method: str, seed: int, extra: list[str]) -> dict:
         "unseen_box_ap": report["bbox"]["unseen"]["AP"],
         "box_prompted": report.get("box_prompted"),
         "checkpoint": str(ckpt),
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
     }
     tmp = result_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2))
@@ -252,15 +271,15 @@ def box_baseline(results: list[dict]) -> dict | None:
     (they depend on nothing else), else from a run's report; None when neither has them."""
     ann = BENCH.data / "annotations" / "instances_val.json"
     if ann.is_file():
+        import contextlib
+        import io
+
         from pycocotools.coco import COCO
 
         from boxmask.config import load_config
         from boxmask.data.splits import resolve_seen
         from boxmask.evaluation.box_prompted import box_as_mask_prompts, box_prompted_metrics
         from boxmask.evaluation.instance_overlap import gt_overlaps
-
-        import contextlib
-        import io
 
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints as it loads
             coco = COCO(str(ann))
@@ -274,15 +293,24 @@ def box_baseline(results: list[dict]) -> dict | None:
                  if (r.get("box_prompted") or {}).get("box_baseline")), None)
 
 
-def _margin(r: dict, figure: str, box: dict | None) -> float | None:
-    """The run's box-prompted unseen ``mean_iou`` or ``mask_ap`` minus the box's."""
+def _prompted_seen_iou(r: dict) -> float | None:
+    bp = r.get("box_prompted") or {}
+    return (bp.get("mean_iou") or {}).get("seen")
+
+
+def _margin(r: dict, figure: str, box: dict | None, side: str = "unseen") -> float | None:
+    """The run's box-prompted ``mean_iou`` (unseen or seen) or unseen ``mask_ap`` minus the
+    box's."""
     margin = (r.get("box_prompted") or {}).get("margin_over_box")
     if margin is not None:
-        return margin[figure]["unseen"]
-    value = _prompted_unseen_iou(r) if figure == "mean_iou" else _prompted_unseen_ap(r)
+        return margin[figure][side]
+    if figure == "mean_iou":
+        value = _prompted_unseen_iou(r) if side == "unseen" else _prompted_seen_iou(r)
+    else:
+        value = _prompted_unseen_ap(r)
     if box is None or value is None:
         return None
-    base = box["mean_iou"]["unseen"] if figure == "mean_iou" else box["mask_ap"]["unseen"]["AP"]
+    base = box["mean_iou"][side] if figure == "mean_iou" else box["mask_ap"]["unseen"]["AP"]
     return value - base
 
 
@@ -299,14 +327,16 @@ def write_table(results: list[dict]) -> str:
         by_method.setdefault(r["method"], []).append(r)
     lines = [
         "| method | unseen mask AP | unseen mask AP, O ≥ 0.3 | seen mask AP "
-        "| unseen box-prompted mIoU (over box) | unseen box-prompted mask AP (over box) | seeds |",
-        "|---|---|---|---|---|---|---|",
+        "| unseen box-prompted mIoU (over box) | unseen box-prompted mask AP (over box) "
+        "| seen box-prompted mIoU (over box) | seeds |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     box = box_baseline(results)
     if box is not None:
         # Every run is scored on the same validation boxes, so the box row is one row.
         lines.append(f"| box as mask | | | | {100 * box['mean_iou']['unseen']:.1f} "
-                     f"| {100 * box['mask_ap']['unseen']['AP']:.1f} | |")
+                     f"| {100 * box['mask_ap']['unseen']['AP']:.1f} "
+                     f"| {100 * box['mean_iou']['seen']:.1f} | |")
     for method in METHODS:
         rs = sorted(by_method.get(method, []), key=lambda r: r["seed"])
         if not rs:
@@ -319,6 +349,8 @@ def write_table(results: list[dict]) -> str:
             f"({_signed([_margin(r, 'mean_iou', box) for r in rs])}) "
             f"| {_fmt([_prompted_unseen_ap(r) for r in rs])} "
             f"({_signed([_margin(r, 'mask_ap', box) for r in rs])}) "
+            f"| {_fmt([_prompted_seen_iou(r) for r in rs])} "
+            f"({_signed([_margin(r, 'mean_iou', box, 'seen') for r in rs])}) "
             f"| {', '.join(str(r['seed']) for r in rs)} |")
     per_seed = ["", "Per seed, unseen mask AP (x100):", "",
                 "| seed | " + " | ".join(METHODS) + " |", "|---|" + "---|" * len(METHODS)]
@@ -425,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
             r["fingerprint"] = fingerprint(r["method"], r["seed"], args.set)
             p.write_text(json.dumps(r, indent=2))
         if _current(r, args.set):
-            _keep(p, BENCH.kept / f"{r['method']}_s{r['seed']}.json")
+            _keep(p, kept_path(r["method"], r["seed"], args.set))
     results = [r for r in (json.loads(p.read_text()) for p in sorted(BENCH.kept.glob("*.json")))
                if _current(r, args.set)]
     table = write_table(results)
@@ -442,7 +474,7 @@ def status(methods: list[str], seeds: list[int], extra: list[str]) -> str:
         for method in methods:
             fp = fingerprint(method, seed, extra)
             out = BENCH.runs / f"{method}_s{seed}_{fp[:8]}"
-            kept = BENCH.kept / f"{method}_s{seed}.json"
+            kept = kept_path(method, seed, extra)
             state, it, speed = "to do", "", ""
             if kept.is_file() and _current(json.loads(kept.read_text()), extra):
                 state = "done"
