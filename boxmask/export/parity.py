@@ -4,8 +4,11 @@ Checked on several image sizes, on N = 0, 1 and many boxes, with and without lab
 - encoder: max abs difference of each pyramid level;
 - decoder: max abs difference of mask logits and class scores, equal labels, and the IoU of the
   thresholded R x R masks (the ``>= 0.99`` bar of issue 4); logits must agree within
-  ``LOGIT_TOL + LOGIT_RTOL * |logit|`` (as ``numpy.allclose``): float32 rounding grows with the
-  magnitude, and a random-weight R50 (tests of imported models) has logits in the thousands;
+  ``LOGIT_TOL + LOGIT_RTOL * max |logit of that box|``: float32 rounding grows with the
+  magnitude of the terms a convolution sums, which is the scale of the whole mask's logits, not
+  of the one cell (a cell near 0 in a mask whose logits reach 1000 carries the rounding of
+  terms of 1000; a random-weight R50, the tests of imported models, has logits in the
+  thousands, and ONNX Runtime's AVX2 kernels sum in another order than its AVX-512 ones);
 - labelled decoder (when exported): its mask logits against the eager full decoder's for the
   same given labels, with the same bars: skipping the box head must not change a mask;
 - detector: the same boxes, labels and scores.
@@ -43,6 +46,14 @@ MIN_MASK_IOU = 0.99
 # Detections within this much of the score threshold may be kept by one runtime and dropped by
 # the other (float32 rounding); the detector check compares what both keep above it.
 BORDERLINE_SCORE = 1e-3
+
+
+def _within_tol(diff: np.ndarray, ref: np.ndarray) -> bool:
+    """``diff`` and ``ref`` ``[N, ...]`` (one row per box): every cell within ``LOGIT_TOL +
+    LOGIT_RTOL x`` the largest ``|ref|`` of its row."""
+    scale = np.abs(ref).reshape(ref.shape[0], -1).max(axis=1)
+    bound = (LOGIT_TOL + LOGIT_RTOL * scale).reshape((-1,) + (1,) * (ref.ndim - 1))
+    return bool((diff <= bound).all())
 
 
 def _session(path: Path):
@@ -117,8 +128,7 @@ def check_parity(model: BoxMaskRCNN, model_dir: Path, cfg: BoxMaskConfig,
                     gdiff = np.abs(ref_logits - given)
                     worst["labelled_decoder_logits_max_abs"] = max(
                         worst["labelled_decoder_logits_max_abs"], float(gdiff.max()))
-                    worst["labelled_decoder_within_tol"] &= bool(
-                        (gdiff <= LOGIT_TOL + LOGIT_RTOL * np.abs(ref_logits)).all())
+                    worst["labelled_decoder_within_tol"] &= _within_tol(gdiff, ref_logits)
                     worst["labelled_decoder_min_mask_iou"] = min(
                         worst["labelled_decoder_min_mask_iou"],
                         *(_mask_iou(ref_logits[i], given[i]) for i in range(n)))
@@ -126,8 +136,7 @@ def check_parity(model: BoxMaskRCNN, model_dir: Path, cfg: BoxMaskConfig,
                 worst["decoder_logits_max_abs"] = max(worst["decoder_logits_max_abs"], float(diff.max()))
                 worst["decoder_logits_max_ref"] = max(worst["decoder_logits_max_ref"],
                                                       float(ref[0].abs().max()))
-                worst["decoder_logits_within_tol"] &= bool(
-                    (diff <= LOGIT_TOL + LOGIT_RTOL * np.abs(ref[0].numpy())).all())
+                worst["decoder_logits_within_tol"] &= _within_tol(diff, ref[0].numpy())
                 worst["decoder_scores_max_abs"] = max(worst["decoder_scores_max_abs"],
                                                       float(np.abs(ref[1].numpy() - got[1]).max()))
                 worst["decoder_labels_equal"] &= bool(np.array_equal(ref[2].numpy(), got[2]))
@@ -160,7 +169,7 @@ def check_parity(model: BoxMaskRCNN, model_dir: Path, cfg: BoxMaskConfig,
     if not worst["decoder_logits_within_tol"]:
         failures.append(f"decoder logits differ by {worst['decoder_logits_max_abs']:.2e} (largest "
                         f"logit {worst['decoder_logits_max_ref']:.3g}), beyond {LOGIT_TOL} + "
-                        f"{LOGIT_RTOL} x |logit|")
+                        f"{LOGIT_RTOL} x the box's largest |logit|")
     if worst["decoder_min_mask_iou"] < MIN_MASK_IOU:
         failures.append(f"decoder mask IoU {worst['decoder_min_mask_iou']:.4f} < {MIN_MASK_IOU}")
     if not worst.get("labelled_decoder_within_tol", True):

@@ -3,7 +3,12 @@ validation split its `evaluation.json` was measured on, every ground-truth box w
 
 Bounded: the int8 masks' mean IoU with the fp32 masks, and each precision's mean IoU with the
 truth, all within the stated tolerance of the shipped figures (two-sided: int8 graphs that
-silently fell back to fp32 would agree too well). The fixture model of the other runtime tests is
+silently fell back to fp32 would agree too well). How close int8 comes to fp32 depends on the
+CPU's int8 kernels: ONNX Runtime's u8 x s8 products saturate in 16 bits on x86 without VNNI
+(AVX2 only: the bundled model's masks agree 0.944 with fp32 on a Zen 3, 0.963 on the Zen 4
+with AVX-512 VNNI it was measured on), so off a VNNI CPU the agreement is held to that
+machine's figure (``mask_iou_vs_fp32_without_vnni``, scripts/evaluate_demo_model.py writes it
+when it runs on one), the accuracy figures still to the shipped ones. The fixture model of the other runtime tests is
 barely trained, so its masks sit near the threshold and say nothing about int8's cost.
 """
 
@@ -14,23 +19,26 @@ from pathlib import Path
 import numpy as np
 from pycocotools.coco import COCO
 
+from boxmask.evaluation.prompted_masks import prompted_masks
 from boxmask.runtime import Predictor
 from tests.conftest import BUNDLED_MODEL, FIGURE_TOLERANCE
 from tests.mask_quality import mask_iou, mean_iou_by_side
 
 
+def cpu_has_vnni() -> bool:
+    """x86 VNNI (AVX-512 or AVX) per /proc/cpuinfo; True where it cannot be read."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True
+    return "avx512_vnni" in flags or "avx_vnni" in flags or "avx" not in flags
+
+
 def _masks(precision: str, coco: COCO, images: Path) -> dict[int, np.ndarray]:
     predictor = Predictor.from_dir(BUNDLED_MODEL, precision=precision)
     out = {}
-    for img_id in sorted(coco.getImgIds()):
-        anns = coco.imgToAnns[img_id]
-        if not anns:
-            continue
-        key = predictor.set_image((images / coco.imgs[img_id]["file_name"]).read_bytes())
-        boxes = [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
-                  a["bbox"][1] + a["bbox"][3]] for a in anns]
-        pred = predictor.predict(boxes, labels=[a["category_id"] for a in anns], key=key)
-        out.update({a["id"]: m for a, m in zip(anns, pred.masks)})
+    for _, anns, masks in prompted_masks(predictor, coco, images):
+        out.update({a["id"]: m for a, m in zip(anns, masks)})
     return out
 
 
@@ -43,6 +51,8 @@ def test_int8_masks_stay_within_the_documented_distance_of_fp32(
 
     agreement = float(np.mean([mask_iou(fp32[i], int8[i]) for i in fp32]))
     recorded = bundled_evaluation["int8"]["mask_iou_vs_fp32"]
+    if not cpu_has_vnni():
+        recorded = bundled_evaluation["int8"].get("mask_iou_vs_fp32_without_vnni", recorded)
     assert abs(agreement - recorded) <= FIGURE_TOLERANCE, (agreement, recorded)
     for precision, masks in (("fp32", fp32), ("int8", int8)):
         measured = mean_iou_by_side(coco, masks, seen_ids)
