@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from tests.conftest import TINY_CONFIG
 from tests.scripts import load_script
 
