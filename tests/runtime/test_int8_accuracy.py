@@ -21,17 +21,20 @@ from pycocotools.coco import COCO
 
 from boxmask.evaluation.prompted_masks import prompted_masks
 from boxmask.runtime import Predictor
-from tests.conftest import BUNDLED_MODEL, FIGURE_TOLERANCE
+from tests.conftest import BUNDLED_MODEL, FIGURE_TOLERANCE, REPO
 from tests.mask_quality import mask_iou, mean_iou_by_side
+from tests.scripts import load_script
 
 
 def cpu_has_vnni() -> bool:
-    """x86 VNNI (AVX-512 or AVX) per /proc/cpuinfo; True where it cannot be read."""
+    """The check scripts/evaluate_demo_model.py records its figure under (one copy of it)."""
+    import sys
+
+    module = load_script(REPO / "scripts" / "evaluate_demo_model.py", "evaluate_demo_model_script")
     try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return True
-    return "avx512_vnni" in flags or "avx_vnni" in flags or "avx" not in flags
+        return module.cpu_has_vnni()
+    finally:
+        sys.modules.pop("evaluate_demo_model_script", None)
 
 
 def _masks(precision: str, coco: COCO, images: Path) -> dict[int, np.ndarray]:
