@@ -154,17 +154,14 @@ INIT_FROM = {"clear_boxes_12ep_oracle_6ep": "clear_boxes_12ep",
 
 
 def ensure_data(dataset: str) -> None:
-    from boxmask.data.synthetic import generate
+    from boxmask.data.synthetic import ensure_generated
 
-    folder = ROOT / "data" / f"{dataset}128"
-    scene, num_train, wanted = DATASETS[dataset]
-    if not (folder / "stats.json").is_file():
-        generate(folder, seed=0, num_train=num_train, num_val=100, image_size=128, scene=scene,
-                 version=wanted)
-    version = json.loads((folder / "stats.json").read_text()).get("generator_version")
-    if version != wanted:
-        raise SystemExit(f"{folder} was written by generator version {version}; {dataset} "
-                         f"needs version {wanted}: move it aside and rerun")
+    scene, num_train, version = DATASETS[dataset]
+    try:
+        ensure_generated(ROOT / "data" / f"{dataset}128", seed=0, num_train=num_train,
+                         num_val=100, image_size=128, scene=scene, version=version)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def fingerprint(name: str, extra: list[str]) -> str:

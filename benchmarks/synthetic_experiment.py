@@ -114,19 +114,15 @@ PAIRS = (("teacher_student_threshold", "agnostic"),
 
 
 def ensure_data() -> None:
-    stats = BENCH.data / "stats.json"
-    if not stats.is_file():
-        from boxmask.data.synthetic import generate
+    from boxmask.data.synthetic import ensure_generated
 
-        # The data folders are shared with benchmarks/recipe_ablation.py (same seed, size and
-        # version: the same images).
-        generate(BENCH.data, seed=0, num_train=BENCH.num_train, num_val=100, image_size=128,
-                 scene=BENCH.scene, version=BENCH.generator_version)
-    version = json.loads(stats.read_text()).get("generator_version", 1)
-    if version != BENCH.generator_version:
-        raise SystemExit(f"{BENCH.data} was written by generator version {version}; the "
-                         f"{BENCH.name} benchmark needs version {BENCH.generator_version}: move "
-                         "it aside and rerun")
+    # The data folders are shared with benchmarks/recipe_ablation.py (same seed, size and
+    # version: the same images); a folder of another recipe is refused.
+    try:
+        ensure_generated(BENCH.data, seed=0, num_train=BENCH.num_train, num_val=100,
+                         image_size=128, scene=BENCH.scene, version=BENCH.generator_version)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def fingerprint(method: str, seed: int, extra: list[str]) -> str:

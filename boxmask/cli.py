@@ -42,6 +42,9 @@ def data_synth(
     val_images: int = typer.Option(100, "--val-images", help="Number of validation images."),
     size: int = typer.Option(256, "--size", help="Image side in pixels."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dataset in OUT."),
+    reuse: bool = typer.Option(False, "--reuse",
+                               help="Keep a dataset already in OUT when it was made with these "
+                                    "same options; refuse one made with others."),
     scene: str = typer.Option("dense", "--scene",
                               help="Scene preset: dense (deep piles, the harder set) or clear "
                                    "(the headline benchmark set; see boxmask.data.synthetic)."),
@@ -51,12 +54,18 @@ def data_synth(
              "bars meet); default the newest."),
 ) -> None:
     """Generate a deterministic COCO-format dataset of heavily overlapping textured shapes."""
-    from boxmask.data.synthetic import GENERATOR_VERSION, generate
+    from boxmask.data.synthetic import GENERATOR_VERSION, ensure_generated, generate
 
+    version = GENERATOR_VERSION if generator_version is None else generator_version
+    if reuse and overwrite:
+        fail("--reuse keeps an existing dataset and --overwrite replaces it: pass one of them")
     try:
-        stats = generate(out, seed=seed, num_train=images, num_val=val_images, image_size=size,
-                         overwrite=overwrite, scene=scene,
-                         version=GENERATOR_VERSION if generator_version is None else generator_version)
+        if reuse:
+            stats = ensure_generated(out, seed=seed, num_train=images, num_val=val_images,
+                                     image_size=size, scene=scene, version=version)
+        else:
+            stats = generate(out, seed=seed, num_train=images, num_val=val_images,
+                             image_size=size, overwrite=overwrite, scene=scene, version=version)
     except (FileExistsError, ValueError) as exc:
         fail(str(exc))
     console.print_json(data=stats)

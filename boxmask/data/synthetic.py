@@ -411,6 +411,41 @@ def _write_split(root: Path, split: str, num_images: int, seed: int, size: int,
     }
 
 
+def ensure_generated(out: str | Path, seed: int = 0, num_train: int = 400, num_val: int = 100,
+                     image_size: int = 256, scene: str = "dense",
+                     version: int = GENERATOR_VERSION) -> dict[str, Any]:
+    """:func:`generate` unless ``out`` already holds this very set, and return its statistics.
+
+    A set is this one when its ``stats.json`` records the same generator version, seed, image
+    size, scene and image counts (the generator is deterministic in them). A folder made with
+    another recipe is refused, never reused or overwritten: scripts that share a data folder
+    (the recipe ablation, the three-seed experiment, the demo build) cannot train on a set other
+    than the one their results name.
+
+    Raises:
+        ValueError: ``out`` holds a set of another recipe (the message names the difference), or
+            bad arguments (as :func:`generate`).
+        FileExistsError: ``out`` is a non-empty folder without ``stats.json``.
+    """
+    stats_file = Path(out) / "stats.json"
+    if not stats_file.is_file():
+        return generate(out, seed=seed, num_train=num_train, num_val=num_val,
+                        image_size=image_size, scene=scene, version=version)
+    stats = json.loads(stats_file.read_text())
+    splits = stats.get("splits") or {}
+    have = {"generator version": stats.get("generator_version", 1), "seed": stats.get("seed"),
+            "image size": stats.get("image_size"), "scene": stats.get("scene_name", "dense"),
+            "training images": (splits.get("train") or {}).get("images"),
+            "validation images": (splits.get("val") or {}).get("images")}
+    want = {"generator version": version, "seed": seed, "image size": image_size,
+            "scene": scene, "training images": num_train, "validation images": num_val}
+    differ = [f"{k} {have[k]!r} (wanted {want[k]!r})" for k in want if have[k] != want[k]]
+    if differ:
+        raise ValueError(f"{out} holds another synthetic set: {', '.join(differ)}; move it aside "
+                         "(or pick another folder) and rerun")
+    return stats
+
+
 def generate(out: str | Path, seed: int = 0, num_train: int = 400, num_val: int = 100,
              image_size: int = 256, overwrite: bool = False, scene: str = "dense",
              version: int = GENERATOR_VERSION) -> dict[str, Any]:

@@ -52,3 +52,26 @@ def test_data_synth_builds_an_older_generator_version_on_request_and_refuses_an_
     bad = runner.invoke(app, base + ["--out", str(tmp_path / "bad"), "--generator-version", "7"])
     assert bad.exit_code == 2 and "unknown generator version 7" in _text(bad.output)
     assert not (tmp_path / "bad").exists()
+
+
+def test_data_synth_reuse_keeps_the_same_set_and_refuses_another(tmp_path):
+    out = tmp_path / "ds"
+    base = ["data", "synth", "--out", str(out), "--seed", "2", "--images", "1",
+            "--val-images", "1", "--size", "32", "--reuse"]
+    first = runner.invoke(app, base)
+    assert first.exit_code == 0, first.output
+    image = out / "images" / "train" / "000000.png"
+    before = (image.stat().st_mtime_ns, (out / "stats.json").read_bytes())
+    again = runner.invoke(app, base)  # the same recipe: kept as it is, not rewritten
+    assert again.exit_code == 0, again.output
+    assert (image.stat().st_mtime_ns, (out / "stats.json").read_bytes()) == before
+
+    for change, named in ((["--seed", "3"], "seed 2 (wanted 3)"),
+                          (["--generator-version", "1"], "generator version 2 (wanted 1)"),
+                          (["--images", "2"], "training images 1 (wanted 2)"),
+                          (["--scene", "clear"], "scene 'dense' (wanted 'clear')")):
+        other = runner.invoke(app, base + change)
+        assert other.exit_code == 2 and named in _text(other.output), (change, other.output)
+        assert (image.stat().st_mtime_ns, (out / "stats.json").read_bytes()) == before
+    both = runner.invoke(app, base + ["--overwrite"])
+    assert both.exit_code == 2 and "pass one of them" in _text(both.output)
