@@ -131,14 +131,11 @@ def main() -> None:
     earlier = json.loads(out.read_text()) if out.is_file() else {}
     same_files = earlier.get("model_files") == record["model_files"]
     here = record["int8"].pop("mask_iou_vs_fp32")
-    other = {k: v for k, v in (earlier.get("int8") or {}).items()
-             if same_files and k in ("mask_iou_vs_fp32", NO_VNNI_KEY)}
-    if cpu_has_vnni():
-        record["int8"] = {**record["int8"], **{k: v for k, v in other.items() if k != "mask_iou_vs_fp32"},
-                          "mask_iou_vs_fp32": here}
-    else:
-        record["int8"] = {**record["int8"], "mask_iou_vs_fp32": other.get("mask_iou_vs_fp32", here),
-                          NO_VNNI_KEY: here}
+    kept = {k: v for k, v in (earlier.get("int8") or {}).items()
+            if same_files and k in ("mask_iou_vs_fp32", NO_VNNI_KEY)}
+    # A CPU kind without a measurement gets none (never the other kind's figure under its key).
+    kept[("mask_iou_vs_fp32" if cpu_has_vnni() else NO_VNNI_KEY)] = here
+    record["int8"] = {**record["int8"], **kept}
     out.write_text(json.dumps(record, indent=2) + "\n")
     f, b, i8 = record["fp32"]["mean_iou"], record["box_as_mask"]["mean_iou"], record["int8"]
     print(f"mean IoU unseen / seen: fp32 {f['unseen']:.3f} / {f['seen']:.3f}, int8 "

@@ -53,10 +53,18 @@ def test_int8_masks_stay_within_the_documented_distance_of_fp32(
     seen_ids = {c.id for c in Predictor.from_dir(BUNDLED_MODEL).card.categories if c.seen}
 
     agreement = float(np.mean([mask_iou(fp32[i], int8[i]) for i in fp32]))
-    recorded = bundled_evaluation["int8"]["mask_iou_vs_fp32"]
-    if not cpu_has_vnni():
-        recorded = bundled_evaluation["int8"].get("mask_iou_vs_fp32_without_vnni", recorded)
-    assert abs(agreement - recorded) <= FIGURE_TOLERANCE, (agreement, recorded)
+    figures = bundled_evaluation["int8"]
+    vnni = cpu_has_vnni()
+    recorded = figures.get("mask_iou_vs_fp32" if vnni else "mask_iou_vs_fp32_without_vnni")
+    if recorded is not None:
+        assert abs(agreement - recorded) <= FIGURE_TOLERANCE, (agreement, recorded)
+    else:
+        # Only the other kind of CPU's figure: VNNI's kernels do not saturate, so they agree at
+        # least as well as AVX2's; still int8 (below 0.99), never fp32 in disguise.
+        other = figures.get("mask_iou_vs_fp32_without_vnni" if vnni else "mask_iou_vs_fp32")
+        assert other is not None, "evaluation.json has no int8 agreement figure"
+        low, high = (other - FIGURE_TOLERANCE, 0.99) if vnni else (0.9, other + FIGURE_TOLERANCE)
+        assert low <= agreement < high, (agreement, other)
     for precision, masks in (("fp32", fp32), ("int8", int8)):
         measured = mean_iou_by_side(coco, masks, seen_ids)
         for side, value in measured.items():
