@@ -9,7 +9,8 @@ closes, per seed) to ``docs/results.md``.
 
 Two benchmarks (``--benchmark``): ``clear``, the headline (configs/synth128_clear_paired.yaml on
 the ``clear`` scenes of generator version 2, data/clear_v2128: the recipe ablation's GroupNorm and
-128-channel mask head at 1500 iterations, 30-45 min a run with one thread; the oracle's own
+128-channel mask head at 1500 iterations: 30-45 min a run with two threads on an otherwise idle
+machine, 62-64 min with one thread beside a second run (2026-12-02, a Zen 3); the oracle's own
 6000-iteration recipe, configs/synth128_clear_long.yaml, is about 2 h a run, and 21 of those
 do not fit the sessions this experiment runs in: the config says more), and ``dense``, the
 first one (configs/synth128_experiment.yaml on the dense piles; complete, kept as the harder
