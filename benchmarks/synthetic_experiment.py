@@ -18,8 +18,9 @@ set).
 
 Resumable: every run writes ``result.json`` when done (kept in benchmarks/results, committed)
 and is skipped on a rerun while the config, method and seed are unchanged (a fingerprint says
-so; change the schedule and every run is redone); a cut-off run resumes from its last epoch
-checkpoint when runs/ is still there. Run it in the background:
+so; change the schedule and every run is redone: the fingerprint hashes the config file's
+bytes, so even a comment edited in it makes every kept run stale); a cut-off run resumes from
+its last epoch checkpoint when runs/ is still there. Run it in the background:
 
     .venv/bin/python benchmarks/synthetic_experiment.py            # every run, then the table
     .venv/bin/python benchmarks/synthetic_experiment.py --table    # only rebuild the table
