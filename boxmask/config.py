@@ -68,6 +68,15 @@ class ModelConfig(_Section):
     # data: docs/results.md). With this on, L_T ignores the RoI cells inside the box of any
     # unseen instance of the image, except the instance's own mask.
     teacher_ignore_unseen_boxes: bool = False
+    # Not in the paper (off by default): BoxInst's box-only mask losses (Tian et al. 2021;
+    # boxmask/model/box_losses.py) on the unseen positives of the head that serves masks (the
+    # student; the teacher in agnostic mode), beside the pseudo-mask loss: ``projection`` (the
+    # mask's row and column maxima match the box's) or ``boxinst`` (projection + pairwise:
+    # neighbouring cells of similar colour share a label). Logged as mask_projection and
+    # mask_pairwise (``train.loss_weights`` names them).
+    unseen_box_loss: Literal["none", "projection", "boxinst"] = "none"
+    # The pairwise term's weight ramps from 0 to 1 over this many steps (BoxInst: 10k of 90k).
+    box_pairwise_warmup_iters: int = Field(default=0, ge=0)
     teacher_convs: int = Field(default=4, ge=1)
     teacher_resolution: Literal[28, 56] = 28
     mask_head_channels: int = Field(default=256, ge=1)

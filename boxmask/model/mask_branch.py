@@ -10,6 +10,10 @@ Modes:
   truth for seen and the cleaned sigma(M_t) for unseen; the student alone at inference.
 - ``oracle``: the student alone, trained on every instance that has a real mask (run it with a
   split where every category is seen).
+
+``unseen_box_loss`` (not in the paper) adds BoxInst's box-only terms (boxmask/model/box_losses.py)
+on the unseen positives of the head that serves masks: the student in ``teacher_student``, the
+teacher in ``agnostic``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 
+from boxmask.model.box_losses import box_projection_loss, color_similarity, pairwise_loss
 from boxmask.model.heads import MaskHead, NormLayer, student_head, teacher_head
 from boxmask.model.pseudo_masks import (
     box_interior_on_rois,
@@ -33,6 +38,7 @@ from boxmask.model.pseudo_masks import (
 )
 
 Mode = Literal["agnostic", "teacher_student", "oracle"]
+BoxLoss = Literal["none", "projection", "boxinst"]
 
 STUDENT_RESOLUTION = 28
 
@@ -84,6 +90,10 @@ class TeacherStudentMaskBranch(nn.Module):
         norm_layer: norm after each conv of both towers (None: plain convs, torchvision's v1).
         mask_target_aligned: crop ground-truth masks onto RoIs pixel-aligned (True) or on
             torchvision's half-pixel-shifted grid (False); see ``ModelConfig``.
+        unseen_box_loss: ``projection`` or ``boxinst`` (projection + pairwise) on the unseen
+            positives' masks, from their boxes alone; ``none``: the paper's losses only.
+        box_pairwise_warmup_iters: the pairwise term's weight rises linearly from 0 to 1 over
+            this many training steps (BoxInst: 10k of 90k).
     """
 
     def __init__(self, roi_pool: MultiScaleRoIAlign, in_channels: int, conv_channels: int,
@@ -92,10 +102,14 @@ class TeacherStudentMaskBranch(nn.Module):
                  interact_warmup_iters: int = 0,
                  teacher_ignore_unseen_boxes: bool = False,
                  norm_layer: NormLayer | None = None,
-                 mask_target_aligned: bool = True) -> None:
+                 mask_target_aligned: bool = True,
+                 unseen_box_loss: BoxLoss = "none",
+                 box_pairwise_warmup_iters: int = 0) -> None:
         super().__init__()
         if mode not in ("agnostic", "teacher_student", "oracle"):
             raise ValueError(f"unknown mode {mode!r}")
+        if unseen_box_loss not in ("none", "projection", "boxinst"):
+            raise ValueError(f"unknown unseen_box_loss {unseen_box_loss!r}")
         self.roi_pool = roi_pool
         self.mode = mode
         self.sigma = sigma
@@ -111,15 +125,20 @@ class TeacherStudentMaskBranch(nn.Module):
         self.interact_warmup_iters = interact_warmup_iters
         self.teacher_ignore_unseen_boxes = teacher_ignore_unseen_boxes
         self.mask_target_aligned = mask_target_aligned
-        if mode == "teacher_student" and sigma == "interact":
+        # The oracle has no unseen instances: nothing for a box loss to act on.
+        self.unseen_box_loss: BoxLoss = unseen_box_loss if mode != "oracle" else "none"
+        self.box_pairwise_warmup_iters = box_pairwise_warmup_iters
+        if (mode == "teacher_student" and sigma == "interact") or self.unseen_box_loss == "boxinst":
             # Training steps taken, in the state dict so that a resumed run continues the
             # warm-up where it stopped.
             self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
 
     @property
     def needs_images(self) -> bool:
-        """True when training needs the input images (the CRF reads RoI crops)."""
-        return self.mode == "teacher_student" and self.sigma == "crf"
+        """True when training needs the input images (the CRF and the pairwise term read RoI
+        crops)."""
+        return (self.mode == "teacher_student" and self.sigma == "crf") or \
+            self.unseen_box_loss == "boxinst"
 
     @property
     def current_sigma(self) -> Sigma:
@@ -182,9 +201,10 @@ class TeacherStudentMaskBranch(nn.Module):
                 ``mask_valid [K]`` (False: no usable mask, e.g. an unseen category; such a mask
                 is never read, whatever it holds).
             images (Tensor[B, 3, H, W]): the padded batch as RGB 0..255 (``BoxMaskRCNN.pixels``),
-                for ``sigma=crf`` only.
+                for ``sigma=crf`` and ``unseen_box_loss=boxinst`` only.
         Returns:
-            ``loss_mask_teacher`` and/or ``loss_mask_student``.
+            ``loss_mask_teacher`` and/or ``loss_mask_student``; with ``unseen_box_loss`` also
+            ``loss_mask_projection`` (and ``loss_mask_pairwise`` for ``boxinst``).
         """
         if hasattr(self, "train_steps"):
             self.train_steps += 1
@@ -194,6 +214,7 @@ class TeacherStudentMaskBranch(nn.Module):
         losses: dict[str, torch.Tensor] = {}
 
         teacher_logits = None
+        served = None  # [P, R, R]: the logits of the head that serves masks at inference
         if self.teacher is not None:
             teacher_logits = self.teacher(x)[:, 0]
             size = teacher_logits.shape[-1]
@@ -204,11 +225,13 @@ class TeacherStudentMaskBranch(nn.Module):
                                                               keep[valid])
             else:
                 losses["loss_mask_teacher"] = mask_bce(teacher_logits[valid], gt[valid])
+            served = teacher_logits
 
         if self.student is not None:
             all_logits = self.student(x)
             index = torch.arange(all_logits.shape[0], device=all_logits.device)
             student_logits = all_logits[index, labels - 1]  # only the label's channel (Eq. 3)
+            served = student_logits
             target = self._project_valid(targets, rois, matched_idxs, STUDENT_RESOLUTION)
             supervised = valid.clone()
             if self.mode == "teacher_student":
@@ -220,7 +243,32 @@ class TeacherStudentMaskBranch(nn.Module):
                         targets, unseen, images, image_shapes)
                 supervised = torch.ones_like(valid)
             losses["loss_mask_student"] = mask_bce(student_logits[supervised], target[supervised])
+
+        if self.unseen_box_loss != "none":
+            assert served is not None
+            losses.update(self._box_losses(served[~valid], rois, matched_idxs, targets, ~valid,
+                                           images))
         return losses
+
+    def _box_losses(self, logits: torch.Tensor, rois: list[torch.Tensor],
+                    matched_idxs: list[torch.Tensor], targets: list[dict[str, torch.Tensor]],
+                    unseen: torch.Tensor, images: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """BoxInst's terms on the unseen positives' mask logits ``[U, R, R]``."""
+        size = logits.shape[-1]
+        flat_rois = torch.cat(rois)[unseen]
+        inst_boxes = torch.cat([t["boxes"][m] for t, m in zip(targets, matched_idxs)])[unseen]
+        box_masks = box_interior_on_rois(flat_rois, inst_boxes, size)
+        out = {"loss_mask_projection": box_projection_loss(logits, box_masks)}
+        if self.unseen_box_loss == "boxinst":
+            if images is None:
+                raise ValueError("unseen_box_loss=boxinst needs the input images")
+            with torch.no_grad():
+                similarity = color_similarity(_roi_crops(images, rois, unseen, size))
+            ramp = 1.0
+            if self.box_pairwise_warmup_iters > 0:
+                ramp = min(1.0, float(self.train_steps) / self.box_pairwise_warmup_iters)
+            out["loss_mask_pairwise"] = ramp * pairwise_loss(logits, similarity, box_masks)
+        return out
 
     def _project_valid(self, targets: list[dict[str, torch.Tensor]], rois: list[torch.Tensor],
                        matched_idxs: list[torch.Tensor], size: int) -> torch.Tensor:

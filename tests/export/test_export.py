@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from boxmask.evaluation.prompted_masks import mask_iou
 from boxmask.export.exporter import ExportError, load_trained_model, sha256_file
 
 torch.set_num_threads(1)
@@ -44,11 +45,6 @@ def test_parity_with_eager_meets_the_bars(exported_model_dir: Path):
     assert parity["decoder_labels_equal"] and parity["detector_same_count"]
     assert 0 in parity["box_counts"] and 1 in parity["box_counts"] and 100 in parity["box_counts"]
     assert len(parity["sizes"]) >= 3
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
 @pytest.mark.parametrize("hw", [(64, 64), (48, 80), (100, 70)])
@@ -89,7 +85,7 @@ def test_runtime_masks_match_eager_segment_boxes(exported_model_dir, eager, hw, 
     _, _, used = model.decode_in_image(img_t, torch.from_numpy(boxes), lab)
     label_to_cat = {c["label"]: c["id"] for c in categories}
     assert list(pred.labels) == [label_to_cat[int(u)] for u in used]
-    ious = [_iou(a, b) for a, b in zip(pred.masks, ref)]
+    ious = [mask_iou(a, b) for a, b in zip(pred.masks, ref)]
     assert min(ious) >= 0.99, ious
 
 

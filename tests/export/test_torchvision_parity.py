@@ -11,13 +11,13 @@ from __future__ import annotations
 import io
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from boxmask.evaluation.prompted_masks import mask_iou
 from tests.torchvision_models import import_overrides, write_torchvision_weights
 
 ARCHS = ["maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2"]
@@ -66,10 +66,10 @@ def _torchvision_masks(tv, image: np.ndarray, boxes: np.ndarray, coco_ids: np.nd
     """torchvision's mask branch on given boxes and labels, its boxes scaled back by its own
     postprocess and its masks pasted by boxmask's (pixel-aligned) paste, which the runtime and
     boxmask's torch model use instead of torchvision's paste_masks_in_image."""
-    from boxmask.model.paste import paste_masks
-
     from torchvision.models.detection.roi_heads import maskrcnn_inference
     from torchvision.models.detection.transform import resize_boxes
+
+    from boxmask.model.paste import paste_masks
 
     x = torch.from_numpy(image).permute(2, 0, 1).float() / 255.0
     h, w = image.shape[:2]
@@ -85,11 +85,6 @@ def _torchvision_masks(tv, image: np.ndarray, boxes: np.ndarray, coco_ids: np.nd
     # torchvision's weights learnt its half-pixel target grid: pasted half a resized pixel on.
     offset = grid_offset(False, (h, w), tuple(batch.image_sizes[0]))
     return (paste_masks(probs[0], out[0]["boxes"], (h, w), offset)[:, 0] > 0.5).numpy()
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
 def test_exported_graphs_agree_with_the_imported_model(imported):
@@ -123,7 +118,7 @@ def test_runtime_masks_match_torchvision_mask_branch(imported, hw):
         inside = np.zeros_like(m)
         inside[int(np.floor(y1)):int(np.ceil(y2)), int(np.floor(x1)):int(np.ceil(x2))] = True
         m &= inside
-    ious = [_iou(a, b) for a, b in zip(got.masks, ref)]
+    ious = [mask_iou(a, b) for a, b in zip(got.masks, ref)]
     assert ref.any(axis=(1, 2)).all()  # the masks compared are not empty
     assert np.mean(ious) >= 0.99, ious
 

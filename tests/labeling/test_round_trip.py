@@ -13,6 +13,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from boxmask.config import ConfigError
+from boxmask.evaluation.prompted_masks import mask_iou
 from boxmask.labeling import LabelSettings
 from boxmask.runtime.card import ModelCard
 from tests.conftest import copy_without_detector
@@ -24,11 +25,6 @@ def _coco(path: Path) -> COCO:
     coco.dataset = json.loads(Path(path).read_text())
     coco.createIndex()
     return coco
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
 def test_round_trip_masks_every_known_box_and_keeps_every_other_field(dataset, model_dir):
@@ -74,7 +70,7 @@ def test_round_trip_masks_every_known_box_and_keeps_every_other_field(dataset, m
         assert ys.min() >= int(y) - 1 and ys.max() <= y + h + 1
         name = truth.cats[a_in["category_id"]]["name"]
         ious["seen" if name in seen_names else "unseen"].append(
-            _iou(mask, truth.annToMask(truth.anns[a_in["id"]]).astype(bool)))
+            mask_iou(mask, truth.annToMask(truth.anns[a_in["id"]]).astype(bool)))
 
     summary = report["summary"]
     assert summary["annotations_masked"] == sum(len(v) for v in ious.values()) > 0
