@@ -14,12 +14,12 @@ from boxmask.model.box_losses import (
 )
 from tests.model.test_teacher_student import (
     NUM_CLASSES,
+    H,
+    W,
     _branch,
     _features,
     _target,
     _tiny_cfg,
-    H,
-    W,
 )
 
 torch.set_num_threads(1)
