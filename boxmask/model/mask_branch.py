@@ -255,9 +255,8 @@ class TeacherStudentMaskBranch(nn.Module):
                     unseen: torch.Tensor, images: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """BoxInst's terms on the unseen positives' mask logits ``[U, R, R]``."""
         size = logits.shape[-1]
-        flat_rois = torch.cat(rois)[unseen]
-        inst_boxes = torch.cat([t["boxes"][m] for t, m in zip(targets, matched_idxs)])[unseen]
-        box_masks = box_interior_on_rois(flat_rois, inst_boxes, size)
+        box_masks = box_interior_on_rois(torch.cat(rois)[unseen],
+                                         _matched_boxes(targets, matched_idxs)[unseen], size)
         out = {"loss_mask_projection": box_projection_loss(logits, box_masks)}
         if self.unseen_box_loss == "boxinst":
             if images is None:
@@ -289,15 +288,12 @@ class TeacherStudentMaskBranch(nn.Module):
         """Cleaned sigma(M_t) for the unseen positives, ``[U, 28, 28]`` in {0, 1}."""
         teacher_probs = resize_probs(teacher_logits.sigmoid(), STUDENT_RESOLUTION)
         student_probs = student_logits.sigmoid()
-        # Per-proposal image index, box, and the union of the image's seen masks on the RoI.
-        flat_rois, inst_boxes, seen_on = [], [], []
-        for i, (t, r, m) in enumerate(zip(targets, rois, matched_idxs)):
-            flat_rois.append(r)
-            inst_boxes.append(t["boxes"][m])
-            seen_on.append(seen_union_on_rois(t["masks"], _mask_valid(t), r, STUDENT_RESOLUTION,
-                                              self.mask_target_aligned))
-        flat_rois_t = torch.cat(flat_rois)[unseen]
-        inst_boxes_t = torch.cat(inst_boxes)[unseen]
+        # Per proposal: its box, its instance's box, and the union of the image's seen masks on it.
+        seen_on = [seen_union_on_rois(t["masks"], _mask_valid(t), r, STUDENT_RESOLUTION,
+                                      self.mask_target_aligned)
+                   for t, r in zip(targets, rois)]
+        flat_rois_t = torch.cat(rois)[unseen]
+        inst_boxes_t = _matched_boxes(targets, matched_idxs)[unseen]
         seen_on_t = torch.cat(seen_on)[unseen]
         crops = None
         if self.sigma == "crf":
@@ -313,6 +309,12 @@ def _mask_valid(target: dict[str, torch.Tensor]) -> torch.Tensor:
     if "mask_valid" in target:
         return target["mask_valid"].bool()
     return torch.ones(len(target["labels"]), dtype=torch.bool, device=target["labels"].device)
+
+
+def _matched_boxes(targets: list[dict[str, torch.Tensor]],
+                   matched_idxs: list[torch.Tensor]) -> torch.Tensor:
+    """``[P, 4]``: the ground-truth box of the instance each positive proposal matched, xyxy."""
+    return torch.cat([t["boxes"][m] for t, m in zip(targets, matched_idxs)])
 
 
 def _roi_crops(images: torch.Tensor, rois: list[torch.Tensor], select: torch.Tensor,
