@@ -37,9 +37,9 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import importlib.util
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,7 +91,7 @@ def markdown_table(results: Sequence[Result]) -> str:
 
     columns: list[tuple[str, Callable[[Result], float]]] = [
         ("encoder ms", lambda r: r.encoder_ms),
-        *[(f"{n} box{'es' if n > 1 else ''} ms", (lambda n: lambda r: r.boxes_ms[n])(n))
+        *[(f"{n} box{'es' if n > 1 else ''} ms", lambda r, n=n: r.boxes_ms[n])
           for n in BOX_COUNTS],
         ("first mask ms (encoder + 1 box)", lambda r: r.first_mask_ms),
     ]
@@ -120,11 +120,11 @@ def markdown_table(results: Sequence[Result]) -> str:
 
 # -- measuring ---------------------------------------------------------------------------------
 
-def _runtime_benchmark():  # noqa: ANN202 - the sibling script benchmarks/runtime.py
+def _runtime_benchmark():  # the sibling script benchmarks/runtime.py
     import sys
 
     sys.path.insert(0, str(REPO / "benchmarks"))
-    import runtime  # noqa: PLC0415 - a sibling script, not a package
+    import runtime  # a sibling script, not a package
 
     return runtime
 
@@ -176,7 +176,7 @@ def boxes_for(image: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
 
 
-def _session(path: Path, threads: int):  # noqa: ANN202
+def _session(path: Path, threads: int):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -262,10 +262,9 @@ def _export_efficientvit_sam_l0(folder: Path) -> dict[str, Any]:
 
 def _export_sam2_hiera_t(folder: Path) -> dict[str, Any]:
     import torch
+    from sam2.build_sam import build_sam2
     from torch import nn
     from torch.nn import functional as F
-
-    from sam2.build_sam import build_sam2
 
     model = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=None, device="cpu")
     sizes = [(256, 256), (128, 128), (64, 64)]  # SAM2ImagePredictor._bb_feat_sizes

@@ -57,11 +57,15 @@ def _iou(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
 def measure(checkpoint: Path, split: str, max_images: int | None) -> dict:
     from boxmask.data.coco import CocoInstances
     from boxmask.data.overlap import overlap_scores
-    from boxmask.model.mask_branch import STUDENT_RESOLUTION
-    from boxmask.model.pseudo_masks import (apply_sigma, clean_pseudo_masks,
-                                            project_masks_on_rois, resize_probs,
-                                            seen_union_on_rois)
     from boxmask.model.checkpoint import load_checkpoint, model_from_checkpoint
+    from boxmask.model.mask_branch import STUDENT_RESOLUTION
+    from boxmask.model.pseudo_masks import (
+        apply_sigma,
+        clean_pseudo_masks,
+        project_masks_on_rois,
+        resize_probs,
+        seen_union_on_rois,
+    )
 
     ckpt = load_checkpoint(checkpoint)
     model, categories = model_from_checkpoint(ckpt, source=checkpoint)
@@ -122,7 +126,7 @@ def measure(checkpoint: Path, split: str, max_images: int | None) -> dict:
     cat = {k: np.concatenate(v) for k, v in rows.items()}
     out: dict = {"checkpoint": str(checkpoint), "mode": ckpt["config"]["model"]["mode"],
                  "sigma": ckpt["config"]["model"]["sigma"], "split": split, "images": n,
-                 "instances": int(len(cat["seen"]))}
+                 "instances": len(cat["seen"])}
     for group, sel in (("unseen", ~cat["seen"]), ("seen", cat["seen"])):
         for subset, mask in (("all", sel), ("overlapped", sel & (cat["overlap"] >= OVERLAPPED))):
             for head in HEADS:

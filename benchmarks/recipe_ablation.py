@@ -246,9 +246,9 @@ def _pct(x) -> str:
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| variant | data | device | iterations | s/it | box-prompted mIoU seen / unseen "
+    lines = [("| variant | data | device | iterations | s/it | box-prompted mIoU seen / unseen "
              "| box as mask seen / unseen | margin seen / unseen | box-prompted mask AP seen / unseen "
-             "| mask AP (detection) seen / unseen |",
+             "| mask AP (detection) seen / unseen |"),
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         bp = r["box_prompted"]

@@ -20,6 +20,7 @@ validation set, fp32 vs int8, through the torch-free runtime.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import tempfile
 import time
@@ -92,8 +93,14 @@ def bench_backbone(name: str, threads: int, repeats: int, checkpoint: Path | Non
     import torch
 
     from boxmask.export.exporter import export_checkpoint, load_trained_model
-    from boxmask.export.graphs import (DECODER_INPUTS, DECODER_OUTPUTS, DETECTOR_INPUTS,
-                                       DETECTOR_OUTPUTS, ENCODER_OUTPUTS, EncoderGraph)
+    from boxmask.export.graphs import (
+        DECODER_INPUTS,
+        DECODER_OUTPUTS,
+        DETECTOR_INPUTS,
+        DETECTOR_OUTPUTS,
+        ENCODER_OUTPUTS,
+        EncoderGraph,
+    )
     from boxmask.export.parity import random_boxes
 
     torch.set_num_threads(threads)
@@ -175,7 +182,9 @@ def _predictor_rows(name: str, model_dir: Path, threads: int, repeats: int) -> l
         label = p.card.categories[0].id
         images = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(repeats + 1)]
 
-        def new_image(it=iter(images)) -> None:
+        it = iter(images)
+
+        def new_image() -> None:
             p.set_image(next(it))  # a new array each call: never a cache hit
             p.predict(box, labels=[label])
 
@@ -204,7 +213,7 @@ def _variants(model_dir: Path) -> list[tuple[str, str, bool]]:
     return out
 
 
-def _predictor(model_dir: Path, precision: str, input_min_size: int | None = None):  # noqa: ANN202
+def _predictor(model_dir: Path, precision: str, input_min_size: int | None = None):
     """The runtime's predictor; ``int8-encoder``: int8 encoder, fp32 decoders."""
     from boxmask.runtime import Predictor
     from boxmask.runtime.sessions.onnx_runtime import OnnxRuntimeSession
@@ -216,7 +225,7 @@ def _predictor(model_dir: Path, precision: str, input_min_size: int | None = Non
     return p
 
 
-def _prompted(p, coco, img_ids, image_bytes, class_scores: bool) -> list[dict]:  # noqa: ANN001
+def _prompted(p, coco, img_ids, image_bytes, class_scores: bool) -> list[dict]:
     """One box-prompted prediction per ground-truth instance (its box and its label)."""
     from boxmask.runtime.masks import to_rle
 
@@ -244,7 +253,6 @@ def accuracy(model_dir: Path, coco_json: Path, images: Path, max_images: int | N
 
     from boxmask.evaluation.box_prompted import box_prompted_metrics
     from boxmask.evaluation.instance_overlap import gt_overlaps
-    from boxmask.runtime import Predictor
 
     coco = COCO(str(coco_json))
     img_ids = sorted(coco.getImgIds())[:max_images]
@@ -283,7 +291,6 @@ def parity_accuracy(checkpoint: Path, model_dir: Path | None = None, boxes_per_p
 
     from boxmask.evaluation.box_prompted import box_prompted_metrics
     from boxmask.export.exporter import export_checkpoint, load_trained_model
-    from boxmask.runtime import Predictor
     from boxmask.runtime.masks import to_rle
 
     photos = {n: np.ascontiguousarray(getattr(data, n)()[..., :3])
@@ -437,7 +444,7 @@ def main() -> None:
         print("|---|---|---|---|---|")
 
         def cell(v: float | None, scale: float, digits: int) -> str:
-            return "-" if v is None or v != v or v < 0 else f"{scale * v:.{digits}f}"
+            return "-" if v is None or math.isnan(v) or v < 0 else f"{scale * v:.{digits}f}"
 
         for prec, r in res.items():
             ap_, iou = r["mask_ap"], r["mean_iou"]

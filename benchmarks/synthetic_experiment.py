@@ -324,9 +324,9 @@ def write_table(results: list[dict]) -> str:
     for r in results:
         by_method.setdefault(r["method"], []).append(r)
     lines = [
-        "| method | unseen mask AP | unseen mask AP, O ≥ 0.3 | seen mask AP "
+        ("| method | unseen mask AP | unseen mask AP, O ≥ 0.3 | seen mask AP "
         "| unseen box-prompted mIoU (over box) | unseen box-prompted mask AP (over box) "
-        "| seen box-prompted mIoU (over box) | seeds |",
+        "| seen box-prompted mIoU (over box) | seeds |"),
         "|---|---|---|---|---|---|---|---|",
     ]
     box = box_baseline(results)
@@ -365,8 +365,8 @@ def _gap_closed(by_method: dict[str, list[dict]]) -> list[str]:
     """Per seed, the share of the agnostic-to-oracle gap on unseen mask AP that teacher-student
     closes, (TS - agnostic) / (oracle - agnostic), and TS minus agnostic on box-prompted unseen
     mean IoU; the issue's goal is >= 30 % and > 0 in every seed."""
-    out = ["", "Share of the agnostic-to-oracle gap on unseen mask AP closed by teacher-student "
-           "(TS - agn) / (oracle - agn), and TS - agn on box-prompted unseen mIoU (x100), per seed:",
+    out = ["", ("Share of the agnostic-to-oracle gap on unseen mask AP closed by teacher-student "
+           "(TS - agn) / (oracle - agn), and TS - agn on box-prompted unseen mIoU (x100), per seed:"),
            "", "| method vs baseline | " + " | ".join(f"seed {s}" for s in SEEDS) + " |",
            "|---|" + "---|" * len(SEEDS)]
     for method, base in PAIRS:
@@ -391,8 +391,8 @@ def _gap_closed(by_method: dict[str, list[dict]]) -> list[str]:
 def _paired(by_method: dict[str, list[dict]]) -> list[str]:
     """Per seed, method minus its baseline on unseen mask AP (all / O >= 0.3) and box-prompted
     unseen mask AP, x100; only seeds where both runs are done."""
-    out = ["", "Paired, per seed: method minus baseline, x100 (unseen mask AP / the same on O ≥ 0.3 / "
-           "box-prompted unseen mask AP; + means the method is above):", "",
+    out = ["", ("Paired, per seed: method minus baseline, x100 (unseen mask AP / the same on O ≥ 0.3 / "
+           "box-prompted unseen mask AP; + means the method is above):"), "",
            "| method - baseline | " + " | ".join(f"seed {s}" for s in SEEDS) + " | above in |",
            "|---|" + "---|" * (len(SEEDS) + 1)]
     for method, base in PAIRS:

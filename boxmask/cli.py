@@ -7,7 +7,6 @@ is instant and a server-only install never touches torch.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -96,8 +95,8 @@ def data_split(
 @app.command("train")
 def train(
     config: Path = typer.Argument(..., help="YAML config (see configs/)."),
-    overrides: Optional[List[str]] = typer.Argument(None, help="Dotted overrides: train.epochs=2"),
-    resume: Optional[Path] = typer.Option(
+    overrides: list[str] | None = typer.Argument(None, help="Dotted overrides: train.epochs=2"),
+    resume: Path | None = typer.Option(
         None, "--resume", help="Checkpoint to resume from, or 'auto' for OUTPUT_DIR/checkpoint_last.pt."),
 ) -> None:
     """Train a model (agnostic, teacher_student or oracle) from a config."""
@@ -119,10 +118,10 @@ def train(
 @app.command("eval")
 def evaluate(
     checkpoint: Path = typer.Argument(..., help="A checkpoint written by `boxmask train`."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default: beside the checkpoint)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Config to use instead of the checkpoint's."),
-    overrides: Optional[List[str]] = typer.Option(None, "--set", help="Dotted override, repeatable."),
-    max_images: Optional[int] = typer.Option(None, "--max-images", help="Evaluate on the first N images."),
+    out: Path | None = typer.Option(None, "--out", help="Report folder (default: beside the checkpoint)."),
+    config: Path | None = typer.Option(None, "--config", help="Config to use instead of the checkpoint's."),
+    overrides: list[str] | None = typer.Option(None, "--set", help="Dotted override, repeatable."),
+    max_images: int | None = typer.Option(None, "--max-images", help="Evaluate on the first N images."),
 ) -> None:
     """Mask/box AP on unseen, seen and all categories, overlap analysis, box-prompted IoU, plots."""
     if not checkpoint.is_file():
@@ -143,15 +142,15 @@ def evaluate(
 def export(
     checkpoint: Path = typer.Argument(..., help="A checkpoint written by `boxmask train`."),
     out: Path = typer.Option(..., "--out", help="Folder for the exported model directory."),
-    name: Optional[str] = typer.Option(None, "--name", help="Model name in model.json."),
+    name: str | None = typer.Option(None, "--name", help="Model name in model.json."),
     fp16: bool = typer.Option(False, "--fp16", help="Also write fp16 graphs (GPU runtimes)."),
     int8: bool = typer.Option(False, "--int8", help="Also write int8 encoder and decoder graphs for CPU, calibrated on training images."),
     calibration_images: int = typer.Option(16, "--calibration-images", help="Images for int8 calibration."),
     tensorrt: bool = typer.Option(False, "--tensorrt", help="Build TensorRT engines (needs a GPU)."),
-    triton_repo: Optional[Path] = typer.Option(None, "--triton-repo", help="Also write a Triton model repository here."),
+    triton_repo: Path | None = typer.Option(None, "--triton-repo", help="Also write a Triton model repository here."),
     opset: int = typer.Option(17, "--opset", help="ONNX opset."),
     check: bool = typer.Option(True, "--check/--no-check", help="Compare ONNX Runtime against torch after export."),
-    images: Optional[Path] = typer.Option(None, "--images", help="Images for --int8 calibration, instead of the checkpoint's training images (e.g. for an imported model)."),
+    images: Path | None = typer.Option(None, "--images", help="Images for --int8 calibration, instead of the checkpoint's training images (e.g. for an imported model)."),
 ) -> None:
     """Export a checkpoint to ONNX (encoder, decoder, detector) plus model.json."""
     if not checkpoint.is_file():
@@ -174,13 +173,13 @@ def label(
     coco: Path = typer.Option(..., "--coco", help="Input COCO instances JSON with boxes (never modified)."),
     images: Path = typer.Option(..., "--images", help="Folder the images' file_name paths are relative to."),
     out: Path = typer.Option(..., "--out", help="Output COCO JSON (written atomically; a report goes beside it)."),
-    model: Optional[str] = typer.Option(None, "--model", help="Exported model directory or bundled model name (default: the demo model)."),
+    model: str | None = typer.Option(None, "--model", help="Exported model directory or bundled model name (default: the demo model)."),
     mask_format: str = typer.Option("rle", "--format", help="Mask encoding: rle or polygon."),
     only_missing: bool = typer.Option(False, "--only-missing", help="Only annotations without a segmentation."),
     min_score: float = typer.Option(0.0, "--min-score", help="Do not write masks scored below this."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Images labeled at once (local) or model actors (ray); default: CPU cores."),
+    workers: int | None = typer.Option(None, "--workers", help="Images labeled at once (local) or model actors (ray); default: CPU cores."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its journal."),
-    label_map: Optional[Path] = typer.Option(None, "--label-map", help="YAML/JSON: dataset category name -> model category name (or null)."),
+    label_map: Path | None = typer.Option(None, "--label-map", help="YAML/JSON: dataset category name -> model category name (or null)."),
     engine: str = typer.Option("local", "--engine", help="local, or ray (a Ray Data pipeline; RAY_ADDRESS for a cluster)."),
     pre_annotate: bool = typer.Option(False, "--pre-annotate", help="Run the detector on images that have no box."),
     detect_threshold: float = typer.Option(0.5, "--detect-threshold", help="Score threshold for --pre-annotate."),
@@ -222,14 +221,14 @@ def label(
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 for all)."),
     port: int = typer.Option(8000, "--port", help="TCP port."),
-    model_dir: Optional[Path] = typer.Option(
+    model_dir: Path | None = typer.Option(
         None, "--model-dir", help="Exported model directory, or a folder of them "
         "(default: BOXMASK_MODEL_DIR, else the models bundled with the package)."),
-    model: Optional[str] = typer.Option(None, "--model", help="Default model name (the card's name)."),
+    model: str | None = typer.Option(None, "--model", help="Default model name (the card's name)."),
     workers: int = typer.Option(1, "--workers", help="Server processes; each loads the models and its own cache."),
-    triton_url: Optional[str] = typer.Option(None, "--triton-url", help="Use a Triton server (host:port, grpc://host:port)."),
-    cache_mb: Optional[int] = typer.Option(None, "--cache-mb", help="Encoder cache budget per model, in MB."),
-    max_concurrency: Optional[int] = typer.Option(None, "--max-concurrency", help="Requests computing at once."),
+    triton_url: str | None = typer.Option(None, "--triton-url", help="Use a Triton server (host:port, grpc://host:port)."),
+    cache_mb: int | None = typer.Option(None, "--cache-mb", help="Encoder cache budget per model, in MB."),
+    max_concurrency: int | None = typer.Option(None, "--max-concurrency", help="Requests computing at once."),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
     plain_logs: bool = typer.Option(False, "--plain-logs", help="Human-readable logs instead of JSON lines."),
 ) -> None:
@@ -283,7 +282,7 @@ def import_torchvision(
                                    "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth."),
     arch: str = typer.Option(..., "--arch", help="maskrcnn_resnet50_fpn or maskrcnn_resnet50_fpn_v2."),
     out: Path = typer.Option(..., "--out", help="The boxmask checkpoint to write."),
-    overrides: Optional[List[str]] = typer.Option(
+    overrides: list[str] | None = typer.Option(
         None, "--set", help="Inference setting of the model section, repeatable: "
         "model.min_size=512 (torchvision's defaults otherwise)."),
 ) -> None:
@@ -301,7 +300,8 @@ def import_torchvision(
             if not key.startswith("model.") or key.count(".") != 1:
                 raise ConfigError(f"--set {key}: only model.KEY settings apply to an import")
             model_overrides[key.split(".", 1)[1]] = value
-        from boxmask.model.torchvision_import import ARCHS, import_torchvision as run_import
+        from boxmask.model.torchvision_import import ARCHS
+        from boxmask.model.torchvision_import import import_torchvision as run_import
 
         if arch not in ARCHS:
             raise ConfigError(f"--arch {arch!r}: choose {' or '.join(ARCHS)}")
@@ -325,25 +325,30 @@ def cvat_boxes_to_masks(
     task: int = typer.Option(..., "--task", help="CVAT task id."),
     model_dir: Path = typer.Option(..., "--model-dir", envvar="BOXMASK_MODEL_DIR",
                                    help="Exported model directory."),
-    host: Optional[str] = typer.Option(None, "--host", envvar="CVAT_HOST", help="CVAT server URL."),
-    user: Optional[str] = typer.Option(None, "--user", envvar="CVAT_USER"),
-    password: Optional[str] = typer.Option(None, "--password", envvar="CVAT_PASSWORD", hidden=True),
-    token: Optional[str] = typer.Option(None, "--token", envvar="CVAT_ACCESS_TOKEN", hidden=True),
+    host: str | None = typer.Option(None, "--host", envvar="CVAT_HOST", help="CVAT server URL."),
+    user: str | None = typer.Option(None, "--user", envvar="CVAT_USER"),
+    password: str | None = typer.Option(None, "--password", envvar="CVAT_PASSWORD", hidden=True),
+    token: str | None = typer.Option(None, "--token", envvar="CVAT_ACCESS_TOKEN", hidden=True),
     polygons: bool = typer.Option(False, "--polygons", help="Upload polygons instead of masks."),
     delete_boxes: bool = typer.Option(False, "--delete-boxes/--keep-boxes",
                                       help="Delete each rectangle once its mask is uploaded."),
-    journal: Optional[Path] = typer.Option(None, "--journal",
+    journal: Path | None = typer.Option(None, "--journal",
                                            help="Resume file (default: .boxmask-cvat-task<ID>.jsonl)."),
-    dry_run: Optional[Path] = typer.Option(None, "--dry-run",
+    dry_run: Path | None = typer.Option(None, "--dry-run",
                                            help="Upload nothing; write a COCO instances file here."),
-    label_map: Optional[str] = typer.Option(None, "--label-map",
+    label_map: str | None = typer.Option(None, "--label-map",
                                             help='JSON: CVAT label -> model category, e.g. \'{"Car": "car"}\'.'),
-    triton_url: Optional[str] = typer.Option(None, "--triton-url", envvar="BOXMASK_TRITON_URL"),
+    triton_url: str | None = typer.Option(None, "--triton-url", envvar="BOXMASK_TRITON_URL"),
 ) -> None:
     """Give every rectangle of a CVAT task a class-specific mask (resumable)."""
     import json
 
-    from boxmask.integrations.cvat.boxes_to_masks import CvatJournal, CvatTask, connect, convert_task
+    from boxmask.integrations.cvat.boxes_to_masks import (
+        CvatJournal,
+        CvatTask,
+        connect,
+        convert_task,
+    )
     from boxmask.journal import JournalError
     from boxmask.runtime import Predictor
     from boxmask.runtime.errors import RuntimeInputError

@@ -7,7 +7,15 @@ logs into the UI in headless Chromium (DevTools protocol) and screenshots the pr
 
     .venv/bin/python scripts/labelstudio_screenshot.py      # needs data/synth128 and chromium
 """
-import base64, io, json, os, shutil, subprocess, sys, tempfile, time
+import base64
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import httpx
@@ -15,8 +23,8 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.processes import free_port, stop_process  # noqa: E402
-from tests.server.test_demo_page import DevTools  # noqa: E402
+from tests.processes import free_port, stop_process
+from tests.server.test_demo_page import DevTools
 
 LS_VENV = ROOT / ".venv-labelstudio"; TOKEN = "boxmask-shot-token-0123"
 work = Path(tempfile.mkdtemp(prefix="boxmask-ls-shot-"))
@@ -29,11 +37,12 @@ env.update({"LABEL_STUDIO_USERNAME": "demo@boxmask.local", "LABEL_STUDIO_PASSWOR
             "LABEL_STUDIO_BASE_DATA_DIR": str(data), "LABEL_STUDIO_HOST": lurl,
             "ML_BLOCK_LOCAL_IP": "false", "SSRF_PROTECTION_ENABLED": "false"})
 ls = subprocess.Popen([str(LS_VENV / "bin/label-studio"), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(lport)],
-                      env=env, stdout=open(work / "ls.log", "wb"), stderr=subprocess.STDOUT, cwd=data)
+                      env=env, stdout=open(work / "ls.log", "wb"),  # noqa: SIM115 - open while LS runs
+                      stderr=subprocess.STDOUT, cwd=data)
 benv = {k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO", "BOXMASK_"))}
 benv.update({"BOXMASK_DEMO": "false", "BOXMASK_LABELSTUDIO_SCORE_THRESHOLD": "0.3"})
 bm = subprocess.Popen([str(ROOT / ".venv/bin/python"), "-m", "uvicorn", "boxmask.server.app:create_app", "--factory",
-                       "--host", "127.0.0.1", "--port", str(bport)], env=benv, stdout=open(work / "bm.log", "wb"),
+                       "--host", "127.0.0.1", "--port", str(bport)], env=benv, stdout=open(work / "bm.log", "wb"),  # noqa: SIM115 - open while it runs
                       stderr=subprocess.STDOUT, cwd=ROOT)
 chrome = None
 try:
@@ -50,7 +59,7 @@ try:
     config = (f'<View><Image name="image" value="$image"/><RectangleLabels name="box" toName="image" smart="true">{labels}'
               f'</RectangleLabels><BrushLabels name="mask" toName="image">{labels}</BrushLabels></View>')
     pid = c.post("/api/projects", json={"title": "boxmask demo", "label_config": config}).json()["id"]
-    coco = json.load(open(ROOT / "data/synth128/annotations/instances_val.json"))
+    coco = json.loads((ROOT / "data/synth128/annotations/instances_val.json").read_text())
     img = coco["images"][3]; scale = 4
     im = Image.open(ROOT / "data/synth128/images/val" / img["file_name"]).convert("RGB")
     im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
@@ -80,7 +89,7 @@ try:
     pf = profile / "DevToolsActivePort"
     while not (pf.is_file() and pf.read_text().strip()): time.sleep(0.1)
     port = int(pf.read_text().split()[0])
-    page = [t for t in httpx.get(f"http://127.0.0.1:{port}/json/list").json() if t["type"] == "page"][0]
+    page = next(t for t in httpx.get(f"http://127.0.0.1:{port}/json/list").json() if t["type"] == "page")
     d = DevTools(page["webSocketDebuggerUrl"])
     d("Page.enable")
     d("Page.navigate", url=f"{lurl}/user/login/")

@@ -37,7 +37,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _modules(num_classes: int):  # noqa: ANN202 - torch is imported lazily
+def _modules(num_classes: int):  # torch is imported lazily
     import torch
     from torch import nn
     from torchvision.ops import roi_align
@@ -54,7 +54,7 @@ def _modules(num_classes: int):  # noqa: ANN202 - torch is imported lazily
                 nn.Conv2d(FEATURES, FEATURES, 3, stride=2, padding=1) for _ in range(3)
             )
 
-        def forward(self, image):  # noqa: ANN001, ANN202
+        def forward(self, image):
             x = torch.relu(self.stem((image / 255.0 - self.mean) / self.std))
             feats = [x]
             for conv in self.down:
@@ -75,7 +75,7 @@ def _modules(num_classes: int):  # noqa: ANN202 - torch is imported lazily
             )
             self.box_head = nn.Linear(4 * FEATURES * 7 * 7, num_classes + 1)
 
-        def forward(self, p2, p3, p4, p5, boxes, labels, image_size):  # noqa: ANN001, ANN202
+        def forward(self, p2, p3, p4, p5, boxes, labels, image_size):
             h = image_size[0].to(boxes.dtype)
             w = image_size[1].to(boxes.dtype)
             x = torch.minimum(boxes[:, 0::2].clamp(min=0), w)
@@ -105,7 +105,7 @@ def _modules(num_classes: int):  # noqa: ANN202 - torch is imported lazily
             super().__init__()
             self.decoder = decoder
 
-        def forward(self, p2, p3, p4, p5, image_size):  # noqa: ANN001, ANN202
+        def forward(self, p2, p3, p4, p5, image_size):
             h = image_size[0].to(torch.float32)
             w = image_size[1].to(torch.float32)
             z = torch.zeros_like(h)

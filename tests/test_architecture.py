@@ -146,7 +146,7 @@ def test_serving_labeling_and_integrations_import_with_torch_unimportable() -> N
         print("ok")
         """
     )
-    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+    result = subprocess.run([sys.executable, "-c", script], check=False, cwd=REPO, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"

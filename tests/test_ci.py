@@ -23,7 +23,7 @@ def test_make_test_fails_when_pytest_collects_nothing() -> None:
     # A module without tests: pytest exits 5 ("no tests collected") at once. -o: set-up is done.
     env["PYTEST_ADDOPTS"] = "-p no:cacheprovider tests/peers.py"
     r = subprocess.run([make, "--no-print-directory", "-o", "setup", "-o", "test-tools", "test",
-                        f"PY={sys.executable}"], cwd=REPO, env=env, capture_output=True,
+                        f"PY={sys.executable}"], check=False, cwd=REPO, env=env, capture_output=True,
                        text=True, timeout=120)
     assert "no tests ran" in r.stdout, r.stdout + r.stderr
     assert r.returncode != 0
@@ -38,7 +38,7 @@ def test_ci_run_sets_ci_and_passes_on_make_tests_exit_code(tmp_path: Path, make_
     (shim / "make").chmod(0o755)
     env = {**os.environ, "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}"}
     env.pop("CI", None)
-    r = subprocess.run(["bash", str(REPO / ".ci" / "run")], env=env, capture_output=True,
+    r = subprocess.run(["bash", str(REPO / ".ci" / "run")], check=False, env=env, capture_output=True,
                        text=True, timeout=60)
     assert (tmp_path / "make.log").read_text().strip() == "CI=true args=test"
     assert r.returncode == make_exit, r.stdout + r.stderr

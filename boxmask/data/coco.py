@@ -48,7 +48,8 @@ def load_coco(annotations: str | Path | Mapping[str, Any]) -> COCO:
         source = str(path)
     for key in ("images", "annotations", "categories"):
         if not isinstance(dataset.get(key), list):
-            raise ValueError(f"{source} is not a COCO instances file: it has no {key!r} list")
+            raise ValueError(  # noqa: TRY004 - the file is wrong, not the argument's type
+                f"{source} is not a COCO instances file: it has no {key!r} list")
     coco = COCO()
     coco.dataset = dataset
     with contextlib.redirect_stdout(io.StringIO()):  # createIndex prints progress

@@ -32,7 +32,7 @@ IOU_HISTOGRAM_EDGES: tuple[float, ...] = tuple(np.round(np.linspace(0.0, 1.0, 21
 
 
 def _side_ids(cat_ids: Collection[int], seen_ids: Collection[int]) -> dict[str, list[int]]:
-    seen = set(int(c) for c in seen_ids)
+    seen = {int(c) for c in seen_ids}
     return {"all": sorted(cat_ids), "seen": sorted(c for c in cat_ids if c in seen),
             "unseen": sorted(c for c in cat_ids if c not in seen)}
 
@@ -132,7 +132,7 @@ def _prompted_metrics(coco_gt: COCO, prompted: Sequence[Mapping], seen_ids: Coll
     if stray:
         raise ValueError(f"box-prompted masks on images {stray[:5]} outside the evaluated images")
     instances = [a for a in coco_gt.loadAnns(coco_gt.getAnnIds(imgIds=img_ids, iscrowd=False))]
-    seen = set(int(c) for c in seen_ids)
+    seen = {int(c) for c in seen_ids}
 
     ious: dict[int, float] = {}
     for ann in instances:

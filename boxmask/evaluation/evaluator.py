@@ -88,7 +88,7 @@ def evaluate_predictions(
         The report dict (JSON-able); AP numbers in [0, 1], ``None`` where a subset is empty.
     """
     cat_ids = coco_gt.getCatIds()
-    unknown_seen = set(int(c) for c in seen_ids) - set(cat_ids)
+    unknown_seen = {int(c) for c in seen_ids} - set(cat_ids)
     if unknown_seen:
         raise ValueError(f"seen category ids {sorted(unknown_seen)} are not in the ground truth")
     img_ids = sorted(coco_gt.getImgIds() if img_ids is None else {int(i) for i in img_ids})

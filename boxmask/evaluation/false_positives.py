@@ -42,7 +42,7 @@ def false_positive_sources(ev: SubsetCOCOeval, seen_ids: Collection[int],
     t = int(hit[0])
     if not ev.last_subset_is_plain or sorted(ev.params.catIds) != sorted(ev.cocoGt.getCatIds()):
         ev.evaluate_subset(ev.cocoGt.getCatIds())
-    seen = set(int(c) for c in seen_ids)
+    seen = {int(c) for c in seen_ids}
     coco_gt: COCO = ev.cocoGt
     coco_dt: COCO = ev.cocoDt
     segm = ev.params.iouType == "segm"

@@ -16,6 +16,7 @@ The detection scores decide which *unmatched* detections a subset ignores (see
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 
@@ -110,9 +111,9 @@ def detection_overlaps(coco_gt: COCO, detections: Sequence[Mapping],
 def bin_ranges(edges: Sequence[float]) -> list[tuple[float, float]]:
     """``[0, 0.1, 0.3, 1.0001]`` -> ``[(0, 0.1), (0.1, 0.3), (0.3, 1.0001)]`` (``lo <= O < hi``)."""
     edges = [float(e) for e in edges]
-    if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])):
+    if len(edges) < 2 or any(b <= a for a, b in itertools.pairwise(edges)):
         raise ValueError(f"overlap bins must be at least two increasing edges, got {edges}")
-    return list(zip(edges[:-1], edges[1:]))
+    return list(itertools.pairwise(edges))
 
 
 def outside(scores: dict[int, float], lo: float, hi: float) -> set[int]:

@@ -14,8 +14,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: never needs a display, safe in servers and CI
 
-import matplotlib.pyplot as plt  # noqa: E402 (the backend must be chosen first)
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 SIDE_COLORS = {"unseen": "#d62728", "seen": "#1f77b4", "all": "#7f7f7f"}
 SOURCE_COLORS = {"background": "#bcbd22", "seen": "#1f77b4", "unseen": "#d62728"}

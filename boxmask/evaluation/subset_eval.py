@@ -80,7 +80,7 @@ class SubsetCOCOeval(COCOeval):
                      for img_id in p.imgIds for cat_id in p.catIds}
         self._ious_ready = True
 
-    def evaluateImg(self, imgId, catId, aRng, maxDet):  # noqa: N802, N803 (COCOeval's names)
+    def evaluateImg(self, imgId, catId, aRng, maxDet):
         result = super().evaluateImg(imgId, catId, aRng, maxDet)
         if result is None or not self._dt_outside:
             return result

@@ -14,8 +14,9 @@ IoU, written into the card. Mask AP of both precisions is in ``benchmarks/runtim
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort

@@ -27,7 +27,6 @@ import onnx
 
 from boxmask.runtime.contract import CARD_NAME, TRITON_MODEL_NAMES
 
-
 _ONNX_TO_TRITON = {1: "TYPE_FP32", 7: "TYPE_INT64", 6: "TYPE_INT32", 10: "TYPE_FP16", 9: "TYPE_BOOL"}
 
 

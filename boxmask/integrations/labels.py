@@ -21,8 +21,8 @@ class UnmappedLabel(UnknownLabel):
     def __init__(self, label: str, card: ModelCard, how_to_map: str) -> None:
         super().__init__(label, card.names, card.ids)
         self.args = (
-            f"label {label!r} of the labeling tool matches no category of model {card.name!r} "
-            f"(categories: {', '.join(card.names)}); rename the label or map it with {how_to_map}",
+            (f"label {label!r} of the labeling tool matches no category of model {card.name!r} "
+            f"(categories: {', '.join(card.names)}); rename the label or map it with {how_to_map}"),
         )
 
 

@@ -8,4 +8,4 @@ from boxmask.labeling.job import run_label_job
 from boxmask.labeling.journal import JournalError
 from boxmask.labeling.options import LabelOptions, LabelSettings
 
-__all__ = ["LabelOptions", "LabelSettings", "JournalError", "run_label_job"]
+__all__ = ["JournalError", "LabelOptions", "LabelSettings", "run_label_job"]

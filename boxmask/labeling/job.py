@@ -18,8 +18,13 @@ from typing import Any
 from rich.console import Console
 
 from boxmask.config import ConfigError
-from boxmask.labeling.engines import (load_predictor, local_predictor_threads, require_ray,
-                                      run_local, run_ray)
+from boxmask.labeling.engines import (
+    load_predictor,
+    local_predictor_threads,
+    require_ray,
+    run_local,
+    run_ray,
+)
 from boxmask.labeling.journal import JournalError, LabelJournal, read_journal
 from boxmask.labeling.label_map import load_label_map
 from boxmask.labeling.model_source import model_version, resolve_model_dir

@@ -8,8 +8,8 @@ exporter and the runtime never need to know which backbone they sit on.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -92,7 +92,7 @@ class _MobileNetStages(nn.Module):
         self.taps = [taps[s] for s in (4, 8, 16, 32)]
         self.out_channels_list = [_block_out_channels(features[i]) for i in self.taps]
 
-    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         out: OrderedDict[str, torch.Tensor] = OrderedDict()
         for i, block in enumerate(self.features):
             x = block(x)
@@ -130,7 +130,7 @@ class _FPNOnBody(nn.Module):
                                          norm_layer=fpn_norm)
         self.out_channels = out_channels
 
-    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         return self.fpn(self.body(x))
 
 

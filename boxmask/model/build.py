@@ -9,9 +9,9 @@ from __future__ import annotations
 from torch import nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import (
+    FasterRCNN,
     FastRCNNConvFCHead,
     FastRCNNPredictor,
-    FasterRCNN,
     TwoMLPHead,
 )
 from torchvision.models.detection.rpn import RPNHead

@@ -17,7 +17,6 @@ from boxmask.config import BoxMaskConfig, ConfigError, ModelConfig
 from boxmask.model.build import build_model
 from boxmask.model.rcnn import BoxMaskRCNN
 
-
 # What np.random.get_state() pickles to: an array (rebuilt by _reconstruct) of a dtype.
 _NUMPY_ARRAY_GLOBALS = [np.ndarray, np.dtype, type(np.dtype(np.uint32)),
                         getattr(np, "_core", np.core).multiarray._reconstruct]

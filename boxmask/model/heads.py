@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads
-
 
 NormLayer = Callable[[int], nn.Module]
 

@@ -23,8 +23,9 @@ cannot be copied or derived keeps its fresh initialisation, and the report says 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn

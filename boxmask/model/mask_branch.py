@@ -28,9 +28,9 @@ from torchvision.ops import MultiScaleRoIAlign, roi_align
 from boxmask.model.box_losses import box_projection_loss, color_similarity, pairwise_loss
 from boxmask.model.heads import MaskHead, NormLayer, student_head, teacher_head
 from boxmask.model.pseudo_masks import (
-    box_interior_on_rois,
     Sigma,
     apply_sigma,
+    box_interior_on_rois,
     clean_pseudo_masks,
     project_masks_on_rois,
     resize_probs,

@@ -87,7 +87,7 @@ class BoxMaskRCNN(GeneralizedRCNN):
         return (batch * std + mean) * 255.0
 
     # -- the box-prompted path (set the image once, then decode boxes) --------------------
-    def encode(self, image: torch.Tensor) -> tuple["OrderedDict[str, torch.Tensor]", tuple[int, int]]:
+    def encode(self, image: torch.Tensor) -> tuple[OrderedDict[str, torch.Tensor], tuple[int, int]]:
         """One image ``[3, H, W]`` in [0, 1] -> FPN levels ``'0'..'3'`` and the resized (h, w)."""
         batch, _ = self.transform([image])
         features = self.backbone(batch.tensors)

@@ -25,7 +25,7 @@ class BoxMaskRoIHeads(RoIHeads):
 
     @classmethod
     def from_roi_heads(cls, base: RoIHeads, mask_branch: TeacherStudentMaskBranch,
-                       mask_rois_per_image: int | None = None) -> "BoxMaskRoIHeads":
+                       mask_rois_per_image: int | None = None) -> BoxMaskRoIHeads:
         """Reuse the box components and sampling settings of a torchvision ``RoIHeads``."""
         return cls(
             box_roi_pool=base.box_roi_pool,

@@ -210,15 +210,15 @@ class Predictor:
         """
         model_dir = Path(model_dir)
         card = ModelCard.load(model_dir, verify=False)
-        kwargs = dict(
-            cache_bytes=cache_bytes,
-            max_pixels=max_pixels,
-            max_boxes=max_boxes,
-            mask_threshold=mask_threshold,
-            max_mask_pixels=max_mask_pixels,
-            input_min_size=input_min_size,
-            input_max_size=input_max_size,
-        )
+        kwargs = {
+            "cache_bytes": cache_bytes,
+            "max_pixels": max_pixels,
+            "max_boxes": max_boxes,
+            "mask_threshold": mask_threshold,
+            "max_mask_pixels": max_mask_pixels,
+            "input_min_size": input_min_size,
+            "input_max_size": input_max_size,
+        }
         if backend == "onnxruntime":
             keys = cls._file_keys(card, precision)
             if verify:

@@ -52,7 +52,7 @@ def resize_scale(h: int, w: int, min_size: int, max_size: int) -> float:
 def resized_size(h: int, w: int, min_size: int, max_size: int) -> tuple[int, int]:
     """(height, width) after torchvision's resize: floor of size times scale, in double precision."""
     s = resize_scale(h, w, min_size, max_size)
-    return max(int(math.floor(h * s)), 1), max(int(math.floor(w * s)), 1)
+    return max(math.floor(h * s), 1), max(math.floor(w * s), 1)
 
 
 def padded_size(h: int, w: int, size_divisible: int) -> tuple[int, int]:

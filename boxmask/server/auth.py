@@ -38,7 +38,7 @@ def presented_token(authorization: str) -> str | None:
             decoded = base64.b64decode(value.encode("ascii"), validate=True).decode("utf-8")
         except (UnicodeError, binascii.Error, ValueError):
             return None
-        user, colon, password = decoded.partition(":")
+        _user, colon, password = decoded.partition(":")
         return password if colon else None
     return None
 

@@ -33,7 +33,6 @@ from boxmask.runtime.errors import (
 )
 
 
-
 class ErrorBody(BaseModel):
     code: str
     message: str

@@ -8,6 +8,7 @@ is a few milliseconds of numpy that would stall every other connection.
 from __future__ import annotations
 
 import base64
+
 import numpy as np
 
 from boxmask.runtime import Prediction, Predictor

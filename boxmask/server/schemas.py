@@ -9,7 +9,7 @@ image is always refused.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
@@ -20,7 +20,7 @@ FiniteFloat = Annotated[float, Field(allow_inf_nan=False, strict=True)]
 Box = Annotated[list[FiniteFloat], Field(min_length=4, max_length=4,
                                          examples=[[10.0, 20.0, 120.0, 160.0]])]
 # A category name, a category id, or null (use the model's predicted class).
-Label = Union[Annotated[str, Field(min_length=1, max_length=200)], StrictInt, None]
+Label = Annotated[str, Field(min_length=1, max_length=200)] | StrictInt | None
 
 
 class _Body(BaseModel):
@@ -112,7 +112,7 @@ class PngMask(BaseModel):
     data: str
 
 
-Mask = Annotated[Union[RleMask, PolygonMask, PngMask], Field(discriminator="format")]
+Mask = Annotated[RleMask | PolygonMask | PngMask, Field(discriminator="format")]
 
 
 class Instance(BaseModel):

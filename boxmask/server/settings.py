@@ -8,15 +8,14 @@ the environment cannot drift apart.
 from __future__ import annotations
 
 import json
-from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from boxmask.runtime.contract import BUNDLED_MODELS_DIR
-
 
 
 class ServerSettings(BaseSettings):

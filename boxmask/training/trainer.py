@@ -30,11 +30,21 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from boxmask.config import BoxMaskConfig, ConfigError, check_data_paths
 from boxmask.model.checkpoint import load_checkpoint
-from boxmask.training.checkpoint import (LAST, capture_rng_state, resolve_resume,
-                                         restore_rng_state, save_checkpoint,
-                                         save_last_checkpoint)
-from boxmask.training.distributed import (DistContext, barrier, init_distributed, reduce_mean,
-                                          shutdown_distributed)
+from boxmask.training.checkpoint import (
+    LAST,
+    capture_rng_state,
+    resolve_resume,
+    restore_rng_state,
+    save_checkpoint,
+    save_last_checkpoint,
+)
+from boxmask.training.distributed import (
+    DistContext,
+    barrier,
+    init_distributed,
+    reduce_mean,
+    shutdown_distributed,
+)
 from boxmask.training.metrics import MetricsWriter, RunningMean
 from boxmask.training.progress import training_progress
 from boxmask.training.schedule import build_lr_scheduler, build_optimizer
@@ -389,7 +399,7 @@ class _ResumableSampler(DistributedSampler):
 
     skip = 0
 
-    def __iter__(self):  # noqa: ANN204 - the base class's iterator type
+    def __iter__(self):  # the base class's iterator type
         return iter(list(super().__iter__())[self.skip:])
 
     def __len__(self) -> int:

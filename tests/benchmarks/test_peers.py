@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from tests.scripts import load_script
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "peers.py"
@@ -20,7 +21,7 @@ def peers():
     sys.modules.pop("peers_benchmark", None)
 
 
-def _result(peers, name: str, family: str, enc: float, box: float):  # noqa: ANN202
+def _result(peers, name: str, family: str, enc: float, box: float):
     return peers.Result(name, family, "fp32", enc, {1: box, 10: 10 * box, 100: 100 * box}, 300.0)
 
 
@@ -61,7 +62,7 @@ def _export_fake_sam(folder: Path) -> dict:
     from torch.nn import functional as F
 
     class Decoder(nn.Module):
-        def forward(self, emb, coords, labels, mask_input, has_mask, orig):  # noqa: ANN001, ANN201
+        def forward(self, emb, coords, labels, mask_input, has_mask, orig):
             low = emb.mean(1, keepdim=True) + coords.mean((1, 2)).view(-1, 1, 1, 1) * labels.sum()
             h, w = orig.to(torch.int64)[0], orig.to(torch.int64)[1]
             up = F.interpolate(low.expand(coords.shape[0], 1, -1, -1), size=(h, w),

@@ -46,7 +46,7 @@ def hand_made(tmp_path: Path) -> tuple[Path, dict]:
     Image.fromarray(rgb).save(images / "b.png")
     block = np.zeros((H, W), bool)
     block[2:6, 12:18] = True
-    ann = lambda i, img, cat, bbox, seg, crowd=0: {  # noqa: E731
+    ann = lambda i, img, cat, bbox, seg, crowd=0: {
         "id": i, "image_id": img, "category_id": cat, "bbox": bbox, "segmentation": seg,
         "area": 10.0 * i, "iscrowd": crowd}
     data = {

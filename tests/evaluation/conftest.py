@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tests.evaluation.coco_scenes import CATEGORIES, ann_from_mask, det_from_mask, make_coco, rect_mask
+
+from tests.evaluation.coco_scenes import (
+    CATEGORIES,
+    ann_from_mask,
+    det_from_mask,
+    make_coco,
+    rect_mask,
+)
 
 
 @pytest.fixture

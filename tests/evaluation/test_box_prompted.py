@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from tests.evaluation.coco_scenes import CATEGORIES, ann_from_mask, make_coco, rect_mask, rle
 
 from boxmask.evaluation.evaluator import evaluate_predictions
+from tests.evaluation.coco_scenes import CATEGORIES, ann_from_mask, make_coco, rect_mask, rle
 
 
 def scene():

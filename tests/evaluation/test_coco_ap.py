@@ -7,11 +7,17 @@ import io
 
 import numpy as np
 import pytest
-from tests.evaluation.coco_scenes import CATEGORIES, ann_from_mask, det_from_mask, make_coco, rect_mask
 from pycocotools.cocoeval import COCOeval
 
 from boxmask.evaluation.evaluator import evaluate_predictions
 from boxmask.evaluation.subset_eval import SubsetCOCOeval, coco_results
+from tests.evaluation.coco_scenes import (
+    CATEGORIES,
+    ann_from_mask,
+    det_from_mask,
+    make_coco,
+    rect_mask,
+)
 
 
 def pycocotools_stats(coco_gt, dets, iou_type, cat_ids=None):

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from tests.evaluation.coco_scenes import CATEGORIES, ann_from_mask, det_from_mask, make_coco, rect_mask
-
 from boxmask.evaluation.evaluator import evaluate_predictions
+from tests.evaluation.coco_scenes import (
+    CATEGORIES,
+    ann_from_mask,
+    det_from_mask,
+    make_coco,
+    rect_mask,
+)
 
 
 def scene():

@@ -5,12 +5,12 @@ from __future__ import annotations
 import io
 import json
 
-from tests.evaluation.coco_scenes import rle
 from rich.console import Console
 
 from boxmask.evaluation.evaluator import evaluate_predictions
 from boxmask.evaluation.plots import write_plots
 from boxmask.evaluation.report import print_summary, write_json
+from tests.evaluation.coco_scenes import rle
 
 
 def full_report(random_scene):

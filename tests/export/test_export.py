@@ -92,7 +92,7 @@ def test_runtime_masks_match_eager_segment_boxes(exported_model_dir, eager, hw, 
 def test_runtime_detector_matches_eager_detections(exported_model_dir, eager):
     from boxmask.runtime import Predictor
 
-    model, _, categories = eager
+    model, _, _categories = eager
     rng = np.random.default_rng(3)
     image = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
     predictor = Predictor.from_dir(exported_model_dir)

@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
-import cvat_sdk.models as models
 import numpy as np
 import pytest
+from cvat_sdk import models
 from PIL import Image
 from pycocotools.coco import COCO
 

@@ -17,11 +17,11 @@ from pathlib import Path
 from types import ModuleType
 
 import cvat_sdk.auto_annotation as cvataa
-import cvat_sdk.models as models
 import nuclio_sdk
 import numpy as np
 import pytest
 import yaml
+from cvat_sdk import models
 from cvat_sdk.auto_annotation.driver import _AnnotationMapper, _DetectionFunctionContextImpl
 from cvat_sdk.masks import decode_mask as sdk_decode_mask
 from cvat_sdk.masks import encode_mask

@@ -229,7 +229,7 @@ class _Uploads(BaseHTTPRequestHandler):
     body = png_bytes()
     hits = 0
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:  # http.server's naming
         type(self).hits += 1
         if self.headers.get("Authorization") != "Token good":
             self.send_response(401)
@@ -305,7 +305,7 @@ def test_a_backend_outage_is_a_503_and_fails_readiness(make_client) -> None:
     predictor = client.app.state.registry.slot(None).predictor
 
     class LostEncoder:
-        def run(self, inputs, outputs=None):  # noqa: ANN001, ANN202
+        def run(self, inputs, outputs=None):
             raise BackendUnavailable("encoder session lost (injected)")
 
     predictor.encoder = LostEncoder()
@@ -318,7 +318,7 @@ def test_a_backend_outage_is_a_503_and_fails_readiness(make_client) -> None:
 class _SlowImage(BaseHTTPRequestHandler):
     """An image server that takes a second per image."""
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:  # http.server's naming
         import time
 
         time.sleep(1.0)

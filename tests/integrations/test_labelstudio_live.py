@@ -27,9 +27,9 @@ import pytest
 from label_studio_sdk.converter import brush
 from PIL import Image
 
+from boxmask.runtime import Predictor
 from tests.peers import peer_missing
 from tests.processes import free_port, stop_process
-from boxmask.runtime import Predictor
 
 pytestmark = pytest.mark.labelstudio
 

@@ -14,11 +14,18 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.integrations.test_labelstudio_backend import CONFIG, data_uri, interactive, png_bytes, region
+from tests.integrations.test_labelstudio_backend import (
+    CONFIG,
+    data_uri,
+    interactive,
+    png_bytes,
+    region,
+)
 
 GENERIC = "the task's image could not be fetched; the server log has the reason"
 
@@ -27,10 +34,10 @@ class _Recorder(BaseHTTPRequestHandler):
     """Serves an image at any path; `/redirect?to=URL` redirects, `/missing` is a 404, `/drip`
     sends a byte every 0.3 s. Every request is recorded with its Authorization header."""
 
-    seen: list[tuple[str, str | None]] = []
+    seen: ClassVar[list[tuple[str, str | None]]] = []
     image = png_bytes(seed=5)
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:  # http.server's naming
         type(self).seen.append((self.path, self.headers.get("Authorization")))
         path = urlsplit(self.path)
         if path.path == "/redirect":
@@ -89,7 +96,7 @@ def _task(photo: str) -> dict:
     return {"id": 7, "data": {"photo": photo}}
 
 
-def _predict(client, photo: str):  # noqa: ANN001, ANN202
+def _predict(client, photo: str):
     return interactive(client, [region(10, 20, 30, 40, "disc")], task=_task(photo))
 
 
@@ -257,18 +264,18 @@ def test_an_image_evicted_between_fetch_and_answer_is_fetched_again_outside_the_
     downloads: list[bool] = []  # per download: was it made inside `answer` (a slot)?
     download, answer, fetch = backend._download, backend.answer, backend.fetch
 
-    def recording_download(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def recording_download(*args, **kwargs):
         downloads.append(getattr(in_answer, "on", False))
         return download(*args, **kwargs)
 
-    def marked_answer(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def marked_answer(*args, **kwargs):
         in_answer.on = True
         try:
             return answer(*args, **kwargs)
         finally:
             in_answer.on = False
 
-    def stale_fetch(request, task, again=False):  # noqa: ANN001, ANN202
+    def stale_fetch(request, task, again=False):
         # Says "still cached", then the cache drops the image before `answer` runs.
         if again:
             return fetch(request, task, again=True)

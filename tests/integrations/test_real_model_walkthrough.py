@@ -37,7 +37,7 @@ pytestmark = pytest.mark.slow
 def readme_commands() -> list[list[str]]:
     text = (REPO / "README.md").read_text()
     block = re.search(r"<!-- real-model:begin -->\s*```bash\n(.*?)```\s*<!-- real-model:end -->",
-                      text, re.S)
+                      text, re.DOTALL)
     assert block, "README.md lost its real-model block"
     return [shlex.split(line) for line in block.group(1).splitlines() if line.startswith("boxmask ")]
 

@@ -133,7 +133,7 @@ def test_sigkilled_run_resumes_to_the_same_bytes_as_a_clean_run(many_images, mod
     with open(jpath, "ab") as f:
         f.write(b'{"index": 47, "image_id": 48, "status": "ok", "ma')
 
-    resumed = subprocess.run(_cli(many_images, model_dir, out, "--resume"), env=_env(), cwd=REPO,
+    resumed = subprocess.run(_cli(many_images, model_dir, out, "--resume"), check=False, env=_env(), cwd=REPO,
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert out.read_bytes() == clean.read_bytes()

@@ -9,8 +9,8 @@ from boxmask.config import ConfigError, ModelConfig
 from boxmask.model import build_model
 from boxmask.model.init_from import init_from_checkpoint
 
-TINY = dict(backbone="resnet18_fpn", backbone_norm="gn", fpn_channels=16, mask_head_channels=16,
-            representation_size=32, min_size=64, max_size=64)
+TINY = {"backbone": "resnet18_fpn", "backbone_norm": "gn", "fpn_channels": 16, "mask_head_channels": 16,
+            "representation_size": 32, "min_size": 64, "max_size": 64}
 
 
 def _cats(names: list[str]) -> list[dict]:
@@ -99,8 +99,8 @@ def test_no_shared_category_is_refused():
 
 
 @pytest.mark.parametrize("heads", [
-    dict(rpn_conv_depth=2, box_head="conv", head_norm="gn"),
-    dict(rpn_conv_depth=2, box_head="conv", head_norm="bn"),
+    {"rpn_conv_depth": 2, "box_head": "conv", "head_norm": "gn"},
+    {"rpn_conv_depth": 2, "box_head": "conv", "head_norm": "bn"},
 ])
 def test_the_v2_heads_train(heads):
     """The v2 architecture (2-conv RPN, conv box head, normed FPN and mask heads) trains: every

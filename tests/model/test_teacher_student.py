@@ -157,9 +157,9 @@ def test_images_without_seen_positives_give_a_zero_teacher_loss():
 
 
 def _tiny_cfg(**kw) -> ModelConfig:
-    base = dict(backbone="resnet18_fpn", fpn_channels=16, mask_head_channels=8,
-                representation_size=32, min_size=64, max_size=64, box_batch_size_per_image=16,
-                rpn_batch_size_per_image=16, rpn_post_nms_top_n_test=50, box_detections_per_img=10)
+    base = {"backbone": "resnet18_fpn", "fpn_channels": 16, "mask_head_channels": 8,
+                "representation_size": 32, "min_size": 64, "max_size": 64, "box_batch_size_per_image": 16,
+                "rpn_batch_size_per_image": 16, "rpn_post_nms_top_n_test": 50, "box_detections_per_img": 10}
     base.update(kw)
     return ModelConfig(**base)
 

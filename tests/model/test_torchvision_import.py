@@ -189,8 +189,8 @@ def test_the_worked_finetune_config_fits_an_imported_checkpoint(arch, heads, tmp
     the teacher comes from COCO's mask head, a new category gets fresh rows."""
     from boxmask.config import load_config
     from boxmask.model import build_model
-    from boxmask.model.init_from import init_from_checkpoint
     from boxmask.model.checkpoint import load_checkpoint
+    from boxmask.model.init_from import init_from_checkpoint
     from tests.conftest import REPO
 
     write_torchvision_weights(arch, tmp_path / "w.pth")

@@ -83,7 +83,7 @@ def test_a_missing_file_or_card_is_reported(contract_model_dir: Path, tmp_path: 
         (lambda c: c.pop("preprocess"), "preprocess"),
     ],
 )
-def test_invalid_cards_are_rejected_with_the_reason(contract_model_dir: Path, edit, message: str) -> None:  # noqa: ANN001
+def test_invalid_cards_are_rejected_with_the_reason(contract_model_dir: Path, edit, message: str) -> None:
     card = json.loads((contract_model_dir / "model.json").read_text())
     edit(card)
     with pytest.raises(ModelDirError, match=message):

@@ -25,7 +25,7 @@ class CountingSession:
     input_names = property(lambda self: self.inner.input_names)
     output_names = property(lambda self: self.inner.output_names)
 
-    def run(self, inputs, output_names=None):  # noqa: ANN001, ANN201
+    def run(self, inputs, output_names=None):
         self.runs += 1
         self.last_inputs = dict(inputs)
         return self.inner.run(inputs, output_names)
@@ -245,7 +245,7 @@ def test_image_size_runs_no_graph_and_needs_a_cached_image(contract_model_dir: P
         session = getattr(p, graph)
         original = session.run
 
-        def counted(*args, _graph=graph, _run=original, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        def counted(*args, _graph=graph, _run=original, **kwargs):
             runs[_graph] += 1
             return _run(*args, **kwargs)
 
@@ -329,8 +329,8 @@ def test_masks_never_leave_their_boxes_on_predict_or_detect(predictor: Predictor
     # certain up to its border (logits +10 everywhere) it always would. Every path crops it.
     decoder_run, detector_run = predictor.decoder.run, predictor.detector.run
 
-    def certain_masks(run, name):  # noqa: ANN001, ANN202
-        def patched(inputs, output_names=None):  # noqa: ANN001, ANN202
+    def certain_masks(run, name):
+        def patched(inputs, output_names=None):
             out = dict(run(inputs, output_names))
             out[name] = np.full_like(out[name], 10.0 if name == "mask_logits" else 1.0)
             return out

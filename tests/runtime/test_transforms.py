@@ -25,7 +25,7 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def _torchvision(min_size: int, max_size: int):  # noqa: ANN202
+def _torchvision(min_size: int, max_size: int):
     return transform_mod.GeneralizedRCNNTransform(min_size, max_size, list(MEAN), list(STD)).eval()
 
 

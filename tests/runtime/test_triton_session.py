@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.peers import peer_missing
-from tests.processes import free_port, stop_process
 from boxmask.export.triton import write_triton_repository
 from boxmask.runtime import BackendUnavailable, Predictor
 from boxmask.runtime.contract import TRITON_MODEL_NAMES
 from boxmask.runtime.sessions.triton_client import TritonSession
+from tests.peers import peer_missing
+from tests.processes import free_port, stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.triton

@@ -19,7 +19,7 @@ import triton_python_backend_utils as pb_utils  # provided by Triton's Python ba
 
 
 class TritonPythonModel:
-    def initialize(self, args):  # noqa: ANN001, ANN201
+    def initialize(self, args):
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config["parameters"].items()}
         # The stub starts its own interpreter; it finds the test venv's packages only this way.
@@ -36,7 +36,7 @@ class TritonPythonModel:
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.outputs = [o["name"] for o in config["output"]]
 
-    def execute(self, requests):  # noqa: ANN001, ANN201
+    def execute(self, requests):
         responses = []
         for request in requests:
             feed = {

@@ -19,8 +19,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from tests.processes import free_port, stop_process
 from boxmask.server import ServerSettings, create_app
+from tests.processes import free_port, stop_process
 
 IMAGE_H, IMAGE_W = 96, 128
 
@@ -37,9 +37,9 @@ def png_bytes(h: int = IMAGE_H, w: int = IMAGE_W, seed: int = 0) -> bytes:
 
 def make_settings(model_dir: Path, **overrides: object) -> ServerSettings:
     # Explicit values, not the environment: a developer's BOXMASK_* must not change a test.
-    base: dict[str, object] = dict(model_dir=model_dir, api_token=None, cors_origins=[],
-                                   triton_url=None, max_boxes=20, max_concurrency=2,
-                                   max_queue=8, cache_bytes=64 << 20, log_json=True)
+    base: dict[str, object] = {"model_dir": model_dir, "api_token": None, "cors_origins": [],
+                                   "triton_url": None, "max_boxes": 20, "max_concurrency": 2,
+                                   "max_queue": 8, "cache_bytes": 64 << 20, "log_json": True}
     base.update(overrides)
     return ServerSettings(**base)
 

@@ -116,11 +116,11 @@ def test_all_boxes_of_a_call_go_through_the_decoder_once(client: TestClient, ima
     calls: list[int] = []
 
     class CountingDecoder:  # delegates to the real ONNX Runtime session, counting its runs
-        def run(self, inputs, outputs=None):  # noqa: ANN001, ANN202
+        def run(self, inputs, outputs=None):
             calls.append(len(inputs["boxes"]))
             return real.run(inputs, outputs)
 
-        def __getattr__(self, name):  # noqa: ANN001, ANN202
+        def __getattr__(self, name):
             return getattr(real, name)
 
     predictor.decoder = CountingDecoder()

@@ -114,7 +114,7 @@ def test_without_clipping_a_box_touching_the_edges_is_accepted(client: TestClien
 
 @pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity", "1e999"])
 def test_non_finite_coordinates_are_refused(client: TestClient, image_id: str, token: str) -> None:
-    body = '{"image_id": "%s", "boxes": [[1, 2, %s, 40]]}' % (image_id, token)
+    body = f'{{"image_id": "{image_id}", "boxes": [[1, 2, {token}, 40]]}}'
     r = client.post("/v1/segment", content=body, headers={"content-type": "application/json"})
     err = assert_error(r, 422, "invalid_request")
     assert "boxes.0.2" in err["message"] and "finite" in err["message"]

@@ -76,7 +76,7 @@ class DevTools:
 
 
 @pytest.fixture
-def browser(tmp_path: Path):  # noqa: ANN201
+def browser(tmp_path: Path):
     profile = tmp_path / "profile"
     process = subprocess.Popen(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -122,7 +122,7 @@ def test_drawing_a_box_on_the_demo_page_overlays_a_mask(
 
     rect = browser.js("(() => { const r = document.getElementById('overlay')"
                       ".getBoundingClientRect(); return [r.left, r.top, r.width, r.height]; })()")
-    left, top, width, height = rect
+    left, top, width, _height = rect
     scale = width / 320  # the canvas may be shown smaller than the image
 
     def mouse(kind: str, x: float, y: float) -> None:

@@ -32,7 +32,7 @@ def test_no_generated_request_gets_a_server_error(live_server: LiveServer) -> No
         @given(case=operation.as_strategy())
         @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, derandomize=True,
                   database=None, suppress_health_check=list(HealthCheck))
-        def fuzz(case) -> None:  # noqa: ANN001 - schemathesis.Case
+        def fuzz(case) -> None:  # schemathesis.Case
             response = case.call(base_url=live_server.url, timeout=30)
             calls[operation.label] = calls.get(operation.label, 0) + 1
             case.validate_response(response, checks=[not_a_server_error])
@@ -59,8 +59,8 @@ HOSTILE_BODIES = [
      "application/json"),
     (b'{"tasks": [{"data": {"image": "/data/local-files/?d=../../etc/hostname"}}]}',
      "application/json"),
-    (b'{"tasks": [{"id": 1, "data": {"image": "data:image/png;base64,AAAA"}}], '
-     b'"label_config": "<!DOCTYPE x [<!ENTITY a \\"aaaa\\">]><View>&a;</View>"}',
+    ((b'{"tasks": [{"id": 1, "data": {"image": "data:image/png;base64,AAAA"}}], '
+     b'"label_config": "<!DOCTYPE x [<!ENTITY a \\"aaaa\\">]><View>&a;</View>"}'),
      "application/json"),
 ]
 HOSTILE_HEADERS = [{}, {"Authorization": b"Basic \xff\xfe"}, {"Authorization": "Basic !!!"},

@@ -176,7 +176,7 @@ def test_a_backend_failing_mid_request_fails_readiness_until_a_reload_works(
         predictor = client.app.state.registry.slot(None).predictor
 
         class FailingEncoder:  # fault injection: the backend dies under the next request
-            def run(self, inputs, outputs=None):  # noqa: ANN001, ANN202
+            def run(self, inputs, outputs=None):
                 raise BackendUnavailable("encoder session lost (injected)")
 
         predictor.encoder = FailingEncoder()

@@ -51,7 +51,7 @@ class _RunsCode:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
 
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         import pathlib
 
         return (pathlib.Path.touch, (self.marker,))

@@ -77,7 +77,7 @@ def test_oracle_trains_on_every_mask_but_keeps_the_split_for_evaluation(tiny_cfg
     assert data.mask_labels == set(range(1, 9))
     assert {c["name"] for c in data.categories if not c["seen"]} == {
         "ring", "star", "crescent", "hexagon"}
-    image, target = data.dataset[0]
+    _image, target = data.dataset[0]
     assert bool(target["mask_valid"].all())  # unseen masks decoded for the oracle only
 
     ts = build_training_data(tiny_cfg())

@@ -15,10 +15,10 @@ from __future__ import annotations
 import os
 from functools import cache
 
+import cvat_sdk.auto_annotation as cvataa
 import numpy as np
 import PIL.Image
-import cvat_sdk.auto_annotation as cvataa
-import cvat_sdk.models as models
+from cvat_sdk import models
 from cvat_sdk.masks import encode_mask
 
 from boxmask.runtime import Predictor

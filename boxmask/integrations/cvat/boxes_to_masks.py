@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import cvat_sdk.models as models
 import numpy as np
+from cvat_sdk import models
 from cvat_sdk.core.proxies.annotations import AnnotationUpdateAction
 from cvat_sdk.masks import encode_mask
 

@@ -278,7 +278,7 @@ def fetch_image(url: str, access: LabelStudioAccess, task_id: int | None = None,
         hint = (" (Label Studio refused the token: set LABEL_STUDIO_API_KEY, or reconnect the "
                 "model so that /setup sends a fresh one)" if status in (401, 403) else "")
         raise ImageFetchError(f"fetching {url} failed with HTTP {status}{hint}") from exc
-    except Exception as exc:  # noqa: BLE001 - the SDK raises bare Exception, requests many kinds
+    except Exception as exc:  # the SDK raises bare Exception, requests many kinds
         raise ImageFetchError(f"cannot fetch {url}: {type(exc).__name__}: {exc}") from exc
     finally:
         session.close()

@@ -83,7 +83,7 @@ class OnnxRuntimeSession:
                     str(self.path), sess_options=options, providers=candidates
                 )
                 break
-            except Exception as e:  # noqa: BLE001 - ONNX Runtime raises several unrelated types
+            except Exception as e:  # ONNX Runtime raises several unrelated types
                 first = candidates[0] if isinstance(candidates[0], str) else candidates[0][0]
                 if first == "CPUExecutionProvider" or len(candidates) == 1:
                     raise ModelDirError(f"ONNX Runtime cannot load {self.path}: {e}") from e

@@ -16,7 +16,6 @@ import numpy as np
 
 from boxmask.runtime.errors import BackendUnavailable
 
-
 Protocol_ = Literal["http", "grpc"]
 
 
@@ -86,7 +85,7 @@ class TritonSession:
             )
         except BackendUnavailable:
             raise
-        except Exception as e:  # noqa: BLE001 - connection refused, timeouts, InferenceServerException
+        except Exception as e:  # connection refused, timeouts, InferenceServerException
             raise BackendUnavailable(
                 f"Triton at {self.url} ({self.protocol}) is unavailable: {e}"
             ) from e
@@ -147,7 +146,7 @@ class TritonSession:
                     outputs=outputs,
                     client_timeout=self.timeout_s,
                 )
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # connection refused, timeouts, InferenceServerException
             raise BackendUnavailable(
                 f"Triton inference on {self.model_name!r} at {self.url} failed: {e}"
             ) from e
