@@ -12,6 +12,7 @@ and in the box outside it. Whole images, not RoI grids.
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ def measure(data: Path, images: int) -> dict[str, dict[str, float]]:
     share joining pixels of one label), ``kept_inside`` and ``kept_outside`` (the share of all
     pairs kept inside the masks, and in the boxes outside them)."""
     coco = COCO(str(data / "annotations" / "instances_val.json"))
-    sums: dict[str, list[int]] = {}
+    sums: dict[str, Counter[str]] = {}
     for img_id in sorted(coco.imgs)[:images]:
         info = coco.imgs[img_id]
         rgb = np.asarray(Image.open(data / "images" / "val" / info["file_name"]).convert("RGB"),
@@ -42,15 +43,16 @@ def measure(data: Path, images: int) -> dict[str, dict[str, float]]:
             bg = box & ~mask
             # The generator's suggested split (the one every run on these sets trains with).
             side = "seen" if coco.cats[a["category_id"]]["suggested_seen"] else "unseen"
-            r = sums.setdefault(side, [0] * 6)
-            r[0] += int((edges & same).sum())
-            r[1] += int(edges.sum())
-            r[2] += int(kept[:, mask].sum())
-            r[3] += int(mask.sum()) * kept.shape[0]
-            r[4] += int(kept[:, bg].sum())
-            r[5] += int(bg.sum()) * kept.shape[0]
-    return {side: {"edges": r[1], "same_label": r[0] / max(r[1], 1),
-                   "kept_inside": r[2] / max(r[3], 1), "kept_outside": r[4] / max(r[5], 1)}
+            r = sums.setdefault(side, Counter())
+            r["same_edges"] += int((edges & same).sum())
+            r["edges"] += int(edges.sum())
+            r["kept_in_mask"] += int(kept[:, mask].sum())
+            r["pairs_in_mask"] += int(mask.sum()) * kept.shape[0]
+            r["kept_in_bg"] += int(kept[:, bg].sum())
+            r["pairs_in_bg"] += int(bg.sum()) * kept.shape[0]
+    return {side: {"edges": r["edges"], "same_label": r["same_edges"] / max(r["edges"], 1),
+                   "kept_inside": r["kept_in_mask"] / max(r["pairs_in_mask"], 1),
+                   "kept_outside": r["kept_in_bg"] / max(r["pairs_in_bg"], 1)}
             for side, r in sorted(sums.items())}
 
 

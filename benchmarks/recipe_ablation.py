@@ -104,6 +104,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 for _name in [n for n in VARIANTS if n not in ("clear_headgn128_48ep", "clear_headgn128_up256")]:
     VARIANTS[_name][1].append("model.mask_target_aligned=false")
 _HEADGN128 = ["model.head_norm=gn", "model.mask_head_channels=128", "train.keep_checkpoints=1"]
+# The other split that keeps each unseen shape's texture look-alike seen (the split-2 variants).
+_SPLIT2 = "data.seen=[disc, ring, crescent, cross]"
 _TS_FIX_HEADGN128 = ["model.mode=teacher_student", "model.sigma=threshold",
                      "model.teacher_ignore_unseen_boxes=true", *_HEADGN128]
 VARIANTS.update({
@@ -169,10 +171,10 @@ VARIANTS.update({
     # oracle does not depend on the split (it learns every mask), so its runs give the
     # per-category ceiling of both splits.
     "clear_v2_split2_ts_fix_headgn128": ("clear_v2", [
-        *_TS_FIX_HEADGN128, *_data("clear_v2"), "data.seen=[disc, ring, crescent, cross]"]),
+        *_TS_FIX_HEADGN128, *_data("clear_v2"), _SPLIT2]),
     "clear_v2_split2_agnostic_fix_headgn128": ("clear_v2", [
         "model.mode=agnostic", "model.teacher_ignore_unseen_boxes=true", *_HEADGN128,
-        *_data("clear_v2"), "data.seen=[disc, ring, crescent, cross]"]),
+        *_data("clear_v2"), _SPLIT2]),
 })
 # Variants that start from another variant's final checkpoint (model.init_from): that one is
 # trained first (or found), and its checkpoint's path, fingerprint included, is in theirs.
