@@ -158,6 +158,23 @@ def _current(result: dict, extra: list[str]) -> bool:
             result.get("fingerprint") == fingerprint(result["method"], result["seed"], extra))
 
 
+def epoch_seconds(metrics: Path) -> float:
+    """Training time of the epochs that make the final checkpoint, from the run's metrics log.
+
+    The log is appended to across resumes and an epoch cut off before its checkpoint is trained
+    again, so each epoch's last record counts; 0.0 when the log has no epoch records."""
+    if not metrics.is_file():
+        return 0.0
+    per_epoch: dict[int, float] = {}
+    for line in metrics.read_text().splitlines():
+        if not line.strip().startswith("{"):
+            continue
+        row = json.loads(line)
+        if row.get("kind") == "epoch" and "epoch_time" in row:
+            per_epoch[int(row["epoch"])] = float(row["epoch_time"])
+    return sum(per_epoch.values())
+
+
 def run_one(method: str, seed: int, extra: list[str]) -> dict:
     import torch
 
@@ -181,7 +198,8 @@ def run_one(method: str, seed: int, extra: list[str]) -> dict:
     cfg = load_config(BENCH.config, overrides)
     t0 = time.time()
     ckpt = train(cfg, resume=Path("auto"))
-    train_s = time.time() - t0
+    # A resumed run's wall time covers only its last segment: count every epoch's own time.
+    train_s = epoch_seconds(out / "metrics.jsonl") or time.time() - t0
     report = evaluate_checkpoint(ckpt, out_dir=out / "eval", progress=False)
     segm = report["segm"]
     result = {
@@ -453,6 +471,10 @@ def main(argv: list[str] | None = None) -> int:
         if "fingerprint" not in r:
             # Runs of this schedule finished before results carried a fingerprint.
             r["fingerprint"] = fingerprint(r["method"], r["seed"], args.set)
+            p.write_text(json.dumps(r, indent=2))
+        if (secs := epoch_seconds(p.parent / "metrics.jsonl")) and abs(secs - r["train_seconds"]) > 1:
+            # Kept before resumed runs counted their earlier segments.
+            r["train_seconds"] = round(secs, 1)
             p.write_text(json.dumps(r, indent=2))
         if _current(r, args.set):
             _keep(p, kept_path(r["method"], r["seed"], args.set))
