@@ -108,6 +108,8 @@ _HEADGN128 = ["model.head_norm=gn", "model.mask_head_channels=128", "train.keep_
 _SPLIT2 = "data.seen=[disc, ring, crescent, cross]"
 _TS_FIX_HEADGN128 = ["model.mode=teacher_student", "model.sigma=threshold",
                      "model.teacher_ignore_unseen_boxes=true", *_HEADGN128]
+_AGNOSTIC_FIX_HEADGN128 = ["model.mode=agnostic", "model.teacher_ignore_unseen_boxes=true",
+                           *_HEADGN128]
 VARIANTS.update({
     # The same 6000 iterations as clear_headgn128_24ep, the one change being the aligned grid.
     "clear_headgn128_24ep_aligned": ("clear", [*_HEADGN128_24EP, "train.keep_checkpoints=1"]),
@@ -160,8 +162,8 @@ VARIANTS.update({
     "clear_v2_ts_fix_headgn128_projection": ("clear_v2", [
         *_TS_FIX_HEADGN128, *_data("clear_v2"), "model.unseen_box_loss=projection"]),
     "clear_v2_agnostic_fix_headgn128_boxinst": ("clear_v2", [
-        "model.mode=agnostic", "model.teacher_ignore_unseen_boxes=true", *_HEADGN128,
-        *_data("clear_v2"), "model.unseen_box_loss=boxinst", "model.box_pairwise_warmup_iters=150"]),
+        *_AGNOSTIC_FIX_HEADGN128, *_data("clear_v2"), "model.unseen_box_loss=boxinst",
+        "model.box_pairwise_warmup_iters=150"]),
     # Which shapes the teacher has seen. Under the suggested split (seen: disc, square,
     # triangle, cross) the methods' unseen masks are near the oracle's on the hexagon, a convex
     # near-disc, and 13-18 points below it on the ring, star and crescent (the experiment's
@@ -173,8 +175,7 @@ VARIANTS.update({
     "clear_v2_split2_ts_fix_headgn128": ("clear_v2", [
         *_TS_FIX_HEADGN128, *_data("clear_v2"), _SPLIT2]),
     "clear_v2_split2_agnostic_fix_headgn128": ("clear_v2", [
-        "model.mode=agnostic", "model.teacher_ignore_unseen_boxes=true", *_HEADGN128,
-        *_data("clear_v2"), _SPLIT2]),
+        *_AGNOSTIC_FIX_HEADGN128, *_data("clear_v2"), _SPLIT2]),
     # The paper's own lever on the unseen masks (Zhao et al. 2022, section 5.4 and Table 3): a
     # deeper teacher, 12 convs instead of 4, "significantly" improves the unseen categories
     # (Birodkar et al. 2021 found the same for class-agnostic heads). Our unseen shapes stay
@@ -185,8 +186,7 @@ VARIANTS.update({
     "clear_v2_ts_fix_headgn128_teacher12": ("clear_v2", [
         *_TS_FIX_HEADGN128, *_data("clear_v2"), "model.teacher_convs=12"]),
     "clear_v2_agnostic_fix_headgn128_teacher12": ("clear_v2", [
-        "model.mode=agnostic", "model.teacher_ignore_unseen_boxes=true", *_HEADGN128,
-        *_data("clear_v2"), "model.teacher_convs=12"]),
+        *_AGNOSTIC_FIX_HEADGN128, *_data("clear_v2"), "model.teacher_convs=12"]),
 })
 # Variants that start from another variant's final checkpoint (model.init_from): that one is
 # trained first (or found), and its checkpoint's path, fingerprint included, is in theirs.
