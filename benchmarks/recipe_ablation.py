@@ -150,6 +150,12 @@ VARIANTS.update({
     "clear_v2_headgn128_24ep_fpn128_mask3": ("clear_v2", [
         *_HEADGN128_24EP, "train.keep_checkpoints=1", "model.fpn_channels=128",
         "train.loss_weights={mask_student: 3}", *_data("clear_v2")]),
+    # It reached 80.9 seen / 79.8 unseen: 0.2 under the issue's 80 on the unseen side, v1's run
+    # 0.2 under on the seen side. A second seed of the same recipe (initial weights and data
+    # order) says how far one run's figure is from the recipe's.
+    "clear_v2_headgn128_24ep_fpn128_mask3_s1": ("clear_v2", [
+        *_HEADGN128_24EP, "train.keep_checkpoints=1", "model.fpn_channels=128",
+        "train.loss_weights={mask_student: 3}", *_data("clear_v2"), "train.seed=1"]),
     # Teacher-student's unseen masks stay far below the oracle's (56 against 70 box-prompted
     # mIoU at 1500 iterations): the student learns an unseen shape only from the teacher's
     # pseudo-masks. BoxInst's box-only terms on the student's unseen masks besides them
