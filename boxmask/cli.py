@@ -51,6 +51,9 @@ def data_synth(
         None, "--generator-version",
         help="Rebuild a set of an older generator version (1: crosses with a hole where the "
              "bars meet); default the newest."),
+    shapes: str = typer.Option("basic", "--shapes",
+                               help="Shape set: basic (eight shapes, four seen) or extended "
+                                    "(twelve seen, the same four unseen)."),
 ) -> None:
     """Generate a deterministic COCO-format dataset of heavily overlapping textured shapes."""
     from boxmask.data.synthetic import GENERATOR_VERSION, ensure_generated, generate
@@ -61,10 +64,12 @@ def data_synth(
     try:
         if reuse:
             stats = ensure_generated(out, seed=seed, num_train=images, num_val=val_images,
-                                     image_size=size, scene=scene, version=version)
+                                     image_size=size, scene=scene, version=version,
+                                     shapes=shapes)
         else:
             stats = generate(out, seed=seed, num_train=images, num_val=val_images,
-                             image_size=size, overwrite=overwrite, scene=scene, version=version)
+                             image_size=size, overwrite=overwrite, scene=scene, version=version,
+                             shapes=shapes)
     except (FileExistsError, ValueError) as exc:
         fail(str(exc))
     console.print_json(data=stats)

@@ -23,6 +23,12 @@ triangle  checker   crescent    triangle
 cross     dots      star        cross
 ========  ========  ==========  =======================
 
+The ``extended`` shape set (``shapes="extended"``, :data:`EXTRA_CATEGORIES`) adds eight more
+seen shapes, two of each texture kind (pentagon and semicircle: noise; frame and trapezoid:
+stripes; heart and L: checker; arrow and T: dots), and keeps the same four unseen ones: it asks
+how far a class-agnostic teacher's masks of unseen shapes improve when it has seen twelve
+shapes instead of four.
+
 Output (``generate``)::
 
     out/annotations/instances_train.json   out/images/train/000000.png ...
@@ -93,19 +99,52 @@ CATEGORIES: tuple[ShapeCategory, ...] = (
     ShapeCategory(8, "hexagon", "noise", ("green", "magenta", "orange"), False),
 )
 
+# Eight more seen shapes, two more of each texture kind, for the ``extended`` catalogue. The
+# four unseen shapes stay the eight-shape set's, so a teacher that has seen twelve shapes is
+# measured on the same unseen ones as one that has seen four. Some of the new shapes are
+# relatives of an unseen one, as real seen classes are of unseen ones (dog and bear): the frame
+# has a hole like the ring, the pentagon is a convex polygon like the hexagon, the semicircle a
+# part of a disc like the crescent; none of them is an unseen shape's twin.
+EXTRA_CATEGORIES: tuple[ShapeCategory, ...] = (
+    ShapeCategory(9, "pentagon", "noise", ("blue", "yellow", "purple"), True),
+    ShapeCategory(10, "semicircle", "noise", ("orange", "teal", "magenta"), True),
+    ShapeCategory(11, "frame", "stripes", ("green", "red", "yellow"), True),
+    ShapeCategory(12, "trapezoid", "stripes", ("purple", "teal", "orange"), True),
+    ShapeCategory(13, "heart", "checker", ("red", "blue", "green"), True),
+    ShapeCategory(14, "lshape", "checker", ("yellow", "magenta", "blue"), True),
+    ShapeCategory(15, "arrow", "dots", ("teal", "orange", "green"), True),
+    ShapeCategory(16, "tshape", "dots", ("magenta", "purple", "red"), True),
+)
+
+# Shape catalogues (``boxmask data synth --shapes``): which categories a scene draws from.
+# ``basic``, the default, is the eight of every set before it (its bytes are unchanged);
+# ``extended`` adds :data:`EXTRA_CATEGORIES`: twelve seen shapes, the same four unseen.
+SHAPE_SETS: dict[str, tuple[ShapeCategory, ...]] = {
+    "basic": CATEGORIES,
+    "extended": CATEGORIES + EXTRA_CATEGORIES,
+}
+
 _SPLIT_CODE = {"train": 0, "val": 1}
 
 
-def coco_categories() -> list[dict[str, Any]]:
+def _catalogue(shapes: str) -> tuple[ShapeCategory, ...]:
+    if shapes not in SHAPE_SETS:
+        raise ValueError(f"unknown shape set {shapes!r}; choose one of {', '.join(SHAPE_SETS)}")
+    return SHAPE_SETS[shapes]
+
+
+def coco_categories(shapes: str = "basic") -> list[dict[str, Any]]:
     """The COCO ``categories`` list, with each category's texture and suggested split."""
     return [{"id": c.id, "name": c.name, "supercategory": "shape", "texture": c.texture,
-             "suggested_seen": c.suggested_seen} for c in CATEGORIES]
+             "suggested_seen": c.suggested_seen} for c in _catalogue(shapes)]
 
 
-def suggested_split() -> dict[str, list[str]]:
-    """Four seen and four unseen categories, each unseen one with a seen texture look-alike."""
-    return {"seen": [c.name for c in CATEGORIES if c.suggested_seen],
-            "unseen": [c.name for c in CATEGORIES if not c.suggested_seen]}
+def suggested_split(shapes: str = "basic") -> dict[str, list[str]]:
+    """The seen and unseen categories (``basic``: four and four, each unseen one with a seen
+    texture look-alike; ``extended``: twelve seen, the same four unseen)."""
+    cats = _catalogue(shapes)
+    return {"seen": [c.name for c in cats if c.suggested_seen],
+            "unseen": [c.name for c in cats if not c.suggested_seen]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,6 +198,37 @@ def shape_mask(name: str, centre: np.ndarray, radius: float, angle: float,
     if name == "crescent":
         bite = _regular(64, radius * rng.uniform(0.8, 0.95)) + [radius * rng.uniform(0.45, 0.6), 0]
         return fill(_regular(64, radius)) & ~fill(bite)
+    # The extended catalogue's shapes (EXTRA_CATEGORIES), each about as large as the others.
+    if name == "pentagon":
+        return fill(_regular(5, radius * 1.1, -np.pi / 2))
+    if name == "semicircle":  # the flat side through the centre, the centroid 0.42 r above it
+        t = np.linspace(0.0, np.pi, 33)
+        r = radius * 1.3
+        return fill(np.stack([r * np.cos(t), 0.42 * r - r * np.sin(t)], axis=1))
+    if name == "frame":  # a square with a square hole
+        hole = rng.uniform(0.45, 0.62)
+        return fill(_regular(4, radius * 1.2, np.pi / 4)) & ~fill(_regular(4, radius * 1.2 * hole, np.pi / 4))
+    if name == "trapezoid":
+        a, b = radius * 1.2, radius * 0.85
+        return fill(np.array([[-a, b], [a, b], [0.5 * a, -b], [-0.5 * a, -b]]))
+    if name == "heart":
+        t = np.linspace(0.0, 2 * np.pi, 65)[:-1]
+        x = 16 * np.sin(t) ** 3
+        y = -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t)) - 2.0
+        return fill(np.stack([x, y], axis=1) * (radius * 1.15 / 16))
+    if name == "lshape":
+        a = radius * 1.05
+        w = a * rng.uniform(0.75, 0.95)  # arm width, of the side 2a
+        return fill(np.array([[-a, -a], [-a + w, -a], [-a + w, a - w], [a, a - w], [a, a], [-a, a]]))
+    if name == "arrow":
+        a, s, hw, h = radius * 1.2, radius * 0.32, radius * 0.85, radius * 0.15
+        return fill(np.array([[-a, -s], [h, -s], [h, -hw], [a, 0], [h, hw], [h, s], [-a, s]]))
+    if name == "tshape":
+        a = radius * 1.05
+        t = a * rng.uniform(0.65, 0.85)  # bar and stem width
+        top = np.array([[-a, -a], [a, -a], [a, -a + t], [-a, -a + t]])
+        stem = np.array([[-t / 2, -a], [t / 2, -a], [t / 2, a], [-t / 2, a]])
+        return fill(top) | fill(stem)
     raise ValueError(f"unknown shape {name!r}")
 
 
@@ -301,15 +371,18 @@ def _layout(size: int, rng: np.random.Generator, params: SceneParams) -> tuple[n
 
 
 def render_scene(size: int, rng: np.random.Generator, params: SceneParams = SceneParams(),
-                 version: int = GENERATOR_VERSION) -> tuple[np.ndarray, list[Instance], int]:
+                 version: int = GENERATOR_VERSION,
+                 shapes: str = "basic") -> tuple[np.ndarray, list[Instance], int]:
     """One image: ``(uint8 [size, size, 3] RGB, visible instances, number dropped as hidden)``.
 
     Objects are painted back to front in the order of :func:`_layout`; an instance is kept
     when enough of it (``min_visible_fraction`` and a minimum number of pixels) stays visible.
+    ``shapes`` names the catalogue of :data:`SHAPE_SETS` the objects' categories are drawn from.
     """
+    catalogue = _catalogue(shapes)
     centres, radii = _layout(size, rng, params)
     count = len(radii)
-    cats = [CATEGORIES[int(i)] for i in rng.integers(0, len(CATEGORIES), count)]
+    cats = [catalogue[int(i)] for i in rng.integers(0, len(catalogue), count)]
     image = background(size, rng)
     full = []
     for k in range(count):  # painting order = depth order, back to front
@@ -353,7 +426,7 @@ def _png_bytes(image: np.ndarray) -> bytes:
 
 
 def _write_split(root: Path, split: str, num_images: int, seed: int, size: int,
-                 params: SceneParams, version: int) -> dict[str, Any]:
+                 params: SceneParams, version: int, shapes: str = "basic") -> dict[str, Any]:
     image_dir = root / "images" / split
     image_dir.mkdir(parents=True)
     images, annotations = [], []
@@ -362,7 +435,7 @@ def _write_split(root: Path, split: str, num_images: int, seed: int, size: int,
     dropped = 0
     for index in range(num_images):
         rng = np.random.default_rng([seed, _SPLIT_CODE[split], index])
-        image, instances, hidden = render_scene(size, rng, params, version)
+        image, instances, hidden = render_scene(size, rng, params, version, shapes)
         dropped += hidden
         file_name = f"{index:06d}.png"
         (image_dir / file_name).write_bytes(_png_bytes(image))
@@ -390,11 +463,11 @@ def _write_split(root: Path, split: str, num_images: int, seed: int, size: int,
             })
     coco = {
         "info": {"description": "boxmask synthetic overlapping shapes", "version": str(version),
-                 "seed": seed, "split": split, "suggested_split": suggested_split()},
+                 "seed": seed, "split": split, "suggested_split": suggested_split(shapes)},
         "licenses": [],
         "images": images,
         "annotations": annotations,
-        "categories": coco_categories(),
+        "categories": coco_categories(shapes),
     }
     (root / "annotations").mkdir(exist_ok=True)
     text = json.dumps(coco, separators=(",", ":"))
@@ -405,7 +478,7 @@ def _write_split(root: Path, split: str, num_images: int, seed: int, size: int,
         "instances": len(annotations),
         "instances_per_image": round(len(annotations) / max(num_images, 1), 3),
         "hidden_instances_dropped": dropped,
-        "per_category": {c.name: per_category[c.name] for c in CATEGORIES},
+        "per_category": {c.name: per_category[c.name] for c in _catalogue(shapes)},
         "overlap_share": round(float((scores_arr >= OVERLAP_THRESHOLD).mean()) if overlaps else 0.0, 4),
         "mean_overlap": round(float(scores_arr.mean()) if overlaps else 0.0, 4),
     }
@@ -413,11 +486,11 @@ def _write_split(root: Path, split: str, num_images: int, seed: int, size: int,
 
 def ensure_generated(out: str | Path, seed: int = 0, num_train: int = 400, num_val: int = 100,
                      image_size: int = 256, scene: str = "dense",
-                     version: int = GENERATOR_VERSION) -> dict[str, Any]:
+                     version: int = GENERATOR_VERSION, shapes: str = "basic") -> dict[str, Any]:
     """:func:`generate` unless ``out`` already holds this very set, and return its statistics.
 
     A set is this one when its ``stats.json`` records the same generator version, seed, image
-    size, scene and image counts (the generator is deterministic in them). A folder made with
+    size, scene, shape set and image counts (the generator is deterministic in them). A folder made with
     another recipe is refused, never reused or overwritten: scripts that share a data folder
     (the recipe ablation, the three-seed experiment, the demo build) cannot train on a set other
     than the one their results name.
@@ -430,15 +503,16 @@ def ensure_generated(out: str | Path, seed: int = 0, num_train: int = 400, num_v
     stats_file = Path(out) / "stats.json"
     if not stats_file.is_file():
         return generate(out, seed=seed, num_train=num_train, num_val=num_val,
-                        image_size=image_size, scene=scene, version=version)
+                        image_size=image_size, scene=scene, version=version, shapes=shapes)
     stats = json.loads(stats_file.read_text())
     splits = stats.get("splits") or {}
     have = {"generator version": stats.get("generator_version", 1), "seed": stats.get("seed"),
             "image size": stats.get("image_size"), "scene": stats.get("scene_name", "dense"),
+            "shape set": stats.get("shapes", "basic"),
             "training images": (splits.get("train") or {}).get("images"),
             "validation images": (splits.get("val") or {}).get("images")}
     want = {"generator version": version, "seed": seed, "image size": image_size,
-            "scene": scene, "training images": num_train, "validation images": num_val}
+            "scene": scene, "shape set": shapes, "training images": num_train, "validation images": num_val}
     differ = [f"{k} {have[k]!r} (wanted {want[k]!r})" for k in want if have[k] != want[k]]
     if differ:
         raise ValueError(f"{out} holds another synthetic set: {', '.join(differ)}; move it aside "
@@ -448,12 +522,15 @@ def ensure_generated(out: str | Path, seed: int = 0, num_train: int = 400, num_v
 
 def generate(out: str | Path, seed: int = 0, num_train: int = 400, num_val: int = 100,
              image_size: int = 256, overwrite: bool = False, scene: str = "dense",
-             version: int = GENERATOR_VERSION) -> dict[str, Any]:
+             version: int = GENERATOR_VERSION, shapes: str = "basic") -> dict[str, Any]:
     """Write the dataset to ``out`` and return its statistics (also in ``out/stats.json``).
 
     ``scene`` names one of :data:`SCENES` (``dense``, the default, or ``clear``). ``version``
     is the generator's (:data:`SUPPORTED_VERSIONS`; the newest by default): an older one
-    rebuilds, byte for byte, a set that results were measured on.
+    rebuilds, byte for byte, a set that results were measured on. ``shapes`` names the shape
+    catalogue (:data:`SHAPE_SETS`: ``basic``, the eight shapes, or ``extended``, twelve seen
+    and the same four unseen); ``basic`` sets do not record it, so their bytes are those of
+    every set made before the option existed.
 
     The folder appears complete or not at all: everything is written into a temporary sibling
     folder that is renamed into place. An existing non-empty ``out`` is refused unless
@@ -476,6 +553,7 @@ def generate(out: str | Path, seed: int = 0, num_train: int = 400, num_val: int 
     if version not in SUPPORTED_VERSIONS:
         raise ValueError(f"unknown generator version {version!r}; choose one of "
                          f"{', '.join(map(str, SUPPORTED_VERSIONS))}")
+    _catalogue(shapes)  # refuses an unknown shape set before anything is written
     params = SCENES[scene]
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a folder")
@@ -492,13 +570,15 @@ def generate(out: str | Path, seed: int = 0, num_train: int = 400, num_val: int 
             "overlap_threshold": OVERLAP_THRESHOLD,
             "overlap_definition": "O_i = max_j |box_i ∩ visible_mask_j| / |box_i|, j another "
                                   "instance of the image",
-            "categories": coco_categories(),
-            "suggested_split": suggested_split(),
+            "categories": coco_categories(shapes),
+            "suggested_split": suggested_split(shapes),
             "scene_name": scene,
             "scene": asdict(params),
-            "splits": {split: _write_split(tmp, split, n, seed, image_size, params, version)
+            "splits": {split: _write_split(tmp, split, n, seed, image_size, params, version, shapes)
                        for split, n in (("train", num_train), ("val", num_val))},
         }
+        if shapes != "basic":
+            stats["shapes"] = shapes
         text = json.dumps(stats, indent=2) + "\n"
         (tmp / "stats.json").write_text(text)
         stats = json.loads(text)  # what the file holds (tuples become lists)

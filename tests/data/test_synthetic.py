@@ -215,3 +215,46 @@ def test_an_unknown_generator_version_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown generator version 3"):
         generate(tmp_path / "ds", num_train=1, num_val=0, image_size=32, version=3)
     assert not (tmp_path / "ds").exists()
+
+
+def test_the_extended_shape_set_adds_twelve_seen_shapes_and_keeps_the_four_unseen(tmp_path):
+    from boxmask.data.synthetic import CATEGORIES, suggested_split
+
+    stats = generate(tmp_path / "ext", seed=3, num_train=40, num_val=2, image_size=96,
+                     scene="clear", shapes="extended")
+    assert stats["shapes"] == "extended"
+    split = stats["suggested_split"]
+    assert len(split["seen"]) == 12 and split["unseen"] == suggested_split()["unseen"]
+    names = [c["name"] for c in stats["categories"]]
+    assert len(set(names)) == 16 and names[:8] == [c.name for c in CATEGORIES]
+    # Every shape is drawn, and every instance's category is one of the sixteen.
+    assert all(n > 0 for n in stats["splits"]["train"]["per_category"].values())
+    coco = load_coco(tmp_path / "ext" / "annotations" / "instances_train.json")
+    assert {a["category_id"] for a in coco.anns.values()} == {c["id"] for c in stats["categories"]}
+
+
+def test_every_extended_shape_is_one_sized_region_like_the_basic_ones():
+    from boxmask.data.synthetic import EXTRA_CATEGORIES, shape_mask
+
+    disc = shape_mask("disc", np.array([32.0, 32.0]), 14.0, 0.0, (1.0, 1.0), 64,
+                      np.random.default_rng(0)).sum()
+    for cat in EXTRA_CATEGORIES:
+        mask = shape_mask(cat.name, np.array([32.0, 32.0]), 14.0, 0.3, (1.0, 1.0), 64,
+                          np.random.default_rng(0))
+        assert 0.5 * disc < mask.sum() < 1.1 * disc, cat.name
+        ys, xs = np.nonzero(mask)
+        assert abs(ys.mean() - 32) < 5 and abs(xs.mean() - 32) < 5, cat.name
+        import cv2
+        count, _ = cv2.connectedComponents(mask.astype(np.uint8))
+        assert count == 2, cat.name  # background and one shape
+
+
+def test_a_basic_folder_is_not_reused_for_the_extended_set_and_an_unknown_set_is_refused(tmp_path):
+    from boxmask.data.synthetic import ensure_generated
+
+    ensure_generated(tmp_path / "ds", num_train=2, num_val=1, image_size=64)
+    with pytest.raises(ValueError, match="shape set 'basic' \\(wanted 'extended'\\)"):
+        ensure_generated(tmp_path / "ds", num_train=2, num_val=1, image_size=64, shapes="extended")
+    with pytest.raises(ValueError, match="unknown shape set 'huge'"):
+        generate(tmp_path / "other", num_train=1, num_val=0, image_size=32, shapes="huge")
+    assert not (tmp_path / "other").exists()
