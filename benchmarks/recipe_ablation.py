@@ -213,12 +213,14 @@ VARIANTS.update({
         *_AGNOSTIC_FIX_HEADGN128, *_data("clear_v2"), _SPLIT6]),
     # More seen shapes, the same unseen ones: the extended shape set (twelve seen: the eight
     # of the basic set's four plus pentagon, semicircle, frame, trapezoid, heart, L, arrow, T;
-    # unseen ring, star, crescent, hexagon). Teacher-student with the fix and the oracle (the
-    # unseen shapes' supervised ceiling on these scenes), the experiment's 1500-iteration
+    # unseen ring, star, crescent, hexagon). Teacher-student and agnostic with the fix and the
+    # oracle (the unseen shapes' supervised ceiling on these scenes), the experiment's 1500-iteration
     # recipe, seed 0; paired by shape with the suggested split's runs on clear_v2.
     "clear_x_ts_fix_headgn128": ("clear_x", [*_TS_FIX_HEADGN128, *_data("clear_x"), _SEEN_X]),
     "clear_x_oracle_headgn128": ("clear_x", ["model.mode=oracle", *_HEADGN128, *_data("clear_x"),
                                              _SEEN_X]),
+    "clear_x_agnostic_fix_headgn128": ("clear_x", [*_AGNOSTIC_FIX_HEADGN128, *_data("clear_x"),
+                                                   _SEEN_X]),
 })
 # Variants that start from another variant's final checkpoint (model.init_from): that one is
 # trained first (or found), and its checkpoint's path, fingerprint included, is in theirs.
