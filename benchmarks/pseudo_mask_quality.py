@@ -13,7 +13,10 @@ training never reads them) this script measures, with each ground-truth box as t
 - ``student``: the student's channel of the instance's label, >= 0.5;
 - ``box``: the box itself as the mask (every cell of the RoI), the baseline every other column
   is read against: a pseudo-mask that does not beat the box teaches the student nothing the box
-  would not.
+  would not;
+- ``box_clean``: the box put through the same cleaning (the box minus the seen masks in it),
+  i.e. the pseudo-mask of a teacher that calls every cell foreground: what the cleaning alone
+  gives, and the baseline the pseudo-masks' columns are read against (unseen instances only).
 
 Each is scored by IoU against the true mask on the 28x28 RoI grid, averaged over instances, for
 unseen and seen categories, all instances and those with O >= 0.3 (another object covers at
@@ -38,7 +41,7 @@ import torch
 
 GRID = 28
 OVERLAPPED = 0.3
-HEADS = ("box", "teacher", "pseudo_threshold", "pseudo_interact", "student")
+HEADS = ("box", "box_clean", "teacher", "pseudo_threshold", "pseudo_interact", "student")
 
 
 def _mean_or_none(vals: np.ndarray) -> float | None:
@@ -78,7 +81,7 @@ def measure(checkpoint: Path, split: str, max_images: int | None) -> dict:
     data = CocoInstances(images_dir, annotations, all_ids, drop_empty=True)
     branch = model.roi_heads.mask_branch
     rows: dict[str, list[np.ndarray]] = {"seen": [], "label": [], "overlap": [], "box": [],
-                                         "teacher": [],
+                                         "box_clean": [], "teacher": [],
                                          "pseudo_threshold": [], "pseudo_interact": [],
                                          "student": []}
     n = len(data) if max_images is None else min(max_images, len(data))
@@ -99,6 +102,10 @@ def measure(checkpoint: Path, split: str, max_images: int | None) -> dict:
         rows["overlap"].append(overlap_scores(boxes.numpy(), masks.numpy().astype(bool)))
         rows["box"].append(_iou(torch.ones_like(gt), gt).numpy())
         blank = np.full(len(boxes), np.nan)
+        seen_on = seen_union_on_rois(masks, seen, boxes, GRID)
+        box_clean = clean_pseudo_masks(torch.ones_like(gt, dtype=torch.float32), boxes, boxes,
+                                       seen_on) >= 0.5
+        rows["box_clean"].append(_iou(box_clean, gt).numpy())
         teacher_probs = student_probs = None
         if branch.teacher is not None:
             teacher_probs = resize_probs(branch.teacher(x)[:, 0].sigmoid(), GRID)
@@ -112,7 +119,6 @@ def measure(checkpoint: Path, split: str, max_images: int | None) -> dict:
         else:
             rows["student"].append(blank)
         if teacher_probs is not None:
-            seen_on = seen_union_on_rois(masks, seen, boxes, GRID)
             probs_s = student_probs if student_probs is not None else teacher_probs
             for kind in ("threshold", "interact"):
                 pseudo = apply_sigma(kind, teacher_probs, probs_s, None)
@@ -131,7 +137,7 @@ def measure(checkpoint: Path, split: str, max_images: int | None) -> dict:
         for subset, mask in (("all", sel), ("overlapped", sel & (cat["overlap"] >= OVERLAPPED))):
             for head in HEADS:
                 vals = cat[head][mask]
-                if group == "seen" and head.startswith("pseudo"):
+                if group == "seen" and head.startswith(("pseudo", "box_clean")):
                     vals = vals[:0]  # seen instances learn from their real masks
                 out[f"{group}_{subset}_{head}"] = _mean_or_none(vals)
             out[f"{group}_{subset}_n"] = int(mask.sum())
@@ -143,7 +149,7 @@ def measure(checkpoint: Path, split: str, max_images: int | None) -> dict:
         row: dict = {"seen": bool(c["seen"]), "n": int(sel.sum())}
         for head in HEADS:
             vals = cat[head][sel]
-            if c["seen"] and head.startswith("pseudo"):
+            if c["seen"] and head.startswith(("pseudo", "box_clean")):
                 vals = vals[:0]
             row[head] = _mean_or_none(vals)
         out["by_category"][c["name"]] = row

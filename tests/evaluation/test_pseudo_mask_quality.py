@@ -42,8 +42,14 @@ def test_measure_on_a_teacher_student_checkpoint(tiny_checkpoint: Path) -> None:
     for group in ("unseen_all", "seen_all"):
         if r[f"{group}_n"]:
             assert 0.2 < r[f"{group}_box"] < 1.0
+    # The cleaned box (box minus the seen masks) is a pseudo-mask too: unseen instances only,
+    # never below the plain box (the cleaning only removes cells that are not the instance's,
+    # so it can only raise the IoU) on any instance.
+    assert r["seen_all_box_clean"] is None
+    if r["unseen_all_n"]:
+        assert r["unseen_all_box"] <= r["unseen_all_box_clean"] + 1e-6 <= 1.0 + 1e-6
     text = script.table([r])
-    assert "| box | teacher |" in text
+    assert "| box | box_clean | teacher |" in text
     assert "unseen, overlapped" in text and text.count("\n") == 5
     # Per category: every category of the checkpoint, counts that add up, pseudo-masks only for
     # the unseen ones.
