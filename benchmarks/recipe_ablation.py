@@ -232,6 +232,16 @@ VARIANTS.update({
     "clear_v2_ts_fix_headgn128_12ep_curve": ("clear_v2", [
         *_TS_FIX_HEADGN128, *_data("clear_v2"), "train.epochs=12", "train.lr_steps=[10]",
         "train.keep_checkpoints=12"]),
+    # The teacher transfers by shape: it fills the ring's hole and the crescent's bite because
+    # no seen shape ever shows background inside its outline. data.background_holes cuts
+    # random holes and bites into the seen masks and copies background into them
+    # (boxmask.data.transforms.BackgroundHoles), so the teacher must read them from the image.
+    # Paired with clear_v2_ts_fix_headgn128 (same seed; the extra random draws change the data
+    # order's augmentations, not the image order) and with agnostic_ignore seed 0.
+    "clear_v2_ts_fix_headgn128_holes": ("clear_v2", [
+        *_TS_FIX_HEADGN128, *_data("clear_v2"), "data.background_holes=0.5"]),
+    "clear_v2_agnostic_fix_headgn128_holes": ("clear_v2", [
+        *_AGNOSTIC_FIX_HEADGN128, *_data("clear_v2"), "data.background_holes=0.5"]),
     "clear_v2_ts_fix_headgn128_mnv3": ("clear_v2", [
         *_TS_FIX_HEADGN128, *_data("clear_v2"), "model.backbone=mobilenet_v3_fpn",
         "model.representation_size=128"]),

@@ -41,6 +41,10 @@ class DataConfig(_Section):
     drop_images_without_annotations: bool = True
     num_workers: int = Field(default=0, ge=0)
     horizontal_flip: float = Field(default=0.5, ge=0.0, le=1.0)
+    # Not in the paper (off by default): the probability that a supervised mask gets a random
+    # hole or bite with the background copied into it (boxmask.data.transforms.BackgroundHoles),
+    # so the class-agnostic teacher sees seen shapes with background inside their outline.
+    background_holes: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
 class ModelConfig(_Section):

@@ -89,7 +89,7 @@ def build_training_data(cfg: BoxMaskConfig) -> TrainingData:
     # categories the evaluation calls unseen.
     mask_ids = ({c["id"] for c in coco_categories} if cfg.model.mode == "oracle" else split_seen)
     dataset = CocoInstances(d.train_images, d.train_annotations, mask_ids,
-                            transforms=training_transforms(d.horizontal_flip),
+                            transforms=training_transforms(d.horizontal_flip, d.background_holes),
                             drop_empty=d.drop_images_without_annotations)
     if len(dataset) == 0:
         raise ConfigError(f"data.train_annotations: {str(d.train_annotations)!r} has no image "
