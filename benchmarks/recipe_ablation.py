@@ -242,6 +242,13 @@ VARIANTS.update({
         *_TS_FIX_HEADGN128, *_data("clear_v2"), "data.background_holes=0.5"]),
     "clear_v2_agnostic_fix_headgn128_holes": ("clear_v2", [
         *_AGNOSTIC_FIX_HEADGN128, *_data("clear_v2"), "data.background_holes=0.5"]),
+    # What the teacher adds to the paper's cleaning. The cleaned box (the box minus the seen
+    # masks in it) is as good a pseudo-mask on the unseen shapes (56.6 box-prompted on the
+    # validation grid, pseudo_mask_quality.py's box_clean) as the student becomes (55-58):
+    # sigma = box (the teacher ignored; its head still trains) gives the student exactly that
+    # target. Paired with clear_v2_ts_fix_headgn128.
+    "clear_v2_ts_box_headgn128": ("clear_v2", [
+        *_TS_FIX_HEADGN128, *_data("clear_v2"), "model.sigma=box"]),
     "clear_v2_ts_fix_headgn128_mnv3": ("clear_v2", [
         *_TS_FIX_HEADGN128, *_data("clear_v2"), "model.backbone=mobilenet_v3_fpn",
         "model.representation_size=128"]),

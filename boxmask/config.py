@@ -60,7 +60,9 @@ class ModelConfig(_Section):
     # ``agnostic``: one class-agnostic head trained on seen masks (the baseline);
     # ``teacher_student``: the paper's method; ``oracle``: class-specific head on all masks.
     mode: Literal["agnostic", "teacher_student", "oracle"] = "teacher_student"
-    sigma: Literal["threshold", "interact", "crf"] = "threshold"
+    # ``box`` is not in the paper: the teacher ignored, the pseudo-mask is the cleaned box (the
+    # box minus the seen masks in it); an ablation of what the teacher adds to the cleaning.
+    sigma: Literal["threshold", "interact", "crf", "box"] = "threshold"
     # sigma=interact uses threshold for this many training steps first. From random init the
     # student's unseen channels can reach 0 before the teacher is confident, and then
     # (M_t + M_s) / 2 >= 0.5 never holds again: every pseudo-mask stays empty (measured on the

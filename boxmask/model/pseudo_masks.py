@@ -17,7 +17,7 @@ import torch
 from torch.nn import functional as F
 from torchvision.ops import roi_align
 
-Sigma = Literal["threshold", "interact", "crf"]
+Sigma = Literal["threshold", "interact", "crf", "box"]
 
 
 def project_masks_on_rois(masks: torch.Tensor, rois: torch.Tensor, matched_idxs: torch.Tensor,
@@ -133,7 +133,9 @@ def apply_sigma(kind: Sigma, teacher_probs: torch.Tensor,
 
     Args:
         kind: ``threshold`` (M_t >= 0.5), ``interact`` ((M_t + M_s) / 2 >= 0.5, M_s detached),
-            ``crf`` (CRF(M_t) >= 0.5).
+            ``crf`` (CRF(M_t) >= 0.5); ``box``, not in the paper, an ablation: every cell is
+            foreground whatever the teacher says, so after the cleaning the pseudo-mask is the
+            box minus the seen masks in it (what the cleaning alone teaches the student).
         teacher_probs (Tensor[P, M, M]): sigmoid of the teacher's logits at the student's size.
         student_probs (Tensor[P, M, M]): sigmoid of the student's logits on each instance's
             label channel (``interact`` only).
@@ -155,7 +157,9 @@ def apply_sigma(kind: Sigma, teacher_probs: torch.Tensor,
         for i in range(probs.shape[0]):
             out[i] = torch.from_numpy(dense_crf(probs[i], crops[i]) >= 0.5)
         return out.float()
-    raise ValueError(f"unknown sigma {kind!r}; choose threshold, interact or crf")
+    if kind == "box":
+        return torch.ones_like(teacher_probs)
+    raise ValueError(f"unknown sigma {kind!r}; choose threshold, interact, crf or box")
 
 
 def resize_probs(probs: torch.Tensor, size: int) -> torch.Tensor:

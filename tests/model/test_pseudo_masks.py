@@ -27,6 +27,18 @@ def test_interact_sigma_averages_teacher_and_detached_student():
     assert not out.requires_grad
 
 
+def test_box_sigma_ignores_the_teacher_and_cleans_to_the_box_minus_seen_masks():
+    t = torch.tensor([[[0.0, 0.1], [0.2, 0.9]]], requires_grad=True)
+    out = apply_sigma("box", t)
+    assert out.tolist() == [[[1.0, 1.0], [1.0, 1.0]]] and not out.requires_grad
+    # Through the cleaning: the RoI is the box; the seen mask covers the top-left cell.
+    box = torch.tensor([[0.0, 0.0, 2.0, 2.0]])
+    seen = torch.tensor([[[1.0, 0.0], [0.0, 0.0]]])
+    assert clean_pseudo_masks(out, box, box, seen).tolist() == [[[0.0, 1.0], [1.0, 1.0]]]
+    with pytest.raises(ValueError, match="unknown sigma"):
+        apply_sigma("boxes", t)
+
+
 def test_crf_sigma_follows_image_edges():
     pytest.importorskip("pydensecrf")
     m = 28
