@@ -42,6 +42,9 @@ import torch
 GRID = 28
 OVERLAPPED = 0.3
 HEADS = ("box", "box_clean", "teacher", "pseudo_threshold", "pseudo_interact", "student")
+# Targets the student learns for unseen instances only: blank for seen ones, which learn from
+# their real masks (the cleaning would erase them).
+UNSEEN_ONLY = ("box_clean", "pseudo_threshold", "pseudo_interact")
 
 
 def _mean_or_none(vals: np.ndarray) -> float | None:
@@ -137,8 +140,8 @@ def measure(checkpoint: Path, split: str, max_images: int | None) -> dict:
         for subset, mask in (("all", sel), ("overlapped", sel & (cat["overlap"] >= OVERLAPPED))):
             for head in HEADS:
                 vals = cat[head][mask]
-                if group == "seen" and head.startswith(("pseudo", "box_clean")):
-                    vals = vals[:0]  # seen instances learn from their real masks
+                if group == "seen" and head in UNSEEN_ONLY:
+                    vals = vals[:0]
                 out[f"{group}_{subset}_{head}"] = _mean_or_none(vals)
             out[f"{group}_{subset}_n"] = int(mask.sum())
     # Per category (all instances): which shapes the teacher, its pseudo-masks and the student
@@ -149,7 +152,7 @@ def measure(checkpoint: Path, split: str, max_images: int | None) -> dict:
         row: dict = {"seen": bool(c["seen"]), "n": int(sel.sum())}
         for head in HEADS:
             vals = cat[head][sel]
-            if c["seen"] and head.startswith(("pseudo", "box_clean")):
+            if c["seen"] and head in UNSEEN_ONLY:
                 vals = vals[:0]
             row[head] = _mean_or_none(vals)
         out["by_category"][c["name"]] = row

@@ -35,7 +35,8 @@ def build_dataset(data: DataConfig, split: Literal["train", "val"] = "train") ->
     seen = resolve_seen(data.seen, read_categories(data.train_annotations))
     if split == "train":
         return CocoInstances(data.train_images, data.train_annotations, seen,
-                             transforms=training_transforms(data.horizontal_flip, data.background_holes),
+                             transforms=training_transforms(data.horizontal_flip,
+                                                            data.background_holes),
                              drop_empty=data.drop_images_without_annotations)
     if split == "val":
         if data.val_annotations is None or data.val_images is None:

@@ -7,6 +7,7 @@ from torch's global generator, which the trainer seeds.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -111,7 +112,7 @@ class BackgroundHoles:
         boxes = target["boxes"]
         outside = torch.ones(height, width, dtype=torch.bool)
         for x1, y1, x2, y2 in boxes.tolist():
-            outside[max(int(y1), 0):int(-(-y2 // 1)), max(int(x1), 0):int(-(-x2 // 1))] = False
+            outside[max(int(y1), 0):math.ceil(y2), max(int(x1), 0):math.ceil(x2)] = False
         if not bool(outside.any()):
             return image, target
         ys_grid = torch.arange(height, dtype=torch.float32)[:, None]
@@ -132,8 +133,8 @@ class BackgroundHoles:
             ry, rx = (low + (high - low) * torch.rand(2)).tolist()
             ry *= float(ys.max() - ys.min() + 1)
             rx *= float(xs.max() - xs.min() + 1)
-            theta = float(torch.rand(1)) * torch.pi
-            cos, sin = torch.cos(torch.tensor(theta)), torch.sin(torch.tensor(theta))
+            theta = float(torch.rand(1)) * math.pi
+            cos, sin = math.cos(theta), math.sin(theta)
             u = (xs_grid - cx) * cos + (ys_grid - cy) * sin
             v = -(xs_grid - cx) * sin + (ys_grid - cy) * cos
             hole = ((u / rx) ** 2 + (v / ry) ** 2 <= 1.0) & mask
