@@ -93,7 +93,7 @@ def measure(checkpoint: Path, split: str, max_images: int | None) -> dict:
         if len(target["boxes"]) == 0:
             continue
         images, targets = model.transform([image], [target])
-        features = model.backbone(images.tensors)
+        features = model.with_pixels(model.backbone(images.tensors), images.tensors)
         t = targets[0]
         boxes, labels, masks = t["boxes"], t["labels"], t["masks"]
         idx = torch.arange(len(boxes))
@@ -111,12 +111,13 @@ def measure(checkpoint: Path, split: str, max_images: int | None) -> dict:
         rows["box_clean"].append(_iou(box_clean, gt).numpy())
         teacher_probs = student_probs = None
         if branch.teacher is not None:
-            teacher_probs = resize_probs(branch.teacher(x)[:, 0].sigmoid(), GRID)
+            teacher_probs = resize_probs(branch.run_teacher(x, features, [boxes])[:, 0].sigmoid(),
+                                         GRID)
             rows["teacher"].append(_iou(teacher_probs >= 0.5, gt).numpy())
         else:
             rows["teacher"].append(blank)
         if branch.student is not None:
-            student_probs = branch.student(x)[idx, labels - 1].sigmoid()
+            student_probs = branch.run_student(x, features, [boxes])[idx, labels - 1].sigmoid()
             assert student_probs.shape[-1] == STUDENT_RESOLUTION == GRID
             rows["student"].append(_iou(student_probs >= 0.5, gt).numpy())
         else:

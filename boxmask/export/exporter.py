@@ -76,6 +76,11 @@ def _export(module: torch.nn.Module, args: tuple, path: Path, input_names: list[
 
 def export_onnx(model: BoxMaskRCNN, cfg: BoxMaskConfig, out: Path, opset: int = 17) -> dict[str, Any]:
     """Write the three graphs into ``out``; returns their I/O description for the card."""
+    if model.roi_heads.mask_branch.pixel_stem is not None:
+        # The graphs' interfaces (contracts §4) carry the FPN levels p2..p5 only.
+        raise ExportError(f"model.mask_pixel_channels={cfg.model.mask_pixel_channels}: mask heads "
+                          "that fuse pixel features cannot be exported yet; train with "
+                          "model.mask_pixel_channels=0 to export")
     image = example_image(cfg)
     x, size = resized_input(model, image)
     enc = EncoderGraph(model).eval()

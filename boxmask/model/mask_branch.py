@@ -11,6 +11,10 @@ Modes:
 - ``oracle``: the student alone, trained on every instance that has a real mask (run it with a
   split where every category is seen).
 
+``pixel_channels`` (not in the paper) gives both heads the RoI crop of a full-resolution pixel
+stem (boxmask/model/heads.py ``PixelStem``); its map travels with the FPN levels as
+``features["pixels"]`` (``BoxMaskRCNN`` puts it there).
+
 ``unseen_box_loss`` (not in the paper) adds BoxInst's box-only terms (boxmask/model/box_losses.py)
 on the unseen positives of the head that serves masks: the student in ``teacher_student``, the
 teacher in ``agnostic``.
@@ -26,7 +30,7 @@ from torch.nn import functional as F
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 
 from boxmask.model.box_losses import box_projection_loss, color_similarity, pairwise_loss
-from boxmask.model.heads import MaskHead, NormLayer, student_head, teacher_head
+from boxmask.model.heads import MaskHead, NormLayer, PixelStem, student_head, teacher_head
 from boxmask.model.pseudo_masks import (
     Sigma,
     apply_sigma,
@@ -38,6 +42,9 @@ from boxmask.model.pseudo_masks import (
 )
 
 Mode = Literal["agnostic", "teacher_student", "oracle"]
+# The key of the pixel stem's map in the features dict: not an FPN level, so the RPN and the
+# RoI poolers (which read FPN_LEVELS by name) never see it.
+PIXELS = "pixels"
 BoxLoss = Literal["none", "projection", "boxinst"]
 
 STUDENT_RESOLUTION = 28
@@ -94,6 +101,8 @@ class TeacherStudentMaskBranch(nn.Module):
             positives' masks, from their boxes alone; ``none``: the paper's losses only.
         box_pairwise_warmup_iters: the pairwise term's weight rises linearly from 0 to 1 over
             this many training steps (BoxInst: 10k of 90k).
+        pixel_channels: width of the pixel stem whose RoI crops both heads fuse before their
+            logits; 0: the paper's heads (no stem).
     """
 
     def __init__(self, roi_pool: MultiScaleRoIAlign, in_channels: int, conv_channels: int,
@@ -104,7 +113,8 @@ class TeacherStudentMaskBranch(nn.Module):
                  norm_layer: NormLayer | None = None,
                  mask_target_aligned: bool = True,
                  unseen_box_loss: BoxLoss = "none",
-                 box_pairwise_warmup_iters: int = 0) -> None:
+                 box_pairwise_warmup_iters: int = 0,
+                 pixel_channels: int = 0) -> None:
         super().__init__()
         if mode not in ("agnostic", "teacher_student", "oracle"):
             raise ValueError(f"unknown mode {mode!r}")
@@ -117,11 +127,13 @@ class TeacherStudentMaskBranch(nn.Module):
         roi_size = roi_pool.output_size[0]
         self.teacher: MaskHead | None = None
         self.student: MaskHead | None = None
+        self.pixel_stem = PixelStem(pixel_channels, norm_layer) if pixel_channels else None
         if mode in ("agnostic", "teacher_student"):
             self.teacher = teacher_head(in_channels, conv_channels, teacher_convs,
-                                        teacher_resolution, roi_size, norm_layer)
+                                        teacher_resolution, roi_size, norm_layer, pixel_channels)
         if mode in ("teacher_student", "oracle"):
-            self.student = student_head(in_channels, conv_channels, num_classes, norm_layer)
+            self.student = student_head(in_channels, conv_channels, num_classes, norm_layer,
+                                        pixel_channels)
         self.interact_warmup_iters = interact_warmup_iters
         self.teacher_ignore_unseen_boxes = teacher_ignore_unseen_boxes
         self.mask_target_aligned = mask_target_aligned
@@ -155,6 +167,32 @@ class TeacherStudentMaskBranch(nn.Module):
         assert self.teacher is not None
         return self.roi_pool.output_size[0] * 2 ** self.teacher.num_upsample
 
+    # -- the heads on RoIs -------------------------------------------------------------------
+    def run_teacher(self, x: torch.Tensor, features: dict[str, torch.Tensor],
+                    rois: list[torch.Tensor]) -> torch.Tensor:
+        """F_t on pooled RoI features ``x [P, D, S, S]`` -> logits ``[P, 1, R_t, R_t]``."""
+        assert self.teacher is not None
+        return self.teacher(x, self._pixel_crops(self.teacher, features, rois))
+
+    def run_student(self, x: torch.Tensor, features: dict[str, torch.Tensor],
+                    rois: list[torch.Tensor]) -> torch.Tensor:
+        """F_s on pooled RoI features ``x [P, D, S, S]`` -> logits ``[P, C, 28, 28]``."""
+        assert self.student is not None
+        return self.student(x, self._pixel_crops(self.student, features, rois))
+
+    def _pixel_crops(self, head: MaskHead, features: dict[str, torch.Tensor],
+                     rois: list[torch.Tensor]) -> torch.Tensor | None:
+        """The pixel map's RoI crops at ``head``'s output resolution, ``[P, pixel_channels, R,
+        R]``; None without a stem. The map has the padded batch's own resolution (scale 1)."""
+        if self.pixel_stem is None:
+            return None
+        if PIXELS not in features:
+            raise ValueError(f"this model's mask heads fuse pixel features: features[{PIXELS!r}] "
+                             "(BoxMaskRCNN computes it with mask_branch.pixel_stem) is missing")
+        size = self.roi_pool.output_size[0] * 2 ** head.num_upsample
+        return roi_align(features[PIXELS], rois, (size, size), 1.0, sampling_ratio=2,
+                         aligned=True)
+
     # -- inference -------------------------------------------------------------------------
     def mask_logits(self, features: dict[str, torch.Tensor], boxes: list[torch.Tensor],
                     image_shapes: list[tuple[int, int]], labels: list[torch.Tensor]) -> torch.Tensor:
@@ -170,9 +208,8 @@ class TeacherStudentMaskBranch(nn.Module):
         """
         x = self.roi_pool(features, boxes, image_shapes)
         if self.student is None:
-            assert self.teacher is not None
-            return self.teacher(x)
-        logits = self.student(x)
+            return self.run_teacher(x, features, boxes)
+        logits = self.run_student(x, features, boxes)
         flat_labels = torch.cat(labels) if labels else logits.new_zeros((0,), dtype=torch.int64)
         # gather rather than advanced indexing: one ONNX GatherElements, valid for N = 0 too.
         channel = (flat_labels - 1).clamp(min=0).view(-1, 1, 1, 1)
@@ -216,7 +253,7 @@ class TeacherStudentMaskBranch(nn.Module):
         teacher_logits = None
         served = None  # [P, R, R]: the logits of the head that serves masks at inference
         if self.teacher is not None:
-            teacher_logits = self.teacher(x)[:, 0]
+            teacher_logits = self.run_teacher(x, features, rois)[:, 0]
             size = teacher_logits.shape[-1]
             gt = self._project_valid(targets, rois, matched_idxs, size)
             if self.teacher_ignore_unseen_boxes:
@@ -228,7 +265,7 @@ class TeacherStudentMaskBranch(nn.Module):
             served = teacher_logits
 
         if self.student is not None:
-            all_logits = self.student(x)
+            all_logits = self.run_student(x, features, rois)
             index = torch.arange(all_logits.shape[0], device=all_logits.device)
             student_logits = all_logits[index, labels - 1]  # only the label's channel (Eq. 3)
             served = student_logits

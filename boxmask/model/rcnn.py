@@ -16,6 +16,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
+from boxmask.model.mask_branch import PIXELS
 from boxmask.model.paste import grid_offset, paste_masks
 from boxmask.model.roi_heads import BoxMaskRoIHeads
 
@@ -57,6 +58,7 @@ class BoxMaskRCNN(GeneralizedRCNN):
                                      "boxes need positive width and height")
         features = self.backbone(batch.tensors)
         proposals, proposal_losses = self.rpn(batch, features, targets)
+        features = self.with_pixels(features, batch.tensors)  # after the RPN, which reads all keys
         images_for_heads = (self.pixels(batch.tensors)
                             if self.roi_heads.mask_branch.needs_images else None)
         detections, detector_losses = self.roi_heads(features, proposals, batch.image_sizes,
@@ -79,6 +81,16 @@ class BoxMaskRCNN(GeneralizedRCNN):
         return grid_offset(self.roi_heads.mask_branch.mask_target_aligned, original,
                            (int(resized[0]), int(resized[1])))
 
+    def with_pixels(self, features: OrderedDict[str, torch.Tensor], batch: torch.Tensor
+                    ) -> OrderedDict[str, torch.Tensor]:
+        """``features`` with the mask branch's pixel map of the normalised padded ``batch``
+        added as ``features["pixels"]`` when its heads fuse one (``model.mask_pixel_channels``);
+        ``features`` itself otherwise."""
+        stem = self.roi_heads.mask_branch.pixel_stem
+        if stem is None:
+            return features
+        return OrderedDict([*features.items(), (PIXELS, stem(batch))])
+
     def pixels(self, batch: torch.Tensor) -> torch.Tensor:
         """The transform's normalised batch ``[B, 3, H, W]`` back to RGB 0..255, with the
         transform's own mean and std (the one place the normalisation is defined)."""
@@ -88,10 +100,12 @@ class BoxMaskRCNN(GeneralizedRCNN):
 
     # -- the box-prompted path (set the image once, then decode boxes) --------------------
     def encode(self, image: torch.Tensor) -> tuple[OrderedDict[str, torch.Tensor], tuple[int, int]]:
-        """One image ``[3, H, W]`` in [0, 1] -> FPN levels ``'0'..'3'`` and the resized (h, w)."""
+        """One image ``[3, H, W]`` in [0, 1] -> FPN levels ``'0'..'3'`` (and ``'pixels'`` for
+        pixel-fused mask heads) and the resized (h, w)."""
         batch, _ = self.transform([image])
         features = self.backbone(batch.tensors)
-        return OrderedDict((k, features[k]) for k in FPN_LEVELS), batch.image_sizes[0]
+        levels = OrderedDict((k, features[k]) for k in FPN_LEVELS)
+        return self.with_pixels(levels, batch.tensors), batch.image_sizes[0]
 
     def detect_features(self, features: dict[str, torch.Tensor],
                         image_size: tuple[int, int] | tuple[torch.Tensor, torch.Tensor]
@@ -120,6 +134,8 @@ class BoxMaskRCNN(GeneralizedRCNN):
                                          p2.shape[-1] * FIRST_LEVEL_STRIDE)
         batch = ImageList(padded, [image_size])  # type: ignore[list-item]
         proposals, _ = self.rpn(batch, all_features)
+        if PIXELS in features:
+            all_features[PIXELS] = features[PIXELS]
         detections, _ = self.roi_heads(all_features, proposals, batch.image_sizes)
         return detections[0]
 

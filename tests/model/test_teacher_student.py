@@ -377,3 +377,72 @@ def test_mask_rois_per_image_caps_the_mask_heads_training_rois(cap, monkeypatch)
     for rois, pos in zip(seen["mask_rois"], seen["positive_boxes"]):
         idx = [int(torch.where((pos == r).all(dim=1))[0][0]) for r in rois]
         assert idx == sorted(set(idx))
+
+
+@pytest.mark.parametrize("mode,keys", [
+    ("agnostic", {"loss_mask_teacher"}),
+    ("teacher_student", {"loss_mask_teacher", "loss_mask_student"}),
+    ("oracle", {"loss_mask_student"}),
+])
+def test_pixel_fused_heads_train_through_the_stem_in_every_mode(mode, keys):
+    torch.manual_seed(0)
+    model = build_model(_tiny_cfg(mode=mode, mask_pixel_channels=4), NUM_CLASSES, {1})
+    branch = model.roi_heads.mask_branch
+    assert branch.pixel_stem is not None
+    model.train()
+    t = _target()
+    t["masks"] = torch.nn.functional.pad(t["masks"], (0, 32, 0, 32))
+    losses = model([torch.rand(3, 64, 64)], [t])
+    assert keys <= set(losses)
+    sum(losses[k] for k in keys).backward()
+    # The mask losses reach the stem: its crops are part of each head's input.
+    grads = [p.grad for p in branch.pixel_stem.parameters()]
+    assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_pixel_fused_masks_follow_the_image_inside_the_box():
+    """Two images whose FPN levels are the same but whose pixels differ inside the box give
+    different masks only when the heads fuse pixel features."""
+    torch.manual_seed(0)
+    img = torch.rand(3, 64, 64)
+    other = img.clone()
+    other[:, 10:20, 10:20] = 1.0 - other[:, 10:20, 10:20]
+    box, label = torch.tensor([[4.0, 4.0, 40.0, 40.0]]), torch.tensor([2])
+    for channels in (0, 4):
+        model = build_model(_tiny_cfg(mode="teacher_student", mask_pixel_channels=channels),
+                            NUM_CLASSES, {1}).eval()
+        features, size = model.encode(img)
+        assert ("pixels" in features) == bool(channels)
+        changed, _ = model.encode(other)
+        levels = ("0", "1", "2", "3")
+        swapped = OrderedDict([*((k, features[k]) for k in levels),
+                               *((k, v) for k, v in changed.items() if k not in levels)])
+        with torch.no_grad():
+            a, _, _ = model.roi_heads.decode_boxes(features, box, label, size)
+            b, _, _ = model.roi_heads.decode_boxes(swapped, box, label, size)
+        assert torch.equal(a, b) == (channels == 0)
+
+
+def test_pixel_fused_detection_from_encoded_features_equals_the_full_forward():
+    torch.manual_seed(0)
+    model = build_model(_tiny_cfg(mode="oracle", mask_pixel_channels=4, box_score_thresh=0.0),
+                        NUM_CLASSES, {1}).eval()
+    img = torch.rand(3, 48, 64)
+    with torch.no_grad():
+        ref = model([img])[0]
+        features, size = model.encode(img)
+        got = model.detect_features(features, size)
+    assert len(ref["boxes"]) > 0
+    from boxmask.model.paste import paste_masks
+    assert torch.allclose(paste_masks(got["masks"], got["boxes"], (48, 64)), ref["masks"],
+                          atol=1e-5)
+
+
+def test_a_pixel_fused_head_without_its_crops_is_an_error():
+    torch.manual_seed(0)
+    model = build_model(_tiny_cfg(mask_pixel_channels=4), NUM_CLASSES, {1}).eval()
+    features, size = model.encode(torch.rand(3, 64, 64))
+    del features["pixels"]
+    with pytest.raises(ValueError, match="pixel"):
+        model.roi_heads.decode_boxes(features, torch.tensor([[1.0, 1, 30, 30]]),
+                                     torch.tensor([1]), size)
