@@ -26,15 +26,20 @@ def read_categories(annotations: str | Path) -> list[dict]:
     return cats
 
 
-def build_dataset(data: DataConfig, split: Literal["train", "val"] = "train") -> CocoInstances:
+def build_dataset(data: DataConfig, split: Literal["train", "val"] = "train",
+                  every_mask: bool = False) -> CocoInstances:
     """The training set (with flips, empty images dropped) or the validation set (neither).
 
     The seen split is resolved against the *training* categories, so train and val agree on
     which categories are seen even if the val file orders or names them differently.
+    ``every_mask`` (the oracle's training set) loads every category's masks; the labels are
+    the same either way (they follow the category ids).
     """
-    seen = resolve_seen(data.seen, read_categories(data.train_annotations))
+    categories = read_categories(data.train_annotations)
+    seen = resolve_seen(data.seen, categories)
     if split == "train":
-        return CocoInstances(data.train_images, data.train_annotations, seen,
+        mask_ids = {int(c["id"]) for c in categories} if every_mask else seen
+        return CocoInstances(data.train_images, data.train_annotations, mask_ids,
                              transforms=training_transforms(data.horizontal_flip,
                                                             data.background_holes),
                              drop_empty=data.drop_images_without_annotations)

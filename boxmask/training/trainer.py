@@ -76,10 +76,9 @@ class TrainingData:
 
 def build_training_data(cfg: BoxMaskConfig) -> TrainingData:
     """The COCO training set of ``cfg.data`` with flips, masks only for mask-supervised classes."""
-    from boxmask.data.build import read_categories
-    from boxmask.data.coco import CocoInstances, collate
+    from boxmask.data.build import build_dataset, read_categories
+    from boxmask.data.coco import collate
     from boxmask.data.splits import resolve_seen
-    from boxmask.data.transforms import training_transforms
 
     check_data_paths(cfg)
     d = cfg.data
@@ -87,10 +86,7 @@ def build_training_data(cfg: BoxMaskConfig) -> TrainingData:
     split_seen = resolve_seen(d.seen, coco_categories)
     # The oracle is trained with every category's masks; the split still decides which
     # categories the evaluation calls unseen.
-    mask_ids = ({c["id"] for c in coco_categories} if cfg.model.mode == "oracle" else split_seen)
-    dataset = CocoInstances(d.train_images, d.train_annotations, mask_ids,
-                            transforms=training_transforms(d.horizontal_flip, d.background_holes),
-                            drop_empty=d.drop_images_without_annotations)
+    dataset = build_dataset(d, "train", every_mask=cfg.model.mode == "oracle")
     if len(dataset) == 0:
         raise ConfigError(f"data.train_annotations: {str(d.train_annotations)!r} has no image "
                           "with a usable annotation")

@@ -208,3 +208,9 @@ def test_config_builds_train_and_val_sets_with_the_same_split(tiny_synth):
             assert t["masks"][~seen].sum() == 0
     with pytest.raises(ConfigError, match="unknown seen category 'blob'"):
         build_dataset(cfg.model_copy(update={"seen": ["blob"]}), "train")
+    # The oracle's training set: every mask, the same labels.
+    oracle = build_dataset(cfg, "train", every_mask=True)
+    assert oracle.label_to_cat_id == train.label_to_cat_id
+    assert oracle.seen_labels == set(range(1, len(oracle.label_to_cat_id)))
+    _, t = oracle[0]
+    assert bool(t["mask_valid"].all()) and t["masks"].flatten(1).sum(1).min() > 0
