@@ -86,8 +86,8 @@ class ModelConfig(_Section):
     # Not in the paper (0, off, by default): the width of a pixel stem (two 3x3 convs on the
     # image at full resolution) whose RoI crops both mask heads fuse before their logits
     # (boxmask/model/heads.py PixelStem): the image's own edges at the mask's resolution, where
-    # the FPN's finest level (stride 4) leaves a head to its shape prior. Torch only for now:
-    # `boxmask export` refuses such a model.
+    # the FPN's finest level (stride 4) leaves a head to its shape prior. Exported as the
+    # encoder's extra output `pixels` (docs/contracts.md §4).
     mask_pixel_channels: int = Field(default=0, ge=0)
     teacher_convs: int = Field(default=4, ge=1)
     teacher_resolution: Literal[28, 56] = 28

@@ -26,17 +26,16 @@ from onnxconverter_common import float16
 from boxmask.config import BoxMaskConfig
 from boxmask.export.errors import ExportError
 from boxmask.export.graphs import (
-    DECODER_INPUTS,
     DECODER_OUTPUTS,
-    DETECTOR_INPUTS,
     DETECTOR_OUTPUTS,
     ENCODER_OUTPUTS,
-    LABELLED_DECODER_INPUTS,
     LABELLED_DECODER_OUTPUTS,
     DecoderGraph,
     DetectorGraph,
     EncoderGraph,
     LabelledDecoderGraph,
+    graph_names,
+    has_pixel_map,
 )
 from boxmask.export.inputs import example_image, resized_input
 from boxmask.export.parity import check_parity
@@ -47,7 +46,7 @@ from boxmask.export.triton import write_triton_repository
 from boxmask.files import sha256_file
 from boxmask.model import BoxMaskRCNN
 from boxmask.model.checkpoint import load_checkpoint, model_from_checkpoint
-from boxmask.runtime.contract import CARD_NAME
+from boxmask.runtime.contract import CARD_NAME, PIXEL_MAP
 
 # 2: the detector takes the encoder's features (p2..p5, image_size) instead of the image.
 FORMAT_VERSION = 2
@@ -76,20 +75,19 @@ def _export(module: torch.nn.Module, args: tuple, path: Path, input_names: list[
 
 def export_onnx(model: BoxMaskRCNN, cfg: BoxMaskConfig, out: Path, opset: int = 17) -> dict[str, Any]:
     """Write the three graphs into ``out``; returns their I/O description for the card."""
-    if model.roi_heads.mask_branch.pixel_stem is not None:
-        # The graphs' interfaces (contracts §4) carry the FPN levels p2..p5 only.
-        raise ExportError(f"model.mask_pixel_channels={cfg.model.mask_pixel_channels}: mask heads "
-                          "that fuse pixel features cannot be exported yet; train with "
-                          "model.mask_pixel_channels=0 to export")
     image = example_image(cfg)
     x, size = resized_input(model, image)
     enc = EncoderGraph(model).eval()
     spatial = {2: "height", 3: "width"}
+    names = graph_names(model)
+    # Every feature map (the FPN levels, the pixel map) has free spatial axes.
+    feature_axes = {n: {2: f"{n}_h", 3: f"{n}_w"} for n in names["encoder_outputs"]}
     with torch.no_grad():
-        _export(enc, (x,), out / "encoder.onnx", ["image"], ENCODER_OUTPUTS,
-                {"image": spatial, **{n: {2: f"{n}_h", 3: f"{n}_w"} for n in ENCODER_OUTPUTS}},
-                opset)
+        _export(enc, (x,), out / "encoder.onnx", ["image"], names["encoder_outputs"],
+                {"image": spatial, **feature_axes}, opset)
         feats = enc(x)
+        # The per-box graphs take the levels first and the pixel map (if any) last.
+        levels, pixel_map = feats[:len(ENCODER_OUTPUTS)], feats[len(ENCODER_OUTPUTS):]
         # The per-box graphs in the operators ONNX Runtime runs fast (boxmask/export/rewrites.py).
         with export_rewrites(model):
             h, w = size
@@ -99,41 +97,46 @@ def export_onnx(model: BoxMaskRCNN, cfg: BoxMaskConfig, out: Path, opset: int = 
             labels = torch.tensor([1, 0, min(2, model.num_classes)], dtype=torch.int64)
             dec = DecoderGraph(model, size).eval()
             n_axis = {0: "num_boxes"}
-            _export(dec, (*feats, boxes, labels, torch.tensor([h, w], dtype=torch.int64)),
-                    out / "decoder.onnx", DECODER_INPUTS, DECODER_OUTPUTS,
-                    {**{n: {2: f"{n}_h", 3: f"{n}_w"} for n in ENCODER_OUTPUTS},
-                     "boxes": n_axis, "labels": n_axis,
+            hw = torch.tensor([h, w], dtype=torch.int64)
+            _export(dec, (*levels, boxes, labels, hw, *pixel_map),
+                    out / "decoder.onnx", names["decoder_inputs"], DECODER_OUTPUTS,
+                    {**feature_axes, "boxes": n_axis, "labels": n_axis,
                      **{n: n_axis for n in DECODER_OUTPUTS}}, opset)
             given = LabelledDecoderGraph(model, size).eval()
-            _export(given, (*feats, boxes, labels.clamp(min=1), torch.tensor([h, w], dtype=torch.int64)),
-                    out / "labelled_decoder.onnx", LABELLED_DECODER_INPUTS, LABELLED_DECODER_OUTPUTS,
-                    {**{n: {2: f"{n}_h", 3: f"{n}_w"} for n in ENCODER_OUTPUTS},
-                     "boxes": n_axis, "labels": n_axis,
+            _export(given, (*levels, boxes, labels.clamp(min=1), hw, *pixel_map),
+                    out / "labelled_decoder.onnx", names["labelled_decoder_inputs"],
+                    LABELLED_DECODER_OUTPUTS,
+                    {**feature_axes, "boxes": n_axis, "labels": n_axis,
                      **{n: n_axis for n in LABELLED_DECODER_OUTPUTS}}, opset)
             det = DetectorGraph(model).eval()
             k_axis = {0: "num_detections"}
-            _export(det, (*feats, torch.tensor([h, w], dtype=torch.int64)), out / "detector.onnx",
-                    DETECTOR_INPUTS, DETECTOR_OUTPUTS,
-                    {**{n: {2: f"{n}_h", 3: f"{n}_w"} for n in ENCODER_OUTPUTS},
-                     **{n: k_axis for n in DETECTOR_OUTPUTS}}, opset)
+            _export(det, (*levels, hw, *pixel_map), out / "detector.onnx",
+                    names["detector_inputs"], DETECTOR_OUTPUTS,
+                    {**feature_axes, **{n: k_axis for n in DETECTOR_OUTPUTS}}, opset)
     r = model.roi_heads.mask_branch.output_resolution
     f = cfg.model.fpn_channels
     c = model.num_classes
+    levels_in = {n: ["1", str(f), "h", "w"] for n in ENCODER_OUTPUTS}
+    levels_out = {n: ["1", str(f), f"H/{2 ** (i + 2)}", f"W/{2 ** (i + 2)}"]
+                  for i, n in enumerate(ENCODER_OUTPUTS)}
+    pixels_out: dict[str, list[str]] = {}
+    pixels_in: dict[str, list[str]] = {}
+    if has_pixel_map(model):
+        pc = str(cfg.model.mask_pixel_channels)
+        pixels_out = {PIXEL_MAP: ["1", pc, "H", "W"]}
+        pixels_in = {PIXEL_MAP: ["1", pc, "h", "w"]}
     return {
         "opset": opset,
         "encoder": {"inputs": {"image": ["1", "3", "H", "W"]},
-                    "outputs": {n: ["1", str(f), f"H/{2 ** (i + 2)}", f"W/{2 ** (i + 2)}"]
-                                for i, n in enumerate(ENCODER_OUTPUTS)}},
-        "decoder": {"inputs": {**{n: ["1", str(f), "h", "w"] for n in ENCODER_OUTPUTS},
-                               "boxes": ["N", "4"], "labels": ["N"], "image_size": ["2"]},
+                    "outputs": {**levels_out, **pixels_out}},
+        "decoder": {"inputs": {**levels_in, "boxes": ["N", "4"], "labels": ["N"],
+                               "image_size": ["2"], **pixels_in},
                     "outputs": {"mask_logits": ["N", "1", str(r), str(r)],
                                 "class_scores": ["N", str(c + 1)], "labels_out": ["N"]}},
-        "labelled_decoder": {"inputs": {**{n: ["1", str(f), "h", "w"] for n in ENCODER_OUTPUTS},
-                                        "boxes": ["N", "4"], "labels": ["N"],
-                                        "image_size": ["2"]},
+        "labelled_decoder": {"inputs": {**levels_in, "boxes": ["N", "4"], "labels": ["N"],
+                                        "image_size": ["2"], **pixels_in},
                              "outputs": {"mask_logits": ["N", "1", str(r), str(r)]}},
-        "detector": {"inputs": {**{n: ["1", str(f), "h", "w"] for n in ENCODER_OUTPUTS},
-                                "image_size": ["2"]},
+        "detector": {"inputs": {**levels_in, "image_size": ["2"], **pixels_in},
                      "outputs": {"boxes": ["K", "4"], "labels": ["K"], "scores": ["K"],
                                  "mask_probs": ["K", "1", str(r), str(r)]}},
     }

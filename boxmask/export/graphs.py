@@ -4,6 +4,10 @@ As in Segment Anything's ``utils/onnx.py``: each wrapper only renames and reshap
 model's own methods (``backbone``, ``roi_heads.decode_boxes``, ``detect_features``), so the
 exported graph and the eager model share one code path.
 
+A model whose mask heads fuse a pixel map (``model.mask_pixel_channels``) has it as the
+encoder's last output, ``pixels [1, C, H, W]``, and as the last input of the decoders and the
+detector (``contract.PIXEL_MAP``); the other graphs' signatures are unchanged.
+
 Inputs are RGB float32 0..255. The graphs normalise, then zero-pad to a multiple of 32 with
 torchvision's own traceable ``_onnx_batch_images``, so an unpadded image and one the runtime
 padded with the mean colour give the same features (normalised padding is zero either way).
@@ -16,6 +20,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from boxmask.model.mask_branch import PIXELS
 from boxmask.model.rcnn import FPN_LEVELS, BoxMaskRCNN
 from boxmask.runtime import contract
 
@@ -27,6 +32,34 @@ LABELLED_DECODER_INPUTS = list(contract.LABELLED_DECODER_INPUTS)
 LABELLED_DECODER_OUTPUTS = list(contract.LABELLED_DECODER_OUTPUTS)
 DETECTOR_INPUTS = list(contract.DETECTOR_INPUTS)
 DETECTOR_OUTPUTS = list(contract.DETECTOR_OUTPUTS)
+
+
+assert PIXELS == contract.PIXEL_MAP
+
+
+def has_pixel_map(model: BoxMaskRCNN) -> bool:
+    """Whether ``model``'s graphs carry the pixel map."""
+    return model.roi_heads.mask_branch.pixel_stem is not None
+
+
+def graph_names(model: BoxMaskRCNN) -> dict[str, list[str]]:
+    """The input and output names of ``model``'s graphs (with the pixel map where it has one)."""
+    p = has_pixel_map(model)
+    return {
+        "encoder_outputs": list(contract.feature_names(p)),
+        "decoder_inputs": list(contract.with_pixel_map(contract.DECODER_INPUTS, p)),
+        "labelled_decoder_inputs": list(contract.with_pixel_map(contract.LABELLED_DECODER_INPUTS,
+                                                                p)),
+        "detector_inputs": list(contract.with_pixel_map(contract.DETECTOR_INPUTS, p)),
+    }
+
+
+def _features(levels: tuple[torch.Tensor, ...], pixels: torch.Tensor | None
+              ) -> OrderedDict[str, torch.Tensor]:
+    features = OrderedDict(zip(FPN_LEVELS, levels))
+    if pixels is not None:
+        features[PIXELS] = pixels
+    return features
 
 
 class _Normalize(nn.Module):
@@ -45,16 +78,22 @@ class _Normalize(nn.Module):
 
 
 class EncoderGraph(nn.Module):
-    """``image [1, 3, H, W]`` -> ``p2 [1, F, H/4, W/4]`` ... ``p5 [1, F, H/32, W/32]``."""
+    """``image [1, 3, H, W]`` -> ``p2 [1, F, H/4, W/4]`` ... ``p5 [1, F, H/32, W/32]``, then
+    ``pixels [1, C, H, W]`` (padded) for a model with a pixel map."""
 
     def __init__(self, model: BoxMaskRCNN) -> None:
         super().__init__()
         self.normalize = _Normalize(model)
         self.backbone = model.backbone
+        self.pixel_stem = model.roi_heads.mask_branch.pixel_stem
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        features = self.backbone(self.normalize(image))
-        return tuple(features[k] for k in FPN_LEVELS)
+        x = self.normalize(image)
+        features = self.backbone(x)
+        levels = tuple(features[k] for k in FPN_LEVELS)
+        if self.pixel_stem is None:
+            return levels
+        return (*levels, self.pixel_stem(x))
 
 
 class DecoderGraph(nn.Module):
@@ -73,9 +112,10 @@ class DecoderGraph(nn.Module):
         self.traced_image_size = traced_image_size
 
     def forward(self, p2: torch.Tensor, p3: torch.Tensor, p4: torch.Tensor, p5: torch.Tensor,
-                boxes: torch.Tensor, labels: torch.Tensor, image_size: torch.Tensor
+                boxes: torch.Tensor, labels: torch.Tensor, image_size: torch.Tensor,
+                pixels: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        features = OrderedDict(zip(FPN_LEVELS, (p2, p3, p4, p5)))
+        features = _features((p2, p3, p4, p5), pixels)
         return self.roi_heads.decode_boxes(features, _clip(boxes, image_size), labels,
                                            self.traced_image_size)
 
@@ -107,9 +147,9 @@ class LabelledDecoderGraph(nn.Module):
         self.traced_image_size = traced_image_size
 
     def forward(self, p2: torch.Tensor, p3: torch.Tensor, p4: torch.Tensor, p5: torch.Tensor,
-                boxes: torch.Tensor, labels: torch.Tensor, image_size: torch.Tensor
-                ) -> torch.Tensor:
-        features = OrderedDict(zip(FPN_LEVELS, (p2, p3, p4, p5)))
+                boxes: torch.Tensor, labels: torch.Tensor, image_size: torch.Tensor,
+                pixels: torch.Tensor | None = None) -> torch.Tensor:
+        features = _features((p2, p3, p4, p5), pixels)
         return self.mask_branch.mask_logits(features, [_clip(boxes, image_size)],
                                             [self.traced_image_size], [labels])
 
@@ -129,7 +169,8 @@ class DetectorGraph(nn.Module):
         self.model = model
 
     def forward(self, p2: torch.Tensor, p3: torch.Tensor, p4: torch.Tensor, p5: torch.Tensor,
-                image_size: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        features = OrderedDict(zip(FPN_LEVELS, (p2, p3, p4, p5)))
+                image_size: torch.Tensor, pixels: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, ...]:
+        features = _features((p2, p3, p4, p5), pixels)
         d = self.model.detect_features(features, (image_size[0], image_size[1]))
         return d["boxes"], d["labels"], d["scores"], d["masks"]

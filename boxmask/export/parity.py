@@ -27,12 +27,9 @@ import torch
 from boxmask.config import BoxMaskConfig
 from boxmask.export.errors import ExportError
 from boxmask.export.graphs import (
-    DECODER_INPUTS,
     DECODER_OUTPUTS,
-    DETECTOR_INPUTS,
     DETECTOR_OUTPUTS,
     ENCODER_OUTPUTS,
-    LABELLED_DECODER_INPUTS,
     LABELLED_DECODER_OUTPUTS,
     DecoderGraph,
     DetectorGraph,
@@ -101,7 +98,12 @@ def check_parity(model: BoxMaskRCNN, model_dir: Path, cfg: BoxMaskConfig,
     for h, w in sizes:
         x = torch.rand(1, 3, h, w, generator=gen) * 255.0
         feats = enc(x)
-        ort_feats = enc_s.run(ENCODER_OUTPUTS, {"image": x.numpy()})
+        # The levels, then the pixel map for a model with one (graphs.py); the other graphs
+        # take them by name.
+        names = [o.name for o in enc_s.get_outputs()]
+        ort_feats = enc_s.run(names, {"image": x.numpy()})
+        levels, pixel_map = feats[:len(ENCODER_OUTPUTS)], feats[len(ENCODER_OUTPUTS):]
+        feature_feed = {k: f.numpy() for k, f in zip(names, feats)}
         for a, b in zip(feats, ort_feats):
             worst["encoder_max_abs"] = max(worst["encoder_max_abs"], float(np.abs(a.numpy() - b).max()))
         dec = DecoderGraph(model, (h, w)).eval()
@@ -111,14 +113,13 @@ def check_parity(model: BoxMaskRCNN, model_dir: Path, cfg: BoxMaskConfig,
                 labels = (torch.randint(1, model.num_classes + 1, (n,), generator=gen)
                           if with_labels else torch.zeros(n, dtype=torch.int64))
                 size = torch.tensor([h, w], dtype=torch.int64)
-                ref = dec(*feats, boxes, labels, size)
-                got = dec_s.run(DECODER_OUTPUTS, dict(zip(DECODER_INPUTS, [
-                    *[f.numpy() for f in feats], boxes.numpy(), labels.numpy(), size.numpy()])))
+                ref = dec(*levels, boxes, labels, size, *pixel_map)
+                feed = {**feature_feed, "boxes": boxes.numpy(), "labels": labels.numpy(),
+                        "image_size": size.numpy()}
+                got = dec_s.run(DECODER_OUTPUTS, feed)
                 given = None
                 if given_s is not None and with_labels:
-                    given = given_s.run(LABELLED_DECODER_OUTPUTS, dict(zip(
-                        LABELLED_DECODER_INPUTS, [*[f.numpy() for f in feats], boxes.numpy(),
-                                                  labels.numpy(), size.numpy()])))[0]
+                    given = given_s.run(LABELLED_DECODER_OUTPUTS, feed)[0]
                 if n == 0:
                     if any(g.shape[0] != 0 for g in got) or (given is not None and given.shape[0]):
                         raise ExportError("decoder.onnx returns rows for zero boxes")
@@ -144,9 +145,8 @@ def check_parity(model: BoxMaskRCNN, model_dir: Path, cfg: BoxMaskConfig,
                     worst["decoder_min_mask_iou"] = min(worst["decoder_min_mask_iou"],
                                                         _mask_iou(ref[0][i].numpy(), got[0][i]))
         size = torch.tensor([h, w], dtype=torch.int64)
-        ref_det = det(*feats, size)
-        got_det = det_s.run(DETECTOR_OUTPUTS, dict(zip(DETECTOR_INPUTS, [
-            *[f.numpy() for f in feats], size.numpy()])))
+        ref_det = det(*levels, size, *pixel_map)
+        got_det = det_s.run(DETECTOR_OUTPUTS, {**feature_feed, "image_size": size.numpy()})
         ref_np = [a.numpy() for a in ref_det]
         if ref_np[0].shape[0] != got_det[0].shape[0]:
             # Random images give many detections at the score threshold; one whose score rounds

@@ -27,7 +27,7 @@ from PIL import Image
 
 from boxmask.config import BoxMaskConfig
 from boxmask.export.errors import ExportError
-from boxmask.export.graphs import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_OUTPUTS
+from boxmask.export.graphs import DECODER_OUTPUTS
 from boxmask.export.inputs import resized_input
 from boxmask.export.parity import random_boxes
 from boxmask.model import BoxMaskRCNN
@@ -103,11 +103,12 @@ def quantize_decoder_int8(model_dir: Path, encoder_inputs: list[np.ndarray], num
     feeds = []
     for x in encoder_inputs:
         h, w = x.shape[-2:]
-        feats = enc.run(ENCODER_OUTPUTS, {"image": x})
+        names = [o.name for o in enc.get_outputs()]  # the levels, and the pixel map if any
+        feats = enc.run(names, {"image": x})
         boxes = random_boxes(boxes_per_image, h, w, gen).numpy()
         labels = torch.randint(0, num_classes + 1, (boxes_per_image,), generator=gen).numpy()
-        feeds.append(dict(zip(DECODER_INPUTS, [*feats, boxes, labels,
-                                               np.array([h, w], np.int64)])))
+        feeds.append({**dict(zip(names, feats)), "boxes": boxes, "labels": labels,
+                      "image_size": np.array([h, w], np.int64)})
     _quantize_decoder(model_dir / "decoder.onnx", model_dir / "decoder.int8.onnx", feeds)
     labelled = model_dir / "labelled_decoder.onnx"
     if labelled.is_file():
@@ -152,19 +153,22 @@ def measure_int8_cost(model_dir: Path, inputs: list[np.ndarray], num_classes: in
     ious, rel, ious_full = [], [], []
     for x in inputs:
         h, w = x.shape[-2:]
-        f32 = fp32.run(ENCODER_OUTPUTS, {"image": x})
-        f8 = int8.run(ENCODER_OUTPUTS, {"image": x})
+        names = [o.name for o in fp32.get_outputs()]
+        f32 = fp32.run(names, {"image": x})
+        f8 = int8.run(names, {"image": x})
         rel.append(float(np.mean([np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-12)
                                   for a, b in zip(f32, f8)])))
         boxes = random_boxes(boxes_per_image, h, w, gen).numpy()
         labels = torch.randint(1, num_classes + 1, (boxes_per_image,), generator=gen).numpy()
         size = np.array([h, w], dtype=np.int64)
-        m32 = dec.run(DECODER_OUTPUTS, dict(zip(DECODER_INPUTS, [*f32, boxes, labels, size])))[0] >= 0
-        m8 = dec.run(DECODER_OUTPUTS, dict(zip(DECODER_INPUTS, [*f8, boxes, labels, size])))[0] >= 0
+        per_box = {"boxes": boxes, "labels": labels, "image_size": size}
+        feed32 = {**dict(zip(names, f32)), **per_box}
+        feed8 = {**dict(zip(names, f8)), **per_box}
+        m32 = dec.run(DECODER_OUTPUTS, feed32)[0] >= 0
+        m8 = dec.run(DECODER_OUTPUTS, feed8)[0] >= 0
         ious += [_iou(a, b) for a, b in zip(m32, m8)]
         if dec8 is not None:
-            m88 = dec8.run(DECODER_OUTPUTS,
-                           dict(zip(DECODER_INPUTS, [*f8, boxes, labels, size])))[0] >= 0
+            m88 = dec8.run(DECODER_OUTPUTS, feed8)[0] >= 0
             ious_full += [_iou(a, b) for a, b in zip(m32, m88)]
     if not ious:
         return {"held_out_images": 0}

@@ -15,7 +15,7 @@ import torch
 
 from boxmask.config import BoxMaskConfig
 from boxmask.export.errors import ExportError
-from boxmask.runtime.contract import ENCODER_OUTPUTS
+from boxmask.runtime.contract import ENCODER_OUTPUTS, PIXEL_MAP
 
 
 def check_tensorrt_available() -> None:
@@ -71,6 +71,9 @@ def build_engines(model_dir: Path, cfg: BoxMaskConfig, max_boxes: int = 256,
     for i, name in enumerate(ENCODER_OUTPUTS):
         s = 2 ** (i + 2)
         profiles[name] = ((1, f, 1, 1), (1, f, opt_h // s, opt_w // s), (1, f, side // s, side // s))
+    if m.mask_pixel_channels:  # the pixel map: the padded input's own resolution
+        c = m.mask_pixel_channels
+        profiles[PIXEL_MAP] = ((1, c, 32, 32), (1, c, opt_h, opt_w), (1, c, side, side))
     profiles["boxes"] = ((0, 4), (10, 4), (max_boxes, 4))
     profiles["labels"] = ((0,), (10,), (max_boxes,))
     _build(model_dir / "decoder.onnx", model_dir / "decoder.plan", profiles, fp16)

@@ -22,6 +22,10 @@ CARD_NAME = "model.json"
 #: The encoder: ``image [1, 3, H, W]`` RGB float32 0..255 -> the FPN levels.
 ENCODER_INPUT = "image"
 ENCODER_OUTPUTS: tuple[str, ...] = ("p2", "p3", "p4", "p5")
+#: The optional pixel map (``model.mask_pixel_channels``): ``[1, C, H, W]`` at the padded
+#: input's resolution. A model whose mask heads fuse it has it as the encoder's last output and
+#: as the last input of the decoders and the detector; a model without it has neither.
+PIXEL_MAP = "pixels"
 #: The decoder: features of one image + boxes + labels (0 = predicted) + resized (h, w).
 DECODER_INPUTS: tuple[str, ...] = (*ENCODER_OUTPUTS, "boxes", "labels", "image_size")
 DECODER_OUTPUTS: tuple[str, ...] = ("mask_logits", "class_scores", "labels_out")
@@ -33,6 +37,17 @@ LABELLED_DECODER_OUTPUTS: tuple[str, ...] = ("mask_logits",)
 #: The detector: features of one image + resized (h, w) -> detections with mask probabilities.
 DETECTOR_INPUTS: tuple[str, ...] = (*ENCODER_OUTPUTS, "image_size")
 DETECTOR_OUTPUTS: tuple[str, ...] = ("boxes", "labels", "scores", "mask_probs")
+
+
+def feature_names(pixel_map: bool) -> tuple[str, ...]:
+    """The encoder's outputs, which the decoders and the detector take under the same names:
+    the FPN levels, then the pixel map for a model that has one."""
+    return (*ENCODER_OUTPUTS, PIXEL_MAP) if pixel_map else ENCODER_OUTPUTS
+
+
+def with_pixel_map(inputs: tuple[str, ...], pixel_map: bool) -> tuple[str, ...]:
+    """A per-box graph's (or the detector's) inputs: the pixel map comes last when present."""
+    return (*inputs, PIXEL_MAP) if pixel_map else inputs
 
 #: Graph -> model name in the Triton repository (`boxmask export --triton-repo`).
 TRITON_MODEL_NAMES: dict[str, str] = {

@@ -34,7 +34,6 @@ from boxmask.runtime.contract import (
     DECODER_OUTPUTS,
     DETECTOR_OUTPUTS,
     ENCODER_INPUT,
-    ENCODER_OUTPUTS,
     LABELLED_DECODER_OUTPUTS,
     TRITON_MODEL_NAMES,
 )
@@ -312,7 +311,9 @@ class Predictor:
         pp = self.card.preprocess
         batch, info = preprocess(rgb, self.input_min_size, self.input_max_size, pp.size_divisible,
                                  pp.mean)
-        outputs = self.encoder.run({ENCODER_INPUT: batch}, list(ENCODER_OUTPUTS))
+        # The FPN levels, and the pixel map of a model whose mask heads fuse one: every output
+        # the encoder has is a feature the decoders take by the same name (contract.py).
+        outputs = self.encoder.run({ENCODER_INPUT: batch}, self.encoder.output_names)
         return EncodedImage(features=outputs, info=info)
 
     def set_image(self, image: bytes | np.ndarray) -> str:

@@ -209,3 +209,82 @@ def test_export_replaces_an_existing_directory_whole(exported_model_dir, tiny_ch
     (out / "stale.onnx").write_bytes(b"old")
     export_checkpoint(tiny_checkpoint, out, check=False)
     assert not (out / "stale.onnx").exists()
+
+
+
+@pytest.fixture(scope="module")
+def pixel_model(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory
+                ) -> tuple[Path, Path]:
+    """A tiny teacher-student model whose mask heads fuse a pixel map
+    (model.mask_pixel_channels), trained two steps: its checkpoint and its export (the
+    exporter's parity check included)."""
+    from boxmask.config import load_config
+    from boxmask.export.exporter import export_checkpoint
+    from boxmask.training.trainer import train
+    from tests.conftest import TINY_CONFIG
+
+    d = tiny_dataset
+    cfg = load_config(TINY_CONFIG, [
+        f"data.train_annotations={d / 'annotations' / 'instances_train.json'}",
+        f"data.train_images={d / 'images' / 'train'}",
+        f"data.val_annotations={d / 'annotations' / 'instances_val.json'}",
+        f"data.val_images={d / 'images' / 'val'}",
+        f"train.output_dir={tmp_path_factory.mktemp('pixel_run')}",
+        "train.epochs=1", "train.max_iters_per_epoch=2", "model.mask_pixel_channels=4",
+    ])
+    checkpoint = train(cfg)
+    out = tmp_path_factory.mktemp("pixel_export") / "pixels"
+    export_checkpoint(checkpoint, out, name="pixels")
+    return checkpoint, out
+
+
+def test_a_pixel_map_model_exports_with_the_map_last_and_serves_the_eager_masks(pixel_model):
+    """The encoder gives the pixel map after the levels, the decoders and the detector take it
+    last, and the torch-free runtime's masks and detections are the eager model's."""
+    import onnx
+
+    from boxmask.runtime import Predictor
+    from boxmask.runtime.contract import ENCODER_OUTPUTS, PIXEL_MAP
+    from boxmask.runtime.masks import box_pixels
+
+    checkpoint, model_dir = pixel_model
+    card = json.loads((model_dir / "model.json").read_text())
+    assert card["parity"]["passed"]
+    graphs = {g: onnx.load(str(model_dir / f"{g}.onnx")).graph
+              for g in ("encoder", "decoder", "labelled_decoder", "detector")}
+    assert [o.name for o in graphs["encoder"].output] == [*ENCODER_OUTPUTS, PIXEL_MAP]
+    for g in ("decoder", "labelled_decoder", "detector"):
+        assert graphs[g].input[-1].name == PIXEL_MAP
+    assert list(card["onnx"]["encoder"]["outputs"])[-1] == PIXEL_MAP
+    assert list(card["onnx"]["decoder"]["inputs"])[-1] == PIXEL_MAP
+
+    model, _, categories, _ = load_trained_model(checkpoint)
+    assert model.roi_heads.mask_branch.pixel_stem is not None
+    rng = np.random.default_rng(5)
+    # Square: torchvision's MultiScaleRoIAlign infers (and keeps) its level scales from the
+    # first image it pools, by the height alone, and a 38-px image padded to 64 would give it
+    # 1/2 for the 1/4 level; the exported graphs use the true scales.
+    h, w = 64, 64
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    boxes = np.array([[2, 3, 40, 30], [20, 10, 62, 60], [0, 0, 30, 64]], dtype=np.float32)
+    predictor = Predictor.from_dir(model_dir)
+    cat_ids = [c["id"] for c in categories]
+    for labels in (None, [cat_ids[0], cat_ids[-1], cat_ids[0]]):
+        pred = predictor.predict(boxes, labels=labels, key=predictor.set_image(image),
+                                 class_scores=labels is None)
+        cat_to_label = {c["id"]: c["label"] for c in categories}
+        lab = (torch.tensor([cat_to_label[c] for c in labels]) if labels
+               else torch.zeros(len(boxes), dtype=torch.int64))
+        img_t = torch.from_numpy(image).permute(2, 0, 1).float() / 255.0
+        ref = model.segment_boxes([img_t], [torch.from_numpy(boxes)], [lab])[0][:, 0].numpy() >= 0.5
+        for mask, box in zip(ref, boxes):
+            y0, y1, x0, x1 = box_pixels(box, h, w)
+            inside = np.zeros_like(mask)
+            inside[y0:y1, x0:x1] = True
+            mask &= inside
+        ious = [mask_iou(a, b) for a, b in zip(pred.masks, ref)]
+        assert min(ious) >= 0.99, ious
+    det = predictor.detect(image=image, score_threshold=0.0, max_detections=1000)
+    with torch.no_grad():
+        ref_det = model([torch.from_numpy(image).permute(2, 0, 1).float() / 255.0])[0]
+    assert len(det.scores) == len(ref_det["scores"])
