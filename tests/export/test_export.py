@@ -47,6 +47,24 @@ def test_parity_with_eager_meets_the_bars(exported_model_dir: Path):
     assert len(parity["sizes"]) >= 3
 
 
+def _eager_masks_in_boxes(model, image: np.ndarray, boxes: np.ndarray,
+                          labels: torch.Tensor) -> np.ndarray:
+    """Eager ``segment_boxes`` masks (>= 0.5) of ``image`` ``[H, W, 3]`` uint8, cut to each
+    box's pixels: the runtime's masks never leave their boxes, torchvision's pasting reaches a
+    mask cell past them, so they are compared on the box's pixels, as the runtime promises."""
+    from boxmask.runtime.masks import box_pixels
+
+    h, w = image.shape[:2]
+    img_t = torch.from_numpy(image).permute(2, 0, 1).float() / 255.0
+    ref = model.segment_boxes([img_t], [torch.from_numpy(boxes)], [labels])[0][:, 0].numpy() >= 0.5
+    for mask, box in zip(ref, boxes):
+        y0, y1, x0, x1 = box_pixels(box, h, w)
+        inside = np.zeros_like(mask)
+        inside[y0:y1, x0:x1] = True
+        mask &= inside
+    return ref
+
+
 @pytest.mark.parametrize("hw", [(64, 64), (48, 80), (100, 70)])
 @pytest.mark.parametrize("n", [1, 12])
 @pytest.mark.parametrize("with_labels", [True, False])
@@ -72,16 +90,7 @@ def test_runtime_masks_match_eager_segment_boxes(exported_model_dir, eager, hw, 
     cat_to_label = {c["id"]: c["label"] for c in categories}
     lab = torch.tensor([cat_to_label[c] for c in labels]) if labels else torch.zeros(n, dtype=torch.int64)
     img_t = torch.from_numpy(image).permute(2, 0, 1).float() / 255.0
-    ref = model.segment_boxes([img_t], [torch.from_numpy(boxes)], [lab])[0][:, 0].numpy() >= 0.5
-    # The runtime's masks never leave their boxes; torchvision's pasting reaches a mask cell
-    # past them. Compared on the box's pixels, as the runtime promises.
-    from boxmask.runtime.masks import box_pixels
-
-    for mask, box in zip(ref, boxes):
-        y0, y1, x0, x1 = box_pixels(box, h, w)
-        inside = np.zeros_like(mask)
-        inside[y0:y1, x0:x1] = True
-        mask &= inside
+    ref = _eager_masks_in_boxes(model, image, boxes, lab)
     _, _, used = model.decode_in_image(img_t, torch.from_numpy(boxes), lab)
     label_to_cat = {c["label"]: c["id"] for c in categories}
     assert list(pred.labels) == [label_to_cat[int(u)] for u in used]
@@ -245,7 +254,6 @@ def test_a_pixel_map_model_exports_with_the_map_last_and_serves_the_eager_masks(
 
     from boxmask.runtime import Predictor
     from boxmask.runtime.contract import ENCODER_OUTPUTS, PIXEL_MAP
-    from boxmask.runtime.masks import box_pixels
 
     checkpoint, model_dir = pixel_model
     card = json.loads((model_dir / "model.json").read_text())
@@ -275,13 +283,7 @@ def test_a_pixel_map_model_exports_with_the_map_last_and_serves_the_eager_masks(
         cat_to_label = {c["id"]: c["label"] for c in categories}
         lab = (torch.tensor([cat_to_label[c] for c in labels]) if labels
                else torch.zeros(len(boxes), dtype=torch.int64))
-        img_t = torch.from_numpy(image).permute(2, 0, 1).float() / 255.0
-        ref = model.segment_boxes([img_t], [torch.from_numpy(boxes)], [lab])[0][:, 0].numpy() >= 0.5
-        for mask, box in zip(ref, boxes):
-            y0, y1, x0, x1 = box_pixels(box, h, w)
-            inside = np.zeros_like(mask)
-            inside[y0:y1, x0:x1] = True
-            mask &= inside
+        ref = _eager_masks_in_boxes(model, image, boxes, lab)
         ious = [mask_iou(a, b) for a, b in zip(pred.masks, ref)]
         assert min(ious) >= 0.99, ious
     det = predictor.detect(image=image, score_threshold=0.0, max_detections=1000)
