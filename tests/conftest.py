@@ -29,20 +29,25 @@ def tiny_checkpoint(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory
     """
     import torch
 
-    from boxmask.config import load_config
     from boxmask.training.trainer import train
 
     torch.set_num_threads(1)
-    d = tiny_dataset
-    cfg = load_config(TINY_CONFIG, [
-        f"data.train_annotations={d / 'annotations' / 'instances_train.json'}",
-        f"data.train_images={d / 'images' / 'train'}",
-        f"data.val_annotations={d / 'annotations' / 'instances_val.json'}",
-        f"data.val_images={d / 'images' / 'val'}",
-        f"train.output_dir={tmp_path_factory.mktemp('tiny_run')}",
-        "train.epochs=1", "train.max_iters_per_epoch=2",
+    return train(tiny_train_config(tiny_dataset, tmp_path_factory.mktemp("tiny_run")))
+
+
+def tiny_train_config(dataset: Path, output_dir: Path, *overrides: str):
+    """configs/synth_tiny_test.yaml on ``dataset`` (``tiny_dataset``), two training steps into
+    ``output_dir``, then ``overrides`` (dotted, as on the CLI)."""
+    from boxmask.config import load_config
+
+    return load_config(TINY_CONFIG, [
+        f"data.train_annotations={dataset / 'annotations' / 'instances_train.json'}",
+        f"data.train_images={dataset / 'images' / 'train'}",
+        f"data.val_annotations={dataset / 'annotations' / 'instances_val.json'}",
+        f"data.val_images={dataset / 'images' / 'val'}",
+        f"train.output_dir={output_dir}",
+        "train.epochs=1", "train.max_iters_per_epoch=2", *overrides,
     ])
-    return train(cfg)
 
 
 @pytest.fixture(scope="session")

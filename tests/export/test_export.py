@@ -227,21 +227,12 @@ def pixel_model(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory
     """A tiny teacher-student model whose mask heads fuse a pixel map
     (model.mask_pixel_channels), trained two steps: its checkpoint and its export (the
     exporter's parity check included)."""
-    from boxmask.config import load_config
     from boxmask.export.exporter import export_checkpoint
     from boxmask.training.trainer import train
-    from tests.conftest import TINY_CONFIG
+    from tests.conftest import tiny_train_config
 
-    d = tiny_dataset
-    cfg = load_config(TINY_CONFIG, [
-        f"data.train_annotations={d / 'annotations' / 'instances_train.json'}",
-        f"data.train_images={d / 'images' / 'train'}",
-        f"data.val_annotations={d / 'annotations' / 'instances_val.json'}",
-        f"data.val_images={d / 'images' / 'val'}",
-        f"train.output_dir={tmp_path_factory.mktemp('pixel_run')}",
-        "train.epochs=1", "train.max_iters_per_epoch=2", "model.mask_pixel_channels=4",
-    ])
-    checkpoint = train(cfg)
+    checkpoint = train(tiny_train_config(tiny_dataset, tmp_path_factory.mktemp("pixel_run"),
+                                         "model.mask_pixel_channels=4"))
     out = tmp_path_factory.mktemp("pixel_export") / "pixels"
     export_checkpoint(checkpoint, out, name="pixels")
     return checkpoint, out
