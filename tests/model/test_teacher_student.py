@@ -156,6 +156,14 @@ def test_images_without_seen_positives_give_a_zero_teacher_loss():
     assert losses["loss_mask_teacher"].requires_grad
 
 
+# Each mode's mask losses.
+MODE_MASK_LOSSES = [
+    ("agnostic", {"loss_mask_teacher"}),
+    ("teacher_student", {"loss_mask_teacher", "loss_mask_student"}),
+    ("oracle", {"loss_mask_student"}),
+]
+
+
 def _tiny_cfg(**kw) -> ModelConfig:
     base = {"backbone": "resnet18_fpn", "fpn_channels": 16, "mask_head_channels": 8,
                 "representation_size": 32, "min_size": 64, "max_size": 64, "box_batch_size_per_image": 16,
@@ -164,11 +172,7 @@ def _tiny_cfg(**kw) -> ModelConfig:
     return ModelConfig(**base)
 
 
-@pytest.mark.parametrize("mode,keys", [
-    ("agnostic", {"loss_mask_teacher"}),
-    ("teacher_student", {"loss_mask_teacher", "loss_mask_student"}),
-    ("oracle", {"loss_mask_student"}),
-])
+@pytest.mark.parametrize("mode,keys", MODE_MASK_LOSSES)
 def test_loss_is_box_losses_plus_the_mode_mask_losses(mode, keys):
     torch.manual_seed(0)
     model = build_model(_tiny_cfg(mode=mode), NUM_CLASSES, {1})
@@ -379,11 +383,7 @@ def test_mask_rois_per_image_caps_the_mask_heads_training_rois(cap, monkeypatch)
         assert idx == sorted(set(idx))
 
 
-@pytest.mark.parametrize("mode,keys", [
-    ("agnostic", {"loss_mask_teacher"}),
-    ("teacher_student", {"loss_mask_teacher", "loss_mask_student"}),
-    ("oracle", {"loss_mask_student"}),
-])
+@pytest.mark.parametrize("mode,keys", MODE_MASK_LOSSES)
 def test_pixel_fused_heads_train_through_the_stem_in_every_mode(mode, keys):
     torch.manual_seed(0)
     model = build_model(_tiny_cfg(mode=mode, mask_pixel_channels=4), NUM_CLASSES, {1})
