@@ -154,6 +154,11 @@ class Predictor:
     ) -> None:
         self.card = card
         self.encoder = encoder
+        # The features one encoding holds: the FPN levels, and the pixel map of a model whose
+        # mask heads fuse one. Every output the encoder has is a feature the decoders take by
+        # the same name (contract.py); read once here, as the graph does not change under a
+        # predictor (a reload builds a new one).
+        self.feature_names: tuple[str, ...] = tuple(encoder.output_names)
         self.decoder = decoder
         # Optional: masks of labelled boxes without the box head (None: the decoder does all).
         self.labelled_decoder = labelled_decoder
@@ -311,9 +316,7 @@ class Predictor:
         pp = self.card.preprocess
         batch, info = preprocess(rgb, self.input_min_size, self.input_max_size, pp.size_divisible,
                                  pp.mean)
-        # The FPN levels, and the pixel map of a model whose mask heads fuse one: every output
-        # the encoder has is a feature the decoders take by the same name (contract.py).
-        outputs = self.encoder.run({ENCODER_INPUT: batch}, self.encoder.output_names)
+        outputs = self.encoder.run({ENCODER_INPUT: batch}, list(self.feature_names))
         return EncodedImage(features=outputs, info=info)
 
     def set_image(self, image: bytes | np.ndarray) -> str:
