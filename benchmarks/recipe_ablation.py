@@ -287,6 +287,16 @@ VARIANTS.update({
     "clear_v2_ts_fix_headgn128_mnv3_pixels16": ("clear_v2", [
         *_TS_FIX_HEADGN128, *_data("clear_v2"), "model.backbone=mobilenet_v3_fpn",
         "model.representation_size=128", "model.mask_pixel_channels=16"]),
+    # A wider stem: 32 channels instead of 16 (the fuse convs stay at 32). Paired with
+    # clear_v2_ts_fix_headgn128_pixels16.
+    "clear_v2_ts_fix_headgn128_pixels32": ("clear_v2", [
+        *_TS_FIX_HEADGN128, *_data("clear_v2"), "model.mask_pixel_channels=32"]),
+    # The third seed of the stem's pair (paired with the experiment's seed 2).
+    "clear_v2_ts_fix_headgn128_pixels16_s2": ("clear_v2", [
+        *_TS_FIX_HEADGN128, *_data("clear_v2"), "model.mask_pixel_channels=16", "train.seed=2"]),
+    "clear_v2_agnostic_fix_headgn128_pixels16_s2": ("clear_v2", [
+        *_AGNOSTIC_FIX_HEADGN128, *_data("clear_v2"), "model.mask_pixel_channels=16",
+        "train.seed=2"]),
 })
 # Variants that start from another variant's final checkpoint (model.init_from): that one is
 # trained first (or found), and its checkpoint's path, fingerprint included, is in theirs.
