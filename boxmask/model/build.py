@@ -16,13 +16,36 @@ from torchvision.models.detection.faster_rcnn import (
 )
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops.poolers import initLevelMapper
 
 from boxmask.config import ModelConfig
 from boxmask.model.backbones import build_backbone
 from boxmask.model.heads import NormLayer, head_norm_layer
 from boxmask.model.mask_branch import TeacherStudentMaskBranch
-from boxmask.model.rcnn import FPN_LEVELS, BoxMaskRCNN
+from boxmask.model.rcnn import FIRST_LEVEL_STRIDE, FPN_LEVELS, BoxMaskRCNN
 from boxmask.model.roi_heads import BoxMaskRoIHeads
+
+
+def pyramid_roi_align(output_size: int, sampling_ratio: int = 2) -> MultiScaleRoIAlign:
+    """torchvision's RoIAlign over the FPN levels P2..P5, with the levels' scales fixed.
+
+    ``MultiScaleRoIAlign`` infers each level's scale on the first batch it pools, as the
+    feature size over the largest *unpadded* image size rounded to a power of two, and keeps
+    it. A first image whose resized height is far below its padded one gets a wrong scale for
+    good: 40 px padded to 64 gives P2 16 / 40 = 0.4, rounded to 1/2 instead of 1/4, and every
+    later image is then pooled at half its boxes' true place (a wide panorama resized under
+    max_size hits it too). The strides are known here (every backbone's P2 is at stride
+    FIRST_LEVEL_STRIDE, each level doubles it), so they are set once and never inferred.
+    The pool then maps RoIs to levels as torchvision would (canonical 224 px at level 4).
+    """
+    pool = MultiScaleRoIAlign(list(FPN_LEVELS), output_size=output_size,
+                              sampling_ratio=sampling_ratio)
+    strides = [FIRST_LEVEL_STRIDE * 2 ** i for i in range(len(FPN_LEVELS))]
+    pool.scales = [1.0 / s for s in strides]
+    first, last = strides[0].bit_length() - 1, strides[-1].bit_length() - 1  # log2: 2 .. 5
+    pool.map_levels = initLevelMapper(first, last, canonical_scale=pool.canonical_scale,
+                                      canonical_level=pool.canonical_level)
+    return pool
 
 
 def build_model(cfg: ModelConfig, num_classes: int, seen_labels: set[int] | None = None) -> BoxMaskRCNN:
@@ -61,7 +84,7 @@ def build_model(cfg: ModelConfig, num_classes: int, seen_labels: set[int] | None
     # from the seeded generator as before this option existed, so seeded runs still reproduce.
     rpn_head = RPNHead(cfg.fpn_channels, anchors.num_anchors_per_location()[0],
                        conv_depth=cfg.rpn_conv_depth)
-    box_pool = MultiScaleRoIAlign(list(FPN_LEVELS), output_size=7, sampling_ratio=2)
+    box_pool = pyramid_roi_align(7)
     base = FasterRCNN(
         backbone,
         num_classes=None,
@@ -82,7 +105,7 @@ def build_model(cfg: ModelConfig, num_classes: int, seen_labels: set[int] | None
         box_detections_per_img=cfg.box_detections_per_img,
         box_batch_size_per_image=cfg.box_batch_size_per_image,
     )
-    mask_pool = MultiScaleRoIAlign(list(FPN_LEVELS), output_size=14, sampling_ratio=2)
+    mask_pool = pyramid_roi_align(14)
     branch = TeacherStudentMaskBranch(
         mask_pool, cfg.fpn_channels, cfg.mask_head_channels, num_classes, mode=cfg.mode,
         sigma=cfg.sigma, teacher_convs=cfg.teacher_convs, teacher_resolution=cfg.teacher_resolution,
