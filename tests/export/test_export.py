@@ -260,12 +260,12 @@ def test_a_pixel_map_model_exports_with_the_map_last_and_serves_the_eager_masks(
     model, _, categories, _ = load_trained_model(checkpoint)
     assert model.roi_heads.mask_branch.pixel_stem is not None
     rng = np.random.default_rng(5)
-    # Square: torchvision's MultiScaleRoIAlign infers (and keeps) its level scales from the
-    # first image it pools, by the height alone, and a 38-px image padded to 64 would give it
-    # 1/2 for the 1/4 level; the exported graphs use the true scales.
-    h, w = 64, 64
+    # Not square, and padded from 38 to 64 rows: torchvision's MultiScaleRoIAlign would infer
+    # 1/2 for P2 from this first image and keep it; boxmask's pools have the strides fixed
+    # (model.build.pyramid_roi_align), as the exported graphs do.
+    h, w = 38, 64
     image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-    boxes = np.array([[2, 3, 40, 30], [20, 10, 62, 60], [0, 0, 30, 64]], dtype=np.float32)
+    boxes = np.array([[2, 3, 40, 30], [20, 10, 62, 37], [0, 0, 30, 38]], dtype=np.float32)
     predictor = Predictor.from_dir(model_dir)
     cat_ids = [c["id"] for c in categories]
     for labels in (None, [cat_ids[0], cat_ids[-1], cat_ids[0]]):
