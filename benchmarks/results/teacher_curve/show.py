@@ -4,7 +4,8 @@
 
 Each JSON is `python benchmarks/pseudo_mask_quality.py <run>/checkpoint_epochNNN.pt --split
 {val,train} --images {100,60} --by-category --json ...` on an epoch checkpoint of the recipe
-ablation's runs clear_v2_ts_fix_headgn128_12ep_curve, _mnv3, _holes and clear_v2_ts_box_headgn128
+ablation's runs clear_v2_ts_fix_headgn128_12ep_curve, _mnv3, _holes, clear_v2_ts_box_headgn128
+and clear_v2_ts_fix_headgn128_pixels16_12ep_curve (the pixels16_* files)
 (x100, IoU on the 28x28 grid with each true box as the RoI; unseen: box, cleaned box, teacher,
 cleaned threshold pseudo-mask, student; per shape teacher/student).
 """
