@@ -2,7 +2,7 @@
 # Rebuild the demo model shipped in boxmask/assets/models/synthetic-demo from nothing:
 # synthetic data (the `clear` scenes) -> training -> export (fp32 + calibrated int8 encoder and
 # decoder) -> sample images -> box-prompted evaluation written beside the card. 3000 iterations:
-# about 70 minutes with one thread on a core shared with another training (resumable: rerun
+# about 76 minutes with one thread on a core shared with another training (resumable: rerun
 # after a cut-off and it continues from the last epoch). Deterministic up to floating-point
 # scheduling.
 set -euo pipefail

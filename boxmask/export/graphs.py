@@ -107,8 +107,9 @@ class DecoderGraph(nn.Module):
     def __init__(self, model: BoxMaskRCNN, traced_image_size: tuple[int, int]) -> None:
         super().__init__()
         self.roi_heads = model.roi_heads
-        # MultiScaleRoIAlign reads only the pyramid's scale (stride) from the image size, which
-        # is the same for every input; the size the trace saw is enough.
+        # The RoI pools' scales are fixed when the model is built (model.build.pyramid_roi_align)
+        # and are never inferred from the image size, so the size the trace saw only fills the
+        # argument; boxes are clipped to the real size (the image_size input).
         self.traced_image_size = traced_image_size
 
     def forward(self, p2: torch.Tensor, p3: torch.Tensor, p4: torch.Tensor, p5: torch.Tensor,
