@@ -29,19 +29,24 @@ import base64
 import binascii
 import os
 import posixpath
+import re
 import socket
 import stat
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, unquote_to_bytes, urljoin, urlsplit
+from urllib.parse import SplitResult, parse_qs, unquote_to_bytes, urljoin, urlsplit
 
 import requests
 from label_studio_sdk._extensions.label_studio_tools.core.utils import io as ls_io
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
 MAX_REDIRECTS = 5
 _REDIRECTS = (301, 302, 303, 307, 308)
+# Headers that carry a credential; none of them leaves Label Studio's origin.
+_CREDENTIALS = frozenset({"authorization", "cookie", "proxy-authorization"})
 
 
 class ImageFetchError(ValueError):
@@ -55,19 +60,51 @@ class ImageFetchError(ValueError):
         self.detail = detail
 
 
-def origin(url: str | None) -> tuple[str, str, int] | None:
-    """``(scheme, host, port)`` of an http(s) URL, ports made explicit; None for anything else."""
-    if not url:
+# What a URL may hold before any parser reads it: printable ASCII without space, backslash or
+# the characters no parser agrees on. urllib's urlsplit takes the host after the *last* "@",
+# urllib3 (and so requests) ends the authority at a backslash: `http://A\\@B/x` is B to the
+# fence and A to the connection. Refusing every such URL up front, and comparing what both
+# parsers read in what is left, makes one reading decide both the fence and the connection.
+_SAFE_URL = re.compile(r"[!#-\[\]-~]+")  # 0x21-0x7e without '"' and '\\'
+
+
+def strict_split(url: str) -> SplitResult | None:
+    """``urlsplit(url)`` for an http(s) URL every parser reads the same way; None otherwise.
+
+    Refused: anything but printable ASCII (spaces, control characters, non-ASCII), backslashes,
+    userinfo (``user:pass@``, an ``@`` anywhere in the authority), an empty or bad host or
+    port, and any URL whose host or port urllib3 reads differently from urllib.
+    """
+    if not isinstance(url, str) or not _SAFE_URL.fullmatch(url):
         return None
     try:
-        parts = urlsplit(url.strip())
+        parts = urlsplit(url)
         port = parts.port
     except ValueError:
         return None
     scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or not parts.hostname:
+    if scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
         return None
-    return scheme, parts.hostname.lower(), port or (443 if scheme == "https" else 80)
+    try:
+        other = parse_url(url)
+    except LocationParseError:
+        return None
+    if (other.scheme or "").lower() != scheme or (other.host or "").lower().strip("[]") \
+            != parts.hostname.lower() or other.port != port or other.auth:
+        return None
+    return parts
+
+
+def origin(url: str | None) -> tuple[str, str, int] | None:
+    """``(scheme, host, port)`` of an http(s) URL, ports made explicit; None for anything else,
+    including every URL that :func:`strict_split` refuses."""
+    if not url:
+        return None
+    parts = strict_split(url.strip())
+    if parts is None:
+        return None
+    scheme = parts.scheme.lower()
+    return scheme, parts.hostname.lower(), parts.port or (443 if scheme == "https" else 80)
 
 
 @dataclass(frozen=True)
@@ -121,13 +158,19 @@ class _FencedSession(requests.Session):
         kwargs.pop("timeout", None)
         kwargs.pop("stream", None)
         for _ in range(MAX_REDIRECTS + 1):
+            if strict_split(url) is None:
+                raise ImageFetchError(f"{url!r}: not a plain http(s) URL (userinfo, backslashes, "
+                                      "spaces or control characters are refused)")
             if not self.access.allows(url):
                 raise ImageFetchError(f"{url}: not an allowed origin (Label Studio's, or "
                                       "BOXMASK_LABELSTUDIO_ALLOWED_ORIGINS)")
             if not self.access.is_label_studio(url) or not self.access.token:
-                # Off Label Studio's origin no token goes anywhere; and without a token of this
-                # access, the header could only be the SDK's fallback to LABEL_STUDIO_API_KEY.
-                headers.pop("Authorization", None)
+                # Off Label Studio's origin no credential goes anywhere, and once a redirect has
+                # left that origin none comes back on later hops (the chain is no longer Label
+                # Studio's to choose); without a token of this access, the header could only be
+                # the SDK's fallback to LABEL_STUDIO_API_KEY.
+                for name in [k for k in headers if str(k).lower() in _CREDENTIALS]:
+                    del headers[name]
             left = self._remaining(url)
             response = super().request(method, url, *args, headers=headers, stream=True,
                                        allow_redirects=False,
@@ -203,36 +246,56 @@ def decode_data_uri(uri: str) -> bytes:
         raise ImageFetchError(f"data: URI is not valid base64: {exc}") from exc
 
 
-def read_local_file(url: str, root: str, max_bytes: int) -> bytes:
+def read_local_file(url: str, root: str, max_bytes: int, timeout_s: float = 10.0) -> bytes:
     """A Local Files URL (`/data/local-files/?d=<path>`) read from under `root`.
 
     As Label Studio's own view: `d` is relative to the root. Unlike the SDK: the real path
     (symlinks resolved) must be inside the real root, and only a regular file of at most
-    `max_bytes` is read.
+    `max_bytes` is read, within `timeout_s`. A FIFO, socket, device or directory is refused
+    before it is opened for reading (a FIFO would block the fetch thread until a writer came),
+    and the open itself never blocks (O_NONBLOCK).
     """
     values = parse_qs(urlsplit(url).query, keep_blank_values=True).get("d")
     relative = posixpath.normpath(values[-1]).lstrip("/") if values and values[-1] else ""
     if not relative or relative == ".":
         raise ImageFetchError(f"{url}: Local Files URL without a file path")
+    if "\0" in relative:
+        raise ImageFetchError(f"{url}: Local Files path with a NUL byte")
+    deadline = time.monotonic() + timeout_s
     real_root = os.path.realpath(root)
     path = os.path.realpath(os.path.join(real_root, relative))
     if os.path.commonpath([path, real_root]) != real_root:
         raise ImageFetchError(f"{url}: resolves to {path}, outside LOCAL_FILES_DOCUMENT_ROOT")
     try:
-        # The path is already real: O_NOFOLLOW refuses a symlink swapped in since.
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ImageFetchError(f"{url}: {path} is not a regular file")
+        # The path is already real: O_NOFOLLOW refuses a symlink swapped in since, O_NONBLOCK a
+        # FIFO swapped in since the stat.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
     except OSError as exc:
         raise ImageFetchError(f"{url}: cannot open {path}: {exc}") from exc
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
+    try:
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise ImageFetchError(f"{url}: {path} is not a regular file")
         if info.st_size > max_bytes:
             raise ImageFetchError(f"{url}: {path} is {info.st_size} bytes, more than {max_bytes}")
-        data = f.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise ImageFetchError(f"{url}: {path} is larger than {max_bytes} bytes")
-    return data
+        chunks, size = [], 0
+        while True:
+            if time.monotonic() > deadline:
+                raise ImageFetchError(f"{url}: reading {path} took longer than {timeout_s} s")
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > max_bytes:
+                raise ImageFetchError(f"{url}: {path} is larger than {max_bytes} bytes")
+            chunks.append(chunk)
+    except OSError as exc:
+        raise ImageFetchError(f"{url}: cannot read {path}: {exc}") from exc
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
 
 
 def _is_local_files(url: str) -> bool:
@@ -259,7 +322,7 @@ def fetch_image(url: str, access: LabelStudioAccess, task_id: int | None = None,
         return data
     if _is_local_files(url):
         if local_files_root:
-            return read_local_file(url, local_files_root, max_bytes)
+            return read_local_file(url, local_files_root, max_bytes, timeout_s)
         # Fetched from Label Studio's own view, as a plain URL: the SDK would otherwise read
         # the disk itself under its LOCAL_FILES_DOCUMENT_ROOT, without our limits.
         if not access.url:
