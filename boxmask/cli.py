@@ -188,23 +188,28 @@ def label(
     engine: str = typer.Option("local", "--engine", help="local, or ray (a Ray Data pipeline; RAY_ADDRESS for a cluster)."),
     pre_annotate: bool = typer.Option(False, "--pre-annotate", help="Run the detector on images that have no box."),
     detect_threshold: float = typer.Option(0.5, "--detect-threshold", help="Score threshold for --pre-annotate."),
-    batch_boxes: int = typer.Option(0, "--batch-boxes", help="At most this many boxes per decoder call (0: all of an image)."),
+    batch_boxes: int = typer.Option(0, "--batch-boxes", help="At most this many boxes per decoder call (0: as many as --batch-mb allows)."),
+    batch_mb: float | None = typer.Option(None, "--batch-mb", help="Decoder memory budget per image being labeled, in MiB, which sets the boxes per decoder call (default 256; 0: no budget, all boxes of an image at once)."),
     images_per_batch: int = typer.Option(4, "--images-per-batch", help="Images per Ray Data batch (--engine ray)."),
     precision: str = typer.Option("fp32", "--precision", help="Runtime precision: fp32, int8 (CPU) or fp16 (GPU)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
 ) -> None:
     """Add class-specific masks to the boxes of a COCO dataset (resumable, atomic, Ray-ready)."""
+    import math
     import os
 
     from boxmask.labeling import JournalError, LabelOptions, LabelSettings, run_label_job
     from boxmask.labeling.report import nothing_labeled, print_summary
     from boxmask.runtime.errors import ModelDirError
 
+    # Unset: LabelSettings' default budget, stated once.
+    budget = {} if batch_mb is None else {"batch_bytes": math.ceil(batch_mb * (1 << 20))}
     try:
         options = LabelOptions(
             coco=coco, images=images, out=out, model=model,
             settings=LabelSettings(mask_format=mask_format, min_score=min_score,
-                                   batch_boxes=batch_boxes, detect_threshold=detect_threshold),
+                                   batch_boxes=batch_boxes, detect_threshold=detect_threshold,
+                                   **budget),
             only_missing=only_missing, pre_annotate=pre_annotate, label_map=label_map,
             resume=resume, engine=engine, workers=workers or os.cpu_count() or 1,
             images_per_batch=images_per_batch,

@@ -38,8 +38,15 @@ class JournalError(RuntimeError):
 
 
 def _dumps(record: Mapping[str, Any]) -> bytes:
-    return (json.dumps(record, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-            + "\n").encode("utf-8")
+    text = json.dumps(record, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:
+        return (text + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (from a \ud800 escape in the input) has no UTF-8 bytes; as a JSON
+        # escape it does, and reads back as the same string. A line that cannot be written
+        # would stop the job and leave a journal whose resume meets the same line again.
+        return (json.dumps(record, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+                + "\n").encode("ascii")
 
 
 class Journal:

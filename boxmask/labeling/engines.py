@@ -35,12 +35,14 @@ PREDICTOR_CACHE_BYTES_PER_IMAGE = 128 << 20
 
 
 def load_predictor(model_dir: str | Path, precision: str = "fp32", threads: int | None = None,
-                   concurrent_images: int = 1):
-    """A runtime `Predictor` for batch work."""
+                   concurrent_images: int = 1, batch_bytes: int = 0):
+    """A runtime `Predictor` for batch work; `batch_bytes` (`LabelSettings.batch_bytes`, 0 for
+    none) is its decoder's memory budget."""
     from boxmask.runtime import Predictor
 
     cache = PREDICTOR_CACHE_BYTES_PER_IMAGE * (concurrent_images + 1)
-    kwargs: dict[str, Any] = {"cache_bytes": cache, "precision": precision}
+    kwargs: dict[str, Any] = {"cache_bytes": cache, "precision": precision,
+                              "decoder_budget_bytes": batch_bytes or None}
     if threads is not None:
         kwargs["intra_op_threads"] = threads
     return Predictor.from_dir(model_dir, **kwargs)
@@ -85,8 +87,9 @@ class RayImageLabeler:
 
     def __init__(self, model_dir: str, settings: dict[str, Any], precision: str = "fp32",
                  threads: int | None = 1) -> None:
-        self.predictor = load_predictor(model_dir, precision=precision, threads=threads)
         self.settings = LabelSettings(**settings)
+        self.predictor = load_predictor(model_dir, precision=precision, threads=threads,
+                                        batch_bytes=self.settings.batch_bytes)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         tasks = [ImageTask.from_dict(json.loads(t)) for t in batch["task"]]

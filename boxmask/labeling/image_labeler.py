@@ -1,4 +1,5 @@
-"""One image's result: encode it once, decode all its boxes in one batch, encode the masks.
+"""One image's result: encode it once, decode its boxes (in runs the predictor's decoder
+budget allows, `LabelSettings.batch_bytes`), encode the masks.
 
 Both engines call `label_image`, so the local and the Ray engine give the same bytes. A result
 is a plain JSON-able dict (Python ints, floats, strings, lists): what goes into the resume

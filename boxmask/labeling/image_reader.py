@@ -1,12 +1,16 @@
 """Reading and decoding images from disk, in a thread pool ahead of the model.
 
 Pillow's decoders and file reads release the GIL, so a few threads keep the model fed while it
-works on the previous image. A missing, unreadable or truncated file is an outcome
-(`ImageSkip`), not an exception: one bad file must not stop a dataset.
+works on the previous image. A missing, unreadable or truncated file, or a name that is not a
+regular file (a folder, a FIFO), is an outcome (`ImageSkip`), not an exception or a hang: one
+bad file must not stop a dataset.
 """
 
 from __future__ import annotations
 
+import os
+import stat
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,27 +28,69 @@ _END = object()
 
 @dataclass(frozen=True)
 class ImageSkip:
-    """Why an image could not be used: ``missing``, ``unreadable``, ``truncated``,
-    ``size_mismatch`` or ``outside_images``, and the detail (the decoder's message)."""
+    """Why an image could not be used: ``missing``, ``unreadable``, ``not_a_file``, ``timeout``,
+    ``truncated``, ``size_mismatch`` or ``outside_images``, and the detail (the decoder's
+    message)."""
 
     reason: str
     detail: str
 
 
-def read_image(path: str, height: int | None = None, width: int | None = None) -> np.ndarray | ImageSkip:
+# Reading one image may take this long; a file on a stalled network mount that still trickles
+# in becomes a skipped image instead of a stalled job.
+IMAGE_READ_DEADLINE_S = 60.0
+_READ_CHUNK = 1 << 20
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+          (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"))
+
+
+def read_file_bytes(path: str, deadline_s: float = IMAGE_READ_DEADLINE_S) -> bytes | ImageSkip:
+    """The bytes of the regular file at `path`, or why not.
+
+    The file is opened non-blocking and checked with ``fstat`` before any read: opening a FIFO
+    for reading would otherwise wait for a writer forever, and a character device
+    (``/dev/zero``) never ends. Checking the open descriptor, not the name, leaves no window
+    for the name to be swapped in between.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return ImageSkip("missing", f"no such file: {path}")
+    except (OSError, ValueError) as exc:  # ValueError: a NUL or a lone surrogate in the name
+        return ImageSkip("unreadable", f"{path!r}: {exc}")
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+            return ImageSkip("not_a_file", f"{path} is {kind}, not an image file: only regular "
+                                           "files are read")
+        deadline = time.monotonic() + deadline_s
+        chunks = []
+        while chunk := os.read(fd, _READ_CHUNK):
+            chunks.append(chunk)
+            if time.monotonic() > deadline:
+                return ImageSkip("timeout", f"{path}: reading took longer than {deadline_s:g} s")
+        return b"".join(chunks)
+    except OSError as exc:
+        return ImageSkip("unreadable", f"{path}: {exc}")
+    finally:
+        os.close(fd)
+
+
+def read_image(path: str, height: int | None = None, width: int | None = None,
+               deadline_s: float = IMAGE_READ_DEADLINE_S) -> np.ndarray | ImageSkip:
     """The image at `path` as ``[H, W, 3]`` uint8 RGB, or why it cannot be used.
 
     height, width: the size the annotations were made on; a decoded image of another size (a
         different file, or EXIF rotation the annotation tool ignored) is refused, since masks
         pasted into it would not line up with the boxes.
+    deadline_s: how long reading the file may take (`read_file_bytes`).
     """
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return ImageSkip("missing", f"no such file: {path}")
-    except OSError as exc:
-        return ImageSkip("unreadable", f"{path}: {exc}")
+    data = read_file_bytes(path, deadline_s)
+    if isinstance(data, ImageSkip):
+        return data
     try:
         image = decode_image(data)
     except BadImage as exc:

@@ -10,7 +10,6 @@ The input file is only ever read. The output and the report are replaced atomica
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from rich.console import Console
 
 from boxmask.config import ConfigError
+from boxmask.labeling.coco_file import read_coco
 from boxmask.labeling.engines import (
     load_predictor,
     local_predictor_threads,
@@ -30,7 +30,7 @@ from boxmask.labeling.label_map import load_label_map
 from boxmask.labeling.model_source import model_version, resolve_model_dir
 from boxmask.labeling.options import LabelOptions
 from boxmask.labeling.output import apply_results, remove_stale_temporaries, write_json_atomic
-from boxmask.labeling.plan import LabelPlan, build_plan, validate_coco
+from boxmask.labeling.plan import LabelPlan, build_plan
 from boxmask.labeling.progress import image_progress
 from boxmask.labeling.report import build_report, journal_path, report_path
 from boxmask.runtime.card import ModelCard
@@ -70,12 +70,8 @@ def run_label_job(options: LabelOptions, console: Console | None = None) -> dict
     started = time.perf_counter()
     console = console or Console(stderr=True)
     _check_paths(options)
-    input_bytes = options.coco.read_bytes()
-    try:
-        coco = json.loads(input_bytes)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{options.coco} is not valid JSON: {exc}") from None
-    validate_coco(coco, str(options.coco))
+    # Every record the labeler cannot use is refused here, before a journal exists.
+    input_bytes, coco = read_coco(options.coco)
 
     if options.engine == "ray":
         require_ray()
@@ -90,7 +86,8 @@ def run_label_job(options: LabelOptions, console: Console | None = None) -> dict
     if options.engine == "local":
         predictor = load_predictor(model_dir, precision=options.precision,
                                    threads=local_predictor_threads(options.workers),
-                                   concurrent_images=options.workers)
+                                   concurrent_images=options.workers,
+                                   batch_bytes=options.settings.batch_bytes)
     else:
         card.verify_files(model_dir, [k for k in ("encoder", "decoder") if k in card.files])
     model = {"name": card.name, "version": model_version(model_dir)}

@@ -15,6 +15,10 @@ from typing import Any, Literal
 from boxmask.config import ConfigError
 
 MaskFormat = Literal["rle", "polygon"]
+# The decoder's memory per image being labeled (`--workers` images at once): about 80 boxes a
+# run for the demo model, 40 for a COCO R50-FPN; runs of that size are no slower per box than one
+# run of thousands (docs/labeling.md, "Speed").
+DEFAULT_BATCH_BYTES = 256 << 20
 Engine = Literal["local", "ray"]
 
 
@@ -24,13 +28,18 @@ class LabelSettings:
 
     mask_format: ``rle`` (COCO compressed RLE, counts as a string) or ``polygon``.
     min_score: masks whose score is below this are not written (the annotation stays as it was).
-    batch_boxes: at most this many boxes per decoder call (0: all boxes of an image in one call).
+    batch_boxes: at most this many boxes per decoder call (0: as many as `batch_bytes` allows).
+    batch_bytes: the decoder's memory budget per image being labeled, in bytes: the boxes of one
+        decoder run are as many as fit in it (`boxmask.runtime.predictor.decoder_bytes_per_box`),
+        so a crowded image cannot take the machine's memory (0: no budget, every box of an
+        image in one run).
     detect_threshold, max_detections: for pre-annotation of images without boxes.
     """
 
     mask_format: MaskFormat = "rle"
     min_score: float = 0.0
     batch_boxes: int = 0
+    batch_bytes: int = DEFAULT_BATCH_BYTES
     detect_threshold: float = 0.5
     max_detections: int = 100
 
@@ -41,6 +50,8 @@ class LabelSettings:
             raise ConfigError(f"--min-score must be in [0, 1], got {self.min_score}")
         if self.batch_boxes < 0:
             raise ConfigError(f"--batch-boxes must be >= 0, got {self.batch_boxes}")
+        if self.batch_bytes < 0:
+            raise ConfigError(f"--batch-mb must be >= 0, got {self.batch_bytes / (1 << 20):g}")
         if not 0.0 <= self.detect_threshold <= 1.0:
             raise ConfigError(f"--detect-threshold must be in [0, 1], got {self.detect_threshold}")
         if self.max_detections < 1:

@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PureWindowsPath
 from typing import Any
 
-from boxmask.config import ConfigError
 from boxmask.labeling.label_map import CategoryMapping, map_categories
 
 
@@ -103,29 +102,13 @@ def _box_xyxy(bbox: Any) -> list[float] | None:
     return [x, y, x + w, y + h]
 
 
-def validate_coco(coco: Any, source: str) -> None:
-    """Raise `ConfigError` if the file is not a COCO instances file we can label."""
-    if not isinstance(coco, Mapping):
-        raise ConfigError(f"{source} is not a COCO file: the top level is not a JSON object")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(coco.get(key), list):
-            raise ConfigError(f"{source} is not a COCO instances file: it has no '{key}' list")
-    for what, items, needed in (("image", coco["images"], ("id", "file_name")),
-                                ("annotation", coco["annotations"], ("id", "image_id")),
-                                ("category", coco["categories"], ("id", "name"))):
-        for i, item in enumerate(items):
-            if not isinstance(item, Mapping) or any(k not in item for k in needed):
-                raise ConfigError(f"{source}: {what} #{i} lacks one of the fields {', '.join(needed)}")
-    image_ids = [im["id"] for im in coco["images"]]
-    if len(set(image_ids)) != len(image_ids):
-        raise ConfigError(f"{source}: image ids are not unique")
-
-
 def build_plan(coco: Mapping[str, Any], images_dir: str | Path, model_names: Mapping[str, int],
                label_map: Mapping[str, str | None] | None = None, only_missing: bool = False,
                pre_annotate: bool = False) -> LabelPlan:
     """Group the annotations to segment by image, in input order.
 
+    coco: a file `boxmask.labeling.coco_file.check_coco` accepted (integer ids, unique image
+        ids, string file names).
     model_names: model category name -> model category id.
     """
     mapping = map_categories(coco["categories"], model_names, label_map)

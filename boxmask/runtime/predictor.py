@@ -56,6 +56,42 @@ Backend = Literal["onnxruntime", "triton"]
 Precision = Literal["fp32", "fp16", "int8"]
 LabelLike = int | str | None
 
+# What one box costs the decoder, for a budget of boxes per run: its activations are, per box,
+# the multi-scale RoI pool (an RoIAlign per FPN level, and their casts and gather), the mask
+# tower at R/2 x R/2, the upsampled mask features and pixel map at R x R and the class logits,
+# and ONNX Runtime's arena grows by doubling on top of them. About this many R x R planes of
+# the widest of the FPN, mask head and pixel-map channels, plus the class logits, cover that:
+# on the bundled demo model (64 / 128 / 16 channels, R = 28) the estimate is 3.2 MB a box,
+# where its graph's per-box intermediates sum to 1.3 MB and the process's peak RSS grew 1.2 to
+# 2.9 MB a box (100 to 3,000 boxes in one run).
+DECODER_PLANES_PER_BOX = 8
+# Channel widths a card does not state: torchvision's Mask R-CNN FPN and mask head.
+DEFAULT_CHANNELS = 256
+
+
+def _channels(value: object) -> int | None:
+    try:
+        return int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
+
+
+def decoder_bytes_per_box(card: ModelCard) -> int:
+    """An upper estimate of the decoder's working memory per box, in bytes (float32), from the
+    card: the channels of its feature inputs (``onnx.decoder.inputs``), the mask head's width
+    (the training config in ``provenance``; torchvision's 256 where unknown) and the mask
+    resolution. See `DECODER_PLANES_PER_BOX`."""
+    inputs = card.onnx.get("decoder", {}).get("inputs", {}) if isinstance(card.onnx, dict) else {}
+    widths = [_channels(shape[1]) for shape in inputs.values()
+              if isinstance(shape, list) and len(shape) == 4]
+    config = card.provenance.get("config") or {}
+    model = config.get("model") if isinstance(config, dict) else None
+    head = _channels(model.get("mask_head_channels")) if isinstance(model, dict) else None
+    known = [w for w in widths if w] or [DEFAULT_CHANNELS]
+    widest = max(*known, head or DEFAULT_CHANNELS)
+    r = card.mask_resolution
+    return 4 * r * r * (DECODER_PLANES_PER_BOX * widest + card.num_classes + 1)
+
 
 @dataclass
 class Prediction:
@@ -151,6 +187,7 @@ class Predictor:
         max_mask_pixels: int | None = None,
         input_min_size: int | None = None,
         input_max_size: int | None = None,
+        decoder_budget_bytes: int | None = None,
     ) -> None:
         self.card = card
         self.encoder = encoder
@@ -170,6 +207,15 @@ class Predictor:
         self.max_boxes = max_boxes
         # Boxes x image pixels one request may ask masks for (None: no budget).
         self.max_mask_pixels = max_mask_pixels
+        # Boxes per decoder run, from a byte budget: the decoder's memory grows with the boxes
+        # of one run (3,000 boxes of the demo model take 3.8 GB at once), and more boxes than
+        # this are decoded in runs of at most this many (None: one run, however many).
+        if decoder_budget_bytes is not None and decoder_budget_bytes < 1:
+            raise ValueError(f"decoder_budget_bytes must be >= 1 or None, got {decoder_budget_bytes}")
+        self.decoder_budget_bytes = decoder_budget_bytes
+        self.boxes_per_run: int | None = (
+            None if decoder_budget_bytes is None
+            else max(1, decoder_budget_bytes // decoder_bytes_per_box(card)))
         self.mask_threshold = mask_threshold
         # The encoder's input size (torchvision's resize rule): the card's, or a smaller one for
         # interactive use, where the encoder is what a new image waits for and its cost grows
@@ -203,6 +249,7 @@ class Predictor:
         max_mask_pixels: int | None = None,
         input_min_size: int | None = None,
         input_max_size: int | None = None,
+        decoder_budget_bytes: int | None = None,
         verify: bool = True,
     ) -> Predictor:
         """A predictor for an exported model directory (docs/contracts.md §4).
@@ -211,6 +258,7 @@ class Predictor:
         variant of each graph where the card lists one, else fp32), "triton" uses the models
         `boxmask_encoder` / `boxmask_decoder` / `boxmask_detector` of the server at `triton_url`
         and reads only `model.json` here. The detector session is created on first `detect`.
+        `decoder_budget_bytes` bounds the decoder's memory (`boxes_per_run`).
         """
         model_dir = Path(model_dir)
         card = ModelCard.load(model_dir, verify=False)
@@ -222,6 +270,7 @@ class Predictor:
             "max_mask_pixels": max_mask_pixels,
             "input_min_size": input_min_size,
             "input_max_size": input_max_size,
+            "decoder_budget_bytes": decoder_budget_bytes,
         }
         if backend == "onnxruntime":
             keys = cls._file_keys(card, precision)
@@ -455,7 +504,9 @@ class Predictor:
         class_scores: bool = True,
     ) -> Prediction:
         """Masks for `boxes` ([N, 4] xyxy, original pixels) of the image `key` (default: the
-        image of the last `set_image`). All boxes go through the decoder in one run.
+        image of the last `set_image`). All boxes go through the decoder in one run, or in runs
+        of `boxes_per_run` under a decoder budget (the same masks and scores: each box is
+        decoded on its own).
 
         `class_scores=False` allows the labelled decoder when every box has a label: the same
         masks without the box head's cost, and `scores` NaN. Boxes without a label need the box
@@ -483,21 +534,31 @@ class Predictor:
                 mask_threshold,
             )
         rh, rw = entry.info.resized_size
-        feed = {
-            **entry.features,
-            "boxes": boxes_to_resized(clipped, entry.info),
-            "labels": contiguous,
-            "image_size": np.array([rh, rw], dtype=np.int64),
-        }
-        if not class_scores and self.labelled_decoder is not None and bool((contiguous > 0).all()):
-            outputs = self.labelled_decoder.run(feed, list(LABELLED_DECODER_OUTPUTS))
-            used = contiguous
-            scores = np.full((n,), np.nan, dtype=np.float32)
-        else:
-            outputs = self.decoder.run(feed, list(DECODER_OUTPUTS))
-            used = outputs["labels_out"].astype(np.int64).reshape(n)
-            scores = outputs["class_scores"][np.arange(n), used]
-        probs = _sigmoid(outputs["mask_logits"].reshape(n, r, r))
+        resized = boxes_to_resized(clipped, entry.info)
+        # Decided for all boxes at once, so that runs of a budget use the same graph.
+        labelled = (not class_scores and self.labelled_decoder is not None
+                    and bool((contiguous > 0).all()))
+        step = self.boxes_per_run or n
+        probs = np.empty((n, r, r), dtype=np.float32)
+        used = contiguous.copy()
+        scores = np.full((n,), np.nan, dtype=np.float32)
+        for start in range(0, n, step):
+            part = slice(start, min(start + step, n))
+            m = part.stop - part.start
+            feed = {
+                **entry.features,
+                "boxes": resized[part],
+                "labels": contiguous[part],
+                "image_size": np.array([rh, rw], dtype=np.int64),
+            }
+            if labelled:
+                assert self.labelled_decoder is not None
+                outputs = self.labelled_decoder.run(feed, list(LABELLED_DECODER_OUTPUTS))
+            else:
+                outputs = self.decoder.run(feed, list(DECODER_OUTPUTS))
+                used[part] = outputs["labels_out"].astype(np.int64).reshape(m)
+                scores[part] = outputs["class_scores"][np.arange(m), used[part]]
+            probs[part] = _sigmoid(outputs["mask_logits"].reshape(m, r, r))
         return self._prediction(probs, clipped, used, scores, entry.info, key, mask_threshold)
 
     def detect(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from PIL import Image
 
 from boxmask.labeling.image_reader import ImageSkip, prefetch, read_image
@@ -133,3 +134,45 @@ def test_every_input_annotation_says_whether_it_was_masked(dataset, model_dir):
     crowd = report["not_masked"]["crowd"]
     assert crowd == [{"index": 0, "id": coco["annotations"][0]["id"],
                       "image_id": coco["annotations"][0]["image_id"]}]
+
+
+def test_a_fifo_or_a_folder_named_as_an_image_is_skipped_not_waited_on(dataset, model_dir):
+    import os
+    import threading
+
+    coco = json.loads(dataset["boxes"].read_text())
+    fifo_name, folder_name = (coco["images"][i]["file_name"] for i in range(2))
+    fifo, folder = dataset["images"] / fifo_name, dataset["images"] / folder_name
+    fifo.unlink()
+    os.mkfifo(fifo)  # opening it to read would wait for a writer that never comes
+    folder.unlink()
+    folder.mkdir()
+
+    outcome: dict = {}
+    job = threading.Thread(target=lambda: outcome.update(report=label(dataset, model_dir)),
+                           daemon=True)
+    job.start()
+    job.join(timeout=120)
+    if job.is_alive():
+        # Let the stuck reader go (a writer that opens and closes: end of file), then fail.
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        job.join(timeout=60)
+        pytest.fail("the job waited on a FIFO named as an image")
+    reasons = {s["file_name"]: s["reason"] for s in outcome["report"]["skipped_images"]}
+    assert reasons == {fifo_name: "not_a_file", folder_name: "not_a_file"}
+    details = {s["file_name"]: s["detail"] for s in outcome["report"]["skipped_images"]}
+    assert "FIFO" in details[fifo_name] and "folder" in details[folder_name]
+    assert outcome["report"]["summary"]["images_labeled"] == len(coco["images"]) - 2
+
+
+def test_only_regular_files_are_read_and_reading_has_a_deadline(tmp_path):
+    import numpy as np
+
+    assert read_image("/dev/null").reason == "not_a_file"  # a device, even an empty one
+    path = tmp_path / "big.png"
+    noise = np.random.default_rng(0).integers(0, 256, (800, 800, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(path)  # over 1 MiB: read in more than one chunk
+    assert read_image(str(path)).shape == (800, 800, 3)
+    skip = read_image(str(path), deadline_s=0.0)
+    assert isinstance(skip, ImageSkip) and skip.reason == "timeout"
+    assert "longer than 0 s" in skip.detail

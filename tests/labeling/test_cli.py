@@ -15,7 +15,7 @@ from boxmask.cli import app
 REPO = Path(__file__).resolve().parents[2]
 ISSUE_OPTIONS = ["--coco", "--images", "--out", "--model", "--format", "--only-missing",
                  "--min-score", "--workers", "--resume", "--label-map", "--engine",
-                 "--pre-annotate", "--batch-boxes"]
+                 "--pre-annotate", "--batch-boxes", "--batch-mb"]
 
 
 def test_label_help_lists_every_option():

@@ -166,3 +166,16 @@ def test_a_broken_model_fails_before_any_journal_exists(dataset, model_dir, tmp_
         label(dataset, broken, engine="ray")
     assert not journal_path(dataset["out"]).exists()
     label(dataset, model_dir)  # and nothing stands in the way of the next run
+
+
+def test_a_record_with_a_lone_surrogate_is_journaled_and_resumes(tmp_path):
+    # UTF-8 cannot hold half a surrogate pair (a \ud800 escape in the input): the line is
+    # written with JSON escapes instead of failing and leaving a journal that fails again.
+    path = tmp_path / "j.jsonl"
+    record = {**_record(0), "status": "skipped", "reason": "missing", "detail": "no such file: \ud800é"}
+    with Journal.start(path, JOB) as journal:
+        journal.append(record)
+        journal.append(_record(1))
+    journal, done = Journal.resume(path, JOB)
+    journal.close()
+    assert done == {0: record, 1: _record(1)}

@@ -101,3 +101,17 @@ def test_key_is_the_sha256_of_the_bytes_and_distinguishes_array_shapes() -> None
     a = np.zeros((4, 6, 3), np.uint8)
     assert image_key(a) != image_key(a.reshape(6, 4, 3))
     assert image_key(a) == image_key(a.copy())
+
+
+def test_arrays_that_differ_only_in_their_last_rows_get_different_keys() -> None:
+    # The batch labeler and CVAT hand the predictor decoded arrays: a key over only part of
+    # the pixels would serve one image's cached features for another of the same size.
+    a = np.zeros((256, 256, 3), np.uint8)
+    b = a.copy()
+    b[-1, -1, -1] = 1
+    assert image_key(a) != image_key(b)
+    c = a.copy()
+    c[128:] = 255  # the whole lower half, far past any prefix of the buffer
+    assert image_key(a) != image_key(c)
+    # Views that are not contiguous are keyed by their pixels too.
+    assert image_key(a[:, ::2]) != image_key(c[:, ::2])

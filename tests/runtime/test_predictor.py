@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ class CountingSession:
         self.inner = inner
         self.runs = 0
         self.last_inputs: dict[str, np.ndarray] = {}
+        self.boxes_per_run: list[int] = []
 
     input_names = property(lambda self: self.inner.input_names)
     output_names = property(lambda self: self.inner.output_names)
@@ -28,6 +30,8 @@ class CountingSession:
     def run(self, inputs, output_names=None):
         self.runs += 1
         self.last_inputs = dict(inputs)
+        if "boxes" in inputs:
+            self.boxes_per_run.append(int(inputs["boxes"].shape[0]))
         return self.inner.run(inputs, output_names)
 
     def describe(self) -> str:
@@ -393,3 +397,80 @@ def test_a_smaller_interactive_input_size_shrinks_the_encoder_input_not_the_mask
     assert pred.masks.shape == (3, 60, 90)
     default = Predictor.from_dir(contract_model_dir, intra_op_threads=1)
     assert (default.input_min_size, default.input_max_size) == (64, 96)
+
+
+@pytest.mark.parametrize("graph", ["decoder", "labelled_decoder"])
+def test_a_decoder_budget_decodes_many_boxes_in_runs_with_the_same_masks(
+    contract_model_dir: Path, graph: str,
+) -> None:
+    from boxmask.runtime.predictor import decoder_bytes_per_box
+    from tests.conftest import BUNDLED_MODEL
+
+    # The contract model has no labelled decoder; the bundled one has both.
+    model_dir = contract_model_dir if graph == "decoder" else BUNDLED_MODEL
+    whole = Predictor.from_dir(model_dir, intra_op_threads=1)
+    per_box = decoder_bytes_per_box(whole.card)
+    budgeted = Predictor.from_dir(model_dir, intra_op_threads=1,
+                                  decoder_budget_bytes=7 * per_box + per_box // 2)
+    counted = CountingSession(getattr(budgeted, graph))
+    setattr(budgeted, graph, counted)
+    assert whole.boxes_per_run is None and budgeted.boxes_per_run == 7
+
+    image = _image(120, 160)
+    rng = np.random.default_rng(4)
+    xy = rng.uniform(0, 120, (50, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(4, 40, (50, 2))], axis=1)
+    names = whole.card.names
+    labels = [names[i % len(names)] for i in range(50)]
+    if graph == "decoder":
+        labels[::3] = [None] * len(labels[::3])  # the predicted class, too
+    a = whole.predict(boxes, labels=labels, key=whole.set_image(image), class_scores=False)
+    b = budgeted.predict(boxes, labels=labels, key=budgeted.set_image(image), class_scores=False)
+    assert counted.boxes_per_run == [7] * 7 + [1]
+    # Each box is decoded on its own: the runs change nothing.
+    np.testing.assert_array_equal(a.mask_probs, b.mask_probs)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_array_equal(a.masks, b.masks)
+
+
+def test_the_decoder_estimate_grows_with_the_cards_channels_and_mask_resolution() -> None:
+    from boxmask.runtime.card import ModelCard
+    from boxmask.runtime.predictor import DEFAULT_CHANNELS, decoder_bytes_per_box
+    from tests.conftest import BUNDLED_MODEL
+
+    card = json.loads((BUNDLED_MODEL / "model.json").read_text())
+    base = decoder_bytes_per_box(ModelCard.model_validate(card))
+    wider = json.loads(json.dumps(card))
+    for shape in wider["onnx"]["decoder"]["inputs"].values():
+        if len(shape) == 4:
+            shape[1] = str(int(shape[1]) * 4)
+    wider["provenance"]["config"]["model"]["mask_head_channels"] *= 4
+    assert decoder_bytes_per_box(ModelCard.model_validate(wider)) > 3 * base
+    finer = {**card, "mask_resolution": card["mask_resolution"] * 2}
+    assert decoder_bytes_per_box(ModelCard.model_validate(finer)) > 3 * base
+    # A card that states no widths is taken to be as wide as torchvision's Mask R-CNN.
+    silent = {**card, "onnx": {}, "provenance": {}}
+    r = card["mask_resolution"]
+    assert decoder_bytes_per_box(ModelCard.model_validate(silent)) >= 4 * r * r * DEFAULT_CHANNELS
+
+
+def test_each_precision_opens_its_own_graph_files() -> None:
+    # fp32 and int8 masks of the bundled model are too close for a figure test to tell which
+    # graph ran: check the file each session was created from.
+    from tests.conftest import BUNDLED_MODEL
+
+    def files(p: Predictor) -> dict[str, str]:
+        sessions = {"encoder": p.encoder, "decoder": p.decoder,
+                    "labelled_decoder": p.labelled_decoder, "detector": p.detector}
+        return {graph: Path(s.path).name for graph, s in sessions.items()}  # type: ignore[union-attr]
+
+    fp32 = Predictor.from_dir(BUNDLED_MODEL, precision="fp32", intra_op_threads=1)
+    assert files(fp32) == {"encoder": "encoder.onnx", "decoder": "decoder.onnx",
+                           "labelled_decoder": "labelled_decoder.onnx",
+                           "detector": "detector.onnx"}
+    int8 = Predictor.from_dir(BUNDLED_MODEL, precision="int8", intra_op_threads=1)
+    # The bundle has no int8 detector: that one stays fp32.
+    assert files(int8) == {"encoder": "encoder.int8.onnx", "decoder": "decoder.int8.onnx",
+                           "labelled_decoder": "labelled_decoder.int8.onnx",
+                           "detector": "detector.onnx"}
