@@ -1,119 +1,392 @@
-"""Fine-tuning for box-only classes, where a user meets the paper: does it beat the box?
+"""Teach it your classes: fine-tuning a pretrained model on box-only categories (issue 34).
 
-The scenario of tests/training/finetune_scenario.py at a chosen size: a model pretrained
-(oracle) on four synthetic categories with masks is fine-tuned (``model.init_from``) on a set
-that adds four new categories with boxes only, once class-agnostic and once teacher-student
-(both with the teacher fix, same start, data and steps). Box-prompted mean IoU on the
-validation instances of the new and of the old categories, beside the box as mask.
+A user's situation, on the clear synthetic scenes (generator version 2, 128 px) and the headline
+recipe (configs/synth128_clear.yaml: ResNet-18-FPN, GroupNorm heads, 128-channel mask heads,
+the pixel stem, AdamW):
 
-Resumable: each stage's run folder under ``--out`` keeps its checkpoints; a rerun skips
-finished stages and resumes a cut-off one.
+- **Pretrained model**: teacher-student trained with masks on the four *old* shapes only (disc,
+  square, triangle, cross), 3000 iterations, on images where the four *new* shapes (hexagon,
+  ring, crescent, star) appear but are not annotated: background to it, as objects outside
+  COCO's categories are to a COCO model. It has never been told the new shapes exist. Trained
+  once (seed 0) and kept.
+- **The user's dataset**: fresh images (generator seed 1), every object with its box and
+  category, no mask at all (``boxes``). Variant ``replay``: the same plus the pretraining
+  images with their old-category masks (a user who still has COCO). Variant ``kN``: N true
+  masks per new category, chosen at random per seed (the per-instance curve).
+- **Methods**, all from the one pretrained checkpoint, each a row: the box as mask; the
+  pretrained class-agnostic head applied zero-shot to the new boxes; fine-tuned agnostic
+  (teacher fix); fine-tuned teacher-student (threshold, teacher fix); fine-tuned oracle (the
+  new categories' masks given: the ceiling).
+- **Metrics**, on the user's validation images (every mask known): box-prompted mean IoU and
+  mask AP on the new and the old categories, detection mask AP on the new ones, each beside
+  the box; the share of the agnostic-to-oracle gap closed.
 
-    .venv/bin/python benchmarks/finetune_quality.py --finetune-epochs 12 --threads 1  # the test's
-    .venv/bin/python benchmarks/finetune_quality.py --pretrain-epochs 24 --finetune-epochs 8
+Resumable: every run keeps its folder under ``--out`` (checkpoints every 100 iterations); a
+rerun skips finished runs (their ``result.json``) and resumes a cut-off one. Results are also
+kept in benchmarks/results/finetune_quality/.
+
+    .venv/bin/python benchmarks/finetune_quality.py --stage pretrain     # once, ~80 min, 1 thread
+    .venv/bin/python benchmarks/finetune_quality.py --seeds 0 1 2        # the table
+    .venv/bin/python benchmarks/finetune_quality.py --table              # only the table
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
+import os
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+CONFIG = ROOT / "configs" / "synth128_clear.yaml"
+KEPT = ROOT / "benchmarks" / "results" / "finetune_quality"
+COMMAND = "python benchmarks/finetune_quality.py"
 
-from tests.training.finetune_scenario import (
-    NEW,
-    OLD,
-    QUALITY_MODEL,
-    box_prompted_miou,
-    train_run,
-    write_datasets,
-)
+OLD = ["disc", "square", "triangle", "cross"]
+NEW = ["hexagon", "ring", "crescent", "star"]
 
-
-def _done(out: Path, epochs: int) -> bool:
-    last = out / "checkpoint_last.pt"
-    if not last.is_file():
-        return False
-    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    return any(r.get("kind") == "epoch" and r.get("epoch") == epochs for r in lines)
+# The headline recipe (docs/results.md): GroupNorm heads, 128-channel mask heads, pixel stem.
+RECIPE = ["model.head_norm=gn", "model.mask_head_channels=128", "model.mask_pixel_channels=16",
+          "model.sigma=threshold", "model.teacher_ignore_unseen_boxes=true",
+          "train.keep_checkpoints=1", "train.checkpoint_every_iters=100", "train.log_every=25"]
+PRETRAIN = ["model.mode=teacher_student", f"data.seen=[{', '.join(OLD)}]", "train.epochs=12",
+            "train.lr_steps=[10]", "train.seed=0"]
 
 
-def run(args: argparse.Namespace) -> dict:
-    out = Path(args.out)
-    data = out / "data"
-    if not (data / "finetune.json").is_file():
-        write_datasets(data, num_train=args.train_images, num_val=args.val_images, size=args.size,
-                       seed=args.data_seed)
-    paths = {"images": data / "synth" / "images" / "train", "pretrain": data / "pretrain.json",
-             "finetune": data / "finetune.json",
-             "val": data / "synth" / "annotations" / "instances_val.json",
-             "val_images": data / "synth" / "images" / "val"}
-    common = {"base": QUALITY_MODEL, "threads": args.threads, "seed": args.seed, "lr": args.lr}
-    times: dict[str, float] = {}
-    pre_dir = out / "pretrain"
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def ensure_data(out: Path, user_images: int, val_images: int = 100) -> dict[str, Path]:
+    """The pretraining set (seed 0, 1000 images: the headline's own clear_v2 set), the user's
+    set (seed 1) and the derived annotation files; each written once, atomically."""
+    from boxmask.data.synthetic import ensure_generated
+
+    pre_root = ROOT / "data" / "clear_v2128"
+    user_root = out / "data" / (f"user_s1_{user_images}"
+                                + ("" if val_images == 100 else f"_v{val_images}"))
+    ensure_generated(pre_root, seed=0, num_train=1000, num_val=100, image_size=128,
+                     scene="clear", version=2)
+    ensure_generated(user_root, seed=1, num_train=user_images, num_val=val_images, image_size=128,
+                     scene="clear", version=2)
+    derived = out / "data"
+    paths = {"pre_images": pre_root / "images" / "train",
+             "user_images": user_root / "images" / "train",
+             "val": user_root / "annotations" / "instances_val.json",
+             "val_images": user_root / "images" / "val",
+             "pretrain": derived / "pretrain.json"}
+    if not paths["pretrain"].is_file():
+        train = json.loads((pre_root / "annotations" / "instances_train.json").read_text())
+        old_ids = {c["id"] for c in train["categories"] if c["name"] in OLD}
+        _write_json_atomic(paths["pretrain"], {
+            **train, "categories": [c for c in train["categories"] if c["id"] in old_ids],
+            "annotations": [a for a in train["annotations"] if a["category_id"] in old_ids]})
+    return paths
+
+
+def train_run(name: str, out: Path, overrides: list[str], threads: int) -> Path:
+    """Train ``CONFIG`` with the recipe and ``overrides`` into ``out`` (resumed if cut off)."""
+    from boxmask.config import load_config
+    from boxmask.training.trainer import train
+
+    cfg = load_config(CONFIG, [*RECIPE, *overrides, f"train.output_dir={out}",
+                               f"train.threads={threads}"])
+    print(f"[{name}] training into {out}", flush=True)
+    return train(cfg, resume=Path("auto"))
+
+
+def _finished(out: Path) -> bool:
+    return (out / "done.json").is_file()
+
+
+def pretrain(args: argparse.Namespace, paths: dict[str, Path]) -> Path:
+    out = Path(args.out) / "pretrain"
+    ckpt = out / "checkpoint_last.pt"
+    if _finished(out):
+        return ckpt
     t0 = time.time()
-    pre = train_run(paths, "pretrain", pre_dir, {"mode": "oracle"}, epochs=args.pretrain_epochs,
-                    lr_steps=[args.pretrain_epochs - max(1, args.pretrain_epochs // 6)],
-                    resume=True, **common) if not _done(pre_dir, args.pretrain_epochs) \
-        else pre_dir / "checkpoint_last.pt"
-    times["pretrain"] = time.time() - t0
-    fine = {}
-    for mode in ("teacher_student", "agnostic"):
-        d = out / mode
-        t0 = time.time()
-        fine[mode] = train_run(
-            paths, "finetune", d, {"mode": mode, "init_from": str(pre),
-                                   "teacher_ignore_unseen_boxes": True},
-            epochs=args.finetune_epochs, lr_steps=[args.finetune_epochs - 1],
-            warmup_iters=10, resume=True, **common) if not _done(d, args.finetune_epochs) \
-            else d / "checkpoint_last.pt"
-        times[mode] = time.time() - t0
-    rows = {"box as mask": None, "pretrained (old categories only)": pre,
-            "agnostic fine-tune": fine["agnostic"], "teacher-student fine-tune": fine["teacher_student"]}
-    result = {"args": vars(args), "seconds": {k: round(v, 1) for k, v in times.items()},
-              "new": {}, "old": {}}
-    for name, ckpt in rows.items():
-        result["new"][name] = None if name.startswith("pretrained") else box_prompted_miou(ckpt, paths, NEW)
-        result["old"][name] = box_prompted_miou(ckpt, paths, OLD)
-    (out / "result.json").write_text(json.dumps(result, indent=1))
+    train_run("pretrain", out, [*PRETRAIN, f"data.train_annotations={paths['pretrain']}",
+                                f"data.train_images={paths['pre_images']}",
+                                f"data.val_annotations={paths['val']}",
+                                f"data.val_images={paths['val_images']}"], args.threads)
+    _write_json_atomic(out / "done.json", {"seconds": round(time.time() - t0, 1)})
+    return ckpt
+
+
+# The fine-tune recipe (benchmarks' best; `boxmask finetune` defaults to it): categories seen as
+# the data says (per instance), the trunk and pixel stem kept (so the teacher's pseudo-masks
+# are the checkpoint's), the checkpoint's student teaching its own categories' box-only
+# instances, AdamW at the pretraining's lr.
+FINETUNE = ["data.seen=auto", "model.known_targets=checkpoint",
+            "model.frozen=[backbone, pixel_stem]", "train.warmup_iters=50"]
+# method -> (mode, the user's data it trains on)
+METHODS = {"agnostic": ("agnostic", "boxes"), "teacher_student": ("teacher_student", "boxes"),
+           "oracle": ("teacher_student", "full"),
+           "agnostic_replay": ("agnostic", "replay"), "teacher_student_replay": ("teacher_student", "replay"),
+           "teacher_student_k5": ("teacher_student", "k5"),
+           "teacher_student_k20": ("teacher_student", "k20")}
+
+
+def user_data(out: Path, paths: dict[str, Path], kind: str, seed: int) -> tuple[Path, Path]:
+    """(annotations, images) of the user's training set in one of its variants: ``boxes`` (no
+    mask), ``full`` (every mask: the oracle), ``kN`` (N true masks per new category, drawn
+    with ``seed``), ``replay`` (boxes plus the pretraining images with their old masks)."""
+    import numpy as np
+
+    base_file = paths["user_images"].parents[1] / "annotations" / "instances_train.json"
+    name = f"{kind}_s{seed}.json" if kind.startswith("k") else f"{kind}.json"
+    target = out / "data" / name
+    images = paths["user_images"]
+    if kind == "replay":
+        images = out / "data" / "replay_images"
+    if target.is_file():
+        return target, images
+    coco = json.loads(base_file.read_text())
+    strip = [{k: v for k, v in a.items() if k != "segmentation"} for a in coco["annotations"]]
+    if kind == "full":
+        data = coco
+    elif kind == "boxes":
+        data = {**coco, "annotations": strip}
+    elif kind.startswith("k"):
+        k = int(kind[1:])
+        rng = np.random.default_rng(1000 + seed)
+        new_ids = {c["id"] for c in coco["categories"] if c["name"] in NEW}
+        keep: set[int] = set()
+        for cid in sorted(new_ids):
+            ids = sorted(a["id"] for a in coco["annotations"] if a["category_id"] == cid)
+            keep |= {int(i) for i in rng.choice(ids, size=min(k, len(ids)), replace=False)}
+        data = {**coco, "annotations": [a if a["id"] in keep else b
+                                         for a, b in zip(coco["annotations"], strip)]}
+    elif kind == "replay":
+        pre = json.loads(paths["pretrain"].read_text())
+        images.mkdir(parents=True, exist_ok=True)
+        offset = 10 ** 7
+        out_images, out_anns = [], []
+        for prefix, src, doc, shift in (("u_", paths["user_images"], {**coco, "annotations": strip}, 0),
+                                        ("p_", paths["pre_images"], pre, offset)):
+            for im in doc["images"]:
+                link = images / (prefix + im["file_name"])
+                if not link.exists():
+                    os.link(src / im["file_name"], link)
+                out_images.append({**im, "id": im["id"] + shift, "file_name": link.name})
+            for a in doc["annotations"]:
+                out_anns.append({**a, "id": a["id"] + shift, "image_id": a["image_id"] + shift})
+        data = {**coco, "images": out_images, "annotations": out_anns}
+    else:
+        raise ValueError(f"unknown data variant {kind!r}")
+    _write_json_atomic(target, data)
+    return target, images
+
+
+def evaluate(model: Any, categories: list[dict], paths: dict[str, Path]) -> dict:
+    """Box-prompted mIoU and mask AP (old categories as ``seen``, new as ``unseen``, each
+    beside the box) and detection mask AP, on the user's validation images."""
+    from boxmask.config import load_config
+    from boxmask.data.coco import CocoInstances
+    from boxmask.evaluation.run import evaluate_model
+
+    cfg = load_config(None, base={"data": {"train_annotations": str(paths["val"]),
+                                           "train_images": str(paths["val_images"])},
+                                  "model": {}, "train": {}, "eval": {"plots": False}})
+    val = json.loads(paths["val"].read_text())
+    old_ids = {c["id"] for c in val["categories"] if c["name"] in OLD}
+    cats = [{**c, "seen": c["name"] in OLD} for c in categories]
+    dataset = CocoInstances(paths["val_images"], paths["val"], old_ids, drop_empty=False)
+    report = evaluate_model(model, dataset, cats, cfg, progress=False)
+    bp = report["box_prompted"]
+
+    def side(name: str) -> dict:
+        def ap(tree: dict) -> float | None:
+            return (tree.get(name) or {}).get("AP")
+
+        return {"miou": bp["mean_iou"][name], "box_miou": bp["box_baseline"]["mean_iou"][name],
+                "mask_ap": ap(bp["mask_ap"]), "box_mask_ap": ap(bp["box_baseline"]["mask_ap"]),
+                "detection_mask_ap": ap(report["segm"])}
+
+    return {
+        "new": side("unseen"), "old": side("seen"),
+        "by_category": {c["name"]: {"miou": c["mean_iou"], "seen": c["seen"]}
+                        for c in bp["by_category"]},
+        "box_by_category": {c["name"]: c["mean_iou"] for c in bp["box_baseline"]["by_category"]},
+    }
+
+
+def _keep(name: str, result: dict) -> None:
+    KEPT.mkdir(parents=True, exist_ok=True)
+    _write_json_atomic(KEPT / f"{name}.json", result)
+
+
+def evaluate_checkpoint_file(ckpt: Path, paths: dict[str, Path]) -> dict:
+    import torch
+
+    from boxmask.model.checkpoint import load_checkpoint, model_from_checkpoint
+
+    model, cats = model_from_checkpoint(load_checkpoint(ckpt))
+    with torch.no_grad():
+        return evaluate(model, cats, paths)
+
+
+def zero_shot(args: argparse.Namespace, paths: dict[str, Path], pre: Path) -> dict:
+    """The pretrained class-agnostic teacher on the new boxes, untrained: the checkpoint loaded
+    into an agnostic model of all eight categories (box rows of the new ones fresh, so only the
+    box-prompted figures mean anything)."""
+    kept = KEPT / "zero_shot_agnostic.json"
+    if kept.is_file():
+        return json.loads(kept.read_text())
+    import torch
+
+    from boxmask.config import load_config
+    from boxmask.training.trainer import build_training_data, build_training_model
+
+    ann, images = user_data(Path(args.out), paths, "boxes", 0)
+    cfg = load_config(CONFIG, [*RECIPE, *FINETUNE, "model.mode=agnostic",
+                               f"model.init_from={pre}", f"data.train_annotations={ann}",
+                               f"data.train_images={images}"])
+    data = build_training_data(cfg)
+    model = build_training_model(cfg, data)
+    with torch.no_grad():
+        result = {"method": "zero_shot_agnostic", **evaluate(model, data.categories, paths)}
+    result["new"]["detection_mask_ap"] = None  # the new categories' box rows are untrained
+    _keep("zero_shot_agnostic", result)
     return result
 
 
-def table(result: dict) -> str:
-    lines = ["| model | new categories (boxes only) | old categories (masks) |", "|---|---|---|"]
-    for name in result["new"]:
-        new, old = result["new"][name], result["old"][name]
-        lines.append(f"| {name} | {'-' if new is None else f'{new:.3f}'} | {old:.3f} |")
+def finetune(args: argparse.Namespace, paths: dict[str, Path], pre: Path, method: str,
+             seed: int) -> dict:
+    name = f"{method}_s{seed}"
+    out = Path(args.out) / name
+    if (out / "result.json").is_file():
+        return json.loads((out / "result.json").read_text())
+    mode, kind = METHODS[method]
+    ann, images = user_data(Path(args.out), paths, kind, seed)
+    epochs = args.finetune_epochs
+    t0 = time.time()
+    ckpt = train_run(name, out, [*FINETUNE, f"model.mode={mode}", f"model.init_from={pre}",
+                                 f"data.train_annotations={ann}", f"data.train_images={images}",
+                                 f"data.val_annotations={paths['val']}",
+                                 f"data.val_images={paths['val_images']}",
+                                 f"train.epochs={epochs}", f"train.lr_steps=[{epochs - 1}]",
+                                 f"train.seed={seed}",
+                                 *([f"train.max_iters_per_epoch={args.iters_per_epoch}"]
+                                   if args.iters_per_epoch else [])], args.threads)
+    seconds = time.time() - t0
+    result = {"method": method, "seed": seed, "data": kind, "mode": mode,
+              "train_seconds": round(seconds, 1), "epochs": epochs,
+              **evaluate_checkpoint_file(ckpt, paths)}
+    _write_json_atomic(out / "result.json", result)
+    _keep(name, result)
+    return result
+
+
+def _fmt(x: float | None, scale: float = 1.0) -> str:
+    return "-" if x is None else f"{x * scale:.3f}" if scale == 1.0 else f"{x * scale:.1f}"
+
+
+def table(results: list[dict]) -> str:
+    """Rows per method (seeds averaged, each seed listed), new and old categories."""
+    by: dict[str, list[dict]] = {}
+    for r in results:
+        by.setdefault(r["method"], []).append(r)
+    with_new = [r for r in results if r["new"].get("box_miou") is not None]
+    box = with_new[0]["new"]["box_miou"] if with_new else None
+    box_old = with_new[0]["old"]["box_miou"] if with_new else None
+    header = ("| method | seeds | new: mIoU | over the box | mask AP | detection mask AP | "
+              "old: mIoU | old over the box |")
+    lines = [header, "|---|---|---|---|---|---|---|---|",
+             f"| box as mask | - | {_fmt(box)} | 0 | - | - | {_fmt(box_old)} | 0 |"]
+    import statistics
+
+    for method, rows in by.items():
+        def mean(side: str, key: str, rows: list[dict] = rows) -> float | None:
+            vals = [r[side][key] for r in rows if r[side][key] is not None]
+            return statistics.mean(vals) if vals else None
+
+        new, old = mean("new", "miou"), mean("old", "miou")
+        per_seed = ", ".join(_fmt(r["new"]["miou"]) for r in sorted(
+            rows, key=lambda r: r.get("seed", 0)))
+        lines.append(f"| {method} | {len(rows)} ({per_seed}) | {_fmt(new)} | "
+                     f"{_fmt(None if new is None or box is None else new - box)} | "
+                     f"{_fmt(mean('new', 'mask_ap'), 100)} | {_fmt(mean('new', 'detection_mask_ap'), 100)} | "
+                     f"{_fmt(old)} | {_fmt(None if old is None or box_old is None else old - box_old)} |")
     return "\n".join(lines)
+
+
+def all_results() -> list[dict]:
+    order = ["zero_shot_agnostic", "pretrained", *METHODS]
+    found = [json.loads(p.read_text()) for p in sorted(KEPT.glob("*.json"))]
+    return sorted(found, key=lambda r: (order.index(r["method"]) if r["method"] in order else 99,
+                                        r.get("seed", 0)))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=str(ROOT / "runs" / "finetune_quality" / "default"))
-    p.add_argument("--size", type=int, default=96)
-    p.add_argument("--train-images", type=int, default=200)
-    p.add_argument("--val-images", type=int, default=24)
-    p.add_argument("--pretrain-epochs", type=int, default=16)
-    p.add_argument("--finetune-epochs", type=int, default=6)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default=str(ROOT / "runs" / "finetune_quality_v2"))
+    p.add_argument("--stage", choices=["pretrain", "all"], default="all")
+    p.add_argument("--methods", nargs="+", default=["teacher_student", "agnostic", "oracle"],
+                   choices=list(METHODS))
+    p.add_argument("--user-images", type=int, default=500)
+    p.add_argument("--val-images", type=int, default=100)
+    p.add_argument("--finetune-epochs", type=int, default=12,
+                   help="epochs of the user's set (500 images, batch 4: 125 iterations each)")
+    p.add_argument("--iters-per-epoch", type=int, default=None, help="for smoke runs")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--table", action="store_true", help="print the table of kept results only")
+    p.add_argument("--kept", default=None, help="where results are kept (default: "
+                   "benchmarks/results/finetune_quality)")
+    p.add_argument("--smoke", action="store_true",
+                   help="2 iterations an epoch everywhere, 16 user images, results kept under --out")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    result = run(args)
-    print(f"box-prompted mean IoU, {args.val_images} validation images of {args.size} px; "
-          f"pretrain {args.pretrain_epochs} epochs, fine-tunes {args.finetune_epochs} epochs each "
-          f"({args.train_images} training images, batch 4); seconds {result['seconds']}")
-    print(table(result))
+    global KEPT
+    if args.kept:
+        KEPT = Path(args.kept)
+    if args.smoke:
+        KEPT = Path(args.out) / "kept"
+        args.iters_per_epoch, args.user_images, args.val_images = 2, 16, 6
+        PRETRAIN.append("train.max_iters_per_epoch=2")
+    if args.table:
+        print(table(all_results()))
+        return 0
+    paths = ensure_data(Path(args.out), args.user_images, args.val_images)
+    pre = pretrain(args, paths)
+    if args.stage == "pretrain":
+        return 0
+    kept = KEPT / "pretrained.json"
+    if not kept.is_file():
+        _keep("pretrained", {"method": "pretrained", **evaluate_pretrained(pre, paths)})
+    zero_shot(args, paths, pre)
+    for seed in args.seeds:
+        for method in args.methods:
+            finetune(args, paths, pre, method, seed)
+            print(table(all_results()), flush=True)
     return 0
+
+
+def evaluate_pretrained(pre: Path, paths: dict[str, Path]) -> dict:
+    """The pretrained model on the old categories only (it knows no new one)."""
+    import torch
+
+    from boxmask.model.checkpoint import load_checkpoint, model_from_checkpoint
+
+    model, cats = model_from_checkpoint(load_checkpoint(pre))
+    val = json.loads(paths["val"].read_text())
+    old = {**val, "categories": [c for c in val["categories"] if c["name"] in OLD]}
+    old["annotations"] = [a for a in val["annotations"]
+                          if a["category_id"] in {c["id"] for c in old["categories"]}]
+    old_file = paths["pretrain"].parent / "instances_val_old.json"
+    _write_json_atomic(old_file, old)
+    with torch.no_grad():
+        result = evaluate(model, cats, {**paths, "val": old_file})
+    result["new"] = {k: None for k in result["new"]}
+    return result
 
 
 if __name__ == "__main__":

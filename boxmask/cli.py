@@ -173,6 +173,47 @@ def export(
     console.print(f"[green]exported[/] {card['name']} to {out}")
 
 
+@app.command("finetune")
+def finetune(
+    checkpoint: Path = typer.Option(..., "--from", help="The checkpoint to start from: `boxmask train`'s or `boxmask import torchvision`'s."),
+    coco: Path = typer.Option(..., "--coco", help="COCO instances file of your training set: boxes for every object; masks where you have them."),
+    images: Path = typer.Option(..., "--images", help="Folder its file_names are relative to."),
+    out: Path = typer.Option(..., "--out", help="Run folder (training, evaluation, the exported model); rerun to resume."),
+    val_coco: Path | None = typer.Option(None, "--val-coco", help="COCO file of a validation set with masks: quality measured against the box."),
+    val_images: Path | None = typer.Option(None, "--val-images", help="Folder of the validation images."),
+    iterations: int | None = typer.Option(None, "--iterations", min=1, help="Training iterations (default: 12 passes over the data, 200-1500)."),
+    int8: bool = typer.Option(True, "--int8/--no-int8", help="Also export int8 graphs for CPU serving."),
+    overrides: list[str] | None = typer.Argument(None, help="Config overrides: train.lr=0.0005 model.frozen=[backbone]"),
+) -> None:
+    """Teach a model your categories from boxes: fine-tune, evaluate beside the box, export."""
+    from boxmask.training.finetune import FinetuneRequest
+    from boxmask.training.finetune import finetune as run_finetune
+
+    request = FinetuneRequest(checkpoint=checkpoint, coco=coco, images=images, out=out,
+                              val_coco=val_coco, val_images=val_images, iterations=iterations,
+                              overrides=overrides or [], int8=int8)
+    try:
+        result = run_finetune(request, say=console.print)
+    except ConfigError as exc:
+        fail(str(exc))
+    evaluation = result["evaluation"]
+    if evaluation is not None:
+        from rich.table import Table
+
+        table = Table(title="box-prompted mean IoU on the validation set")
+        for column in ("category", "had masks", "instances", "mask", "box", "over the box"):
+            table.add_column(column)
+        for c in evaluation["by_category"]:
+            iou, box = c["mean_iou"], c["box_mean_iou"]
+            table.add_row(c["name"], "yes" if c["had_masks"] else "no", str(c["instances"]),
+                          "-" if iou is None else f"{iou:.3f}", "-" if box is None else f"{box:.3f}",
+                          "-" if iou is None or box is None else f"{iou - box:+.3f}")
+        console.print(table)
+    console.print(f"[green]done[/]: {result['iterations']} iterations; the model is in "
+                  f"{result['model_dir']}")
+    console.print(f"serve it: boxmask serve --model-dir {result['model_dir']}")
+
+
 @app.command("label")
 def label(
     coco: Path = typer.Option(..., "--coco", help="Input COCO instances JSON with boxes (never modified)."),

@@ -135,6 +135,18 @@ class ModelConfig(_Section):
     # freshly initialised channels (boxmask/model/init_from.py). Not a resume: the optimizer,
     # schedule and epoch start afresh.
     init_from: Path | None = None
+    # Parts that keep the weights they start with (a fine-tune from init_from): ``backbone``
+    # (body and FPN), ``pixel_stem``, ``rpn``, ``box_head`` (head and predictor), ``teacher``,
+    # ``student``. The teacher is also frozen by itself when no training instance has a mask
+    # (nothing could teach it; a box-only fine-tune keeps the checkpoint's teacher as it is).
+    frozen: list[Literal["backbone", "pixel_stem", "rpn", "box_head", "teacher", "student"]] = \
+        Field(default_factory=list)
+    # Not in the paper. Where a box-only instance's student target comes from when its category
+    # is one the init_from checkpoint already segments: ``teacher`` (the paper: the teacher's
+    # cleaned pseudo-mask, like any unseen instance), or ``checkpoint``: the checkpoint's own
+    # student mask for that category (a frozen copy of its student head, thresholded and
+    # cleaned the same way), so a fine-tune without their masks does not forget them.
+    known_targets: Literal["teacher", "checkpoint"] = "teacher"
 
 
 class TrainConfig(_Section):

@@ -107,6 +107,8 @@ class CocoInstances(Dataset):
         seen_ids: COCO category ids whose masks may be used (see ``splits.resolve_seen``).
         transforms: ``(image, target) -> (image, target)``, e.g. ``transforms.training_transforms``.
         drop_empty: skip images without a usable (non-crowd, non-degenerate) annotation.
+        allow_no_masks: accept an empty ``seen_ids`` (``data.seen: auto`` on box-only data,
+            whose teacher comes from ``model.init_from``).
 
     Item ``(image, target)``: ``image`` ``Tensor[3, H, W]`` float RGB in [0, 1]; ``target`` with
     ``boxes`` ``[N, 4]`` float xyxy, ``labels`` ``[N]`` int64 contiguous 1..C, ``masks``
@@ -117,7 +119,7 @@ class CocoInstances(Dataset):
     def __init__(self, images_dir: str | Path, annotations: str | Path | Mapping[str, Any],
                  seen_ids: set[int] | Sequence[int],
                  transforms: Callable[[Tensor, Target], tuple[Tensor, Target]] | None = None,
-                 drop_empty: bool = True) -> None:
+                 drop_empty: bool = True, allow_no_masks: bool = False) -> None:
         self.images_dir = Path(images_dir)
         if not self.images_dir.is_dir():
             raise FileNotFoundError(f"images folder {str(self.images_dir)!r} does not exist")
@@ -131,7 +133,7 @@ class CocoInstances(Dataset):
         if unknown:
             listing = ", ".join(f"{c['id']}:{c['name']}" for c in cats)
             raise ConfigError(f"seen category ids {unknown} are not in the dataset; known: {listing}")
-        if not seen:
+        if not seen and not allow_no_masks:
             raise ConfigError("no seen category: at least one category must keep its masks")
         self.seen_ids: set[int] = seen
         # Contiguous labels in the order of category id; 0 is the background.

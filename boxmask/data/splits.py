@@ -6,6 +6,8 @@ its boxes and class labels but its masks must never be used. A split is written 
 - ``"all"``: every category is seen (the oracle setting),
 - ``"coco-voc"``: the 20 PASCAL VOC categories of COCO are seen, the other 60 unseen,
 - ``"coco-nonvoc"``: the 60 non-VOC categories are seen, the 20 VOC ones unseen,
+- ``"auto"``: per instance, as the data says: an annotation with a mask supervises (and trains
+  the teacher), one without gets a pseudo-mask; a category is seen when any instance has a mask,
 - a list of category names and/or ids (``[disc, square, 3]``).
 
 This module imports no torch: the CLI checks splits before anything heavy is loaded.
@@ -27,6 +29,8 @@ VOC_COCO_NAMES: frozenset[str] = frozenset({
 })
 
 BUILTIN_SPLITS: tuple[str, ...] = ("all", "coco-voc", "coco-nonvoc")
+# Not a fixed split: the categories whose annotations carry masks (resolve_seen's with_masks).
+AUTO = "auto"
 
 SeenSpec = str | Sequence[str | int]
 
@@ -42,7 +46,7 @@ def parse_seen_option(text: str) -> SeenSpec:
     ``["disc", "square", 3]`` (digits become ids).
     """
     text = text.strip()
-    if _norm(text) in BUILTIN_SPLITS:
+    if _norm(text) in (*BUILTIN_SPLITS, AUTO):
         return _norm(text)
     items: list[str | int] = []
     for part in text.split(","):
@@ -94,13 +98,19 @@ def _lookup(item: str | int, categories: Sequence[Mapping[str, Any]],
     raise ConfigError(f"unknown seen category {item!r}{hint}; known categories: {_known(categories)}")
 
 
-def resolve_seen(spec: SeenSpec, categories: Sequence[Mapping[str, Any]]) -> set[int]:
+def resolve_seen(spec: SeenSpec, categories: Sequence[Mapping[str, Any]],
+                 with_masks: set[int] | None = None) -> set[int]:
     """The COCO category ids that a split marks as seen.
 
     Args:
-        spec: ``"all"``, ``"coco-voc"``, ``"coco-nonvoc"``, one category name, or a list of
-            category names and/or ids.
+        spec: ``"all"``, ``"coco-voc"``, ``"coco-nonvoc"``, ``"auto"``, one category name, or
+            a list of category names and/or ids.
         categories: the COCO ``categories`` list (dicts with ``id`` and ``name``).
+        with_masks: for ``"auto"``: the ids of the categories that have at least one
+            annotation with a mask (:func:`categories_with_masks`). ``auto`` follows the data
+            per instance: an instance with a mask supervises, one without gets a pseudo-mask,
+            so a category is seen when any of its instances has a mask. It may leave nothing
+            seen (a box-only fine-tune, whose teacher comes from ``model.init_from``).
 
     Raises:
         ConfigError: unknown names or ids (the message lists the known ones), a built-in split
@@ -115,6 +125,11 @@ def resolve_seen(spec: SeenSpec, categories: Sequence[Mapping[str, Any]]) -> set
     ids = {int(c["id"]) for c in categories}
     by_name = {_norm(c["name"]): int(c["id"]) for c in categories}
 
+    if isinstance(spec, str) and _norm(spec) == "auto":
+        if with_masks is None:
+            raise ConfigError("seen split 'auto' follows the annotations: pass the ids of the "
+                              "categories that have masks")
+        return {int(i) for i in with_masks} & ids
     if isinstance(spec, str):
         key = _norm(spec)
         if key in BUILTIN_SPLITS:
@@ -131,3 +146,9 @@ def resolve_seen(spec: SeenSpec, categories: Sequence[Mapping[str, Any]]) -> set
             f"seen split {spec!r} leaves no category seen; the teacher needs at least one "
             f"category with masks (known categories: {_known(categories)})")
     return seen
+
+
+def categories_with_masks(annotations: Iterable[Mapping[str, Any]]) -> set[int]:
+    """Ids of the categories with at least one annotation whose ``segmentation`` is not empty."""
+    return {int(a["category_id"]) for a in annotations
+            if a.get("segmentation") and "category_id" in a}

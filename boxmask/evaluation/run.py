@@ -221,7 +221,9 @@ def evaluate_checkpoint(checkpoint: str | Path, out_dir: str | Path | None = Non
 
     seen_ids = {int(c["id"]) for c in categories if c["seen"]}
     try:
-        dataset = CocoInstances(d.val_images, d.val_annotations, seen_ids, drop_empty=False)
+        # A box-only fine-tune's checkpoint has no seen category; evaluation needs none.
+        dataset = CocoInstances(d.val_images, d.val_annotations, seen_ids, drop_empty=False,
+                                allow_no_masks=True)
     except (FileNotFoundError, ValueError) as exc:
         raise ConfigError(str(exc)) from exc
     model, _ = model_from_checkpoint(ckpt, cfg.model, source=checkpoint)

@@ -155,8 +155,12 @@ def convert_fp16(src: Path, dst: Path) -> None:
 def export_checkpoint(checkpoint: Path, out: Path, name: str | None = None, fp16: bool = False,
                       int8: bool = False, calibration_images: int = 16, tensorrt: bool = False,
                       triton_repo: Path | None = None, opset: int = 17, check: bool = True,
-                      overwrite: bool = True, images: Path | None = None) -> dict[str, Any]:
+                      overwrite: bool = True, images: Path | None = None,
+                      provenance: dict[str, Any] | None = None) -> dict[str, Any]:
     """Export a checkpoint; returns the model card written to ``out/model.json``.
+
+    ``provenance``: more to record under the card's ``provenance`` (`boxmask finetune` names the
+    checkpoint it started from and the data, by hash).
 
     ``images``: a folder of images for int8 calibration (and its held-out check) instead of the
     checkpoint's ``data.train_images`` / ``val_images``: an imported checkpoint's training data
@@ -205,6 +209,7 @@ def export_checkpoint(checkpoint: Path, out: Path, name: str | None = None, fp16
             entry["sha256"] = sha256_file(tmp / entry["path"])
         card = _card(name or _default_name(checkpoint), cfg, categories, model, ckpt, checkpoint,
                      files, io, parity, quantization)
+        card["provenance"].update(provenance or {})
         (tmp / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
         tmp.chmod(0o755)  # mkdtemp makes it private; the served model must be readable
         if out.exists():

@@ -64,7 +64,8 @@ def build_model(cfg: ModelConfig, num_classes: int, seen_labels: set[int] | None
         bad = [s for s in seen_labels if not 1 <= s <= num_classes]
         if bad:
             raise ValueError(f"seen labels {bad} are outside 1..{num_classes}")
-        if cfg.mode != "oracle" and not seen_labels:
+        if cfg.mode != "oracle" and not seen_labels and cfg.init_from is None:
+            # With init_from the teacher comes trained from the checkpoint (a box-only fine-tune).
             raise ValueError("no seen category: the teacher would have no mask to learn from")
 
     norm = head_norm_layer(cfg.head_norm)
@@ -113,7 +114,7 @@ def build_model(cfg: ModelConfig, num_classes: int, seen_labels: set[int] | None
         teacher_ignore_unseen_boxes=cfg.teacher_ignore_unseen_boxes, norm_layer=norm,
         mask_target_aligned=cfg.mask_target_aligned, unseen_box_loss=cfg.unseen_box_loss,
         box_pairwise_warmup_iters=cfg.box_pairwise_warmup_iters,
-        pixel_channels=cfg.mask_pixel_channels)
+        pixel_channels=cfg.mask_pixel_channels, known_targets=cfg.known_targets)
     roi_heads = BoxMaskRoIHeads.from_roi_heads(base.roi_heads, branch,
                                                mask_rois_per_image=cfg.mask_rois_per_image)
     model = BoxMaskRCNN(base.backbone, base.rpn, roi_heads, base.transform)

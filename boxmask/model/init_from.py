@@ -36,6 +36,8 @@ _CLS = "roi_heads.box_predictor.cls_score."
 _BOX = "roi_heads.box_predictor.bbox_pred."
 _STUDENT = "roi_heads.mask_branch.student."
 _TEACHER = "roi_heads.mask_branch.teacher."
+_ANCHOR = "roi_heads.mask_branch.anchor."
+_KNOWN = "roi_heads.mask_branch.known_labels"
 _LOGITS = "predictor.mask_fcn_logits."
 
 
@@ -209,6 +211,8 @@ def init_from_checkpoint(model: nn.Module, categories: Sequence[Mapping[str, Any
                 out[key], report.derived[key] = got
         elif key.endswith(("num_batches_tracked", "train_steps")):
             pass  # counters: a fresh run starts its own
+        elif key.startswith(_ANCHOR) or key == _KNOWN:
+            pass  # a fine-tune's own anchor: set from the loaded student (anchor_known)
         else:
             shape = tuple(state[key].shape) if key in state else "missing"
             misfits.append(f"{key} ({shape} in the checkpoint, {tuple(value.shape)} here)")

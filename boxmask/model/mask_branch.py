@@ -103,6 +103,9 @@ class TeacherStudentMaskBranch(nn.Module):
             this many training steps (BoxInst: 10k of 90k).
         pixel_channels: width of the pixel stem whose RoI crops both heads fuse before their
             logits; 0: the paper's heads (no stem).
+        known_targets: ``checkpoint`` keeps a frozen copy of the student (the *anchor*, set by
+            :meth:`anchor_known`) whose channel is the target of box-only instances of the
+            categories it knows; ``teacher``: the paper's pseudo-masks for every box-only one.
     """
 
     def __init__(self, roi_pool: MultiScaleRoIAlign, in_channels: int, conv_channels: int,
@@ -114,7 +117,8 @@ class TeacherStudentMaskBranch(nn.Module):
                  mask_target_aligned: bool = True,
                  unseen_box_loss: BoxLoss = "none",
                  box_pairwise_warmup_iters: int = 0,
-                 pixel_channels: int = 0) -> None:
+                 pixel_channels: int = 0,
+                 known_targets: Literal["teacher", "checkpoint"] = "teacher") -> None:
         super().__init__()
         if mode not in ("agnostic", "teacher_student", "oracle"):
             raise ValueError(f"unknown mode {mode!r}")
@@ -140,10 +144,28 @@ class TeacherStudentMaskBranch(nn.Module):
         # The oracle has no unseen instances: nothing for a box loss to act on.
         self.unseen_box_loss: BoxLoss = unseen_box_loss if mode != "oracle" else "none"
         self.box_pairwise_warmup_iters = box_pairwise_warmup_iters
+        # The anchor: the init_from checkpoint's student, frozen, and which labels it knows.
+        self.anchor: MaskHead | None = None
+        if known_targets == "checkpoint" and mode == "teacher_student":
+            self.anchor = student_head(in_channels, conv_channels, num_classes, norm_layer,
+                                       pixel_channels)
+            self.anchor.requires_grad_(False)
+            self.register_buffer("known_labels", torch.zeros(num_classes + 1, dtype=torch.bool))
         if (mode == "teacher_student" and sigma == "interact") or self.unseen_box_loss == "boxinst":
             # Training steps taken, in the state dict so that a resumed run continues the
             # warm-up where it stopped.
             self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def anchor_known(self, labels: set[int]) -> None:
+        """Copy the student (as loaded from a checkpoint) into the frozen anchor, which then
+        gives the targets of the box-only instances of ``labels`` (1..C)."""
+        if self.anchor is None or self.student is None:
+            raise ValueError("this branch has no anchor: build it with known_targets='checkpoint'")
+        self.anchor.load_state_dict(self.student.state_dict())
+        self.known_labels.zero_()
+        for label in labels:
+            self.known_labels[int(label)] = True
 
     @property
     def needs_images(self) -> bool:
@@ -273,11 +295,25 @@ class TeacherStudentMaskBranch(nn.Module):
             supervised = valid.clone()
             if self.mode == "teacher_student":
                 unseen = ~valid
+                known = torch.zeros_like(unseen)
+                if self.anchor is not None:
+                    known = unseen & self.known_labels[labels]
+                    unseen = unseen & ~known
                 if unseen.any():
                     assert teacher_logits is not None
                     target[unseen] = self._pseudo_masks(
                         teacher_logits[unseen], student_logits[unseen], rois, matched_idxs,
                         targets, unseen, images, image_shapes)
+                if known.any():
+                    assert self.anchor is not None
+                    with torch.no_grad():
+                        anchor = self.anchor(x[known], self._pixel_crops(
+                            self.anchor, features, rois)[known] if self.pixel_stem is not None
+                            else None)
+                        anchor = anchor[torch.arange(len(anchor)), labels[known] - 1]
+                    target[known] = self._pseudo_masks(
+                        anchor, student_logits[known], rois, matched_idxs, targets, known,
+                        images, image_shapes, sigma="threshold")
                 supervised = torch.ones_like(valid)
             losses["loss_mask_student"] = mask_bce(student_logits[supervised], target[supervised])
 
@@ -321,8 +357,11 @@ class TeacherStudentMaskBranch(nn.Module):
                       rois: list[torch.Tensor], matched_idxs: list[torch.Tensor],
                       targets: list[dict[str, torch.Tensor]], unseen: torch.Tensor,
                       images: torch.Tensor | None,
-                      image_shapes: list[tuple[int, int]]) -> torch.Tensor:
-        """Cleaned sigma(M_t) for the unseen positives, ``[U, 28, 28]`` in {0, 1}."""
+                      image_shapes: list[tuple[int, int]],
+                      sigma: Sigma | None = None) -> torch.Tensor:
+        """Cleaned sigma(M_t) for the unseen positives, ``[U, 28, 28]`` in {0, 1}.
+        ``teacher_logits`` is ``[U, R_t, R_t]`` (the anchor's channel for known categories);
+        ``sigma`` overrides the branch's."""
         teacher_probs = resize_probs(teacher_logits.sigmoid(), STUDENT_RESOLUTION)
         student_probs = student_logits.sigmoid()
         # Per proposal: its box, its instance's box, and the union of the image's seen masks on it.
@@ -333,11 +372,11 @@ class TeacherStudentMaskBranch(nn.Module):
         inst_boxes_t = _matched_boxes(targets, matched_idxs)[unseen]
         seen_on_t = torch.cat(seen_on)[unseen]
         crops = None
-        if self.sigma == "crf":
+        if (sigma or self.sigma) == "crf":
             if images is None:
                 raise ValueError("sigma=crf needs the input images")
             crops = _roi_crops(images, rois, unseen, STUDENT_RESOLUTION)
-        pseudo = apply_sigma(self.current_sigma, teacher_probs, student_probs, crops)
+        pseudo = apply_sigma(sigma or self.current_sigma, teacher_probs, student_probs, crops)
         return clean_pseudo_masks(pseudo, flat_rois_t, inst_boxes_t, seen_on_t)
 
 

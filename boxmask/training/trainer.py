@@ -76,14 +76,13 @@ class TrainingData:
 
 def build_training_data(cfg: BoxMaskConfig) -> TrainingData:
     """The COCO training set of ``cfg.data`` with flips, masks only for mask-supervised classes."""
-    from boxmask.data.build import build_dataset, read_categories
+    from boxmask.data.build import build_dataset, read_categories, train_seen_ids
     from boxmask.data.coco import collate
-    from boxmask.data.splits import resolve_seen
 
     check_data_paths(cfg)
     d = cfg.data
     coco_categories = read_categories(d.train_annotations)
-    split_seen = resolve_seen(d.seen, coco_categories)
+    split_seen = train_seen_ids(d)
     # The oracle is trained with every category's masks; the split still decides which
     # categories the evaluation calls unseen.
     dataset = build_dataset(d, "train", every_mask=cfg.model.mode == "oracle")
@@ -120,6 +119,21 @@ def build_training_model(cfg: BoxMaskConfig, data: TrainingData) -> nn.Module:
             raise ConfigError(f"model.init_from: {str(path)!r} does not exist")
         report = init_from_checkpoint(model, data.categories, load_checkpoint(path), str(path))
         _console.print(f"initialised from {path}: {report.summary()}")
+        branch = model.roi_heads.mask_branch
+        if branch.anchor is not None:
+            known = {int(c["label"]) for c in data.categories if c["name"] in report.matched}
+            branch.anchor_known(known)
+            _console.print(f"box-only instances of the {len(known)} categories the checkpoint "
+                           "knows take its own student masks as targets (model.known_targets)")
+    frozen = list(cfg.model.frozen)
+    if not data.mask_labels and cfg.model.mode != "oracle" and "teacher" not in frozen:
+        # Box-only data: the teacher (from init_from) has nothing to learn from; keep it whole.
+        frozen.append("teacher")
+    if frozen:
+        from boxmask.model.freeze import freeze
+
+        count = freeze(model, frozen)
+        _console.print(f"frozen: {', '.join(frozen)} ({count:,} parameters)")
     return model
 
 

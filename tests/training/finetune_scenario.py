@@ -45,7 +45,8 @@ def write_datasets(root: Path, num_train: int, num_val: int, size: int, seed: in
     """The synthetic dataset plus two derived annotation files:
 
     - ``pretrain.json``: the old categories only (the others' annotations and categories gone);
-    - ``finetune.json``: every category; the new ones' annotations without ``segmentation``.
+    - ``finetune.json``: every category; the new ones' annotations without ``segmentation``;
+    - ``boxes.json``: every category, no annotation with a ``segmentation`` (a box-only set).
     """
     from boxmask.data.synthetic import generate
 
@@ -60,10 +61,13 @@ def write_datasets(root: Path, num_train: int, num_val: int, size: int, seed: in
     fine = {**train, "annotations": [
         a if a["category_id"] in old_ids else {k: v for k, v in a.items() if k != "segmentation"}
         for a in train["annotations"]]}
+    boxes = {**train, "annotations": [{k: v for k, v in a.items() if k != "segmentation"}
+                                      for a in train["annotations"]]}
     (root / "pretrain.json").write_text(json.dumps(pre))
     (root / "finetune.json").write_text(json.dumps(fine))
+    (root / "boxes.json").write_text(json.dumps(boxes))
     return {"images": data / "images" / "train", "pretrain": root / "pretrain.json",
-            "finetune": root / "finetune.json",
+            "finetune": root / "finetune.json", "boxes": root / "boxes.json",
             "val": data / "annotations" / "instances_val.json", "val_images": data / "images" / "val"}
 
 

@@ -50,31 +50,92 @@ def test_init_from_keeps_old_categories_and_trains_new_ones_from_pseudo_masks(ti
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(3600)
+@pytest.mark.timeout(4 * 3600)
 @pytest.mark.skipif(os.environ.get("BOXMASK_QUALITY_TESTS") != "1",
-                    reason="about 1,400 training iterations (15-35 min on 2 cores): "
-                           "set BOXMASK_QUALITY_TESTS=1 to run it")
+                    reason="the fine-tune benchmark at its size (a 3000-iteration pretraining and "
+                           "1500-iteration fine-tunes: hours on 2 cores): set "
+                           "BOXMASK_QUALITY_TESTS=1 to run it")
 def test_teacher_student_fine_tune_beats_box_and_agnostic_on_new_categories(tmp_path):
-    """The paper's claim where a user meets it: from a model that knows the old categories,
-    the teacher-student fine-tune's masks for the new, box-only categories beat the box itself
-    and an agnostic fine-tune (same start, same data, same steps), box-prompted.
+    """The paper's claim where a user meets it (issue "Teach it your classes"), seed 0 of
+    benchmarks/finetune_quality.py: from a model pretrained with masks on the old shapes only,
+    the box-only fine-tune's masks for the new shapes beat the box by 0.15, the agnostic
+    fine-tune by 0.04 and the zero-shot agnostic head, box-prompted, and the old shapes stay
+    within 0.01 of the pretrained model's."""
+    import json
 
-    The run is benchmarks/finetune_quality.py's at its test size (QUALITY_MODEL, 96-px clear
-    scenes, 200 training images; pretraining 16 epochs = 768 iterations, each fine-tune 12
-    epochs = 600; one thread, so the figures repeat). Measured 2026-11-27 (`python
-    benchmarks/finetune_quality.py --finetune-epochs 12 --threads 1`, 35 min on a core shared
-    with another training), box-prompted mean IoU on the new categories: box 0.411, agnostic
-    fine-tune 0.420, teacher-student 0.440 (old categories: pretrained 0.614, agnostic 0.579,
-    teacher-student 0.630, box 0.481). With 6 fine-tuning epochs the order was the same by
-    less (0.411 / 0.420 / 0.425). The test itself (`BOXMASK_QUALITY_TESTS=1 pytest
-    tests/training/test_finetune.py -k beats`, same day) passed in 21 min on one core with the
-    same figures to three decimals. Opt-in: it costs more than the rest of the suite together.
-    """
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
     import finetune_quality
 
-    result = finetune_quality.run(finetune_quality.parse_args(
-        ["--out", str(tmp_path), "--finetune-epochs", "12", "--threads", "1"]))
-    new = result["new"]
-    box, agnostic, ts = new["box as mask"], new["agnostic fine-tune"], new["teacher-student fine-tune"]
-    assert ts > box and ts > agnostic, new
+    kept = tmp_path / "kept"
+    assert finetune_quality.main(["--out", str(tmp_path / "runs"), "--kept", str(kept),
+                                  "--methods", "teacher_student", "agnostic"]) == 0
+    result = {p.stem: json.loads(p.read_text()) for p in kept.glob("*.json")}
+    ts, agnostic = result["teacher_student_s0"], result["agnostic_s0"]
+    zero = result["zero_shot_agnostic"]
+    assert ts["new"]["miou"] >= ts["new"]["box_miou"] + 0.15, ts["new"]
+    assert ts["new"]["miou"] >= agnostic["new"]["miou"] + 0.04
+    assert ts["new"]["miou"] > zero["new"]["miou"]
+    assert ts["old"]["miou"] >= result["pretrained"]["old"]["miou"] - 0.01
+
+
+def test_box_only_fine_tune_keeps_the_teacher_and_the_frozen_trunk_and_anchors_old_categories(
+        tiny_data, tmp_path):
+    """A user's box-only set (no mask at all, ``data.seen: auto``): the teacher comes from the
+    checkpoint and stays as it is, frozen parts keep their weights, and the old categories'
+    box-only instances are taught by a frozen copy of the checkpoint's student."""
+    from boxmask.model.checkpoint import load_checkpoint
+
+    pre = train_run(tiny_data, "pretrain", tmp_path / "pre",
+                    {"mode": "teacher_student", "mask_pixel_channels": 4}, epochs=1)
+    fine = train_run(tiny_data, "boxes", tmp_path / "fine",
+                     {"mode": "teacher_student", "init_from": str(pre), "mask_pixel_channels": 4,
+                      "teacher_ignore_unseen_boxes": True, "known_targets": "checkpoint",
+                      "frozen": ["backbone", "pixel_stem"]}, epochs=1, seen="auto")
+    before, after = load_checkpoint(pre)["model"], load_checkpoint(fine)["model"]
+    for prefix in ("backbone.", "roi_heads.mask_branch.teacher.",
+                   "roi_heads.mask_branch.pixel_stem."):
+        keys = [k for k in before if k.startswith(prefix) and before[k].is_floating_point()]
+        assert keys and all(torch.equal(before[k], after[k]) for k in keys), prefix
+    # The anchor is the checkpoint's student; the student itself moved.
+    student = "roi_heads.mask_branch.student."
+    for k in (k for k in before if k.startswith(student)):
+        if "mask_fcn_logits" in k:
+            continue  # the anchor has the fine-tune's category rows
+        assert torch.equal(after[k.replace(student, "roi_heads.mask_branch.anchor.")], before[k])
+    assert not torch.equal(after[STUDENT_LOGITS], after[
+        STUDENT_LOGITS.replace("student", "anchor")])
+    ckpt = load_checkpoint(fine)
+    known = after["roi_heads.mask_branch.known_labels"]
+    assert sorted(c["name"] for c in ckpt["categories"] if known[c["label"]]) == sorted(OLD)
+
+
+def test_seen_auto_follows_the_instances_that_have_masks(tiny_data, tmp_path):
+    """Masks where annotators gave them: ``seen: auto`` decodes every annotation that has a
+    mask, of any category, and none of those that have not."""
+    import json
+
+    from boxmask.config import load_config
+    from boxmask.data.build import build_dataset
+
+    coco = json.loads(tiny_data["boxes"].read_text())
+    # One new-category instance gets its mask back.
+    full = {a["id"]: a for a in json.loads(
+        (tiny_data["val"].parents[1] / "annotations" / "instances_train.json").read_text())["annotations"]}
+    new_ids = {c["id"] for c in coco["categories"] if c["name"] in NEW}
+    chosen = next(a for a in coco["annotations"] if a["category_id"] in new_ids)
+    chosen["segmentation"] = full[chosen["id"]]["segmentation"]
+    path = tmp_path / "k1.json"
+    path.write_text(json.dumps(coco))
+    cfg = load_config(None, base={"data": {"train_annotations": str(path),
+                                           "train_images": str(tiny_data["images"]),
+                                           "seen": "auto"},
+                                  "model": {}, "train": {}})
+    dataset = build_dataset(cfg.data, "train")
+    assert dataset.seen_ids == {chosen["category_id"]}
+    valid = 0
+    for image_id in dataset.ids:
+        target = dataset.load_target(image_id)
+        valid += int(target["mask_valid"].sum())
+        if image_id == chosen["image_id"]:
+            assert target["mask_valid"].any()
+    assert valid == 1

@@ -1,0 +1,247 @@
+"""`boxmask finetune`: from a model that knows some categories to masks for your box-only ones.
+
+One command does what a user otherwise strings together: check the data, fine-tune the
+checkpoint with the fine-tune recipe (benchmarks/finetune_quality.py measured it), evaluate on a
+validation set with the box as mask beside every figure, export the bundle (int8 too) and say
+how to serve it. A run folder holds everything:
+
+    RUN/finetune.json     what was asked (checkpoint and data hashes, iterations): a rerun with
+                          the same request resumes, another request is refused
+    RUN/train/            the training run (checkpoints every 100 iterations: resumable)
+    RUN/evaluation.json   box-prompted mean IoU per category, beside the box
+    RUN/model/            the exported bundle (`boxmask serve --model-dir RUN/model`)
+
+The recipe (``RECIPE``): categories seen as the data says, instance by instance (an annotation
+with a mask supervises the student and trains the teacher; one without gets the teacher's
+cleaned pseudo-mask, or for a category the checkpoint already segments, the checkpoint's own
+mask); the backbone, FPN and pixel stem kept as they are, so the teacher reads the features it
+was trained on; the teacher kept too when no instance has a mask; AdamW.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from boxmask.config import BoxMaskConfig, ConfigError, load_config
+
+# The fine-tune recipe: model and train settings over the checkpoint's own model section.
+RECIPE: dict[str, dict[str, Any]] = {
+    "model": {"mode": "teacher_student", "sigma": "threshold", "known_targets": "checkpoint",
+              "teacher_ignore_unseen_boxes": True, "frozen": ["backbone", "pixel_stem"]},
+    "train": {"optimizer": "adamw", "lr": 1e-3, "momentum": 0.9, "weight_decay": 0.01,
+              "batch_size": 4, "warmup_iters": 50, "warmup_factor": 0.001, "gamma": 0.1,
+              "log_every": 25, "keep_checkpoints": 1, "checkpoint_every_iters": 100},
+}
+# Iterations by default: 12 passes over the data, within these bounds (1500: under an hour on
+# 2 CPU cores for the synthetic benchmark's model).
+MIN_ITERATIONS, MAX_ITERATIONS = 200, 1500
+
+
+@dataclass
+class FinetuneRequest:
+    checkpoint: Path
+    coco: Path
+    images: Path
+    out: Path
+    val_coco: Path | None = None
+    val_images: Path | None = None
+    iterations: int | None = None
+    overrides: Sequence[str] = ()
+    int8: bool = True
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _read_coco(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{what} {str(path)!r} does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ConfigError(f"{what} {str(path)!r} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list)
+                                             for k in ("images", "annotations", "categories")):
+        raise ConfigError(f"{what} {str(path)!r} is not a COCO instances file (it needs lists "
+                          "'images', 'annotations' and 'categories')")
+    return data
+
+
+def check_data(coco: dict[str, Any], images: Path, what: str) -> None:
+    """Refuse, with one line, data a fine-tune cannot use: a missing images folder, images that
+    are missing or unreadable, a category without a single box."""
+    from PIL import Image
+
+    if not images.is_dir():
+        raise ConfigError(f"{what}: images folder {str(images)!r} does not exist")
+    bad: list[str] = []
+    for info in coco["images"]:
+        path = images / str(info.get("file_name", ""))
+        try:
+            with Image.open(path) as im:
+                im.verify()
+        except Exception as exc:  # noqa: BLE001 - PIL raises many kinds for a bad file
+            bad.append(f"{info.get('file_name')!r} ({type(exc).__name__})")
+    if bad:
+        raise ConfigError(f"{what}: {len(bad)} images are missing or unreadable under "
+                          f"{str(images)!r}, e.g. {', '.join(bad[:3])}")
+    with_boxes = {a.get("category_id") for a in coco["annotations"]
+                  if isinstance(a, dict) and a.get("bbox")}
+    empty = [str(c.get("name")) for c in coco["categories"] if c.get("id") not in with_boxes]
+    if empty:
+        raise ConfigError(f"{what}: categories without a single box: {', '.join(empty)}; "
+                          "give each category at least one annotated box, or remove it")
+
+
+def default_iterations(num_images: int, batch_size: int) -> int:
+    """12 passes over the data, at least MIN_ITERATIONS and at most MAX_ITERATIONS."""
+    per_epoch = max(1, math.ceil(num_images / batch_size))
+    return int(min(MAX_ITERATIONS, max(MIN_ITERATIONS, 12 * per_epoch)))
+
+
+def build_config(request: FinetuneRequest, ckpt: dict[str, Any], num_images: int
+                 ) -> tuple[BoxMaskConfig, int]:
+    """The training config: the checkpoint's model section, the recipe, the request's data,
+    a schedule over ``iterations`` (lr x0.1 for the last twelfth), then the overrides."""
+    stored = ckpt.get("config") or {}
+    model = dict(stored.get("model") or {})
+    if not model:
+        raise ConfigError(f"{str(request.checkpoint)!r} stores no model config: it was not "
+                          "written by `boxmask train` or `boxmask import torchvision`")
+    model.update(RECIPE["model"])
+    model["init_from"] = str(request.checkpoint)
+    batch = RECIPE["train"]["batch_size"]
+    iterations = request.iterations or default_iterations(num_images, batch)
+    per_epoch = max(1, math.ceil(num_images / batch))
+    epochs = max(1, math.ceil(iterations / per_epoch))
+    per_epoch = math.ceil(iterations / epochs)
+    tree = {
+        "data": {"train_annotations": str(request.coco), "train_images": str(request.images),
+                 "val_annotations": str(request.val_coco) if request.val_coco else None,
+                 "val_images": str(request.val_images) if request.val_images else None,
+                 "seen": "auto", "horizontal_flip": 0.5},
+        "model": model,
+        "train": {**RECIPE["train"], "epochs": epochs, "max_iters_per_epoch": per_epoch,
+                  "lr_steps": [epochs - max(1, epochs // 12)] if epochs > 1 else [],
+                  "output_dir": str(request.out / "train"), "seed": 0},
+    }
+    cfg = load_config(None, list(request.overrides), base=tree)
+    return cfg, epochs * per_epoch
+
+
+def _describe(request: FinetuneRequest, iterations: int) -> dict[str, Any]:
+    return {"checkpoint": str(request.checkpoint), "checkpoint_sha256": _sha256(request.checkpoint),
+            "coco": str(request.coco), "coco_sha256": _sha256(request.coco),
+            "images": str(request.images), "iterations": iterations,
+            "overrides": list(request.overrides)}
+
+
+def _claim_run(out: Path, description: dict[str, Any]) -> bool:
+    """Write ``finetune.json`` for a new run; for an existing one, check it is this request.
+    Returns True when the run resumes."""
+    spec = out / "finetune.json"
+    if spec.is_file():
+        before = json.loads(spec.read_text())
+        differ = [k for k in description if before.get(k) != description[k]]
+        if differ:
+            raise ConfigError(f"{str(out)!r} holds a fine-tune of another request (it differs in "
+                              f"{', '.join(differ)}): choose another --out, or remove it")
+        return True
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"--out {str(out)!r} exists and is not a fine-tune run folder: "
+                          "choose an empty or new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = spec.with_suffix(".tmp")
+    tmp.write_text(json.dumps(description, indent=1))
+    os.replace(tmp, spec)
+    return False
+
+
+def evaluate_run(checkpoint: Path, cfg: BoxMaskConfig) -> dict[str, Any] | None:
+    """Box-prompted mean IoU on the validation set, per category and by whether the category
+    had masks in training, beside the box; None when the set has no mask to compare with."""
+    from boxmask.evaluation.run import evaluate_checkpoint
+
+    val = json.loads(Path(cfg.data.val_annotations).read_text())  # type: ignore[arg-type]
+    if not any(isinstance(a, dict) and a.get("segmentation") for a in val["annotations"]):
+        return None
+    report = evaluate_checkpoint(checkpoint, out_dir=checkpoint.parent / "eval",
+                                 overrides=["eval.plots=false"], progress=False)
+    bp = report["box_prompted"]
+    box_by_cat = {c["name"]: c["mean_iou"] for c in bp["box_baseline"]["by_category"]}
+    return {
+        "mean_iou": bp["mean_iou"], "box_mean_iou": bp["box_baseline"]["mean_iou"],
+        "by_category": [{"name": c["name"], "had_masks": c["seen"],
+                         "instances": c["num_instances"], "mean_iou": c["mean_iou"],
+                         "box_mean_iou": box_by_cat.get(c["name"])}
+                        for c in bp["by_category"]],
+        "detection_mask_ap": (report.get("segm") or {}).get("all", {}).get("AP"),
+    }
+
+
+def finetune(request: FinetuneRequest, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the whole fine-tune; returns ``{"model_dir", "evaluation", "iterations"}``.
+
+    Raises ConfigError (one line, nothing half-written in RUN/model) on bad input.
+    """
+    import torch
+
+    from boxmask.export.errors import ExportError
+    from boxmask.export.exporter import export_checkpoint
+    from boxmask.model.checkpoint import load_checkpoint
+    from boxmask.training.trainer import train
+
+    if not request.checkpoint.is_file():
+        raise ConfigError(f"--from {str(request.checkpoint)!r} does not exist")
+    try:
+        ckpt = load_checkpoint(request.checkpoint)
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch.load's many kinds of refusal
+        raise ConfigError(f"--from {str(request.checkpoint)!r} is not a boxmask checkpoint "
+                          f"({type(exc).__name__}); write one with `boxmask train` or "
+                          "`boxmask import torchvision`") from None
+    coco = _read_coco(request.coco, "--coco")
+    check_data(coco, request.images, "--coco")
+    if (request.val_coco is None) != (request.val_images is None):
+        raise ConfigError("give both --val-coco and --val-images, or neither")
+    if request.val_coco is not None:
+        val = _read_coco(request.val_coco, "--val-coco")
+        assert request.val_images is not None
+        check_data({**val, "categories": []}, request.val_images, "--val-coco")
+    cfg, iterations = build_config(request, ckpt, len(coco["images"]))
+    resumed = _claim_run(request.out, _describe(request, iterations))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    say(f"{'resuming' if resumed else 'fine-tuning'} {request.checkpoint.name} on "
+        f"{len(coco['images'])} images, {iterations} iterations on {device}")
+    last = train(cfg, resume=Path("auto"))
+
+    evaluation = None
+    if cfg.data.val_annotations is not None:
+        evaluation = evaluate_run(last, cfg)
+        if evaluation is None:
+            say("the validation set has no masks: quality was not measured")
+        else:
+            (request.out / "evaluation.json").write_text(json.dumps(evaluation, indent=1))
+    model_dir = request.out / "model"
+    try:
+        card = export_checkpoint(last, model_dir, name=request.out.name or "finetuned",
+                                 int8=request.int8, images=request.images,
+                                 provenance={"finetune": {**_describe(request, iterations),
+                                                          "evaluation": evaluation}})
+    except ExportError as exc:
+        raise ConfigError(f"export failed: {exc}") from None
+    return {"model_dir": model_dir, "evaluation": evaluation, "iterations": iterations,
+            "card": card}
