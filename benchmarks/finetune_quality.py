@@ -345,6 +345,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Config paths are resolved against the config's folder: every path here is absolute.
+    args.out = str(Path(args.out).resolve())
     global KEPT
     if args.kept:
         KEPT = Path(args.kept)

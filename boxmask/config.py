@@ -139,14 +139,20 @@ class ModelConfig(_Section):
     # (body and FPN), ``pixel_stem``, ``rpn``, ``box_head`` (head and predictor), ``teacher``,
     # ``student``. The teacher is also frozen by itself when no training instance has a mask
     # (nothing could teach it; a box-only fine-tune keeps the checkpoint's teacher as it is).
-    frozen: list[Literal["backbone", "pixel_stem", "rpn", "box_head", "teacher", "student"]] = \
-        Field(default_factory=list)
+    # ``quality`` (the mask-quality head) too; freezing every other part trains that head alone
+    # on top of a trained model (its inputs are detached, so the masks stay bit-identical).
+    frozen: list[Literal["backbone", "pixel_stem", "rpn", "box_head", "teacher", "student",
+                         "quality"]] = Field(default_factory=list)
     # Not in the paper. Where a box-only instance's student target comes from when its category
     # is one the init_from checkpoint already segments: ``teacher`` (the paper: the teacher's
     # cleaned pseudo-mask, like any unseen instance), or ``checkpoint``: the checkpoint's own
     # student mask for that category (a frozen copy of its student head, thresholded and
     # cleaned the same way), so a fine-tune without their masks does not forget them.
     known_targets: Literal["teacher", "checkpoint"] = "teacher"
+    # Not in the paper (off by default): a class-agnostic mask-quality head (Mask Scoring
+    # R-CNN's MaskIoU head, boxmask/model/mask_quality.py) that predicts the IoU of each served
+    # mask, trained on the instances with true masks; exported as the decoders' `quality`.
+    mask_quality: bool = False
 
 
 class TrainConfig(_Section):

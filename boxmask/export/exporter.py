@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +27,15 @@ from onnxconverter_common import float16
 from boxmask.config import BoxMaskConfig
 from boxmask.export.errors import ExportError
 from boxmask.export.graphs import (
-    DECODER_OUTPUTS,
     DETECTOR_OUTPUTS,
     ENCODER_OUTPUTS,
-    LABELLED_DECODER_OUTPUTS,
     DecoderGraph,
     DetectorGraph,
     EncoderGraph,
     LabelledDecoderGraph,
     graph_names,
     has_pixel_map,
+    has_quality,
 )
 from boxmask.export.inputs import example_image, resized_input
 from boxmask.export.parity import check_parity
@@ -46,10 +46,18 @@ from boxmask.export.triton import write_triton_repository
 from boxmask.files import sha256_file
 from boxmask.model import BoxMaskRCNN
 from boxmask.model.checkpoint import load_checkpoint, model_from_checkpoint
-from boxmask.runtime.contract import CARD_NAME, PIXEL_MAP
+from boxmask.runtime.contract import CARD_NAME, PIXEL_MAP, QUALITY
 
 # 2: the detector takes the encoder's features (p2..p5, image_size) instead of the image.
 FORMAT_VERSION = 2
+
+#: Told the name of each stage as it starts ("exporting the encoder", "checking parity", ...):
+#: an export takes minutes, and the caller (the CLI) shows where it is.
+Progress = Callable[[str], None]
+
+
+def _quiet(stage: str) -> None:
+    pass
 
 
 def load_trained_model(checkpoint: Path) -> tuple[BoxMaskRCNN, BoxMaskConfig, list[dict], dict]:
@@ -73,8 +81,9 @@ def _export(module: torch.nn.Module, args: tuple, path: Path, input_names: list[
                           opset_version=opset, do_constant_folding=True, dynamo=False)
 
 
-def export_onnx(model: BoxMaskRCNN, cfg: BoxMaskConfig, out: Path, opset: int = 17) -> dict[str, Any]:
-    """Write the three graphs into ``out``; returns their I/O description for the card."""
+def export_onnx(model: BoxMaskRCNN, cfg: BoxMaskConfig, out: Path, opset: int = 17,
+                progress: Progress = _quiet) -> dict[str, Any]:
+    """Write the graphs into ``out``; returns their I/O description for the card."""
     image = example_image(cfg)
     x, size = resized_input(model, image)
     enc = EncoderGraph(model).eval()
@@ -83,6 +92,7 @@ def export_onnx(model: BoxMaskRCNN, cfg: BoxMaskConfig, out: Path, opset: int = 
     # Every feature map (the FPN levels, the pixel map) has free spatial axes.
     feature_axes = {n: {2: f"{n}_h", 3: f"{n}_w"} for n in names["encoder_outputs"]}
     with torch.no_grad():
+        progress("exporting the encoder")
         _export(enc, (x,), out / "encoder.onnx", ["image"], names["encoder_outputs"],
                 {"image": spatial, **feature_axes}, opset)
         feats = enc(x)
@@ -96,19 +106,22 @@ def export_onnx(model: BoxMaskRCNN, cfg: BoxMaskConfig, out: Path, opset: int = 
                                   [0.0, 0.0, 0.5 * w, 0.5 * h]], dtype=torch.float32)
             labels = torch.tensor([1, 0, min(2, model.num_classes)], dtype=torch.int64)
             dec = DecoderGraph(model, size).eval()
+            progress("exporting the decoder")
             n_axis = {0: "num_boxes"}
             hw = torch.tensor([h, w], dtype=torch.int64)
             _export(dec, (*levels, boxes, labels, hw, *pixel_map),
-                    out / "decoder.onnx", names["decoder_inputs"], DECODER_OUTPUTS,
+                    out / "decoder.onnx", names["decoder_inputs"], names["decoder_outputs"],
                     {**feature_axes, "boxes": n_axis, "labels": n_axis,
-                     **{n: n_axis for n in DECODER_OUTPUTS}}, opset)
+                     **{n: n_axis for n in names["decoder_outputs"]}}, opset)
             given = LabelledDecoderGraph(model, size).eval()
+            progress("exporting the labelled decoder")
             _export(given, (*levels, boxes, labels.clamp(min=1), hw, *pixel_map),
                     out / "labelled_decoder.onnx", names["labelled_decoder_inputs"],
-                    LABELLED_DECODER_OUTPUTS,
+                    names["labelled_decoder_outputs"],
                     {**feature_axes, "boxes": n_axis, "labels": n_axis,
-                     **{n: n_axis for n in LABELLED_DECODER_OUTPUTS}}, opset)
+                     **{n: n_axis for n in names["labelled_decoder_outputs"]}}, opset)
             det = DetectorGraph(model).eval()
+            progress("exporting the detector")
             k_axis = {0: "num_detections"}
             _export(det, (*levels, hw, *pixel_map), out / "detector.onnx",
                     names["detector_inputs"], DETECTOR_OUTPUTS,
@@ -125,6 +138,7 @@ def export_onnx(model: BoxMaskRCNN, cfg: BoxMaskConfig, out: Path, opset: int = 
         pc = str(cfg.model.mask_pixel_channels)
         pixels_out = {PIXEL_MAP: ["1", pc, "H", "W"]}
         pixels_in = {PIXEL_MAP: ["1", pc, "h", "w"]}
+    quality_out = {QUALITY: ["N"]} if has_quality(model) else {}
     return {
         "opset": opset,
         "encoder": {"inputs": {"image": ["1", "3", "H", "W"]},
@@ -132,10 +146,12 @@ def export_onnx(model: BoxMaskRCNN, cfg: BoxMaskConfig, out: Path, opset: int = 
         "decoder": {"inputs": {**levels_in, "boxes": ["N", "4"], "labels": ["N"],
                                "image_size": ["2"], **pixels_in},
                     "outputs": {"mask_logits": ["N", "1", str(r), str(r)],
-                                "class_scores": ["N", str(c + 1)], "labels_out": ["N"]}},
+                                "class_scores": ["N", str(c + 1)], "labels_out": ["N"],
+                                **quality_out}},
         "labelled_decoder": {"inputs": {**levels_in, "boxes": ["N", "4"], "labels": ["N"],
                                         "image_size": ["2"], **pixels_in},
-                             "outputs": {"mask_logits": ["N", "1", str(r), str(r)]}},
+                             "outputs": {"mask_logits": ["N", "1", str(r), str(r)],
+                                         **quality_out}},
         "detector": {"inputs": {**levels_in, "image_size": ["2"], **pixels_in},
                      "outputs": {"boxes": ["K", "4"], "labels": ["K"], "scores": ["K"],
                                  "mask_probs": ["K", "1", str(r), str(r)]}},
@@ -156,8 +172,11 @@ def export_checkpoint(checkpoint: Path, out: Path, name: str | None = None, fp16
                       int8: bool = False, calibration_images: int = 16, tensorrt: bool = False,
                       triton_repo: Path | None = None, opset: int = 17, check: bool = True,
                       overwrite: bool = True, images: Path | None = None,
-                      provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+                      provenance: dict[str, Any] | None = None,
+                      progress: Progress | None = None) -> dict[str, Any]:
     """Export a checkpoint; returns the model card written to ``out/model.json``.
+
+    ``progress``: called with each stage's name as it starts (nothing is printed here).
 
     ``provenance``: more to record under the card's ``provenance`` (`boxmask finetune` names the
     checkpoint it started from and the data, by hash).
@@ -171,9 +190,11 @@ def export_checkpoint(checkpoint: Path, out: Path, name: str | None = None, fp16
     """
     checkpoint = Path(checkpoint)
     out = Path(out)
+    progress = progress or _quiet
     if tensorrt:
         check_tensorrt_available()  # fail before the slow part
     torch.set_num_threads(max(1, os.cpu_count() or 1))
+    progress("loading the checkpoint")
     model, cfg, categories, ckpt = load_trained_model(checkpoint)
     if images is not None:
         if not Path(images).is_dir():
@@ -182,15 +203,17 @@ def export_checkpoint(checkpoint: Path, out: Path, name: str | None = None, fp16
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        io = export_onnx(model, cfg, tmp, opset)
+        io = export_onnx(model, cfg, tmp, opset, progress)
         files: dict[str, dict[str, str]] = {
             k: {"path": f"{k}.onnx"}
             for k in ("encoder", "decoder", "labelled_decoder", "detector")}
         parity: dict[str, Any] = {}
         if check:
+            progress("checking parity (ONNX Runtime against torch)")
             parity = check_parity(model, tmp, cfg)
         quantization: dict[str, Any] = {}
         if int8:
+            progress("quantising to int8 (calibration and its accuracy cost)")
             quantization["int8"] = quantize_encoder_int8(model, cfg, tmp, calibration_images)
             files["encoder_int8"] = {"path": "encoder.int8.onnx"}
             files["decoder_int8"] = {"path": "decoder.int8.onnx"}
@@ -199,12 +222,15 @@ def export_checkpoint(checkpoint: Path, out: Path, name: str | None = None, fp16
             # The detector stays fp32: onnxconverter-common's cast clean-up fails on its NMS
             # graph ("'list' object has no attribute 'input'"), and pre-annotation is not the
             # latency-critical path; the encoder and decoder are.
+            progress("converting to fp16")
             for k in ("encoder", "decoder", "labelled_decoder"):
                 convert_fp16(tmp / f"{k}.onnx", tmp / f"{k}.fp16.onnx")
                 files[f"{k}_fp16"] = {"path": f"{k}.fp16.onnx"}
         if tensorrt:
+            progress("building TensorRT engines")
             for key, path in build_engines(tmp, cfg).items():
                 files[key] = {"path": path}
+        progress("writing model.json")
         for entry in files.values():
             entry["sha256"] = sha256_file(tmp / entry["path"])
         card = _card(name or _default_name(checkpoint), cfg, categories, model, ckpt, checkpoint,
@@ -221,6 +247,7 @@ def export_checkpoint(checkpoint: Path, out: Path, name: str | None = None, fp16
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if triton_repo is not None:
+        progress("writing the Triton repository")
         write_triton_repository(out, Path(triton_repo))
     return card
 
@@ -242,6 +269,8 @@ def _card(name: str, cfg: BoxMaskConfig, categories: list[dict], model: BoxMaskR
         "mask_resolution": model.roi_heads.mask_branch.output_resolution,
         "mask_grid": "aligned" if cfg.model.mask_target_aligned else "torchvision",
         "mode": cfg.model.mode,
+        # The decoders' `quality` output: each mask's predicted IoU (model.mask_quality).
+        "mask_quality": model.roi_heads.mask_branch.quality is not None,
         "backbone": cfg.model.backbone,
         "preprocess": {
             "min_size": int(t.min_size[-1]), "max_size": int(t.max_size),

@@ -42,10 +42,19 @@ def has_pixel_map(model: BoxMaskRCNN) -> bool:
     return model.roi_heads.mask_branch.pixel_stem is not None
 
 
+def has_quality(model: BoxMaskRCNN) -> bool:
+    """Whether ``model``'s decoders output each mask's predicted IoU (``quality``)."""
+    return model.roi_heads.mask_branch.quality is not None
+
+
 def graph_names(model: BoxMaskRCNN) -> dict[str, list[str]]:
-    """The input and output names of ``model``'s graphs (with the pixel map where it has one)."""
+    """The input and output names of ``model``'s graphs (with the pixel map where it has one,
+    and the decoders' ``quality`` where it has the mask-quality head)."""
     p = has_pixel_map(model)
+    q = has_quality(model)
     return {
+        "decoder_outputs": list(contract.decoder_outputs(q)),
+        "labelled_decoder_outputs": list(contract.decoder_outputs(q, labelled=True)),
         "encoder_outputs": list(contract.feature_names(p)),
         "decoder_inputs": list(contract.with_pixel_map(contract.DECODER_INPUTS, p)),
         "labelled_decoder_inputs": list(contract.with_pixel_map(contract.LABELLED_DECODER_INPUTS,
@@ -101,7 +110,8 @@ class DecoderGraph(nn.Module):
 
     Inputs: ``p2..p5``, ``boxes [N, 4]`` (resized-image pixels), ``labels [N]`` int64 (0 = use
     the predicted class), ``image_size [2]`` int64 (resized h, w: boxes are clipped to it).
-    Outputs: ``mask_logits [N, 1, R, R]``, ``class_scores [N, C + 1]``, ``labels_out [N]``.
+    Outputs: ``mask_logits [N, 1, R, R]``, ``class_scores [N, C + 1]``, ``labels_out [N]``,
+    and ``quality [N]`` (each mask's predicted IoU) when the model has the mask-quality head.
     """
 
     def __init__(self, model: BoxMaskRCNN, traced_image_size: tuple[int, int]) -> None:
@@ -114,11 +124,12 @@ class DecoderGraph(nn.Module):
 
     def forward(self, p2: torch.Tensor, p3: torch.Tensor, p4: torch.Tensor, p5: torch.Tensor,
                 boxes: torch.Tensor, labels: torch.Tensor, image_size: torch.Tensor,
-                pixels: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                pixels: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         features = _features((p2, p3, p4, p5), pixels)
-        return self.roi_heads.decode_boxes(features, _clip(boxes, image_size), labels,
-                                           self.traced_image_size)
+        logits, scores, labels_out, quality = self.roi_heads.decode_boxes_with_quality(
+            features, _clip(boxes, image_size), labels, self.traced_image_size)
+        # A model with the mask-quality head has one more output, `quality` (contract §4).
+        return (logits, scores, labels_out) + (() if quality is None else (quality,))
 
 
 def _clip(boxes: torch.Tensor, image_size: torch.Tensor) -> torch.Tensor:
@@ -139,7 +150,7 @@ class LabelledDecoderGraph(nn.Module):
     equal the full decoder's for the same labels.
 
     Inputs: as :class:`DecoderGraph`, with every ``labels [N]`` in 1..C.
-    Outputs: ``mask_logits [N, 1, R, R]``.
+    Outputs: ``mask_logits [N, 1, R, R]`` (and ``quality [N]``, as :class:`DecoderGraph`).
     """
 
     def __init__(self, model: BoxMaskRCNN, traced_image_size: tuple[int, int]) -> None:
@@ -149,10 +160,11 @@ class LabelledDecoderGraph(nn.Module):
 
     def forward(self, p2: torch.Tensor, p3: torch.Tensor, p4: torch.Tensor, p5: torch.Tensor,
                 boxes: torch.Tensor, labels: torch.Tensor, image_size: torch.Tensor,
-                pixels: torch.Tensor | None = None) -> torch.Tensor:
+                pixels: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, ...]:
         features = _features((p2, p3, p4, p5), pixels)
-        return self.mask_branch.mask_logits(features, [_clip(boxes, image_size)],
-                                            [self.traced_image_size], [labels])
+        logits, quality = self.mask_branch.mask_logits_and_quality(
+            features, [_clip(boxes, image_size)], [self.traced_image_size], [labels])
+        return logits if quality is None else (logits, quality)
 
 
 class DetectorGraph(nn.Module):

@@ -36,6 +36,7 @@ from boxmask.export.graphs import (
     EncoderGraph,
 )
 from boxmask.model import BoxMaskRCNN
+from boxmask.runtime.contract import QUALITY
 
 LOGIT_TOL = 1e-3
 LOGIT_RTOL = 1e-5
@@ -57,6 +58,11 @@ def _session(path: Path):
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+# The mask-quality head's IoU may differ this much between ONNX Runtime and torch (it ranks
+# masks for review: a thousandth changes no order that matters).
+QUALITY_TOL = 1e-3
 
 
 def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -92,6 +98,9 @@ def check_parity(model: BoxMaskRCNN, model_dir: Path, cfg: BoxMaskConfig,
              "decoder_logits_max_ref": 0.0, "decoder_logits_within_tol": True,
              "decoder_min_mask_iou": 1.0, "decoder_labels_equal": True,
              "detector_max_abs": 0.0, "detector_same_count": True}
+    quality = model.roi_heads.mask_branch.quality is not None
+    if quality:
+        worst["decoder_quality_max_abs"] = 0.0
     if given_s is not None:
         worst |= {"labelled_decoder_logits_max_abs": 0.0, "labelled_decoder_within_tol": True,
                   "labelled_decoder_min_mask_iou": 1.0}
@@ -120,6 +129,15 @@ def check_parity(model: BoxMaskRCNN, model_dir: Path, cfg: BoxMaskConfig,
                 given = None
                 if given_s is not None and with_labels:
                     given = given_s.run(LABELLED_DECODER_OUTPUTS, feed)[0]
+                if quality and n:
+                    # The mask-quality head's IoU, from both decoders (the same masks, so the
+                    # same figure).
+                    pairs = [(ref[3], dec_s.run([QUALITY], feed)[0])]
+                    if given_s is not None and with_labels:
+                        pairs.append((ref[3], given_s.run([QUALITY], feed)[0]))
+                    for a, b in pairs:
+                        worst["decoder_quality_max_abs"] = max(
+                            worst["decoder_quality_max_abs"], float(np.abs(a.numpy() - b).max()))
                 if n == 0:
                     if any(g.shape[0] != 0 for g in got) or (given is not None and given.shape[0]):
                         raise ExportError("decoder.onnx returns rows for zero boxes")
@@ -178,6 +196,9 @@ def check_parity(model: BoxMaskRCNN, model_dir: Path, cfg: BoxMaskConfig,
     if worst.get("labelled_decoder_min_mask_iou", 1.0) < MIN_MASK_IOU:
         failures.append(f"labelled decoder mask IoU {worst['labelled_decoder_min_mask_iou']:.4f} "
                         f"< {MIN_MASK_IOU}")
+    if worst.get("decoder_quality_max_abs", 0.0) > QUALITY_TOL:
+        failures.append(f"mask quality differs by {worst['decoder_quality_max_abs']:.2e} "
+                        f"(more than {QUALITY_TOL})")
     if not worst["decoder_labels_equal"]:
         failures.append("decoder labels differ")
     if not worst["detector_same_count"]:

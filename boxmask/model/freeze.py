@@ -13,7 +13,7 @@ from torch import nn
 
 from boxmask.model.rcnn import BoxMaskRCNN
 
-PARTS = ("backbone", "pixel_stem", "rpn", "box_head", "teacher", "student")
+PARTS = ("backbone", "pixel_stem", "rpn", "box_head", "teacher", "student", "quality")
 
 
 def part_modules(model: BoxMaskRCNN, part: str) -> list[nn.Module]:
@@ -26,6 +26,7 @@ def part_modules(model: BoxMaskRCNN, part: str) -> list[nn.Module]:
         "box_head": [model.roi_heads.box_head, model.roi_heads.box_predictor],
         "teacher": [branch.teacher],
         "student": [branch.student],
+        "quality": [branch.quality],
     }
     if part not in found:
         raise ValueError(f"unknown part {part!r}; choose from {', '.join(PARTS)}")

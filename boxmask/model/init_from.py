@@ -37,6 +37,7 @@ _BOX = "roi_heads.box_predictor.bbox_pred."
 _STUDENT = "roi_heads.mask_branch.student."
 _TEACHER = "roi_heads.mask_branch.teacher."
 _ANCHOR = "roi_heads.mask_branch.anchor."
+_QUALITY = "roi_heads.mask_branch.quality."
 _KNOWN = "roi_heads.mask_branch.known_labels"
 _LOGITS = "predictor.mask_fcn_logits."
 
@@ -213,6 +214,8 @@ def init_from_checkpoint(model: nn.Module, categories: Sequence[Mapping[str, Any
             pass  # counters: a fresh run starts its own
         elif key.startswith(_ANCHOR) or key == _KNOWN:
             pass  # a fine-tune's own anchor: set from the loaded student (anchor_known)
+        elif key.startswith(_QUALITY):
+            report.fresh.append(key)  # a mask-quality head the checkpoint lacks starts fresh
         else:
             shape = tuple(state[key].shape) if key in state else "missing"
             misfits.append(f"{key} ({shape} in the checkpoint, {tuple(value.shape)} here)")

@@ -31,6 +31,7 @@ from torchvision.ops import MultiScaleRoIAlign, roi_align
 
 from boxmask.model.box_losses import box_projection_loss, color_similarity, pairwise_loss
 from boxmask.model.heads import MaskHead, NormLayer, PixelStem, student_head, teacher_head
+from boxmask.model.mask_quality import QUALITY_MASK_SIZE, MaskQualityHead, quality_loss
 from boxmask.model.pseudo_masks import (
     Sigma,
     apply_sigma,
@@ -106,6 +107,9 @@ class TeacherStudentMaskBranch(nn.Module):
         known_targets: ``checkpoint`` keeps a frozen copy of the student (the *anchor*, set by
             :meth:`anchor_known`) whose channel is the target of box-only instances of the
             categories it knows; ``teacher``: the paper's pseudo-masks for every box-only one.
+        mask_quality: add the class-agnostic mask-quality head (boxmask/model/mask_quality.py):
+            the predicted IoU of each served mask, trained on the instances with true masks
+            (``loss_mask_quality``), on detached inputs (it never changes a mask).
     """
 
     def __init__(self, roi_pool: MultiScaleRoIAlign, in_channels: int, conv_channels: int,
@@ -118,7 +122,8 @@ class TeacherStudentMaskBranch(nn.Module):
                  unseen_box_loss: BoxLoss = "none",
                  box_pairwise_warmup_iters: int = 0,
                  pixel_channels: int = 0,
-                 known_targets: Literal["teacher", "checkpoint"] = "teacher") -> None:
+                 known_targets: Literal["teacher", "checkpoint"] = "teacher",
+                 mask_quality: bool = False) -> None:
         super().__init__()
         if mode not in ("agnostic", "teacher_student", "oracle"):
             raise ValueError(f"unknown mode {mode!r}")
@@ -144,6 +149,9 @@ class TeacherStudentMaskBranch(nn.Module):
         # The oracle has no unseen instances: nothing for a box loss to act on.
         self.unseen_box_loss: BoxLoss = unseen_box_loss if mode != "oracle" else "none"
         self.box_pairwise_warmup_iters = box_pairwise_warmup_iters
+        self.quality: MaskQualityHead | None = None
+        if mask_quality:
+            self.quality = MaskQualityHead(in_channels, conv_channels, roi_size, norm_layer=norm_layer)
         # The anchor: the init_from checkpoint's student, frozen, and which labels it knows.
         self.anchor: MaskHead | None = None
         if known_targets == "checkpoint" and mode == "teacher_student":
@@ -228,7 +236,11 @@ class TeacherStudentMaskBranch(nn.Module):
         Returns:
             Tensor[sum N_i, 1, R, R]: the student channel of each box's label, or the teacher.
         """
-        x = self.roi_pool(features, boxes, image_shapes)
+        return self._served_logits(self.roi_pool(features, boxes, image_shapes), features, boxes,
+                                   labels)
+
+    def _served_logits(self, x: torch.Tensor, features: dict[str, torch.Tensor],
+                       boxes: list[torch.Tensor], labels: list[torch.Tensor]) -> torch.Tensor:
         if self.student is None:
             return self.run_teacher(x, features, boxes)
         logits = self.run_student(x, features, boxes)
@@ -236,6 +248,19 @@ class TeacherStudentMaskBranch(nn.Module):
         # gather rather than advanced indexing: one ONNX GatherElements, valid for N = 0 too.
         channel = (flat_labels - 1).clamp(min=0).view(-1, 1, 1, 1)
         return logits.gather(1, channel.expand(-1, 1, logits.shape[-2], logits.shape[-1]))
+
+    def mask_logits_and_quality(self, features: dict[str, torch.Tensor],
+                                boxes: list[torch.Tensor], image_shapes: list[tuple[int, int]],
+                                labels: list[torch.Tensor]
+                                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`mask_logits` and, with the mask-quality head, each mask's predicted IoU
+        ``[sum N_i]`` (None without the head)."""
+        x = self.roi_pool(features, boxes, image_shapes)
+        logits = self._served_logits(x, features, boxes, labels)
+        if self.quality is None:
+            return logits, None
+        probs = resize_probs(logits[:, 0].sigmoid(), QUALITY_MASK_SIZE)[:, None]
+        return logits, self.quality(x, probs)
 
     def predict(self, features: dict[str, torch.Tensor], boxes: list[torch.Tensor],
                 image_shapes: list[tuple[int, int]], labels: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -286,6 +311,7 @@ class TeacherStudentMaskBranch(nn.Module):
                 losses["loss_mask_teacher"] = mask_bce(teacher_logits[valid], gt[valid])
             served = teacher_logits
 
+        all_logits = None
         if self.student is not None:
             all_logits = self.run_student(x, features, rois)
             index = torch.arange(all_logits.shape[0], device=all_logits.device)
@@ -317,11 +343,37 @@ class TeacherStudentMaskBranch(nn.Module):
                 supervised = torch.ones_like(valid)
             losses["loss_mask_student"] = mask_bce(student_logits[supervised], target[supervised])
 
+        if self.quality is not None:
+            losses["loss_mask_quality"] = self._quality_loss(
+                x, valid, labels, targets, rois, matched_idxs, teacher_logits, all_logits)
+
         if self.unseen_box_loss != "none":
             assert served is not None
             losses.update(self._box_losses(served[~valid], rois, matched_idxs, targets, ~valid,
                                            images))
         return losses
+
+    def _quality_loss(self, x: torch.Tensor, valid: torch.Tensor, labels: torch.Tensor,
+                      targets: list[dict[str, torch.Tensor]], rois: list[torch.Tensor],
+                      matched_idxs: list[torch.Tensor], teacher_logits: torch.Tensor | None,
+                      student_logits: torch.Tensor | None) -> torch.Tensor:
+        """The quality head's L2 on the supervised positives: the served mask, the teacher's
+        mask and the student's mask of another category, each against the truth."""
+        assert self.quality is not None
+        truth = self._project_valid(targets, rois, matched_idxs, QUALITY_MASK_SIZE)[valid]
+        candidates = []
+        with torch.no_grad():
+            if student_logits is not None:
+                sel = student_logits[valid].sigmoid()
+                own = labels[valid] - 1
+                index = torch.arange(sel.shape[0], device=sel.device)
+                candidates.append(sel[index, own])
+                if self.num_classes > 1:
+                    shift = torch.randint(1, self.num_classes, own.shape, device=own.device)
+                    candidates.append(sel[index, (own + shift) % self.num_classes])
+            if teacher_logits is not None:
+                candidates.append(resize_probs(teacher_logits[valid].sigmoid(), QUALITY_MASK_SIZE))
+        return quality_loss(self.quality, x[valid].detach(), candidates, truth)
 
     def _box_losses(self, logits: torch.Tensor, rois: list[torch.Tensor],
                     matched_idxs: list[torch.Tensor], targets: list[dict[str, torch.Tensor]],

@@ -104,8 +104,19 @@ class BoxMaskRoIHeads(RoIHeads):
             mask_logits (Tensor[N, 1, R, R]), class_scores (Tensor[N, C + 1]),
             labels_out (Tensor[N]) the label each mask is of.
         """
+        mask_logits, class_scores, labels_out, _ = self.decode_boxes_with_quality(
+            features, boxes, labels, image_shape)
+        return mask_logits, class_scores, labels_out
+
+    def decode_boxes_with_quality(self, features: dict[str, torch.Tensor], boxes: torch.Tensor,
+                                  labels: torch.Tensor, image_shape: tuple[int, int]
+                                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                             torch.Tensor | None]:
+        """:meth:`decode_boxes` and each mask's predicted IoU ``[N]`` (None when the model has
+        no mask-quality head)."""
         class_scores = self.classify_boxes(features, [boxes], [image_shape])
         predicted = class_scores[:, 1:].argmax(dim=1) + 1
         labels_out = torch.where(labels > 0, labels, predicted)
-        mask_logits = self.mask_branch.mask_logits(features, [boxes], [image_shape], [labels_out])
-        return mask_logits, class_scores, labels_out
+        mask_logits, quality = self.mask_branch.mask_logits_and_quality(
+            features, [boxes], [image_shape], [labels_out])
+        return mask_logits, class_scores, labels_out, quality

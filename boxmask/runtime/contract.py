@@ -39,6 +39,17 @@ DETECTOR_INPUTS: tuple[str, ...] = (*ENCODER_OUTPUTS, "image_size")
 DETECTOR_OUTPUTS: tuple[str, ...] = ("boxes", "labels", "scores", "mask_probs")
 
 
+#: The optional mask-quality output (``model.mask_quality``): ``quality [N]``, each mask's
+#: predicted IoU in [0, 1]. A model with the head has it as the last output of both decoders.
+QUALITY = "quality"
+
+
+def decoder_outputs(quality: bool, labelled: bool = False) -> tuple[str, ...]:
+    """A decoder's outputs: the contract's, then ``quality`` for a model with the head."""
+    base = LABELLED_DECODER_OUTPUTS if labelled else DECODER_OUTPUTS
+    return (*base, QUALITY) if quality else base
+
+
 def feature_names(pixel_map: bool) -> tuple[str, ...]:
     """The encoder's outputs, which the decoders and the detector take under the same names:
     the FPN levels, then the pixel map for a model that has one."""

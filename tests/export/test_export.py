@@ -281,3 +281,26 @@ def test_a_pixel_map_model_exports_with_the_map_last_and_serves_the_eager_masks(
     with torch.no_grad():
         ref_det = model([torch.from_numpy(image).permute(2, 0, 1).float() / 255.0])[0]
     assert len(det.scores) == len(ref_det["scores"])
+
+
+def test_a_model_with_the_mask_quality_head_exports_it_in_both_decoders(tiny_dataset, tmp_path):
+    """``quality`` is the last output of the decoder and the labelled decoder, within the parity
+    tolerance of torch, and the card says the model has it."""
+    import json
+
+    import onnxruntime as ort
+    import torch
+
+    from boxmask.export.exporter import export_checkpoint
+    from boxmask.training.trainer import train
+    from tests.conftest import tiny_train_config
+
+    torch.set_num_threads(1)
+    ckpt = train(tiny_train_config(tiny_dataset, tmp_path / "run", "model.mask_quality=true"))
+    card = export_checkpoint(ckpt, tmp_path / "model")
+    assert card["mask_quality"] is True
+    assert card["parity"]["decoder_quality_max_abs"] <= 1e-3
+    for graph in ("decoder", "labelled_decoder"):
+        session = ort.InferenceSession(str(tmp_path / "model" / f"{graph}.onnx"))
+        assert session.get_outputs()[-1].name == "quality"
+    assert json.loads((tmp_path / "model" / "model.json").read_text())["mask_quality"] is True
