@@ -76,6 +76,12 @@ class ByteLRUCache(Generic[V]):
             self._hits += 1
             return value
 
+    def peek(self, key: str) -> V | None:
+        """The value or None, counting nothing and leaving the order as it is: for a look that
+        is not a use (the server sizing a request before it queues)."""
+        with self._lock:
+            return self._data.get(key)
+
     def put(self, key: str, value: V) -> None:
         with self._lock:
             self._put_locked(key, value)

@@ -18,13 +18,14 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from boxmask import __version__
+from boxmask.server.budget import CallerBudget
 from boxmask.server.errors import install_error_handlers
 from boxmask.server.limits import BodySizeLimitMiddleware, InferenceLimiter
 from boxmask.server.metrics import ServerMetrics
 from boxmask.server.middleware import RequestContextMiddleware
 from boxmask.server.openapi import install_openapi
 from boxmask.server.registry import ModelRegistry
-from boxmask.server.routers import demo, health, images, models, segment
+from boxmask.server.routers import demo, docs, health, images, models, segment
 from boxmask.server.schemas import DetectRequest, SegmentParams, SegmentRequest
 from boxmask.server.settings import LabelStudioSettings, ServerSettings
 
@@ -66,14 +67,17 @@ def create_app(settings: ServerSettings | None = None,
         finally:
             await run_in_threadpool(registry.close)
 
+    # FastAPI's own docs routes answer anyone: the app serves them itself (routers/docs.py).
     app = FastAPI(title="boxmask", version=__version__, description=DESCRIPTION,
-                  lifespan=lifespan)
+                  lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
     app.state.registry = registry
     app.state.metrics = metrics
+    app.state.caller_budget = CallerBudget(settings.caller_mask_pixels_per_minute,
+                                           settings.caller_mask_pixels_burst, metrics)
 
     install_error_handlers(app)
-    for router in (health.router, models.router, images.router, segment.router):
+    for router in (health.router, models.router, images.router, segment.router, docs.router):
         app.include_router(router)
     if labelstudio is not None:
         # The prefix is the router's own: with include_router(prefix=...) this FastAPI nests
@@ -82,7 +86,8 @@ def create_app(settings: ServerSettings | None = None,
     if settings.demo:
         app.include_router(demo.router)
         app.mount("/static", StaticFiles(directory=demo.STATIC_DIR), name="static")
-    install_openapi(app, [SegmentRequest, SegmentParams, DetectRequest])
+    install_openapi(app, [SegmentRequest, SegmentParams, DetectRequest,
+                          *(labelstudio.BODY_SCHEMAS if labelstudio is not None else ())])
 
     # Added innermost first: the body limit sits inside CORS, and the request context is
     # outermost so every answer, even a refused one, has a request id and is counted.

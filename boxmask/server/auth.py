@@ -1,6 +1,7 @@
 """The server's one token check: ``BOXMASK_API_TOKEN`` as a bearer token or a Basic password.
 
-Every protected route, /v1 and /labelstudio alike, goes through `TokenCheck`. Two ways to carry
+Every protected route (all but the probes and the demo page: docs/server.md lists them) goes
+through `TokenCheck`. Two ways to carry
 the token are accepted because two kinds of client exist: API clients send
 ``Authorization: Bearer <token>``, and Label Studio's "Use authentication" for an ML backend
 sends HTTP Basic with the token as the password. The routers differ only in the challenge they
@@ -43,6 +44,19 @@ def presented_token(authorization: str) -> str | None:
     return None
 
 
+def carries_token(request: Request, settings: ServerSettings) -> bool:
+    """Whether `request` presents the server's token (True when the server has none)."""
+    if settings.api_token is None:
+        return True
+    given = presented_token(request.headers.get("Authorization", ""))
+    return given is not None and _matches(given, settings.api_token.get_secret_value())
+
+
+def _matches(given: str, token: str) -> bool:
+    # Constant-time comparison: the answer's timing must not leak the token's prefix.
+    return secrets.compare_digest(given.encode("utf-8"), token.encode("utf-8"))
+
+
 class TokenCheck:
     """A dependency that lets a request through when the server has no token, or when the
     request presents it (`presented_token`); else 401 with `challenge`."""
@@ -59,15 +73,14 @@ class TokenCheck:
         given = presented_token(request.headers.get("Authorization", ""))
         if given is None:
             raise ApiError(401, "unauthorized", f"missing token: {self.missing_hint}", headers=headers)
-        # Constant-time comparison: the answer's timing must not leak the token's prefix.
-        if not secrets.compare_digest(given.encode("utf-8"),
-                                      settings.api_token.get_secret_value().encode("utf-8")):
+        if not _matches(given, settings.api_token.get_secret_value()):
             raise ApiError(401, "unauthorized", "invalid token", headers=headers)
 
 
-#: /v1: API clients send a bearer token.
+#: /v1 and /metrics: API clients and Prometheus send a bearer token.
 require_token = TokenCheck("Bearer", "send 'Authorization: Bearer <token>'")
-#: /labelstudio: Label Studio sends the token as the Basic-auth password.
+#: /labelstudio: Label Studio sends the token as the Basic-auth password. Also the API docs
+#: (/docs, /redoc, /openapi.json): a Basic challenge makes a browser ask for it.
 require_token_or_basic = TokenCheck(
     'Basic realm="boxmask"',
     "in the Label Studio model's settings enable authentication and use the server's token as "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from boxmask.server.budget import CallerBudget
 from boxmask.server.limits import InferenceLimiter
 from boxmask.server.metrics import ServerMetrics
 from boxmask.server.registry import ModelRegistry
@@ -24,3 +25,7 @@ def get_limiter(request: Request) -> InferenceLimiter:
 
 def get_metrics(request: Request) -> ServerMetrics:
     return request.app.state.metrics
+
+
+def get_caller_budget(request: Request) -> CallerBudget:
+    return request.app.state.caller_budget

@@ -31,6 +31,7 @@ from boxmask.runtime.errors import (
     UnknownImage,
     UnknownLabel,
 )
+from boxmask.server.redact import public_card, redact_paths
 
 
 class ErrorBody(BaseModel):
@@ -62,6 +63,10 @@ class ApiError(Exception):
 def error_response(request: Request | None, status: int, code: str, message: str,
                    details: Any | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
     request_id = getattr(request.state, "request_id", None) if request is not None else None
+    if status >= 500:
+        # The server's own failures (a model that would not load, bad settings) name its
+        # files; the log has them in full, the answer keeps each path's last component.
+        message, details = redact_paths(message), public_card(details)
     body = ErrorResponse(error=ErrorBody(code=code, message=message, details=details),
                          request_id=request_id)
     return JSONResponse(jsonable_encoder(body, exclude_none=True), status_code=status,

@@ -30,6 +30,10 @@ J = TypeVar("J", bound=BaseModel)
 _DATA_URL = re.compile(r"^data:[\w/+.-]*(;[\w=.-]+)*;base64,", re.ASCII)
 # Form fields that hold JSON (lists) rather than plain strings.
 _JSON_FORM_FIELDS = ("boxes", "labels")
+#: JSON the server parses with Python's json (form fields, Label Studio's bodies) nests a few
+#: levels; anything far deeper is refused before it reaches a recursive walk (pydantic's
+#: validation, json's own parser: a RecursionError is a 500).
+MAX_JSON_DEPTH = 32
 
 
 @dataclass
@@ -123,11 +127,7 @@ async def read_form(request: Request, model: type[M], max_fields: int = 32
             if isinstance(value, UploadFile):
                 raise ApiError(422, "invalid_request", f"form field {key!r} must be text, not a file")
             if key in _JSON_FORM_FIELDS:
-                try:
-                    fields[key] = json.loads(value)
-                except ValueError as exc:
-                    raise ApiError(400, "malformed_json",
-                                   f"form field {key!r} is not valid JSON: {exc}") from None
+                fields[key] = json_field(key, value)
             else:
                 fields[key] = value
         image_id = fields.pop("image_id", None)
@@ -152,6 +152,42 @@ async def read_form(request: Request, model: type[M], max_fields: int = 32
         return image, params
     finally:
         await form.close()
+
+
+def json_field(name: str, text: str) -> Any:
+    """A form field of JSON text, parsed: 400 ``malformed_json`` when it is not JSON or nests
+    deeper than `MAX_JSON_DEPTH`."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ApiError(400, "malformed_json", f"form field {name!r} is not valid JSON: {exc}") from None
+    except RecursionError:
+        value = None
+    else:
+        if json_depth(value) <= MAX_JSON_DEPTH:
+            return value
+    raise ApiError(400, "malformed_json",
+                   f"form field {name!r} nests deeper than {MAX_JSON_DEPTH} levels")
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of parsed JSON (a scalar is 0), without recursion; stops counting once
+    past `MAX_JSON_DEPTH`."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_JSON_DEPTH:
+            return deepest  # deep enough to refuse: no need to walk the rest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def check_image_header(data: bytes, max_pixels: int) -> tuple[int, int]:

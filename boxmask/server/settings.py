@@ -53,10 +53,20 @@ class ServerSettings(BaseSettings):
     # Decompression bombs: checked from the image header before any pixel is decoded.
     max_image_pixels: int = Field(default=40_000_000, ge=1)
     max_boxes: int = Field(default=100, ge=1)
-    # Boxes x image pixels of one request's masks (each mask is a full-image plane to paste and
-    # encode): 100 boxes on a 20-megapixel image. More is refused with 422 (detections: the
-    # best that fit are kept).
-    max_mask_pixels: int = Field(default=2_000_000_000, ge=1)
+    # Boxes x image pixels of one request's masks: each mask is a full-image plane to paste and
+    # encode, 10-30 ns a pixel on one busy core, so this bounds how long one request holds an
+    # inference slot (2-8 s). 20 boxes on a 12-megapixel photo, 100 on 2.5 megapixels. More is
+    # refused with 422 before the request queues (detections: the best that fit are kept).
+    # (55 full-image boxes on a 36-megapixel image, 2e9 mask pixels, held a slot for a minute.)
+    max_mask_pixels: int = Field(default=250_000_000, ge=1)
+    # Each caller (client address) has a budget of mask pixels (an image it sends or a task
+    # image fetched for it counts as one plane), refilled at this rate and holding at most
+    # `caller_mask_pixels_burst`: a request that needs more than is left gets 429 with
+    # Retry-After, before it queues. What one caller costs stays bounded however fast it sends,
+    # so one caller cannot hold every slot. 0 turns the per-caller budget off. Label Studio is
+    # one caller (its server makes every /labelstudio call).
+    caller_mask_pixels_per_minute: int = Field(default=1_500_000_000, ge=0)
+    caller_mask_pixels_burst: int = Field(default=500_000_000, ge=1)
     max_detections: int = Field(default=100, ge=1)
     # Requests computing at once (each runs in a worker thread), and requests allowed to wait.
     max_concurrency: int = Field(default=2, ge=1)
@@ -67,8 +77,9 @@ class ServerSettings(BaseSettings):
     retry_after_s: int = Field(default=1, ge=0)
 
     # --- access -----------------------------------------------------------------------------
-    # When set, every /v1 and /labelstudio route needs it: ``Authorization: Bearer <api_token>``,
-    # or HTTP Basic with it as the password (what Label Studio's "Use authentication" sends).
+    # When set, every route but the probes (/healthz, /readyz, /labelstudio/health and
+    # /labelstudio/) and the demo page needs it: ``Authorization: Bearer <api_token>``, or HTTP
+    # Basic with it as the password (what Label Studio's "Use authentication" sends).
     api_token: SecretStr | None = None
     cors_origins: list[str] = Field(default_factory=list)
     # Serve the demo page at /.
@@ -126,6 +137,12 @@ class LabelStudioSettings(BaseSettings):
     # Fetches at once, in their own pool: inference and probes never wait behind them.
     fetch_concurrency: int = Field(default=8, ge=1)
     max_image_bytes: int = Field(default=32 << 20, ge=1024)
+    # Tasks one /predict may carry: "Retrieve Predictions" sends every selected task in one
+    # call, each costing a fetch, an encoder run and masks, and Label Studio stops waiting after
+    # 100 s. More is refused with 422 (select fewer tasks, or raise this).
+    max_tasks: int = Field(default=100, ge=1)
+    # Log lines one /predict may write for its failed tasks; the rest are counted in one line.
+    max_task_log_lines: int = Field(default=10, ge=0)
 
     @field_validator("allowed_origins", mode="before")
     @classmethod

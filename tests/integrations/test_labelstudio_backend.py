@@ -88,9 +88,24 @@ def test_health_setup_and_webhook_speak_label_studios_protocol(make_client) -> N
     assert client.post("/labelstudio/webhook", json={"action": "ANNOTATION_CREATED"}).status_code == 201
 
 
-def test_drawn_box_gets_exactly_one_brush_mask_equal_to_the_runtime_mask(make_client, predictor) -> None:
-    client = make_client()
-    response = interactive(client, [region(10, 20, 50, 40, "square")])
+def test_drawn_box_gets_exactly_one_brush_mask_equal_to_the_runtime_mask() -> None:
+    # The bundled demo model on one of its samples: a square it segments, so the mask compared
+    # is a real one (the random-weight contract model gives an empty mask for most boxes).
+    from boxmask.runtime.contract import BUNDLED_MODELS_DIR
+    from boxmask.server.app import create_app
+    from boxmask.server.settings import LabelStudioSettings, ServerSettings
+
+    model = BUNDLED_MODELS_DIR / "synthetic-demo"
+    sample = (model / "samples" / "000003.png").read_bytes()
+    width, height = Image.open(io.BytesIO(sample)).size
+    box = [3.0, 97.0, 46.0, 125.0]  # the square of this sample (the detector finds it there)
+    drawn = region(100 * box[0] / width, 100 * box[1] / height, 100 * (box[2] - box[0]) / width,
+                   100 * (box[3] - box[1]) / height, "square")
+    app = create_app(ServerSettings(model_dir=model, demo=False, log_json=False),
+                     LabelStudioSettings())
+    with TestClient(app) as client:
+        image = "data:image/png;base64," + base64.b64encode(sample).decode()
+        response = interactive(client, [drawn], image=image)
     assert response.status_code == 200, response.text
     results = response.json()["results"]
     assert len(results) == 1
@@ -98,11 +113,15 @@ def test_drawn_box_gets_exactly_one_brush_mask_equal_to_the_runtime_mask(make_cl
     # from_name / to_name come from the config, not from defaults.
     assert (item["type"], item["from_name"], item["to_name"]) == ("brushlabels", "masks", "pic")
     assert item["value"]["format"] == "rle" and item["value"]["brushlabels"] == ["square"]
-    assert (item["original_width"], item["original_height"]) == (W, H)
+    assert (item["original_width"], item["original_height"]) == (width, height)
 
-    key = predictor.set_image(png_bytes())
-    expected = predictor.predict([[8.0, 12.0, 48.0, 36.0]], labels=["square"], key=key).masks[0]
-    np.testing.assert_array_equal(decode_brush(item), expected)
+    predictor = Predictor.from_dir(model)
+    key = predictor.set_image(sample)
+    expected = predictor.predict([box], labels=["square"], key=key).masks[0]
+    mask = decode_brush(item)
+    # The square fills most of its box: a mask, not an empty plane that would equal any other.
+    assert mask.sum() > 0.5 * (box[2] - box[0]) * (box[3] - box[1])
+    np.testing.assert_array_equal(mask, expected)
 
 
 def test_polygon_configs_also_get_polygons_of_the_same_mask(make_client, predictor) -> None:

@@ -289,3 +289,132 @@ def test_an_image_evicted_between_fetch_and_answer_is_fetched_again_outside_the_
     assert _predict(client, "/data/upload/1/a.png").status_code == 200
     assert len(_seen(ls)) == 2
     assert downloads == [False, False]
+
+
+def _region_with(**value: object) -> dict:
+    drawn = region(10, 20, 30, 40, "disc")
+    drawn["value"].update(value)
+    return drawn
+
+
+def _batch(client, task: dict, **extra: object):
+    return client.post("/labelstudio/predict", json={"tasks": [task], "project": "3.1",
+                                                     "label_config": CONFIG, **extra})
+
+
+@pytest.mark.parametrize("schema", [5, {"a": 1}, [CONFIG], True])
+def test_a_setup_whose_schema_is_not_text_is_a_422_naming_it(make_client, schema) -> None:
+    response = make_client().post("/labelstudio/setup", json={"project": "3.1", "schema": schema})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "invalid_request"
+    assert "schema" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("value", [{"rotation": "abc"}, {"rotation": [1]}, {"rotation": {}},
+                                   {"rectanglelabels": 5}, {"x": "10"}, {"width": None}])
+def test_a_malformed_box_is_a_422_when_drawn_and_its_tasks_own_error_in_a_batch(
+        make_client, value: dict) -> None:
+    client = make_client()
+    drawn = interactive(client, [_region_with(**value)])
+    assert drawn.status_code == 422, drawn.text
+    assert drawn.json()["error"]["code"] == "cannot_annotate"
+    assert "'r1' is malformed" in drawn.json()["error"]["message"]
+    bad = {"id": 1, "data": {"photo": data_uri()}, "annotations": [{"result": [_region_with(**value)]}]}
+    good = {"id": 2, "data": {"photo": data_uri()}, "annotations": [{"result": [region(10, 20, 30, 40, "disc")]}]}
+    batch = client.post("/labelstudio/predict", json={"tasks": [bad, good], "project": "3.1",
+                                                      "label_config": CONFIG})
+    assert batch.status_code == 200, batch.text
+    failed, answered = batch.json()["results"]
+    assert "result" not in failed and "malformed" in failed["error"]
+    assert len(answered["result"]) == 1
+
+
+def test_annotations_with_ids_of_mixed_types_are_ordered_not_a_500(make_client) -> None:
+    client = make_client()
+    older, newer = region(10, 20, 30, 40, "disc", "older"), region(50, 20, 30, 40, "square", "newer")
+    task = {"id": 1, "data": {"photo": data_uri()},
+            "annotations": [{"id": "a", "result": [older]}, {"id": 2, "result": [newer]}]}
+    response = _batch(client, task)
+    assert response.status_code == 200, response.text
+    (answer,) = response.json()["results"]
+    # Integer ids (Label Studio's) before strings; the newest annotation's box is answered.
+    assert [r["value"]["brushlabels"] for r in answer["result"]] == [["disc"]]
+
+
+def test_a_local_files_directory_or_nul_byte_is_the_tasks_fetch_error(make_client, tmp_path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "ok.png").write_bytes(png_bytes(seed=6))
+    client = make_client(local_files_root=str(tmp_path))
+    for name in ("sub", "sub/", "ok.png%00.jpg", "%00"):
+        response = _batch(client, {"id": 4, "data": {"photo": f"/data/local-files/?d={name}"}})
+        assert response.status_code == 200, (name, response.text)
+        (answer,) = response.json()["results"]
+        assert answer["error"] == f"task 4: {GENERIC}", name
+        drawn = _predict(client, f"/data/local-files/?d={name}")
+        assert drawn.status_code == 422 and drawn.json()["error"]["message"] == GENERIC
+
+
+@pytest.mark.parametrize("raised", [ValueError("embedded null byte"), IsADirectoryError(21, "dir"),
+                                    RuntimeError("anything else")])
+def test_whatever_the_image_fetch_raises_is_the_tasks_fetch_error_not_a_500(
+        make_client, monkeypatch: pytest.MonkeyPatch, raised: Exception) -> None:
+    from boxmask.integrations.labelstudio import backend
+
+    def failing_fetch(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(backend, "fetch_image", failing_fetch)
+    client = make_client()
+    response = _batch(client, {"id": 5, "data": {"photo": "/data/upload/1/a.png"}})
+    assert response.status_code == 200, response.text
+    assert response.json()["results"][0]["error"] == f"task 5: {GENERIC}"
+    drawn = _predict(client, "/data/upload/1/a.png")
+    assert drawn.status_code == 422 and drawn.json()["error"]["code"] == "image_fetch_failed"
+
+
+def test_more_tasks_than_the_limit_are_refused_at_once(make_client, caplog) -> None:
+    client = make_client()
+    start = time.monotonic()
+    response = client.post("/labelstudio/predict", json={"tasks": [{}] * 20_000,
+                                                         "label_config": CONFIG})
+    assert time.monotonic() - start < 2.0
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "too_many_tasks" and "BOXMASK_LABELSTUDIO_MAX_TASKS" in error["message"]
+    assert error["details"] == {"tasks": 20_000, "max_tasks": 100}
+    assert len([r for r in caplog.records if r.name.startswith("boxmask")]) < 10
+
+
+def test_a_batch_of_failing_tasks_writes_its_log_line_budget_and_one_summary(make_client, caplog) -> None:
+    client = make_client(max_tasks=60, max_task_log_lines=5)
+    caplog.set_level("INFO")
+    response = client.post("/labelstudio/predict", json={"tasks": [{"id": i} for i in range(60)],
+                                                         "label_config": CONFIG})
+    assert response.status_code == 200
+    assert all("malformed" in r["error"] for r in response.json()["results"])
+    backend_lines = [r for r in caplog.records if r.name == "boxmask.integrations.labelstudio"]
+    summaries = [r for r in caplog.records if r.getMessage().startswith("more tasks not annotated")]
+    assert len(backend_lines) == 5
+    assert len(summaries) == 1 and summaries[0].tasks == 55
+
+
+def test_label_studio_calls_are_charged_to_the_callers_mask_pixel_budget(make_client) -> None:
+    from tests.integrations.test_labelstudio_backend import H, W
+
+    # A task's cost is known once its image is in: a caller with anything left may start one,
+    # and is charged for it (its image decoded, one mask: two planes) even into debt. Refilled
+    # far too slowly for a second.
+    client = make_client(server={"caller_mask_pixels_burst": W * H,
+                                 "caller_mask_pixels_per_minute": 1})
+    boxed = {"id": 1, "data": {"photo": data_uri()},
+             "annotations": [{"result": [region(10, 20, 30, 40, "disc")]}]}
+    batch = client.post("/labelstudio/predict", json={
+        "tasks": [boxed, dict(boxed, id=2)], "project": "3.1", "label_config": CONFIG})
+    assert batch.status_code == 200, batch.text
+    first, second = batch.json()["results"]
+    assert len(first["result"]) == 1
+    assert "result" not in second and "budget" in second["error"]
+    refused = interactive(client, [region(10, 20, 30, 40, "disc")])
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error"]["code"] == "caller_budget_exhausted"
+    assert int(refused.headers["retry-after"]) > 0

@@ -197,6 +197,14 @@ def test_multipart_without_an_image_or_with_bad_fields(client: TestClient) -> No
     assert 400 <= r.status_code < 500, r.text
 
 
+@pytest.mark.parametrize("field", ["boxes", "labels"])
+@pytest.mark.parametrize("depth", [40, 5_000])
+def test_multipart_json_fields_nested_deep_get_400(client: TestClient, field: str, depth: int) -> None:
+    fields = {"boxes": "[[1, 2, 30, 40]]", field: "[" * depth + "]" * depth}
+    r = client.post("/v1/segment", files={"image": ("x.png", png_bytes(), "image/png")}, data=fields)
+    assert "nests deeper" in assert_error(r, 400, "malformed_json")["message"]
+
+
 def test_unknown_model_and_routes_and_methods(client: TestClient, image_id: str) -> None:
     err = assert_error(segment(client, image_id=image_id, boxes=[BOX], model="nope"),
                        404, "unknown_model")

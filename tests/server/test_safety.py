@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import shutil
 import socket
 import threading
@@ -30,26 +31,50 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-def test_bearer_token_guards_the_api_but_not_health(model_dir: Path) -> None:
+#: With a token set, what answers without it: the probes (which tell ready or not, nothing
+#: more) and the demo page (static files; its API calls carry the token the user enters).
+PUBLIC = {"/healthz", "/readyz", "/labelstudio/", "/labelstudio/health", "/", "/static"}
+PROTECTED = {("GET", "/metrics"), ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/redoc"),
+             ("GET", "/v1/models"), ("GET", "/v1/models/synth-tiny/samples/a.png"),
+             ("POST", "/v1/images"), ("POST", "/v1/segment"), ("POST", "/v1/detect"),
+             ("POST", "/labelstudio/setup"), ("POST", "/labelstudio/predict"),
+             ("POST", "/labelstudio/webhook")}
+
+
+def route_paths(app) -> set[str]:
+    """The path of every route the app serves (this FastAPI wraps each included router)."""
+    found = set()
+    for route in app.routes:
+        inner = getattr(route, "original_router", None)
+        found |= {r.path for r in (inner.routes if inner is not None else [route])}
+    return found
+
+
+def test_with_a_token_only_the_probes_and_the_demo_page_answer_without_it(model_dir: Path) -> None:
     with TestClient(create_app(make_settings(model_dir, api_token="s3cret-token"))) as client:
-        missing = client.get("/v1/models")
-        assert_error(missing, 401, "unauthorized")
-        assert missing.headers["www-authenticate"] == "Bearer"
-        assert_error(client.get("/v1/models", headers={"Authorization": "Bearer wrong"}),
-                     401, "unauthorized")
-        assert_error(client.post("/v1/segment", json={"image_id": "x", "boxes": [BOX]}),
-                     401, "unauthorized")
-        ok = client.get("/v1/models", headers={"Authorization": "Bearer s3cret-token"})
-        assert ok.status_code == 200
-        for path in ("/healthz", "/readyz", "/metrics", "/"):
+        # Every route of the app is one or the other: a new route must be placed.
+        assert route_paths(client.app) == PUBLIC | {p.replace("synth-tiny/samples/a.png", "{name}/samples/{filename}")
+                                  for _, p in PROTECTED}
+        for method, path in PROTECTED:
+            assert_error(client.request(method, path, json={}), 401, "unauthorized")
+        for path in ("/healthz", "/readyz", "/labelstudio/", "/labelstudio/health", "/",
+                     "/static/demo.js"):
             assert client.get(path).status_code == 200, path
+        # The probes say whether the server is up, not what it holds.
+        assert set(client.get("/readyz").json()["models"]) == set()
+        assert client.get("/labelstudio/health").json() == {"status": "UP", "model_class": "boxmask"}
+        token = {"Authorization": "Bearer s3cret-token"}
+        assert client.get("/readyz", headers=token).json()["models"] == {"synth-tiny": "ready"}
+        for path in ("/metrics", "/openapi.json", "/docs", "/redoc", "/v1/models"):
+            assert client.get(path, headers=token).status_code == 200, path
+        # The docs answer a Basic challenge: a browser asks for the token.
+        assert client.get("/docs").headers["www-authenticate"].startswith("Basic")
+        assert client.get("/metrics").headers["www-authenticate"] == "Bearer"
 
 
 def test_one_token_check_takes_bearer_or_basic_on_api_and_label_studio_routes(
     model_dir: Path,
 ) -> None:
-    import base64
-
     def basic(user_password: str) -> dict[str, str]:
         return {"Authorization": "Basic " + base64.b64encode(user_password.encode()).decode()}
 
@@ -67,6 +92,23 @@ def test_one_token_check_takes_bearer_or_basic_on_api_and_label_studio_routes(
                         {"Authorization": "Bearer wrong"}, {"Authorization": "Token s3cret-token"}):
             assert_error(client.post("/labelstudio/setup", json=setup, headers=headers), 401, "unauthorized")
             assert_error(client.get("/v1/models", headers=headers), 401, "unauthorized")
+
+
+@pytest.mark.parametrize("authorization", [
+    "Bearer s3cret-tokeN", "Bearer 0123456789AB", "Basic " + base64.b64encode(b"u:s3cret-tokeN").decode(),
+    "Bearer", "Bearer ", "Bearer  ", "Basic " + base64.b64encode(b"u:").decode(), "Basic"])
+def test_a_wrong_token_of_the_right_length_or_an_empty_one_is_refused_everywhere(
+        model_dir: Path, authorization: str) -> None:
+    # "s3cret-tokeN" and "0123456789AB" have the token's length; the others carry no token.
+    settings = make_settings(model_dir, api_token="s3cret-token")
+    with TestClient(create_app(settings)) as client:
+        headers = {"Authorization": authorization}
+        assert_error(client.get("/v1/models", headers=headers), 401, "unauthorized")
+        assert_error(client.post("/v1/segment", json={"image_id": "x", "boxes": [BOX]},
+                                 headers=headers), 401, "unauthorized")
+        for path in ("/labelstudio/setup", "/labelstudio/webhook"):
+            assert_error(client.post(path, json={}, headers=headers), 401, "unauthorized")
+        assert_error(client.get("/metrics", headers=headers), 401, "unauthorized")
 
 
 def test_cors_allows_only_the_configured_origins(model_dir: Path) -> None:
@@ -224,3 +266,23 @@ def test_public_answers_carry_no_local_paths(model_dir: Path, tmp_path: Path) ->
     with TestClient(create_app(make_settings(tmp_path / "nowhere"))) as client:
         ready = client.get("/readyz")
         assert ready.status_code == 503 and str(tmp_path) not in ready.text
+
+
+def test_a_broken_models_local_path_is_in_the_log_and_in_no_answer(
+        model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    broken = tmp_path / "private" / "models" / "broken"
+    shutil.copytree(model_dir, broken)
+    (broken / "decoder.onnx").write_bytes(b"not onnx")
+    with TestClient(create_app(make_settings(broken))) as client:
+        answers = [client.get("/labelstudio/health"), client.get("/labelstudio/"),
+                   client.post("/v1/segment", json={"image_id": "x", "boxes": [BOX]}),
+                   client.post("/v1/images", content=png_bytes(),
+                               headers={"content-type": "image/png"}),
+                   client.post("/labelstudio/predict", json={"tasks": [{"data": {}}]}),
+                   client.get("/readyz"), client.get("/v1/models")]
+        assert client.get("/labelstudio/health").json()["status"] == "DOWN"
+        assert_error(answers[2], 503, "backend_unavailable")
+        assert "checksum" in answers[2].json()["error"]["message"]  # the reason, without where
+        for answer in answers:
+            assert str(tmp_path) not in answer.text and "/private/" not in answer.text, answer.text
+    assert any(str(broken) in str(getattr(r, "error", "")) for r in caplog.records)

@@ -22,7 +22,7 @@ import math
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,14 @@ from boxmask.integrations.labelstudio.images import (
     ImageFetchError,
     LabelStudioAccess,
     fetch_image,
+)
+from boxmask.integrations.labelstudio.protocol import (
+    Annotation,
+    Id,
+    PredictBody,
+    Region,
+    SetupBody,
+    Task,
 )
 from boxmask.runtime import Prediction, Predictor
 from boxmask.runtime.errors import RuntimeInputError, UnknownImage
@@ -54,6 +62,14 @@ class ImageEvicted(Exception):
 
 # What makes one task of a batch fail alone (its answer is an error; the others go on).
 ANSWERABLE = (TaskError, ImageFetchError, RuntimeInputError)
+
+#: Told the mask pixels a task is about to cost (a decoded image counts as one plane), before
+#: the masks are made: the server charges them to the caller's budget.
+Charge = Callable[[int], None]
+
+
+def _no_charge(pixels: int) -> None:
+    pass
 
 
 @dataclass
@@ -84,8 +100,9 @@ class BackendOptions:
 
 @dataclass
 class PredictRequest:
-    """A checked `/predict` body. `drawn`: the regions just drawn (interactive: only the first
-    task is answered); None in batch mode."""
+    """A checked `/predict` body. `tasks` are the items as sent, each checked on its own
+    (`LabelStudioBackend.task`) so that a malformed one fails alone. `drawn`: the regions just
+    drawn (interactive: only the first task is answered); None in batch mode."""
 
     tasks: list[Any]
     config: LabelConfig
@@ -99,30 +116,28 @@ class Box:
 
     xyxy: tuple[float, float, float, float]
     label: str
-    region_id: str | None = None
+    region_id: Id | None = None
 
 
 def _new_id() -> str:
     return uuid.uuid4().hex[:10]
 
 
-def region_to_box(region: Mapping[str, Any], width: int, height: int) -> Box:
+def region_to_box(region: Region, width: int, height: int) -> Box:
     """A `rectanglelabels` region (percent of the image) -> a `Box` in pixels.
 
     A rotated rectangle (Label Studio rotates about its top-left corner) becomes the
     axis-aligned box around it, which is what the mask model was trained on.
     """
-    value = region.get("value") or {}
     try:
-        x, y, w, h = (float(value[k]) for k in ("x", "y", "width", "height"))
-    except (KeyError, TypeError, ValueError):
-        raise TaskError(f"region {region.get('id')!r} has no x/y/width/height") from None
-    labels = value.get(region.get("type") or "rectanglelabels") or value.get("rectanglelabels") \
-        or value.get("labels")
-    if not labels:
-        raise TaskError(f"box {region.get('id')!r} has no label: pick a label before drawing it")
-    x, y, w, h = x / 100 * width, y / 100 * height, w / 100 * width, h / 100 * height
-    angle = math.radians(float(value.get("rotation") or 0.0))
+        value = region.rectangle()
+    except ValueError as exc:
+        raise TaskError(str(exc)) from None
+    if value.label is None:
+        raise TaskError(f"box {region.id!r} has no label: pick a label before drawing it")
+    x, y = value.x / 100 * width, value.y / 100 * height
+    w, h = value.width / 100 * width, value.height / 100 * height
+    angle = math.radians(value.rotation or 0.0)
     if angle:
         cos, sin = math.cos(angle), math.sin(angle)
         corners = [(x + cx * cos - cy * sin, y + cx * sin + cy * cos)
@@ -131,33 +146,48 @@ def region_to_box(region: Mapping[str, Any], width: int, height: int) -> Box:
         xyxy = (min(xs), min(ys), max(xs), max(ys))
     else:
         xyxy = (x, y, x + w, y + h)
-    return Box(xyxy=xyxy, label=str(labels[0]), region_id=region.get("id"))
+    return Box(xyxy=xyxy, label=value.label, region_id=region.id)
 
 
-def _rectangles(results: Sequence[Any], controls: Sequence[str]) -> list[Mapping]:
-    if not isinstance(results, list):
-        return []
-    return [r for r in results if isinstance(r, Mapping) and r.get("type") == "rectanglelabels"
-            and (not controls or r.get("from_name") in controls)]
+def _rectangles(results: Sequence[Any], controls: Sequence[str]) -> list[Region]:
+    """The rectangle regions among `results` (of the `controls`, if given); `TaskError` for a
+    malformed one."""
+    found = []
+    for item in results:
+        try:
+            region = Region.parse(item)
+        except ValueError as exc:
+            raise TaskError(str(exc)) from None
+        if region is not None and (not controls or region.from_name in controls):
+            found.append(region)
+    return found
 
 
-def stored_rectangles(task: Mapping[str, Any], controls: Sequence[str]) -> list[Mapping]:
+def _recency(annotation: Annotation) -> tuple[str, tuple[int, int, str]]:
+    """Sort key, newest last: the time stamp, then the id. Ids are integers from Label Studio,
+    but any mix of integers and strings must sort (a comparison of 2 with "a" would fail the
+    whole batch): integers first, by value, then strings."""
+    stamp = annotation.updated_at or annotation.created_at or ""
+    ident = annotation.id
+    order = (0, ident, "") if isinstance(ident, int) else (1, 0, "" if ident is None else ident)
+    return stamp, order
+
+
+def stored_rectangles(task: Task, controls: Sequence[str]) -> list[Region]:
     """The rectangles of a task's newest annotation that has any, else of its newest prediction.
 
     One source only: an annotation usually repeats the prediction it started from, and two
-    annotators' boxes of one object would give two masks of it.
+    annotators' boxes of one object would give two masks of it. Items that are not annotations
+    are passed over (Label Studio never sends them).
     """
-    def newest_first(items: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-        return sorted(items or (), key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""),
-                                                 a.get("id") or 0), reverse=True)
+    def newest_first(items: list[Any]) -> list[Annotation]:
+        parsed = [a for a in map(Annotation.parse, items) if a is not None]
+        return sorted(parsed, key=_recency, reverse=True)
 
-    def objects(items: Any) -> list[Mapping[str, Any]]:
-        return [a for a in items if isinstance(a, Mapping)] if isinstance(items, list) else []
-
-    annotations = [a for a in objects(task.get("annotations")) if not a.get("was_cancelled")]
-    for source in (newest_first(annotations), newest_first(objects(task.get("predictions")))):
+    annotations = [a for a in newest_first(task.annotations) if not a.was_cancelled]
+    for source in (annotations, newest_first(task.predictions)):
         for item in source:
-            rects = _rectangles(item.get("result") or (), controls)
+            rects = _rectangles(item.result, controls)
             if rects:
                 return rects
     return []
@@ -181,17 +211,16 @@ class LabelStudioBackend:
 
     # -- /setup -------------------------------------------------------------------------------
 
-    def setup(self, body: Mapping[str, Any]) -> dict[str, str]:
+    def setup(self, body: SetupBody | Mapping[str, Any]) -> dict[str, str]:
         """Remember the token a project sent (and its Label Studio URL, where the operator
-        allows that); answer the model version.
+        allows that); answer the model version. `ValidationError` for a malformed body.
 
         Label Studio gives /setup 3 s, so nothing slow happens here (the model is loaded at
         start-up). The label config is checked so a project without a mask control hears why.
         """
-        project = _project_id(body.get("project"))
-        hostname, token = body.get("hostname"), body.get("access_token")
-        hostname = hostname if isinstance(hostname, str) and hostname else None
-        token = token if isinstance(token, str) and token else None
+        body = SetupBody.model_validate(body)
+        project = _project_id(body.project)
+        hostname, token = body.hostname or None, body.access_token or None
         if hostname and not self.options.trust_setup_hostname:
             if self.options.access.url is None:
                 log.warning("ignoring the Label Studio URL /setup sent: set LABEL_STUDIO_URL (or "
@@ -201,10 +230,9 @@ class LabelStudioBackend:
         if project and (hostname or token):
             with self._lock:
                 self._access[project] = LabelStudioAccess(url=hostname, token=token)
-        schema = body.get("schema")
-        if schema:
+        if body.label_config:
             try:
-                LabelConfig.parse(schema)
+                LabelConfig.parse(body.label_config)
             except LabelConfigError as exc:
                 log.warning("label config cannot be answered", extra={"project": project, "error": str(exc)})
         return {"model_version": self.model_version}
@@ -226,31 +254,30 @@ class LabelStudioBackend:
 
     # -- /predict -----------------------------------------------------------------------------
 
-    def parse(self, body: Mapping[str, Any]) -> PredictRequest:
+    def parse(self, body: PredictBody | Mapping[str, Any]) -> PredictRequest:
         """Check a `/predict` body: `{tasks, project, label_config, params: {context}}`.
 
-        Raises `LabelConfigError` / `TaskError` when the request as a whole cannot be answered.
+        Raises `ValidationError` for a malformed body, `LabelConfigError` / `TaskError` when
+        the request as a whole cannot be answered. The tasks are checked one by one later.
         """
-        tasks = body.get("tasks")
-        if not isinstance(tasks, list) or not tasks:
-            raise TaskError("the request holds no tasks")
-        label_config = body.get("label_config") or ""
-        if not isinstance(label_config, str):
-            raise TaskError("label_config must be the project's labeling config (XML text)")
-        config = LabelConfig.parse(label_config)
-        access = self.access_for(_project_id(body.get("project")))
-        params = body.get("params")
-        context = params.get("context") if isinstance(params, Mapping) else None
-        drawn = context.get("result") if isinstance(context, Mapping) else None
+        body = PredictBody.model_validate(body)
+        config = LabelConfig.parse(body.label_config)
+        access = self.access_for(_project_id(body.project))
+        context = body.params.context if body.params is not None else None
+        drawn = context.result if context is not None else None
         if drawn:
-            if not isinstance(drawn, list):
-                raise TaskError("params.context.result must be a list of regions")
-            if not isinstance(tasks[0], Mapping):
-                raise TaskError("the task must be a JSON object")
-            return PredictRequest(tasks=tasks[:1], config=config, access=access, drawn=drawn)
-        return PredictRequest(tasks=tasks, config=config, access=access)
+            return PredictRequest(tasks=body.tasks[:1], config=config, access=access, drawn=drawn)
+        return PredictRequest(tasks=body.tasks, config=config, access=access)
 
-    def predict(self, body: Mapping[str, Any]) -> dict[str, Any]:
+    @staticmethod
+    def task(item: Any) -> Task:
+        """One task of a request, checked: `TaskError` says what is wrong with it."""
+        try:
+            return Task.parse(item)
+        except ValueError as exc:
+            raise TaskError(str(exc)) from None
+
+    def predict(self, body: PredictBody | Mapping[str, Any]) -> dict[str, Any]:
         """`{tasks, project, label_config, params: {context}}` -> `{"results": [...]}`.
 
         Raises `LabelConfigError` / `TaskError` for an interactive request that cannot be
@@ -263,23 +290,23 @@ class LabelStudioBackend:
         """
         request = self.parse(body)
         if request.drawn:
-            task = request.tasks[0]
-            return {"results": [self._fetch_and_answer(request, task)]}
+            return {"results": [self._fetch_and_answer(request, request.tasks[0])]}
         results = []
-        for task in request.tasks:
+        for item in request.tasks:
             try:
-                results.append(self._fetch_and_answer(request, task))
+                results.append(self._fetch_and_answer(request, item))
             except ANSWERABLE as exc:
-                results.append(self.task_error(task, exc))
+                results.append(self.task_error(item, exc))
         return {"results": results}
 
-    def _fetch_and_answer(self, request: PredictRequest, task: Any) -> dict[str, Any]:
+    def _fetch_and_answer(self, request: PredictRequest, item: Any) -> dict[str, Any]:
+        task = self.task(item)
         try:
             return self.answer(request, task, self.fetch(request, task))
         except ImageEvicted:
             return self.answer(request, task, self.fetch(request, task, again=True))
 
-    def fetch(self, request: PredictRequest, task: Any, again: bool = False) -> bytes | None:
+    def fetch(self, request: PredictRequest, task: Task, again: bool = False) -> bytes | None:
         """The encoded image of a task, or None when its encoder output is still cached (no
         download; `again`: download anyway, after `answer` raised `ImageEvicted`). Network
         only, no model: the server calls it outside the inference slots."""
@@ -290,56 +317,66 @@ class LabelStudioBackend:
             return None
         return self._download(url, request.access, task)
 
-    def _download(self, url: str, access: LabelStudioAccess, task: Mapping[str, Any]) -> bytes:
-        return fetch_image(url, access, task_id=task.get("id"),
-                           timeout_s=self.options.fetch_timeout_s,
-                           read_timeout_s=self.options.read_timeout_s,
-                           max_bytes=self.options.max_image_bytes,
-                           local_files_root=self.options.local_files_root)
+    def _download(self, url: str, access: LabelStudioAccess, task: Task) -> bytes:
+        try:
+            return fetch_image(url, access, task_id=task.id,
+                               timeout_s=self.options.fetch_timeout_s,
+                               read_timeout_s=self.options.read_timeout_s,
+                               max_bytes=self.options.max_image_bytes,
+                               local_files_root=self.options.local_files_root)
+        except ImageFetchError:
+            raise
+        except Exception as exc:
+            # The fence answers ImageFetchError; whatever else escapes it (a NUL byte's
+            # ValueError, a directory's IsADirectoryError) is still this task's image failing,
+            # told to the caller in the same generic words, and never the server's 500.
+            raise ImageFetchError(f"fetching {url!r} failed: {type(exc).__name__}: {exc}") from exc
 
-    def answer(self, request: PredictRequest, task: Any, image: bytes | None) -> dict[str, Any]:
-        """One task's prediction from its image (`fetch`'s result): encoder and mask model."""
+    def answer(self, request: PredictRequest, task: Task, image: bytes | None,
+               charge: Charge = _no_charge) -> dict[str, Any]:
+        """One task's prediction from its image (`fetch`'s result): encoder and mask model.
+        `charge` is told each cost before it is paid (the image decoded, the masks)."""
         key, (height, width) = self._image(task, request, image)
+        if image is not None:
+            charge(width * height)
         if request.drawn:
-            return self._interactive(key, request.drawn, request.config, width, height)
+            return self._interactive(key, request.drawn, request.config, width, height, charge)
         regions = stored_rectangles(task, request.config.rectangles)
         if regions:
             boxes = [region_to_box(r, width, height) for r in regions]
-            return self._masks(key, boxes, request.config, width, height)
-        return self._detections(key, request.config, width, height)
+            return self._masks(key, boxes, request.config, width, height, charge)
+        return self._detections(key, request.config, width, height, charge)
 
-    def task_error(self, task: Any, exc: Exception) -> dict[str, Any]:
-        """The batch answer for a task that failed: an error without a result."""
-        task_id = task.get("id") if isinstance(task, Mapping) else None
-        log.warning("task not annotated", extra={"task": task_id, "error": str(exc),
-                                                 "detail": getattr(exc, "detail", None)})
+    def task_error(self, item: Any, exc: Exception, log_it: bool = True) -> dict[str, Any]:
+        """The batch answer for a task that failed: an error without a result. `log_it` False:
+        the caller counts it in a summary line instead (a batch of 20,000 broken tasks must not
+        write 20,000 lines)."""
+        task_id = item.get("id") if isinstance(item, Mapping) else None
+        if log_it:
+            log.warning("task not annotated", extra={"task": task_id, "error": str(exc),
+                                                     "detail": getattr(exc, "detail", None)})
         return {"error": f"task {task_id}: {exc}", "model_version": self.model_version}
 
     def _interactive(self, key: str, drawn: Sequence[Any], config: LabelConfig,
-                     width: int, height: int) -> dict[str, Any]:
+                     width: int, height: int, charge: Charge) -> dict[str, Any]:
         regions = _rectangles(drawn, ())
         if not regions:
             kinds = sorted({str(r.get("type")) if isinstance(r, Mapping) else type(r).__name__
                             for r in drawn})
             raise TaskError(f"boxmask segments boxes: draw a smart RectangleLabels box (got {', '.join(kinds)})")
         boxes = [region_to_box(r, width, height) for r in regions]
-        return self._masks(key, boxes, config, width, height)
+        return self._masks(key, boxes, config, width, height, charge)
 
     # -- images -------------------------------------------------------------------------------
 
     @staticmethod
-    def _image_url(task: Any, config: LabelConfig) -> str:
-        if not isinstance(task, Mapping):
-            raise TaskError(f"a task must be a JSON object, got {type(task).__name__}")
-        data = task.get("data")
-        if not isinstance(data, Mapping):
-            raise TaskError("the task has no data object")
-        url = data.get(config.image_key)
+    def _image_url(task: Task, config: LabelConfig) -> str:
+        url = task.data.get(config.image_key)
         if url is None:
             raise TaskError(f"task data has no {config.image_key!r} (the Image tag's value)")
         return str(url)
 
-    def _image(self, task: Mapping[str, Any], request: PredictRequest,
+    def _image(self, task: Task, request: PredictRequest,
                image: bytes | None) -> tuple[str, tuple[int, int]]:
         """The predictor key and (height, width) of the task's image; `image` None means
         "remembered". If the cache dropped it since `fetch`, `ImageEvicted`: the download is
@@ -380,12 +417,14 @@ class LabelStudioBackend:
         return mapped
 
     def _masks(self, key: str, boxes: Sequence[Box], config: LabelConfig,
-               width: int, height: int) -> dict[str, Any]:
+               width: int, height: int, charge: Charge) -> dict[str, Any]:
         categories = [self.labels.category(b.label) for b in boxes]  # UnmappedLabel -> 422
         pred = self.predictor.predict([b.xyxy for b in boxes], labels=[c.id for c in categories], key=key)
+        charge(len(boxes) * width * height)  # accepted: the masks are made next
         return self._prediction(pred, [b.label for b in boxes], config, width, height, boxes=None)
 
-    def _detections(self, key: str, config: LabelConfig, width: int, height: int) -> dict[str, Any]:
+    def _detections(self, key: str, config: LabelConfig, width: int, height: int,
+                    charge: Charge) -> dict[str, Any]:
         pred = self.predictor.detect(key=key, score_threshold=self.options.score_threshold,
                                      max_detections=self.options.max_detections)
         keep, labels = [], []
@@ -395,6 +434,7 @@ class LabelStudioBackend:
                 continue
             keep.append(i)
             labels.append(label)
+        charge(len(keep) * width * height)
         return self._prediction(pred.subset(keep), labels, config, width, height,
                                 boxes=config.rectangle)
 
@@ -440,7 +480,7 @@ class LabelStudioBackend:
                 "model_version": self.model_version}
 
 
-def _project_id(project: object) -> str | None:
+def _project_id(project: Id | None) -> str | None:
     """Label Studio sends projects as "<id>.<created timestamp>"."""
     if project is None or project == "":
         return None

@@ -6,11 +6,12 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from boxmask.server import inference
 from boxmask.server.auth import require_token
-from boxmask.server.dependencies import get_limiter, get_registry, get_settings
+from boxmask.server.budget import CallerBudget, caller_of
+from boxmask.server.dependencies import get_caller_budget, get_limiter, get_registry, get_settings
 from boxmask.server.errors import ApiError, ErrorResponse
 from boxmask.server.limits import InferenceLimiter
 from boxmask.server.openapi import image_upload_body
-from boxmask.server.payloads import max_part_size, media_type, unsupported
+from boxmask.server.payloads import check_image_header, max_part_size, media_type, unsupported
 from boxmask.server.registry import ModelRegistry
 from boxmask.server.runner import run_inference
 from boxmask.server.schemas import ImageResponse
@@ -18,7 +19,7 @@ from boxmask.server.settings import ServerSettings
 
 router = APIRouter(prefix="/v1", tags=["images"], dependencies=[Depends(require_token)])
 
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 503)}
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 429, 503)}
 _RAW_TYPES = ("image/", "application/octet-stream")
 
 
@@ -30,6 +31,7 @@ async def upload_image(
     settings: ServerSettings = Depends(get_settings),
     registry: ModelRegistry = Depends(get_registry),
     limiter: InferenceLimiter = Depends(get_limiter),
+    budget: CallerBudget = Depends(get_caller_budget),
 ) -> ImageResponse:
     """Upload an image (a multipart ``image`` file, or the raw bytes with an ``image/*`` or
     ``application/octet-stream`` content type). The answer's ``image_id`` is the sha256 of the
@@ -59,5 +61,14 @@ async def upload_image(
         raise unsupported(request, ["multipart/form-data", "image/*", "application/octet-stream"])
     if not data:
         raise ApiError(422, "bad_image", "empty image body")
-    return await run_inference(limiter, registry, slot, inference.upload, slot.predictor,
-                               slot.name, data, settings.max_image_pixels)
+    # Decoding it costs one image plane of the caller's budget (a re-upload is a cache hit, but
+    # charged alike: telling them apart would hash the bytes on the event loop).
+    width, height = check_image_header(data, settings.max_image_pixels)
+    caller = caller_of(request)
+    budget.take(caller, width * height)
+    try:
+        return await run_inference(limiter, registry, slot, inference.upload, slot.predictor,
+                                   slot.name, data, settings.max_image_pixels)
+    except BaseException:
+        budget.refund(caller, width * height)
+        raise

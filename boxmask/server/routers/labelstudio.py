@@ -3,17 +3,22 @@
 Label Studio (read from its 1.23 `ml/api_connector.py` and the label-studio-ml-backend's
 `api.py`) calls, relative to the backend URL a user enters (`http://HOST:PORT/labelstudio`):
 
-- `GET /health` (1 s timeout) and `GET /`: `{"status": "UP", ...}`;
+- `GET /health` (1 s timeout) and `GET /`: `{"status": "UP", ...}`; with the Basic
+  credentials of the model's "Use authentication" when both its user and password are set;
 - `POST /setup` (3 s) `{project: "<id>.<ts>", schema, hostname, access_token, extra_params}`
   -> `{"model_version"}`; sent again on every `GET /api/ml/{id}`;
 - `POST /predict` (100 s) `{tasks, project, label_config, params: {context}}`
   -> `{"results": [...]}` with one entry per task;
 - `POST /webhook` for annotation events -> 201 (boxmask does not train from Label Studio).
 
-The translation (tasks and regions to boxes, masks to brush/polygon results) is the backend's,
-which knows nothing of this server; this module adds the transport: the server's one token
-check (`auth.require_token_or_basic`: Label Studio's "Use authentication" sends the token as a
-Basic password), the inference slots, and the mapping of errors to the server's JSON errors.
+The bodies are checked against `integrations.labelstudio.protocol`'s schemas (422 naming the
+field otherwise), which are also the OpenAPI schema's. The translation (tasks and regions to
+boxes, masks to brush/polygon results) is the backend's, which knows nothing of this server;
+this module adds the transport: the server's one token check (`auth.require_token_or_basic`:
+Label Studio's "Use authentication" sends the token as a Basic password), the work budgets
+(tasks per call, the caller's mask pixels, log lines per call), the inference slots, and the
+mapping of errors to the server's JSON errors. The health check is public and says only "UP"
+or "DOWN": it is what a probe, and Label Studio before its credentials are set, may ask.
 The backends are made in the app's lifespan (`LabelStudioBackends.start`).
 """
 
@@ -22,12 +27,13 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from boxmask.integrations.labels import UnmappedLabel
 from boxmask.integrations.labelstudio.backend import (
@@ -43,11 +49,19 @@ from boxmask.integrations.labelstudio.images import (
     LabelStudioAccess,
     parse_origins,
 )
+from boxmask.integrations.labelstudio.protocol import (
+    SCHEMAS,
+    PredictBody,
+    SetupBody,
+    WebhookBody,
+)
 from boxmask.runtime.errors import RuntimeInputError
 from boxmask.server.auth import require_token_or_basic
-from boxmask.server.dependencies import get_limiter, get_registry
-from boxmask.server.errors import ApiError, from_runtime_error
+from boxmask.server.budget import CallerBudget, caller_of
+from boxmask.server.dependencies import get_caller_budget, get_limiter, get_registry
+from boxmask.server.errors import ApiError, ErrorResponse, from_runtime_error, from_validation_error
 from boxmask.server.limits import InferenceLimiter
+from boxmask.server.payloads import MAX_JSON_DEPTH, json_depth
 from boxmask.server.registry import ModelRegistry, ModelSlot
 from boxmask.server.runner import run_inference
 from boxmask.server.settings import LabelStudioSettings
@@ -56,36 +70,16 @@ log = logging.getLogger("boxmask.server.labelstudio")
 
 router = APIRouter(prefix="/labelstudio", tags=["label studio"])
 
-
-def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
-    """The OpenAPI description of a route that reads its JSON body itself (`_json`): Label
-    Studio's bodies, loosely, so that clients and the schema fuzzer see what is expected."""
-    return {"requestBody": {"required": True,
-                            "content": {"application/json": {"schema": schema}}}}
+#: The body schemas, for the app's OpenAPI components.
+BODY_SCHEMAS = SCHEMAS
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 415, 422, 429, 503)}
+M = TypeVar("M", bound=BaseModel)
 
 
-_SETUP_BODY = _json_body({"type": "object", "properties": {
-    "project": {"type": "string", "description": "\"<id>.<created timestamp>\""},
-    "schema": {"type": "string", "description": "the labelling config (XML)"},
-    "hostname": {"type": "string"}, "access_token": {"type": "string"},
-    "extra_params": {"type": "object"}}})
-_REGION = {"type": "object", "properties": {
-    "id": {"type": "string"}, "type": {"type": "string"}, "from_name": {"type": "string"},
-    "to_name": {"type": "string"},
-    "value": {"type": "object", "properties": {
-        "x": {"type": "number"}, "y": {"type": "number"}, "width": {"type": "number"},
-        "height": {"type": "number"}, "rotation": {"type": "number"},
-        "rectanglelabels": {"type": "array", "items": {"type": "string"}}}}}}
-_PREDICT_BODY = _json_body({"type": "object", "required": ["tasks"], "properties": {
-    "tasks": {"type": "array", "items": {"type": "object", "properties": {
-        "id": {"type": "integer"},
-        "data": {"type": "object", "additionalProperties": {"type": "string"}},
-        "annotations": {"type": "array", "items": {"type": "object", "properties": {
-            "result": {"type": "array", "items": _REGION}}}}}}},
-    "project": {"type": "string"}, "label_config": {"type": "string"},
-    "params": {"type": "object", "properties": {"context": {"type": "object", "properties": {
-        "result": {"type": "array", "items": _REGION}}}}}}})
-_WEBHOOK_BODY = _json_body({"type": "object", "properties": {"action": {"type": "string"}}})
+def _json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI request body of a route that reads its JSON itself (`_json`, then `model`)."""
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
 
 
 def backend_options(settings: LabelStudioSettings) -> BackendOptions:
@@ -166,50 +160,72 @@ def get_backend(backends: LabelStudioBackends = Depends(get_backends)) -> LabelS
 
 @router.get("/", summary="Label Studio health check")
 @router.get("/health", summary="Label Studio health check")
-def health(registry: ModelRegistry = Depends(get_registry)) -> dict[str, Any]:
-    ready, message, _ = registry.readiness()
-    return {"status": "UP" if ready else "DOWN", "model_class": "boxmask", "detail": message}
+def health(registry: ModelRegistry = Depends(get_registry)) -> dict[str, str]:
+    """Public, so it says nothing but "UP" or "DOWN": why a model is down (which may name
+    files) is for `/readyz` with the token, and the server log."""
+    ready, _, _ = registry.readiness()
+    return {"status": "UP" if ready else "DOWN", "model_class": "boxmask"}
 
 
-@router.post("/setup", dependencies=[Depends(require_token_or_basic)],
-             summary="Label Studio project set-up", openapi_extra=_SETUP_BODY)
+@router.post("/setup", dependencies=[Depends(require_token_or_basic)], responses=ERRORS,
+             summary="Label Studio project set-up", openapi_extra=_json_body(SetupBody))
 async def setup(request: Request, backend: LabelStudioBackend = Depends(get_backend)) -> dict[str, str]:
-    return backend.setup(await _json(request))
+    return backend.setup(_validated(SetupBody, await _json(request)))
 
 
-@router.post("/predict", dependencies=[Depends(require_token_or_basic)],
-             summary="Label Studio predictions", openapi_extra=_PREDICT_BODY)
+@router.post("/predict", dependencies=[Depends(require_token_or_basic)], responses=ERRORS,
+             summary="Label Studio predictions", openapi_extra=_json_body(PredictBody))
 async def predict(
     request: Request,
     backends: LabelStudioBackends = Depends(get_backends),
     limiter: InferenceLimiter = Depends(get_limiter),
     registry: ModelRegistry = Depends(get_registry),
+    budget: CallerBudget = Depends(get_caller_budget),
 ) -> dict[str, Any]:
     """Per task: download its image in a plain worker thread, then take an inference slot only
-    for the encoder and mask model, so slow image downloads never starve `/v1/segment`."""
-    body = await _json(request)
+    for the encoder and mask model, so slow image downloads never starve `/v1/segment`.
+
+    Bounded per call (`BOXMASK_LABELSTUDIO_MAX_TASKS` tasks, `MAX_TASK_LOG_LINES` log lines for
+    failed tasks) and per caller (its mask-pixel budget: checked before each task, each task's
+    cost charged once its image size and boxes are known)."""
+    body = _validated(PredictBody, await _json(request))
     slot = backends.slot()
     backend = backends.for_slot(slot)
+    settings = backends.settings
+    assert settings is not None  # for_slot answered 500 otherwise
+    if len(body.tasks) > settings.max_tasks:
+        raise ApiError(422, "too_many_tasks",
+                       f"{len(body.tasks)} tasks in one call; the limit is {settings.max_tasks} "
+                       "(BOXMASK_LABELSTUDIO_MAX_TASKS): select fewer tasks for \"Retrieve "
+                       "Predictions\"", {"tasks": len(body.tasks), "max_tasks": settings.max_tasks})
+    caller = caller_of(request)
+    budget.check(caller)
+    charge = partial(budget.charge, caller)
+    log_lines = _LogLines(settings.max_task_log_lines)
     try:
         parsed = backend.parse(body)
         results = []
-        for task in parsed.tasks:
+        for item in parsed.tasks:
             try:
+                if results:  # the first task passed the check above
+                    budget.check(caller)
+                task = backend.task(item)
                 image = await anyio.to_thread.run_sync(backend.fetch, parsed, task,
                                                        limiter=backends.fetch_limiter)
                 try:
-                    answer = await run_inference(limiter, registry, slot,
-                                                 backend.answer, parsed, task, image)
+                    answer = await run_inference(limiter, registry, slot, backend.answer,
+                                                 parsed, task, image, charge)
                 except ImageEvicted:  # the cached encoding went meanwhile: fetch, then answer
                     image = await anyio.to_thread.run_sync(backend.fetch, parsed, task, True,
                                                            limiter=backends.fetch_limiter)
-                    answer = await run_inference(limiter, registry, slot,
-                                                 backend.answer, parsed, task, image)
+                    answer = await run_inference(limiter, registry, slot, backend.answer,
+                                                 parsed, task, image, charge)
                 results.append(answer)
             except (*ANSWERABLE, ApiError) as exc:
                 if parsed.drawn or not _task_level(exc):
                     raise
-                results.append(backend.task_error(task, exc))
+                results.append(backend.task_error(item, exc, log_it=log_lines.may_log()))
+        log_lines.summarize()
         return {"results": results}
     except UnmappedLabel as exc:
         raise ApiError(422, "unknown_label", str(exc), {"label": exc.label, "known_names": exc.known_names}) from exc
@@ -222,6 +238,24 @@ async def predict(
         raise from_runtime_error(exc) from exc
 
 
+class _LogLines:
+    """The log lines one call may write for its failed tasks; the rest get one summary line."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.failed = 0
+
+    def may_log(self) -> bool:
+        self.failed += 1
+        return self.failed <= self.limit
+
+    def summarize(self) -> None:
+        if self.failed > self.limit:
+            log.warning("more tasks not annotated (not logged one by one)",
+                        extra={"tasks": self.failed - self.limit, "failed": self.failed,
+                               "max_task_log_lines": self.limit})
+
+
 def _task_level(exc: Exception) -> bool:
     """Whether a batch task's failure is its own (answered as an error, the others go on),
     not the server's (overloaded, model down: the whole request fails, Label Studio retries)."""
@@ -229,16 +263,20 @@ def _task_level(exc: Exception) -> bool:
 
 
 @router.post("/webhook", status_code=201, dependencies=[Depends(require_token_or_basic)],
-             summary="Label Studio annotation events", openapi_extra=_WEBHOOK_BODY)
+             responses=ERRORS, summary="Label Studio annotation events",
+             openapi_extra=_json_body(WebhookBody))
 async def webhook(request: Request) -> JSONResponse:
-    body = await _json(request)
-    return JSONResponse({"status": "ok", "action": body.get("action"),
+    body = _validated(WebhookBody, await _json(request))
+    return JSONResponse({"status": "ok", "action": body.action,
                          "result": "boxmask does not train from Label Studio events"}, status_code=201)
 
 
-#: Label Studio's bodies nest a few levels (tasks -> annotations -> result -> value -> labels);
-#: anything far deeper is not Label Studio and must not reach a recursive walk.
-MAX_JSON_DEPTH = 32
+def _validated(model: type[M], body: dict[str, Any]) -> M:
+    """`body` checked against its schema: 422 naming each bad field."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
 
 
 async def _json(request: Request) -> dict[str, Any]:
@@ -258,25 +296,8 @@ async def _json(request: Request) -> dict[str, Any]:
         raise ApiError(400, "bad_request", f"body nests deeper than {MAX_JSON_DEPTH} levels") from None
     if not isinstance(body, dict):
         raise ApiError(400, "bad_request", "body must be a JSON object")
+    # Label Studio's bodies nest a few levels (tasks -> annotations -> result -> value ->
+    # labels): anything far deeper is not Label Studio.
     if json_depth(body) > MAX_JSON_DEPTH:
         raise ApiError(400, "bad_request", f"body nests deeper than {MAX_JSON_DEPTH} levels")
     return body
-
-
-def json_depth(value: Any) -> int:
-    """Nesting depth of parsed JSON (a scalar is 0), without recursion."""
-    deepest = 0
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        deepest = max(deepest, depth)
-        if deepest > MAX_JSON_DEPTH:
-            return deepest  # deep enough to refuse: no need to walk the rest
-        stack.extend((child, depth + 1) for child in children)
-    return deepest
