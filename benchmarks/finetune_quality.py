@@ -22,8 +22,9 @@ the pixel stem, AdamW):
   the box; the share of the agnostic-to-oracle gap closed.
 
 Resumable: every run keeps its folder under ``--out`` (checkpoints every 100 iterations); a
-rerun skips finished runs (their ``result.json``) and resumes a cut-off one. Results are also
-kept in benchmarks/results/finetune_quality/.
+rerun skips finished runs (their ``result.json``) and resumes a cut-off one; several workers
+may share the list (each takes the runs no live worker holds). Results are also kept in
+benchmarks/results/finetune_quality/.
 
     .venv/bin/python benchmarks/finetune_quality.py --stage pretrain     # once, ~80 min, 1 thread
     .venv/bin/python benchmarks/finetune_quality.py --seeds 0 1 2        # the table
@@ -123,12 +124,20 @@ def pretrain(args: argparse.Namespace, paths: dict[str, Path]) -> Path:
 # instances, AdamW at the pretraining's lr.
 FINETUNE = ["data.seen=auto", "model.known_targets=checkpoint",
             "model.frozen=[backbone, pixel_stem]", "train.warmup_iters=50"]
-# method -> (mode, the user's data it trains on)
-METHODS = {"agnostic": ("agnostic", "boxes"), "teacher_student": ("teacher_student", "boxes"),
-           "oracle": ("teacher_student", "full"),
-           "agnostic_replay": ("agnostic", "replay"), "teacher_student_replay": ("teacher_student", "replay"),
-           "teacher_student_k5": ("teacher_student", "k5"),
-           "teacher_student_k20": ("teacher_student", "k20")}
+# method -> (mode, the user's data it trains on, further overrides)
+METHODS: dict[str, tuple[str, str, list[str]]] = {
+    "agnostic": ("agnostic", "boxes", []), "teacher_student": ("teacher_student", "boxes", []),
+    "oracle": ("teacher_student", "full", []),
+    "agnostic_replay": ("agnostic", "replay", []),
+    "teacher_student_replay": ("teacher_student", "replay", []),
+    "teacher_student_k5": ("teacher_student", "k5", []),
+    "teacher_student_k20": ("teacher_student", "k20", []),
+    # Levers for a teacher that learned the new shapes as background (the zero-shot row): its
+    # pseudo-masks thresholded down to their box's sides; BoxInst's box terms on the student.
+    "teacher_student_fit": ("teacher_student", "boxes", ["model.pseudo_mask_fit=box"]),
+    "teacher_student_boxinst": ("teacher_student", "boxes", [
+        "model.unseen_box_loss=boxinst", "model.box_pairwise_warmup_iters=150"]),
+}
 
 
 def user_data(out: Path, paths: dict[str, Path], kind: str, seed: int) -> tuple[Path, Path]:
@@ -261,7 +270,12 @@ def finetune(args: argparse.Namespace, paths: dict[str, Path], pre: Path, method
     out = Path(args.out) / name
     if (out / "result.json").is_file():
         return json.loads((out / "result.json").read_text())
-    mode, kind = METHODS[method]
+    from synthetic_experiment import _claim  # the run locking several workers share
+
+    if not _claim(out):
+        print(f"[{name}] held by another worker: skipped", flush=True)
+        return {}
+    mode, kind, extra = METHODS[method]
     ann, images = user_data(Path(args.out), paths, kind, seed)
     epochs = args.finetune_epochs
     t0 = time.time()
@@ -270,7 +284,7 @@ def finetune(args: argparse.Namespace, paths: dict[str, Path], pre: Path, method
                                  f"data.val_annotations={paths['val']}",
                                  f"data.val_images={paths['val_images']}",
                                  f"train.epochs={epochs}", f"train.lr_steps=[{epochs - 1}]",
-                                 f"train.seed={seed}",
+                                 f"train.seed={seed}", *extra,
                                  *([f"train.max_iters_per_epoch={args.iters_per_epoch}"]
                                    if args.iters_per_epoch else [])], args.threads)
     seconds = time.time() - t0

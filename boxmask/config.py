@@ -153,6 +153,11 @@ class ModelConfig(_Section):
     # R-CNN's MaskIoU head, boxmask/model/mask_quality.py) that predicts the IoU of each served
     # mask, trained on the instances with true masks; exported as the decoders' `quality`.
     mask_quality: bool = False
+    # Not in the paper (``none``, off, by default): ``box`` thresholds each teacher pseudo-mask
+    # as low as it takes to reach its box's sides (boxmask/model/pseudo_masks.py fit_to_box),
+    # for a teacher that learned the new categories as background (a model pretrained where
+    # they were not annotated).
+    pseudo_mask_fit: Literal["none", "box"] = "none"
 
 
 class TrainConfig(_Section):

@@ -37,6 +37,7 @@ from boxmask.model.pseudo_masks import (
     apply_sigma,
     box_interior_on_rois,
     clean_pseudo_masks,
+    fit_to_box,
     project_masks_on_rois,
     resize_probs,
     seen_union_on_rois,
@@ -107,6 +108,9 @@ class TeacherStudentMaskBranch(nn.Module):
         known_targets: ``checkpoint`` keeps a frozen copy of the student (the *anchor*, set by
             :meth:`anchor_known`) whose channel is the target of box-only instances of the
             categories it knows; ``teacher``: the paper's pseudo-masks for every box-only one.
+        pseudo_mask_fit: ``box``: the teacher's pseudo-masks are thresholded as low as it takes
+            to touch their box (:func:`~boxmask.model.pseudo_masks.fit_to_box`) instead of at
+            sigma's 0.5 (``threshold`` only); ``none``: the paper's.
         mask_quality: add the class-agnostic mask-quality head (boxmask/model/mask_quality.py):
             the predicted IoU of each served mask, trained on the instances with true masks
             (``loss_mask_quality``), on detached inputs (it never changes a mask).
@@ -123,7 +127,8 @@ class TeacherStudentMaskBranch(nn.Module):
                  box_pairwise_warmup_iters: int = 0,
                  pixel_channels: int = 0,
                  known_targets: Literal["teacher", "checkpoint"] = "teacher",
-                 mask_quality: bool = False) -> None:
+                 mask_quality: bool = False,
+                 pseudo_mask_fit: Literal["none", "box"] = "none") -> None:
         super().__init__()
         if mode not in ("agnostic", "teacher_student", "oracle"):
             raise ValueError(f"unknown mode {mode!r}")
@@ -149,6 +154,7 @@ class TeacherStudentMaskBranch(nn.Module):
         # The oracle has no unseen instances: nothing for a box loss to act on.
         self.unseen_box_loss: BoxLoss = unseen_box_loss if mode != "oracle" else "none"
         self.box_pairwise_warmup_iters = box_pairwise_warmup_iters
+        self.pseudo_mask_fit = pseudo_mask_fit
         self.quality: MaskQualityHead | None = None
         if mask_quality:
             self.quality = MaskQualityHead(in_channels, conv_channels, roi_size, norm_layer=norm_layer)
@@ -339,7 +345,7 @@ class TeacherStudentMaskBranch(nn.Module):
                         anchor = anchor[torch.arange(len(anchor)), labels[known] - 1]
                     target[known] = self._pseudo_masks(
                         anchor, student_logits[known], rois, matched_idxs, targets, known,
-                        images, image_shapes, sigma="threshold")
+                        images, image_shapes, sigma="threshold", fit=False)
                 supervised = torch.ones_like(valid)
             losses["loss_mask_student"] = mask_bce(student_logits[supervised], target[supervised])
 
@@ -410,10 +416,11 @@ class TeacherStudentMaskBranch(nn.Module):
                       targets: list[dict[str, torch.Tensor]], unseen: torch.Tensor,
                       images: torch.Tensor | None,
                       image_shapes: list[tuple[int, int]],
-                      sigma: Sigma | None = None) -> torch.Tensor:
+                      sigma: Sigma | None = None, fit: bool = True) -> torch.Tensor:
         """Cleaned sigma(M_t) for the unseen positives, ``[U, 28, 28]`` in {0, 1}.
         ``teacher_logits`` is ``[U, R_t, R_t]`` (the anchor's channel for known categories);
-        ``sigma`` overrides the branch's."""
+        ``sigma`` overrides the branch's; ``fit=False`` leaves ``pseudo_mask_fit`` out (the
+        anchor's masks)."""
         teacher_probs = resize_probs(teacher_logits.sigmoid(), STUDENT_RESOLUTION)
         student_probs = student_logits.sigmoid()
         # Per proposal: its box, its instance's box, and the union of the image's seen masks on it.
@@ -428,7 +435,12 @@ class TeacherStudentMaskBranch(nn.Module):
             if images is None:
                 raise ValueError("sigma=crf needs the input images")
             crops = _roi_crops(images, rois, unseen, STUDENT_RESOLUTION)
-        pseudo = apply_sigma(sigma or self.current_sigma, teacher_probs, student_probs, crops)
+        kind = sigma or self.current_sigma
+        if fit and self.pseudo_mask_fit == "box" and kind == "threshold":
+            inside = box_interior_on_rois(flat_rois_t, inst_boxes_t, STUDENT_RESOLUTION)
+            pseudo = fit_to_box(teacher_probs, inside & (seen_on_t < 0.5))
+        else:
+            pseudo = apply_sigma(kind, teacher_probs, student_probs, crops)
         return clean_pseudo_masks(pseudo, flat_rois_t, inst_boxes_t, seen_on_t)
 
 

@@ -116,3 +116,23 @@ def test_resize_probs_averages_a_high_resolution_teacher_down():
     assert r.shape == (1, 28, 28)
     assert torch.allclose(r[0, :, :14], torch.ones(28, 14))
     assert torch.allclose(r[0, :, 14:], torch.zeros(28, 14))
+
+
+def test_fit_to_box_lowers_the_threshold_until_the_mask_reaches_the_box_sides() -> None:
+    from boxmask.model.pseudo_masks import fit_to_box
+
+    inside = torch.zeros(2, 8, 8, dtype=torch.bool)
+    inside[:, 1:7, 1:7] = True
+    probs = torch.zeros(2, 8, 8)
+    # Instance 0: a confident object filling its box: kept at 0.5 as it is.
+    probs[0, 1:7, 1:7] = 0.9
+    # Instance 1: a faint object (0.3) with a confident core (0.8): 0.5 gives the core only.
+    probs[1, 1:7, 1:7] = 0.3
+    probs[1, 3:5, 3:5] = 0.8
+    out = fit_to_box(probs, inside)
+    assert torch.equal(out[0], (probs[0] >= 0.5).float())
+    assert torch.equal(out[1].bool(), inside[1])
+    # Outside the box nothing is ever foreground, however high the probability.
+    probs[1, 0, 0] = 1.0
+    assert fit_to_box(probs, inside)[1, 0, 0] == 0
+    assert fit_to_box(torch.zeros(0, 8, 8), torch.zeros(0, 8, 8, dtype=torch.bool)).shape == (0, 8, 8)
