@@ -45,6 +45,21 @@ class DataConfig(_Section):
     # hole or bite with the background copied into it (boxmask.data.transforms.BackgroundHoles),
     # so the class-agnostic teacher sees seen shapes with background inside their outline.
     background_holes: float = Field(default=0.0, ge=0.0, le=1.0)
+    # Not in the paper (off by default): the probability that a training image gets procedural
+    # random shapes (polygons and blobs with their own textures) pasted over it, as Ghiasi et
+    # al.'s Simple Copy-Paste (CVPR 2021) pastes objects (boxmask.data.random_shapes): extra
+    # class-agnostic instances (label -1, ``teacher_only``) that only the class-agnostic teacher
+    # learns from, so that it learns to follow boundaries rather than the seen shapes.
+    random_shapes: float = Field(default=0.0, ge=0.0, le=1.0)
+    # How many shapes such an image gets: drawn uniformly from [low, high].
+    random_shapes_count: tuple[int, int] = (1, 3)
+
+    @field_validator("random_shapes_count")
+    @classmethod
+    def _count_range(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not 1 <= v[0] <= v[1]:
+            raise ValueError(f"random_shapes_count must be [low, high] with 1 <= low <= high, got {list(v)}")
+        return v
 
 
 class ModelConfig(_Section):
@@ -146,8 +161,9 @@ class ModelConfig(_Section):
     # Not in the paper. Where a box-only instance's student target comes from when its category
     # is one the init_from checkpoint already segments: ``teacher`` (the paper: the teacher's
     # cleaned pseudo-mask, like any unseen instance), or ``checkpoint``: the checkpoint's own
-    # student mask for that category (a frozen copy of its student head, thresholded and
-    # cleaned the same way), so a fine-tune without their masks does not forget them.
+    # student mask for that category (a frozen copy of its student head; its probabilities
+    # inside the instance's box, soft targets as in Learning without Forgetting), so a
+    # fine-tune without their masks does not forget them.
     known_targets: Literal["teacher", "checkpoint"] = "teacher"
     # Not in the paper (off by default): a class-agnostic mask-quality head (Mask Scoring
     # R-CNN's MaskIoU head, boxmask/model/mask_quality.py) that predicts the IoU of each served

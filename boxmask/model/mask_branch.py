@@ -343,9 +343,13 @@ class TeacherStudentMaskBranch(nn.Module):
                             self.anchor, features, rois)[known] if self.pixel_stem is not None
                             else None)
                         anchor = anchor[torch.arange(len(anchor)), labels[known] - 1]
-                    target[known] = self._pseudo_masks(
-                        anchor, student_logits[known], rois, matched_idxs, targets, known,
-                        images, image_shapes, sigma="threshold", fit=False)
+                        # Soft targets (the anchor's probabilities, as in Learning without
+                        # Forgetting), kept inside the instance's box: thresholding them would
+                        # pull the student's own confident outputs towards 0/1 and move them.
+                        inside = box_interior_on_rois(
+                            torch.cat(rois)[known], _matched_boxes(targets, matched_idxs)[known],
+                            STUDENT_RESOLUTION)
+                        target[known] = anchor.sigmoid() * inside.to(anchor.dtype)
                 supervised = torch.ones_like(valid)
             losses["loss_mask_student"] = mask_bce(student_logits[supervised], target[supervised])
 
@@ -419,8 +423,7 @@ class TeacherStudentMaskBranch(nn.Module):
                       sigma: Sigma | None = None, fit: bool = True) -> torch.Tensor:
         """Cleaned sigma(M_t) for the unseen positives, ``[U, 28, 28]`` in {0, 1}.
         ``teacher_logits`` is ``[U, R_t, R_t]`` (the anchor's channel for known categories);
-        ``sigma`` overrides the branch's; ``fit=False`` leaves ``pseudo_mask_fit`` out (the
-        anchor's masks)."""
+        ``sigma`` overrides the branch's; ``fit=False`` leaves ``pseudo_mask_fit`` out."""
         teacher_probs = resize_probs(teacher_logits.sigmoid(), STUDENT_RESOLUTION)
         student_probs = student_logits.sigmoid()
         # Per proposal: its box, its instance's box, and the union of the image's seen masks on it.
