@@ -61,7 +61,9 @@ def build_dataset(data: DataConfig, split: Literal["train", "val"] = "train",
         mask_ids = {int(c["id"]) for c in categories} if every_mask else seen
         return CocoInstances(data.train_images, data.train_annotations, mask_ids,
                              transforms=training_transforms(data.horizontal_flip,
-                                                            data.background_holes),
+                                                            data.background_holes,
+                                                            data.random_shapes,
+                                                            data.random_shapes_count),
                              drop_empty=data.drop_images_without_annotations,
                              allow_no_masks=is_auto(data.seen))
     if split == "val":

@@ -29,6 +29,19 @@ stripes; heart and L: checker; arrow and T: dots), and keeps the same four unsee
 how far a class-agnostic teacher's masks of unseen shapes improve when it has seen twelve
 shapes instead of four.
 
+The ``transfer`` shape set (``shapes="transfer"``, :data:`TRANSFER_CATEGORIES`) asks for
+transfer instead: no unseen category has a seen look-alike in shape family or in texture kind,
+and one unseen shape, the slab, nearly fills its box (about 97 % of it when whole):
+
+========  ========  ===========  ==========  ========  ==========
+seen      texture   family       unseen      texture   family
+========  ========  ===========  ==========  ========  ==========
+disc      noise     round        slab        gradient  box-filling
+triangle  checker   polygon      wave        speckle   band
+cross     dots      bars         zigzag      gradient  band
+star      stripes   star         arch        speckle   band
+========  ========  ===========  ==========  ========  ==========
+
 Output (``generate``)::
 
     out/annotations/instances_train.json   out/images/train/000000.png ...
@@ -83,9 +96,13 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 class ShapeCategory:
     id: int
     name: str
-    texture: str  # noise | stripes | checker | dots
+    texture: str  # noise | stripes | checker | dots | gradient | speckle
     palette: tuple[str, str, str]
     suggested_seen: bool
+    # The shape's family (round, bars, band...), named only where a catalogue's split is
+    # defined by it (``transfer``); the basic and extended categories leave it empty, and their
+    # COCO records do not carry it (their bytes are those of every set made before it).
+    family: str = ""
 
 
 CATEGORIES: tuple[ShapeCategory, ...] = (
@@ -116,12 +133,32 @@ EXTRA_CATEGORIES: tuple[ShapeCategory, ...] = (
     ShapeCategory(16, "tshape", "dots", ("magenta", "purple", "red"), True),
 )
 
+# The ``transfer`` catalogue: a split that asks for transfer rather than recognition of a
+# look-alike. No unseen category shares a shape family or a texture kind with a seen one: the
+# seen four are a round, a polygonal, a barred and a pointed shape in the four textures of the
+# basic set; the unseen four are shapes of two families no seen shape belongs to (a box-filling
+# slab, and bands: an S-shaped wave, a zigzag, an arch) in two textures no seen shape wears (a
+# linear gradient, a per-pixel speckle). The slab is axis-aligned and fills about 97 % of its
+# box: the case where a mask below the box itself is a loss, not a refinement.
+TRANSFER_CATEGORIES: tuple[ShapeCategory, ...] = (
+    ShapeCategory(1, "disc", "noise", ("red", "teal", "yellow"), True, "round"),
+    ShapeCategory(2, "triangle", "checker", ("magenta", "yellow", "teal"), True, "polygon"),
+    ShapeCategory(3, "cross", "dots", ("purple", "green", "red"), True, "bars"),
+    ShapeCategory(4, "star", "stripes", ("yellow", "purple", "blue"), True, "star"),
+    ShapeCategory(5, "slab", "gradient", ("green", "magenta", "orange"), False, "box-filling"),
+    ShapeCategory(6, "wave", "speckle", ("orange", "red", "purple"), False, "band"),
+    ShapeCategory(7, "zigzag", "gradient", ("teal", "blue", "magenta"), False, "band"),
+    ShapeCategory(8, "arch", "speckle", ("blue", "orange", "green"), False, "band"),
+)
+
 # Shape catalogues (``boxmask data synth --shapes``): which categories a scene draws from.
 # ``basic``, the default, is the eight of every set before it (its bytes are unchanged);
-# ``extended`` adds :data:`EXTRA_CATEGORIES`: twelve seen shapes, the same four unseen.
+# ``extended`` adds :data:`EXTRA_CATEGORIES`: twelve seen shapes, the same four unseen;
+# ``transfer`` is :data:`TRANSFER_CATEGORIES`: four seen, four unseen unlike any seen one.
 SHAPE_SETS: dict[str, tuple[ShapeCategory, ...]] = {
     "basic": CATEGORIES,
     "extended": CATEGORIES + EXTRA_CATEGORIES,
+    "transfer": TRANSFER_CATEGORIES,
 }
 
 _SPLIT_CODE = {"train": 0, "val": 1}
@@ -134,14 +171,17 @@ def _catalogue(shapes: str) -> tuple[ShapeCategory, ...]:
 
 
 def coco_categories(shapes: str = "basic") -> list[dict[str, Any]]:
-    """The COCO ``categories`` list, with each category's texture and suggested split."""
+    """The COCO ``categories`` list, with each category's texture and suggested split (and its
+    shape family, where the catalogue names one)."""
     return [{"id": c.id, "name": c.name, "supercategory": "shape", "texture": c.texture,
-             "suggested_seen": c.suggested_seen} for c in _catalogue(shapes)]
+             "suggested_seen": c.suggested_seen, **({"family": c.family} if c.family else {})}
+            for c in _catalogue(shapes)]
 
 
 def suggested_split(shapes: str = "basic") -> dict[str, list[str]]:
     """The seen and unseen categories (``basic``: four and four, each unseen one with a seen
-    texture look-alike; ``extended``: twelve seen, the same four unseen)."""
+    texture look-alike; ``extended``: twelve seen, the same four unseen; ``transfer``: four
+    and four, no unseen one sharing a shape family or a texture kind with a seen one)."""
     cats = _catalogue(shapes)
     return {"seen": [c.name for c in cats if c.suggested_seen],
             "unseen": [c.name for c in cats if not c.suggested_seen]}
@@ -229,6 +269,41 @@ def shape_mask(name: str, centre: np.ndarray, radius: float, angle: float,
         top = np.array([[-a, -a], [a, -a], [a, -a + t], [-a, -a + t]])
         stem = np.array([[-t / 2, -a], [t / 2, -a], [t / 2, a], [-t / 2, a]])
         return fill(top) | fill(stem)
+    # The transfer catalogue's unseen shapes (TRANSFER_CATEGORIES).
+    if name == "slab":  # axis-aligned (the angle is not used): it nearly fills its box
+        a = radius * 0.9
+        b = a * rng.uniform(0.65, 1.0)
+        if rng.random() < 0.5:
+            a, b = b, a
+        corner = min(a, b) * rng.uniform(0.12, 0.25)
+        arcs = []
+        for (sx, sy), start in (((1, 1), 0.0), ((-1, 1), 0.5), ((-1, -1), 1.0), ((1, -1), 1.5)):
+            t = np.pi * (start + np.linspace(0.0, 0.5, 9))
+            arcs.append(np.stack([sx * (a - corner) + corner * np.cos(t),
+                                  sy * (b - corner) + corner * np.sin(t)], axis=1))
+        return _fill([np.concatenate(arcs)], centre, np.diag(stretch), size)
+    if name in ("wave", "zigzag"):  # a band of constant height along a curve
+        a = radius * 1.3
+        half = radius * rng.uniform(0.38, 0.46)
+        if name == "wave":  # one period of a sine: an S
+            x = np.linspace(-a, a, 33)
+            y = radius * rng.uniform(0.3, 0.42) * np.sin(np.pi * x / a)
+        else:  # two zigs and two zags, sharp corners
+            x = np.linspace(-a, a, 5)
+            y = radius * rng.uniform(0.3, 0.4) * np.array([-1.0, 1.0, -1.0, 1.0, -1.0])
+        top, bottom = np.stack([x, y - half], axis=1), np.stack([x, y + half], axis=1)[::-1]
+        return fill(np.concatenate([top, bottom]))
+    if name == "arch":  # a thick upside-down U: a half ring on two legs
+        outer = radius * 1.1
+        inner = outer * rng.uniform(0.45, 0.6)
+        legs = radius * rng.uniform(0.6, 0.9)
+        t = np.linspace(np.pi, 2 * np.pi, 33)  # y grows downwards: the arc is on top
+        shift = (legs - outer) / 2  # centre the box on the centre
+        out_path = np.concatenate([[[-outer, legs]], np.stack([outer * np.cos(t), outer * np.sin(t)], 1),
+                                   [[outer, legs]]])
+        in_path = np.concatenate([[[inner, legs]], np.stack([inner * np.cos(t), inner * np.sin(t)], 1)[::-1],
+                                  [[-inner, legs]]])
+        return fill(np.concatenate([out_path, in_path]) - [0.0, shift])
     raise ValueError(f"unknown shape {name!r}")
 
 
@@ -267,6 +342,11 @@ def texture(kind: str, palette: tuple[str, str, str], centre: np.ndarray,
         field = cv2.resize(rng.random(cells, dtype=np.float32), (x1 - x0, y1 - y0),
                            interpolation=cv2.INTER_LINEAR)
         sel = field < 0.5
+    elif kind == "gradient":  # no pattern: the first colour fades into the second across it
+        ramp = np.clip(0.5 + u / max(1.0, float(np.hypot(x1 - x0, y1 - y0))), 0.0, 1.0)
+        return fg + ramp[..., None] * (bg - fg)
+    elif kind == "speckle":  # pixel-sized grain, far finer than any other texture's period
+        sel = rng.random((y1 - y0, x1 - x0), dtype=np.float32) < 0.5
     else:
         raise ValueError(f"unknown texture {kind!r}")
     return np.where(sel[..., None], fg, bg)
@@ -528,9 +608,10 @@ def generate(out: str | Path, seed: int = 0, num_train: int = 400, num_val: int 
     ``scene`` names one of :data:`SCENES` (``dense``, the default, or ``clear``). ``version``
     is the generator's (:data:`SUPPORTED_VERSIONS`; the newest by default): an older one
     rebuilds, byte for byte, a set that results were measured on. ``shapes`` names the shape
-    catalogue (:data:`SHAPE_SETS`: ``basic``, the eight shapes, or ``extended``, twelve seen
-    and the same four unseen); ``basic`` sets do not record it, so their bytes are those of
-    every set made before the option existed.
+    catalogue (:data:`SHAPE_SETS`: ``basic``, the eight shapes, ``extended``, twelve seen
+    and the same four unseen, or ``transfer``, four seen and four unseen unlike any seen one);
+    ``basic`` sets do not record it, so their bytes are those of every set made before the
+    option existed.
 
     The folder appears complete or not at all: everything is written into a temporary sibling
     folder that is renamed into place. An existing non-empty ``out`` is refused unless

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from boxmask.data.random_shapes import RandomShapes
+
 Target = dict[str, Any]
 Transform = Callable[[Tensor, Target], tuple[Tensor, Target]]
 
@@ -170,12 +172,18 @@ class BackgroundHoles:
         return f"{type(self).__name__}(p={self.p}, scale={self.scale}, min_keep={self.min_keep})"
 
 
-def training_transforms(horizontal_flip: float = 0.5, background_holes: float = 0.0) -> Compose:
+def training_transforms(horizontal_flip: float = 0.5, background_holes: float = 0.0,
+                        random_shapes: float = 0.0,
+                        random_shapes_count: tuple[int, int] = (1, 3)) -> Compose:
     """The training augmentation: horizontal flips (the paper's schedule), then, if asked,
-    :class:`BackgroundHoles` (not in the paper; off by default)."""
+    :class:`BackgroundHoles` and boxmask.data.random_shapes' ``RandomShapes`` (neither is in
+    the paper; both are off by default). The shapes come last: pasted on top of everything,
+    their masks are exact, and no later transform cuts into them."""
     transforms: list[Transform] = []
     if horizontal_flip > 0:
         transforms.append(RandomHorizontalFlip(horizontal_flip))
     if background_holes > 0:
         transforms.append(BackgroundHoles(background_holes))
+    if random_shapes > 0:
+        transforms.append(RandomShapes(random_shapes, random_shapes_count))
     return Compose(transforms)
