@@ -6,31 +6,74 @@ is instant and a server-only install never touches torch.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from boxmask.config import ConfigError
 
+
+class _PlainFlags(TyperGroup):
+    """Typer 0.29's help gives every option a type column, flags too: `--fp16 <bool>`,
+    `--help <bool>` read as if they took a value. A flag's metavar is blanked here, for this
+    group's own options and for each command it hands out."""
+
+    def get_params(self, ctx):  # type: ignore[no-untyped-def]
+        return _blank_flag_metavars(super().get_params(ctx))
+
+    def get_command(self, ctx, cmd_name):  # type: ignore[no-untyped-def]
+        command = super().get_command(ctx, cmd_name)
+        if command is not None and not isinstance(command, TyperGroup):
+            _blank_flag_metavars(command.get_params(ctx))  # its --help included
+        return command
+
+
+def _blank_flag_metavars(params):  # type: ignore[no-untyped-def]
+    for param in params:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+    return params
+
+
 app = typer.Typer(
     name="boxmask",
+    cls=_PlainFlags,
     help="Boxes to class-specific instance masks (teacher-student Mask R-CNN, Zhao et al. 2022).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
 data_app = typer.Typer(help="Datasets: generate the synthetic overlap dataset, inspect splits.",
-                       no_args_is_help=True)
+                       cls=_PlainFlags, no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 console = Console(stderr=True)
 
 
 def fail(message: str, code: int = 2) -> None:
-    """Print an error that says what to do, and exit without a traceback."""
-    console.print(f"[bold red]error:[/] {message}")
+    """Print an error that says what to do, on one line, and exit without a traceback."""
+    console.print(f"[bold red]error:[/] {message}", soft_wrap=True, highlight=False)
     raise typer.Exit(code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"boxmask {version('boxmask')}")
+        except PackageNotFoundError:  # a source tree that was never installed
+            print("boxmask (not installed: no package metadata)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the installed version and exit.")) -> None:
+    """Boxes to class-specific instance masks (teacher-student Mask R-CNN, Zhao et al. 2022)."""
 
 
 @data_app.command("synth")
@@ -56,7 +99,7 @@ def data_synth(
                                     "(twelve seen, the same four unseen)."),
 ) -> None:
     """Generate a deterministic COCO-format dataset of heavily overlapping textured shapes."""
-    from boxmask.data.synthetic import GENERATOR_VERSION, ensure_generated, generate
+    from boxmask.data.synthetic import GENERATOR_VERSION, OutputNotEmpty, ensure_generated, generate
 
     version = GENERATOR_VERSION if generator_version is None else generator_version
     if reuse and overwrite:
@@ -70,9 +113,29 @@ def data_synth(
             stats = generate(out, seed=seed, num_train=images, num_val=val_images,
                              image_size=size, overwrite=overwrite, scene=scene, version=version,
                              shapes=shapes)
+    except OutputNotEmpty as exc:
+        fail(f"{exc.path} is not empty: pass --overwrite to replace it (or --reuse to keep it "
+             "when it holds this very set)")
     except (FileExistsError, ValueError) as exc:
         fail(str(exc))
-    console.print_json(data=stats)
+    _synth_summary(out, stats)
+
+
+def _synth_summary(out: Path, stats: dict) -> None:
+    """A few lines on what was written; every figure is in OUT/stats.json."""
+    splits = stats["splits"]
+    counts = " + ".join(f"{s['images']} {name}" for name, s in splits.items() if s["images"])
+    instances = " + ".join(f"{s['instances']}" for s in splits.values() if s["images"])
+    split = stats["suggested_split"]
+    train = splits["train"]
+    console.print(f"[green]wrote[/] {out}: {counts} images of {stats['image_size']} px "
+                  f"({instances} instances), scene {stats['scene_name']}, generator version "
+                  f"{stats['generator_version']}, seed {stats['seed']}", soft_wrap=True)
+    console.print(f"categories: {', '.join(split['seen'])} (suggested seen); "
+                  f"{', '.join(split['unseen'])} (suggested unseen)", soft_wrap=True)
+    console.print(f"train instances overlapped (O >= {stats['overlap_threshold']}): "
+                  f"{train['overlap_share']:.0%}; every statistic is in {out / 'stats.json'}",
+                  soft_wrap=True)
 
 
 @data_app.command("split")
@@ -163,14 +226,79 @@ def export(
     from boxmask.export.errors import ExportError
     from boxmask.export.exporter import export_checkpoint
 
-    try:
-        card = export_checkpoint(checkpoint, out, name=name, fp16=fp16, int8=int8,
-                                 calibration_images=calibration_images, tensorrt=tensorrt,
-                                 triton_repo=triton_repo, opset=opset, check=check,
-                                 images=images)
-    except (ExportError, ConfigError) as exc:
-        fail(str(exc))
-    console.print(f"[green]exported[/] {card['name']} to {out}")
+    with console.status("starting (importing torch)") as status:
+        stages = _Stages(status)
+        try:
+            card = export_checkpoint(checkpoint, out, name=name, fp16=fp16, int8=int8,
+                                     calibration_images=calibration_images, tensorrt=tensorrt,
+                                     triton_repo=triton_repo, opset=opset, check=check,
+                                     images=images, progress=stages)
+        except (ExportError, ConfigError) as exc:
+            status.stop()
+            fail(f"{stages.current or 'export'} failed: {exc}")
+        stages.done()
+    _print_export(card, out)
+
+
+class _Stages:
+    """A long job's progress: the running stage under a spinner, each finished one printed with
+    its time."""
+
+    def __init__(self, status) -> None:  # type: ignore[no-untyped-def]
+        self.status, self.clock = status, time.perf_counter
+        self.current: str | None = None
+        self.started = 0.0
+
+    def __call__(self, stage: str) -> None:
+        self.done()
+        self.current, self.started = stage, self.clock()
+        self.status.update(f"{stage}...")
+
+    def done(self) -> None:
+        if self.current is not None:
+            console.print(f"  [green]done[/] {self.current} ({self.clock() - self.started:.1f} s)",
+                          highlight=False)
+        self.current = None
+
+
+def _print_export(card: dict, out: Path) -> None:
+    """The parity figures (what model.json records), the int8 cost, and where the model is."""
+    parity, rows = card.get("parity") or {}, []
+    if parity:
+        labels = "equal" if parity["decoder_labels_equal"] else "DIFFER"
+        decoder = (f"logits max |diff| {parity['decoder_logits_max_abs']:.1e} (largest logit "
+                   f"{parity['decoder_logits_max_ref']:.3g}), min mask IoU "
+                   f"{parity['decoder_min_mask_iou']:.4f}, scores max |diff| "
+                   f"{parity['decoder_scores_max_abs']:.1e}, labels {labels}")
+        if "decoder_quality_max_abs" in parity:
+            decoder += f", mask quality max |diff| {parity['decoder_quality_max_abs']:.1e}"
+        rows += [("encoder", f"max |diff| {parity['encoder_max_abs']:.1e}"), ("decoder", decoder)]
+        if "labelled_decoder_logits_max_abs" in parity:
+            labelled = (f"logits max |diff| {parity['labelled_decoder_logits_max_abs']:.1e}, "
+                        f"min mask IoU {parity['labelled_decoder_min_mask_iou']:.4f}")
+            rows.append(("labelled decoder", labelled))
+        same = "same detections" if parity["detector_same_count"] else "DIFFERENT detections"
+        rows.append(("detector", f"max |diff| {parity['detector_max_abs']:.1e}, {same}"))
+        sizes = ", ".join(f"{h}x{w}" for h, w in parity.get("sizes", []))
+        counts = "/".join(str(n) for n in parity.get("box_counts", []))
+        console.print(f"parity, ONNX Runtime against torch ({sizes}; {counts} boxes): "
+                      f"{'passed' if parity['passed'] else 'FAILED'}", highlight=False)
+        for graph, text in rows:
+            console.print(f"  {graph:<17}{text}", highlight=False, soft_wrap=True)
+    else:
+        console.print("parity not checked (--no-check)")
+    int8 = (card.get("quantization") or {}).get("int8")
+    if int8 and "mask_iou_vs_fp32_mean" in int8:
+        line = (f"int8 encoder: masks against fp32 mean IoU {int8['mask_iou_vs_fp32_mean']:.3f} "
+                f"(min {int8['mask_iou_vs_fp32_min']:.3f}) on {int8['held_out_images']} held-out "
+                "images")
+        if "int8_decoder_mask_iou_vs_fp32_mean" in int8:
+            line += f"; with the int8 decoder too {int8['int8_decoder_mask_iou_vs_fp32_mean']:.3f}"
+        console.print(line, highlight=False, soft_wrap=True)
+    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    console.print(f"[green]exported[/] {card['name']} to {out} ({', '.join(card['files'])}; "
+                  f"{size / 1e6:.1f} MB; every figure is in {out / 'model.json'})", soft_wrap=True)
+    console.print(f"serve it: boxmask serve --model-dir {out}", soft_wrap=True)
 
 
 @app.command("finetune")
@@ -219,7 +347,7 @@ def label(
     coco: Path = typer.Option(..., "--coco", help="Input COCO instances JSON with boxes (never modified)."),
     images: Path = typer.Option(..., "--images", help="Folder the images' file_name paths are relative to."),
     out: Path = typer.Option(..., "--out", help="Output COCO JSON (written atomically; a report goes beside it)."),
-    model: str | None = typer.Option(None, "--model", help="Exported model directory or bundled model name (default: the demo model)."),
+    model: str | None = typer.Option(None, "--model", help="Exported model directory, or a bundled model's name (synthetic-demo; the default)."),
     mask_format: str = typer.Option("rle", "--format", help="Mask encoding: rle or polygon."),
     only_missing: bool = typer.Option(False, "--only-missing", help="Only annotations without a segmentation."),
     min_score: float = typer.Option(0.0, "--min-score", help="Do not write masks scored below this."),
@@ -272,9 +400,9 @@ def label(
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 for all)."),
     port: int = typer.Option(8000, "--port", help="TCP port."),
-    model_dir: Path | None = typer.Option(
-        None, "--model-dir", help="Exported model directory, or a folder of them "
-        "(default: BOXMASK_MODEL_DIR, else the models bundled with the package)."),
+    model_dir: str | None = typer.Option(
+        None, "--model-dir", help="Exported model directory, a folder of them, or a bundled "
+        "model's name (default: BOXMASK_MODEL_DIR, else the models bundled with the package)."),
     model: str | None = typer.Option(None, "--model", help="Default model name (the card's name)."),
     workers: int = typer.Option(1, "--workers", help="Server processes; each loads the models and its own cache."),
     triton_url: str | None = typer.Option(None, "--triton-url", help="Use a Triton server (host:port, grpc://host:port)."),
@@ -297,11 +425,18 @@ def serve(
         from boxmask.server.settings import ServerSettings
     except ImportError as exc:
         fail(f"the server needs its extra: pip install 'boxmask[server]' ({exc})")
-    if model_dir is not None and not model_dir.exists():
-        fail(f"--model-dir {model_dir} does not exist")
+    from boxmask.runtime.errors import ModelDirError
+    from boxmask.runtime.model_source import resolve_model_root
+
+    # The same resolver as every command's (a bundled name or a folder); a folder without a
+    # model fails here, in one line, rather than as a server that answers 503 to everything.
+    try:
+        root = resolve_model_root(model_dir or os.environ.get("BOXMASK_MODEL_DIR") or None)
+    except ModelDirError as exc:
+        fail(str(exc))
     # Options become environment variables, so that every worker process (uvicorn starts them
     # from an import string) builds the same settings in `create_app()`.
-    overrides = {"MODEL_DIR": model_dir and str(model_dir.resolve()), "DEFAULT_MODEL": model,
+    overrides = {"MODEL_DIR": str(root.resolve()), "DEFAULT_MODEL": model,
                  "TRITON_URL": triton_url, "CACHE_BYTES": cache_mb and str(cache_mb << 20),
                  "MAX_CONCURRENCY": max_concurrency and str(max_concurrency),
                  "LOG_LEVEL": log_level, "LOG_JSON": str(not plain_logs).lower()}
@@ -323,7 +458,7 @@ def serve(
 
 
 import_app = typer.Typer(help="Bring in weights trained elsewhere as a boxmask checkpoint.",
-                         no_args_is_help=True)
+                         cls=_PlainFlags, no_args_is_help=True)
 app.add_typer(import_app, name="import")
 
 
@@ -367,15 +502,15 @@ def import_torchvision(
 
 
 cvat_app = typer.Typer(help="CVAT: convert a task's boxes to masks, print a nuclio function spec.",
-                       no_args_is_help=True)
+                       cls=_PlainFlags, no_args_is_help=True)
 app.add_typer(cvat_app, name="cvat")
 
 
 @cvat_app.command("boxes-to-masks")
 def cvat_boxes_to_masks(
     task: int = typer.Option(..., "--task", help="CVAT task id."),
-    model_dir: Path = typer.Option(..., "--model-dir", envvar="BOXMASK_MODEL_DIR",
-                                   help="Exported model directory."),
+    model_dir: str = typer.Option(..., "--model-dir", envvar="BOXMASK_MODEL_DIR",
+                                  help="Exported model directory, or a bundled model's name."),
     host: str | None = typer.Option(None, "--host", envvar="CVAT_HOST", help="CVAT server URL."),
     user: str | None = typer.Option(None, "--user", envvar="CVAT_USER"),
     password: str | None = typer.Option(None, "--password", envvar="CVAT_PASSWORD", hidden=True),
@@ -403,10 +538,12 @@ def cvat_boxes_to_masks(
     from boxmask.journal import JournalError
     from boxmask.runtime import Predictor
     from boxmask.runtime.errors import RuntimeInputError
+    from boxmask.runtime.model_source import resolve_model_dir
 
     try:
         mapping = json.loads(label_map) if label_map else None
-        predictor = Predictor.from_dir(model_dir, backend="triton" if triton_url else "onnxruntime",
+        predictor = Predictor.from_dir(resolve_model_dir(model_dir),
+                                       backend="triton" if triton_url else "onnxruntime",
                                        triton_url=triton_url)
         client = connect(host, user, password, token)
     except (ValueError, RuntimeError) as exc:
@@ -429,28 +566,38 @@ def cvat_boxes_to_masks(
 
 
 @cvat_app.command("spec")
-def cvat_spec(model_dir: Path = typer.Option(..., "--model-dir", help="Exported model directory.")) -> None:
-    """Print the `spec` annotation of deploy/cvat/detector/function.yaml for a model."""
+def cvat_spec(model_dir: str | None = typer.Option(None, "--model-dir", help="Exported model directory, or a bundled model's name (default: the bundled demo model).")) -> None:
+    """Print the `spec` annotation (metadata.annotations.spec) of deploy/cvat/detector/function.yaml for a model."""
     import json
 
     from boxmask.integrations.cvat.serverless import function_spec
-    from boxmask.runtime import ModelCard
 
-    print(json.dumps(function_spec(ModelCard.load(model_dir, verify=False)), indent=2))
+    print(json.dumps(function_spec(_model_card(model_dir)), indent=2))
+
+
+def _model_card(model: str | None):  # type: ignore[no-untyped-def]
+    """The card of the model ``model`` names (`boxmask.runtime.model_source`), or a one-line
+    error."""
+    from boxmask.runtime import ModelCard, ModelDirError
+    from boxmask.runtime.model_source import resolve_model_dir
+
+    try:
+        return ModelCard.load(resolve_model_dir(model), verify=False)
+    except ModelDirError as exc:
+        fail(str(exc))
 
 
 labelstudio_app = typer.Typer(help="Label Studio: print a labelling config for a model.",
-                              no_args_is_help=True)
+                              cls=_PlainFlags, no_args_is_help=True)
 app.add_typer(labelstudio_app, name="labelstudio")
 
 
 @labelstudio_app.command("config")
-def labelstudio_config(model_dir: Path = typer.Option(..., "--model-dir", help="Exported model directory.")) -> None:
+def labelstudio_config(model_dir: str | None = typer.Option(None, "--model-dir", help="Exported model directory, or a bundled model's name (default: the bundled demo model).")) -> None:
     """Print a Label Studio labelling config (smart boxes + brush masks) with the model's categories."""
     from boxmask.integrations.labelstudio.config import labeling_config
-    from boxmask.runtime import ModelCard
 
-    print(labeling_config(list(ModelCard.load(model_dir, verify=False).names)), end="")
+    print(labeling_config(list(_model_card(model_dir).names)), end="")
 
 
 def main() -> None:  # pragma: no cover - entry point

@@ -564,6 +564,15 @@ def _write_split(root: Path, split: str, num_images: int, seed: int, size: int,
     }
 
 
+class OutputNotEmpty(FileExistsError):
+    """:func:`generate`'s ``out`` already holds files and ``overwrite`` is False; ``path`` is
+    that folder (the CLI names its own flag instead of the keyword)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"{path} is not empty; pass overwrite=True to replace it")
+        self.path = path
+
+
 def ensure_generated(out: str | Path, seed: int = 0, num_train: int = 400, num_val: int = 100,
                      image_size: int = 256, scene: str = "dense",
                      version: int = GENERATOR_VERSION, shapes: str = "basic") -> dict[str, Any]:
@@ -619,7 +628,8 @@ def generate(out: str | Path, seed: int = 0, num_train: int = 400, num_val: int 
 
     Raises:
         ValueError: bad sizes or counts.
-        FileExistsError: ``out`` exists, is not empty, and ``overwrite`` is False.
+        OutputNotEmpty: ``out`` exists, is not empty, and ``overwrite`` is False (a
+            ``FileExistsError``, as is ``out`` being a file).
     """
     out = Path(out)
     if image_size < 32:
@@ -639,7 +649,7 @@ def generate(out: str | Path, seed: int = 0, num_train: int = 400, num_val: int 
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} is not empty; pass overwrite=True (--overwrite) to replace it")
+        raise OutputNotEmpty(out)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))

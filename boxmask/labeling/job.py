@@ -64,8 +64,9 @@ def _check_journal_records(path: Path, plan: LabelPlan, records: dict[int, dict[
 def run_label_job(options: LabelOptions, console: Console | None = None) -> dict[str, Any]:
     """Run `options` to the end and return the report (also written beside the output).
 
-    Raises `ConfigError` for bad input or options and `JournalError` when a journal is in the
-    way; a KeyboardInterrupt leaves the journal for ``--resume``.
+    Raises `ConfigError` for bad input or options, `ModelNotFound` when ``options.model`` names
+    no model, and `JournalError` when a journal is in the way; a KeyboardInterrupt leaves the
+    journal for ``--resume``.
     """
     started = time.perf_counter()
     console = console or Console(stderr=True)

@@ -2,7 +2,9 @@
 server, the batch labeler) can map it to a status code without parsing messages.
 
 `BadImage`, `BadBoxes`, `TooManyMaskPixels`, `UnknownLabel`, `UnknownImage` and `NoDetector`
-are the caller's fault (4xx); `BackendUnavailable` is ours (503); `ModelDirError` means the exported model directory is broken.
+are the caller's fault (4xx); `BackendUnavailable` is ours (503); `ModelDirError` means the
+exported model directory is broken, and its `ModelNotFound` that a name or folder given for a
+model names none.
 """
 
 from __future__ import annotations
@@ -60,3 +62,8 @@ class BackendUnavailable(RuntimeError):
 
 class ModelDirError(RuntimeError):
     """The exported model directory is missing files, has a bad model.json or a bad checksum."""
+
+
+class ModelNotFound(ModelDirError):
+    """A model name or folder (`--model`, `--model-dir`) that names no exported model: not a
+    bundled name, not a folder holding a card; the message says what was found instead."""
