@@ -15,6 +15,10 @@ Modes:
 stem (boxmask/model/heads.py ``PixelStem``); its map travels with the FPN levels as
 ``features["pixels"]`` (``BoxMaskRCNN`` puts it there).
 
+``data.random_shapes`` (not in the paper): instances the random-shapes transform pastes carry no
+category (label -1, ``teacher_only``); they never become positives, and the teacher alone
+learns their masks (``loss_mask_objecthood``, boxmask/model/objecthood.py).
+
 ``unseen_box_loss`` (not in the paper) adds BoxInst's box-only terms (boxmask/model/box_losses.py)
 on the unseen positives of the head that serves masks: the student in ``teacher_student``, the
 teacher in ``agnostic``.
@@ -32,6 +36,7 @@ from torchvision.ops import MultiScaleRoIAlign, roi_align
 from boxmask.model.box_losses import box_projection_loss, color_similarity, pairwise_loss
 from boxmask.model.heads import MaskHead, NormLayer, PixelStem, student_head, teacher_head
 from boxmask.model.mask_quality import QUALITY_MASK_SIZE, MaskQualityHead, quality_loss
+from boxmask.model.objecthood import OBJECTHOOD_LOSS, has_teacher_only, objecthood_loss
 from boxmask.model.pseudo_masks import (
     Sigma,
     apply_sigma,
@@ -316,6 +321,10 @@ class TeacherStudentMaskBranch(nn.Module):
             else:
                 losses["loss_mask_teacher"] = mask_bce(teacher_logits[valid], gt[valid])
             served = teacher_logits
+            if has_teacher_only(targets):
+                # data.random_shapes (not in the paper): pasted shapes of no category train the
+                # class-agnostic teacher alone (boxmask/model/objecthood.py).
+                losses[OBJECTHOOD_LOSS] = objecthood_loss(self, features, image_shapes, targets)
 
         all_logits = None
         if self.student is not None:
