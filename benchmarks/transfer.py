@@ -14,8 +14,8 @@ pixel stem, 1500 iterations), then the levers, each one change to a method's rec
 
 - ``shapes``: random shapes pasted into the training images as teacher-only instances
   (``data.random_shapes=0.5``; boxmask.data.random_shapes), for agnostic and teacher-student.
-  It needs the mask branch to train the teacher on them (boxmask/model/objecthood.py): until
-  that is wired, these runs are refused before they start.
+  The mask branch trains the teacher alone on them (boxmask/model/objecthood.py); a model
+  that did not (a build without that wiring) is refused before its runs start.
 
 The table (x100): box-prompted unseen and seen mean IoU per method (mean ± std over the seeds,
 and each seed) beside the box as mask; the share of the agnostic-to-oracle gap on box-prompted
