@@ -69,6 +69,25 @@ def model_dir(exported_model_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def quality_model_dir(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model with the mask-quality head (``model.mask_quality=true``), trained as
+    ``tiny_checkpoint`` and exported with its int8 graphs: both decoders output ``quality``
+    (contract §4). Barely trained, so every mask's quality sits near 0.5, a little apart:
+    enough to order masks, not to judge them. Read-only."""
+    import torch
+
+    from boxmask.export.exporter import export_checkpoint
+    from boxmask.training.trainer import train
+
+    torch.set_num_threads(1)
+    run = tmp_path_factory.mktemp("quality_run")
+    ckpt = train(tiny_train_config(tiny_dataset, run, "model.mask_quality=true"))
+    out = tmp_path_factory.mktemp("exported_quality") / "synth-tiny-quality"
+    export_checkpoint(ckpt, out, name="synth-tiny-quality", int8=True)
+    return out
+
+
+@pytest.fixture(scope="session")
 def contract_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`tests/contract_model.py`'s hand-built directory: random weights, NOT a trained model,
     with non-contiguous category ids and a small resize rule that runtime unit tests rely on."""

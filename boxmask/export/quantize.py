@@ -9,7 +9,10 @@ the same way (int8 encoder + int8 decoder against fp32 + fp32).
 
 The accuracy cost is measured on held-out images (validation images when the config has them):
 the int8 encoder's masks for ground-truth-like boxes against the fp32 encoder's, as mean mask
-IoU, written into the card. Mask AP of both precisions is in ``benchmarks/runtime.py``.
+IoU, written into the card. For a model with the mask-quality head, the int8 graphs' ``quality``
+(int8 encoder and int8 decoders, what ``precision="int8"`` serves) against the fp32 graphs' on
+the same boxes, as the largest and mean absolute difference: a review order built on int8
+scores is only as good as that. Mask AP of both precisions is in ``benchmarks/runtime.py``.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from boxmask.export.graphs import DECODER_OUTPUTS
 from boxmask.export.inputs import resized_input
 from boxmask.export.parity import random_boxes
 from boxmask.model import BoxMaskRCNN
+from boxmask.runtime.contract import QUALITY
 
 
 def _image_files(folder: Path | None) -> list[Path]:
@@ -149,8 +153,16 @@ def measure_int8_cost(model_dir: Path, inputs: list[np.ndarray], num_classes: in
     dec8_path = model_dir / "decoder.int8.onnx"
     dec8 = (ort.InferenceSession(str(dec8_path), opts, providers=cpu)
             if dec8_path.is_file() else None)
+    # The mask-quality head's IoU, fp32 against int8, from each decoder that has an int8 twin.
+    quality_pairs = []
+    if QUALITY in [o.name for o in dec.get_outputs()]:
+        for stem in ("decoder", "labelled_decoder"):
+            if (model_dir / f"{stem}.int8.onnx").is_file():
+                quality_pairs.append(tuple(
+                    ort.InferenceSession(str(model_dir / f"{stem}{suffix}.onnx"), opts,
+                                         providers=cpu) for suffix in ("", ".int8")))
     gen = torch.Generator().manual_seed(seed)
-    ious, rel, ious_full = [], [], []
+    ious, rel, ious_full, quality_diff = [], [], [], []
     for x in inputs:
         h, w = x.shape[-2:]
         names = [o.name for o in fp32.get_outputs()]
@@ -170,6 +182,10 @@ def measure_int8_cost(model_dir: Path, inputs: list[np.ndarray], num_classes: in
         if dec8 is not None:
             m88 = dec8.run(DECODER_OUTPUTS, feed8)[0] >= 0
             ious_full += [_iou(a, b) for a, b in zip(m32, m88)]
+        for fp32_dec, int8_dec in quality_pairs:
+            q32 = fp32_dec.run([QUALITY], feed32)[0]
+            q8 = int8_dec.run([QUALITY], feed8)[0]
+            quality_diff += np.abs(q32.astype(np.float64) - q8).tolist()
     if not ious:
         return {"held_out_images": 0}
     out = {"held_out_images": len(inputs), "mask_iou_vs_fp32_mean": float(np.mean(ious)),
@@ -177,6 +193,10 @@ def measure_int8_cost(model_dir: Path, inputs: list[np.ndarray], num_classes: in
            "feature_relative_error_mean": float(np.mean(rel))}
     if ious_full:
         out["int8_decoder_mask_iou_vs_fp32_mean"] = float(np.mean(ious_full))
+    if quality_diff:
+        # int8 encoder + int8 decoders against fp32 + fp32, the same boxes and labels.
+        out["int8_quality_max_abs_vs_fp32"] = float(np.max(quality_diff))
+        out["int8_quality_mean_abs_vs_fp32"] = float(np.mean(quality_diff))
     return out
 
 

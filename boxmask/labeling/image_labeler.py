@@ -8,13 +8,17 @@ journal is exactly what the output is built from.
 Result record::
 
     {"index": 3, "image_id": 17, "status": "ok",
-     "masks": [{"ann": 41, "segmentation": {...}, "score": 0.93, "area": 812}],
+     "masks": [{"ann": 41, "segmentation": {...}, "score": 0.93, "area": 812,
+                "quality": 0.88, "tight_bbox": [x, y, w, h]}],
      "dropped": [[42, "below_min_score"]],
      "detections": [{"category_id": 2, "bbox": [x, y, w, h], "segmentation": ..., "score": ...,
-                     "area": ...}]}
+                     "area": ..., "quality": ..., "tight_bbox": ...}]}
 
 or ``{"index", "image_id", "status": "skipped", "reason", "detail"}`` for an unusable image.
 ``ann`` is a position in the input's ``annotations`` list; ``category_id`` is the model's.
+``quality`` (the mask's predicted IoU) only for a model with the mask-quality head;
+``tight_bbox`` (the box of the mask's pixels, COCO's ``[x, y, width, height]``) only with
+``LabelSettings.tight_boxes``.
 """
 
 from __future__ import annotations
@@ -54,6 +58,19 @@ def segmentation_of(mask: np.ndarray, mask_format: str) -> Any | None:
     # `boxmask label --mask-format polygon` names COCO's polygon segmentation.
     wire = "rle" if mask_format == "rle" else "polygons"
     return encode_mask(mask, wire, decimals=COORD_DECIMALS) or None
+
+
+def _mask_extras(pred: Any, j: int, mask: np.ndarray, settings: LabelSettings
+                 ) -> dict[str, Any]:
+    """What a mask record carries beyond its segmentation: the mask-quality head's IoU (a
+    model with the head), the tight box (``--tight-boxes``)."""
+    extras: dict[str, Any] = {}
+    if not np.isnan(pred.quality[j]):
+        extras["quality"] = round(float(pred.quality[j]), SCORE_DECIMALS)
+    if settings.tight_boxes:
+        x1, y1, x2, y2 = pred.tight_box(j, mask)  # never None: empty masks are dropped before
+        extras["tight_bbox"] = [round(v, COORD_DECIMALS) for v in (x1, y1, x2 - x1, y2 - y1)]
+    return extras
 
 
 def _clip_boxes(boxes: list[list[float]], h: int, w: int) -> np.ndarray:
@@ -97,7 +114,8 @@ def label_image(predictor: SegmentsBoxes, image: np.ndarray | ImageSkip, task: I
                 result["dropped"].append([ann, "empty_mask"])
                 continue
             result["masks"].append({"ann": ann, "segmentation": segmentation, "score": score,
-                                    "area": int(mask.sum())})
+                                    "area": int(mask.sum()),
+                                    **_mask_extras(pred, j, mask, settings)})
     result["dropped"].sort()
 
     if task.pre_annotate:
@@ -114,5 +132,5 @@ def label_image(predictor: SegmentsBoxes, image: np.ndarray | ImageSkip, task: I
                 "bbox": [round(v, COORD_DECIMALS) for v in (x1, y1, x2 - x1, y2 - y1)],
                 "segmentation": segmentation,
                 "score": round(float(det.scores[j]), SCORE_DECIMALS),
-                "area": int(mask.sum())})
+                "area": int(mask.sum()), **_mask_extras(det, j, mask, settings)})
     return result

@@ -34,6 +34,8 @@ class LabelSettings:
         so a crowded image cannot take the machine's memory (0: no budget, every box of an
         image in one run).
     detect_threshold, max_detections: for pre-annotation of images without boxes.
+    tight_boxes: write each mask's tight box (``boxmask.tight_bbox``) beside the annotation's
+        ``bbox``, which is never changed (``--tight-boxes``).
     """
 
     mask_format: MaskFormat = "rle"
@@ -42,6 +44,7 @@ class LabelSettings:
     batch_bytes: int = DEFAULT_BATCH_BYTES
     detect_threshold: float = 0.5
     max_detections: int = 100
+    tight_boxes: bool = False
 
     def __post_init__(self) -> None:
         if self.mask_format not in ("rle", "polygon"):
@@ -58,7 +61,11 @@ class LabelSettings:
             raise ConfigError(f"max_detections must be >= 1, got {self.max_detections}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if not self.tight_boxes:
+            # Off is what a job meant before the option existed: its journal resumes.
+            del out["tight_boxes"]
+        return out
 
 
 @dataclass(frozen=True)

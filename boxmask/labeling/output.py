@@ -19,8 +19,11 @@ segmentation (``--only-missing``) keeps a ``boxmask`` field it already had from 
 
 ``score`` is the runtime's score for the box and its category (the box head's probability of
 that category), ``version`` the first 12 hex digits of the sha256 of the model's ``model.json``,
-``mask_area`` the mask's pixel count (COCO ``area`` is left as the input had it). Pre-annotated
-annotations are appended after all input annotations, in image order, with new ids and
+``mask_area`` the mask's pixel count (COCO ``area`` is left as the input had it). A model with
+the mask-quality head adds ``quality``, the mask's predicted IoU (the report lists the masks
+worst first); ``--tight-boxes`` adds ``tight_bbox``, the box of the mask's pixels as COCO's
+``[x, y, width, height]`` (``bbox`` stays the input's). Pre-annotated annotations are appended
+after all input annotations, in image order, with new ids and
 ``"boxmask": {..., "pre_annotated": true}``.
 """
 
@@ -59,7 +62,7 @@ def apply_results(coco: dict[str, Any], plan: LabelPlan, results: Mapping[int, M
             ann = anns[m["ann"]]
             ann["segmentation"] = m["segmentation"]
             ann["boxmask"] = {"status": "masked", "score": m["score"], **made_by,
-                              "mask_area": m["area"]}
+                              "mask_area": m["area"], **_extras(m)}
             counts["masked"] += 1
         for d in result["detections"]:
             cat = plan.mapping.to_dataset.get(d["category_id"])
@@ -71,11 +74,16 @@ def apply_results(coco: dict[str, Any], plan: LabelPlan, results: Mapping[int, M
                 "bbox": d["bbox"], "area": d["area"], "iscrowd": 0,
                 "segmentation": d["segmentation"],
                 "boxmask": {"status": "masked", "score": d["score"], **made_by,
-                            "mask_area": d["area"], "pre_annotated": True}})
+                            "mask_area": d["area"], **_extras(d), "pre_annotated": True}})
             next_id += 1
     anns.extend(new_anns)
     counts["pre_annotations"] = len(new_anns)
     return counts
+
+
+def _extras(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The optional fields of a mask record that go into ``boxmask`` as they are."""
+    return {k: record[k] for k in ("quality", "tight_bbox") if k in record}
 
 
 def not_masked_reasons(plan: LabelPlan, results: Mapping[int, Mapping[str, Any]]) -> dict[int, str]:

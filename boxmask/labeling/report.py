@@ -1,4 +1,5 @@
-"""The report of a labeling job: what was masked, what was skipped and why, how fast.
+"""The report of a labeling job: what was masked, what was skipped and why, how fast, and,
+for a model with the mask-quality head, which masks to check first.
 
 Written as JSON beside the output (``OUT.report.json``) and printed as a summary table.
 """
@@ -52,6 +53,11 @@ def build_report(coco: Mapping[str, Any], plan: LabelPlan, results: Mapping[int,
                                    "file_name": task.file_name, "reason": r["reason"],
                                    "detail": r["detail"]})
     this_run = len(results) - resumed
+    review = review_list(coco, plan, results)
+    quality = ({"mask_quality": {
+        "masks": len(review),
+        "mean": round(sum(r["quality"] for r in review) / len(review), 5),
+        "lowest": review[0]["quality"]}} if review else {})
     return {
         **paths,
         "job": dict(job),
@@ -67,11 +73,37 @@ def build_report(coco: Mapping[str, Any], plan: LabelPlan, results: Mapping[int,
             "pre_annotations_unmatched": counts["pre_annotations_unmatched"],
             "seconds": round(seconds, 3),
             "images_per_second": round(this_run / seconds, 3) if seconds > 0 else None,
+            **quality,
         },
         "skipped_images": skipped_images,
         "unknown_categories": [{"id": cid, **info} for cid, info in plan.unknown_categories.items()],
         "not_masked": {k: v for k, v in sorted(not_masked.items())},
+        **({"review": review} if review else {}),
     }
+
+
+def review_list(coco: Mapping[str, Any], plan: LabelPlan,
+                results: Mapping[int, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The masks this job made that carry a quality (a model with the mask-quality head),
+    worst first: ``{"index", "id", "image_id", "category_id", "quality"}`` (``index``: the
+    annotation's position in the output, ``pre_annotated`` for the detector's). Empty for a
+    model without the head."""
+    anns = coco["annotations"]
+    made = sorted({m["ann"] for r in results.values() if r["status"] == "ok" for m in r["masks"]})
+    # Pre-annotations are appended after the input's annotations.
+    made += range(plan.num_annotations, len(anns))
+    review = []
+    for i in made:
+        marker = anns[i].get("boxmask")
+        if not isinstance(marker, Mapping) or "quality" not in marker:
+            continue
+        entry = {"index": i, "id": anns[i].get("id"), "image_id": anns[i].get("image_id"),
+                 "category_id": anns[i].get("category_id"), "quality": marker["quality"]}
+        if marker.get("pre_annotated"):
+            entry["pre_annotated"] = True
+        review.append(entry)
+    review.sort(key=lambda e: (e["quality"], e["index"]))
+    return review
 
 
 def nothing_labeled(report: Mapping[str, Any]) -> str | None:
@@ -103,6 +135,11 @@ def print_summary(report: Mapping[str, Any], console: Console) -> None:
             f"{c['name']} ({c['annotations']})" for c in report["unknown_categories"]))
     if s["pre_annotations"] or s["pre_annotations_unmatched"]:
         table.add_row("pre-annotations", str(s["pre_annotations"]))
+    if "mask_quality" in s:
+        q = s["mask_quality"]
+        worst = report["review"][0]
+        table.add_row("mask quality", f"mean {q['mean']:.3f}, lowest {q['lowest']:.3f} "
+                      f"(annotation id {worst['id']}); check first: the report's review list")
     rate = s["images_per_second"]
     table.add_row("time", f"{s['seconds']:.1f} s" + (f", {rate:.2f} images/s" if rate else ""))
     table.add_row("output", report.get("output", ""))

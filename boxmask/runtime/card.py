@@ -72,6 +72,9 @@ class ModelCard(BaseModel):
     # before this field existed). The runtime pastes the latter half a resized pixel down-right
     # (boxmask/model/paste.py).
     mask_grid: Literal["aligned", "torchvision"] = "torchvision"
+    # Whether both decoders have the `quality` output (contract.QUALITY): each mask's predicted
+    # IoU from the mask-quality head (model.mask_quality). Cards written before it: no head.
+    mask_quality: bool = False
 
     @model_validator(mode="after")
     def _check_consistency(self) -> ModelCard:

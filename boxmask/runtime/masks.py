@@ -177,6 +177,28 @@ def paste_mask(prob: np.ndarray, box: np.ndarray, im_h: int, im_w: int,
     return out
 
 
+def mask_box(mask: np.ndarray, box: np.ndarray | None = None
+             ) -> tuple[float, float, float, float] | None:
+    """The tight box of a ``[H, W]`` mask: xyxy in image pixels around its foreground pixels
+    (pixel ``(x, y)`` covers ``[x, x + 1) x [y, y + 1)``, so a mask of one pixel at (3, 5) has
+    the box ``(3, 5, 4, 6)``, as COCO's ``bbox`` of that mask is ``[3, 5, 1, 1]``); None for an
+    empty mask.
+
+    ``box``: the xyxy box the mask was cropped to (`paste_mask`), so only its pixels are read.
+    """
+    mask = _as_2d_bool(mask)
+    y0, x0 = 0, 0
+    if box is not None:
+        y0, y1, x0, x1 = box_pixels(np.asarray(box), *mask.shape)
+        mask = mask[y0:y1, x0:x1]
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return (float(x0 + cols[0]), float(y0 + rows[0]), float(x0 + cols[-1] + 1),
+            float(y0 + rows[-1] + 1))
+
+
 def _as_2d_bool(mask: np.ndarray) -> np.ndarray:
     mask = np.asarray(mask)
     if mask.ndim != 2:

@@ -10,6 +10,12 @@ given label is its class score (`Prediction.scores` is then NaN). `detect` runs 
 features, so an image is encoded once whether boxes are drawn on it, it is pre-annotated, or
 both.
 
+A model with the mask-quality head (the card's ``mask_quality``) has one more decoder output,
+``quality``: each mask's predicted IoU with its object, which says which masks to check first.
+`predict` asks whichever decoder it runs for it; `detect` asks the labelled decoder for the
+detections' boxes and labels (the detector has no such output; the mask is the same). Without
+the head `Prediction.quality` is NaN.
+
 Box rules (documented in the API as well): boxes are xyxy in original-image pixels, float; NaN,
 inf, an empty or inverted box (x2 <= x1 or y2 <= y1) is rejected with `BadBoxes`; a box that
 reaches outside the image is clipped to it, and one with nothing left inside is rejected; N = 0
@@ -31,11 +37,11 @@ import numpy as np
 from boxmask.runtime.cache import ByteLRUCache, CacheStats
 from boxmask.runtime.card import ModelCard
 from boxmask.runtime.contract import (
-    DECODER_OUTPUTS,
     DETECTOR_OUTPUTS,
     ENCODER_INPUT,
-    LABELLED_DECODER_OUTPUTS,
+    QUALITY,
     TRITON_MODEL_NAMES,
+    decoder_outputs,
 )
 from boxmask.runtime.errors import (
     BadBoxes,
@@ -45,7 +51,7 @@ from boxmask.runtime.errors import (
     UnknownImage,
 )
 from boxmask.runtime.images import DEFAULT_MAX_PIXELS, image_key, load_image
-from boxmask.runtime.masks import grid_offset, paste_mask
+from boxmask.runtime.masks import grid_offset, mask_box, paste_mask
 from boxmask.runtime.sessions import InferenceSession
 from boxmask.runtime.transforms import ResizeInfo, boxes_to_original, boxes_to_resized, preprocess
 
@@ -114,9 +120,29 @@ class Prediction:
     # (dx, dy) original pixels the masks are pasted off their boxes by: non-zero for a model of
     # torchvision's half-pixel mask grid (`ModelCard.mask_grid`; boxmask/model/paste.py).
     paste_offset: tuple[float, float] = (0.0, 0.0)
+    # [N] float32: each mask's predicted IoU with its object, in [0, 1] (the mask-quality head,
+    # the card's `mask_quality`); NaN for a model without the head. None at construction: NaN.
+    quality: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.quality is None:
+            self.quality = np.full((len(self),), np.nan, dtype=np.float32)
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
+
+    @property
+    def has_quality(self) -> bool:
+        """Whether the masks were scored by a mask-quality head (else `quality` is NaN)."""
+        assert self.quality is not None
+        return bool(len(self)) and not bool(np.isnan(self.quality).all())
+
+    def tight_box(self, i: int, mask: np.ndarray | None = None
+                  ) -> tuple[float, float, float, float] | None:
+        """The box of mask `i`'s pixels (`boxmask.runtime.masks.mask_box`: xyxy, original
+        pixels; None for an empty mask), inside `boxes[i]`, which it never replaces. `mask`:
+        `mask(i)` when the caller has it already."""
+        return mask_box(self.mask(i) if mask is None else mask, self.boxes[i])
 
     def mask(self, i: int) -> np.ndarray:
         """Mask `i` as `[H, W]` bool: `prob > mask_threshold`, pasted pixel-aligned (as the torch
@@ -142,10 +168,12 @@ class Prediction:
     def subset(self, keep: Sequence[int]) -> Prediction:
         """The predictions at positions `keep`, in that order."""
         idx = np.asarray(keep, dtype=np.int64)
+        assert self.quality is not None
         return Prediction(scores=self.scores[idx], labels=self.labels[idx], boxes=self.boxes[idx],
                           mask_probs=self.mask_probs[idx], names=[self.names[i] for i in idx],
                           image_size=self.image_size, key=self.key,
-                          mask_threshold=self.mask_threshold, paste_offset=self.paste_offset)
+                          mask_threshold=self.mask_threshold, paste_offset=self.paste_offset,
+                          quality=self.quality[idx])
 
 
 @dataclass(frozen=True)
@@ -199,6 +227,8 @@ class Predictor:
         self.decoder = decoder
         # Optional: masks of labelled boxes without the box head (None: the decoder does all).
         self.labelled_decoder = labelled_decoder
+        # The card says whether the decoders have the `quality` output (the mask-quality head).
+        self.has_quality = bool(card.mask_quality)
         self._detector = detector
         self._detector_factory = detector_factory
         self._detector_lock = threading.Lock()
@@ -476,6 +506,7 @@ class Predictor:
         info: ResizeInfo,
         key: str | None,
         threshold: float | None,
+        quality: np.ndarray | None = None,
     ) -> Prediction:
         h, w = info.original_size
         ids = self._label_to_id[labels]
@@ -489,6 +520,7 @@ class Predictor:
             image_size=(h, w),
             key=key,
             paste_offset=self._paste_offset(info),
+            quality=None if quality is None else quality.astype(np.float32),
         )
 
     def _paste_offset(self, info: ResizeInfo) -> tuple[float, float]:
@@ -542,6 +574,7 @@ class Predictor:
         probs = np.empty((n, r, r), dtype=np.float32)
         used = contiguous.copy()
         scores = np.full((n,), np.nan, dtype=np.float32)
+        quality = np.full((n,), np.nan, dtype=np.float32)
         for start in range(0, n, step):
             part = slice(start, min(start + step, n))
             m = part.stop - part.start
@@ -551,15 +584,39 @@ class Predictor:
                 "labels": contiguous[part],
                 "image_size": np.array([rh, rw], dtype=np.int64),
             }
+            names = list(decoder_outputs(self.has_quality, labelled=labelled))
             if labelled:
                 assert self.labelled_decoder is not None
-                outputs = self.labelled_decoder.run(feed, list(LABELLED_DECODER_OUTPUTS))
+                outputs = self.labelled_decoder.run(feed, names)
             else:
-                outputs = self.decoder.run(feed, list(DECODER_OUTPUTS))
+                outputs = self.decoder.run(feed, names)
                 used[part] = outputs["labels_out"].astype(np.int64).reshape(m)
                 scores[part] = outputs["class_scores"][np.arange(m), used[part]]
             probs[part] = _sigmoid(outputs["mask_logits"].reshape(m, r, r))
-        return self._prediction(probs, clipped, used, scores, entry.info, key, mask_threshold)
+            if self.has_quality:
+                quality[part] = outputs[QUALITY].reshape(m)
+        return self._prediction(probs, clipped, used, scores, entry.info, key, mask_threshold,
+                                quality)
+
+    def _detection_quality(self, entry: EncodedImage, boxes: np.ndarray, labels: np.ndarray
+                           ) -> np.ndarray:
+        """The mask-quality head's IoU for detections (``boxes`` in resized-image pixels,
+        ``labels`` contiguous 1..C): the detector has no such output, so the labelled decoder
+        (else the decoder, with the labels given) scores the same boxes and labels, whose masks
+        are the detector's. Costs one mask branch run over the kept detections; in runs of
+        `boxes_per_run` under a decoder budget."""
+        n = boxes.shape[0]
+        quality = np.full((n,), np.nan, dtype=np.float32)
+        session = self.labelled_decoder or self.decoder
+        rh, rw = entry.info.resized_size
+        step = self.boxes_per_run or max(n, 1)
+        for start in range(0, n, step):
+            part = slice(start, min(start + step, n))
+            feed = {**entry.features, "boxes": boxes[part].astype(np.float32),
+                    "labels": labels[part].astype(np.int64),
+                    "image_size": np.array([rh, rw], dtype=np.int64)}
+            quality[part] = session.run(feed, [QUALITY])[QUALITY].reshape(-1)
+        return quality
 
     def detect(
         self,
@@ -592,10 +649,14 @@ class Predictor:
         if self.max_mask_pixels is not None:
             limit = min(limit, self.max_mask_pixels // max(h * w, 1))
         keep = keep[np.argsort(-scores[keep], kind="stable")][:limit]
-        boxes = boxes_to_original(out["boxes"].reshape(-1, 4)[keep], info)
+        resized = out["boxes"].reshape(-1, 4)[keep]
+        boxes = boxes_to_original(resized, info)
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
         r = self.card.mask_resolution
         probs = out["mask_probs"].reshape(-1, r, r)[keep].astype(np.float32)
         labels = out["labels"].astype(np.int64).reshape(-1)[keep]
-        return self._prediction(probs, boxes, labels, scores[keep], info, key, mask_threshold)
+        quality = (self._detection_quality(entry, resized, labels)
+                   if self.has_quality and keep.size else None)
+        return self._prediction(probs, boxes, labels, scores[keep], info, key, mask_threshold,
+                                quality)

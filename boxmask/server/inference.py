@@ -40,13 +40,26 @@ def wire_mask(mask: np.ndarray, mask_format: MaskFormat) -> RleMask | PolygonMas
     return PngMask(size=size, data=base64.b64encode(encoded).decode("ascii"))
 
 
-def instances(pred: Prediction, mask_format: MaskFormat) -> list[Instance]:
-    # NaN: the labelled decoder gave the mask and no class score (JSON has no NaN: null).
-    return [Instance(box=[round(float(v), 2) for v in box], category_id=int(label), label=name,
-                     score=None if np.isnan(score) else round(float(score), 5),
-                     mask=wire_mask(mask, mask_format))
-            for mask, box, label, name, score
-            in zip(pred.iter_masks(), pred.boxes, pred.labels, pred.names, pred.scores)]
+def _number(value: float) -> float | None:
+    # NaN: not computed (a labelled box's class score on the fast path; the quality of a model
+    # without the mask-quality head). JSON has no NaN: null.
+    return None if np.isnan(value) else round(float(value), 5)
+
+
+def instances(pred: Prediction, mask_format: MaskFormat, tight_box: bool = False
+              ) -> list[Instance]:
+    """One instance per mask, each pasted and encoded in turn (one plane at a time).
+    `tight_box`: add the box of each mask's pixels, read from the plane being encoded."""
+    out = []
+    for i, mask in enumerate(pred.iter_masks()):
+        tight = pred.tight_box(i, mask) if tight_box else None
+        assert pred.quality is not None
+        out.append(Instance(
+            box=[round(float(v), 2) for v in pred.boxes[i]], category_id=int(pred.labels[i]),
+            label=pred.names[i], score=_number(pred.scores[i]), quality=_number(pred.quality[i]),
+            tight_box=None if tight is None else list(tight),
+            mask=wire_mask(mask, mask_format)))
+    return out
 
 
 def set_image(predictor: Predictor, image: ImageInput, max_pixels: int) -> str:
@@ -82,7 +95,7 @@ def segment(predictor: Predictor, model: str, image: ImageInput, params: Segment
                              class_scores=params.class_scores)
     height, width = pred.image_size
     return SegmentResponse(model=model, image_id=key, width=width, height=height,
-                           instances=instances(pred, params.mask_format))
+                           instances=instances(pred, params.mask_format, params.tight_box))
 
 
 def detect(predictor: Predictor, model: str, image: ImageInput, params: DetectParams,

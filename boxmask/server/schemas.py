@@ -47,6 +47,10 @@ class SegmentParams(_Body):
                     "a box sent with its label gets its mask from the labelled decoder (no box "
                     "head: the fast path) and `score` null; boxes without a label always get "
                     "their predicted class and its score.")
+    tight_box: bool = Field(
+        default=False,
+        description="Also return each mask's tight box (`tight_box`: the xyxy box around its "
+                    "pixels), beside the box that was sent, which `box` keeps.")
 
     @model_validator(mode="after")
     def _labels_match_boxes(self) -> SegmentParams:
@@ -122,6 +126,16 @@ class Instance(BaseModel):
     score: float | None = Field(
         description="Class score of the label for this box; null when the label was given and "
                     "not asked to be scored (`class_scores`), and the model skipped its box head.")
+    quality: float | None = Field(
+        default=None, ge=0.0, le=1.0,
+        description="The mask's predicted IoU with its object, from the model's mask-quality "
+                    "head: low values are the masks to check first. Null for a model without "
+                    "the head (its card's `mask_quality` is false).")
+    tight_box: list[float] | None = Field(
+        default=None,
+        description="With `tight_box: true`: the box of the mask's pixels, xyxy in image "
+                    "pixels (a pixel (x, y) spans [x, x+1) x [y, y+1)), inside `box`; null "
+                    "for an empty mask, and when not asked for.")
     mask: Mask
 
 

@@ -12,7 +12,9 @@ tests/peers.py): a CI run must not pass without having talked to a real Label St
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -112,6 +114,22 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def boxmask_url(model_dir: Path, label_studio: str,
                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with _boxmask(model_dir, label_studio, tmp_path_factory) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def boxmask_quality_url(quality_model_dir: Path, label_studio: str,
+                        tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """boxmask serving a model with the mask-quality head."""
+    with _boxmask(quality_model_dir, label_studio, tmp_path_factory) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _boxmask(model_dir: Path, label_studio: str,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``model_dir`` served by boxmask in a uvicorn process, fetching from ``label_studio``."""
     port = free_port()
     log = tmp_path_factory.mktemp("boxmask") / "uvicorn.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO", "BOXMASK_"))}
@@ -208,3 +226,62 @@ def test_label_studio_stores_boxmask_masks_for_drawn_and_stored_boxes(ls, boxmas
     assert len(masks) == len(boxes) == len(labelled)
     for item, i in zip(masks, labelled):
         np.testing.assert_array_equal(brush_mask(item), detections.masks[i])
+
+
+def test_label_studio_sorts_tasks_by_boxmasks_mask_quality(ls, boxmask_quality_url,
+                                                          quality_model_dir, tiny_dataset) -> None:
+    """With the mask-quality head, "Retrieve Predictions" stores each task's lowest mask quality
+    as its prediction score, and Label Studio's own ordering by "Prediction score"
+    (`tasks:predictions_score`, ascending) lists the task with the worst mask first, once the
+    project uses boxmask's model version for its predictions (Settings -> Annotation ->
+    Prelabeling): Label Studio 1.23.2 averages only the scores of the project's model version,
+    which connecting a backend sets to the backend's title."""
+    project = ok(ls.post("/api/projects", json={"title": "quality", "label_config": CONFIG}))
+    pid = project["id"]
+    paths = sorted((tiny_dataset / "images" / "val").glob("*.png"))[:3]
+    files = {f"file{i}": (p.name, p.read_bytes(), "image/png") for i, p in enumerate(paths)}
+    ok(ls.post(f"/api/projects/{pid}/import", files=files))
+    tasks = sorted(ok(ls.get("/api/tasks", params={"project": pid}))["tasks"], key=lambda t: t["id"])
+    assert len(tasks) == len(paths)
+    size = 64  # the tiny dataset's images
+    boxes = [[[2, 2, 40, 30], [10, 8, 60, 58]], [[0, 0, 64, 64]], [[5, 30, 50, 62], [1, 1, 30, 30]]]
+    for task, task_boxes in zip(tasks, boxes):
+        result = [{"id": f"b{i}", "type": "rectanglelabels", "from_name": "box", "to_name": "image",
+                   "original_width": size, "original_height": size, "image_rotation": 0,
+                   "value": {"x": 100 * x1 / size, "y": 100 * y1 / size,
+                             "width": 100 * (x2 - x1) / size, "height": 100 * (y2 - y1) / size,
+                             "rotation": 0, "rectanglelabels": ["disc"]}}
+                  for i, (x1, y1, x2, y2) in enumerate(task_boxes)]
+        ok(ls.post(f"/api/tasks/{task['id']}/annotations", json={"result": result}))
+    ok(ls.post("/api/ml", json={"project": pid, "url": f"{boxmask_quality_url}/labelstudio",
+                                "title": "boxmask", "is_interactive": True}))
+    ok(ls.post("/api/dm/actions", params={"id": "retrieve_tasks_predictions", "project": pid},
+               json={"selectedItems": {"all": True, "excluded": []}}))
+
+    predictor = Predictor.from_dir(quality_model_dir)
+    worst, versions = {}, set()
+    for task, path, task_boxes in zip(tasks, paths, boxes):
+        (prediction,) = ok(ls.get("/api/predictions", params={"task": task["id"]}))
+        quality = predictor.predict(task_boxes, labels=["disc"] * len(task_boxes),
+                                    key=predictor.set_image(path.read_bytes())).quality
+        assert [r["score"] for r in prediction["result"]] == pytest.approx(quality.tolist(),
+                                                                           abs=1e-5)
+        assert prediction["score"] == pytest.approx(float(quality.min()), abs=1e-5)
+        worst[task["id"]] = float(quality.min())
+        versions.add(prediction["model_version"])
+    assert len(set(worst.values())) == len(worst)
+
+    def by_prediction_score() -> list[tuple[int, float | None]]:
+        query = json.dumps({"ordering": ["tasks:predictions_score"]})
+        listed = ok(ls.get("/api/tasks", params={"project": pid, "query": query,
+                                                 "fields": "all"}))["tasks"]
+        return [(t["id"], t.get("predictions_score")) for t in listed]
+
+    # As connected, the project's model version is the backend's title: no score counts yet.
+    assert ok(ls.get(f"/api/projects/{pid}"))["model_version"] == "boxmask"
+    assert all(score is None for _, score in by_prediction_score())
+    (version,) = versions
+    ok(ls.patch(f"/api/projects/{pid}", json={"model_version": version}))
+    ranked = by_prediction_score()
+    assert [task_id for task_id, _ in ranked] == sorted(worst, key=worst.get)
+    assert [score for _, score in ranked] == pytest.approx(sorted(worst.values()), abs=1e-5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
+from pycocotools import mask as mask_utils
 
 from boxmask.runtime.masks import (
     from_png,
@@ -210,3 +211,21 @@ def test_bad_mask_shapes_are_rejected() -> None:
         to_rle(np.zeros((2, 3, 4), bool))
     with pytest.raises(ValueError, match="bits"):
         to_png(np.zeros((2, 2), bool), bits=4)
+
+
+def test_the_tight_box_covers_exactly_the_masks_pixels() -> None:
+    """xyxy around the set pixels, pixel (x, y) covering [x, x+1) x [y, y+1): COCO's bbox of
+    the same mask, as xyxy; None for an empty mask; only the box's own pixels are read."""
+    from boxmask.runtime.masks import mask_box
+
+    mask = np.zeros((20, 30), bool)
+    assert mask_box(mask) is None
+    mask[5, 3] = True
+    assert mask_box(mask) == (3.0, 5.0, 4.0, 6.0)
+    mask[9:12, 7:20] = True
+    assert mask_box(mask) == (3.0, 5.0, 20.0, 12.0)
+    x, y, w, h = mask_utils.toBbox(mask_utils.encode(np.asfortranarray(mask.astype(np.uint8))))
+    assert mask_box(mask) == (x, y, x + w, y + h)
+    # Read within a box (a mask cropped to it: `paste_mask`), the answer is the same.
+    assert mask_box(mask, np.array([2.5, 4.2, 21.0, 12.5])) == (3.0, 5.0, 20.0, 12.0)
+    assert mask_box(mask, np.array([6.0, 8.0, 25.0, 15.0])) == (7.0, 9.0, 20.0, 12.0)

@@ -14,6 +14,7 @@ every request against it.
 
 from __future__ import annotations
 
+import contextlib
 import filecmp
 import os
 import shutil
@@ -97,6 +98,23 @@ def _served_by_python_backend(config: str, site_packages: str) -> str:
 
 @pytest.fixture(scope="module")
 def triton(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    with _serving(model_dir, tmp_path_factory) as urls:
+        yield urls
+
+
+@pytest.fixture(scope="module")
+def triton_with_quality(quality_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+                        ) -> Iterator[dict[str, str]]:
+    """The exporter's repository of a model with the mask-quality head, served."""
+    with _serving(quality_model_dir, tmp_path_factory) as urls:
+        yield urls
+
+
+@contextlib.contextmanager
+def _serving(model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[dict[str, str]]:
+    """A tritonserver over the exporter's repository of ``model_dir``: its HTTP and gRPC
+    addresses."""
     server = _find_tritonserver()
     if server is None:
         peer_missing(
@@ -189,6 +207,35 @@ def test_triton_predictor_gives_the_same_masks_as_onnxruntime(
     reference = local.detect(key=expected.key, score_threshold=0.0)
     np.testing.assert_allclose(detected.boxes, reference.boxes, atol=1e-4)
     assert np.array_equal(detected.masks, reference.masks)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_triton_serves_the_mask_quality_of_both_decoders_and_the_detections(
+    triton_with_quality: dict[str, str], quality_model_dir: Path, tiny_dataset: Path,
+    protocol: str
+) -> None:
+    """The repository's decoders have the `quality` output (their configs are read from the
+    ONNX files) and the Triton session asks for it as ONNX Runtime's does."""
+    from PIL import Image
+
+    local = Predictor.from_dir(quality_model_dir, intra_op_threads=1)
+    remote = Predictor.from_dir(quality_model_dir, backend="triton",
+                                triton_url=triton_with_quality[protocol], triton_protocol=protocol)
+    assert "labelled_decoder" in remote.describe()
+    path = min((tiny_dataset / "images" / "val").glob("*.png"))
+    image = np.asarray(Image.open(path).convert("RGB"))
+    boxes = [[2, 2, 40, 30], [10, 8, 60, 58]]
+    for labels, class_scores in (([1, None], True), ([1, 2], False)):
+        expected = local.predict(boxes, labels, key=local.set_image(image),
+                                 class_scores=class_scores)
+        got = remote.predict(boxes, labels, key=remote.set_image(image),
+                             class_scores=class_scores)
+        assert got.has_quality
+        np.testing.assert_allclose(got.quality, expected.quality, atol=1e-6)
+    detected = remote.detect(key=got.key, score_threshold=0.0)
+    reference = local.detect(key=expected.key, score_threshold=0.0)
+    assert detected.has_quality
+    np.testing.assert_allclose(detected.quality, reference.quality, atol=1e-5)
 
 
 def test_scheme_in_the_url_picks_the_protocol(triton: dict[str, str]) -> None:

@@ -12,6 +12,13 @@ its UI (`lambda-manager.ts`, `tools-control.tsx`):
   <CVAT mask RLE + box>}]}`, up to 2.59: `{"mask": HxW}` (`BOXMASK_CVAT_INTERACTOR_REPLY=mask`).
   CVAT sends no label, so the mask is that of the class the model predicts for the box.
 
+Mask quality: for a model with the mask-quality head, each mask's predicted IoU goes where CVAT
+reads a confidence: the detector reply's `confidence` (else the class score, as before), and
+in an interactor's `shapes` reply the attribute of spec id 0, which cvat-sdk's interaction
+functions use for the confidence (`cvat_sdk.auto_annotation.InteractionResultAttributes.
+CONFIDENCE`, a number in [0, 1]; cvat-cli's agent replies `{"shapes": [...]}` in the same form).
+The pre-2.60 `{"mask"}` reply has no place for it.
+
 `deploy/cvat/*/main.py` are thin nuclio handlers around `detect_reply` and `interact_reply`.
 """
 
@@ -24,11 +31,15 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
+from cvat_sdk.auto_annotation import InteractionResultAttributes
 from cvat_sdk.masks import encode_mask
 
 from boxmask.integrations.cvat.masks import detector_mask
 from boxmask.runtime import ModelCard, Predictor
 from boxmask.runtime.masks import to_polygons
+
+#: The attribute spec id of an interaction shape's confidence.
+CONFIDENCE_SPEC_ID = int(InteractionResultAttributes.CONFIDENCE)
 
 
 class BadRequest(ValueError):
@@ -83,8 +94,11 @@ def detect_reply(predictor: Predictor, body: Mapping[str, Any], default_threshol
     image = decode_frame(body)
     pred = predictor.detect(image=image, score_threshold=_threshold(body, default_threshold),
                             max_detections=max_detections)
+    assert pred.quality is not None
+    # The mask's predicted IoU where the model has the head: the masks to check first.
+    confidence = pred.quality if pred.has_quality else pred.scores
     reply = []
-    for mask, name, score in zip(pred.iter_masks(), pred.names, pred.scores.tolist()):
+    for mask, name, score in zip(pred.iter_masks(), pred.names, confidence.tolist()):
         crop = detector_mask(mask)
         if crop is None:  # nothing above the mask threshold: CVAT cannot draw an empty mask
             continue
@@ -119,4 +133,9 @@ def interact_reply(predictor: Predictor, body: Mapping[str, Any],
         return {"mask": mask.astype(np.uint8).tolist()}
     if not mask.any():
         return {"shapes": []}
-    return {"shapes": [{"type": "mask", "points": encode_mask(mask)}]}
+    shape: dict[str, Any] = {"type": "mask", "points": encode_mask(mask)}
+    if pred.has_quality:
+        assert pred.quality is not None
+        shape["attributes"] = [{"spec_id": CONFIDENCE_SPEC_ID,
+                                "value": f"{float(pred.quality[0]):.4f}"}]
+    return {"shapes": [shape]}

@@ -13,6 +13,15 @@ Three ways a request is answered:
   mask of that box and label. The task's stored annotations are ignored.
 - boxes: a task whose annotations or predictions hold rectangles gets a mask for each of them.
 - detector: a task with no rectangle gets the detector's boxes, labels and masks.
+
+Scores. Label Studio 1.23 stores a prediction's `score` and uses it to order tasks: the Data
+Manager's "Prediction score" column (`predictions_score`, the mean of the task's predictions'
+scores, sortable) and "Uncertainty sampling" in the labelling queue (lowest score first;
+`projects/functions/next_task.py`). A region's `score` is shown beside the region. For a model
+with the mask-quality head, each mask region's `score` is its mask's predicted IoU and the
+prediction's `score` the lowest of them, so a task with one bad mask sorts before a task of
+good ones: the worst first. Without the head, regions carry the class score and the prediction
+their mean, as before; a detector rectangle always carries the detector's class score.
 """
 
 from __future__ import annotations
@@ -444,14 +453,18 @@ class LabelStudioBackend:
         rectangle when `boxes` names the control to write it to."""
         common = {"original_width": width, "original_height": height, "image_rotation": 0}
         result: list[dict[str, Any]] = []
+        quality = pred.has_quality
+        assert pred.quality is not None
         for i, label in enumerate(labels):
-            mask, score = pred.mask(i), float(pred.scores[i])
+            # A mask region's score: the mask's predicted IoU where the model has the head.
+            mask, box_score = pred.mask(i), float(pred.scores[i])
+            score = float(pred.quality[i]) if quality else box_score
             region_id = _new_id()
             if boxes is not None:
                 x1, y1, x2, y2 = (float(v) for v in pred.boxes[i])
                 result.append({
                     "id": region_id, "from_name": boxes.from_name, "to_name": boxes.to_name,
-                    "type": "rectanglelabels", "score": score, **common,
+                    "type": "rectanglelabels", "score": box_score, **common,
                     "value": {"x": 100 * x1 / width, "y": 100 * y1 / height,
                               "width": 100 * (x2 - x1) / width, "height": 100 * (y2 - y1) / height,
                               "rotation": 0, "rectanglelabels": [self._output_label(label, boxes)]},
@@ -475,9 +488,20 @@ class LabelStudioBackend:
                         "value": {"points": (points * [100 / width, 100 / height]).tolist(),
                                   "closed": True, "polygonlabels": [poly_label]},
                     })
-        scores = pred.scores.astype(float)
-        return {"result": result, "score": float(scores.mean()) if len(scores) else 0.0,
+        return {"result": result, "score": prediction_score(pred),
                 "model_version": self.model_version}
+
+
+def prediction_score(pred: Prediction) -> float:
+    """The `score` of a task's prediction, by which Label Studio sorts tasks: the lowest mask
+    quality of its regions for a model with the mask-quality head (the task with the worst mask
+    comes first in an ascending sort), else the mean class score; 0 for no region."""
+    if not len(pred):
+        return 0.0
+    assert pred.quality is not None
+    if pred.has_quality:
+        return float(np.min(pred.quality))
+    return float(pred.scores.astype(float).mean())
 
 
 def _project_id(project: Id | None) -> str | None:
