@@ -588,7 +588,7 @@ def _model_card(model: str | None):  # type: ignore[no-untyped-def]
         fail(str(exc))
 
 
-labelstudio_app = typer.Typer(help="Label Studio: print a labelling config for a model.",
+labelstudio_app = typer.Typer(help="Label Studio: a labelling config for a model; roll back a project's model version.",
                               cls=_PlainFlags, no_args_is_help=True)
 app.add_typer(labelstudio_app, name="labelstudio")
 
@@ -599,6 +599,67 @@ def labelstudio_config(model_dir: str | None = typer.Option(None, "--model-dir",
     from boxmask.integrations.labelstudio.config import labeling_config
 
     print(labeling_config(list(_model_card(model_dir).names)), end="")
+
+
+@labelstudio_app.command("rollback")
+def labelstudio_rollback(
+    project: str = typer.Option(..., "--project", help="The Label Studio project id."),
+    to: str | None = typer.Option(None, "--to", help="A version's name, or `base` for the base model (default: the version promoted before the served one)."),
+    url: str | None = typer.Option(None, "--url", help="The running boxmask server, e.g. http://localhost:9090: it swaps at once."),
+    token: str | None = typer.Option(None, "--token", envvar="BOXMASK_API_TOKEN", help="The server's token (default: BOXMASK_API_TOKEN)."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="BOXMASK_LABELSTUDIO_DATA_DIR of a stopped server: it serves the version when it starts."),
+) -> None:
+    """Serve a Label Studio project an earlier model version (the last three are kept)."""
+    if (url is None) == (data_dir is None):
+        fail("give --url (a running server) or --data-dir (a stopped one's data folder)")
+    if url is not None:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        body = {"project": project, **({"to": to} if to else {})}
+        try:
+            response = httpx.post(f"{url.rstrip('/')}/labelstudio/rollback", json=body,
+                                  headers=headers, timeout=300)
+        except httpx.HTTPError as exc:
+            fail(f"cannot reach {url}: {exc}")
+        if response.status_code != 200:
+            try:
+                message = response.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = response.text[:300]
+            fail(f"{url} answered {response.status_code}: {message}")
+        answer = response.json()
+        console.print(f"project {answer['project']} is served {answer['served']} "
+                      f"(model_version {answer['model_version']})", highlight=False)
+        return
+    from boxmask.integrations.labelstudio.store import ROLLED_BACK, ProjectStore
+    from boxmask.integrations.labelstudio.training import (
+        BASE,
+        OwnerLock,
+        TrainingError,
+        rollback_target,
+    )
+
+    assert data_dir is not None
+    root = data_dir / "labelstudio"
+    if not (root / "projects" / project / "store.sqlite").is_file():
+        fail(f"{data_dir} holds no Label Studio project {project!r}")
+    try:
+        owner = OwnerLock(root)
+    except TrainingError:
+        fail(f"a server is running on {data_dir}: roll back through it with --url")
+    try:
+        store = ProjectStore(root / "projects" / project, project)
+        try:
+            target = rollback_target(store, to)
+        except TrainingError as exc:
+            fail(str(exc))
+        store.serve(target.name if target is not None else None, ROLLED_BACK)
+        store.close()
+    finally:
+        owner.release()
+    console.print(f"project {project} will be served {target.name if target else BASE} when "
+                  "the server starts", highlight=False)
 
 
 def main() -> None:  # pragma: no cover - entry point

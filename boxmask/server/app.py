@@ -26,7 +26,7 @@ from boxmask.server.middleware import RequestContextMiddleware
 from boxmask.server.openapi import install_openapi
 from boxmask.server.registry import ModelRegistry
 from boxmask.server.routers import demo, docs, health, images, models, segment
-from boxmask.server.schemas import DetectRequest, SegmentParams, SegmentRequest
+from boxmask.server.schemas import DetectRequest, RollbackRequest, SegmentParams, SegmentRequest
 from boxmask.server.settings import LabelStudioSettings, ServerSettings
 
 log = logging.getLogger("boxmask.server")
@@ -46,6 +46,8 @@ def create_app(settings: ServerSettings | None = None,
     registry = ModelRegistry(settings)
     metrics = ServerMetrics(cache_stats=registry.cache_stats)
     labelstudio = _labelstudio_router()
+    if labelstudio is not None:
+        from boxmask.server.routers import labelstudio_training
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -62,9 +64,15 @@ def create_app(settings: ServerSettings | None = None,
         if labelstudio is not None:
             app.state.labelstudio = labelstudio.LabelStudioBackends.start(
                 registry, labelstudio_settings)
+            # It loads each project's promoted version: a worker thread.
+            app.state.labelstudio_training = await run_in_threadpool(
+                labelstudio_training.LabelStudioTraining.start, app.state.labelstudio, registry,
+                settings, metrics)
         try:
             yield
         finally:
+            if labelstudio is not None:
+                await run_in_threadpool(app.state.labelstudio_training.close)
             await run_in_threadpool(registry.close)
 
     # FastAPI's own docs routes answer anyone: the app serves them itself (routers/docs.py).
@@ -83,11 +91,13 @@ def create_app(settings: ServerSettings | None = None,
         # The prefix is the router's own: with include_router(prefix=...) this FastAPI nests
         # the router, and a route's template (the metrics' `route` label) would lose it.
         app.include_router(labelstudio.router)
+        app.include_router(labelstudio_training.router)
     if settings.demo:
         app.include_router(demo.router)
         app.mount("/static", StaticFiles(directory=demo.STATIC_DIR), name="static")
     install_openapi(app, [SegmentRequest, SegmentParams, DetectRequest,
-                          *(labelstudio.BODY_SCHEMAS if labelstudio is not None else ())])
+                          *((*labelstudio.BODY_SCHEMAS, RollbackRequest)
+                            if labelstudio is not None else ())])
 
     # Added innermost first: the body limit sits inside CORS, and the request context is
     # outermost so every answer, even a refused one, has a request id and is counted.

@@ -7,6 +7,7 @@ apps in one process and a scrape shows exactly one server's numbers.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -44,6 +45,50 @@ class _CacheCollector(Collector):
         yield from (hits, misses, used, entries, capacity)
 
 
+#: The Label Studio training loop's figures (`TrainingLoop.stats`), read at scrape time.
+JobStatsSource = Callable[[], Mapping[str, Any]]
+
+
+class _JobsCollector(Collector):
+    """Label Studio training rounds: how they ended, the one running, each project's figures."""
+
+    def __init__(self, source: JobStatsSource) -> None:
+        self._source = source
+
+    def collect(self) -> Iterable[Metric]:
+        stats = self._source()
+        ended = CounterMetricFamily("boxmask_labelstudio_jobs",
+                                    "Label Studio training rounds ended since start, by outcome.",
+                                    labels=["state"])
+        for state, count in sorted(stats.get("finished", {}).items()):
+            ended.add_metric([state], float(count))
+        running = GaugeMetricFamily("boxmask_labelstudio_job_running",
+                                    "1 while a Label Studio training round runs.",
+                                    value=float(stats.get("running", 0)))
+        progress = GaugeMetricFamily("boxmask_labelstudio_job_progress",
+                                     "Training progress of the running round, 0 to 1.",
+                                     value=float(stats.get("progress", 0.0)))
+        queued = GaugeMetricFamily("boxmask_labelstudio_jobs_queued",
+                                   "Label Studio training rounds waiting to run.",
+                                   value=float(stats.get("queued", 0)))
+        annotations = GaugeMetricFamily("boxmask_labelstudio_annotations",
+                                        "Annotations the next round learns from, per project.",
+                                        labels=["project"])
+        iou = GaugeMetricFamily("boxmask_labelstudio_served_heldout_mean_iou",
+                                "Held-out box-prompted mean IoU of the version a project is "
+                                "served (when the gate scored it).", labels=["project", "version"])
+        box = GaugeMetricFamily("boxmask_labelstudio_served_heldout_box_mean_iou",
+                                "The box baseline of the same held-out instances.",
+                                labels=["project", "version"])
+        for project, figures in sorted(stats.get("projects", {}).items()):
+            annotations.add_metric([project], float(figures.get("annotations", 0)))
+            if figures.get("mean_iou") is not None:
+                iou.add_metric([project, figures["version"]], float(figures["mean_iou"]))
+            if figures.get("box_mean_iou") is not None:
+                box.add_metric([project, figures["version"]], float(figures["box_mean_iou"]))
+        yield from (ended, running, progress, queued, annotations, iou, box)
+
+
 class ServerMetrics:
     """The app's metrics; routes and middleware update them, ``/metrics`` renders them."""
 
@@ -67,6 +112,10 @@ class ServerMetrics:
                                registry=self.registry)
         if cache_stats is not None:
             self.registry.register(_CacheCollector(cache_stats))
+
+    def watch_labelstudio_training(self, source: JobStatsSource) -> None:
+        """Report the Label Studio training loop's jobs (read from `source` at each scrape)."""
+        self.registry.register(_JobsCollector(source))
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()

@@ -37,6 +37,9 @@ class ModelSlot:
     error: str | None = None
     failed_at: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # A version trained from Label Studio's annotations: the base model's name. Versions are
+    # served by name but never become the default model.
+    version_of: str | None = None
 
     @property
     def ready(self) -> bool:
@@ -87,11 +90,13 @@ class ModelRegistry:
 
     def _load(self, slot: ModelSlot) -> None:
         s = self.settings
+        # A trained version is an ONNX bundle on this machine, not in Triton's repository.
+        backend = "onnxruntime" if slot.version_of is not None else s.effective_backend
         with slot.lock:
             try:
                 slot.predictor = Predictor.from_dir(
-                    slot.path, backend=s.effective_backend, cache_bytes=s.cache_bytes,
-                    precision=s.precision, triton_url=s.triton_url,
+                    slot.path, backend=backend, cache_bytes=s.cache_bytes,
+                    precision=s.precision, triton_url=s.triton_url if backend == "triton" else None,
                     max_pixels=s.max_image_pixels, intra_op_threads=s.threads,
                     # Every path (the /v1 routes, Label Studio) gets the same limits.
                     max_boxes=s.max_boxes, max_mask_pixels=s.max_mask_pixels,
@@ -124,9 +129,34 @@ class ModelRegistry:
             if not slot.ready and now - slot.failed_at >= self.settings.reload_interval_s:
                 self._load(slot)
 
+    def add_version(self, name: str, path: Path, version_of: str) -> ModelSlot:
+        """Load a model version (a Label Studio round's export) and serve it under `name`.
+
+        Loaded before it is published, so no request ever sees it half-loaded; raises (and
+        publishes nothing) when it cannot load. `slots` is replaced, never changed in place: a
+        thread iterating the old dict (readiness, metrics) is not disturbed."""
+        if name in self.slots and self.slots[name].version_of is None:
+            raise ValueError(f"{name!r} is the name of a model in {self.settings.model_dir}")
+        card = json.loads((Path(path) / CARD_NAME).read_text())
+        slot = ModelSlot(name=name, path=Path(path), card=card, version_of=version_of)
+        self._load(slot)
+        if not slot.ready:
+            raise RuntimeError(f"model version {name!r} failed to load: {slot.error}")
+        self.slots = {**self.slots, name: slot}
+        return slot
+
+    def remove_version(self, name: str) -> None:
+        """Stop serving a version by name. Requests that hold its slot finish on it; its
+        predictor goes with the last of them."""
+        slot = self.slots.get(name)
+        if slot is not None and slot.version_of is not None:
+            self.slots = {k: v for k, v in self.slots.items() if k != name}
+
     def mark_failed(self, name: str, exc: BaseException) -> None:
         """A backend failed while serving: refuse this model's requests until a reload works."""
-        slot = self.slots[name]
+        slot = self.slots.get(name)
+        if slot is None:  # a version removed while the failing request held it
+            return
         slot.error = f"{type(exc).__name__}: {exc}"
         slot.failed_at = time.monotonic()
         log.error("model backend failed", extra={"model": name, "error": slot.error})
@@ -144,7 +174,8 @@ class ModelRegistry:
     def default_name(self) -> str | None:
         if self.settings.default_model in self.slots:
             return self.settings.default_model
-        return min(self.slots) if self.slots else None
+        models = [name for name, slot in self.slots.items() if slot.version_of is None]
+        return min(models) if models else None
 
     def slot(self, name: str | None) -> ModelSlot:
         """The model a request asked for (or the default); 404 / 503 when it cannot serve."""

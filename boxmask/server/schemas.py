@@ -186,3 +186,12 @@ class Readiness(BaseModel):
     status: Literal["ready", "not_ready"]
     message: str
     models: dict[str, str] = Field(default_factory=dict, description="name -> ready/failed")
+
+
+class RollbackRequest(_Body):
+    """`POST /labelstudio/rollback`: serve a Label Studio project an earlier model version."""
+
+    project: int | str = Field(description="The Label Studio project id.")
+    to: str | None = Field(default=None, description=(
+        "A version's name, or \"base\" for the base model; default: the version promoted "
+        "before the one served (the base model when there is none)."))

@@ -8,6 +8,7 @@ the environment cannot drift apart.
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -143,6 +144,46 @@ class LabelStudioSettings(BaseSettings):
     max_tasks: int = Field(default=100, ge=1)
     # Log lines one /predict may write for its failed tasks; the rest are counted in one line.
     max_task_log_lines: int = Field(default=10, ge=0)
+
+    # --- learning from the annotators (docs/labelstudio.md, "Training") -----------------------
+    # The folder of each project's annotation store (SQLite), task images, rounds and versions.
+    # None: webhook events are acknowledged and nothing is kept or trained.
+    data_dir: Path | None = None
+    # The checkpoint the served model (`model`) was exported from: the first round starts
+    # from it (a served bundle is ONNX only); later rounds start from the served version's.
+    base_checkpoint: Path | None = None
+    # Start a round after this many new or changed annotations; None: only "Start training".
+    train_every: int | None = Field(default=None, ge=1)
+    # `boxmask finetune --iterations` (None: its default, 12 passes over the data, 200-1500),
+    # and config overrides after it (JSON list or space-separated: 'train.lr=0.0005').
+    train_iterations: int | None = Field(default=None, ge=1)
+    train_overrides: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Threads the job's torch may use (None: torch's default, one per core).
+    train_threads: int | None = Field(default=None, ge=1)
+    # The job's address-space limit (RLIMIT_AS; torch alone maps about 3 GB) and wall clock.
+    train_memory_bytes: int = Field(default=12 << 30, ge=256 << 20)
+    train_timeout_s: float = Field(default=4 * 3600.0, gt=0.0)
+    # The command that runs `boxmask finetune` (JSON list or a shell-like line); empty: this
+    # server's Python (`python -m boxmask`), which then needs `boxmask[train]`.
+    train_command: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Share (percent) of the tasks with masks held out of training to score each new version.
+    heldout_percent: float = Field(default=20.0, ge=0.0, le=90.0)
+    # A new version is promoted when its held-out mean IoU beats the served one's by more.
+    promote_min_gain: float = Field(default=0.0, ge=0.0, le=1.0)
+    # Promote versions that could not be scored (no held-out masks); off: they are kept unserved.
+    promote_without_heldout: bool = False
+    # Byte budget of the task images kept on disk for rounds.
+    image_cache_bytes: int = Field(default=2 << 30, ge=1 << 20)
+
+    @field_validator("train_overrides", "train_command", mode="before")
+    @classmethod
+    def _word_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return shlex.split(text)
+        return value
 
     @field_validator("allowed_origins", mode="before")
     @classmethod

@@ -32,7 +32,8 @@ EXAMPLES_PER_OPERATION = 20
 OPERATIONS = {"GET /healthz", "GET /readyz", "GET /metrics", "GET /v1/models",
               "GET /v1/models/{name}/samples/{filename}", "POST /v1/images", "POST /v1/segment",
               "POST /v1/detect", "GET /labelstudio/", "GET /labelstudio/health",
-              "POST /labelstudio/setup", "POST /labelstudio/predict", "POST /labelstudio/webhook"}
+              "POST /labelstudio/setup", "POST /labelstudio/predict", "POST /labelstudio/webhook",
+              "GET /labelstudio/jobs", "POST /labelstudio/rollback"}
 WITH_INPUTS = {op for op in OPERATIONS if op.startswith("POST")} | {
     "GET /v1/models/{name}/samples/{filename}"}
 

@@ -38,7 +38,8 @@ PROTECTED = {("GET", "/metrics"), ("GET", "/openapi.json"), ("GET", "/docs"), ("
              ("GET", "/v1/models"), ("GET", "/v1/models/synth-tiny/samples/a.png"),
              ("POST", "/v1/images"), ("POST", "/v1/segment"), ("POST", "/v1/detect"),
              ("POST", "/labelstudio/setup"), ("POST", "/labelstudio/predict"),
-             ("POST", "/labelstudio/webhook")}
+             ("POST", "/labelstudio/webhook"), ("GET", "/labelstudio/jobs"),
+             ("POST", "/labelstudio/rollback")}
 
 
 def route_paths(app) -> set[str]:

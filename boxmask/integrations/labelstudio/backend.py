@@ -205,13 +205,16 @@ def stored_rectangles(task: Task, controls: Sequence[str]) -> list[Region]:
 class LabelStudioBackend:
     """Answers Label Studio's `/setup` and `/predict` with one predictor."""
 
-    def __init__(self, predictor: Predictor, options: BackendOptions | None = None) -> None:
+    def __init__(self, predictor: Predictor, options: BackendOptions | None = None,
+                 project_access: dict[str, LabelStudioAccess] | None = None) -> None:
         self.predictor = predictor
         self.options = options or BackendOptions()
         self.labels = LabelMapper(predictor.card, self.options.label_map,
                                   how_to_map="BOXMASK_LABELSTUDIO_LABEL_MAP='{\"LS name\": \"category\"}'")
         self._lock = threading.Lock()
-        self._access: dict[str, LabelStudioAccess] = {}
+        # What each project's /setup sent; shared by the backends of a server's model versions
+        # (`project_access`), so a project keeps its token when its version changes.
+        self._access: dict[str, LabelStudioAccess] = {} if project_access is None else project_access
         self._images: OrderedDict[tuple[str, str], str] = OrderedDict()
 
     @property

@@ -176,9 +176,49 @@ class SetupBody(_Open):
 
 
 class WebhookBody(_Open):
-    """`POST /webhook`: an annotation event (`{action, ...}`)."""
+    """`POST /webhook`: a project event or `START_TRAINING` (`{action, project, ...}`).
+
+    Label Studio 1.23 sends every project event to the backend's webhook (its `webhooks/`
+    serializers): `ANNOTATION_CREATED` / `ANNOTATION_UPDATED` `{annotation, task, project}`,
+    `ANNOTATIONS_CREATED` (lists of both), `ANNOTATIONS_DELETED` `{annotations: [{id}]}`,
+    `TASKS_DELETED` `{tasks: [{id}]}`, and "Start training" `{project}`. Only the envelope is
+    checked here; the fields an action needs are checked by `WebhookEvent.parse`."""
 
     action: str | None = None
+
+
+class WebhookProject(_Open):
+    """The `project` of a webhook payload (Label Studio's project serializer, all fields)."""
+
+    id: Id
+    label_config: str | None = None
+
+
+class WebhookTask(_Open):
+    """A `task` of a webhook payload: its id and data (the image URL under the Image's key)."""
+
+    id: Id
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class WebhookAnnotation(_Open):
+    """An `annotation` of a webhook payload: Label Studio's annotation fields, `task` and
+    `project` as ids."""
+
+    id: Id
+    task: Id | None = None
+    project: Id | None = None
+    result: list[Any] = Field(default_factory=list)
+    was_cancelled: bool = False
+    ground_truth: bool = False
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
+class WebhookRef(_Open):
+    """A deleted object of a webhook payload: only its id."""
+
+    id: Id
 
 
 #: The models of the OpenAPI schema (with the item types the lists refer to).

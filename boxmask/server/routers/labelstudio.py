@@ -9,7 +9,8 @@ Label Studio (read from its 1.23 `ml/api_connector.py` and the label-studio-ml-b
   -> `{"model_version"}`; sent again on every `GET /api/ml/{id}`;
 - `POST /predict` (100 s) `{tasks, project, label_config, params: {context}}`
   -> `{"results": [...]}` with one entry per task;
-- `POST /webhook` for annotation events -> 201 (boxmask does not train from Label Studio).
+- `POST /webhook` for project events and "Start training" -> 201: the training loop's
+  (`routers/labelstudio_training.py`, with `GET /jobs` and `POST /rollback`).
 
 The bodies are checked against `integrations.labelstudio.protocol`'s schemas (422 naming the
 field otherwise), which are also the OpenAPI schema's. The translation (tasks and regions to
@@ -19,7 +20,9 @@ Label Studio's "Use authentication" sends the token as a Basic password), the wo
 (tasks per call, the caller's mask pixels, log lines per call), the inference slots, and the
 mapping of errors to the server's JSON errors. The health check is public and says only "UP"
 or "DOWN": it is what a probe, and Label Studio before its credentials are set, may ask.
-The backends are made in the app's lifespan (`LabelStudioBackends.start`).
+The backends are made in the app's lifespan (`LabelStudioBackends.start`). A project that
+the training loop has promoted a version for is answered by that version (`/setup` and
+`/predict` name their project); the others by the model `BOXMASK_LABELSTUDIO_MODEL` names.
 """
 
 from __future__ import annotations
@@ -27,12 +30,12 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar
 
 import anyio
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
 from boxmask.integrations.labels import UnmappedLabel
@@ -44,6 +47,7 @@ from boxmask.integrations.labelstudio.backend import (
     TaskError,
 )
 from boxmask.integrations.labelstudio.config import LabelConfigError
+from boxmask.integrations.labelstudio.events import WebhookError, project_id
 from boxmask.integrations.labelstudio.images import (
     ImageFetchError,
     LabelStudioAccess,
@@ -51,9 +55,9 @@ from boxmask.integrations.labelstudio.images import (
 )
 from boxmask.integrations.labelstudio.protocol import (
     SCHEMAS,
+    Id,
     PredictBody,
     SetupBody,
-    WebhookBody,
 )
 from boxmask.runtime.errors import RuntimeInputError
 from boxmask.server.auth import require_token_or_basic
@@ -82,10 +86,11 @@ def _json_body(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
 
 
-def backend_options(settings: LabelStudioSettings) -> BackendOptions:
+def backend_options(settings: LabelStudioSettings,
+                    label_map: dict[str, str | int] | None = None) -> BackendOptions:
     """The backend's options from the server's Label Studio settings."""
     return BackendOptions(
-        label_map=settings.label_map,
+        label_map=settings.label_map if label_map is None else label_map,
         access=LabelStudioAccess(settings.url, settings.api_key,
                                  parse_origins(settings.allowed_origins)),
         trust_setup_hostname=settings.trust_setup_hostname,
@@ -110,6 +115,11 @@ class LabelStudioBackends:
         self.problem = problem  # why there is no backend at all (bad settings), if so
         self._lock = threading.Lock()
         self._backends: dict[str, LabelStudioBackend] = {}
+        # What each project's /setup sent, shared by every model version's backend.
+        self._access: dict[str, LabelStudioAccess] = {}
+        # project -> the name of the version it is served (None: the base model); set by the
+        # training loop when there is one.
+        self.version_of: Callable[[str], str | None] | None = None
         # Image fetches run in worker threads under their own limiter, never the default one
         # that inference and the sync routes (/readyz) share: slow URLs wait among themselves.
         self.fetch_limiter = anyio.CapacityLimiter(settings.fetch_concurrency if settings else 1)
@@ -138,16 +148,53 @@ class LabelStudioBackends:
         with self._lock:
             backend = self._backends.get(slot.name)
             if backend is None or backend.predictor is not slot.predictor:
+                label_map = None
+                if slot.version_of is not None:
+                    # A version knows the categories its project's annotations had: map entries
+                    # that name others are left out, not a reason to refuse the version.
+                    label_map = {k: v for k, v in self.settings.label_map.items()
+                                 if _names_a_category(slot.card, v)}
                 try:
-                    backend = LabelStudioBackend(slot.predictor, backend_options(self.settings))
+                    backend = LabelStudioBackend(slot.predictor,
+                                                 backend_options(self.settings, label_map),
+                                                 project_access=self._access)
                 except RuntimeInputError as exc:
                     raise ApiError(500, "bad_label_map",
                                    f"BOXMASK_LABELSTUDIO_LABEL_MAP: {exc}") from exc
                 self._backends[slot.name] = backend
             return backend
 
-    def slot(self) -> ModelSlot:
+    def forget(self, name: str) -> None:
+        """Drop the backend of a model version no longer served (its predictor goes with the
+        last request that holds it)."""
+        with self._lock:
+            self._backends.pop(name, None)
+
+    def slot(self, project: str | None = None) -> ModelSlot:
+        """The model that answers `project`: its promoted version, else the base model."""
+        if project is not None and self.version_of is not None:
+            name = self.version_of(project)
+            if name is not None and name in self.registry.slots:
+                return self.registry.slot(name)
         return self.registry.slot(self.settings.model if self.settings else None)
+
+    def for_project(self, project: str | None) -> LabelStudioBackend:
+        return self.for_slot(self.slot(project))
+
+
+def _names_a_category(card: dict[str, Any], target: str | int) -> bool:
+    return any(c.get("name") == target or c.get("id") == target
+               for c in card.get("categories", []) if isinstance(c, dict))
+
+
+def project_of(value: Id | None) -> str | None:
+    """The project a body names (`"<id>.<timestamp>"`), or None when it names none."""
+    if value is None or value == "":
+        return None
+    try:
+        return project_id(value)
+    except WebhookError:
+        return None
 
 
 def get_backends(request: Request) -> LabelStudioBackends:
@@ -169,8 +216,10 @@ def health(registry: ModelRegistry = Depends(get_registry)) -> dict[str, str]:
 
 @router.post("/setup", dependencies=[Depends(require_token_or_basic)], responses=ERRORS,
              summary="Label Studio project set-up", openapi_extra=_json_body(SetupBody))
-async def setup(request: Request, backend: LabelStudioBackend = Depends(get_backend)) -> dict[str, str]:
-    return backend.setup(_validated(SetupBody, await _json(request)))
+async def setup(request: Request,
+                backends: LabelStudioBackends = Depends(get_backends)) -> dict[str, str]:
+    body = _validated(SetupBody, await _json(request))
+    return backends.for_project(project_of(body.project)).setup(body)
 
 
 @router.post("/predict", dependencies=[Depends(require_token_or_basic)], responses=ERRORS,
@@ -189,7 +238,8 @@ async def predict(
     failed tasks) and per caller (its mask-pixel budget: checked before each task, each task's
     cost charged once its image size and boxes are known)."""
     body = _validated(PredictBody, await _json(request))
-    slot = backends.slot()
+    # The model is chosen once: a version swapped in meanwhile answers the next request.
+    slot = backends.slot(project_of(body.project))
     backend = backends.for_slot(slot)
     settings = backends.settings
     assert settings is not None  # for_slot answered 500 otherwise
@@ -260,15 +310,6 @@ def _task_level(exc: Exception) -> bool:
     """Whether a batch task's failure is its own (answered as an error, the others go on),
     not the server's (overloaded, model down: the whole request fails, Label Studio retries)."""
     return not isinstance(exc, ApiError) or exc.status < 500
-
-
-@router.post("/webhook", status_code=201, dependencies=[Depends(require_token_or_basic)],
-             responses=ERRORS, summary="Label Studio annotation events",
-             openapi_extra=_json_body(WebhookBody))
-async def webhook(request: Request) -> JSONResponse:
-    body = _validated(WebhookBody, await _json(request))
-    return JSONResponse({"status": "ok", "action": body.action,
-                         "result": "boxmask does not train from Label Studio events"}, status_code=201)
 
 
 def _validated(model: type[M], body: dict[str, Any]) -> M:
