@@ -127,6 +127,7 @@ def pretrain(args: argparse.Namespace, paths: dict[str, Path]) -> Path:
 # instances, AdamW at the pretraining's lr.
 FINETUNE = ["data.seen=auto", "model.known_targets=checkpoint",
             "model.frozen=[backbone, pixel_stem]", "train.warmup_iters=50"]
+# (`boxmask finetune`'s recipe adds model.pseudo_mask_fit=box: the teacher_student_fit row.)
 # method -> (mode, the user's data it trains on, further overrides)
 METHODS: dict[str, tuple[str, str, list[str]]] = {
     "agnostic": ("agnostic", "boxes", []), "teacher_student": ("teacher_student", "boxes", []),
@@ -140,6 +141,9 @@ METHODS: dict[str, tuple[str, str, list[str]]] = {
     "teacher_student_fit": ("teacher_student", "boxes", ["model.pseudo_mask_fit=box"]),
     "teacher_student_boxinst": ("teacher_student", "boxes", [
         "model.unseen_box_loss=boxinst", "model.box_pairwise_warmup_iters=150"]),
+    "teacher_student_fit_boxinst": ("teacher_student", "boxes", [
+        "model.pseudo_mask_fit=box", "model.unseen_box_loss=boxinst",
+        "model.box_pairwise_warmup_iters=150"]),
 }
 
 

@@ -13,9 +13,11 @@ how to serve it. A run folder holds everything:
 
 The recipe (``RECIPE``): categories seen as the data says, instance by instance (an annotation
 with a mask supervises the student and trains the teacher; one without gets the teacher's
-cleaned pseudo-mask, or for a category the checkpoint already segments, the checkpoint's own
-mask); the backbone, FPN and pixel stem kept as they are, so the teacher reads the features it
-was trained on; the teacher kept too when no instance has a mask; AdamW.
+cleaned pseudo-mask, thresholded down to where it reaches its box's sides (a teacher pretrained
+where the new categories were background scores them low), or for a category the checkpoint
+already segments, the checkpoint's own mask); the backbone, FPN and pixel stem kept as they
+are, so the teacher reads the features it was trained on; the teacher kept too when no
+instance has a mask; AdamW.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from boxmask.config import BoxMaskConfig, ConfigError, load_config
 # The fine-tune recipe: model and train settings over the checkpoint's own model section.
 RECIPE: dict[str, dict[str, Any]] = {
     "model": {"mode": "teacher_student", "sigma": "threshold", "known_targets": "checkpoint",
-              "teacher_ignore_unseen_boxes": True, "frozen": ["backbone", "pixel_stem"]},
+              "teacher_ignore_unseen_boxes": True, "frozen": ["backbone", "pixel_stem"],
+              "pseudo_mask_fit": "box"},
     "train": {"optimizer": "adamw", "lr": 1e-3, "momentum": 0.9, "weight_decay": 0.01,
               "batch_size": 4, "warmup_iters": 50, "warmup_factor": 0.001, "gamma": 0.1,
               "log_every": 25, "keep_checkpoints": 1, "checkpoint_every_iters": 100},
