@@ -16,12 +16,13 @@ from pycocotools import mask as mask_utils
 NAMES = ["disc", "square", "triangle", "cross", "hexagon", "ring", "crescent", "star"]
 
 
-def label_config(names: list[str] = NAMES) -> str:
+def label_config(names: list[str] = NAMES, polygons: bool = True) -> str:
     labels = "".join(f'<Label value="{n}"/>' for n in names)
+    polygon = f'<PolygonLabels name="poly" toName="image">{labels}</PolygonLabels>' if polygons \
+        else ""
     return (f'<View><Image name="image" value="$image"/>'
             f'<RectangleLabels name="box" toName="image" smart="true">{labels}</RectangleLabels>'
-            f'<BrushLabels name="mask" toName="image">{labels}</BrushLabels>'
-            f'<PolygonLabels name="poly" toName="image">{labels}</PolygonLabels></View>')
+            f'<BrushLabels name="mask" toName="image">{labels}</BrushLabels>{polygon}</View>')
 
 
 def project(project_id: int = 1) -> dict[str, Any]:
