@@ -160,8 +160,9 @@ class LabelStudioSettings(BaseSettings):
     train_overrides: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Threads the job's torch may use (None: torch's default, one per core).
     train_threads: int | None = Field(default=None, ge=1)
-    # The job's address-space limit (RLIMIT_AS; torch alone maps about 3 GB) and wall clock.
-    train_memory_bytes: int = Field(default=12 << 30, ge=256 << 20)
+    # The job's address-space limit (RLIMIT_AS; torch alone maps about 3 GB; 0: none, for
+    # CUDA, which maps far more address space than it uses) and wall clock.
+    train_memory_bytes: int = Field(default=12 << 30, ge=0)
     train_timeout_s: float = Field(default=4 * 3600.0, gt=0.0)
     # The command that runs `boxmask finetune` (JSON list or a shell-like line); empty: this
     # server's Python (`python -m boxmask`), which then needs `boxmask[train]`.

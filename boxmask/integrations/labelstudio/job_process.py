@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("no command to run")
-    resource.setrlimit(resource.RLIMIT_AS, (args.memory_bytes, args.memory_bytes))
+    if args.memory_bytes > 0:  # 0: no limit (CUDA maps far more address space than it uses)
+        resource.setrlimit(resource.RLIMIT_AS, (args.memory_bytes, args.memory_bytes))
     if args.nice:
         os.nice(args.nice)
     if sys.platform.startswith("linux"):
