@@ -52,7 +52,7 @@ def test_a_model_with_the_head_trains_it_on_instances_with_masks_and_serves_the_
     features, resized = model.encode(image)
     labels = torch.tensor([1, 3])
     with torch.no_grad():
-        logits, scores, used, quality = model.roi_heads.decode_boxes_with_quality(
+        logits, _, _, quality = model.roi_heads.decode_boxes_with_quality(
             features, boxes, labels, resized)
         plain = model.roi_heads.mask_branch.mask_logits(features, [boxes], [resized], [labels])
     assert quality is not None and quality.shape == (2,)
