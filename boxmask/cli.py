@@ -311,6 +311,7 @@ def finetune(
     val_images: Path | None = typer.Option(None, "--val-images", help="Folder of the validation images."),
     iterations: int | None = typer.Option(None, "--iterations", min=1, help="Training iterations (default: 12 passes over the data, 200-1500)."),
     int8: bool = typer.Option(True, "--int8/--no-int8", help="Also export int8 graphs for CPU serving."),
+    keep_categories: bool = typer.Option(False, "--keep-categories", help="Keep every category the checkpoint knows, also those your file lacks (the model knows both)."),
     overrides: list[str] | None = typer.Argument(None, help="Config overrides: train.lr=0.0005 model.frozen=[backbone]"),
 ) -> None:
     """Teach a model your categories from boxes: fine-tune, evaluate beside the box, export."""
@@ -319,7 +320,8 @@ def finetune(
 
     request = FinetuneRequest(checkpoint=checkpoint, coco=coco, images=images, out=out,
                               val_coco=val_coco, val_images=val_images, iterations=iterations,
-                              overrides=overrides or [], int8=int8)
+                              overrides=overrides or [], int8=int8,
+                              keep_categories=keep_categories)
     try:
         result = run_finetune(request, say=console.print)
     except ConfigError as exc:

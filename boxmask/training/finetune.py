@@ -58,6 +58,10 @@ class FinetuneRequest:
     iterations: int | None = None
     overrides: Sequence[str] = ()
     int8: bool = True
+    # Keep every category the checkpoint knows, also those the COCO file lacks or gives no box:
+    # the model then knows the checkpoint's categories and the file's (the Label Studio loop's
+    # project versions). Without it the model knows the file's categories only.
+    keep_categories: bool = False
 
 
 def _sha256(path: Path) -> str:
@@ -82,7 +86,31 @@ def _read_coco(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
-def check_data(coco: dict[str, Any], images: Path, what: str) -> None:
+def _norm(name: object) -> str:
+    return " ".join(str(name).strip().lower().split())
+
+
+def with_checkpoint_categories(coco: dict[str, Any], ckpt: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``coco`` with the checkpoint's categories that it lacks (matched by name) appended, each
+    under the checkpoint's id when that id is free, else a new one; and their names."""
+    have = {_norm(c.get("name")) for c in coco["categories"]}
+    used = {c.get("id") for c in coco["categories"]}
+    added, categories = [], list(coco["categories"])
+    next_id = max([int(i) for i in used if isinstance(i, int)] + [0]) + 1
+    for c in ckpt.get("categories") or []:
+        if _norm(c.get("name")) in have:
+            continue
+        cid = c.get("id")
+        if not isinstance(cid, int) or cid in used:
+            cid, next_id = next_id, next_id + 1
+        used.add(cid)
+        categories.append({"id": cid, "name": str(c["name"]), "supercategory": "kept"})
+        added.append(str(c["name"]))
+    return {**coco, "categories": categories}, added
+
+
+def check_data(coco: dict[str, Any], images: Path, what: str,
+               may_be_empty: frozenset[str] = frozenset()) -> None:
     """Refuse, with one line, data a fine-tune cannot use: a missing images folder, images that
     are missing or unreadable, a category without a single box."""
     from PIL import Image
@@ -102,7 +130,8 @@ def check_data(coco: dict[str, Any], images: Path, what: str) -> None:
                           f"{str(images)!r}, e.g. {', '.join(bad[:3])}")
     with_boxes = {a.get("category_id") for a in coco["annotations"]
                   if isinstance(a, dict) and a.get("bbox")}
-    empty = [str(c.get("name")) for c in coco["categories"] if c.get("id") not in with_boxes]
+    empty = [str(c.get("name")) for c in coco["categories"]
+             if c.get("id") not in with_boxes and str(c.get("name")) not in may_be_empty]
     if empty:
         raise ConfigError(f"{what}: categories without a single box: {', '.join(empty)}; "
                           "give each category at least one annotated box, or remove it")
@@ -148,6 +177,7 @@ def _describe(request: FinetuneRequest, iterations: int) -> dict[str, Any]:
     return {"checkpoint": str(request.checkpoint), "checkpoint_sha256": _sha256(request.checkpoint),
             "coco": str(request.coco), "coco_sha256": _sha256(request.coco),
             "images": str(request.images), "iterations": iterations,
+            "keep_categories": request.keep_categories,
             "overrides": list(request.overrides)}
 
 
@@ -217,15 +247,30 @@ def finetune(request: FinetuneRequest, say: Callable[[str], None] = print) -> di
                           f"({type(exc).__name__}); write one with `boxmask train` or "
                           "`boxmask import torchvision`") from None
     coco = _read_coco(request.coco, "--coco")
-    check_data(coco, request.images, "--coco")
+    kept: list[str] = []
+    if request.keep_categories:
+        coco, kept = with_checkpoint_categories(coco, ckpt)
+    known = frozenset(str(c.get("name")) for c in ckpt.get("categories") or [])
+    check_data(coco, request.images, "--coco",
+               may_be_empty=known if request.keep_categories else frozenset())
     if (request.val_coco is None) != (request.val_images is None):
         raise ConfigError("give both --val-coco and --val-images, or neither")
     if request.val_coco is not None:
         val = _read_coco(request.val_coco, "--val-coco")
         assert request.val_images is not None
         check_data({**val, "categories": []}, request.val_images, "--val-coco")
-    cfg, iterations = build_config(request, ckpt, len(coco["images"]))
+    train_request = request
+    if kept:
+        from dataclasses import replace
+
+        train_request = replace(request, coco=request.out / "train_coco.json")
+    cfg, iterations = build_config(train_request, ckpt, len(coco["images"]))
     resumed = _claim_run(request.out, _describe(request, iterations))
+    if kept:
+        # The file the run trains on: yours, with the checkpoint's other categories listed.
+        tmp = train_request.coco.with_suffix(".tmp")
+        tmp.write_text(json.dumps(coco))
+        os.replace(tmp, train_request.coco)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     say(f"{'resuming' if resumed else 'fine-tuning'} {request.checkpoint.name} on "
         f"{len(coco['images'])} images, {iterations} iterations on {device}")

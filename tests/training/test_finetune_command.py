@@ -142,3 +142,21 @@ def test_finetune_from_an_imported_torchvision_checkpoint(tiny_dataset, tmp_path
     card = json.loads((out / "model" / "model.json").read_text())
     assert {"sports ball", "tv", "hexagon"} <= {c["name"] for c in card["categories"]}
     assert card["backbone"] == "resnet50_fpn"
+
+
+def test_keep_categories_keeps_the_checkpoints_categories_the_file_lacks(tiny_checkpoint, user_data,
+                                                                         tmp_path) -> None:
+    """The Label Studio loop's project versions: a file that names only some categories still
+    gives a model that knows every category of the checkpoint, and the file's new ones."""
+    coco = json.loads(user_data["train"].read_text())
+    keep = {c["id"] for c in coco["categories"] if c["name"] in ("disc", "washer")}
+    coco["categories"] = [c for c in coco["categories"] if c["id"] in keep]
+    coco["annotations"] = [a for a in coco["annotations"] if a["category_id"] in keep]
+    data = {**user_data, "train": tmp_path / "two.json"}
+    data["train"].write_text(json.dumps(coco))
+    out = tmp_path / "run"
+    result = _run(*_args(tiny_checkpoint, data, out)[:-5], "--out", out, "--iterations", "1",
+                  "--no-int8", "--keep-categories")
+    assert result.exit_code == 0, result.output
+    names = {c["name"] for c in json.loads((out / "model" / "model.json").read_text())["categories"]}
+    assert {"disc", "washer", "square", "ring", "star"} <= names
