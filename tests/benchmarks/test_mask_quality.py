@@ -1,0 +1,50 @@
+"""benchmarks/mask_quality.py: the review figures, and the post-hoc head on a tiny model."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.scripts import load_script
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "mask_quality.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    module = load_script(SCRIPT, "mask_quality_bench")
+    yield module
+    sys.modules.pop("mask_quality_bench", None)
+
+
+def test_review_recall_counts_the_bad_masks_among_the_lowest_scores(bench) -> None:
+    ious = np.array([0.9, 0.2, 0.8, 0.4, 0.95, 0.85, 0.7, 0.6, 0.3, 0.99])
+    perfect = ious.copy()  # a score equal to the IoU finds the worst first
+    assert bench.review_recall(perfect, ious, 0.2) == pytest.approx(2 / 3)
+    assert bench.review_recall(perfect, ious, 0.3) == 1.0
+    assert bench.review_recall(-perfect, ious, 0.3) == 0.0
+    assert bench.review_recall(perfect, np.ones(4), 0.2) is None
+
+
+def test_the_head_trained_post_hoc_leaves_the_masks_and_reports_every_score(
+        bench, tiny_checkpoint, tmp_path) -> None:
+    assert bench.main(["--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path),
+                       "--smoke"]) == 0
+    result = json.loads((tmp_path / "head_s0" / "result.json").read_text())
+    for side in ("seen", "unseen", "all"):
+        assert set(result[side]) >= {"quality", "class probability", "mean confidence",
+                                     "instances", "mean_iou"}
+    assert result["all"]["instances"] == result["seen"]["instances"] + result["unseen"]["instances"]
+    # Every part but the head was frozen: the student is the checkpoint's, weight for weight.
+    import torch
+
+    before = torch.load(tiny_checkpoint, map_location="cpu", weights_only=False)["model"]
+    after = torch.load(tmp_path / "head_s0" / "checkpoint_last.pt", map_location="cpu",
+                       weights_only=False)["model"]
+    student = [k for k in before if ".student." in k]
+    assert student and all(torch.equal(before[k], after[k]) for k in student)
+    assert any(".quality." in k for k in after)
