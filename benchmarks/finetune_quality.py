@@ -141,6 +141,10 @@ METHODS: dict[str, tuple[str, str, list[str]]] = {
     "teacher_student_fit": ("teacher_student", "boxes", ["model.pseudo_mask_fit=box"]),
     "teacher_student_boxinst": ("teacher_student", "boxes", [
         "model.unseen_box_loss=boxinst", "model.box_pairwise_warmup_iters=150"]),
+    # The paper cleans pseudo-masks of the seen masks; box-only data has none, but the
+    # checkpoint's own masks of the old categories' instances stand in for them.
+    "teacher_student_fit_clean": ("teacher_student", "boxes", [
+        "model.pseudo_mask_fit=box", "model.clean_with_known_masks=true"]),
     "teacher_student_fit_boxinst": ("teacher_student", "boxes", [
         "model.pseudo_mask_fit=box", "model.unseen_box_loss=boxinst",
         "model.box_pairwise_warmup_iters=150"]),

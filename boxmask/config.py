@@ -174,6 +174,10 @@ class ModelConfig(_Section):
     # for a teacher that learned the new categories as background (a model pretrained where
     # they were not annotated).
     pseudo_mask_fit: Literal["none", "box"] = "none"
+    # Not in the paper (off by default; needs known_targets: checkpoint): the pseudo-masks are
+    # also cleaned of the checkpoint's own masks of the image's box-only instances of the
+    # categories it knows, as the paper cleans them of the seen masks (box-only data has none).
+    clean_with_known_masks: bool = False
 
 
 class TrainConfig(_Section):

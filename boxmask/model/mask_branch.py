@@ -37,6 +37,7 @@ from boxmask.model.box_losses import box_projection_loss, color_similarity, pair
 from boxmask.model.heads import MaskHead, NormLayer, PixelStem, student_head, teacher_head
 from boxmask.model.mask_quality import QUALITY_MASK_SIZE, MaskQualityHead, quality_loss
 from boxmask.model.objecthood import OBJECTHOOD_LOSS, has_teacher_only, objecthood_loss
+from boxmask.model.paste import paste_masks
 from boxmask.model.pseudo_masks import (
     Sigma,
     apply_sigma,
@@ -116,6 +117,9 @@ class TeacherStudentMaskBranch(nn.Module):
         pseudo_mask_fit: ``box``: the teacher's pseudo-masks are thresholded as low as it takes
             to touch their box (:func:`~boxmask.model.pseudo_masks.fit_to_box`) instead of at
             sigma's 0.5 (``threshold`` only); ``none``: the paper's.
+        clean_with_known_masks: with the anchor, the pseudo-masks are also cleaned of the
+            anchor's masks of the image's box-only instances of known categories (on their true
+            boxes), as the paper cleans them of the seen masks: box-only data has none.
         mask_quality: add the class-agnostic mask-quality head (boxmask/model/mask_quality.py):
             the predicted IoU of each served mask, trained on the instances with true masks
             (``loss_mask_quality``), on detached inputs (it never changes a mask).
@@ -133,7 +137,8 @@ class TeacherStudentMaskBranch(nn.Module):
                  pixel_channels: int = 0,
                  known_targets: Literal["teacher", "checkpoint"] = "teacher",
                  mask_quality: bool = False,
-                 pseudo_mask_fit: Literal["none", "box"] = "none") -> None:
+                 pseudo_mask_fit: Literal["none", "box"] = "none",
+                 clean_with_known_masks: bool = False) -> None:
         super().__init__()
         if mode not in ("agnostic", "teacher_student", "oracle"):
             raise ValueError(f"unknown mode {mode!r}")
@@ -160,6 +165,7 @@ class TeacherStudentMaskBranch(nn.Module):
         self.unseen_box_loss: BoxLoss = unseen_box_loss if mode != "oracle" else "none"
         self.box_pairwise_warmup_iters = box_pairwise_warmup_iters
         self.pseudo_mask_fit = pseudo_mask_fit
+        self.clean_with_known_masks = clean_with_known_masks
         self.quality: MaskQualityHead | None = None
         if mask_quality:
             self.quality = MaskQualityHead(in_channels, conv_channels, roi_size, norm_layer=norm_layer)
@@ -342,9 +348,12 @@ class TeacherStudentMaskBranch(nn.Module):
                     unseen = unseen & ~known
                 if unseen.any():
                     assert teacher_logits is not None
+                    cleaning = targets
+                    if self.anchor is not None and self.clean_with_known_masks:
+                        cleaning = self._with_known_masks(features, targets, image_shapes)
                     target[unseen] = self._pseudo_masks(
                         teacher_logits[unseen], student_logits[unseen], rois, matched_idxs,
-                        targets, unseen, images, image_shapes)
+                        cleaning, unseen, images, image_shapes)
                 if known.any():
                     assert self.anchor is not None
                     with torch.no_grad():
@@ -371,6 +380,37 @@ class TeacherStudentMaskBranch(nn.Module):
             losses.update(self._box_losses(served[~valid], rois, matched_idxs, targets, ~valid,
                                            images))
         return losses
+
+    @torch.no_grad()
+    def _with_known_masks(self, features: dict[str, torch.Tensor],
+                          targets: list[dict[str, torch.Tensor]],
+                          image_shapes: list[tuple[int, int]]) -> list[dict[str, torch.Tensor]]:
+        """``targets`` in which the box-only instances of the anchor's categories carry the
+        anchor's mask on their true box (>= 0.5, pasted at the targets' resolution) as a valid
+        mask: what the pseudo-masks' cleaning reads, never a supervision target."""
+        assert self.anchor is not None
+        known = [~_mask_valid(t) & self.known_labels[t["labels"].clamp(min=0)] for t in targets]
+        if not any(k.any() for k in known):
+            return targets
+        boxes = [t["boxes"][k] for t, k in zip(targets, known)]
+        x = self.roi_pool(features, boxes, image_shapes)
+        crops = self._pixel_crops(self.anchor, features, boxes)
+        logits = self.anchor(x, crops)
+        labels = torch.cat([t["labels"][k] for t, k in zip(targets, known)])
+        probs = logits[torch.arange(len(labels), device=labels.device), labels - 1].sigmoid()
+        out, start = [], 0
+        for t, k, b in zip(targets, known, boxes):
+            n = len(b)
+            if n == 0:
+                out.append(t)
+                continue
+            h, w = t["masks"].shape[-2:]
+            pasted = paste_masks(probs[start:start + n, None], b, (h, w))[:, 0] >= 0.5
+            start += n
+            masks = t["masks"].clone()
+            masks[k] = pasted.to(masks.dtype)
+            out.append({**t, "masks": masks, "mask_valid": _mask_valid(t) | k})
+        return out
 
     def _quality_loss(self, x: torch.Tensor, valid: torch.Tensor, labels: torch.Tensor,
                       targets: list[dict[str, torch.Tensor]], rois: list[torch.Tensor],

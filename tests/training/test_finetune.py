@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from tests.training.finetune_scenario import NEW, OLD, train_run, write_datasets
+from tests.training.finetune_scenario import TINY_MODEL as TINY
 
 STUDENT_LOGITS = "roi_heads.mask_branch.student.predictor.mask_fcn_logits.weight"
 
@@ -52,7 +53,7 @@ def test_init_from_keeps_old_categories_and_trains_new_ones_from_pseudo_masks(ti
 @pytest.mark.slow
 @pytest.mark.timeout(4 * 3600)
 @pytest.mark.skipif(os.environ.get("BOXMASK_QUALITY_TESTS") != "1",
-                    reason="the fine-tune benchmark at its size (a 3000-iteration pretraining and "
+                    reason="the fine-tune benchmark at its size (a 1680-iteration pretraining and "
                            "1500-iteration fine-tunes: hours on 2 cores): set "
                            "BOXMASK_QUALITY_TESTS=1 to run it")
 def test_teacher_student_fine_tune_beats_box_and_agnostic_on_new_categories(tmp_path):
@@ -90,7 +91,8 @@ def test_box_only_fine_tune_keeps_the_teacher_and_the_frozen_trunk_and_anchors_o
     fine = train_run(tiny_data, "boxes", tmp_path / "fine",
                      {"mode": "teacher_student", "init_from": str(pre), "mask_pixel_channels": 4,
                       "teacher_ignore_unseen_boxes": True, "known_targets": "checkpoint",
-                      "frozen": ["backbone", "pixel_stem"]}, epochs=1, seen="auto")
+                      "frozen": ["backbone", "pixel_stem"], "clean_with_known_masks": True,
+                      "pseudo_mask_fit": "box"}, epochs=1, seen="auto")
     before, after = load_checkpoint(pre)["model"], load_checkpoint(fine)["model"]
     for prefix in ("backbone.", "roi_heads.mask_branch.teacher.",
                    "roi_heads.mask_branch.pixel_stem."):
@@ -139,3 +141,32 @@ def test_seen_auto_follows_the_instances_that_have_masks(tiny_data, tmp_path):
         if image_id == chosen["image_id"]:
             assert target["mask_valid"].any()
     assert valid == 1
+
+
+def test_known_masks_join_the_cleaning_and_never_the_supervision() -> None:
+    """model.clean_with_known_masks: a box-only instance of a known category gets the anchor's
+    mask on its box, valid for the cleaning; the others are left as they are."""
+    from boxmask.config import ModelConfig
+    from boxmask.model import build_model
+
+    cfg = ModelConfig(**{**TINY, "mode": "teacher_student", "known_targets": "checkpoint",
+                         "clean_with_known_masks": True})
+    torch.manual_seed(0)
+    model = build_model(cfg, 3, {1}).eval()
+    branch = model.roi_heads.mask_branch
+    branch.anchor_known({2})
+    with torch.no_grad():  # a confident anchor: every cell foreground
+        branch.anchor.predictor.mask_fcn_logits.bias.fill_(10.0)
+    image = torch.rand(3, 64, 64)
+    features, resized = model.encode(image)
+    masks = torch.zeros(3, *resized, dtype=torch.uint8)
+    masks[0, 2:20, 2:20] = 1
+    target = {"boxes": torch.tensor([[2.0, 2.0, 20.0, 20.0], [30.0, 30.0, 50.0, 60.0],
+                                     [10.0, 40.0, 30.0, 60.0]]),
+              "labels": torch.tensor([1, 2, 3]), "masks": masks,
+              "mask_valid": torch.tensor([True, False, False])}
+    out = branch._with_known_masks(features, [target], [resized])[0]
+    assert out["mask_valid"].tolist() == [True, True, False]
+    assert out["masks"][1, 32:58, 32:48].all() and not out["masks"][1, :28].any()
+    assert torch.equal(out["masks"][0], masks[0]) and not out["masks"][2].any()
+    assert target["mask_valid"].tolist() == [True, False, False]  # the batch's own is untouched
