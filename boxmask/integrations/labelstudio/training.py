@@ -532,7 +532,9 @@ class TrainingLoop:
                   heldout: Path | None, out: Path) -> None:
         o = self.options
         args = [*o.command, "finetune", "--from", str(checkpoint), "--coco", str(train),
-                "--images", str(images), "--out", str(out), "--int8" if o.int8 else "--no-int8"]
+                "--images", str(images), "--out", str(out), "--int8" if o.int8 else "--no-int8",
+                # A project's version keeps the served model's other categories.
+                "--keep-categories"]
         if heldout is not None:
             args += ["--val-coco", str(heldout), "--val-images", str(images)]
         if o.iterations:
