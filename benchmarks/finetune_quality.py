@@ -145,6 +145,10 @@ METHODS: dict[str, tuple[str, str, list[str]]] = {
     # checkpoint's own masks of the old categories' instances stand in for them.
     "teacher_student_fit_clean": ("teacher_student", "boxes", [
         "model.pseudo_mask_fit=box", "model.clean_with_known_masks=true"]),
+    # The teacher itself learns from the new boxes (BoxInst's terms on its masks).
+    "teacher_student_fit_teacherbox": ("teacher_student", "boxes", [
+        "model.pseudo_mask_fit=box", "model.teacher_box_loss=boxinst",
+        "model.box_pairwise_warmup_iters=150"]),
     "teacher_student_fit_boxinst": ("teacher_student", "boxes", [
         "model.pseudo_mask_fit=box", "model.unseen_box_loss=boxinst",
         "model.box_pairwise_warmup_iters=150"]),

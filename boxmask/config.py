@@ -178,6 +178,10 @@ class ModelConfig(_Section):
     # also cleaned of the checkpoint's own masks of the image's box-only instances of the
     # categories it knows, as the paper cleans them of the seen masks (box-only data has none).
     clean_with_known_masks: bool = False
+    # Not in the paper (off by default): BoxInst's terms on the teacher's masks of the box-only
+    # instances (teacher_student only): the teacher keeps training on box-only data (it is not
+    # frozen for want of masks) and learns from the boxes that their objects are objects.
+    teacher_box_loss: Literal["none", "projection", "boxinst"] = "none"
 
 
 class TrainConfig(_Section):

@@ -120,6 +120,10 @@ class TeacherStudentMaskBranch(nn.Module):
         clean_with_known_masks: with the anchor, the pseudo-masks are also cleaned of the
             anchor's masks of the image's box-only instances of known categories (on their true
             boxes), as the paper cleans them of the seen masks: box-only data has none.
+        teacher_box_loss: BoxInst's terms (as ``unseen_box_loss``) on the *teacher's* masks of
+            the box-only positives (``teacher_student`` only), logged as
+            ``loss_teacher_projection`` / ``loss_teacher_pairwise``: a teacher that learned the
+            new categories as background learns from their boxes that they are objects.
         mask_quality: add the class-agnostic mask-quality head (boxmask/model/mask_quality.py):
             the predicted IoU of each served mask, trained on the instances with true masks
             (``loss_mask_quality``), on detached inputs (it never changes a mask).
@@ -138,7 +142,8 @@ class TeacherStudentMaskBranch(nn.Module):
                  known_targets: Literal["teacher", "checkpoint"] = "teacher",
                  mask_quality: bool = False,
                  pseudo_mask_fit: Literal["none", "box"] = "none",
-                 clean_with_known_masks: bool = False) -> None:
+                 clean_with_known_masks: bool = False,
+                 teacher_box_loss: BoxLoss = "none") -> None:
         super().__init__()
         if mode not in ("agnostic", "teacher_student", "oracle"):
             raise ValueError(f"unknown mode {mode!r}")
@@ -176,7 +181,11 @@ class TeacherStudentMaskBranch(nn.Module):
                                        pixel_channels)
             self.anchor.requires_grad_(False)
             self.register_buffer("known_labels", torch.zeros(num_classes + 1, dtype=torch.bool))
-        if (mode == "teacher_student" and sigma == "interact") or self.unseen_box_loss == "boxinst":
+        if teacher_box_loss not in ("none", "projection", "boxinst"):
+            raise ValueError(f"unknown teacher_box_loss {teacher_box_loss!r}")
+        self.teacher_box_loss: BoxLoss = teacher_box_loss if mode == "teacher_student" else "none"
+        if (mode == "teacher_student" and sigma == "interact") or "boxinst" in (
+                self.unseen_box_loss, self.teacher_box_loss):
             # Training steps taken, in the state dict so that a resumed run continues the
             # warm-up where it stopped.
             self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
@@ -197,7 +206,7 @@ class TeacherStudentMaskBranch(nn.Module):
         """True when training needs the input images (the CRF and the pairwise term read RoI
         crops)."""
         return (self.mode == "teacher_student" and self.sigma == "crf") or \
-            self.unseen_box_loss == "boxinst"
+            "boxinst" in (self.unseen_box_loss, self.teacher_box_loss)
 
     @property
     def current_sigma(self) -> Sigma:
@@ -379,6 +388,10 @@ class TeacherStudentMaskBranch(nn.Module):
             assert served is not None
             losses.update(self._box_losses(served[~valid], rois, matched_idxs, targets, ~valid,
                                            images))
+        if self.teacher_box_loss != "none" and teacher_logits is not None:
+            terms = self._box_losses(teacher_logits[~valid], rois, matched_idxs, targets, ~valid,
+                                     images, kind=self.teacher_box_loss)
+            losses.update({k.replace("loss_mask_", "loss_teacher_"): v for k, v in terms.items()})
         return losses
 
     @torch.no_grad()
@@ -436,15 +449,18 @@ class TeacherStudentMaskBranch(nn.Module):
 
     def _box_losses(self, logits: torch.Tensor, rois: list[torch.Tensor],
                     matched_idxs: list[torch.Tensor], targets: list[dict[str, torch.Tensor]],
-                    unseen: torch.Tensor, images: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """BoxInst's terms on the unseen positives' mask logits ``[U, R, R]``."""
+                    unseen: torch.Tensor, images: torch.Tensor | None,
+                    kind: BoxLoss | None = None) -> dict[str, torch.Tensor]:
+        """BoxInst's terms (``kind``, else ``unseen_box_loss``) on the unseen positives' mask
+        logits ``[U, R, R]``."""
+        kind = kind or self.unseen_box_loss
         size = logits.shape[-1]
         box_masks = box_interior_on_rois(torch.cat(rois)[unseen],
                                          _matched_boxes(targets, matched_idxs)[unseen], size)
         out = {"loss_mask_projection": box_projection_loss(logits, box_masks)}
-        if self.unseen_box_loss == "boxinst":
+        if kind == "boxinst":
             if images is None:
-                raise ValueError("unseen_box_loss=boxinst needs the input images")
+                raise ValueError("BoxInst's pairwise term needs the input images")
             with torch.no_grad():
                 similarity = color_similarity(_roi_crops(images, rois, unseen, size))
             ramp = 1.0

@@ -126,7 +126,8 @@ def build_training_model(cfg: BoxMaskConfig, data: TrainingData) -> nn.Module:
             _console.print(f"box-only instances of the {len(known)} categories the checkpoint "
                            "knows take its own student masks as targets (model.known_targets)")
     frozen = list(cfg.model.frozen)
-    if not data.mask_labels and cfg.model.mode != "oracle" and "teacher" not in frozen:
+    if (not data.mask_labels and cfg.model.mode != "oracle" and "teacher" not in frozen
+            and cfg.model.teacher_box_loss == "none"):
         # Box-only data: the teacher (from init_from) has nothing to learn from; keep it whole.
         frozen.append("teacher")
     if frozen:

@@ -171,3 +171,23 @@ def test_known_masks_join_the_cleaning_and_never_the_supervision() -> None:
     assert out["masks"][1, 32:58, 32:48].all() and not out["masks"][1, :28].any()
     assert torch.equal(out["masks"][0], masks[0]) and not out["masks"][2].any()
     assert target["mask_valid"].tolist() == [True, False, False]  # the batch's own is untouched
+
+
+def test_teacher_box_loss_keeps_the_teacher_training_on_box_only_data(tiny_data, tmp_path):
+    """model.teacher_box_loss: on box-only data the teacher is not frozen; BoxInst's terms on
+    its masks of the box-only instances are logged and move it."""
+    import json
+
+    from boxmask.model.checkpoint import load_checkpoint
+
+    pre = train_run(tiny_data, "pretrain", tmp_path / "pre", {"mode": "teacher_student"}, epochs=1)
+    fine = train_run(tiny_data, "boxes", tmp_path / "fine",
+                     {"mode": "teacher_student", "init_from": str(pre),
+                      "known_targets": "checkpoint", "teacher_box_loss": "boxinst",
+                      "box_pairwise_warmup_iters": 1}, epochs=1, seen="auto")
+    record = json.loads((Path(fine).parent / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["loss_teacher_projection"] > 0 and "loss_teacher_pairwise" in record
+    before, after = load_checkpoint(pre)["model"], load_checkpoint(fine)["model"]
+    teacher = [k for k in before if k.startswith("roi_heads.mask_branch.teacher.")
+               and before[k].is_floating_point()]
+    assert any(not torch.equal(before[k], after[k]) for k in teacher)
