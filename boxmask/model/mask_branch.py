@@ -1,7 +1,8 @@
 """The teacher-student mask branch: RoI pooling, F_t and F_s, their losses, their inference.
 
-Kept out of ``RoIHeads.forward`` on purpose (see ../shared/style.md): the box branch stays
-torchvision's, and everything the paper adds lives here.
+Kept out of ``RoIHeads.forward`` on purpose (torchvision's forward branches on every optional
+head in one long method): the box branch stays torchvision's, and everything the paper adds
+lives here.
 
 Modes:
 - ``agnostic``: the teacher alone, trained on seen masks; its single channel is the mask
