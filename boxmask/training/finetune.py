@@ -22,7 +22,6 @@ instance has a mask; AdamW.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from boxmask.config import BoxMaskConfig, ConfigError, load_config
+from boxmask.files import sha256_file
 
 # The fine-tune recipe: model and train settings over the checkpoint's own model section.
 RECIPE: dict[str, dict[str, Any]] = {
@@ -62,14 +62,6 @@ class FinetuneRequest:
     # the model then knows the checkpoint's categories and the file's (the Label Studio loop's
     # project versions). Without it the model knows the file's categories only.
     keep_categories: bool = False
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _read_coco(path: Path, what: str) -> dict[str, Any]:
@@ -174,8 +166,8 @@ def build_config(request: FinetuneRequest, ckpt: dict[str, Any], num_images: int
 
 
 def _describe(request: FinetuneRequest, iterations: int) -> dict[str, Any]:
-    return {"checkpoint": str(request.checkpoint), "checkpoint_sha256": _sha256(request.checkpoint),
-            "coco": str(request.coco), "coco_sha256": _sha256(request.coco),
+    return {"checkpoint": str(request.checkpoint), "checkpoint_sha256": sha256_file(request.checkpoint),
+            "coco": str(request.coco), "coco_sha256": sha256_file(request.coco),
             "images": str(request.images), "iterations": iterations,
             "keep_categories": request.keep_categories,
             "overrides": list(request.overrides)}

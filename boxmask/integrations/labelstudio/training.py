@@ -31,7 +31,6 @@ and unload a version, to load a predictor for scoring, and to fetch a task's ima
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -48,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from boxmask.files import sha256_file
 from boxmask.integrations.labelstudio import gate
 from boxmask.integrations.labelstudio.config import LabelConfig, LabelConfigError
 from boxmask.integrations.labelstudio.dataset import Categories, write_round
@@ -174,14 +174,6 @@ class _Running:
     version: str | None = None
     process: subprocess.Popen | None = None
     started: float = field(default_factory=time.time)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _tail(path: Path, lines: int = 6) -> str:
@@ -414,7 +406,7 @@ class TrainingLoop:
         card = ModelCard.model_validate_json((served_dir / "model.json").read_text())
         if served is None:
             recorded = (card.provenance or {}).get("checkpoint_sha256")
-            if recorded and recorded != _sha256(Path(checkpoint)):
+            if recorded and recorded != sha256_file(Path(checkpoint)):
                 raise _JobFailed(f"BOXMASK_LABELSTUDIO_BASE_CHECKPOINT ({checkpoint}) is not the "
                                  f"checkpoint the served model {base_name!r} was exported from "
                                  "(its card records another sha256)")
