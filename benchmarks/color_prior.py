@@ -20,8 +20,8 @@ import torch
 from PIL import Image
 from pycocotools.coco import COCO
 
-from boxmask.evaluation.prompted_masks import box_rectangle
 from boxmask.model.box_losses import COLOR_TAU, color_similarity, neighbours
+from boxmask.runtime.prompted_masks import box_rectangle
 
 
 def measure(data: Path, images: int) -> dict[str, dict[str, float]]:

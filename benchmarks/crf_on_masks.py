@@ -38,9 +38,9 @@ def measure(model_dir: Path, data: Path) -> dict[str, dict]:
     """``{category: {"split", "n", "model", "crf", "box"}}``: mean grid IoU x1."""
     from pycocotools.coco import COCO
 
-    from boxmask.evaluation.prompted_masks import mask_iou, prompted_masks
     from boxmask.model.pseudo_masks import dense_crf
     from boxmask.runtime import Predictor
+    from boxmask.runtime.prompted_masks import mask_iou, prompted_masks
 
     coco = COCO(str(data / "annotations" / "instances_val.json"))
     predictor = Predictor.from_dir(model_dir, precision="fp32")

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from pycocotools.coco import COCO
 
-from boxmask.evaluation.prompted_masks import box_rectangle, mask_iou, prompted_masks
+from boxmask.runtime.prompted_masks import box_rectangle, mask_iou, prompted_masks
 
 REPO = Path(__file__).resolve().parents[1]
 # int8 against fp32 depends on the CPU's int8 kernels: ONNX Runtime's u8 x s8 products saturate

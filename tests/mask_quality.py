@@ -9,7 +9,7 @@ import numpy as np
 from pycocotools.coco import COCO
 
 # One copy of the two scores, shared with the scripts that write the figures these tests hold.
-from boxmask.evaluation.prompted_masks import box_rectangle, mask_iou
+from boxmask.runtime.prompted_masks import box_rectangle, mask_iou
 
 
 def mean_iou_by_side(coco: COCO, masks: Mapping[int, np.ndarray], seen_ids: Collection[int],

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from boxmask.evaluation.prompted_masks import mask_iou
 from boxmask.export.exporter import ExportError, load_trained_model, sha256_file
+from boxmask.runtime.prompted_masks import mask_iou
 
 torch.set_num_threads(1)
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from boxmask.evaluation.prompted_masks import mask_iou
+from boxmask.runtime.prompted_masks import mask_iou
 from tests.torchvision_models import import_overrides, write_torchvision_weights
 
 ARCHS = ["maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2"]

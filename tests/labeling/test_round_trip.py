@@ -13,9 +13,9 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from boxmask.config import ConfigError
-from boxmask.evaluation.prompted_masks import mask_iou
 from boxmask.labeling import LabelSettings
 from boxmask.runtime.card import ModelCard
+from boxmask.runtime.prompted_masks import mask_iou
 from tests.conftest import copy_without_detector
 from tests.labeling.conftest import label
 

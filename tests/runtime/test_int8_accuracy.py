@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from pycocotools.coco import COCO
 
-from boxmask.evaluation.prompted_masks import prompted_masks
 from boxmask.runtime import Predictor
+from boxmask.runtime.prompted_masks import prompted_masks
 from tests.conftest import BUNDLED_MODEL, FIGURE_TOLERANCE, REPO
 from tests.mask_quality import mask_iou, mean_iou_by_side
 from tests.scripts import load_script

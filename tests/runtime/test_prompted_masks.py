@@ -1,4 +1,4 @@
-"""boxmask.evaluation.prompted_masks: the one loop that prompts an exported model with a COCO
+"""boxmask.runtime.prompted_masks: the one loop that prompts an exported model with a COCO
 set's boxes, and its two scores."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 from pycocotools.coco import COCO
 
-from boxmask.evaluation.prompted_masks import box_rectangle, mask_iou, prompted_masks
+from boxmask.runtime.prompted_masks import box_rectangle, mask_iou, prompted_masks
 
 
 class FakePredictor:
