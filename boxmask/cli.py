@@ -532,12 +532,8 @@ def cvat_boxes_to_masks(
     """Give every rectangle of a CVAT task a class-specific mask (resumable)."""
     import json
 
-    from boxmask.integrations.cvat.boxes_to_masks import (
-        CvatJournal,
-        CvatTask,
-        connect,
-        convert_task,
-    )
+    from boxmask.integrations.cvat.boxes_to_masks import CvatTask, connect, convert_task
+    from boxmask.integrations.cvat.journal import CvatJournal
     from boxmask.journal import JournalError
     from boxmask.runtime import Predictor
     from boxmask.runtime.errors import RuntimeInputError

@@ -19,7 +19,8 @@ from cvat_sdk import models
 from PIL import Image
 from pycocotools.coco import COCO
 
-from boxmask.integrations.cvat.boxes_to_masks import CvatJournal, Frame, convert_task
+from boxmask.integrations.cvat.boxes_to_masks import Frame, convert_task
+from boxmask.integrations.cvat.journal import CvatJournal
 from boxmask.integrations.cvat.masks import decode_mask
 from boxmask.journal import JournalError
 from boxmask.runtime import Predictor

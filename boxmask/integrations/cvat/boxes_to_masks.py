@@ -3,9 +3,10 @@
 Reads the task's labels, frames and rectangle shapes through cvat-sdk, runs the runtime once per
 frame (one encoder run, all of the frame's boxes through the decoder at once), and uploads mask
 shapes (`cvat_sdk.masks.encode_mask`) or polygons, with the rectangle's label, group and z-order.
-Rectangles can be deleted once their mask is uploaded. A JSON-lines journal records each frame
-finished, so an interrupted run resumes where it stopped. `--dry-run` uploads nothing and writes
-a COCO instances file (CVAT imports it with "COCO 1.0", matching images by file name).
+Rectangles can be deleted once their mask is uploaded. A JSON-lines journal
+(`journal.CvatJournal`) records each frame finished, so an interrupted run resumes where it
+stopped. `--dry-run` uploads nothing and writes a COCO instances file (CVAT imports it with
+"COCO 1.0", matching images by file name).
 
 The task is reached through the small `TaskData` interface; `CvatTask` implements it over a
 cvat-sdk `Task` proxy.
@@ -17,7 +18,6 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -25,8 +25,8 @@ from cvat_sdk import models
 from cvat_sdk.core.proxies.annotations import AnnotationUpdateAction
 from cvat_sdk.masks import encode_mask
 
+from boxmask.integrations.cvat.journal import CvatJournal
 from boxmask.integrations.labels import LabelMapper
-from boxmask.journal import SYNC_EVERY_S, Journal
 from boxmask.runtime import Predictor
 from boxmask.runtime.masks import to_polygons, to_rle
 
@@ -100,33 +100,6 @@ class CvatTask:
         requests = [models.LabeledShapeRequest(**s.to_dict()) for s in shapes]
         self.task.update_annotations(models.PatchedLabeledDataRequest(shapes=requests),
                                      action=AnnotationUpdateAction.DELETE)
-
-
-class CvatJournal(Journal):
-    """Frames already converted: `boxmask.journal`'s resume journal, one line per frame.
-
-    The header names the task, so a journal is never resumed against another task.
-    """
-
-    KIND = "boxmask-cvat-journal"
-    KEY = "frame"
-
-    def __init__(self, path: Path, fd: int, sync_every: float = SYNC_EVERY_S) -> None:
-        super().__init__(path, fd, sync_every)
-        self.done: set[int] = set()
-
-    @classmethod
-    def open(cls, path: Path, task_id: int) -> CvatJournal:
-        """The journal of CVAT task `task_id` at `path`: resumed when it exists, else new."""
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        journal, records = cls.resume(Path(path), {"task": int(task_id)})
-        journal.done = set(records)
-        return journal
-
-    def record(self, frame: int, **info: Any) -> None:
-        """Record one converted frame (its counts in `info`)."""
-        self.append({"frame": frame, **info})
-        self.done.add(frame)
 
 
 @dataclass
