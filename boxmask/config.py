@@ -182,6 +182,14 @@ class ModelConfig(_Section):
     # instances (teacher_student only): the teacher keeps training on box-only data (it is not
     # frozen for want of masks) and learns from the boxes that their objects are objects.
     teacher_box_loss: Literal["none", "projection", "boxinst"] = "none"
+    # Not in the paper (``soft``, off, by default; needs known_targets: checkpoint): ``refit``
+    # is a second round of self-training. Box-only instances of the categories the checkpoint
+    # learned *without* masks (``seen: false`` in it: its own pseudo-masks taught them) take
+    # the checkpoint student's mask made into a pseudo-mask (sigma, pseudo_mask_fit and the
+    # cleaning as for the teacher's) instead of its soft probabilities: the student of round
+    # one, better than its teacher, teaches round two. Categories it learned from masks keep
+    # the soft targets.
+    known_pseudo_targets: Literal["soft", "refit"] = "soft"
 
 
 class TrainConfig(_Section):

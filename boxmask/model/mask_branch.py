@@ -125,6 +125,10 @@ class TeacherStudentMaskBranch(nn.Module):
             the box-only positives (``teacher_student`` only), logged as
             ``loss_teacher_projection`` / ``loss_teacher_pairwise``: a teacher that learned the
             new categories as background learns from their boxes that they are objects.
+        known_pseudo_targets: ``refit`` (with the anchor): box-only instances of the categories
+            the anchor learned from pseudo-masks (:meth:`anchor_known`'s ``relearn``) take its
+            mask made into a pseudo-mask (sigma, ``pseudo_mask_fit``, cleaning) instead of its
+            soft probabilities: a second round of self-training. ``soft``: soft targets for all.
         mask_quality: add the class-agnostic mask-quality head (boxmask/model/mask_quality.py):
             the predicted IoU of each served mask, trained on the instances with true masks
             (``loss_mask_quality``), on detached inputs (it never changes a mask).
@@ -144,7 +148,8 @@ class TeacherStudentMaskBranch(nn.Module):
                  mask_quality: bool = False,
                  pseudo_mask_fit: Literal["none", "box"] = "none",
                  clean_with_known_masks: bool = False,
-                 teacher_box_loss: BoxLoss = "none") -> None:
+                 teacher_box_loss: BoxLoss = "none",
+                 known_pseudo_targets: Literal["soft", "refit"] = "soft") -> None:
         super().__init__()
         if mode not in ("agnostic", "teacher_student", "oracle"):
             raise ValueError(f"unknown mode {mode!r}")
@@ -182,6 +187,14 @@ class TeacherStudentMaskBranch(nn.Module):
                                        pixel_channels)
             self.anchor.requires_grad_(False)
             self.register_buffer("known_labels", torch.zeros(num_classes + 1, dtype=torch.bool))
+            # Which of them it learned from pseudo-masks (known_pseudo_targets: refit). Not
+            # persistent: set from the checkpoint's categories each time the model is built, so
+            # checkpoints from before this option load as they are.
+            self.register_buffer("relearn_labels", torch.zeros(num_classes + 1, dtype=torch.bool),
+                                 persistent=False)
+        if known_pseudo_targets not in ("soft", "refit"):
+            raise ValueError(f"unknown known_pseudo_targets {known_pseudo_targets!r}")
+        self.known_pseudo_targets = known_pseudo_targets
         if teacher_box_loss not in ("none", "projection", "boxinst"):
             raise ValueError(f"unknown teacher_box_loss {teacher_box_loss!r}")
         self.teacher_box_loss: BoxLoss = teacher_box_loss if mode == "teacher_student" else "none"
@@ -192,15 +205,23 @@ class TeacherStudentMaskBranch(nn.Module):
             self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
 
     @torch.no_grad()
-    def anchor_known(self, labels: set[int]) -> None:
+    def anchor_known(self, labels: set[int], relearn: set[int] | None = None) -> None:
         """Copy the student (as loaded from a checkpoint) into the frozen anchor, which then
-        gives the targets of the box-only instances of ``labels`` (1..C)."""
+        gives the targets of the box-only instances of ``labels`` (1..C); ``relearn`` (a subset:
+        the categories the checkpoint learned without masks) get them as pseudo-masks under
+        ``known_pseudo_targets='refit'``."""
         if self.anchor is None or self.student is None:
             raise ValueError("this branch has no anchor: build it with known_targets='checkpoint'")
         self.anchor.load_state_dict(self.student.state_dict())
         self.known_labels.zero_()
         for label in labels:
             self.known_labels[int(label)] = True
+        self.relearn_labels.zero_()
+        if self.known_pseudo_targets == "refit":
+            for label in relearn or set():
+                if int(label) not in labels:
+                    raise ValueError(f"label {label} to relearn is not a known one")
+                self.relearn_labels[int(label)] = True
 
     @property
     def needs_images(self) -> bool:
@@ -353,14 +374,18 @@ class TeacherStudentMaskBranch(nn.Module):
             if self.mode == "teacher_student":
                 unseen = ~valid
                 known = torch.zeros_like(unseen)
+                relearn = torch.zeros_like(unseen)
                 if self.anchor is not None:
                     known = unseen & self.known_labels[labels]
-                    unseen = unseen & ~known
+                    relearn = known & self.relearn_labels[labels]
+                    known = known & ~relearn
+                    unseen = unseen & ~known & ~relearn
+                cleaning = targets
+                if self.anchor is not None and self.clean_with_known_masks and (
+                        unseen.any() or relearn.any()):
+                    cleaning = self._with_known_masks(features, targets, image_shapes)
                 if unseen.any():
                     assert teacher_logits is not None
-                    cleaning = targets
-                    if self.anchor is not None and self.clean_with_known_masks:
-                        cleaning = self._with_known_masks(features, targets, image_shapes)
                     target[unseen] = self._pseudo_masks(
                         teacher_logits[unseen], student_logits[unseen], rois, matched_idxs,
                         cleaning, unseen, images, image_shapes)
@@ -378,6 +403,17 @@ class TeacherStudentMaskBranch(nn.Module):
                             torch.cat(rois)[known], _matched_boxes(targets, matched_idxs)[known],
                             STUDENT_RESOLUTION)
                         target[known] = anchor.sigmoid() * inside.to(anchor.dtype)
+                if relearn.any():
+                    # Round two: the anchor (round one's student) stands in for the teacher.
+                    assert self.anchor is not None
+                    with torch.no_grad():
+                        anchor = self.anchor(x[relearn], self._pixel_crops(
+                            self.anchor, features, rois)[relearn] if self.pixel_stem is not None
+                            else None)
+                        anchor = anchor[torch.arange(len(anchor)), labels[relearn] - 1]
+                    target[relearn] = self._pseudo_masks(
+                        anchor, student_logits[relearn], rois, matched_idxs, cleaning, relearn,
+                        images, image_shapes)
                 supervised = torch.ones_like(valid)
             losses["loss_mask_student"] = mask_bce(student_logits[supervised], target[supervised])
 
@@ -403,7 +439,10 @@ class TeacherStudentMaskBranch(nn.Module):
         anchor's mask on their true box (>= 0.5, pasted at the targets' resolution) as a valid
         mask: what the pseudo-masks' cleaning reads, never a supervision target."""
         assert self.anchor is not None
-        known = [~_mask_valid(t) & self.known_labels[t["labels"].clamp(min=0)] for t in targets]
+        # The relearned categories' masks are themselves pseudo-masks in the making: an
+        # instance must not be cleaned of its own mask.
+        cleaners = self.known_labels & ~self.relearn_labels
+        known = [~_mask_valid(t) & cleaners[t["labels"].clamp(min=0)] for t in targets]
         if not any(k.any() for k in known):
             return targets
         boxes = [t["boxes"][k] for t, k in zip(targets, known)]

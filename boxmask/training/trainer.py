@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from boxmask.config import BoxMaskConfig, ConfigError, check_data_paths
-from boxmask.model.checkpoint import load_checkpoint
+from boxmask.model.checkpoint import checkpoint_categories, load_checkpoint
 from boxmask.training.checkpoint import (
     LAST,
     capture_rng_state,
@@ -89,13 +89,25 @@ def build_training_data(cfg: BoxMaskConfig) -> TrainingData:
     if len(dataset) == 0:
         raise ConfigError(f"data.train_annotations: {str(d.train_annotations)!r} has no image "
                           "with a usable annotation")
+    mask_labels = set(dataset.seen_labels)
     categories = [
         {"id": int(cat_id), "name": _name(coco_categories, cat_id), "seen": cat_id in split_seen,
-         "label": label}
+         "label": label,
+         # What taught the student this category: its own masks, or pseudo-masks (the teacher's,
+         # or a checkpoint's student's: build_training_model passes a checkpoint's on).
+         "taught_by": "masks" if label in mask_labels else "pseudo_masks"}
         for label, cat_id in enumerate(dataset.label_to_cat_id) if label > 0
     ]
     return TrainingData(dataset=dataset, categories=categories,
-                        mask_labels=set(dataset.seen_labels), collate_fn=collate)
+                        mask_labels=mask_labels, collate_fn=collate)
+
+
+def _taught_by(category: dict[str, Any]) -> str:
+    """``masks`` or ``pseudo_masks``: what taught a checkpoint's student ``category`` (older
+    checkpoints record only ``seen``)."""
+    if "taught_by" in category:
+        return str(category["taught_by"])
+    return "masks" if category.get("seen", True) else "pseudo_masks"
 
 
 def _name(categories: list[dict[str, Any]], cat_id: int) -> str:
@@ -117,14 +129,26 @@ def build_training_model(cfg: BoxMaskConfig, data: TrainingData) -> nn.Module:
         path = Path(cfg.model.init_from)
         if not path.is_file():
             raise ConfigError(f"model.init_from: {str(path)!r} does not exist")
-        report = init_from_checkpoint(model, data.categories, load_checkpoint(path), str(path))
+        ckpt = load_checkpoint(path)
+        report = init_from_checkpoint(model, data.categories, ckpt, str(path))
         _console.print(f"initialised from {path}: {report.summary()}")
         branch = model.roi_heads.mask_branch
         if branch.anchor is not None:
             known = {int(c["label"]) for c in data.categories if c["name"] in report.matched}
-            branch.anchor_known(known)
+            # Box-only categories the checkpoint knows inherit what taught it them.
+            there = {str(c["name"]): _taught_by(c) for c in checkpoint_categories(ckpt, str(path))}
+            for c in data.categories:
+                if int(c["label"]) in known and int(c["label"]) not in data.mask_labels:
+                    c["taught_by"] = there[str(c["name"])]
+            relearn = {int(c["label"]) for c in data.categories if int(c["label"]) in known
+                       and c["taught_by"] == "pseudo_masks"}
+            branch.anchor_known(known, relearn)
             _console.print(f"box-only instances of the {len(known)} categories the checkpoint "
                            "knows take its own student masks as targets (model.known_targets)")
+            if cfg.model.known_pseudo_targets == "refit" and relearn:
+                _console.print(f"{len(relearn)} of them it learned from pseudo-masks: its masks "
+                               "of them, made into pseudo-masks, teach them again "
+                               "(model.known_pseudo_targets: refit)")
     frozen = list(cfg.model.frozen)
     if (not data.mask_labels and cfg.model.mode != "oracle" and "teacher" not in frozen
             and cfg.model.teacher_box_loss == "none"):
