@@ -46,6 +46,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from harness import median_seconds
+from runtime import random_checkpoint  # the sibling benchmark's random-weight model
 
 REPO = Path(__file__).resolve().parents[1]
 # skimage.data's photos that ship inside the package (no download): name -> loader name.
@@ -120,18 +122,9 @@ def markdown_table(results: Sequence[Result]) -> str:
 
 # -- measuring ---------------------------------------------------------------------------------
 
-def _runtime_benchmark():  # the sibling script benchmarks/runtime.py
-    import sys
-
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    import runtime  # a sibling script, not a package
-
-    return runtime
-
-
 def _median_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
-    """benchmarks/runtime.py's timer (median wall clock after ``warmup`` calls), in ms."""
-    return _runtime_benchmark()._timeit(fn, repeats, warmup) * 1e3
+    """The benchmarks' timer (median wall clock after ``warmup`` calls), in ms."""
+    return median_seconds(fn, repeats, warmup) * 1e3
 
 
 def _status_kb(field_name: str) -> float:
@@ -452,7 +445,7 @@ def _torchvision_checkpoint(arch: str, root: Path) -> Path:
 
 def _r18_checkpoint(root: Path) -> Path:
     """ResNet-18-FPN at the paper's widths, random init (benchmarks/runtime.py's model)."""
-    return _runtime_benchmark()._fake_checkpoint("resnet18_fpn", root)
+    return random_checkpoint("resnet18_fpn", root)
 
 
 BOXMASK_MODELS: dict[str, tuple[str, Callable[[Path], Path] | None]] = {

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from harness import median_seconds
 
 BACKBONES = {
     # name: (backbone, fpn channels, mask head channels, representation size)
@@ -36,17 +36,6 @@ BACKBONES = {
 }
 H, W = 800, 1216
 NUM_CLASSES = 80
-
-
-def _timeit(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def _calibration_images(root: Path) -> Path:
@@ -61,7 +50,7 @@ def _calibration_images(root: Path) -> Path:
     return images
 
 
-def _fake_checkpoint(name: str, root: Path) -> Path:
+def random_checkpoint(name: str, root: Path) -> Path:
     """A checkpoint file of a random-init model, in the format `boxmask train` writes."""
     import torch
 
@@ -107,7 +96,7 @@ def bench_backbone(name: str, threads: int, repeats: int, checkpoint: Path | Non
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        ckpt = checkpoint or _fake_checkpoint(name, root)
+        ckpt = checkpoint or random_checkpoint(name, root)
         out = root / "model"
         export_checkpoint(ckpt, out, int8=True, calibration_images=4, check=False,
                           images=_calibration_images(root))
@@ -125,10 +114,10 @@ def bench_backbone(name: str, threads: int, repeats: int, checkpoint: Path | Non
         x = torch.rand(1, 3, H, W) * 255
         eager_enc = EncoderGraph(model).eval()
         with torch.no_grad():
-            t_eager = _timeit(lambda: eager_enc(x), repeats)
+            t_eager = median_seconds(lambda: eager_enc(x), repeats)
         xn = x.numpy()
-        t32 = _timeit(lambda: enc32.run(ENCODER_OUTPUTS, {"image": xn}), repeats)
-        t8 = _timeit(lambda: enc8.run(ENCODER_OUTPUTS, {"image": xn}), repeats)
+        t32 = median_seconds(lambda: enc32.run(ENCODER_OUTPUTS, {"image": xn}), repeats)
+        t8 = median_seconds(lambda: enc8.run(ENCODER_OUTPUTS, {"image": xn}), repeats)
         rows.append({"backbone": name, "stage": f"encoder {H}x{W}", "eager_ms": t_eager * 1e3,
                      "ort_fp32_ms": t32 * 1e3, "ort_int8_ms": t8 * 1e3})
         with torch.no_grad():
@@ -143,12 +132,12 @@ def bench_backbone(name: str, threads: int, repeats: int, checkpoint: Path | Non
             boxes = random_boxes(n, H, W, gen)
             labels = torch.randint(1, num_classes + 1, (n,), generator=gen)
             with torch.no_grad():
-                te = _timeit(lambda: model.roi_heads.decode_boxes(fdict, boxes, labels, (H, W)),
+                te = median_seconds(lambda: model.roi_heads.decode_boxes(fdict, boxes, labels, (H, W)),
                              repeats * 3)
             feed = dict(zip(DECODER_INPUTS, [*np_feats, boxes.numpy(), labels.numpy(),
                                              np.array([H, W], np.int64)]))
-            to = _timeit(lambda: dec.run(DECODER_OUTPUTS, feed), repeats * 3)
-            t8 = _timeit(lambda: dec8.run(DECODER_OUTPUTS, feed), repeats * 3)
+            to = median_seconds(lambda: dec.run(DECODER_OUTPUTS, feed), repeats * 3)
+            t8 = median_seconds(lambda: dec8.run(DECODER_OUTPUTS, feed), repeats * 3)
             rows.append({"backbone": name, "stage": f"decoder {n} box{'es' if n > 1 else ''}",
                          "eager_ms": te * 1e3, "ort_fp32_ms": to * 1e3, "ort_int8_ms": t8 * 1e3,
                          "per_box_ms": to * 1e3 / n, "per_box_int8_ms": t8 * 1e3 / n})
@@ -158,9 +147,9 @@ def bench_backbone(name: str, threads: int, repeats: int, checkpoint: Path | Non
         size = np.array([H, W], np.int64)
         with torch.no_grad():
             k = len(model.detect_features(fdict, (H, W))["scores"])
-            te = _timeit(lambda: model.detect_features(fdict, (H, W)), repeats)
+            te = median_seconds(lambda: model.detect_features(fdict, (H, W)), repeats)
         feed = dict(zip(DETECTOR_INPUTS, [*np_feats, size]))
-        td = _timeit(lambda: det.run(DETECTOR_OUTPUTS, feed), repeats)
+        td = median_seconds(lambda: det.run(DETECTOR_OUTPUTS, feed), repeats)
         rows.append({"backbone": name, "stage": f"detector on features (K={k})", "eager_ms": te * 1e3,
                      "ort_fp32_ms": td * 1e3, "ort_int8_ms": None})
         rows += _predictor_rows(name, out, threads, repeats)
@@ -188,7 +177,7 @@ def _predictor_rows(name: str, model_dir: Path, threads: int, repeats: int) -> l
             p.set_image(next(it))  # a new array each call: never a cache hit
             p.predict(box, labels=[label])
 
-        out[precision] = (_timeit(new_image, repeats), _timeit(lambda: p.predict(box, labels=[label]), repeats * 3))
+        out[precision] = (median_seconds(new_image, repeats), median_seconds(lambda: p.predict(box, labels=[label]), repeats * 3))
     return [{"backbone": name, "stage": "runtime: new 640x480 image + 1 box",
              "eager_ms": out["fp32"][0] * 1e3, "ort_fp32_ms": out["fp32"][0] * 1e3,
              "ort_int8_ms": out["int8"][0] * 1e3},

@@ -40,6 +40,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import claim, jsonl_records, keep, lock_owner, write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results.md"
 SEEDS = (0, 1, 2)
@@ -163,16 +165,11 @@ def epoch_seconds(metrics: Path) -> float:
 
     The log is appended to across resumes and an epoch cut off before its checkpoint is trained
     again, so each epoch's last record counts; 0.0 when the log has no epoch records."""
-    if not metrics.is_file():
-        return 0.0
     per_epoch: dict[int, float] = {}
-    for line in metrics.read_text().splitlines():
-        if not line.strip().startswith("{"):
-            continue
-        row = json.loads(line)
+    for row in jsonl_records(metrics):
         if row.get("kind") == "epoch" and "epoch_time" in row:
             per_epoch[int(row["epoch"])] = float(row["epoch_time"])
-    return sum(per_epoch.values())
+    return float(sum(per_epoch.values()))
 
 
 def run_one(method: str, seed: int, extra: list[str]) -> dict:
@@ -190,9 +187,9 @@ def run_one(method: str, seed: int, extra: list[str]) -> dict:
     kept = kept_path(method, seed, extra)
     for done in (kept, result_file):
         if done.is_file() and _current(json.loads(done.read_text()), extra):
-            _keep(done, kept)
+            keep(done, kept)
             return json.loads(done.read_text())
-    if not _claim(out):
+    if not claim(out):
         return {}
     overrides = METHODS[method] + [f"train.seed={seed}", f"train.output_dir={out}"] + extra
     cfg = load_config(BENCH.config, overrides)
@@ -214,53 +211,9 @@ def run_one(method: str, seed: int, extra: list[str]) -> dict:
         "checkpoint": str(ckpt),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
     }
-    tmp = result_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(result_file)
-    _keep(result_file, kept)
+    write_json(result_file, result, indent=2)
+    keep(result_file, kept)
     return result
-
-
-def _keep(result_file: Path, kept: Path) -> None:
-    kept.parent.mkdir(parents=True, exist_ok=True)
-    tmp = kept.with_suffix(".tmp")
-    tmp.write_bytes(result_file.read_bytes())
-    tmp.replace(kept)
-
-
-def _lock_owner(lock: Path) -> int | None:
-    """The live process holding a run's lock file, or None (no lock, or its worker died)."""
-    import os
-
-    try:
-        pid = int(lock.read_text() or 0)
-        os.kill(pid, 0)
-    except PermissionError:
-        return pid  # alive, owned by another user
-    except (ValueError, ProcessLookupError, FileNotFoundError):
-        return None
-    return pid
-
-
-def _claim(out: Path) -> bool:
-    """Let several workers share the runs: a run belongs to the first live process that
-    creates its lock file; a lock left by a dead process is taken over."""
-    import os
-
-    out.mkdir(parents=True, exist_ok=True)
-    lock = out / "worker.lock"
-    while True:
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            pid = _lock_owner(lock)
-            if pid is None:
-                lock.unlink(missing_ok=True)  # stale: its worker died
-                continue
-            return pid == os.getpid()
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
-        return True
 
 
 def _prompted_unseen_iou(r: dict) -> float | None:
@@ -477,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
             r["train_seconds"] = round(secs, 1)
             p.write_text(json.dumps(r, indent=2))
         if _current(r, args.set):
-            _keep(p, kept_path(r["method"], r["seed"], args.set))
+            keep(p, kept_path(r["method"], r["seed"], args.set))
     results = [r for r in (json.loads(p.read_text()) for p in sorted(BENCH.kept.glob("*.json")))
                if _current(r, args.set)]
     table = write_table(results)
@@ -498,15 +451,13 @@ def status(methods: list[str], seeds: list[int], extra: list[str]) -> str:
             state, it, speed = "to do", "", ""
             if kept.is_file() and _current(json.loads(kept.read_text()), extra):
                 state = "done"
-            elif (pid := _lock_owner(out / "worker.lock")) is not None:
+            elif (pid := lock_owner(out / "worker.lock")) is not None:
                 state = f"running (pid {pid})"
             elif (out / "checkpoint_last.pt").is_file():
                 state = "partial: resumes from its last epoch"
             metrics = out / "metrics.jsonl"
-            if state != "done" and metrics.is_file():
-                rows = [json.loads(line) for line in metrics.read_text().splitlines()
-                        if line.strip().startswith("{")]
-                iters = [r for r in rows if r.get("kind") == "iter"]
+            if state != "done":
+                iters = [r for r in jsonl_records(metrics) if r.get("kind") == "iter"]
                 if iters:
                     it = str(iters[-1]["iteration"])
                     speed = f"{iters[-1].get('time_per_iter', 0):.2f}"

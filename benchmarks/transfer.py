@@ -26,7 +26,8 @@ and the margin over the box per category.
 ``--split headline`` runs the same on the headline split (data/clear_v2128, the basic shapes,
 each unseen one with a seen texture look-alike), so that both tables come from one recipe.
 
-Resumable like benchmarks/recipe_ablation.py: a finished run's ``result.json`` is kept in
+Resumable like benchmarks/recipe_ablation.py (the same run-and-keep loop,
+benchmarks/harness.py): a finished run's ``result.json`` is kept in
 benchmarks/results/transfer/ and skipped on a rerun while its fingerprint (the config file's
 bytes, the split and the run's overrides) is unchanged; a cut-off run resumes from its last
 epoch checkpoint in runs/transfer/; several workers may share the list (each takes the runs no
@@ -44,13 +45,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import statistics
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from harness import run_and_keep
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "synth128_clear.yaml"
@@ -162,44 +163,6 @@ def fingerprint(run: Run, place: Place, extra: list[str]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-# -- run locking (as the experiment's: a run belongs to the first live process that locks it) --
-
-def _keep(result_file: Path, kept: Path) -> None:
-    kept.parent.mkdir(parents=True, exist_ok=True)
-    tmp = kept.with_suffix(".tmp")
-    tmp.write_bytes(result_file.read_bytes())
-    tmp.replace(kept)
-
-
-def _lock_owner(lock: Path) -> int | None:
-    """The live process holding a run's lock file, or None (no lock, or its worker died)."""
-    try:
-        pid = int(lock.read_text() or 0)
-        os.kill(pid, 0)
-    except PermissionError:
-        return pid  # alive, owned by another user
-    except (ValueError, ProcessLookupError, FileNotFoundError):
-        return None
-    return pid
-
-
-def _claim(out: Path) -> bool:
-    out.mkdir(parents=True, exist_ok=True)
-    lock = out / "worker.lock"
-    while True:
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            pid = _lock_owner(lock)
-            if pid is None:
-                lock.unlink(missing_ok=True)  # stale: its worker died
-                continue
-            return pid == os.getpid()
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
-        return True
-
-
 # -- training and evaluation ---------------------------------------------------------------
 
 _WIRED: dict[tuple[str, str], bool] = {}
@@ -242,53 +205,26 @@ def _produces(loss: str, cfg: Any) -> bool:
 def run_one(run: Run, place: Place, extra: list[str], suffix: str = "") -> dict:
     """Train and evaluate one run; its result is kept as ``<name><suffix>.json``. ``{}`` when
     another worker holds it or its lever is not wired."""
-    import torch
-
     from boxmask.config import load_config
-    from boxmask.evaluation.run import evaluate_checkpoint
-    from boxmask.training.trainer import train
 
     fp = fingerprint(run, place, extra)
     out = place.runs / f"{run.name}{suffix}_{fp[:8]}"
-    kept = place.kept / f"{run.name}{suffix}.json"
-    for done in (kept, out / "result.json"):
-        if done.is_file() and json.loads(done.read_text()).get("fingerprint") == fp:
-            _keep(done, kept)
-            return json.loads(done.read_text())
     overrides = run.overrides(place.data)
-    cfg = load_config(CONFIG, [*overrides, *place.extra, f"train.output_dir={out}", *extra])
-    if run.lever and not lever_is_wired(run.lever, cfg):
-        print(f"{run.name}: skipped: the model does not produce {NEEDS_LOSS[run.lever]} (the "
-              "lever is not wired into the mask branch yet; boxmask/model/objecthood.py says how)",
-              flush=True)
-        return {}
-    if not _claim(out):
-        return {}
-    ensure_data(run.split, place)
-    t0 = time.time()
-    ckpt = train(cfg, resume=Path("auto"))
-    train_s = time.time() - t0
-    report = evaluate_checkpoint(ckpt, out_dir=out / "eval", progress=False)
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
-               if line.strip().startswith("{")]
-    iters = [r for r in records if r.get("kind") == "iter"]
-    result = {
-        "run": run.name + suffix, "suffix": suffix, "fingerprint": fp, "split": run.split.name,
-        "method": run.method, "lever": run.lever, "seed": run.seed,
-        "overrides": [*overrides, *place.extra, *extra],
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "train_seconds": round(train_s, 1),
-        "iterations": iters[-1]["iteration"] if iters else None,
-        "seconds_per_iter": (round(sum(r.get("time_per_iter", 0) for r in iters) / len(iters), 3)
-                             if iters else None),
-        "losses": sorted({k for r in iters for k in r if k.startswith("loss_")}),
-        "unseen_mask_ap": report["segm"]["unseen"]["AP"],
-        "seen_mask_ap": report["segm"]["seen"]["AP"],
-        "box_prompted": report["box_prompted"],
-    }
-    (out / "result.json").write_text(json.dumps(result, indent=1))
-    _keep(out / "result.json", kept)
-    return result
+
+    def config() -> Any:
+        cfg = load_config(CONFIG, [*overrides, *place.extra, f"train.output_dir={out}", *extra])
+        if run.lever and not lever_is_wired(run.lever, cfg):
+            print(f"{run.name}: skipped: the model does not produce {NEEDS_LOSS[run.lever]} (the "
+                  "lever is not wired into the mask branch yet; boxmask/model/objecthood.py says "
+                  "how)", flush=True)
+            return None
+        return cfg
+
+    head = {"run": run.name + suffix, "suffix": suffix, "fingerprint": fp,
+            "split": run.split.name, "method": run.method, "lever": run.lever, "seed": run.seed,
+            "overrides": [*overrides, *place.extra, *extra]}
+    return run_and_keep(out, place.kept / f"{run.name}{suffix}.json", head, config,
+                        prepare=lambda: ensure_data(run.split, place))
 
 
 # -- the table ------------------------------------------------------------------------------
