@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from boxmask.config import load_config
+from tests.benchmarks.ablation import VARIANT_FILES, variant_config
 from tests.scripts import load_script
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
@@ -23,12 +24,6 @@ def transfer():
 
 def test_the_headline_split_trains_the_recipe_ablations_pixel_stem_runs(transfer):
     """The same configs as the ablation's …_pixels16 rows: the recipe is the headline's."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        ablation = load_script(BENCHMARKS / "recipe_ablation.py", "recipe_ablation_for_transfer")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-        sys.modules.pop("recipe_ablation_for_transfer", None)
     pairs = {("teacher_student", 0): "clear_v2_ts_fix_headgn128_pixels16",
              ("teacher_student", 2): "clear_v2_ts_fix_headgn128_pixels16_s2",
              ("agnostic", 1): "clear_v2_agnostic_fix_headgn128_pixels16_s1",
@@ -37,7 +32,7 @@ def test_the_headline_split_trains_the_recipe_ablations_pixel_stem_runs(transfer
         run = transfer.Run(transfer.SPLITS["headline"], method, None, seed)
         ours = load_config(transfer.CONFIG, [*run.overrides(transfer.ROOT / "data"),
                                              "train.output_dir=x"])
-        theirs = load_config(ablation.CONFIG, [*ablation.VARIANTS[variant][1], "train.output_dir=x"])
+        theirs = variant_config(VARIANT_FILES / f"{variant}.yaml", ["train.output_dir=x"])
         assert ours.model_dump() == theirs.model_dump(), variant
 
 
