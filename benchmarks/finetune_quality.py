@@ -159,6 +159,11 @@ METHODS: dict[str, tuple[str, str, list[str]]] = {
     "teacher_student_fit_clean_r2": ("teacher_student", "boxes", [
         "model.pseudo_mask_fit=box", "model.clean_with_known_masks=true",
         "model.known_pseudo_targets=refit"]),
+    # Learning without Forgetting on all the user's data: every positive's old channels match
+    # the pretrained student's (`model.known_distill: all`), for the old categories' drift.
+    "teacher_student_fit_clean_lwf": ("teacher_student", "boxes", [
+        "model.pseudo_mask_fit=box", "model.clean_with_known_masks=true",
+        "model.known_distill=all"]),
 }
 ROUND_TWO = {"teacher_student_fit_clean_r2": "teacher_student_fit_clean"}
 

@@ -190,6 +190,11 @@ class ModelConfig(_Section):
     # one, better than its teacher, teaches round two. Categories it learned from masks keep
     # the soft targets.
     known_pseudo_targets: Literal["soft", "refit"] = "soft"
+    # Not in the paper (``instances``, off, by default; needs known_targets: checkpoint):
+    # ``all`` is Learning without Forgetting's term on all new data: on every positive, whatever
+    # its category, the student's channels of the categories the checkpoint knows match the
+    # checkpoint's (``loss_mask_distill``), so learning the new shapes moves the old less.
+    known_distill: Literal["instances", "all"] = "instances"
 
 
 class TrainConfig(_Section):

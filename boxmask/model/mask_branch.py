@@ -129,6 +129,11 @@ class TeacherStudentMaskBranch(nn.Module):
             the anchor learned from pseudo-masks (:meth:`anchor_known`'s ``relearn``) take its
             mask made into a pseudo-mask (sigma, ``pseudo_mask_fit``, cleaning) instead of its
             soft probabilities: a second round of self-training. ``soft``: soft targets for all.
+        known_distill: ``all`` (with the anchor): on every positive, whatever its category, the
+            student's channels of the categories the anchor knows (less the relearned ones)
+            also match the anchor's probabilities (``loss_mask_distill``: Learning without
+            Forgetting's term on all new data, not only on the known categories' instances);
+            ``instances``: the known instances' own channel only.
         mask_quality: add the class-agnostic mask-quality head (boxmask/model/mask_quality.py):
             the predicted IoU of each served mask, trained on the instances with true masks
             (``loss_mask_quality``), on detached inputs (it never changes a mask).
@@ -149,7 +154,8 @@ class TeacherStudentMaskBranch(nn.Module):
                  pseudo_mask_fit: Literal["none", "box"] = "none",
                  clean_with_known_masks: bool = False,
                  teacher_box_loss: BoxLoss = "none",
-                 known_pseudo_targets: Literal["soft", "refit"] = "soft") -> None:
+                 known_pseudo_targets: Literal["soft", "refit"] = "soft",
+                 known_distill: Literal["instances", "all"] = "instances") -> None:
         super().__init__()
         if mode not in ("agnostic", "teacher_student", "oracle"):
             raise ValueError(f"unknown mode {mode!r}")
@@ -195,6 +201,9 @@ class TeacherStudentMaskBranch(nn.Module):
         if known_pseudo_targets not in ("soft", "refit"):
             raise ValueError(f"unknown known_pseudo_targets {known_pseudo_targets!r}")
         self.known_pseudo_targets = known_pseudo_targets
+        if known_distill not in ("instances", "all"):
+            raise ValueError(f"unknown known_distill {known_distill!r}")
+        self.known_distill = known_distill
         if teacher_box_loss not in ("none", "projection", "boxinst"):
             raise ValueError(f"unknown teacher_box_loss {teacher_box_loss!r}")
         self.teacher_box_loss: BoxLoss = teacher_box_loss if mode == "teacher_student" else "none"
@@ -416,6 +425,8 @@ class TeacherStudentMaskBranch(nn.Module):
                         images, image_shapes)
                 supervised = torch.ones_like(valid)
             losses["loss_mask_student"] = mask_bce(student_logits[supervised], target[supervised])
+            if self.anchor is not None and self.known_distill == "all":
+                losses["loss_mask_distill"] = self._distill_loss(x, features, rois, all_logits)
 
         if self.quality is not None:
             losses["loss_mask_quality"] = self._quality_loss(
@@ -430,6 +441,18 @@ class TeacherStudentMaskBranch(nn.Module):
                                      images, kind=self.teacher_box_loss)
             losses.update({k.replace("loss_mask_", "loss_teacher_"): v for k, v in terms.items()})
         return losses
+
+    def _distill_loss(self, x: torch.Tensor, features: dict[str, torch.Tensor],
+                      rois: list[torch.Tensor], all_logits: torch.Tensor) -> torch.Tensor:
+        """BCE of the student's logits ``[P, C, 28, 28]`` on the anchor's kept channels (known,
+        not relearned) against the anchor's probabilities, on every positive."""
+        assert self.anchor is not None
+        keep = (self.known_labels & ~self.relearn_labels)[1:]
+        if not bool(keep.any()) or all_logits.shape[0] == 0:
+            return all_logits.sum() * 0.0
+        with torch.no_grad():
+            anchor = self.anchor(x, self._pixel_crops(self.anchor, features, rois))[:, keep]
+        return F.binary_cross_entropy_with_logits(all_logits[:, keep], anchor.sigmoid())
 
     @torch.no_grad()
     def _with_known_masks(self, features: dict[str, torch.Tensor],

@@ -125,3 +125,39 @@ def test_two_rounds_from_box_only_data(tmp_path):
     assert ckpt["config"]["model"]["known_pseudo_targets"] == "refit"
     assert {c["name"]: c["taught_by"] for c in ckpt["categories"]} == {
         c["name"]: c["taught_by"] for c in cats}
+
+
+def test_distill_all_ties_every_positive_to_the_anchor_on_its_kept_channels():
+    """model.known_distill: all: loss_mask_distill reads the known (not relearned) channels of
+    every positive, and is 0 where the student already says what the anchor says."""
+    from boxmask.config import ModelConfig
+    from boxmask.model import build_model
+
+    cfg = ModelConfig(**{**TINY, "mode": "teacher_student", "known_targets": "checkpoint",
+                         "known_pseudo_targets": "refit", "known_distill": "all"})
+    torch.manual_seed(0)
+    model = build_model(cfg, 3, {1}).eval()
+    branch = model.roi_heads.mask_branch
+    branch.anchor_known({1, 2, 3}, relearn={3})
+    features, resized = model.encode(torch.rand(3, 64, 64))
+    boxes = torch.tensor([[2.0, 2.0, 30.0, 30.0], [20.0, 20.0, 60.0, 60.0]])
+    target = {"boxes": boxes, "labels": torch.tensor([1, 3]),
+              "masks": torch.ones(2, *resized, dtype=torch.uint8),
+              "mask_valid": torch.tensor([True, False])}
+    branch.train()
+
+    def distill() -> float:
+        with torch.no_grad():
+            losses = branch.losses(features, [boxes.clone()], [resized], [torch.arange(2)],
+                                   [target])
+        return float(losses["loss_mask_distill"])
+
+    same = distill()  # the anchor is the student's copy: only the targets' own entropy is left
+    with torch.no_grad():
+        branch.student.predictor.mask_fcn_logits.bias[:2] += 5.0  # the kept channels move
+    moved = distill()
+    assert moved > same + 0.5
+    with torch.no_grad():
+        branch.student.predictor.mask_fcn_logits.bias[:2] -= 5.0
+        branch.student.predictor.mask_fcn_logits.bias[2] += 5.0  # the relearned one: not read
+    assert abs(distill() - same) < 1e-6
