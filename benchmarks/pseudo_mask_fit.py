@@ -17,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-import finetune_quality as fq  # this folder is sys.path[0] when run as a script
+import finetune_quality as fq  # a sibling script, importable when this one runs
 import numpy as np
 
 
