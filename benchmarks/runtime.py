@@ -82,15 +82,15 @@ def bench_backbone(name: str, threads: int, repeats: int, checkpoint: Path | Non
     import torch
 
     from boxmask.export.exporter import export_checkpoint, load_trained_model
-    from boxmask.export.graphs import (
+    from boxmask.export.graphs import EncoderGraph
+    from boxmask.export.inputs import random_boxes
+    from boxmask.runtime.contract import (
         DECODER_INPUTS,
         DECODER_OUTPUTS,
         DETECTOR_INPUTS,
         DETECTOR_OUTPUTS,
         ENCODER_OUTPUTS,
-        EncoderGraph,
     )
-    from boxmask.export.parity import random_boxes
 
     torch.set_num_threads(threads)
     rows = []

@@ -27,15 +27,12 @@ from onnxconverter_common import float16
 from boxmask.config import BoxMaskConfig
 from boxmask.export.errors import ExportError
 from boxmask.export.graphs import (
-    DETECTOR_OUTPUTS,
-    ENCODER_OUTPUTS,
     DecoderGraph,
     DetectorGraph,
     EncoderGraph,
     LabelledDecoderGraph,
     graph_names,
     has_pixel_map,
-    has_quality,
 )
 from boxmask.export.inputs import example_image, resized_input
 from boxmask.export.parity import check_parity
@@ -46,7 +43,28 @@ from boxmask.export.triton import write_triton_repository
 from boxmask.files import sha256_file
 from boxmask.model import BoxMaskRCNN
 from boxmask.model.checkpoint import load_checkpoint, model_from_checkpoint
-from boxmask.runtime.contract import CARD_NAME, PIXEL_MAP, QUALITY
+from boxmask.runtime.contract import (
+    BOXES,
+    CARD_NAME,
+    CLASS_SCORES,
+    DECODER,
+    DETECTOR,
+    ENCODER,
+    ENCODER_INPUT,
+    ENCODER_OUTPUTS,
+    GRAPHS,
+    IMAGE_SIZE,
+    LABELLED_DECODER,
+    LABELS,
+    LABELS_OUT,
+    MASK_LOGITS,
+    MASK_PROBS,
+    PIXEL_MAP,
+    QUALITY,
+    SCORES,
+    file_key,
+    graph_file,
+)
 
 # 2: the detector takes the encoder's features (p2..p5, image_size) instead of the image.
 FORMAT_VERSION = 2
@@ -87,14 +105,17 @@ def export_onnx(model: BoxMaskRCNN, cfg: BoxMaskConfig, out: Path, opset: int = 
     image = example_image(cfg)
     x, size = resized_input(model, image)
     enc = EncoderGraph(model).eval()
-    spatial = {2: "height", 3: "width"}
     names = graph_names(model)
-    # Every feature map (the FPN levels, the pixel map) has free spatial axes.
-    feature_axes = {n: {2: f"{n}_h", 3: f"{n}_w"} for n in names["encoder_outputs"]}
+    features = names[ENCODER][1]
+
+    def export(graph: str, module: torch.nn.Module, args: tuple) -> None:
+        progress(f"exporting the {graph.replace('_', ' ')}")
+        inputs, outputs = names[graph]
+        _export(module, args, out / graph_file(graph), inputs, outputs,
+                _dynamic_axes(graph, inputs, outputs, features), opset)
+
     with torch.no_grad():
-        progress("exporting the encoder")
-        _export(enc, (x,), out / "encoder.onnx", ["image"], names["encoder_outputs"],
-                {"image": spatial, **feature_axes}, opset)
+        export(ENCODER, enc, (x,))
         feats = enc(x)
         # The per-box graphs take the levels first and the pixel map (if any) last.
         levels, pixel_map = feats[:len(ENCODER_OUTPUTS)], feats[len(ENCODER_OUTPUTS):]
@@ -105,57 +126,55 @@ def export_onnx(model: BoxMaskRCNN, cfg: BoxMaskConfig, out: Path, opset: int = 
                                   [0.3 * w, 0.2 * h, 0.9 * w, 0.9 * h],
                                   [0.0, 0.0, 0.5 * w, 0.5 * h]], dtype=torch.float32)
             labels = torch.tensor([1, 0, min(2, model.num_classes)], dtype=torch.int64)
-            dec = DecoderGraph(model, size).eval()
-            progress("exporting the decoder")
-            n_axis = {0: "num_boxes"}
             hw = torch.tensor([h, w], dtype=torch.int64)
-            _export(dec, (*levels, boxes, labels, hw, *pixel_map),
-                    out / "decoder.onnx", names["decoder_inputs"], names["decoder_outputs"],
-                    {**feature_axes, "boxes": n_axis, "labels": n_axis,
-                     **{n: n_axis for n in names["decoder_outputs"]}}, opset)
-            given = LabelledDecoderGraph(model, size).eval()
-            progress("exporting the labelled decoder")
-            _export(given, (*levels, boxes, labels.clamp(min=1), hw, *pixel_map),
-                    out / "labelled_decoder.onnx", names["labelled_decoder_inputs"],
-                    names["labelled_decoder_outputs"],
-                    {**feature_axes, "boxes": n_axis, "labels": n_axis,
-                     **{n: n_axis for n in names["labelled_decoder_outputs"]}}, opset)
-            det = DetectorGraph(model).eval()
-            progress("exporting the detector")
-            k_axis = {0: "num_detections"}
-            _export(det, (*levels, hw, *pixel_map), out / "detector.onnx",
-                    names["detector_inputs"], DETECTOR_OUTPUTS,
-                    {**feature_axes, **{n: k_axis for n in DETECTOR_OUTPUTS}}, opset)
-    r = model.roi_heads.mask_branch.output_resolution
-    f = cfg.model.fpn_channels
-    c = model.num_classes
-    levels_in = {n: ["1", str(f), "h", "w"] for n in ENCODER_OUTPUTS}
-    levels_out = {n: ["1", str(f), f"H/{2 ** (i + 2)}", f"W/{2 ** (i + 2)}"]
-                  for i, n in enumerate(ENCODER_OUTPUTS)}
-    pixels_out: dict[str, list[str]] = {}
-    pixels_in: dict[str, list[str]] = {}
-    if has_pixel_map(model):
-        pc = str(cfg.model.mask_pixel_channels)
-        pixels_out = {PIXEL_MAP: ["1", pc, "H", "W"]}
-        pixels_in = {PIXEL_MAP: ["1", pc, "h", "w"]}
-    quality_out = {QUALITY: ["N"]} if has_quality(model) else {}
-    return {
-        "opset": opset,
-        "encoder": {"inputs": {"image": ["1", "3", "H", "W"]},
-                    "outputs": {**levels_out, **pixels_out}},
-        "decoder": {"inputs": {**levels_in, "boxes": ["N", "4"], "labels": ["N"],
-                               "image_size": ["2"], **pixels_in},
-                    "outputs": {"mask_logits": ["N", "1", str(r), str(r)],
-                                "class_scores": ["N", str(c + 1)], "labels_out": ["N"],
-                                **quality_out}},
-        "labelled_decoder": {"inputs": {**levels_in, "boxes": ["N", "4"], "labels": ["N"],
-                                        "image_size": ["2"], **pixels_in},
-                             "outputs": {"mask_logits": ["N", "1", str(r), str(r)],
-                                         **quality_out}},
-        "detector": {"inputs": {**levels_in, "image_size": ["2"], **pixels_in},
-                     "outputs": {"boxes": ["K", "4"], "labels": ["K"], "scores": ["K"],
-                                 "mask_probs": ["K", "1", str(r), str(r)]}},
-    }
+            export(DECODER, DecoderGraph(model, size).eval(),
+                   (*levels, boxes, labels, hw, *pixel_map))
+            export(LABELLED_DECODER, LabelledDecoderGraph(model, size).eval(),
+                   (*levels, boxes, labels.clamp(min=1), hw, *pixel_map))
+            export(DETECTOR, DetectorGraph(model).eval(), (*levels, hw, *pixel_map))
+    return {"opset": opset, **_io_description(model, cfg, names)}
+
+
+def _dynamic_axes(graph: str, inputs: list[str], outputs: list[str], features: list[str]
+                  ) -> dict[str, dict[int, str]]:
+    """The free axes of one graph's tensors: every feature map's (the FPN levels, the pixel
+    map) and the image's spatial axes, and the rows of the boxes and of what comes out per box
+    (per detection for the detector)."""
+    rows = {0: "num_detections" if graph == DETECTOR else "num_boxes"}
+    axes: dict[str, dict[int, str]] = {n: {2: f"{n}_h", 3: f"{n}_w"}
+                                       for n in (*inputs, *outputs) if n in features}
+    if ENCODER_INPUT in inputs:
+        axes[ENCODER_INPUT] = {2: "height", 3: "width"}
+    axes |= {n: rows for n in inputs if n in (BOXES, LABELS)}
+    if graph != ENCODER:
+        axes |= dict.fromkeys(outputs, rows)
+    return axes
+
+
+def _io_description(model: BoxMaskRCNN, cfg: BoxMaskConfig,
+                    names: dict[str, tuple[list[str], list[str]]]) -> dict[str, Any]:
+    """The card's ``onnx``: each graph's inputs and outputs with their shapes (H, W: the
+    resized image; h, w: a feature map's own size; N boxes; K detections)."""
+    r = str(model.roi_heads.mask_branch.output_resolution)
+    f = str(cfg.model.fpn_channels)
+    pc = str(cfg.model.mask_pixel_channels) if has_pixel_map(model) else None
+    taken: dict[str, list[str]] = {
+        ENCODER_INPUT: ["1", "3", "H", "W"], **{n: ["1", f, "h", "w"] for n in ENCODER_OUTPUTS},
+        BOXES: ["N", "4"], LABELS: ["N"], IMAGE_SIZE: ["2"]}
+    given: dict[str, dict[str, list[str]]] = {
+        ENCODER: {n: ["1", f, f"H/{2 ** (i + 2)}", f"W/{2 ** (i + 2)}"]
+                  for i, n in enumerate(ENCODER_OUTPUTS)},
+        DECODER: {MASK_LOGITS: ["N", "1", r, r], CLASS_SCORES: ["N", str(model.num_classes + 1)],
+                  LABELS_OUT: ["N"], QUALITY: ["N"]},
+        DETECTOR: {BOXES: ["K", "4"], LABELS: ["K"], SCORES: ["K"],
+                   MASK_PROBS: ["K", "1", r, r]}}
+    given[LABELLED_DECODER] = given[DECODER]
+    if pc is not None:
+        taken[PIXEL_MAP] = ["1", pc, "h", "w"]
+        given[ENCODER][PIXEL_MAP] = ["1", pc, "H", "W"]
+    return {graph: {"inputs": {n: taken[n] for n in inputs},
+                    "outputs": {n: given[graph][n] for n in outputs}}
+            for graph, (inputs, outputs) in names.items()}
 
 
 def convert_fp16(src: Path, dst: Path) -> None:
@@ -204,9 +223,7 @@ def export_checkpoint(checkpoint: Path, out: Path, name: str | None = None, fp16
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         io = export_onnx(model, cfg, tmp, opset, progress)
-        files: dict[str, dict[str, str]] = {
-            k: {"path": f"{k}.onnx"}
-            for k in ("encoder", "decoder", "labelled_decoder", "detector")}
+        files: dict[str, dict[str, str]] = {file_key(g): {"path": graph_file(g)} for g in GRAPHS}
         parity: dict[str, Any] = {}
         if check:
             progress("checking parity (ONNX Runtime against torch)")
@@ -215,17 +232,16 @@ def export_checkpoint(checkpoint: Path, out: Path, name: str | None = None, fp16
         if int8:
             progress("quantising to int8 (calibration and its accuracy cost)")
             quantization["int8"] = quantize_encoder_int8(model, cfg, tmp, calibration_images)
-            files["encoder_int8"] = {"path": "encoder.int8.onnx"}
-            files["decoder_int8"] = {"path": "decoder.int8.onnx"}
-            files["labelled_decoder_int8"] = {"path": "labelled_decoder.int8.onnx"}
+            for g in (ENCODER, DECODER, LABELLED_DECODER):
+                files[file_key(g, "int8")] = {"path": graph_file(g, "int8")}
         if fp16:
             # The detector stays fp32: onnxconverter-common's cast clean-up fails on its NMS
             # graph ("'list' object has no attribute 'input'"), and pre-annotation is not the
             # latency-critical path; the encoder and decoder are.
             progress("converting to fp16")
-            for k in ("encoder", "decoder", "labelled_decoder"):
-                convert_fp16(tmp / f"{k}.onnx", tmp / f"{k}.fp16.onnx")
-                files[f"{k}_fp16"] = {"path": f"{k}.fp16.onnx"}
+            for g in (ENCODER, DECODER, LABELLED_DECODER):
+                convert_fp16(tmp / graph_file(g), tmp / graph_file(g, "fp16"))
+                files[file_key(g, "fp16")] = {"path": graph_file(g, "fp16")}
         if tensorrt:
             progress("building TensorRT engines")
             for key, path in build_engines(tmp, cfg).items():

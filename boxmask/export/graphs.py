@@ -24,16 +24,7 @@ from boxmask.model.mask_branch import PIXELS
 from boxmask.model.rcnn import FPN_LEVELS, BoxMaskRCNN
 from boxmask.runtime import contract
 
-# The tensor names are the runtime's contract; the exporters take them as lists.
-ENCODER_OUTPUTS = list(contract.ENCODER_OUTPUTS)
-DECODER_INPUTS = list(contract.DECODER_INPUTS)
-DECODER_OUTPUTS = list(contract.DECODER_OUTPUTS)
-LABELLED_DECODER_INPUTS = list(contract.LABELLED_DECODER_INPUTS)
-LABELLED_DECODER_OUTPUTS = list(contract.LABELLED_DECODER_OUTPUTS)
-DETECTOR_INPUTS = list(contract.DETECTOR_INPUTS)
-DETECTOR_OUTPUTS = list(contract.DETECTOR_OUTPUTS)
-
-
+# The model's own name for the pixel map is the graphs' tensor name (contract.PIXEL_MAP).
 assert PIXELS == contract.PIXEL_MAP
 
 
@@ -47,19 +38,20 @@ def has_quality(model: BoxMaskRCNN) -> bool:
     return model.roi_heads.mask_branch.quality is not None
 
 
-def graph_names(model: BoxMaskRCNN) -> dict[str, list[str]]:
-    """The input and output names of ``model``'s graphs (with the pixel map where it has one,
-    and the decoders' ``quality`` where it has the mask-quality head)."""
-    p = has_pixel_map(model)
-    q = has_quality(model)
+def graph_names(model: BoxMaskRCNN) -> dict[str, tuple[list[str], list[str]]]:
+    """Graph -> (input names, output names) of ``model``'s graphs: the contract's, with the
+    pixel map where the model has one and the decoders' ``quality`` where it has the
+    mask-quality head."""
+    p, q = has_pixel_map(model), has_quality(model)
     return {
-        "decoder_outputs": list(contract.decoder_outputs(q)),
-        "labelled_decoder_outputs": list(contract.decoder_outputs(q, labelled=True)),
-        "encoder_outputs": list(contract.feature_names(p)),
-        "decoder_inputs": list(contract.with_pixel_map(contract.DECODER_INPUTS, p)),
-        "labelled_decoder_inputs": list(contract.with_pixel_map(contract.LABELLED_DECODER_INPUTS,
-                                                                p)),
-        "detector_inputs": list(contract.with_pixel_map(contract.DETECTOR_INPUTS, p)),
+        contract.ENCODER: ([contract.ENCODER_INPUT], list(contract.feature_names(p))),
+        contract.DECODER: (list(contract.with_pixel_map(contract.DECODER_INPUTS, p)),
+                           list(contract.decoder_outputs(q))),
+        contract.LABELLED_DECODER: (
+            list(contract.with_pixel_map(contract.LABELLED_DECODER_INPUTS, p)),
+            list(contract.decoder_outputs(q, labelled=True))),
+        contract.DETECTOR: (list(contract.with_pixel_map(contract.DETECTOR_INPUTS, p)),
+                            list(contract.DETECTOR_OUTPUTS)),
     }
 
 

@@ -1,4 +1,5 @@
-"""The inputs the graphs are traced, checked and calibrated with: images as the runtime sends them.
+"""The inputs the graphs are traced, checked and calibrated with: images as the runtime sends them,
+and random boxes on them.
 
 Shared by the exporter (tracing), the parity check and int8 calibration, so all three feed the
 graphs what `boxmask.runtime` will: resized as torchvision's transform does, RGB 0..255.
@@ -40,3 +41,11 @@ def resized_input(model: BoxMaskRCNN, image: torch.Tensor) -> tuple[torch.Tensor
     resized, _ = _resize_image_and_masks(image, float(t.min_size[-1]), float(t.max_size), None,
                                          t.fixed_size)
     return (resized * 255.0)[None], (int(resized.shape[-2]), int(resized.shape[-1]))
+
+
+def random_boxes(n: int, h: int, w: int, gen: torch.Generator) -> torch.Tensor:
+    """``[n, 4]`` boxes of at least 4 px inside an ``h x w`` image."""
+    xy = torch.rand(n, 2, generator=gen) * torch.tensor([w - 4.0, h - 4.0])
+    wh = 4 + torch.rand(n, 2, generator=gen) * torch.tensor([w * 0.6, h * 0.6])
+    x2y2 = torch.minimum(xy + wh, torch.tensor([float(w), float(h)]))
+    return torch.cat([xy, x2y2], dim=1)

@@ -26,17 +26,25 @@ import torch
 
 from boxmask.config import BoxMaskConfig
 from boxmask.export.errors import ExportError
-from boxmask.export.graphs import (
-    DECODER_OUTPUTS,
-    DETECTOR_OUTPUTS,
-    ENCODER_OUTPUTS,
-    LABELLED_DECODER_OUTPUTS,
-    DecoderGraph,
-    DetectorGraph,
-    EncoderGraph,
-)
+from boxmask.export.graphs import DecoderGraph, DetectorGraph, EncoderGraph
+from boxmask.export.inputs import random_boxes
 from boxmask.model import BoxMaskRCNN
-from boxmask.runtime.contract import QUALITY
+from boxmask.runtime.contract import (
+    BOXES,
+    DECODER,
+    DECODER_OUTPUTS,
+    DETECTOR,
+    DETECTOR_OUTPUTS,
+    ENCODER,
+    ENCODER_INPUT,
+    ENCODER_OUTPUTS,
+    IMAGE_SIZE,
+    LABELLED_DECODER,
+    LABELLED_DECODER_OUTPUTS,
+    LABELS,
+    QUALITY,
+    graph_file,
+)
 
 LOGIT_TOL = 1e-3
 LOGIT_RTOL = 1e-5
@@ -71,24 +79,16 @@ def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
-def random_boxes(n: int, h: int, w: int, gen: torch.Generator) -> torch.Tensor:
-    """``[n, 4]`` boxes of at least 4 px inside an ``h x w`` image."""
-    xy = torch.rand(n, 2, generator=gen) * torch.tensor([w - 4.0, h - 4.0])
-    wh = 4 + torch.rand(n, 2, generator=gen) * torch.tensor([w * 0.6, h * 0.6])
-    x2y2 = torch.minimum(xy + wh, torch.tensor([float(w), float(h)]))
-    return torch.cat([xy, x2y2], dim=1)
-
-
 @torch.no_grad()
 def check_parity(model: BoxMaskRCNN, model_dir: Path, cfg: BoxMaskConfig,
                  sizes: tuple[tuple[int, int], ...] | None = None,
                  box_counts: tuple[int, ...] = (0, 1, 100), seed: int = 0,
                  raise_on_failure: bool = True) -> dict[str, Any]:
     """Compare the three graphs in ``model_dir`` with eager torch; returns the measured figures."""
-    enc_s = _session(model_dir / "encoder.onnx")
-    dec_s = _session(model_dir / "decoder.onnx")
-    det_s = _session(model_dir / "detector.onnx")
-    labelled_path = model_dir / "labelled_decoder.onnx"
+    enc_s = _session(model_dir / graph_file(ENCODER))
+    dec_s = _session(model_dir / graph_file(DECODER))
+    det_s = _session(model_dir / graph_file(DETECTOR))
+    labelled_path = model_dir / graph_file(LABELLED_DECODER)
     given_s = _session(labelled_path) if labelled_path.is_file() else None
     m = cfg.model.min_size
     sizes = sizes or ((m, m), (m, int(m * 1.3)), (int(m * 0.75) // 2 * 2 + 1, m))
@@ -110,7 +110,7 @@ def check_parity(model: BoxMaskRCNN, model_dir: Path, cfg: BoxMaskConfig,
         # The levels, then the pixel map for a model with one (graphs.py); the other graphs
         # take them by name.
         names = [o.name for o in enc_s.get_outputs()]
-        ort_feats = enc_s.run(names, {"image": x.numpy()})
+        ort_feats = enc_s.run(names, {ENCODER_INPUT: x.numpy()})
         levels, pixel_map = feats[:len(ENCODER_OUTPUTS)], feats[len(ENCODER_OUTPUTS):]
         feature_feed = {k: f.numpy() for k, f in zip(names, feats)}
         for a, b in zip(feats, ort_feats):
@@ -123,8 +123,8 @@ def check_parity(model: BoxMaskRCNN, model_dir: Path, cfg: BoxMaskConfig,
                           if with_labels else torch.zeros(n, dtype=torch.int64))
                 size = torch.tensor([h, w], dtype=torch.int64)
                 ref = dec(*levels, boxes, labels, size, *pixel_map)
-                feed = {**feature_feed, "boxes": boxes.numpy(), "labels": labels.numpy(),
-                        "image_size": size.numpy()}
+                feed = {**feature_feed, BOXES: boxes.numpy(), LABELS: labels.numpy(),
+                        IMAGE_SIZE: size.numpy()}
                 got = dec_s.run(DECODER_OUTPUTS, feed)
                 given = None
                 if given_s is not None and with_labels:
@@ -164,7 +164,7 @@ def check_parity(model: BoxMaskRCNN, model_dir: Path, cfg: BoxMaskConfig,
                                                         _mask_iou(ref[0][i].numpy(), got[0][i]))
         size = torch.tensor([h, w], dtype=torch.int64)
         ref_det = det(*levels, size, *pixel_map)
-        got_det = det_s.run(DETECTOR_OUTPUTS, {**feature_feed, "image_size": size.numpy()})
+        got_det = det_s.run(DETECTOR_OUTPUTS, {**feature_feed, IMAGE_SIZE: size.numpy()})
         ref_np = [a.numpy() for a in ref_det]
         if ref_np[0].shape[0] != got_det[0].shape[0]:
             # Random images give many detections at the score threshold; one whose score rounds

@@ -30,11 +30,21 @@ from PIL import Image
 
 from boxmask.config import BoxMaskConfig
 from boxmask.export.errors import ExportError
-from boxmask.export.graphs import DECODER_OUTPUTS
-from boxmask.export.inputs import resized_input
-from boxmask.export.parity import random_boxes
+from boxmask.export.inputs import random_boxes, resized_input
 from boxmask.model import BoxMaskRCNN
-from boxmask.runtime.contract import QUALITY
+from boxmask.runtime.contract import (
+    BOXES,
+    DECODER,
+    DECODER_OUTPUTS,
+    ENCODER,
+    ENCODER_INPUT,
+    IMAGE_SIZE,
+    LABELLED_DECODER,
+    LABELS,
+    QUALITY,
+    graph_file,
+)
+from boxmask.runtime.prompted_masks import mask_iou
 
 
 def _image_files(folder: Path | None) -> list[Path]:
@@ -58,12 +68,13 @@ class _Calibration:
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         x = next(self._it, None)
-        return None if x is None else {"image": x}
+        return None if x is None else {ENCODER_INPUT: x}
 
 
 def quantize_encoder_int8(model: BoxMaskRCNN, cfg: BoxMaskConfig, model_dir: Path,
                           num_images: int = 16) -> dict[str, Any]:
-    """Write ``encoder.int8.onnx`` beside ``encoder.onnx``; return the measured accuracy cost."""
+    """Write ``encoder.int8.onnx`` beside ``encoder.onnx`` (and the decoders' int8 twins,
+    `quantize_decoder_int8`); return the measured accuracy cost."""
     train_files = _image_files(cfg.data.train_images)
     if not train_files:
         raise ExportError("--int8 calibrates on training images, but data.train_images of the "
@@ -72,10 +83,10 @@ def quantize_encoder_int8(model: BoxMaskRCNN, cfg: BoxMaskConfig, model_dir: Pat
     calib_files = train_files[::step][:num_images]
     held_out = _image_files(cfg.data.val_images)[:8] or [f for f in train_files if f not in calib_files][:8]
 
-    pre = model_dir / "encoder.pre.onnx"
-    quant_pre_process(str(model_dir / "encoder.onnx"), str(pre), skip_symbolic_shape=True)
+    pre = model_dir / f"{ENCODER}.pre.onnx"
+    quant_pre_process(str(model_dir / graph_file(ENCODER)), str(pre), skip_symbolic_shape=True)
     quantize_static(
-        str(pre), str(model_dir / "encoder.int8.onnx"),
+        str(pre), str(model_dir / graph_file(ENCODER, "int8")),
         _Calibration(list(_encoder_inputs(model, calib_files))),
         quant_format=QuantFormat.QDQ, per_channel=True,
         # Convolutions are the cost; quantising normalisation constants only adds error.
@@ -101,23 +112,24 @@ def quantize_decoder_int8(model_dir: Path, encoder_inputs: list[np.ndarray], num
     """
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    enc = ort.InferenceSession(str(model_dir / "encoder.onnx"), opts,
+    enc = ort.InferenceSession(str(model_dir / graph_file(ENCODER)), opts,
                                providers=["CPUExecutionProvider"])
     gen = torch.Generator().manual_seed(seed)
     feeds = []
     for x in encoder_inputs:
         h, w = x.shape[-2:]
         names = [o.name for o in enc.get_outputs()]  # the levels, and the pixel map if any
-        feats = enc.run(names, {"image": x})
+        feats = enc.run(names, {ENCODER_INPUT: x})
         boxes = random_boxes(boxes_per_image, h, w, gen).numpy()
         labels = torch.randint(0, num_classes + 1, (boxes_per_image,), generator=gen).numpy()
-        feeds.append({**dict(zip(names, feats)), "boxes": boxes, "labels": labels,
-                      "image_size": np.array([h, w], np.int64)})
-    _quantize_decoder(model_dir / "decoder.onnx", model_dir / "decoder.int8.onnx", feeds)
-    labelled = model_dir / "labelled_decoder.onnx"
+        feeds.append({**dict(zip(names, feats)), BOXES: boxes, LABELS: labels,
+                      IMAGE_SIZE: np.array([h, w], np.int64)})
+    _quantize_decoder(model_dir / graph_file(DECODER), model_dir / graph_file(DECODER, "int8"),
+                      feeds)
+    labelled = model_dir / graph_file(LABELLED_DECODER)
     if labelled.is_file():
-        given = [{**f, "labels": np.maximum(f["labels"], 1)} for f in feeds]
-        _quantize_decoder(labelled, model_dir / "labelled_decoder.int8.onnx", given)
+        given = [{**f, LABELS: np.maximum(f[LABELS], 1)} for f in feeds]
+        _quantize_decoder(labelled, model_dir / graph_file(LABELLED_DECODER, "int8"), given)
 
 
 def _quantize_decoder(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]]) -> None:
@@ -147,41 +159,41 @@ def measure_int8_cost(model_dir: Path, inputs: list[np.ndarray], num_classes: in
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     cpu = ["CPUExecutionProvider"]
-    fp32 = ort.InferenceSession(str(model_dir / "encoder.onnx"), opts, providers=cpu)
-    int8 = ort.InferenceSession(str(model_dir / "encoder.int8.onnx"), opts, providers=cpu)
-    dec = ort.InferenceSession(str(model_dir / "decoder.onnx"), opts, providers=cpu)
-    dec8_path = model_dir / "decoder.int8.onnx"
+    fp32 = ort.InferenceSession(str(model_dir / graph_file(ENCODER)), opts, providers=cpu)
+    int8 = ort.InferenceSession(str(model_dir / graph_file(ENCODER, "int8")), opts, providers=cpu)
+    dec = ort.InferenceSession(str(model_dir / graph_file(DECODER)), opts, providers=cpu)
+    dec8_path = model_dir / graph_file(DECODER, "int8")
     dec8 = (ort.InferenceSession(str(dec8_path), opts, providers=cpu)
             if dec8_path.is_file() else None)
     # The mask-quality head's IoU, fp32 against int8, from each decoder that has an int8 twin.
     quality_pairs = []
     if QUALITY in [o.name for o in dec.get_outputs()]:
-        for stem in ("decoder", "labelled_decoder"):
-            if (model_dir / f"{stem}.int8.onnx").is_file():
+        for graph in (DECODER, LABELLED_DECODER):
+            if (model_dir / graph_file(graph, "int8")).is_file():
                 quality_pairs.append(tuple(
-                    ort.InferenceSession(str(model_dir / f"{stem}{suffix}.onnx"), opts,
-                                         providers=cpu) for suffix in ("", ".int8")))
+                    ort.InferenceSession(str(model_dir / graph_file(graph, variant)), opts,
+                                         providers=cpu) for variant in (None, "int8")))
     gen = torch.Generator().manual_seed(seed)
     ious, rel, ious_full, quality_diff = [], [], [], []
     for x in inputs:
         h, w = x.shape[-2:]
         names = [o.name for o in fp32.get_outputs()]
-        f32 = fp32.run(names, {"image": x})
-        f8 = int8.run(names, {"image": x})
+        f32 = fp32.run(names, {ENCODER_INPUT: x})
+        f8 = int8.run(names, {ENCODER_INPUT: x})
         rel.append(float(np.mean([np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-12)
                                   for a, b in zip(f32, f8)])))
         boxes = random_boxes(boxes_per_image, h, w, gen).numpy()
         labels = torch.randint(1, num_classes + 1, (boxes_per_image,), generator=gen).numpy()
         size = np.array([h, w], dtype=np.int64)
-        per_box = {"boxes": boxes, "labels": labels, "image_size": size}
+        per_box = {BOXES: boxes, LABELS: labels, IMAGE_SIZE: size}
         feed32 = {**dict(zip(names, f32)), **per_box}
         feed8 = {**dict(zip(names, f8)), **per_box}
         m32 = dec.run(DECODER_OUTPUTS, feed32)[0] >= 0
         m8 = dec.run(DECODER_OUTPUTS, feed8)[0] >= 0
-        ious += [_iou(a, b) for a, b in zip(m32, m8)]
+        ious += [mask_iou(a, b) for a, b in zip(m32, m8)]
         if dec8 is not None:
             m88 = dec8.run(DECODER_OUTPUTS, feed8)[0] >= 0
-            ious_full += [_iou(a, b) for a, b in zip(m32, m88)]
+            ious_full += [mask_iou(a, b) for a, b in zip(m32, m88)]
         for fp32_dec, int8_dec in quality_pairs:
             q32 = fp32_dec.run([QUALITY], feed32)[0]
             q8 = int8_dec.run([QUALITY], feed8)[0]
@@ -198,8 +210,3 @@ def measure_int8_cost(model_dir: Path, inputs: list[np.ndarray], num_classes: in
         out["int8_quality_max_abs_vs_fp32"] = float(np.max(quality_diff))
         out["int8_quality_mean_abs_vs_fp32"] = float(np.mean(quality_diff))
     return out
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)

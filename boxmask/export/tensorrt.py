@@ -15,7 +15,17 @@ import torch
 
 from boxmask.config import BoxMaskConfig
 from boxmask.export.errors import ExportError
-from boxmask.runtime.contract import ENCODER_OUTPUTS, PIXEL_MAP
+from boxmask.runtime.contract import (
+    BOXES,
+    DECODER,
+    ENCODER,
+    ENCODER_INPUT,
+    ENCODER_OUTPUTS,
+    LABELS,
+    PIXEL_MAP,
+    file_key,
+    graph_file,
+)
 
 
 def check_tensorrt_available() -> None:
@@ -64,8 +74,8 @@ def build_engines(model_dir: Path, cfg: BoxMaskConfig, max_boxes: int = 256,
     side = ((m.max_size + 31) // 32) * 32
     opt_h = ((m.min_size + 31) // 32) * 32
     opt_w = ((int(m.min_size * 1.5) + 31) // 32) * 32
-    _build(model_dir / "encoder.onnx", model_dir / "encoder.plan",
-           {"image": ((1, 3, 32, 32), (1, 3, opt_h, opt_w), (1, 3, side, side))}, fp16)
+    _build(model_dir / graph_file(ENCODER), model_dir / graph_file(ENCODER, "trt"),
+           {ENCODER_INPUT: ((1, 3, 32, 32), (1, 3, opt_h, opt_w), (1, 3, side, side))}, fp16)
     f = m.fpn_channels
     profiles = {}
     for i, name in enumerate(ENCODER_OUTPUTS):
@@ -74,7 +84,7 @@ def build_engines(model_dir: Path, cfg: BoxMaskConfig, max_boxes: int = 256,
     if m.mask_pixel_channels:  # the pixel map: the padded input's own resolution
         c = m.mask_pixel_channels
         profiles[PIXEL_MAP] = ((1, c, 32, 32), (1, c, opt_h, opt_w), (1, c, side, side))
-    profiles["boxes"] = ((0, 4), (10, 4), (max_boxes, 4))
-    profiles["labels"] = ((0,), (10,), (max_boxes,))
-    _build(model_dir / "decoder.onnx", model_dir / "decoder.plan", profiles, fp16)
-    return {"encoder_trt": "encoder.plan", "decoder_trt": "decoder.plan"}
+    profiles[BOXES] = ((0, 4), (10, 4), (max_boxes, 4))
+    profiles[LABELS] = ((0,), (10,), (max_boxes,))
+    _build(model_dir / graph_file(DECODER), model_dir / graph_file(DECODER, "trt"), profiles, fp16)
+    return {file_key(g, "trt"): graph_file(g, "trt") for g in (ENCODER, DECODER)}

@@ -25,7 +25,13 @@ from pathlib import Path
 
 import onnx
 
-from boxmask.runtime.contract import CARD_NAME, TRITON_MODEL_NAMES
+from boxmask.runtime.contract import (
+    CARD_NAME,
+    DECODER,
+    LABELLED_DECODER,
+    TRITON_MODEL_NAMES,
+    file_key,
+)
 
 _ONNX_TO_TRITON = {1: "TYPE_FP32", 7: "TYPE_INT64", 6: "TYPE_INT32", 10: "TYPE_FP16", 9: "TYPE_BOOL"}
 
@@ -73,14 +79,14 @@ def write_triton_repository(model_dir: Path, repo: Path, gpu: bool = True,
             shutil.rmtree(target)
         (target / "1").mkdir(parents=True)
         onnx_file = model_dir / files[graph]["path"]
-        plan = files.get(f"{graph}_trt")
+        plan = files.get(file_key(graph, "trt"))
         if plan is not None:
             shutil.copy2(model_dir / plan["path"], target / "1" / "model.plan")
             platform = "tensorrt_plan"
         else:
             shutil.copy2(onnx_file, target / "1" / "model.onnx")
             platform = "onnxruntime_onnx"
-        count = decoder_instances if graph in ("decoder", "labelled_decoder") else 1
+        count = decoder_instances if graph in (DECODER, LABELLED_DECODER) else 1
         (target / "config.pbtxt").write_text(triton_config(name, onnx_file, platform, kind, count))
     shutil.copy2(model_dir / CARD_NAME, repo / CARD_NAME)
     return repo

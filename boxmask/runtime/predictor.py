@@ -37,11 +37,25 @@ import numpy as np
 from boxmask.runtime.cache import ByteLRUCache, CacheStats
 from boxmask.runtime.card import ModelCard
 from boxmask.runtime.contract import (
+    BOXES,
+    CLASS_SCORES,
+    DECODER,
+    DETECTOR,
     DETECTOR_OUTPUTS,
+    ENCODER,
     ENCODER_INPUT,
+    GRAPHS,
+    IMAGE_SIZE,
+    LABELLED_DECODER,
+    LABELS,
+    LABELS_OUT,
+    MASK_LOGITS,
+    MASK_PROBS,
     QUALITY,
+    SCORES,
     TRITON_MODEL_NAMES,
     decoder_outputs,
+    file_key,
 )
 from boxmask.runtime.errors import (
     BadBoxes,
@@ -57,7 +71,6 @@ from boxmask.runtime.transforms import ResizeInfo, boxes_to_original, boxes_to_r
 
 logger = logging.getLogger(__name__)
 
-GRAPHS = ("encoder", "decoder", "labelled_decoder", "detector")
 Backend = Literal["onnxruntime", "triton"]
 Precision = Literal["fp32", "fp16", "int8"]
 LabelLike = int | str | None
@@ -87,7 +100,7 @@ def decoder_bytes_per_box(card: ModelCard) -> int:
     card: the channels of its feature inputs (``onnx.decoder.inputs``), the mask head's width
     (the training config in ``provenance``; torchvision's 256 where unknown) and the mask
     resolution. See `DECODER_PLANES_PER_BOX`."""
-    inputs = card.onnx.get("decoder", {}).get("inputs", {}) if isinstance(card.onnx, dict) else {}
+    inputs = card.onnx.get(DECODER, {}).get("inputs", {}) if isinstance(card.onnx, dict) else {}
     widths = [_channels(shape[1]) for shape in inputs.values()
               if isinstance(shape, list) and len(shape) == 4]
     config = card.provenance.get("config") or {}
@@ -322,7 +335,7 @@ class Predictor:
                     "backend='triton' needs triton_url (e.g. 'localhost:8000' or 'grpc://localhost:8001')"
                 )
             keys = {graph: graph for graph in GRAPHS
-                    if graph != "labelled_decoder" or graph in card.files}
+                    if graph != LABELLED_DECODER or graph in card.files}
 
             def session(graph: str) -> InferenceSession:
                 from boxmask.runtime.sessions.triton_client import TritonSession
@@ -333,9 +346,9 @@ class Predictor:
 
         else:
             raise ValueError(f"backend must be 'onnxruntime' or 'triton', got {backend!r}")
-        factory = (lambda: session("detector")) if "detector" in keys else None
-        labelled = session("labelled_decoder") if "labelled_decoder" in keys else None
-        return cls(card, session("encoder"), session("decoder"), labelled_decoder=labelled,
+        factory = (lambda: session(DETECTOR)) if DETECTOR in keys else None
+        labelled = session(LABELLED_DECODER) if LABELLED_DECODER in keys else None
+        return cls(card, session(ENCODER), session(DECODER), labelled_decoder=labelled,
                    detector_factory=factory, **kwargs)
 
     @staticmethod
@@ -345,12 +358,12 @@ class Predictor:
             raise ValueError(f"precision must be fp32, fp16 or int8, got {precision!r}")
         keys: dict[str, str] = {}
         for graph in GRAPHS:
-            variant = f"{graph}_{precision}"
+            variant = file_key(graph, precision)
             if precision != "fp32" and variant in card.files:
                 keys[graph] = variant
             elif graph in card.files:
                 keys[graph] = graph
-        if "encoder" not in keys or "decoder" not in keys:
+        if ENCODER not in keys or DECODER not in keys:
             raise ModelDirError(
                 f"model.json must list an encoder and a decoder, it has {sorted(card.files)}"
             )
@@ -380,9 +393,9 @@ class Predictor:
             return self._detector
 
     def describe(self) -> dict[str, str]:
-        out = {"encoder": self.encoder.describe(), "decoder": self.decoder.describe()}
+        out = {ENCODER: self.encoder.describe(), DECODER: self.decoder.describe()}
         if self.labelled_decoder is not None:
-            out["labelled_decoder"] = self.labelled_decoder.describe()
+            out[LABELLED_DECODER] = self.labelled_decoder.describe()
         return out
 
     def cache_stats(self) -> CacheStats:
@@ -580,9 +593,9 @@ class Predictor:
             m = part.stop - part.start
             feed = {
                 **entry.features,
-                "boxes": resized[part],
-                "labels": contiguous[part],
-                "image_size": np.array([rh, rw], dtype=np.int64),
+                BOXES: resized[part],
+                LABELS: contiguous[part],
+                IMAGE_SIZE: np.array([rh, rw], dtype=np.int64),
             }
             names = list(decoder_outputs(self.has_quality, labelled=labelled))
             if labelled:
@@ -590,9 +603,9 @@ class Predictor:
                 outputs = self.labelled_decoder.run(feed, names)
             else:
                 outputs = self.decoder.run(feed, names)
-                used[part] = outputs["labels_out"].astype(np.int64).reshape(m)
-                scores[part] = outputs["class_scores"][np.arange(m), used[part]]
-            probs[part] = _sigmoid(outputs["mask_logits"].reshape(m, r, r))
+                used[part] = outputs[LABELS_OUT].astype(np.int64).reshape(m)
+                scores[part] = outputs[CLASS_SCORES][np.arange(m), used[part]]
+            probs[part] = _sigmoid(outputs[MASK_LOGITS].reshape(m, r, r))
             if self.has_quality:
                 quality[part] = outputs[QUALITY].reshape(m)
         return self._prediction(probs, clipped, used, scores, entry.info, key, mask_threshold,
@@ -612,9 +625,9 @@ class Predictor:
         step = self.boxes_per_run or max(n, 1)
         for start in range(0, n, step):
             part = slice(start, min(start + step, n))
-            feed = {**entry.features, "boxes": boxes[part].astype(np.float32),
-                    "labels": labels[part].astype(np.int64),
-                    "image_size": np.array([rh, rw], dtype=np.int64)}
+            feed = {**entry.features, BOXES: boxes[part].astype(np.float32),
+                    LABELS: labels[part].astype(np.int64),
+                    IMAGE_SIZE: np.array([rh, rw], dtype=np.int64)}
             quality[part] = session.run(feed, [QUALITY])[QUALITY].reshape(-1)
         return quality
 
@@ -635,10 +648,10 @@ class Predictor:
         info = entry.info
         rh, rw = info.resized_size
         out = self.detector.run(
-            {**entry.features, "image_size": np.array([rh, rw], dtype=np.int64)},
+            {**entry.features, IMAGE_SIZE: np.array([rh, rw], dtype=np.int64)},
             list(DETECTOR_OUTPUTS),
         )
-        scores = out["scores"].astype(np.float32).reshape(-1)
+        scores = out[SCORES].astype(np.float32).reshape(-1)
         keep = np.flatnonzero(scores >= score_threshold)
         h, w = info.original_size
         # The same limits as boxes sent in: at most `max_boxes` masks, within the pixel budget
@@ -649,13 +662,13 @@ class Predictor:
         if self.max_mask_pixels is not None:
             limit = min(limit, self.max_mask_pixels // max(h * w, 1))
         keep = keep[np.argsort(-scores[keep], kind="stable")][:limit]
-        resized = out["boxes"].reshape(-1, 4)[keep]
+        resized = out[BOXES].reshape(-1, 4)[keep]
         boxes = boxes_to_original(resized, info)
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
         r = self.card.mask_resolution
-        probs = out["mask_probs"].reshape(-1, r, r)[keep].astype(np.float32)
-        labels = out["labels"].astype(np.int64).reshape(-1)[keep]
+        probs = out[MASK_PROBS].reshape(-1, r, r)[keep].astype(np.float32)
+        labels = out[LABELS].astype(np.int64).reshape(-1)[keep]
         quality = (self._detection_quality(entry, resized, labels)
                    if self.has_quality and keep.size else None)
         return self._prediction(probs, boxes, labels, scores[keep], info, key, mask_threshold,
