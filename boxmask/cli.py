@@ -263,28 +263,21 @@ class _Stages:
 
 def _print_export(card: dict, out: Path) -> None:
     """The parity figures (what model.json records), the int8 cost, and where the model is."""
-    parity, rows = card.get("parity") or {}, []
+    parity = card.get("parity") or {}
     if parity:
-        labels = "equal" if parity["decoder_labels_equal"] else "DIFFER"
-        decoder = (f"logits max |diff| {parity['decoder_logits_max_abs']:.1e} (largest logit "
-                   f"{parity['decoder_logits_max_ref']:.3g}), min mask IoU "
-                   f"{parity['decoder_min_mask_iou']:.4f}, scores max |diff| "
-                   f"{parity['decoder_scores_max_abs']:.1e}, labels {labels}")
-        if "decoder_quality_max_abs" in parity:
-            decoder += f", mask quality max |diff| {parity['decoder_quality_max_abs']:.1e}"
-        rows += [("encoder", f"max |diff| {parity['encoder_max_abs']:.1e}"), ("decoder", decoder)]
-        if "labelled_decoder_logits_max_abs" in parity:
-            labelled = (f"logits max |diff| {parity['labelled_decoder_logits_max_abs']:.1e}, "
-                        f"min mask IoU {parity['labelled_decoder_min_mask_iou']:.4f}")
-            rows.append(("labelled decoder", labelled))
-        same = "same detections" if parity["detector_same_count"] else "DIFFERENT detections"
-        rows.append(("detector", f"max |diff| {parity['detector_max_abs']:.1e}, {same}"))
-        sizes = ", ".join(f"{h}x{w}" for h, w in parity.get("sizes", []))
-        counts = "/".join(str(n) for n in parity.get("box_counts", []))
+        sizes = ", ".join(f"{h}x{w}" for h, w in parity["sizes"])
+        counts = "/".join(str(n) for n in parity["box_counts"])
         console.print(f"parity, ONNX Runtime against torch ({sizes}; {counts} boxes): "
                       f"{'passed' if parity['passed'] else 'FAILED'}", highlight=False)
-        for graph, text in rows:
-            console.print(f"  {graph:<17}{text}", highlight=False, soft_wrap=True)
+        for graph, figures in parity["graphs"].items():
+            text = "max |diff| " + ", ".join(f"{name} {value:.1e}"
+                                             for name, value in figures["max_abs"].items())
+            if "min_mask_iou" in figures:
+                text += (f"; min mask IoU {figures['min_mask_iou']:.4f} (largest logit "
+                         f"{figures['largest_logit']:.3g})")
+            text += "".join(f"; {failure}" for failure in figures["failures"])
+            console.print(f"  {graph.replace('_', ' '):<17}{text}", highlight=False,
+                          soft_wrap=True)
     else:
         console.print("parity not checked (--no-check)")
     int8 = (card.get("quantization") or {}).get("int8")

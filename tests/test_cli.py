@@ -184,9 +184,10 @@ def test_export_shows_each_stage_the_parity_figures_and_where_the_model_is(
               "writing model.json"]
     positions = [text.find(f"done {stage}") for stage in stages]
     assert -1 not in positions and positions == sorted(positions), text
-    parity = json.loads((out / "model.json").read_text())["parity"]
-    assert f"max |diff| {parity['encoder_max_abs']:.1e}" in text
-    assert f"logits max |diff| {parity['decoder_logits_max_abs']:.1e}" in text
+    graphs = json.loads((out / "model.json").read_text())["parity"]["graphs"]
+    assert f"p2 {graphs['encoder']['max_abs']['p2']:.1e}" in text
+    assert f"mask_logits {graphs['decoder']['max_abs']['mask_logits']:.1e}" in text
+    assert f"min mask IoU {graphs['labelled_decoder']['min_mask_iou']:.4f}" in text
     assert "labelled decoder" in text and "detector" in text and "passed" in text
     assert f"exported t to {out}" in text and f"boxmask serve --model-dir {out}" in text
 

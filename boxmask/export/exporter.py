@@ -227,7 +227,7 @@ def export_checkpoint(checkpoint: Path, out: Path, name: str | None = None, fp16
         parity: dict[str, Any] = {}
         if check:
             progress("checking parity (ONNX Runtime against torch)")
-            parity = check_parity(model, tmp, cfg)
+            parity = check_parity(model, tmp, cfg).as_card()
         quantization: dict[str, Any] = {}
         if int8:
             progress("quantising to int8 (calibration and its accuracy cost)")

@@ -40,9 +40,13 @@ def test_card_describes_the_model_and_its_files(exported_model_dir: Path, tiny_c
 def test_parity_with_eager_meets_the_bars(exported_model_dir: Path):
     parity = json.loads((exported_model_dir / "model.json").read_text())["parity"]
     assert parity["passed"]
-    assert parity["decoder_logits_max_abs"] <= 1e-3
-    assert parity["decoder_min_mask_iou"] >= 0.99
-    assert parity["decoder_labels_equal"] and parity["detector_same_count"]
+    graphs = parity["graphs"]
+    assert list(graphs) == ["encoder", "decoder", "labelled_decoder", "detector"]
+    assert not any(g["failures"] for g in graphs.values())
+    assert graphs["decoder"]["max_abs"]["mask_logits"] <= 1e-3
+    assert graphs["decoder"]["min_mask_iou"] >= 0.99
+    assert set(graphs["decoder"]["max_abs"]) == {"mask_logits", "class_scores"}
+    assert set(graphs["encoder"]["max_abs"]) == {"p2", "p3", "p4", "p5"}
     assert 0 in parity["box_counts"] and 1 in parity["box_counts"] and 100 in parity["box_counts"]
     assert len(parity["sizes"]) >= 3
 
@@ -299,7 +303,8 @@ def test_a_model_with_the_mask_quality_head_exports_it_in_both_decoders(tiny_dat
     ckpt = train(tiny_train_config(tiny_dataset, tmp_path / "run", "model.mask_quality=true"))
     card = export_checkpoint(ckpt, tmp_path / "model")
     assert card["mask_quality"] is True
-    assert card["parity"]["decoder_quality_max_abs"] <= 1e-3
+    for graph in ("decoder", "labelled_decoder"):
+        assert card["parity"]["graphs"][graph]["max_abs"]["quality"] <= 1e-3
     for graph in ("decoder", "labelled_decoder"):
         session = ort.InferenceSession(str(tmp_path / "model" / f"{graph}.onnx"))
         assert session.get_outputs()[-1].name == "quality"
