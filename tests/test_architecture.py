@@ -205,6 +205,51 @@ def test_no_import_cycle_between_parts() -> None:
             assert cycle is None, "package cycle: " + " -> ".join(cycle[cycle.index(cycle[-1]):])
 
 
+def _contract_names() -> set[str]:
+    """Every name ``runtime/contract.py`` gives: the card's file name, the graphs' names, their
+    file names per variant, their tensor names and the Triton model names."""
+    from boxmask.runtime import contract
+
+    names = {contract.CARD_NAME, *contract.GRAPHS, *contract.TRITON_MODEL_NAMES.values()}
+    names |= {contract.graph_file(g, v) for g in contract.GRAPHS
+              for v in (None, "fp16", "int8", "trt")}
+    for value in vars(contract).values():
+        if isinstance(value, tuple) and all(isinstance(v, str) for v in value):
+            names |= set(value)
+    return names | {contract.ENCODER_INPUT, contract.PIXEL_MAP, contract.QUALITY}
+
+
+def _string_literals(path: Path) -> list[tuple[int, str]]:
+    """``(line, value)`` of every string constant of ``path`` but its docstrings."""
+    tree = ast.parse(path.read_text())
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
+                                       ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)}
+    return [(node.lineno, node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and id(node) not in docstrings]
+
+
+# Plain words the runtime's own API uses too (`Predictor.predict(boxes, labels)`, `Prediction.
+# scores`, an `image` argument): in the runtime they are not the graphs' names.
+API_WORDS = {"image", "boxes", "labels", "scores", "quality"}
+# The model's detection dict has torchvision's keys, which the detector graph unpacks.
+MODEL_KEYS = {("boxmask/export/graphs.py", key) for key in ("boxes", "labels", "scores")}
+
+
+@pytest.mark.parametrize("part", ["export", "runtime"])
+def test_export_and_the_runtime_spell_no_name_of_the_contract_themselves(part: str) -> None:
+    """docs/architecture.md, "Facts written once": a name both sides must agree on is written in
+    runtime/contract.py and nowhere else."""
+    names = _contract_names() - (API_WORDS if part == "runtime" else set())
+    spelled = [f"{path.relative_to(REPO)}:{line}: {value!r}"
+               for path in sorted((PACKAGE / part).rglob("*.py")) if path.name != "contract.py"
+               for line, value in _string_literals(path)
+               if value in names and (str(path.relative_to(REPO)), value) not in MODEL_KEYS]
+    assert not spelled, "\n".join(spelled)
+
+
 # What points outside the repository: notes and paths of the machine it was written on, and the
 # issue tracker (its numbers mean nothing to a reader of the code).
 OUTSIDE = re.compile(r"\.\./shared|/work/|design\.md|findings\.md|\bissues? #?\d+", re.IGNORECASE)
