@@ -130,10 +130,6 @@ class ImageCase:
     image: np.ndarray  # [1, 3, h, w] float32 0..255
     features: dict[str, np.ndarray]
 
-    @property
-    def size(self) -> tuple[int, int]:
-        return int(self.image.shape[-2]), int(self.image.shape[-1])
-
 
 @dataclass(frozen=True)
 class GraphCase:
@@ -151,6 +147,8 @@ class GraphCase:
 
 @dataclass(frozen=True)
 class ReferenceInputs:
+    """What every comparer runs its graph on, drawn once."""
+
     images: list[ImageCase]
     boxes: list[GraphCase]  # decoder calls; expected: the eager full decoder's outputs
     detections: list[GraphCase]  # detector calls, one per image
@@ -174,9 +172,8 @@ def _run(session: ort.InferenceSession, names: Sequence[str], feed: dict[str, np
 
 
 @torch.no_grad()
-def reference_inputs(model: BoxMaskRCNN, cfg: BoxMaskConfig,
-                     sizes: Sequence[tuple[int, int]], box_counts: Sequence[int],
-                     seed: int = 0) -> ReferenceInputs:
+def reference_inputs(model: BoxMaskRCNN, sizes: Sequence[tuple[int, int]],
+                     box_counts: Sequence[int], seed: int = 0) -> ReferenceInputs:
     """Random images of ``sizes``, ``box_counts`` random boxes on each with random labels and
     without (all 0), and eager torch's encoder, decoder and detector outputs for them."""
     names = graph_names(model)
@@ -311,7 +308,7 @@ def check_parity(model: BoxMaskRCNN, model_dir: Path, cfg: BoxMaskConfig,
     them odd."""
     m = cfg.model.min_size
     sizes = tuple(sizes or ((m, m), (m, int(m * 1.3)), (int(m * 0.75) // 2 * 2 + 1, m)))
-    inputs = reference_inputs(model, cfg, sizes, box_counts, seed)
+    inputs = reference_inputs(model, sizes, box_counts, seed)
     graphs = [compare_encoder(_session(model_dir / graph_file(ENCODER)), inputs.images),
               compare_decoder(_session(model_dir / graph_file(DECODER)), inputs.boxes)]
     labelled = model_dir / graph_file(LABELLED_DECODER)
