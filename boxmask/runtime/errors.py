@@ -1,8 +1,8 @@
 """Errors of the runtime: each names one kind of bad input or failure, so that callers (the HTTP
 server, the batch labeler) can map it to a status code without parsing messages.
 
-`BadImage`, `BadBoxes`, `TooManyMaskPixels`, `UnknownLabel`, `UnknownImage` and `NoDetector`
-are the caller's fault (4xx); `BackendUnavailable` is ours (503); `ModelDirError` means the
+`BadImage`, `BadBoxes` (and its `TooManyBoxes`), `TooManyMaskPixels`, `UnknownLabel`,
+`UnknownImage` and `NoDetector` are the caller's fault (4xx); `BackendUnavailable` is ours (503); `ModelDirError` means the
 exported model directory is broken, and its `ModelNotFound` that a name or folder given for a
 model names none.
 """
@@ -21,12 +21,32 @@ class BadImage(RuntimeInputError):
 
 
 class BadBoxes(RuntimeInputError):
-    """Boxes that cannot be used: wrong shape, NaN/inf, empty or inverted."""
+    """Boxes that cannot be used: wrong shape, NaN/inf, empty or inverted, outside the image
+    (`boxmask.runtime.boxes` has the rules); `box_index` names the box, where one is to blame."""
+
+    def __init__(self, message: str, box_index: int | None = None) -> None:
+        super().__init__(message)
+        self.box_index = box_index
+
+
+class TooManyBoxes(BadBoxes):
+    """More boxes in one call than the limit (`count` against `limit`)."""
+
+    def __init__(self, message: str, count: int, limit: int) -> None:
+        super().__init__(message)
+        self.count = count
+        self.limit = limit
 
 
 class TooManyMaskPixels(RuntimeInputError):
     """A request whose masks (boxes x image pixels) exceed the predictor's budget: the work
     and the answer grow with both, so many boxes on a huge image are refused up front."""
+
+    def __init__(self, message: str, pixels: int | None = None, limit: int | None = None
+                 ) -> None:
+        super().__init__(message)
+        self.pixels = pixels
+        self.limit = limit
 
 
 class UnknownLabel(RuntimeInputError):

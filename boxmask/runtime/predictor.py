@@ -16,11 +16,12 @@ A model with the mask-quality head (the card's ``mask_quality``) has one more de
 detections' boxes and labels (the detector has no such output; the mask is the same). Without
 the head `Prediction.quality` is NaN.
 
-Box rules (documented in the API as well): boxes are xyxy in original-image pixels, float; NaN,
-inf, an empty or inverted box (x2 <= x1 or y2 <= y1) is rejected with `BadBoxes`; a box that
-reaches outside the image is clipped to it, and one with nothing left inside is rejected; N = 0
-returns an empty prediction. Labels are COCO category ids (int) or names (str), or None per box
-for "no label: use the predicted class".
+Boxes are xyxy in original-image pixels. `predict` takes them checked by the box policy
+(`boxmask.runtime.boxes.check_boxes`: the caller's edge checks them once, against this
+predictor's `limits`) and decodes them as they are; plain lists are checked by the same policy
+first, so a library caller gets the same errors as every other entry point. Labels are COCO
+category ids (int) or names (str), or None per box for "no label: use the predicted class".
+How a predictor runs and what it accepts is one `PredictorOptions` value.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import numpy as np
 
+from boxmask.runtime.boxes import BoxLimits, CheckedBoxes, LabelLike, check_boxes
 from boxmask.runtime.cache import ByteLRUCache, CacheStats
 from boxmask.runtime.card import ModelCard
 from boxmask.runtime.contract import (
@@ -57,23 +59,14 @@ from boxmask.runtime.contract import (
     decoder_outputs,
     file_key,
 )
-from boxmask.runtime.errors import (
-    BadBoxes,
-    ModelDirError,
-    NoDetector,
-    TooManyMaskPixels,
-    UnknownImage,
-)
-from boxmask.runtime.images import DEFAULT_MAX_PIXELS, image_key, load_image
+from boxmask.runtime.errors import ModelDirError, NoDetector, UnknownImage
+from boxmask.runtime.images import image_key, load_image
 from boxmask.runtime.masks import grid_offset, mask_box, paste_mask
+from boxmask.runtime.options import PredictorOptions
 from boxmask.runtime.sessions import InferenceSession
 from boxmask.runtime.transforms import ResizeInfo, boxes_to_original, boxes_to_resized, preprocess
 
 logger = logging.getLogger(__name__)
-
-Backend = Literal["onnxruntime", "triton"]
-Precision = Literal["fp32", "fp16", "int8"]
-LabelLike = int | str | None
 
 # What one box costs the decoder, for a budget of boxes per run: its activations are, per box,
 # the multi-scale RoI pool (an RoIAlign per FPN level, and their casts and gather), the mask
@@ -221,15 +214,13 @@ class Predictor:
         *,
         labelled_decoder: InferenceSession | None = None,
         detector_factory: Callable[[], InferenceSession] | None = None,
-        cache_bytes: int = 512 << 20,
-        max_pixels: int | None = DEFAULT_MAX_PIXELS,
-        max_boxes: int | None = None,
-        mask_threshold: float = 0.5,
-        max_mask_pixels: int | None = None,
-        input_min_size: int | None = None,
-        input_max_size: int | None = None,
-        decoder_budget_bytes: int | None = None,
+        options: PredictorOptions | None = None,
+        **overrides: Any,
     ) -> None:
+        """`options` (default: `PredictorOptions()`), with `overrides` naming some of its
+        fields (``Predictor(..., max_pixels=100)``) for a caller with no options object."""
+        options = (options or PredictorOptions()).replace(**overrides)
+        self.options = options
         self.card = card
         self.encoder = encoder
         # The features one encoding holds: the FPN levels, and the pixel map of a model whose
@@ -245,26 +236,23 @@ class Predictor:
         self._detector = detector
         self._detector_factory = detector_factory
         self._detector_lock = threading.Lock()
-        self.cache: ByteLRUCache[EncodedImage] = ByteLRUCache(cache_bytes)
-        self.max_pixels = max_pixels
-        self.max_boxes = max_boxes
-        # Boxes x image pixels one request may ask masks for (None: no budget).
-        self.max_mask_pixels = max_mask_pixels
+        self.cache: ByteLRUCache[EncodedImage] = ByteLRUCache(options.cache_bytes)
+        self.max_pixels = options.max_pixels
+        # What one call may ask for (boxes; boxes x image pixels), for the box policy.
+        self.limits: BoxLimits = options.limits
         # Boxes per decoder run, from a byte budget: the decoder's memory grows with the boxes
         # of one run (3,000 boxes of the demo model take 3.8 GB at once), and more boxes than
         # this are decoded in runs of at most this many (None: one run, however many).
-        if decoder_budget_bytes is not None and decoder_budget_bytes < 1:
-            raise ValueError(f"decoder_budget_bytes must be >= 1 or None, got {decoder_budget_bytes}")
-        self.decoder_budget_bytes = decoder_budget_bytes
+        budget = options.decoder_budget_bytes
+        self.decoder_budget_bytes = budget
         self.boxes_per_run: int | None = (
-            None if decoder_budget_bytes is None
-            else max(1, decoder_budget_bytes // decoder_bytes_per_box(card)))
-        self.mask_threshold = mask_threshold
+            None if budget is None else max(1, budget // decoder_bytes_per_box(card)))
+        self.mask_threshold = options.mask_threshold
         # The encoder's input size (torchvision's resize rule): the card's, or a smaller one for
         # interactive use, where the encoder is what a new image waits for and its cost grows
         # with the pixel count. The graphs take any size; the model was trained at the card's.
-        self.input_min_size = input_min_size or card.preprocess.min_size
-        self.input_max_size = input_max_size or card.preprocess.max_size
+        self.input_min_size = options.input_min_size or card.preprocess.min_size
+        self.input_max_size = options.input_max_size or card.preprocess.max_size
         self._label_to_id = np.asarray(card.label_to_id(), dtype=np.int64)
         # Each thread's current image (the last it set or selected), held outside the cache: a
         # `predict` right after `set_image` in the same thread must not fail because the cache
@@ -275,49 +263,25 @@ class Predictor:
     # -- construction -------------------------------------------------------------------------
 
     @classmethod
-    def from_dir(
-        cls,
-        model_dir: str | Path,
-        backend: Backend = "onnxruntime",
-        cache_bytes: int = 512 << 20,
-        precision: Precision = "fp32",
-        triton_url: str | None = None,
-        *,
-        triton_protocol: Literal["http", "grpc"] = "http",
-        providers: Sequence[str] | None = None,
-        intra_op_threads: int | None = None,
-        max_pixels: int | None = DEFAULT_MAX_PIXELS,
-        max_boxes: int | None = None,
-        mask_threshold: float = 0.5,
-        max_mask_pixels: int | None = None,
-        input_min_size: int | None = None,
-        input_max_size: int | None = None,
-        decoder_budget_bytes: int | None = None,
-        verify: bool = True,
-    ) -> Predictor:
+    def from_dir(cls, model_dir: str | Path, options: PredictorOptions | None = None,
+                 **overrides: Any) -> Predictor:
         """A predictor for an exported model directory (docs/contracts.md §4).
 
-        backend "onnxruntime" loads the directory's ONNX files in-process (the `precision`
-        variant of each graph where the card lists one, else fp32), "triton" uses the models
-        `boxmask_encoder` / `boxmask_decoder` / `boxmask_detector` of the server at `triton_url`
-        and reads only `model.json` here. The detector session is created on first `detect`.
-        `decoder_budget_bytes` bounds the decoder's memory (`boxes_per_run`).
+        `options` (default: `PredictorOptions()`), with `overrides` naming some of its fields
+        (``from_dir(path, precision="int8")``) for a caller with no options object. Backend
+        "onnxruntime" loads the directory's ONNX files in-process (the `precision` variant of
+        each graph where the card lists one, else fp32), "triton" uses the models
+        `boxmask_encoder` / `boxmask_decoder` / `boxmask_detector` of the server at
+        `triton_url` and reads only `model.json` here. The detector session is created on first
+        `detect`. `decoder_budget_bytes` bounds the decoder's memory (`boxes_per_run`).
         """
+        options = (options or PredictorOptions()).replace(**overrides)
         model_dir = Path(model_dir)
         card = ModelCard.load(model_dir, verify=False)
-        kwargs = {
-            "cache_bytes": cache_bytes,
-            "max_pixels": max_pixels,
-            "max_boxes": max_boxes,
-            "mask_threshold": mask_threshold,
-            "max_mask_pixels": max_mask_pixels,
-            "input_min_size": input_min_size,
-            "input_max_size": input_max_size,
-            "decoder_budget_bytes": decoder_budget_bytes,
-        }
+        backend, precision = options.backend, options.precision
         if backend == "onnxruntime":
             keys = cls._file_keys(card, precision)
-            if verify:
+            if options.verify:
                 card.verify_files(model_dir, list(keys.values()))
 
             def session(graph: str) -> InferenceSession:
@@ -325,15 +289,13 @@ class Predictor:
 
                 return OnnxRuntimeSession(
                     card.file_path(model_dir, keys[graph]),
-                    providers=providers,
-                    intra_op_threads=intra_op_threads,
+                    providers=options.providers,
+                    intra_op_threads=options.intra_op_threads,
                 )
 
-        elif backend == "triton":
-            if not triton_url:
-                raise ValueError(
-                    "backend='triton' needs triton_url (e.g. 'localhost:8000' or 'grpc://localhost:8001')"
-                )
+        else:  # "triton": PredictorOptions made sure there is a URL
+            triton_url = options.triton_url
+            assert triton_url is not None
             keys = {graph: graph for graph in GRAPHS
                     if graph != LABELLED_DECODER or graph in card.files}
 
@@ -341,15 +303,13 @@ class Predictor:
                 from boxmask.runtime.sessions.triton_client import TritonSession
 
                 return TritonSession(
-                    triton_url, TRITON_MODEL_NAMES[graph], protocol=triton_protocol
+                    triton_url, TRITON_MODEL_NAMES[graph], protocol=options.triton_protocol
                 )
 
-        else:
-            raise ValueError(f"backend must be 'onnxruntime' or 'triton', got {backend!r}")
         factory = (lambda: session(DETECTOR)) if DETECTOR in keys else None
         labelled = session(LABELLED_DECODER) if LABELLED_DECODER in keys else None
         return cls(card, session(ENCODER), session(DECODER), labelled_decoder=labelled,
-                   detector_factory=factory, **kwargs)
+                   detector_factory=factory, options=options)
 
     @staticmethod
     def _file_keys(card: ModelCard, precision: str) -> dict[str, str]:
@@ -457,57 +417,6 @@ class Predictor:
             )
         return key, entry
 
-    # -- boxes --------------------------------------------------------------------------------
-
-    def validate_boxes(self, boxes: object, h: int, w: int) -> np.ndarray:
-        """`[N, 4]` xyxy as float32, clipped to the `h x w` image; `BadBoxes` says what is wrong."""
-        try:
-            arr = np.asarray(boxes, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise BadBoxes("boxes must be a list of [x1, y1, x2, y2] numbers") from None
-        if arr.size == 0:
-            return np.zeros((0, 4), dtype=np.float32)
-        if arr.ndim != 2 or arr.shape[1] != 4:
-            raise BadBoxes(f"boxes must have shape [N, 4] (x1, y1, x2, y2), got {list(arr.shape)}")
-        if self.max_boxes is not None and arr.shape[0] > self.max_boxes:
-            raise BadBoxes(
-                f"{arr.shape[0]} boxes in one request, more than the limit of {self.max_boxes}"
-            )
-        bad = ~np.isfinite(arr).all(axis=1)
-        if bad.any():
-            raise BadBoxes(
-                f"box {int(np.argmax(bad))} has a NaN or infinite coordinate: {arr[bad][0].tolist()}"
-            )
-        inverted = (arr[:, 2] <= arr[:, 0]) | (arr[:, 3] <= arr[:, 1])
-        if inverted.any():
-            i = int(np.argmax(inverted))
-            raise BadBoxes(
-                f"box {i} is empty or inverted (needs x2 > x1 and y2 > y1): {arr[i].tolist()}"
-            )
-        clipped = arr.copy()
-        clipped[:, 0::2] = clipped[:, 0::2].clip(0, w)
-        clipped[:, 1::2] = clipped[:, 1::2].clip(0, h)
-        outside = (clipped[:, 2] <= clipped[:, 0]) | (clipped[:, 3] <= clipped[:, 1])
-        if outside.any():
-            i = int(np.argmax(outside))
-            raise BadBoxes(f"box {i} lies outside the {w}x{h} image: {arr[i].tolist()}")
-        return clipped.astype(np.float32)
-
-    def resolve_labels(self, labels: Sequence[LabelLike] | None, n: int) -> np.ndarray:
-        """Per box: the contiguous label of a COCO id or name, 0 for None ("predict it")."""
-        if labels is None:
-            return np.zeros((n,), dtype=np.int64)
-        if isinstance(labels, (str, bytes)) or not isinstance(labels, Sequence | np.ndarray):
-            raise BadBoxes("labels must be a list with one entry (id, name or null) per box")
-        if len(labels) != n:
-            raise BadBoxes(f"{len(labels)} labels for {n} boxes: give one label (or null) per box")
-        out = np.zeros((n,), dtype=np.int64)
-        for i, label in enumerate(labels):
-            if label is not None:
-                value = label.item() if isinstance(label, np.generic) else label
-                out[i] = self.card.resolve(value).label
-        return out
-
     # -- inference ----------------------------------------------------------------------------
 
     def _prediction(
@@ -542,30 +451,35 @@ class Predictor:
 
     def predict(
         self,
-        boxes: object,
+        boxes: CheckedBoxes | object,
         labels: Sequence[LabelLike] | None = None,
         key: str | None = None,
         mask_threshold: float | None = None,
         class_scores: bool = True,
     ) -> Prediction:
-        """Masks for `boxes` ([N, 4] xyxy, original pixels) of the image `key` (default: the
-        image of the last `set_image`). All boxes go through the decoder in one run, or in runs
-        of `boxes_per_run` under a decoder budget (the same masks and scores: each box is
-        decoded on its own).
+        """Masks for `boxes` of the image `key` (default: the image of the last `set_image`).
+        All boxes go through the decoder in one run, or in runs of `boxes_per_run` under a
+        decoder budget (the same masks and scores: each box is decoded on its own).
+
+        `boxes`: `CheckedBoxes` from the box policy (their labels with them), decoded as they
+        are; or ``[N, 4]`` xyxy original pixels with `labels`, which the policy checks first
+        against this predictor's `limits` (`BadBoxes`, `TooManyMaskPixels`, `UnknownLabel`).
 
         `class_scores=False` allows the labelled decoder when every box has a label: the same
         masks without the box head's cost, and `scores` NaN. Boxes without a label need the box
         head for their class, so they take the full decoder (and get scores) either way."""
         key, entry = self._entry(key)
         h, w = entry.info.original_size
-        clipped = self.validate_boxes(boxes, h, w)
+        if isinstance(boxes, CheckedBoxes):
+            if labels is not None or boxes.image_size != (h, w):
+                raise ValueError(f"boxes checked for a {boxes.image_size} image (labels with "
+                                 f"them) cannot be decoded on this {(h, w)} one")
+            checked = boxes
+        else:
+            checked = check_boxes(boxes, labels, card=self.card, image_size=(h, w),
+                                  limits=self.limits)
+        clipped, contiguous = checked.xyxy, checked.labels
         n = clipped.shape[0]
-        if self.max_mask_pixels is not None and n * h * w > self.max_mask_pixels:
-            raise TooManyMaskPixels(
-                f"{n} boxes on a {w}x{h} image make {n * h * w:,} mask pixels, more than the "
-                f"budget of {self.max_mask_pixels:,}: send fewer boxes per request, or a "
-                f"smaller image")
-        contiguous = self.resolve_labels(labels, n)
         r = self.card.mask_resolution
         if n == 0:
             empty = np.zeros((0,), dtype=np.int64)
@@ -654,13 +568,8 @@ class Predictor:
         scores = out[SCORES].astype(np.float32).reshape(-1)
         keep = np.flatnonzero(scores >= score_threshold)
         h, w = info.original_size
-        # The same limits as boxes sent in: at most `max_boxes` masks, within the pixel budget
-        # (the best detections are kept).
-        limit = max(max_detections, 0)
-        if self.max_boxes is not None:
-            limit = min(limit, self.max_boxes)
-        if self.max_mask_pixels is not None:
-            limit = min(limit, self.max_mask_pixels // max(h * w, 1))
+        # The same limits as boxes sent in (the best detections are kept).
+        limit = self.limits.masks_that_fit(max_detections, h * w)
         keep = keep[np.argsort(-scores[keep], kind="stable")][:limit]
         resized = out[BOXES].reshape(-1, 4)[keep]
         boxes = boxes_to_original(resized, info)
