@@ -5,7 +5,7 @@ the cost is counted in mask pixels, boxes x image pixels (an image the request b
 task image fetched for it, counts as one more plane: it is decoded). Two budgets bound it:
 
 * per request, ``max_mask_pixels``: a request over it is refused with 422 before it queues
-  (`refuse_over_max`);
+  (the box policy's limit, `boxmask.runtime.boxes`, applied on arrival);
 * per caller, a token bucket of mask pixels (`CallerBudget`): refilled at
   ``caller_mask_pixels_per_minute`` and holding at most ``caller_mask_pixels_burst``. A request
   that needs more than its caller has left is refused with 429 and ``Retry-After``, before it
@@ -54,18 +54,6 @@ def image_plane(image: ImageInput, predictor: Predictor, max_image_pixels: int
         return None
     height, width = entry.info.original_size
     return width, height
-
-
-def refuse_over_max(mask_pixels: int, max_mask_pixels: int, what: str,
-                    metrics: ServerMetrics) -> None:
-    """422 ``too_many_mask_pixels`` when one request's masks exceed the per-request budget."""
-    if mask_pixels > max_mask_pixels:
-        metrics.rejected.labels("too_many_mask_pixels").inc()
-        raise ApiError(422, "too_many_mask_pixels",
-                       f"{what} make {mask_pixels:,} mask pixels (boxes x image pixels), more "
-                       f"than the limit of {max_mask_pixels:,} per request "
-                       "(BOXMASK_MAX_MASK_PIXELS): send fewer boxes per request, or a smaller "
-                       "image", {"mask_pixels": mask_pixels, "max_mask_pixels": max_mask_pixels})
 
 
 class CallerBudget:

@@ -27,6 +27,7 @@ from boxmask.runtime.errors import (
     ModelDirError,
     NoDetector,
     RuntimeInputError,
+    TooManyBoxes,
     TooManyMaskPixels,
     UnknownImage,
     UnknownLabel,
@@ -108,10 +109,17 @@ def from_runtime_error(exc: Exception) -> ApiError:
     if isinstance(exc, UnknownImage):
         return ApiError(404, "unknown_image",
                         f"{exc}; upload the image again (POST /v1/images) or send it inline")
+    # The server's predictors take their limits from its settings: the message names them.
+    if isinstance(exc, TooManyBoxes):
+        return ApiError(422, "too_many_boxes", f"{exc} (BOXMASK_MAX_BOXES)",
+                        {"boxes": exc.count, "max_boxes": exc.limit})
     if isinstance(exc, BadBoxes):
-        return ApiError(422, "bad_boxes", str(exc))
+        return ApiError(422, "bad_boxes", str(exc),
+                        None if exc.box_index is None else {"box_index": exc.box_index})
     if isinstance(exc, TooManyMaskPixels):
-        return ApiError(422, "too_many_mask_pixels", str(exc))
+        details = None if exc.pixels is None else {"mask_pixels": exc.pixels,
+                                                   "max_mask_pixels": exc.limit}
+        return ApiError(422, "too_many_mask_pixels", f"{exc} (BOXMASK_MAX_MASK_PIXELS)", details)
     if isinstance(exc, BadImage):
         return ApiError(422, "bad_image", str(exc))
     if isinstance(exc, NoDetector):

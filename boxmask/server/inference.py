@@ -12,8 +12,8 @@ import base64
 import numpy as np
 
 from boxmask.runtime import Prediction, Predictor
+from boxmask.runtime.boxes import BoxRequest
 from boxmask.runtime.masks import encode_mask
-from boxmask.server.boxes import refuse_outside, to_xyxy
 from boxmask.server.payloads import ImageInput, check_image_header
 from boxmask.server.schemas import (
     DetectParams,
@@ -78,21 +78,15 @@ def upload(predictor: Predictor, model: str, data: bytes, max_pixels: int) -> Im
     return ImageResponse(model=model, image_id=key, width=width, height=height)
 
 
-def segment(predictor: Predictor, model: str, image: ImageInput, params: SegmentParams,
-            max_pixels: int) -> SegmentResponse:
-    # Labels are checked before the (possibly expensive) encode: a typo costs nothing.
-    for label in params.labels or ():
-        if label is not None:
-            predictor.card.resolve(label)
-    boxes = to_xyxy(params.boxes, params.box_format)
+def segment(predictor: Predictor, model: str, image: ImageInput, boxes: BoxRequest,
+            params: SegmentParams, max_pixels: int) -> SegmentResponse:
+    """`boxes`: the request's boxes past the policy's checks on arrival (labels resolved
+    there, before any encode); fitted here to the decoded image, clipped or refused."""
     key = set_image(predictor, image, max_pixels)
-    if not params.clip_boxes:
-        height, width = predictor.image_size(key)
-        refuse_outside(boxes, width, height)
+    checked = boxes.fit(predictor.image_size(key), clip=params.clip_boxes)
     # All boxes of the call go through the decoder in one batch; labelled boxes through the
     # labelled decoder (no box head) unless the client wants their class scores.
-    pred = predictor.predict(boxes, labels=params.labels, key=key,
-                             class_scores=params.class_scores)
+    pred = predictor.predict(checked, key=key, class_scores=params.class_scores)
     height, width = pred.image_size
     return SegmentResponse(model=model, image_id=key, width=width, height=height,
                            instances=instances(pred, params.mask_format, params.tight_box))

@@ -25,7 +25,6 @@ from boxmask.server.settings import ServerSettings
 log = logging.getLogger("boxmask.server.registry")
 
 
-
 @dataclass
 class ModelSlot:
     """One model: where it lives, its card, and either a predictor or the reason it has none."""
@@ -51,6 +50,8 @@ class ModelRegistry:
 
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
+        # Built once: every model this registry loads runs with these.
+        self.options = settings.predictor_options()
         self.slots: dict[str, ModelSlot] = {}
         self.problem: str | None = None  # why there is no model at all, if there is none
 
@@ -89,21 +90,16 @@ class ModelRegistry:
             self._load(slot)
 
     def _load(self, slot: ModelSlot) -> None:
-        s = self.settings
-        # A trained version is an ONNX bundle on this machine, not in Triton's repository.
-        backend = "onnxruntime" if slot.version_of is not None else s.effective_backend
+        options = self.options
+        if slot.version_of is not None:
+            # A trained version is an ONNX bundle on this machine, not in Triton's repository.
+            options = options.replace(backend="onnxruntime", triton_url=None)
         with slot.lock:
             try:
-                slot.predictor = Predictor.from_dir(
-                    slot.path, backend=backend, cache_bytes=s.cache_bytes,
-                    precision=s.precision, triton_url=s.triton_url if backend == "triton" else None,
-                    max_pixels=s.max_image_pixels, intra_op_threads=s.threads,
-                    # Every path (the /v1 routes, Label Studio) gets the same limits.
-                    max_boxes=s.max_boxes, max_mask_pixels=s.max_mask_pixels,
-                    input_min_size=s.input_min_size, input_max_size=s.input_max_size)
+                slot.predictor = Predictor.from_dir(slot.path, options)
                 slot.error = None
                 log.info("model loaded", extra={"model": slot.name, "path": str(slot.path),
-                                                "backend": s.effective_backend})
+                                                "backend": self.settings.effective_backend})
             except Exception as exc:  # noqa: BLE001 - any load failure is reported, not fatal
                 slot.predictor = None
                 slot.error = f"{type(exc).__name__}: {exc}"

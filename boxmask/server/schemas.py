@@ -1,10 +1,10 @@
 """Request and response bodies: the OpenAPI schema is generated from these, so they are the API.
 
 Boxes are pixel coordinates of the original image, ``[x1, y1, x2, y2]`` (``box_format="xyxy"``,
-the default) or ``[x, y, width, height]`` (``"xywh"``). Coordinates must be finite; a box that
-is empty or inverted is refused. A box that sticks out of the image is clipped to it when
-``clip_boxes`` is true (the default) and refused otherwise; a box with nothing inside the
-image is always refused.
+the default) or ``[x, y, width, height]`` (``"xywh"``). The schema says what a body holds (four
+finite numbers a box, a label per box); what a box must be beyond that (not empty or inverted,
+within the limits, clipped to the image or refused with ``clip_boxes: false``) is the box
+policy's, `boxmask.runtime.boxes`, the same on every path.
 """
 
 from __future__ import annotations

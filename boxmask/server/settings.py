@@ -17,6 +17,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from boxmask.runtime.contract import BUNDLED_MODELS_DIR
+from boxmask.runtime.options import PredictorOptions
 
 
 class ServerSettings(BaseSettings):
@@ -101,6 +102,18 @@ class ServerSettings(BaseSettings):
     @property
     def effective_backend(self) -> Literal["onnxruntime", "triton"]:
         return "triton" if self.triton_url else self.backend
+
+    def predictor_options(self) -> PredictorOptions:
+        """The options of every predictor this server loads. Every path (the /v1 routes, Label
+        Studio) gets the same limits: the box policy reads them from the predictor."""
+        backend = self.effective_backend
+        return PredictorOptions(
+            backend=backend, precision=self.precision,
+            triton_url=self.triton_url if backend == "triton" else None,
+            cache_bytes=self.cache_bytes, max_pixels=self.max_image_pixels,
+            intra_op_threads=self.threads, max_boxes=self.max_boxes,
+            max_mask_pixels=self.max_mask_pixels, input_min_size=self.input_min_size,
+            input_max_size=self.input_max_size)
 
 
 class LabelStudioSettings(BaseSettings):

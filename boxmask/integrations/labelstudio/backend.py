@@ -3,7 +3,8 @@
 This is the translation half of the ML backend (the transport is the server's
 `boxmask.server.routers.labelstudio`), in the manner
 of Label Studio's example backends: `predict()` maps a `/predict` request to one prediction per
-task. It holds no model logic: boxes go to `Predictor.predict`, whole images to
+task. It holds no model logic: boxes go through the box policy
+(`boxmask.runtime.boxes.check_boxes`) to `Predictor.predict`, whole images to
 `Predictor.detect`, and masks come back as Label Studio's brush RLE
 (`label_studio_sdk.converter.brush.mask2rle`) and, for `PolygonLabels` configs, polygons.
 
@@ -54,6 +55,7 @@ from boxmask.integrations.labelstudio.protocol import (
     Task,
 )
 from boxmask.runtime import Prediction, Predictor
+from boxmask.runtime.boxes import check_boxes
 from boxmask.runtime.errors import RuntimeInputError, UnknownImage
 from boxmask.runtime.masks import to_polygons
 
@@ -430,8 +432,11 @@ class LabelStudioBackend:
 
     def _masks(self, key: str, boxes: Sequence[Box], config: LabelConfig,
                width: int, height: int, charge: Charge) -> dict[str, Any]:
-        categories = [self.labels.category(b.label) for b in boxes]  # UnmappedLabel -> 422
-        pred = self.predictor.predict([b.xyxy for b in boxes], labels=[c.id for c in categories], key=key)
+        # Each label mapped to its category once (UnmappedLabel: 422), then the box policy.
+        categories = [self.labels.category(b.label) for b in boxes]
+        checked = check_boxes([b.xyxy for b in boxes], categories, card=self.predictor.card,
+                              image_size=(height, width), limits=self.predictor.limits)
+        pred = self.predictor.predict(checked, key=key)
         charge(len(boxes) * width * height)  # accepted: the masks are made next
         return self._prediction(pred, [b.label for b in boxes], config, width, height, boxes=None)
 

@@ -86,7 +86,7 @@ class LabelStudioTraining:
             log.error("Label Studio training disabled", extra={"reason": problem})
             return cls(None, problem)
         loop = TrainingLoop(training_options(settings, server),
-                            _hooks(backends, registry, server, settings))
+                            _hooks(backends, registry, settings))
         try:
             loop.start()
         except OwnerBusy as exc:
@@ -125,7 +125,7 @@ def training_options(settings: LabelStudioSettings, server: ServerSettings) -> T
     return options
 
 
-def _hooks(backends: LabelStudioBackends, registry: ModelRegistry, server: ServerSettings,
+def _hooks(backends: LabelStudioBackends, registry: ModelRegistry,
            settings: LabelStudioSettings) -> Hooks:
     def base_slot():
         try:
@@ -144,12 +144,14 @@ def _hooks(backends: LabelStudioBackends, registry: ModelRegistry, server: Serve
         registry.remove_version(name)
         backends.forget(name)
 
+    # The server's precision and input size, on this machine, with a small cache and without
+    # the request limits (the gate's own batches are far under them).
+    scoring = registry.options.replace(backend="onnxruntime", triton_url=None,
+                                       cache_bytes=SCORING_CACHE_BYTES, max_boxes=None,
+                                       max_mask_pixels=None)
+
     def load_predictor(path: Path) -> Predictor:
-        return Predictor.from_dir(path, backend="onnxruntime", cache_bytes=SCORING_CACHE_BYTES,
-                                  precision=server.precision, max_pixels=server.max_image_pixels,
-                                  intra_op_threads=server.threads,
-                                  input_min_size=server.input_min_size,
-                                  input_max_size=server.input_max_size)
+        return Predictor.from_dir(path, scoring)
 
     def fetch(project: str, url: str, task_id: str) -> bytes:
         access = backends.for_slot(base_slot()).access_for(project)

@@ -1,12 +1,22 @@
-"""``POST /v1/segment`` (boxes to masks) and ``POST /v1/detect`` (masks for the whole image)."""
+"""``POST /v1/segment`` (boxes to masks) and ``POST /v1/detect`` (masks for the whole image).
+
+A request is sized, checked and charged before it queues: a refused one costs neither a queue
+place nor an inference slot. Its boxes meet the box policy (`boxmask.runtime.boxes`) here, on
+arrival, against the model's limits and the image's size as its header or the cache tells it;
+once the image is decoded (its EXIF orientation applied) they are fitted to it
+(`inference.segment`), and the predictor decodes them as they are.
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
+from boxmask.runtime import Predictor
+from boxmask.runtime.boxes import BoxRequest, prepare_boxes
+from boxmask.runtime.errors import RuntimeInputError, TooManyBoxes, TooManyMaskPixels
 from boxmask.server import inference
 from boxmask.server.auth import require_token
-from boxmask.server.budget import CallerBudget, caller_of, image_plane, refuse_over_max
+from boxmask.server.budget import CallerBudget, caller_of, image_plane
 from boxmask.server.dependencies import (
     get_caller_budget,
     get_limiter,
@@ -14,7 +24,7 @@ from boxmask.server.dependencies import (
     get_registry,
     get_settings,
 )
-from boxmask.server.errors import ApiError, ErrorResponse
+from boxmask.server.errors import ErrorResponse, from_runtime_error
 from boxmask.server.limits import InferenceLimiter
 from boxmask.server.metrics import ServerMetrics
 from boxmask.server.openapi import json_or_form
@@ -53,29 +63,20 @@ async def segment(
     category name, id, or null; with null the model's predicted class is used and returned
     with its score. Masks come as COCO RLE (default), polygons, or PNG."""
     image, params = await read_image_request(request, SegmentRequest, SegmentParams, ACCEPTED)
-    if len(params.boxes) > settings.max_boxes:
-        metrics.rejected.labels("too_many_boxes").inc()
-        raise ApiError(422, "too_many_boxes",
-                       f"{len(params.boxes)} boxes in one request; the limit is "
-                       f"{settings.max_boxes} (BOXMASK_MAX_BOXES)",
-                       {"boxes": len(params.boxes), "max_boxes": settings.max_boxes})
     slot = registry.slot(params.model)
-    # Sized and charged before the request queues: a refused request costs neither a queue
-    # place nor a slot (the predictor checks the per-request budget again, as the last word).
-    cost = 0
+    assert slot.predictor is not None  # a slot that serves has one
     size = image_plane(image, slot.predictor, settings.max_image_pixels)
+    boxes = _arriving_boxes(params, slot.predictor, size, metrics)
+    cost = 0
     if size is not None:
         width, height = size
-        n = len(params.boxes)
-        refuse_over_max(n * width * height, settings.max_mask_pixels,
-                        f"{n} boxes on a {width}x{height} image", metrics)
-        cost = (n + (image.data is not None)) * width * height
+        cost = (len(boxes) + (image.data is not None)) * width * height
     caller = caller_of(request)
     budget.take(caller, cost)
     metrics.boxes.observe(len(params.boxes))
     try:
         return await run_inference(limiter, registry, slot, inference.segment, slot.predictor,
-                                   slot.name, image, params, settings.max_image_pixels)
+                                   slot.name, image, boxes, params, settings.max_image_pixels)
     except BaseException:
         budget.refund(caller, cost)  # refused or failed: the work was not done
         raise
@@ -95,15 +96,15 @@ async def detect(
     BOXMASK_MAX_DETECTIONS), best first."""
     image, params = await read_image_request(request, DetectRequest, DetectParams, ACCEPTED)
     slot = registry.slot(params.model)
+    assert slot.predictor is not None
     # Charged up front for as many masks as the detector may return (the predictor keeps the
-    # best that fit the per-request budget); what was not used is given back.
+    # best that fit the model's limits); what was not used is given back.
     plane, inline = 0, image.data is not None
     size = image_plane(image, slot.predictor, settings.max_image_pixels)
     if size is not None:
         plane = size[0] * size[1]
-    most = min(params.max_detections, settings.max_detections, settings.max_boxes,
-               settings.max_mask_pixels // max(plane, 1))
-    cost = (most + inline) * plane
+    wanted = min(params.max_detections, settings.max_detections)
+    cost = (slot.predictor.limits.masks_that_fit(wanted, plane) + inline) * plane
     caller = caller_of(request)
     budget.take(caller, cost)
     try:
@@ -115,3 +116,19 @@ async def detect(
         raise
     budget.refund(caller, cost - (len(answer.instances) + inline) * plane)
     return answer
+
+
+def _arriving_boxes(params: SegmentParams, predictor: Predictor, size: tuple[int, int] | None,
+                    metrics: ServerMetrics) -> BoxRequest:
+    """The box policy on arrival (all of it but the image's frame), with the model's limits
+    (the server's settings) and the image's `(width, height)` where it is known."""
+    try:
+        return prepare_boxes(params.boxes, params.labels, card=predictor.card,
+                             limits=predictor.limits, box_format=params.box_format,
+                             image_size=None if size is None else (size[1], size[0]))
+    except RuntimeInputError as exc:
+        if isinstance(exc, TooManyBoxes):
+            metrics.rejected.labels("too_many_boxes").inc()
+        elif isinstance(exc, TooManyMaskPixels):
+            metrics.rejected.labels("too_many_mask_pixels").inc()
+        raise from_runtime_error(exc) from None
