@@ -47,6 +47,7 @@ def create_app(settings: ServerSettings | None = None,
     metrics = ServerMetrics(cache_stats=registry.cache_stats)
     labelstudio = _labelstudio_router()
     if labelstudio is not None:
+        from boxmask.server import labelstudio_backends
         from boxmask.server.routers import labelstudio_training
 
     @asynccontextmanager
@@ -62,7 +63,7 @@ def create_app(settings: ServerSettings | None = None,
                                              settings.queue_timeout_s, settings.retry_after_s,
                                              metrics)
         if labelstudio is not None:
-            app.state.labelstudio = labelstudio.LabelStudioBackends.start(
+            app.state.labelstudio = labelstudio_backends.LabelStudioBackends.start(
                 registry, labelstudio_settings)
             # It loads each project's promoted version: a worker thread.
             app.state.labelstudio_training = await run_in_threadpool(

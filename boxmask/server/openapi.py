@@ -1,9 +1,9 @@
-"""OpenAPI request bodies for routes that accept several content types.
+"""OpenAPI request bodies for routes that read their body themselves.
 
-FastAPI documents one pydantic body per route; ``/v1/segment`` takes JSON *or* multipart, and
-``/v1/images`` multipart *or* raw bytes. Those routes read the body themselves
-(``payloads.py``) and declare it here, from the same pydantic models, so the schema stays the
-contract that schemathesis tests against.
+FastAPI documents one pydantic body per route; ``/v1/segment`` takes JSON *or* multipart,
+``/v1/images`` multipart *or* raw bytes, and the Label Studio routes check a JSON object's depth
+before its schema. Those routes read the body themselves (``payloads.py``) and declare it here,
+from the same pydantic models, so the schema stays the contract that schemathesis tests against.
 """
 
 from __future__ import annotations
@@ -55,6 +55,12 @@ def json_or_form(json_model: type[BaseModel], form_fields: type[BaseModel]) -> d
         "application/json": {"schema": _ref(json_model)},
         "multipart/form-data": {"schema": _form_schema(form_fields)},
     }}}
+
+
+def json_body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` for a route reading a JSON `model` itself (`payloads.json_body`)."""
+    return {"requestBody": {"required": True,
+                            "content": {"application/json": {"schema": _ref(model)}}}}
 
 
 def image_upload_body() -> dict[str, Any]:

@@ -1,8 +1,10 @@
-"""Reading request bodies: JSON (image as base64 or ``image_id``), multipart uploads, raw bytes.
+"""Reading request bodies: JSON (image as base64 or ``image_id``), multipart uploads, raw bytes,
+and the JSON objects of the Label Studio routes.
 
 The routes read the body themselves instead of declaring one pydantic body, because one route
-accepts several content types; their OpenAPI request bodies are declared in ``openapi.py`` from
-the same models, so the schema still describes exactly what is parsed here.
+accepts several content types, and because a JSON body is refused before pydantic sees it when
+it nests too deep; their OpenAPI request bodies are declared in ``openapi.py`` from the same
+models, so the schema still describes exactly what is parsed here.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import io
 import json
 import re
 import warnings
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from fastapi import Request
+from fastapi import Depends, Request
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
@@ -188,6 +191,48 @@ def json_depth(value: Any) -> int:
             return deepest  # deep enough to refuse: no need to walk the rest
         stack.extend((child, depth + 1) for child in children)
     return deepest
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    """A dependency: the body as a JSON object. JSON only (415 otherwise, so a web page cannot
+    send it as a "simple" cross-origin request), at most `MAX_JSON_DEPTH` levels deep (400
+    otherwise: Label Studio's bodies nest a few levels, tasks -> annotations -> result ->
+    value -> labels, and anything far deeper is not Label Studio)."""
+    kind = media_type(request)
+    if kind != "application/json" and not kind.endswith("+json"):
+        raise ApiError(415, "unsupported_media_type",
+                       f"send the body as application/json, not {kind or 'no content type'}",
+                       {"accepted": ["application/json"]})
+    raw = await request.body()
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "bad_request", f"body is not JSON: {exc}") from exc
+    except RecursionError:
+        raise ApiError(400, "bad_request", f"body nests deeper than {MAX_JSON_DEPTH} levels") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_request", "body must be a JSON object")
+    if json_depth(body) > MAX_JSON_DEPTH:
+        raise ApiError(400, "bad_request", f"body nests deeper than {MAX_JSON_DEPTH} levels")
+    return body
+
+
+def validated(model: type[M], body: dict[str, Any]) -> M:
+    """`body` checked against its schema: 422 naming each bad field."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+
+
+def json_body(model: type[M]) -> Callable[..., Awaitable[M]]:
+    """A dependency: the `json_object` body checked against `model` (the object is read once
+    per request, however many dependencies ask for it)."""
+
+    async def read(body: dict[str, Any] = Depends(json_object)) -> M:
+        return validated(model, body)
+
+    return read
 
 
 def check_image_header(data: bytes, max_pixels: int) -> tuple[int, int]:

@@ -1,10 +1,11 @@
 """Label Studio tasks and regions -> boxes for `boxmask.runtime` -> brush / polygon results.
 
-This is the translation half of the ML backend (the transport is the server's
-`boxmask.server.routers.labelstudio`), in the manner
-of Label Studio's example backends: `predict()` maps a `/predict` request to one prediction per
-task. It holds no model logic: boxes go through the box policy
-(`boxmask.runtime.boxes.check_boxes`) to `Predictor.predict`, whole images to
+This is the translation half of the ML backend (the transport is the server's: the routes of
+`boxmask.server.routers.labelstudio` over `boxmask.server.labelstudio_backends`), in the manner
+of Label Studio's example backends: a `/predict` request is answered with one prediction per
+task, in steps the server runs where they belong (`parse`; per task `fetch` outside the
+inference slots, `answer` inside one). It holds no model logic: boxes go through the box
+policy (`boxmask.runtime.boxes.check_boxes`) to `Predictor.predict`, whole images to
 `Predictor.detect`, and masks come back as Label Studio's brush RLE
 (`label_studio_sdk.converter.brush.mask2rle`) and, for `PolygonLabels` configs, polygons.
 
@@ -290,35 +291,6 @@ class LabelStudioBackend:
             return Task.parse(item)
         except ValueError as exc:
             raise TaskError(str(exc)) from None
-
-    def predict(self, body: PredictBody | Mapping[str, Any]) -> dict[str, Any]:
-        """`{tasks, project, label_config, params: {context}}` -> `{"results": [...]}`.
-
-        Raises `LabelConfigError` / `TaskError` for an interactive request that cannot be
-        answered (the server turns them into a 4xx with the message). In batch mode a task that
-        fails gets `{"error": ...}` without a `result`: Label Studio skips it and stores nothing,
-        so a later "Retrieve Predictions" tries it again; the other tasks are answered.
-
-        All in the calling thread; the server's router runs the same steps (`parse`, then per task
-        `fetch` outside the inference slots and `answer` inside one).
-        """
-        request = self.parse(body)
-        if request.drawn:
-            return {"results": [self._fetch_and_answer(request, request.tasks[0])]}
-        results = []
-        for item in request.tasks:
-            try:
-                results.append(self._fetch_and_answer(request, item))
-            except ANSWERABLE as exc:
-                results.append(self.task_error(item, exc))
-        return {"results": results}
-
-    def _fetch_and_answer(self, request: PredictRequest, item: Any) -> dict[str, Any]:
-        task = self.task(item)
-        try:
-            return self.answer(request, task, self.fetch(request, task))
-        except ImageEvicted:
-            return self.answer(request, task, self.fetch(request, task, again=True))
 
     def fetch(self, request: PredictRequest, task: Task, again: bool = False) -> bytes | None:
         """The encoded image of a task, or None when its encoder output is still cached (no

@@ -43,17 +43,12 @@ from boxmask.integrations.labelstudio.training import (
 from boxmask.runtime import Predictor
 from boxmask.server.auth import require_token_or_basic
 from boxmask.server.errors import ApiError
+from boxmask.server.labelstudio_backends import LabelStudioBackends, get_backends, project_of
 from boxmask.server.metrics import ServerMetrics
+from boxmask.server.openapi import json_body_schema
+from boxmask.server.payloads import json_body, json_object, validated
 from boxmask.server.registry import ModelRegistry
-from boxmask.server.routers.labelstudio import (
-    ERRORS,
-    LabelStudioBackends,
-    _json,
-    _json_body,
-    _validated,
-    get_backends,
-    project_of,
-)
+from boxmask.server.routers.labelstudio import ERRORS
 from boxmask.server.schemas import RollbackRequest
 from boxmask.server.settings import LabelStudioSettings, ServerSettings
 
@@ -62,6 +57,7 @@ log = logging.getLogger("boxmask.server.labelstudio.training")
 router = APIRouter(prefix="/labelstudio", tags=["label studio"])
 # Scoring a version loads its own predictor: a small cache, the held-out images pass once.
 SCORING_CACHE_BYTES = 64 << 20
+rollback_body = json_body(RollbackRequest)
 
 
 class LabelStudioTraining:
@@ -175,11 +171,10 @@ def get_training(request: Request) -> LabelStudioTraining:
 
 @router.post("/webhook", status_code=201, dependencies=[Depends(require_token_or_basic)],
              responses=ERRORS, summary="Label Studio project events and \"Start training\"",
-             openapi_extra=_json_body(WebhookBody))
-async def webhook(request: Request,
+             openapi_extra=json_body_schema(WebhookBody))
+async def webhook(raw: dict[str, Any] = Depends(json_object),
                   training: LabelStudioTraining = Depends(get_training)) -> JSONResponse:
-    raw = await _json(request)
-    body = _validated(WebhookBody, raw)
+    body = validated(WebhookBody, raw)
     if training.loop is None:
         return JSONResponse({"status": "ok", "action": body.action,
                              "result": f"not kept: {training.problem}"}, status_code=201)
@@ -210,10 +205,10 @@ async def jobs(project: str | None = None,
 @router.post("/rollback", dependencies=[Depends(require_token_or_basic)],
              responses={**ERRORS, 409: ERRORS[422]},
              summary="Serve a Label Studio project an earlier model version",
-             openapi_extra=_json_body(RollbackRequest))
-async def rollback(request: Request, training: LabelStudioTraining = Depends(get_training),
+             openapi_extra=json_body_schema(RollbackRequest))
+async def rollback(body: RollbackRequest = Depends(rollback_body),
+                   training: LabelStudioTraining = Depends(get_training),
                    backends: LabelStudioBackends = Depends(get_backends)) -> dict[str, Any]:
-    body = _validated(RollbackRequest, await _json(request))
     loop = training.require()
     project = project_of(body.project)
     if project is None:
