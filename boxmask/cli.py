@@ -527,16 +527,15 @@ def cvat_boxes_to_masks(
 
     from boxmask.integrations.cvat.boxes_to_masks import CvatTask, connect, convert_task
     from boxmask.integrations.cvat.journal import CvatJournal
+    from boxmask.integrations.cvat.settings import CvatSettings
     from boxmask.journal import JournalError
-    from boxmask.runtime import Predictor
     from boxmask.runtime.errors import RuntimeInputError
     from boxmask.runtime.model_source import resolve_model_dir
 
     try:
         mapping = json.loads(label_map) if label_map else None
-        predictor = Predictor.from_dir(resolve_model_dir(model_dir),
-                                       backend="triton" if triton_url else "onnxruntime",
-                                       triton_url=triton_url)
+        settings = CvatSettings(model_dir=str(resolve_model_dir(model_dir)), triton_url=triton_url)
+        predictor = settings.load_predictor()
         client = connect(host, user, password, token)
     except (ValueError, RuntimeError) as exc:
         fail(str(exc))

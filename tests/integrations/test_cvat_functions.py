@@ -261,3 +261,29 @@ def test_auto_annotation_needs_a_model(monkeypatch) -> None:
     monkeypatch.delenv("BOXMASK_MODEL_DIR", raising=False)
     with pytest.raises(ValueError, match="model_dir"):
         auto_annotation.create()
+
+
+# -- settings -----------------------------------------------------------------------------------
+
+def test_the_cvat_functions_read_their_environment_in_one_place() -> None:
+    from boxmask.integrations.cvat.settings import CvatSettings
+    from boxmask.runtime import PredictorOptions
+
+    settings = CvatSettings.from_env({
+        "BOXMASK_MODEL_DIR": "/m", "BOXMASK_TRITON_URL": "grpc://triton:8001",
+        "BOXMASK_PRECISION": "int8", "BOXMASK_CACHE_BYTES": "1024",
+        "BOXMASK_SCORE_THRESHOLD": "0.25", "BOXMASK_CVAT_INTERACTOR_REPLY": "mask"})
+    assert settings == CvatSettings(model_dir="/m", triton_url="grpc://triton:8001",
+                                    precision="int8", cache_bytes=1024, score_threshold=0.25,
+                                    interactor_reply="mask")
+    assert settings.predictor_options() == PredictorOptions(
+        backend="triton", triton_url="grpc://triton:8001", precision="int8", cache_bytes=1024)
+    # A cvat-cli parameter wins over the environment; an empty URL is no Triton.
+    given = CvatSettings.from_env({"BOXMASK_MODEL_DIR": "/m", "BOXMASK_TRITON_URL": ""},
+                                  model_dir="/given", triton_url=None)
+    assert (given.model_dir, given.predictor_options().backend) == ("/given", "onnxruntime")
+    # Nothing else of the integration, nor the nuclio handlers, reads the environment.
+    readers = [path for path in [*(ROOT / "boxmask" / "integrations" / "cvat").glob("*.py"),
+                                 *(ROOT / "deploy" / "cvat").glob("*/main.py")]
+               if "os.environ" in path.read_text() and path.name != "settings.py"]
+    assert readers == []

@@ -6,13 +6,13 @@
 
 cvat-cli calls `create(**parameters)` and uses the object's `spec` (the model's categories as
 mask labels, matched to the task's labels by name) and `detect(context, image)`. Without `-p
-model_dir=...` the model comes from `BOXMASK_MODEL_DIR` (and `BOXMASK_TRITON_URL`), which also
-serves the module-level `spec` / `detect` for tools that use a module as the function.
+model_dir=...` the model comes from `BOXMASK_MODEL_DIR` (and `BOXMASK_TRITON_URL`,
+`BOXMASK_PRECISION`, `BOXMASK_CACHE_BYTES`: `settings.CvatSettings`), which also serves the
+module-level `spec` / `detect` for tools that use a module as the function.
 """
 
 from __future__ import annotations
 
-import os
 from functools import cache
 
 import cvat_sdk.auto_annotation as cvataa
@@ -21,6 +21,7 @@ import PIL.Image
 from cvat_sdk import models
 from cvat_sdk.masks import encode_mask
 
+from boxmask.integrations.cvat.settings import CvatSettings
 from boxmask.runtime import Predictor
 from boxmask.runtime.masks import to_polygons
 
@@ -56,14 +57,10 @@ class BoxmaskDetectionFunction:
 
 def create(model_dir: str | None = None, score_threshold: float = 0.5, max_detections: int = 100,
            triton_url: str | None = None) -> BoxmaskDetectionFunction:
-    """The function cvat-cli builds from `-p name=type:value` parameters."""
-    model_dir = model_dir or os.environ.get("BOXMASK_MODEL_DIR")
-    if not model_dir:
-        raise ValueError("no model: pass -p model_dir=str:/path/to/exported_model or set BOXMASK_MODEL_DIR")
-    triton_url = triton_url or os.environ.get("BOXMASK_TRITON_URL") or None
-    predictor = Predictor.from_dir(model_dir, backend="triton" if triton_url else "onnxruntime",
-                                   triton_url=triton_url)
-    return BoxmaskDetectionFunction(predictor, score_threshold, max_detections)
+    """The function cvat-cli builds from `-p name=type:value` parameters (over the
+    environment's `CvatSettings`)."""
+    settings = CvatSettings.from_env(model_dir=model_dir, triton_url=triton_url)
+    return BoxmaskDetectionFunction(settings.load_predictor(), score_threshold, max_detections)
 
 
 @cache

@@ -28,6 +28,7 @@ from cvat_sdk.masks import encode_mask
 from boxmask.integrations.cvat.journal import CvatJournal
 from boxmask.integrations.labels import LabelMapper
 from boxmask.runtime import Predictor
+from boxmask.runtime.boxes import check_boxes
 from boxmask.runtime.masks import to_polygons, to_rle
 
 log = logging.getLogger("boxmask.integrations.cvat")
@@ -170,9 +171,9 @@ def convert_task(
     if summary.tracked_boxes:
         log.warning("%d tracked rectangles (video tracks) are left as they are: only shapes are "
                     "converted", summary.tracked_boxes)
-    category_of = {}
+    category_of = {}  # each CVAT label's model category, mapped once
     for label_id in {s.label_id for shapes in by_frame.values() for s in shapes}:
-        category_of[label_id] = mapper.category(labels[label_id].name).id  # fail before uploading
+        category_of[label_id] = mapper.category(labels[label_id].name)  # fail before uploading
 
     coco: dict[str, Any] = {"images": [], "annotations": [],
                             "categories": [{"id": lid, "name": label.name} for lid, label in labels.items()]}
@@ -185,7 +186,10 @@ def convert_task(
         frame = frames[index]
         key = predictor.set_image(task.frame_image(index))
         boxes = [list(map(float, s.points[:4])) for s in rects]
-        pred = predictor.predict(boxes, labels=[category_of[s.label_id] for s in rects], key=key)
+        checked = check_boxes(boxes, [category_of[s.label_id] for s in rects],
+                              card=predictor.card, image_size=predictor.image_size(key),
+                              limits=predictor.limits)
+        pred = predictor.predict(checked, key=key)
         created: list[models.LabeledShapeRequest] = []
         for rect, mask in zip(rects, pred.iter_masks()):
             if not mask.any():

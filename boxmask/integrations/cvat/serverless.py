@@ -19,14 +19,15 @@ functions use for the confidence (`cvat_sdk.auto_annotation.InteractionResultAtt
 CONFIDENCE`, a number in [0, 1]; cvat-cli's agent replies `{"shapes": [...]}` in the same form).
 The pre-2.60 `{"mask"}` reply has no place for it.
 
-`deploy/cvat/*/main.py` are thin nuclio handlers around `detect_reply` and `interact_reply`.
+`deploy/cvat/*/main.py` are thin nuclio handlers around `detect_reply` and `interact_reply`,
+told what to serve by `settings.CvatSettings` (the environment, read once). The drawn box goes
+through the box policy (`boxmask.runtime.boxes.check_boxes`) like every other path's.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import os
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -35,7 +36,9 @@ from cvat_sdk.auto_annotation import InteractionResultAttributes
 from cvat_sdk.masks import encode_mask
 
 from boxmask.integrations.cvat.masks import detector_mask
+from boxmask.integrations.cvat.settings import NUCLIO_MODEL_DIR, CvatSettings
 from boxmask.runtime import ModelCard, Predictor
+from boxmask.runtime.boxes import check_boxes
 from boxmask.runtime.masks import to_polygons
 
 #: The attribute spec id of an interaction shape's confidence.
@@ -46,16 +49,10 @@ class BadRequest(ValueError):
     """A request the function cannot answer; the handler replies 400 with the message."""
 
 
-def predictor_from_env() -> Predictor:
-    """The predictor a nuclio function serves: `BOXMASK_MODEL_DIR` (an exported model
-    directory), `BOXMASK_TRITON_URL` (use Triton instead of in-process ONNX Runtime),
-    `BOXMASK_PRECISION` and `BOXMASK_CACHE_BYTES`."""
-    model_dir = os.environ.get("BOXMASK_MODEL_DIR", "/opt/nuclio/model")
-    triton_url = os.environ.get("BOXMASK_TRITON_URL") or None
-    return Predictor.from_dir(
-        model_dir, backend="triton" if triton_url else "onnxruntime", triton_url=triton_url,
-        precision=os.environ.get("BOXMASK_PRECISION", "fp32"),  # type: ignore[arg-type]
-        cache_bytes=int(os.environ.get("BOXMASK_CACHE_BYTES", str(256 << 20))))
+def function_predictor(settings: CvatSettings) -> Predictor:
+    """The predictor a nuclio function serves: `settings.model_dir`, else the function's own
+    `/opt/nuclio/model`."""
+    return settings.load_predictor(default_model_dir=NUCLIO_MODEL_DIR)
 
 
 def function_spec(card: ModelCard) -> list[dict[str, Any]]:
@@ -127,7 +124,9 @@ def interact_reply(predictor: Predictor, body: Mapping[str, Any],
     image = decode_frame(body)
     box = _box(body)
     key = predictor.set_image(image)
-    pred = predictor.predict([box], labels=None, key=key)
+    checked = check_boxes([box], card=predictor.card, image_size=predictor.image_size(key),
+                          limits=predictor.limits)
+    pred = predictor.predict(checked, key=key)
     mask = pred.mask(0)
     if reply == "mask":
         return {"mask": mask.astype(np.uint8).tolist()}

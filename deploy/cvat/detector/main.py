@@ -5,16 +5,17 @@ event and context. The model is loaded once per worker, in `init_context`.
 """
 
 import json
-import os
 
-from boxmask.integrations.cvat.serverless import BadRequest, detect_reply, predictor_from_env
+from boxmask.integrations.cvat.serverless import BadRequest, detect_reply, function_predictor
+from boxmask.integrations.cvat.settings import CvatSettings
 from boxmask.runtime.errors import BackendUnavailable, RuntimeInputError
 
 
 def init_context(context):
     context.logger.info("boxmask: loading the model")
-    context.user_data.predictor = predictor_from_env()
-    context.user_data.threshold = float(os.environ.get("BOXMASK_SCORE_THRESHOLD", "0.5"))
+    settings = CvatSettings.from_env()
+    context.user_data.predictor = function_predictor(settings)
+    context.user_data.threshold = settings.score_threshold
     context.logger.info(f"boxmask: serving {context.user_data.predictor.card.name}")
 
 

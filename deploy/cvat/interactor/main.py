@@ -5,16 +5,17 @@ event and context. `BOXMASK_CVAT_INTERACTOR_REPLY=mask` answers CVAT 2.59 and ol
 """
 
 import json
-import os
 
-from boxmask.integrations.cvat.serverless import BadRequest, interact_reply, predictor_from_env
+from boxmask.integrations.cvat.serverless import BadRequest, function_predictor, interact_reply
+from boxmask.integrations.cvat.settings import CvatSettings
 from boxmask.runtime.errors import BackendUnavailable, RuntimeInputError
 
 
 def init_context(context):
     context.logger.info("boxmask: loading the model")
-    context.user_data.predictor = predictor_from_env()
-    context.user_data.reply = os.environ.get("BOXMASK_CVAT_INTERACTOR_REPLY", "shapes")
+    settings = CvatSettings.from_env()
+    context.user_data.predictor = function_predictor(settings)
+    context.user_data.reply = settings.interactor_reply
     context.logger.info(f"boxmask: serving {context.user_data.predictor.card.name}")
 
 
