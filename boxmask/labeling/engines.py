@@ -26,6 +26,7 @@ from boxmask.labeling.image_labeler import label_image
 from boxmask.labeling.image_reader import ImageSkip, prefetch, read_image
 from boxmask.labeling.options import LabelSettings
 from boxmask.labeling.plan import ImageTask
+from boxmask.runtime.options import PredictorOptions
 
 ResultSink = Callable[[dict[str, Any]], None]
 
@@ -34,18 +35,24 @@ ResultSink = Callable[[dict[str, Any]], None]
 PREDICTOR_CACHE_BYTES_PER_IMAGE = 128 << 20
 
 
-def load_predictor(model_dir: str | Path, precision: str = "fp32", threads: int | None = None,
-                   concurrent_images: int = 1, batch_bytes: int = 0):
-    """A runtime `Predictor` for batch work; `batch_bytes` (`LabelSettings.batch_bytes`, 0 for
-    none) is its decoder's memory budget."""
+def batch_predictor_options(precision: str = "fp32", threads: int | None = None,
+                            concurrent_images: int = 1, batch_bytes: int = 0) -> PredictorOptions:
+    """The options of a predictor for batch work: ONNX Runtime `threads` per run (None: its
+    default), a cache for the `concurrent_images` being labeled, and `batch_bytes`
+    (`LabelSettings.batch_bytes`, 0 for none) as its decoder's memory budget. No limits: a
+    dataset's image has as many boxes as it has."""
+    return PredictorOptions(precision=precision,  # type: ignore[arg-type]
+                            intra_op_threads=threads,
+                            cache_bytes=PREDICTOR_CACHE_BYTES_PER_IMAGE * (concurrent_images + 1),
+                            decoder_budget_bytes=batch_bytes or None)
+
+
+def load_predictor(model_dir: str | Path, options: PredictorOptions | None = None,
+                   **batch: Any):
+    """A runtime `Predictor` for batch work: `options`, else `batch_predictor_options(**batch)`."""
     from boxmask.runtime import Predictor
 
-    cache = PREDICTOR_CACHE_BYTES_PER_IMAGE * (concurrent_images + 1)
-    kwargs: dict[str, Any] = {"cache_bytes": cache, "precision": precision,
-                              "decoder_budget_bytes": batch_bytes or None}
-    if threads is not None:
-        kwargs["intra_op_threads"] = threads
-    return Predictor.from_dir(model_dir, **kwargs)
+    return Predictor.from_dir(model_dir, options or batch_predictor_options(**batch))
 
 
 def _read(task: ImageTask):
@@ -85,11 +92,10 @@ class RayImageLabeler:
     nested, ragged results.
     """
 
-    def __init__(self, model_dir: str, settings: dict[str, Any], precision: str = "fp32",
-                 threads: int | None = 1) -> None:
+    def __init__(self, model_dir: str, settings: dict[str, Any],
+                 options: PredictorOptions) -> None:
         self.settings = LabelSettings(**settings)
-        self.predictor = load_predictor(model_dir, precision=precision, threads=threads,
-                                        batch_bytes=self.settings.batch_bytes)
+        self.predictor = load_predictor(model_dir, options)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         tasks = [ImageTask.from_dict(json.loads(t)) for t in batch["task"]]
@@ -110,9 +116,10 @@ def require_ray() -> None:
 
 
 def run_ray(model_dir: str | Path, tasks: Sequence[ImageTask], settings: LabelSettings,
-            on_result: ResultSink, workers: int = 2, images_per_batch: int = 4,
-            precision: str = "fp32", threads_per_worker: int | None = 1) -> None:
-    """Label `tasks` with a pool of `workers` Ray actors, `images_per_batch` images per call.
+            on_result: ResultSink, options: PredictorOptions, workers: int = 2,
+            images_per_batch: int = 4) -> None:
+    """Label `tasks` with a pool of `workers` Ray actors, `images_per_batch` images per call,
+    each actor's predictor made with `options`.
 
     Starts a local Ray (no dashboard) unless Ray is already initialised or ``RAY_ADDRESS``
     points at a cluster.
@@ -134,8 +141,7 @@ def run_ray(model_dir: str | Path, tasks: Sequence[ImageTask], settings: LabelSe
     ds = ds.map_batches(
         RayImageLabeler,
         fn_constructor_kwargs={"model_dir": str(Path(model_dir).resolve()),
-                               "settings": settings.to_dict(), "precision": precision,
-                               "threads": threads_per_worker},
+                               "settings": settings.to_dict(), "options": options},
         batch_size=images_per_batch,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=workers),

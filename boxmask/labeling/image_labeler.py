@@ -30,6 +30,8 @@ import numpy as np
 from boxmask.labeling.image_reader import ImageSkip
 from boxmask.labeling.options import LabelSettings
 from boxmask.labeling.plan import ImageTask
+from boxmask.runtime.boxes import BoxLimits, CheckedBoxes, check_boxes
+from boxmask.runtime.card import ModelCard
 from boxmask.runtime.masks import encode_mask
 
 SCORE_DECIMALS = 5
@@ -39,8 +41,11 @@ COORD_DECIMALS = 2
 class SegmentsBoxes(Protocol):
     """The part of `boxmask.runtime.Predictor` the labeler uses."""
 
+    card: ModelCard
+    limits: BoxLimits
+
     def set_image(self, image: np.ndarray) -> str: ...
-    def predict(self, boxes: np.ndarray, labels: Any = None, key: str | None = None) -> Any: ...
+    def predict(self, boxes: CheckedBoxes, labels: Any = None, key: str | None = None) -> Any: ...
     def detect(self, key: str | None = None, score_threshold: float = 0.5,
                max_detections: int = 100) -> Any: ...
 
@@ -73,14 +78,6 @@ def _mask_extras(pred: Any, j: int, mask: np.ndarray, settings: LabelSettings
     return extras
 
 
-def _clip_boxes(boxes: list[list[float]], h: int, w: int) -> np.ndarray:
-    """``[N, 4]`` float32 xyxy clipped to the image (annotation tools leave boxes a pixel out)."""
-    b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-    b[:, [0, 2]] = b[:, [0, 2]].clip(0, w)
-    b[:, [1, 3]] = b[:, [1, 3]].clip(0, h)
-    return b
-
-
 def label_image(predictor: SegmentsBoxes, image: np.ndarray | ImageSkip, task: ImageTask,
                 settings: LabelSettings) -> dict[str, Any]:
     """Masks for every box of `task` (``image``: ``[H, W, 3]`` uint8 RGB), or the skip record."""
@@ -91,18 +88,18 @@ def label_image(predictor: SegmentsBoxes, image: np.ndarray | ImageSkip, task: I
                               "masks": [], "dropped": [], "detections": []}
     key = predictor.set_image(image)
 
-    boxes = _clip_boxes(task.boxes, h, w)
-    inside = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    keep = [i for i in range(len(task.ann_indices)) if inside[i]]
-    for i in range(len(task.ann_indices)):
-        if not inside[i]:
-            result["dropped"].append([task.ann_indices[i], "outside_image"])
+    # The box policy, once for the image: boxes clipped to it (annotation tools leave boxes a
+    # pixel out), those with nothing inside set aside, the model's category ids resolved.
+    boxes = check_boxes(task.boxes, task.category_ids, card=predictor.card, image_size=(h, w),
+                        limits=predictor.limits, drop_outside=True)
+    for i in boxes.outside:
+        result["dropped"].append([task.ann_indices[i], "outside_image"])
 
-    step = settings.batch_boxes or max(len(keep), 1)
-    for start in range(0, len(keep), step):
-        chunk = keep[start:start + step]
-        pred = predictor.predict(boxes[chunk], labels=[task.category_ids[i] for i in chunk], key=key)
-        for j, i in enumerate(chunk):
+    step = settings.batch_boxes or max(len(boxes), 1)
+    for start in range(0, len(boxes), step):
+        chunk = boxes.take(range(start, min(start + step, len(boxes))))
+        pred = predictor.predict(chunk, key=key)
+        for j, i in enumerate(chunk.kept):
             ann = task.ann_indices[i]
             score = round(float(pred.scores[j]), SCORE_DECIMALS)
             if score < settings.min_score:

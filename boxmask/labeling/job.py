@@ -19,6 +19,7 @@ from rich.console import Console
 from boxmask.config import ConfigError
 from boxmask.labeling.coco_file import read_coco
 from boxmask.labeling.engines import (
+    batch_predictor_options,
     load_predictor,
     local_predictor_threads,
     require_ray,
@@ -82,13 +83,16 @@ def run_label_job(options: LabelOptions, console: Console | None = None) -> dict
         raise ConfigError(f"--pre-annotate needs a detector, and the model {card.name} "
                           f"({model_dir}) was exported without one: export it again, or drop "
                           "--pre-annotate")
-    # Load (local) or check (ray: the actors load it) the model before any journal exists, so
-    # a broken model directory is a plain error, not an unfinished run.
-    if options.engine == "local":
-        predictor = load_predictor(model_dir, precision=options.precision,
-                                   threads=local_predictor_threads(options.workers),
-                                   concurrent_images=options.workers,
-                                   batch_bytes=options.settings.batch_bytes)
+    # The predictor's options, once: the local engine's, or each Ray actor's (one image at a
+    # time on one thread). Load (local) or check (ray: the actors load it) the model before
+    # any journal exists, so a broken model directory is a plain error, not an unfinished run.
+    local = options.engine == "local"
+    predictor_options = batch_predictor_options(
+        options.precision, threads=local_predictor_threads(options.workers) if local else 1,
+        concurrent_images=options.workers if local else 1,
+        batch_bytes=options.settings.batch_bytes)
+    if local:
+        predictor = load_predictor(model_dir, predictor_options)
     else:
         card.verify_files(model_dir, [k for k in ("encoder", "decoder") if k in card.files])
     model = {"name": card.name, "version": model_version(model_dir)}
@@ -126,8 +130,8 @@ def run_label_job(options: LabelOptions, console: Console | None = None) -> dict
         if todo and options.engine == "local":
             run_local(predictor, todo, options.settings, on_result, workers=options.workers)
         elif todo:
-            run_ray(model_dir, todo, options.settings, on_result, workers=options.workers,
-                    images_per_batch=options.images_per_batch, precision=options.precision)
+            run_ray(model_dir, todo, options.settings, on_result, predictor_options,
+                    workers=options.workers, images_per_batch=options.images_per_batch)
 
     # The output is built from the journal alone, so a resumed run and a clean one agree.
     _, results, _ = read_journal(jpath)

@@ -99,6 +99,8 @@ def _box_xyxy(bbox: Any) -> list[float] | None:
         return None
     if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
         return None
+    if x + w <= x or y + h <= y:  # a size below the coordinates' precision: no box either
+        return None
     return [x, y, x + w, y + h]
 
 
