@@ -21,6 +21,8 @@ from typing import Any, Protocol
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from boxmask.runtime.boxes import BoxLimits, check_boxes
+from boxmask.runtime.card import Category
 from boxmask.runtime.errors import UnknownLabel
 
 # Boxes per decoder call: far under the server's max_boxes, so a crowded image never trips it.
@@ -29,8 +31,11 @@ BOXES_PER_CALL = 8
 
 class _Prompted(Protocol):
     card: Any
+    limits: BoxLimits
 
     def set_image(self, image: bytes) -> str: ...
+
+    def image_size(self, key: str | None = ...) -> tuple[int, int]: ...
 
     def predict(self, boxes: Any, labels: Any = ..., key: str | None = ...,
                 class_scores: bool = ...) -> Any: ...
@@ -73,20 +78,19 @@ def score(predictor: _Prompted, coco_path: Path, images: Path) -> dict[str, Any]
                                      "counts": a["segmentation"]["counts"].encode("ascii")}
                                     ).astype(bool) for a in anns]
         ious = [0.0] * len(anns)
-        known = []
+        known: dict[int, Category] = {}  # each instance's category in this model, resolved once
         for k, a in enumerate(anns):
             try:
-                predictor.card.resolve(names[a["category_id"]])
-                known.append(k)
+                known[k] = predictor.card.resolve(names[a["category_id"]])
             except UnknownLabel:
                 unknown += 1
-        for start in range(0, len(known), BOXES_PER_CALL):
-            chunk = known[start:start + BOXES_PER_CALL]
-            boxes = [[anns[k]["bbox"][0], anns[k]["bbox"][1],
-                      anns[k]["bbox"][0] + anns[k]["bbox"][2],
-                      anns[k]["bbox"][1] + anns[k]["bbox"][3]] for k in chunk]
-            pred = predictor.predict(boxes, labels=[names[anns[k]["category_id"]] for k in chunk],
-                                     key=key, class_scores=False)
+        order = list(known)
+        for start in range(0, len(order), BOXES_PER_CALL):
+            chunk = order[start:start + BOXES_PER_CALL]
+            boxes = check_boxes([anns[k]["bbox"] for k in chunk], [known[k] for k in chunk],
+                                card=predictor.card, image_size=predictor.image_size(key),
+                                limits=predictor.limits, box_format="xywh")
+            pred = predictor.predict(boxes, key=key, class_scores=False)
             for j, k in enumerate(chunk):
                 ious[k] = mask_iou(np.asarray(pred.mask(j)).astype(bool), truths[k])
         for k, a in enumerate(anns):
