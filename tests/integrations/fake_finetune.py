@@ -5,7 +5,8 @@ loop relies on, in a fraction of a second: prints the iterations line, writes
 OUT/train/checkpoint_last.pt (a copy of CKPT) and OUT/model (a copy of FAKE_FINETUNE_MODEL, its
 card renamed after OUT, as the real export names it). FAKE_FINETUNE_MODE changes it:
 `sleep` waits for FAKE_FINETUNE_RELEASE to exist, `fail` exits with 3, `memory` allocates until
-the memory limit stops it, `hang` sleeps forever.
+the memory limit stops it, `hang` sleeps forever. FAKE_FINETUNE_PID names a file it writes its
+process id to first (the job's own: the launcher execs into it).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ def main(argv: list[str]) -> None:
     args = dict(zip(argv[1::2], argv[2::2]))
     out, checkpoint = Path(args["--out"]), Path(args["--from"])
     mode = os.environ.get("FAKE_FINETUNE_MODE", "")
+    if os.environ.get("FAKE_FINETUNE_PID"):
+        Path(os.environ["FAKE_FINETUNE_PID"]).write_text(str(os.getpid()))
     print(f"fine-tuning {checkpoint.name} on 1 images, 7 iterations on cpu", flush=True)
     if mode == "fail":
         print("error: something went wrong", flush=True)
