@@ -164,7 +164,19 @@ METHODS: dict[str, tuple[str, str, list[str]]] = {
     "teacher_student_fit_clean_lwf": ("teacher_student", "boxes", [
         "model.pseudo_mask_fit=box", "model.clean_with_known_masks=true",
         "model.known_distill=all"]),
+    # Rounds of self-training inside one run of the issue's budget (12 epochs, 1500
+    # iterations): every 375 iterations the student is copied into a frozen round head whose
+    # fitted, cleaned masks teach the next round (`model.self_train_every`); the old categories'
+    # anchor stays the pretrained student throughout. `_lwf` adds `model.known_distill: all`.
+    "teacher_student_fit_clean_st": ("teacher_student", "boxes", [
+        "model.pseudo_mask_fit=box", "model.clean_with_known_masks=true",
+        "model.self_train_every=375"]),
+    "teacher_student_fit_clean_st_lwf": ("teacher_student", "boxes", [
+        "model.pseudo_mask_fit=box", "model.clean_with_known_masks=true",
+        "model.self_train_every=375", "model.known_distill=all"]),
 }
+# Methods whose schedule is not --finetune-epochs: epochs of the user's set.
+METHOD_EPOCHS = {"teacher_student_fit_clean_st": 12, "teacher_student_fit_clean_st_lwf": 12}
 ROUND_TWO = {"teacher_student_fit_clean_r2": "teacher_student_fit_clean"}
 
 
@@ -337,7 +349,7 @@ def finetune(args: argparse.Namespace, paths: dict[str, Path], pre: Path, method
             (out / "worker.lock").unlink(missing_ok=True)
             return {}
     ann, images = user_data(Path(args.out), paths, kind, seed)
-    epochs = args.finetune_epochs
+    epochs = METHOD_EPOCHS.get(method, args.finetune_epochs)
     t0 = time.time()
     ckpt = train_run(name, out, [*FINETUNE, f"model.mode={mode}", f"model.init_from={start}",
                                  f"data.train_annotations={ann}", f"data.train_images={images}",

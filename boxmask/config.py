@@ -195,6 +195,12 @@ class ModelConfig(_Section):
     # its category, the student's channels of the categories the checkpoint knows match the
     # checkpoint's (``loss_mask_distill``), so learning the new shapes moves the old less.
     known_distill: Literal["instances", "all"] = "instances"
+    # Not in the paper (0, off, by default; teacher_student only): rounds of self-training in
+    # one run. Every this many iterations the student is copied into a frozen round head, whose
+    # masks (made into pseudo-masks as the teacher's are: sigma, pseudo_mask_fit, cleaning)
+    # then teach the box-only instances instead of the teacher's: a student that has overtaken
+    # its teacher teaches the next round.
+    self_train_every: int = Field(default=0, ge=0)
 
 
 class TrainConfig(_Section):

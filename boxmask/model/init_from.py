@@ -39,6 +39,8 @@ _TEACHER = "roi_heads.mask_branch.teacher."
 _ANCHOR = "roi_heads.mask_branch.anchor."
 _QUALITY = "roi_heads.mask_branch.quality."
 _KNOWN = "roi_heads.mask_branch.known_labels"
+_ROUND = ("roi_heads.mask_branch.round_head.", "roi_heads.mask_branch.round_ready")
+_COUNTERS = ("train_steps",)
 _LOGITS = "predictor.mask_fcn_logits."
 
 
@@ -189,6 +191,8 @@ def init_from_checkpoint(model: nn.Module, categories: Sequence[Mapping[str, Any
     out: dict[str, torch.Tensor] = {}
     misfits: list[str] = []
     for key, value in target.items():
+        if key.startswith(_ROUND) or key.endswith(_COUNTERS):
+            continue  # this run's own state (round head, step counters): it starts its own
         rows = _class_rows(key, pairs)
         if rows is not None and key in state:
             t_rows, s_rows = rows
@@ -210,7 +214,7 @@ def init_from_checkpoint(model: nn.Module, categories: Sequence[Mapping[str, Any
                 report.fresh.append(key)
             else:
                 out[key], report.derived[key] = got
-        elif key.endswith(("num_batches_tracked", "train_steps")):
+        elif key.endswith("num_batches_tracked"):
             pass  # counters: a fresh run starts its own
         elif key.startswith(_ANCHOR) or key == _KNOWN:
             pass  # a fine-tune's own anchor: set from the loaded student (anchor_known)

@@ -134,6 +134,10 @@ class TeacherStudentMaskBranch(nn.Module):
             also match the anchor's probabilities (``loss_mask_distill``: Learning without
             Forgetting's term on all new data, not only on the known categories' instances);
             ``instances``: the known instances' own channel only.
+        self_train_every: every this many training steps the student is copied into a frozen
+            *round head*, whose masks, made into pseudo-masks (sigma, ``pseudo_mask_fit``,
+            cleaning), then teach the box-only instances in the teacher's place: rounds of
+            self-training inside one run (``teacher_student`` only; 0: the teacher throughout).
         mask_quality: add the class-agnostic mask-quality head (boxmask/model/mask_quality.py):
             the predicted IoU of each served mask, trained on the instances with true masks
             (``loss_mask_quality``), on detached inputs (it never changes a mask).
@@ -155,7 +159,8 @@ class TeacherStudentMaskBranch(nn.Module):
                  clean_with_known_masks: bool = False,
                  teacher_box_loss: BoxLoss = "none",
                  known_pseudo_targets: Literal["soft", "refit"] = "soft",
-                 known_distill: Literal["instances", "all"] = "instances") -> None:
+                 known_distill: Literal["instances", "all"] = "instances",
+                 self_train_every: int = 0) -> None:
         super().__init__()
         if mode not in ("agnostic", "teacher_student", "oracle"):
             raise ValueError(f"unknown mode {mode!r}")
@@ -204,11 +209,19 @@ class TeacherStudentMaskBranch(nn.Module):
         if known_distill not in ("instances", "all"):
             raise ValueError(f"unknown known_distill {known_distill!r}")
         self.known_distill = known_distill
+        self.self_train_every = self_train_every if mode == "teacher_student" else 0
+        self.round_head: MaskHead | None = None
+        if self.self_train_every > 0:
+            self.round_head = student_head(in_channels, conv_channels, num_classes, norm_layer,
+                                           pixel_channels)
+            self.round_head.requires_grad_(False)
+            # Whether the round head holds a round's student yet (a resumed run keeps it).
+            self.register_buffer("round_ready", torch.zeros((), dtype=torch.bool))
         if teacher_box_loss not in ("none", "projection", "boxinst"):
             raise ValueError(f"unknown teacher_box_loss {teacher_box_loss!r}")
         self.teacher_box_loss: BoxLoss = teacher_box_loss if mode == "teacher_student" else "none"
         if (mode == "teacher_student" and sigma == "interact") or "boxinst" in (
-                self.unseen_box_loss, self.teacher_box_loss):
+                self.unseen_box_loss, self.teacher_box_loss) or self.self_train_every > 0:
             # Training steps taken, in the state dict so that a resumed run continues the
             # warm-up where it stopped.
             self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
@@ -349,6 +362,11 @@ class TeacherStudentMaskBranch(nn.Module):
         """
         if hasattr(self, "train_steps"):
             self.train_steps += 1
+            if self.round_head is not None and int(self.train_steps) % self.self_train_every == 0:
+                assert self.student is not None
+                with torch.no_grad():  # a round ends: its student teaches the next one
+                    self.round_head.load_state_dict(self.student.state_dict())
+                    self.round_ready.fill_(True)
         x = self.roi_pool(features, rois, image_shapes)
         labels = torch.cat([t["labels"][m] for t, m in zip(targets, matched_idxs)])
         valid = torch.cat([_mask_valid(t)[m] for t, m in zip(targets, matched_idxs)])
@@ -395,8 +413,15 @@ class TeacherStudentMaskBranch(nn.Module):
                     cleaning = self._with_known_masks(features, targets, image_shapes)
                 if unseen.any():
                     assert teacher_logits is not None
+                    source = teacher_logits[unseen]
+                    if self.round_head is not None and bool(self.round_ready):
+                        with torch.no_grad():  # the last round's student, in the teacher's place
+                            source = self.round_head(x[unseen], self._pixel_crops(
+                                self.round_head, features, rois)[unseen]
+                                if self.pixel_stem is not None else None)
+                            source = source[torch.arange(len(source)), labels[unseen] - 1]
                     target[unseen] = self._pseudo_masks(
-                        teacher_logits[unseen], student_logits[unseen], rois, matched_idxs,
+                        source, student_logits[unseen], rois, matched_idxs,
                         cleaning, unseen, images, image_shapes)
                 if known.any():
                     assert self.anchor is not None

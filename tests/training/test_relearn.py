@@ -161,3 +161,70 @@ def test_distill_all_ties_every_positive_to_the_anchor_on_its_kept_channels():
         branch.student.predictor.mask_fcn_logits.bias[:2] -= 5.0
         branch.student.predictor.mask_fcn_logits.bias[2] += 5.0  # the relearned one: not read
     assert abs(distill() - same) < 1e-6
+
+
+def test_self_training_rounds_inside_one_run(monkeypatch):
+    """model.self_train_every: N: at every N-th step the student is copied into the round head,
+    whose masks then stand in for the teacher's as the source of the pseudo-masks."""
+    from boxmask.config import ModelConfig
+    from boxmask.model import build_model
+
+    cfg = ModelConfig(**{**TINY, "mode": "teacher_student", "pseudo_mask_fit": "box",
+                         "self_train_every": 2})
+    torch.manual_seed(0)
+    model = build_model(cfg, 3, {1}).eval()
+    branch = model.roi_heads.mask_branch
+    features, resized = model.encode(torch.rand(3, 64, 64))
+    boxes = torch.tensor([[2.0, 2.0, 30.0, 30.0], [20.0, 20.0, 60.0, 60.0]])
+    target = {"boxes": boxes, "labels": torch.tensor([1, 3]),
+              "masks": torch.ones(2, *resized, dtype=torch.uint8),
+              "mask_valid": torch.tensor([True, False])}
+    sources: list[torch.Tensor] = []
+    real = branch._pseudo_masks
+
+    def spy(source, *args, **kwargs):
+        sources.append(source.detach().clone())
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(branch, "_pseudo_masks", spy)
+    branch.train()
+
+    def step() -> None:
+        with torch.no_grad():
+            branch.losses(features, [boxes.clone()], [resized], [torch.arange(2)], [target])
+
+    x = branch.roi_pool(features, [boxes[1:]], [resized])
+    teacher = branch.run_teacher(x, features, [boxes[1:]])[:, 0]
+    step()
+    assert not bool(branch.round_ready) and torch.allclose(sources[-1], teacher, atol=1e-4)
+    with torch.no_grad():
+        branch.student.predictor.mask_fcn_logits.bias[2] += 7.0  # round one's student moves
+    step()  # step 2 ends round one: the student is copied before its targets are made
+    assert bool(branch.round_ready)
+    student = branch.run_student(x, features, [boxes[1:]])[:, 2]
+    assert torch.allclose(sources[-1], student, atol=1e-4)
+    with torch.no_grad():
+        branch.student.predictor.mask_fcn_logits.bias[2] += 7.0  # the student moves on ...
+    step()
+    assert torch.allclose(sources[-1], student, atol=1e-4)  # ... the round head does not
+    assert int(branch.train_steps) == 3
+
+
+def test_a_finetune_from_a_self_trained_checkpoint_starts_its_own_rounds(tmp_path):
+    from boxmask.model.checkpoint import load_checkpoint, model_from_checkpoint
+
+    paths = write_datasets(tmp_path / "data", num_train=4, num_val=2, size=64)
+    recipe = {"mode": "teacher_student", "pseudo_mask_fit": "box", "self_train_every": 1}
+    one = train_run(paths, "finetune", tmp_path / "one", recipe, epochs=1, seen="auto")
+    ckpt = load_checkpoint(one)
+    assert bool(ckpt["model"]["roi_heads.mask_branch.round_ready"])
+    model, _ = model_from_checkpoint(ckpt)  # the round head is part of the weights
+    assert model.roi_heads.mask_branch.round_head is not None
+    from boxmask.config import ModelConfig
+    from boxmask.model import build_model
+    from boxmask.model.init_from import init_from_checkpoint
+
+    fresh = build_model(ModelConfig(**{**TINY, **recipe, "self_train_every": 5}), 8, {1})
+    init_from_checkpoint(fresh, ckpt["categories"], ckpt)
+    branch = fresh.roi_heads.mask_branch
+    assert not bool(branch.round_ready) and int(branch.train_steps) == 0
