@@ -37,7 +37,7 @@ from boxmask.files import sha256_file
 RECIPE: dict[str, dict[str, Any]] = {
     "model": {"mode": "teacher_student", "sigma": "threshold", "known_targets": "checkpoint",
               "teacher_ignore_unseen_boxes": True, "frozen": ["backbone", "pixel_stem"],
-              "pseudo_mask_fit": "box"},
+              "pseudo_mask_fit": "box", "clean_with_known_masks": True},
     "train": {"optimizer": "adamw", "lr": 1e-3, "momentum": 0.9, "weight_decay": 0.01,
               "batch_size": 4, "warmup_iters": 50, "warmup_factor": 0.001, "gamma": 0.1,
               "log_every": 25, "keep_checkpoints": 1, "checkpoint_every_iters": 100},
