@@ -23,12 +23,14 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.processes import free_port, stop_process
-from tests.server.test_demo_page import DevTools
+from tests.processes import free_port, stop_process  # noqa: E402 - needs ROOT on sys.path
+from tests.server.test_demo_page import DevTools  # noqa: E402 - needs ROOT on sys.path
 
-LS_VENV = ROOT / ".venv-labelstudio"; TOKEN = "boxmask-shot-token-0123"
+LS_VENV = ROOT / ".venv-labelstudio"
+TOKEN = "boxmask-shot-token-0123"
 work = Path(tempfile.mkdtemp(prefix="boxmask-ls-shot-"))
-data = work / "data"; shutil.copytree(LS_VENV / "template-data", data)
+data = work / "data"
+shutil.copytree(LS_VENV / "template-data", data)
 lport, bport = free_port(), free_port()
 lurl, burl = f"http://127.0.0.1:{lport}", f"http://127.0.0.1:{bport}"
 env = {k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO", "DJANGO"))}
@@ -49,8 +51,10 @@ try:
     for url in (f"{lurl}/health", f"{burl}/labelstudio/health"):
         for _ in range(600):
             try:
-                if httpx.get(url, timeout=2).status_code == 200: break
-            except httpx.HTTPError: pass
+                if httpx.get(url, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
             time.sleep(0.5)
     print("up")
     c = httpx.Client(base_url=lurl, headers={"Authorization": f"Token {TOKEN}"}, timeout=120)
@@ -60,10 +64,12 @@ try:
               f'</RectangleLabels><BrushLabels name="mask" toName="image">{labels}</BrushLabels></View>')
     pid = c.post("/api/projects", json={"title": "boxmask demo", "label_config": config}).json()["id"]
     coco = json.loads((ROOT / "data/synth128/annotations/instances_val.json").read_text())
-    img = coco["images"][3]; scale = 4
+    img = coco["images"][3]
+    scale = 4
     im = Image.open(ROOT / "data/synth128/images/val" / img["file_name"]).convert("RGB")
     im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
-    buf = io.BytesIO(); im.save(buf, "PNG")
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
     c.post(f"/api/projects/{pid}/import", files={"file0": ("shapes.png", buf.getvalue(), "image/png")})
     task = c.get("/api/tasks", params={"project": pid}).json()["tasks"][0]
     cats = {x["id"]: x["name"] for x in coco["categories"]}
@@ -87,7 +93,8 @@ try:
                                "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--remote-debugging-port=0",
                                "--window-size=1400,900", "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     pf = profile / "DevToolsActivePort"
-    while not (pf.is_file() and pf.read_text().strip()): time.sleep(0.1)
+    while not (pf.is_file() and pf.read_text().strip()):
+        time.sleep(0.1)
     port = int(pf.read_text().split()[0])
     page = next(t for t in httpx.get(f"http://127.0.0.1:{port}/json/list").json() if t["type"] == "page")
     d = DevTools(page["webSocketDebuggerUrl"])
@@ -105,6 +112,8 @@ try:
     (ROOT / "docs/img/labelstudio.png").write_bytes(base64.b64decode(shot["data"]))
     print("shot saved", d.js("location.href"))
 finally:
-    if chrome: stop_process(chrome, 10)
-    stop_process(bm); stop_process(ls)
+    if chrome:
+        stop_process(chrome, 10)
+    stop_process(bm)
+    stop_process(ls)
     shutil.rmtree(work, ignore_errors=True)

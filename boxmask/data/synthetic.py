@@ -212,7 +212,10 @@ def shape_mask(name: str, centre: np.ndarray, radius: float, angle: float,
     generator's; 1 draws the hollow cross of :data:`GENERATOR_VERSION`'s note)."""
     c, s = math.cos(angle), math.sin(angle)
     rot = np.array([[c, -s], [s, c]]) @ np.diag(stretch)
-    fill = lambda *polys: _fill(list(polys), centre, rot, size)
+
+    def fill(*polys: np.ndarray) -> np.ndarray:
+        return _fill(list(polys), centre, rot, size)
+
     if name == "disc":
         return fill(_regular(64, radius))
     if name == "square":

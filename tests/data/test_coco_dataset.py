@@ -46,9 +46,11 @@ def hand_made(tmp_path: Path) -> tuple[Path, dict]:
     Image.fromarray(rgb).save(images / "b.png")
     block = np.zeros((H, W), bool)
     block[2:6, 12:18] = True
-    ann = lambda i, img, cat, bbox, seg, crowd=0: {
-        "id": i, "image_id": img, "category_id": cat, "bbox": bbox, "segmentation": seg,
-        "area": 10.0 * i, "iscrowd": crowd}
+
+    def ann(i: int, img: int, cat: int, bbox: list, seg: object, crowd: int = 0) -> dict:
+        return {"id": i, "image_id": img, "category_id": cat, "bbox": bbox, "segmentation": seg,
+                "area": 10.0 * i, "iscrowd": crowd}
+
     data = {
         "images": [{"id": 10, "file_name": "a.png", "width": W, "height": H},
                    {"id": 11, "file_name": "b.png", "width": W, "height": H}],
