@@ -36,6 +36,7 @@ that finds them all cached imports no torch, so the memory column is the models'
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import importlib.util
 import json
@@ -137,10 +138,8 @@ def _status_kb(field_name: str) -> float:
 def reset_peak_rss() -> float:
     """Start a new peak (VmHWM) for this process (Linux's clear_refs 5); returns the resident
     memory now, in MB, the baseline the next peak is measured from."""
-    try:
+    with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
     return _status_kb("VmRSS") / 1024.0
 
 

@@ -13,7 +13,7 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
 
@@ -59,10 +59,8 @@ def atomic_output(path: str | Path, mode: str = "w", encoding: str | None = "utf
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=("." if hidden else "") + path.name + ".",
                                suffix=".tmp")
     try:
-        try:
+        with suppress(AttributeError, OSError):  # no fchmod on Windows
             os.fchmod(fd, 0o666 & ~_umask())
-        except (AttributeError, OSError):  # no fchmod on Windows
-            pass
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as f:
             yield f
             f.flush()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import os
 import posixpath
 import re
@@ -227,10 +228,8 @@ def _shut(response: requests.Response) -> None:
     if sock is None:
         sock = getattr(getattr(response.raw, "_connection", None), "sock", None)
     if sock is not None:
-        try:
+        with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
 
 def decode_data_uri(uri: str) -> bytes:

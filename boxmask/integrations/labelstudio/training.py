@@ -30,6 +30,7 @@ and unload a version, to load a predictor for scoring, and to fetch a task's ima
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -737,12 +738,8 @@ def rollback_target(store: ProjectStore, to: str | None) -> Version | None:
 
 def _kill(process: subprocess.Popen) -> None:
     """Kill a job's process group (the launcher exec'd into the job, which may have children)."""
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
 
