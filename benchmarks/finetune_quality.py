@@ -234,7 +234,7 @@ def user_data(out: Path, paths: dict[str, Path], kind: str, seed: int) -> tuple[
             ids = sorted(a["id"] for a in coco["annotations"] if a["category_id"] == cid)
             keep |= {int(i) for i in rng.choice(ids, size=min(k, len(ids)), replace=False)}
         data = {**coco, "annotations": [a if a["id"] in keep else b
-                                         for a, b in zip(coco["annotations"], strip)]}
+                                         for a, b in zip(coco["annotations"], strip, strict=True)]}
     elif kind == "replay":
         pre = json.loads(paths["pretrain"].read_text())
         images.mkdir(parents=True, exist_ok=True)

@@ -83,7 +83,7 @@ def _outside_unseen_boxes(targets: list[dict[str, torch.Tensor]], rois: list[tor
                           size: int) -> torch.Tensor:
     """``[P, size, size]`` bool: RoI cells outside every unseen instance's box of the image."""
     out = []
-    for t, r in zip(targets, rois):
+    for t, r in zip(targets, rois, strict=True):
         inside = torch.zeros((len(r), size, size), dtype=torch.bool, device=r.device)
         for box in t["boxes"][~_mask_valid(t)]:
             inside |= box_interior_on_rois(r, box.expand(len(r), 4), size)
@@ -368,8 +368,8 @@ class TeacherStudentMaskBranch(nn.Module):
                     self.round_head.load_state_dict(self.student.state_dict())
                     self.round_ready.fill_(True)
         x = self.roi_pool(features, rois, image_shapes)
-        labels = torch.cat([t["labels"][m] for t, m in zip(targets, matched_idxs)])
-        valid = torch.cat([_mask_valid(t)[m] for t, m in zip(targets, matched_idxs)])
+        labels = torch.cat([t["labels"][m] for t, m in zip(targets, matched_idxs, strict=True)])
+        valid = torch.cat([_mask_valid(t)[m] for t, m in zip(targets, matched_idxs, strict=True)])
         losses: dict[str, torch.Tensor] = {}
 
         teacher_logits = None
@@ -493,14 +493,14 @@ class TeacherStudentMaskBranch(nn.Module):
         known = [~_mask_valid(t) & cleaners[t["labels"].clamp(min=0)] for t in targets]
         if not any(k.any() for k in known):
             return targets
-        boxes = [t["boxes"][k] for t, k in zip(targets, known)]
+        boxes = [t["boxes"][k] for t, k in zip(targets, known, strict=True)]
         x = self.roi_pool(features, boxes, image_shapes)
         crops = self._pixel_crops(self.anchor, features, boxes)
         logits = self.anchor(x, crops)
-        labels = torch.cat([t["labels"][k] for t, k in zip(targets, known)])
+        labels = torch.cat([t["labels"][k] for t, k in zip(targets, known, strict=True)])
         probs = logits[torch.arange(len(labels), device=labels.device), labels - 1].sigmoid()
         out, start = [], 0
-        for t, k, b in zip(targets, known, boxes):
+        for t, k, b in zip(targets, known, boxes, strict=True):
             n = len(b)
             if n == 0:
                 out.append(t)
@@ -562,7 +562,7 @@ class TeacherStudentMaskBranch(nn.Module):
         """Ground-truth masks on the RoIs, ``[P, size, size]``; rows of instances without a
         valid mask are zero and are never selected by the losses."""
         out = []
-        for t, r, m in zip(targets, rois, matched_idxs):
+        for t, r, m in zip(targets, rois, matched_idxs, strict=True):
             masks = t["masks"] * _mask_valid(t)[:, None, None].to(t["masks"].dtype)
             out.append(project_masks_on_rois(masks, r, m, size, self.mask_target_aligned))
         return torch.cat(out) if out else rois[0].new_zeros((0, size, size))
@@ -582,7 +582,7 @@ class TeacherStudentMaskBranch(nn.Module):
         # Per proposal: its box, its instance's box, and the union of the image's seen masks on it.
         seen_on = [seen_union_on_rois(t["masks"], _mask_valid(t), r, STUDENT_RESOLUTION,
                                       self.mask_target_aligned)
-                   for t, r in zip(targets, rois)]
+                   for t, r in zip(targets, rois, strict=True)]
         flat_rois_t = torch.cat(rois)[unseen]
         inst_boxes_t = _matched_boxes(targets, matched_idxs)[unseen]
         seen_on_t = torch.cat(seen_on)[unseen]
@@ -610,7 +610,7 @@ def _mask_valid(target: dict[str, torch.Tensor]) -> torch.Tensor:
 def _matched_boxes(targets: list[dict[str, torch.Tensor]],
                    matched_idxs: list[torch.Tensor]) -> torch.Tensor:
     """``[P, 4]``: the ground-truth box of the instance each positive proposal matched, xyxy."""
-    return torch.cat([t["boxes"][m] for t, m in zip(targets, matched_idxs)])
+    return torch.cat([t["boxes"][m] for t, m in zip(targets, matched_idxs, strict=True)])
 
 
 def _roi_crops(images: torch.Tensor, rois: list[torch.Tensor], select: torch.Tensor,

@@ -84,4 +84,4 @@ def reduce_mean(values: dict[str, torch.Tensor], ctx: DistContext) -> dict[str, 
     if ctx.distributed and ctx.world_size > 1:
         dist.all_reduce(stacked)
         stacked /= ctx.world_size
-    return {k: float(v) for k, v in zip(names, stacked.cpu().tolist())}
+    return {k: float(v) for k, v in zip(names, stacked.cpu().tolist(), strict=True)}
