@@ -61,7 +61,7 @@ from boxmask.runtime.contract import (
 )
 from boxmask.runtime.errors import ModelDirError, NoDetector, UnknownImage
 from boxmask.runtime.images import image_key, load_image
-from boxmask.runtime.masks import grid_offset, mask_box, paste_mask
+from boxmask.runtime.masks import CroppedMask, grid_offset, mask_box, paste_cropped_mask
 from boxmask.runtime.options import PredictorOptions
 from boxmask.runtime.sessions import InferenceSession
 from boxmask.runtime.transforms import ResizeInfo, boxes_to_original, boxes_to_resized, preprocess
@@ -111,8 +111,9 @@ class Prediction:
 
     The masks are kept as the decoder's `[N, R, R]` probabilities and pasted on demand, one
     `[H, W]` plane at a time (`mask(i)`, `iter_masks()`), each cropped to its box: encoding N
-    masks never holds N full-size planes. `masks` stacks all N planes, for callers that want
-    the array and can afford N x H x W bytes.
+    masks never holds N full-size planes; `cropped_mask(i)` is mask i without its plane, the
+    pixels of its box alone, for an encoder that needs no more (RLE, the tight box). `masks`
+    stacks all N planes, for callers that want the array and can afford N x H x W bytes.
     """
 
     scores: np.ndarray  # [N] float32: class score of the label used (NaN: not computed)
@@ -143,19 +144,24 @@ class Prediction:
         assert self.quality is not None
         return bool(len(self)) and not bool(np.isnan(self.quality).all())
 
-    def tight_box(self, i: int, mask: np.ndarray | None = None
+    def tight_box(self, i: int, mask: np.ndarray | CroppedMask | None = None
                   ) -> tuple[float, float, float, float] | None:
         """The box of mask `i`'s pixels (`boxmask.runtime.masks.mask_box`: xyxy, original
         pixels; None for an empty mask), inside `boxes[i]`, which it never replaces. `mask`:
-        `mask(i)` when the caller has it already."""
-        return mask_box(self.mask(i) if mask is None else mask, self.boxes[i])
+        `mask(i)` or `cropped_mask(i)` when the caller has it already."""
+        return mask_box(self.cropped_mask(i) if mask is None else mask, self.boxes[i])
 
     def mask(self, i: int) -> np.ndarray:
         """Mask `i` as `[H, W]` bool: `prob > mask_threshold`, pasted pixel-aligned (as the torch
         model does) and cropped to the pixels its box touches."""
+        return self.cropped_mask(i).full()
+
+    def cropped_mask(self, i: int) -> CroppedMask:
+        """Mask `i` as the pixels its box touches (`mask(i)` without the `[H, W]` plane): what
+        an encoder of the mask alone (`boxmask.runtime.masks.to_rle`, `mask_box`) reads."""
         h, w = self.image_size
-        return paste_mask(self.mask_probs[i], self.boxes[i], h, w, self.mask_threshold,
-                          self.paste_offset)
+        return paste_cropped_mask(self.mask_probs[i], self.boxes[i], h, w, self.mask_threshold,
+                                  self.paste_offset)
 
     def iter_masks(self) -> Iterator[np.ndarray]:
         """The masks one at a time (each a fresh `[H, W]` plane)."""

@@ -229,3 +229,48 @@ def test_the_tight_box_covers_exactly_the_masks_pixels() -> None:
     # Read within a box (a mask cropped to it: `paste_mask`), the answer is the same.
     assert mask_box(mask, np.array([2.5, 4.2, 21.0, 12.5])) == (3.0, 5.0, 20.0, 12.0)
     assert mask_box(mask, np.array([6.0, 8.0, 25.0, 15.0])) == (7.0, 9.0, 20.0, 12.0)
+
+
+def test_a_cropped_mask_encodes_to_the_planes_rle() -> None:
+    """RLE from a box's pixels alone is the string pycocotools makes of the whole plane: windows
+    anywhere, the image's full height or width (a run crossing from one column to the next),
+    the last pixel set, empty and full windows."""
+    from boxmask.runtime.masks import CroppedMask
+
+    rng = np.random.default_rng(0)
+    for _ in range(600):
+        h, w = (int(v) for v in rng.integers(1, 30, 2))
+        y0, x0 = int(rng.integers(0, h)), int(rng.integers(0, w))
+        y1, x1 = int(rng.integers(y0, h + 1)), int(rng.integers(x0, w + 1))
+        if rng.random() < 0.3:
+            y0, y1 = 0, h
+        if rng.random() < 0.2:
+            x0, x1 = 0, w
+        pixels = rng.random((y1 - y0, x1 - x0)) < rng.choice([0.0, 0.3, 0.9, 1.0])
+        cropped = CroppedMask(pixels, y0, x0, (h, w))
+        plane = cropped.full()
+        assert to_rle(cropped) == to_rle(plane)
+
+
+def test_a_pasted_crop_is_the_pasted_plane() -> None:
+    """`paste_cropped_mask` (the box's pixels read off its grid) is `paste_masks`' plane cut to
+    the box, with and without a grid offset; `paste_mask` is its plane; RLE and tight box agree."""
+    from boxmask.runtime.masks import box_pixels, mask_box, paste_cropped_mask
+
+    probs, boxes = _random_case(11, 30, 50, 70)
+    boxes[0] = [-5.0, -7.0, 79.0, 53.0]  # the whole image
+    boxes[1] = [10.0, 0.0, 30.0, 50.0]  # its full height
+    boxes[2] = [3.0, 3.0, 3.4, 3.2]  # thinner than the offset
+    for offset in ((0.0, 0.0), (0.5, 0.5)):
+        shift = np.array([*offset, *offset], np.float32)
+        pasted = paste_masks(probs, boxes + shift, 50, 70)
+        for prob, box, whole in zip(probs, boxes, pasted, strict=True):
+            y0, y1, x0, x1 = box_pixels(box, 50, 70)
+            expected = np.zeros_like(whole)
+            expected[y0:y1, x0:x1] = whole[y0:y1, x0:x1]
+            cropped = paste_cropped_mask(prob, box, 50, 70, offset=offset)
+            assert cropped.shape == (50, 70)
+            assert np.array_equal(cropped.full(), expected)
+            assert np.array_equal(paste_mask(prob, box, 50, 70, offset=offset), expected)
+            assert to_rle(cropped) == to_rle(expected)
+            assert mask_box(cropped) == mask_box(expected, box)
