@@ -13,7 +13,7 @@ import numpy as np
 
 from boxmask.runtime import Prediction, Predictor
 from boxmask.runtime.boxes import BoxRequest
-from boxmask.runtime.masks import encode_mask
+from boxmask.runtime.masks import CroppedMask, encode_mask
 from boxmask.server.payloads import ImageInput, check_image_header
 from boxmask.server.schemas import (
     DetectParams,
@@ -28,9 +28,10 @@ from boxmask.server.schemas import (
 )
 
 
-def wire_mask(mask: np.ndarray, mask_format: MaskFormat) -> RleMask | PolygonMask | PngMask:
-    """One ``[H, W]`` bool mask in the requested wire format (the runtime's `encode_mask`,
-    wrapped in the response's schema)."""
+def wire_mask(mask: np.ndarray | CroppedMask, mask_format: MaskFormat
+              ) -> RleMask | PolygonMask | PngMask:
+    """One ``[H, W]`` bool mask (or the runtime's `CroppedMask` of one) in the requested wire
+    format (the runtime's `encode_mask`, wrapped in the response's schema)."""
     size = [int(mask.shape[0]), int(mask.shape[1])]
     encoded = encode_mask(mask, mask_format)
     if mask_format == "rle":
@@ -48,11 +49,14 @@ def _number(value: float) -> float | None:
 
 def instances(pred: Prediction, mask_format: MaskFormat, tight_box: bool = False
               ) -> list[Instance]:
-    """One instance per mask, each pasted and encoded in turn (one plane at a time).
-    `tight_box`: add the box of each mask's pixels, read from the plane being encoded."""
+    """One instance per mask, each pasted and encoded in turn (one plane at a time; for RLE
+    not even that: the pixels of its box alone, `Prediction.cropped_mask`, encode to the same
+    string). `tight_box`: add the box of each mask's pixels, read from the same pixels."""
     out = []
-    for i, mask in enumerate(pred.iter_masks()):
-        tight = pred.tight_box(i, mask) if tight_box else None
+    for i in range(len(pred)):
+        cropped = pred.cropped_mask(i)
+        mask = cropped if mask_format == "rle" else cropped.full()
+        tight = pred.tight_box(i, cropped) if tight_box else None
         assert pred.quality is not None
         out.append(Instance(
             box=[round(float(v), 2) for v in pred.boxes[i]], category_id=int(pred.labels[i]),
