@@ -65,8 +65,10 @@ class TokenCheck:
         self.challenge = challenge
         self.missing_hint = missing_hint
 
-    def __call__(self, request: Request, settings: ServerSettings = Depends(get_settings),
-                 _: object = Depends(_bearer_scheme)) -> None:
+    async def __call__(self, request: Request, settings: ServerSettings = Depends(get_settings),
+                       _: object = Depends(_bearer_scheme)) -> None:
+        # async: a plain `def` would run in the thread pool, a hand-off per request for a check
+        # that never blocks.
         if settings.api_token is None:
             return
         headers = {"WWW-Authenticate": self.challenge}

@@ -1,0 +1,29 @@
+"""What a cached request costs the server besides its inference: one thread hand-off."""
+
+from __future__ import annotations
+
+import anyio.to_thread
+import pytest
+from fastapi.testclient import TestClient
+
+
+def test_a_cached_segment_request_hands_off_to_a_thread_once(
+        client: TestClient, image_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The inference runs in a worker thread; nothing else of the request does. A plain `def`
+    dependency (settings, registry, limiter, metrics, budget, the token check) would run in
+    the thread pool too: six hand-offs more per request, each a wake-up of a worker thread
+    (milliseconds of a cached box on a busy machine)."""
+    calls: list[str] = []
+    real = anyio.to_thread.run_sync
+
+    async def counting(func, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(getattr(func, "__qualname__", repr(func)))
+        return await real(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
+    for body in ({"image_id": image_id, "boxes": [[10, 10, 60, 50]], "labels": [1]},
+                 {"image_id": image_id, "boxes": [[10, 10, 60, 50], [20, 5, 90, 70]]}):
+        calls.clear()
+        r = client.post("/v1/segment", json=body)
+        assert r.status_code == 200, r.text
+        assert len(calls) == 1, calls
