@@ -86,13 +86,10 @@ class InferenceLimiter:
         self._slots = asyncio.Semaphore(max_concurrency)
         self.waiting = 0
 
-    def _overloaded(self, why: str) -> ApiError:
-        self.metrics.rejected.labels("overloaded").inc()
-        return ApiError(503, "overloaded", why, headers={"Retry-After": str(self.retry_after_s)})
-
-    async def run(self, fn: Callable[..., T], *args: object) -> T:
-        """Run ``fn(*args)`` in a worker thread once a slot is free."""
-        if self._slots.locked() and self.waiting >= self.max_queue:
+    async def _wait_for_slot(self) -> None:
+        """Queue for a slot: refused at once when the queue is full, or after
+        ``queue_timeout_s``."""
+        if self.waiting >= self.max_queue:
             raise self._overloaded(f"server busy: {self.max_concurrency} requests computing and "
                                    f"{self.waiting} waiting; retry after {self.retry_after_s} s")
         self.waiting += 1
@@ -105,6 +102,19 @@ class InferenceLimiter:
         finally:
             self.waiting -= 1
             self.metrics.queue_depth.dec()
+
+    def _overloaded(self, why: str) -> ApiError:
+        self.metrics.rejected.labels("overloaded").inc()
+        return ApiError(503, "overloaded", why, headers={"Retry-After": str(self.retry_after_s)})
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """Run ``fn(*args)`` in a worker thread once a slot is free."""
+        if self._slots.locked():
+            await self._wait_for_slot()
+        else:
+            # A free slot (and nobody waiting: `locked` says so) is taken at once; wait_for
+            # would wrap the acquire in a task and a trip round the loop for nothing.
+            await self._slots.acquire()
         self.metrics.in_flight.inc()
         try:
             return await run_in_threadpool(fn, *args)
