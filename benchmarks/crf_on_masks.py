@@ -49,7 +49,7 @@ def measure(model_dir: Path, data: Path) -> dict[str, dict]:
     images = data / "images" / "val"
     for info, anns, masks in prompted_masks(predictor, coco, images):
         image = cv2.cvtColor(cv2.imread(str(images / info["file_name"])), cv2.COLOR_BGR2RGB)
-        for ann, mask in zip(anns, masks):
+        for ann, mask in zip(anns, masks, strict=True):
             x, y, w, h = ann["bbox"]
             box = (int(x), int(y), int(np.ceil(x + w)), int(np.ceil(y + h)))
             truth = _crop(coco.annToMask(ann).astype(np.float32), box) >= 0.5

@@ -103,7 +103,7 @@ def markdown_table(results: Sequence[Result]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (len(head) - 2)]
     for r in results:
         cells = [r.name, r.detail]
-        for (_, get), b in zip(columns, bests):
+        for (_, get), b in zip(columns, bests, strict=True):
             v = get(r)
             x = v / b if b and not np.isnan(v) else None
             ratio = "" if x is None else f" ({x:.2f}x)" if x >= 0.1 else f" ({x:.3f}x)"
@@ -117,7 +117,7 @@ def markdown_table(results: Sequence[Result]) -> str:
     if peers:
         lines += ["", "(x): against the fastest peer of this run in that column ("
                   + ", ".join(f"{c}: {next(r.name for r in peers if get(r) == b)}"
-                              for (c, get), b in zip(columns, bests)) + ")."]
+                              for (c, get), b in zip(columns, bests, strict=True)) + ")."]
     return "\n".join(lines)
 
 
@@ -273,7 +273,7 @@ def _export_sam2_hiera_t(folder: Path) -> dict[str, Any]:
             if model.directly_add_no_mem_embed:
                 feats[-1] = feats[-1] + model.no_mem_embed
             maps = [f.permute(1, 2, 0).reshape(1, -1, *s)
-                    for f, s in zip(feats[::-1], sizes[::-1])][::-1]
+                    for f, s in zip(feats[::-1], sizes[::-1], strict=True)][::-1]
             return maps[0], maps[1], maps[2]
 
     class Decoder(nn.Module):  # SAM2ImagePredictor._predict with box prompts, one mask each
@@ -356,7 +356,8 @@ class PeerModel:
         x, scale = self._resize(image)
         out = self.encoder.run(None, {self.encoder.get_inputs()[0].name: x})
         names = [o.name for o in self.encoder.get_outputs()]
-        return {"features": dict(zip(names, out)), "scale": scale, "size": image.shape[:2]}
+        return {"features": dict(zip(names, out, strict=True)), "scale": scale,
+                "size": image.shape[:2]}
 
     def masks(self, encoded: dict[str, Any], boxes: np.ndarray) -> list[np.ndarray]:
         sx, sy = encoded["scale"]

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                                a["bbox"][1] + a["bbox"][3]] for a in anns])
         with torch.no_grad():
             probs = model.segment_boxes([image], [boxes], [torch.ones(len(anns), dtype=torch.long)])
-        for a, pr, b in zip(anns, probs[0][:, 0].numpy(), boxes.tolist()):
+        for a, pr, b in zip(anns, probs[0][:, 0].numpy(), boxes.tolist(), strict=True):
             gt = decode_segmentation(a["segmentation"], info["height"], info["width"]).astype(bool)
             rect = np.zeros_like(gt)
             x1, y1, x2, y2 = (round(v) for v in b)

@@ -126,7 +126,7 @@ def bench_backbone(name: str, threads: int, repeats: int, checkpoint: Path | Non
         gen = torch.Generator().manual_seed(0)
         from collections import OrderedDict
 
-        fdict = OrderedDict(zip(("0", "1", "2", "3"), feats))
+        fdict = OrderedDict(zip(("0", "1", "2", "3"), feats, strict=False))
         num_classes = model.num_classes
         for n in (1, 10, 100):
             boxes = random_boxes(n, H, W, gen)
@@ -135,7 +135,7 @@ def bench_backbone(name: str, threads: int, repeats: int, checkpoint: Path | Non
                 te = median_seconds(lambda: model.roi_heads.decode_boxes(fdict, boxes, labels, (H, W)),
                              repeats * 3)
             feed = dict(zip(DECODER_INPUTS, [*np_feats, boxes.numpy(), labels.numpy(),
-                                             np.array([H, W], np.int64)]))
+                                             np.array([H, W], np.int64)], strict=True))
             to = median_seconds(lambda: dec.run(DECODER_OUTPUTS, feed), repeats * 3)
             t8 = median_seconds(lambda: dec8.run(DECODER_OUTPUTS, feed), repeats * 3)
             rows.append({"backbone": name, "stage": f"decoder {n} box{'es' if n > 1 else ''}",
@@ -148,7 +148,7 @@ def bench_backbone(name: str, threads: int, repeats: int, checkpoint: Path | Non
         with torch.no_grad():
             k = len(model.detect_features(fdict, (H, W))["scores"])
             te = median_seconds(lambda: model.detect_features(fdict, (H, W)), repeats)
-        feed = dict(zip(DETECTOR_INPUTS, [*np_feats, size]))
+        feed = dict(zip(DETECTOR_INPUTS, [*np_feats, size], strict=True))
         td = median_seconds(lambda: det.run(DETECTOR_OUTPUTS, feed), repeats)
         rows.append({"backbone": name, "stage": f"detector on features (K={k})", "eager_ms": te * 1e3,
                      "ort_fp32_ms": td * 1e3, "ort_int8_ms": None})
@@ -228,7 +228,7 @@ def _prompted(p, coco, img_ids, image_bytes, class_scores: bool) -> list[dict]:
                            a["bbox"][1] + a["bbox"][3]] for a in anns], np.float32)
         pred = p.predict(boxes, labels=[a["category_id"] for a in anns], key=key,
                          class_scores=class_scores)
-        for a, m, s in zip(anns, pred.masks, pred.scores):
+        for a, m, s in zip(anns, pred.masks, pred.scores, strict=True):
             # The labelled decoder gives no class score: its masks rank equally (score 1).
             prompted.append({"ann_id": a["id"], "segmentation": to_rle(m),
                              "score": 1.0 if np.isnan(s) else float(s)})
@@ -304,7 +304,7 @@ def parity_accuracy(checkpoint: Path, model_dir: Path | None = None, boxes_per_p
         Image.fromarray(image).save(buf, format="PNG")
         encoded[i] = buf.getvalue()
         gt["images"].append({"id": i, "file_name": f"{name}.png", "height": h, "width": w})
-        for box, cat, prob in zip(boxes, ids, probs[:, 0].numpy()):
+        for box, cat, prob in zip(boxes, ids, probs[:, 0].numpy(), strict=True):
             rle = to_rle(prob >= 0.5)
             x1, y1, x2, y2 = (float(v) for v in box)
             gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": i,
@@ -364,7 +364,7 @@ def profile_decoder(model_dir: Path, graph: str, boxes: int, threads: int,
     xy = rng.uniform(0, 0.5, (boxes, 2)) * [W, H]
     b = np.concatenate([xy, xy + rng.uniform(0.1, 0.4, (boxes, 2)) * [W, H]], 1).astype(np.float32)
     feed = dict(zip(DECODER_INPUTS, [*feats, b, np.ones(boxes, np.int64),
-                                     np.array([H, W], np.int64)]))
+                                     np.array([H, W], np.int64)], strict=True))
     opts.enable_profiling = True
     opts.profile_file_prefix = str(Path(tempfile.gettempdir()) / "boxmask_decoder_profile")
     sess = ort.InferenceSession(str(model_dir / card.files[graph].path), opts, providers=cpu)

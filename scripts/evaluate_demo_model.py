@@ -58,7 +58,7 @@ def evaluate(model_dir: Path, coco_json: Path, images: Path) -> dict:
         ious[precision], masks[precision] = {"seen": [], "unseen": []}, {}
         ious.setdefault("box_as_mask", {"seen": [], "unseen": []})
         for info, anns, pred_masks in prompted_masks(predictor, coco, images):
-            for ann, mask in zip(anns, pred_masks):
+            for ann, mask in zip(anns, pred_masks, strict=True):
                 truth = coco.annToMask(ann).astype(bool)
                 side = "seen" if ann["category_id"] in seen_ids else "unseen"
                 ious[precision][side].append(mask_iou(mask, truth))

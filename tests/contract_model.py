@@ -85,7 +85,7 @@ def _modules(num_classes: int):  # torch is imported lazily
             )
             pooled = [
                 roi_align(p, rois, (7, 7), spatial_scale=1.0 / s, sampling_ratio=2)
-                for p, s in zip((p2, p3, p4, p5), (4, 8, 16, 32))
+                for p, s in zip((p2, p3, p4, p5), (4, 8, 16, 32), strict=True)
             ]
             class_scores = torch.softmax(self.box_head(torch.cat(pooled, 1).flatten(1)), dim=-1)
             predicted = class_scores[:, 1:].argmax(dim=1) + 1

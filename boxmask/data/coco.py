@@ -217,5 +217,5 @@ class CocoInstances(Dataset):
 
 def collate(batch: Sequence[tuple[Tensor, Target]]) -> tuple[list[Tensor], list[Target]]:
     """Batch for torchvision detection models: lists, since images differ in size."""
-    images, targets = zip(*batch) if batch else ((), ())
+    images, targets = zip(*batch, strict=True) if batch else ((), ())
     return list(images), list(targets)

@@ -530,7 +530,7 @@ def _write_split(root: Path, split: str, num_images: int, seed: int, size: int,
         rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
         boxes = mask_utils.toBbox(rles)  # [N, 4] xywh of the visible part, whole pixels
         scores = overlap_scores(np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], 1), masks)
-        for inst, rle, box, score in zip(instances, rles, boxes, scores):
+        for inst, rle, box, score in zip(instances, rles, boxes, scores, strict=True):
             per_category[inst.category.name] += 1
             overlaps.append(float(score))
             annotations.append({

@@ -137,7 +137,7 @@ def evaluate_predictions(
         stats = ev.evaluate_subsets(sides, overlapped, outside(dt_overlap, overlap_threshold, np.inf))
         section["overlapped"] = {side: stats_to_dict(v, AP_NAMES) for side, v in stats.items()}
         section["by_overlap_bin"] = []
-        for (lo, hi), members in zip(bins, in_bin):
+        for (lo, hi), members in zip(bins, in_bin, strict=True):
             # Bins report AP, AP50, AP75 only: skipping COCO's size ranges quarters the cost.
             stats = ev.evaluate_subsets(sides, members, outside(dt_overlap, lo, hi),
                                         area_ranges=False)

@@ -48,7 +48,8 @@ def false_positive_sources(ev: SubsetCOCOeval, seen_ids: Collection[int],
     segm = ev.params.iouType == "segm"
     records: list[dict] = []
     for e in ev.per_image_results():
-        fp_ids = [d for d, m, ig in zip(e["dtIds"], e["dtMatches"][t], e["dtIgnore"][t])
+        fp_ids = [d for d, m, ig in zip(e["dtIds"], e["dtMatches"][t], e["dtIgnore"][t],
+                                        strict=True)
                   if m == 0 and not ig]
         if not fp_ids:
             continue

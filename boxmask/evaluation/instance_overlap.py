@@ -52,7 +52,7 @@ def gt_overlaps(coco_gt: COCO, img_ids: Collection[int] | None = None) -> dict[i
             continue
         boxes = xywh_to_xyxy(np.array([a["bbox"] for a in anns]))
         scores = overlap_scores(boxes, _image_masks(coco_gt, anns))
-        out.update({a["id"]: float(s) for a, s in zip(anns, scores)})
+        out.update({a["id"]: float(s) for a, s in zip(anns, scores, strict=True)})
     return out
 
 
@@ -96,7 +96,8 @@ def detection_overlaps(coco_gt: COCO, detections: Sequence[Mapping],
         ious = ious.reshape(len(dets), len(anns))
         crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns])
         ious[:, crowd] = 0.0
-        for k, (det_id, box) in enumerate(zip((d for d, _ in dets), xywh_to_xyxy(dt_xywh))):
+        dt_ids = [d for d, _ in dets]
+        for k, (det_id, box) in enumerate(zip(dt_ids, xywh_to_xyxy(dt_xywh), strict=True)):
             area = (box[2] - box[0]) * (box[3] - box[1])
             if area <= 0:
                 out[det_id] = 0.0

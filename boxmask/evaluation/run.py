@@ -56,7 +56,7 @@ def detections_to_coco(output: dict[str, torch.Tensor], image_id: int,
     masks = output["masks"].detach()[:, 0] >= MASK_THRESHOLD
     rles = encode_masks(masks.cpu().numpy())
     results = []
-    for box, label, score, rle in zip(boxes, labels, scores, rles):
+    for box, label, score, rle in zip(boxes, labels, scores, rles, strict=True):
         x1, y1, x2, y2 = (float(v) for v in box)
         results.append({"image_id": int(image_id), "category_id": label_to_cat_id[int(label)],
                         "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score),
@@ -95,7 +95,7 @@ def box_prompted_to_coco(ann_ids: Sequence[int], probs: torch.Tensor) -> list[di
                         torch.zeros_like(kept, dtype=torch.float32))
     rles = encode_masks(keep.numpy())
     return [{"ann_id": int(a), "segmentation": r, "score": float(s)}
-            for a, r, s in zip(ann_ids, rles, score.tolist())]
+            for a, r, s in zip(ann_ids, rles, score.tolist(), strict=True)]
 
 
 def _category_maps(categories: Sequence[dict], coco: COCO) -> tuple[dict[int, int], dict[int, int], set[int]]:

@@ -42,7 +42,7 @@ AP_NAMES: tuple[str, ...] = STAT_NAMES[:6]
 def stats_to_dict(stats: Iterable[float], names: Iterable[str] = AP_NAMES) -> dict[str, float | None]:
     """Name COCOeval stats; COCO's ``-1`` ("no ground truth in this setting") becomes ``None``."""
     out: dict[str, float | None] = {}
-    for name, value in zip(names, stats):
+    for name, value in zip(names, stats, strict=False):
         out[name] = None if value < 0 else float(value)
     return out
 

@@ -57,7 +57,7 @@ def graph_names(model: BoxMaskRCNN) -> dict[str, tuple[list[str], list[str]]]:
 
 def _features(levels: tuple[torch.Tensor, ...], pixels: torch.Tensor | None
               ) -> OrderedDict[str, torch.Tensor]:
-    features = OrderedDict(zip(FPN_LEVELS, levels))
+    features = OrderedDict(zip(FPN_LEVELS, levels, strict=True))
     if pixels is not None:
         features[PIXELS] = pixels
     return features

@@ -168,7 +168,7 @@ def _within_tol(diff: np.ndarray, ref: np.ndarray) -> bool:
 
 def _run(session: ort.InferenceSession, names: Sequence[str], feed: dict[str, np.ndarray]
          ) -> dict[str, np.ndarray]:
-    return dict(zip(names, session.run(list(names), feed)))
+    return dict(zip(names, session.run(list(names), feed), strict=True))
 
 
 @torch.no_grad()
@@ -186,7 +186,7 @@ def reference_inputs(model: BoxMaskRCNN, sizes: Sequence[tuple[int, int]],
         feats = enc(x)
         # The levels, then the pixel map for a model with one (graphs.py).
         levels, pixel_map = feats[:len(ENCODER_OUTPUTS)], feats[len(ENCODER_OUTPUTS):]
-        by_name = {n: f.numpy() for n, f in zip(features, feats)}
+        by_name = {n: f.numpy() for n, f in zip(features, feats, strict=True)}
         inputs.images.append(ImageCase(x.numpy(), by_name))
         size = torch.tensor([h, w], dtype=torch.int64)
         dec = DecoderGraph(model, (h, w)).eval()
@@ -198,11 +198,12 @@ def reference_inputs(model: BoxMaskRCNN, sizes: Sequence[tuple[int, int]],
                 ref = dec(*levels, boxes, labels, size, *pixel_map)
                 feed = {**by_name, BOXES: boxes.numpy(), LABELS: labels.numpy(),
                         IMAGE_SIZE: size.numpy()}
-                inputs.boxes.append(GraphCase(feed, {k: v.numpy() for k, v in zip(dec_out, ref)}))
+                inputs.boxes.append(GraphCase(
+                    feed, {k: v.numpy() for k, v in zip(dec_out, ref, strict=True)}))
         ref_det = det(*levels, size, *pixel_map)
         inputs.detections.append(GraphCase(
             {**by_name, IMAGE_SIZE: size.numpy()},
-            {k: v.numpy() for k, v in zip(DETECTOR_OUTPUTS, ref_det)}))
+            {k: v.numpy() for k, v in zip(DETECTOR_OUTPUTS, ref_det, strict=True)}))
     return inputs
 
 
@@ -251,7 +252,7 @@ def _compare_masks(graph: str, session: ort.InferenceSession, cases: Sequence[Gr
         largest = max(largest, float(np.abs(logits).max()))
         within_tol &= _within_tol(np.abs(logits - got[MASK_LOGITS]), logits)
         min_iou = min(min_iou, *(mask_iou(a >= 0, b >= 0)  # logit >= 0 <=> probability >= 0.5
-                                 for a, b in zip(logits, got[MASK_LOGITS])))
+                                 for a, b in zip(logits, got[MASK_LOGITS], strict=True)))
         if LABELS_OUT in got:
             labels_equal &= bool(np.array_equal(want[LABELS_OUT], got[LABELS_OUT]))
     if not within_tol:

@@ -122,7 +122,7 @@ def quantize_decoder_int8(model_dir: Path, encoder_inputs: list[np.ndarray], num
         feats = enc.run(names, {ENCODER_INPUT: x})
         boxes = random_boxes(boxes_per_image, h, w, gen).numpy()
         labels = torch.randint(0, num_classes + 1, (boxes_per_image,), generator=gen).numpy()
-        feeds.append({**dict(zip(names, feats)), BOXES: boxes, LABELS: labels,
+        feeds.append({**dict(zip(names, feats, strict=True)), BOXES: boxes, LABELS: labels,
                       IMAGE_SIZE: np.array([h, w], np.int64)})
     _quantize_decoder(model_dir / graph_file(DECODER), model_dir / graph_file(DECODER, "int8"),
                       feeds)
@@ -181,19 +181,19 @@ def measure_int8_cost(model_dir: Path, inputs: list[np.ndarray], num_classes: in
         f32 = fp32.run(names, {ENCODER_INPUT: x})
         f8 = int8.run(names, {ENCODER_INPUT: x})
         rel.append(float(np.mean([np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-12)
-                                  for a, b in zip(f32, f8)])))
+                                  for a, b in zip(f32, f8, strict=True)])))
         boxes = random_boxes(boxes_per_image, h, w, gen).numpy()
         labels = torch.randint(1, num_classes + 1, (boxes_per_image,), generator=gen).numpy()
         size = np.array([h, w], dtype=np.int64)
         per_box = {BOXES: boxes, LABELS: labels, IMAGE_SIZE: size}
-        feed32 = {**dict(zip(names, f32)), **per_box}
-        feed8 = {**dict(zip(names, f8)), **per_box}
+        feed32 = {**dict(zip(names, f32, strict=True)), **per_box}
+        feed8 = {**dict(zip(names, f8, strict=True)), **per_box}
         m32 = dec.run(DECODER_OUTPUTS, feed32)[0] >= 0
         m8 = dec.run(DECODER_OUTPUTS, feed8)[0] >= 0
-        ious += [mask_iou(a, b) for a, b in zip(m32, m8)]
+        ious += [mask_iou(a, b) for a, b in zip(m32, m8, strict=True)]
         if dec8 is not None:
             m88 = dec8.run(DECODER_OUTPUTS, feed8)[0] >= 0
-            ious_full += [mask_iou(a, b) for a, b in zip(m32, m88)]
+            ious_full += [mask_iou(a, b) for a, b in zip(m32, m88, strict=True)]
         for fp32_dec, int8_dec in quality_pairs:
             q32 = fp32_dec.run([QUALITY], feed32)[0]
             q8 = int8_dec.run([QUALITY], feed8)[0]

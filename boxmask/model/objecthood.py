@@ -86,7 +86,7 @@ def objecthood_loss(branch: TeacherStudentMaskBranch, features: dict[str, torch.
         raise ValueError("the objecthood loss trains the class-agnostic teacher; this branch "
                          f"({branch.mode}) has none")
     rois, matched = [], []
-    for t, shape in zip(targets, image_shapes):
+    for t, shape in zip(targets, image_shapes, strict=True):
         index = (t[TEACHER_ONLY].nonzero().flatten() if TEACHER_ONLY in t
                  else torch.zeros(0, dtype=torch.int64, device=t["boxes"].device))
         rois.append(jittered_rois(t["boxes"][index].float(), copies, jitter, shape))
@@ -97,7 +97,7 @@ def objecthood_loss(branch: TeacherStudentMaskBranch, features: dict[str, torch.
     logits = branch.run_teacher(x, features, rois)[:, 0]
     size = logits.shape[-1]
     truth = torch.cat([project_masks_on_rois(t["masks"], r, m, size, branch.mask_target_aligned)
-                       for t, r, m in zip(targets, rois, matched)])
+                       for t, r, m in zip(targets, rois, matched, strict=True)])
     keep = torch.ones_like(truth, dtype=torch.bool)
     if branch.teacher_ignore_unseen_boxes:
         keep = _outside_boxes_without_masks(targets, rois, size) | (truth >= 0.5)
@@ -112,7 +112,7 @@ def _outside_boxes_without_masks(targets: list[dict[str, torch.Tensor]],
     """``[P, size, size]`` bool: RoI cells outside the box of every instance of the image that
     has no mask (``mask_valid`` False: an unseen category's)."""
     out = []
-    for t, r in zip(targets, rois):
+    for t, r in zip(targets, rois, strict=True):
         inside = torch.zeros((len(r), size, size), dtype=torch.bool, device=r.device)
         if "mask_valid" in t:
             for box in t["boxes"][~t["mask_valid"].bool()]:

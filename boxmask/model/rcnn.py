@@ -69,7 +69,8 @@ class BoxMaskRCNN(GeneralizedRCNN):
         # pixel-aligned (boxmask/model/paste.py), not by torchvision's paste_masks_in_image.
         grids = [d.pop("masks", None) for d in detections]
         detections = self.transform.postprocess(detections, batch.image_sizes, original_sizes)
-        for d, g, size, resized in zip(detections, grids, original_sizes, batch.image_sizes):
+        for d, g, size, resized in zip(detections, grids, original_sizes, batch.image_sizes,
+                                       strict=True):
             if g is not None:
                 d["masks"] = paste_masks(g, d["boxes"], size, self.paste_offset(size, resized))
         return detections
@@ -127,7 +128,7 @@ class BoxMaskRCNN(GeneralizedRCNN):
         extra = getattr(getattr(self.backbone, "fpn", None), "extra_blocks", None)
         if extra is not None:
             levels, names = extra(levels, [], names)
-        all_features = OrderedDict(zip(names, levels))
+        all_features = OrderedDict(zip(names, levels, strict=True))
         p2 = levels[0]
         # The anchor generator reads only the padded batch's shape: a 1-channel stand-in.
         padded = p2.new_zeros(()).expand(1, 1, p2.shape[-2] * FIRST_LEVEL_STRIDE,
@@ -156,7 +157,7 @@ class BoxMaskRCNN(GeneralizedRCNN):
             list[Tensor[N_i, 1, H, W]]: mask probabilities.
         """
         out = []
-        for i, (image, b) in enumerate(zip(images, boxes)):
+        for i, (image, b) in enumerate(zip(images, boxes, strict=True)):
             h, w = int(image.shape[-2]), int(image.shape[-1])
             lab = labels[i] if labels is not None else torch.zeros(len(b), dtype=torch.int64)
             probs, _, _, resized = self._decode(image, b, lab)

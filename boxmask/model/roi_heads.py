@@ -63,15 +63,15 @@ class BoxMaskRoIHeads(RoIHeads):
                                                           regression_targets)
             positive = [self._mask_rois(torch.where(lab > 0)[0]) for lab in labels]
             mask_losses = self.mask_branch.losses(
-                features, [p[k] for p, k in zip(proposals, positive)], image_shapes,
-                [m[k] for m, k in zip(matched_idxs, positive)], targets, images)
+                features, [p[k] for p, k in zip(proposals, positive, strict=True)], image_shapes,
+                [m[k] for m, k in zip(matched_idxs, positive, strict=True)], targets, images)
             return [], {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg, **mask_losses}
 
         boxes, scores, labels = self.postprocess_detections(class_logits, box_regression,
                                                             proposals, image_shapes)
         masks = self.mask_branch.predict(features, boxes, image_shapes, labels)
         return [{"boxes": b, "labels": lab, "scores": s, "masks": m}
-                for b, lab, s, m in zip(boxes, labels, scores, masks)], {}
+                for b, lab, s, m in zip(boxes, labels, scores, masks, strict=True)], {}
 
     def _mask_rois(self, positive: torch.Tensor) -> torch.Tensor:
         """Indices ``[P]`` of one image's positive RoIs -> the at most ``mask_rois_per_image``

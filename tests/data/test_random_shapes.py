@@ -64,7 +64,7 @@ def test_pasted_masks_are_exactly_the_pixels_replaced_and_ride_as_teacher_only_i
         assert ((out_image[:, replaced] >= 0) & (out_image[:, replaced] <= 1)).all()
         # Later shapes hide earlier ones: no pixel belongs to two instances.
         assert int(out["masks"].sum(0).max()) <= 1
-        for box, mask, area in zip(out["boxes"][extra], shapes, out["area"][extra]):
+        for box, mask, area in zip(out["boxes"][extra], shapes, out["area"][extra], strict=True):
             assert box.tolist() == _tight(mask) and area == mask.sum()
         assert (out["labels"][extra] == TEACHER_ONLY_LABEL).all()
         assert out["mask_valid"][extra].all() and (out["iscrowd"][extra] == 0).all()

@@ -26,10 +26,10 @@ def test_flip_keeps_boxes_on_their_masks_and_undoes_itself(tiny_synth):
     fimage, ftarget = hflip(image, target)
     assert torch.equal(fimage, image.flip(-1))
     assert torch.equal(ftarget["labels"], target["labels"])
-    for box, mask in zip(ftarget["boxes"], ftarget["masks"]):
+    for box, mask in zip(ftarget["boxes"], ftarget["masks"], strict=True):
         assert box.tolist() == _mask_box(mask)  # synthetic boxes are tight around the mask
     # The masked pixels keep their colours: the image and masks moved together.
-    for mask, fmask in zip(target["masks"], ftarget["masks"]):
+    for mask, fmask in zip(target["masks"], ftarget["masks"], strict=True):
         assert torch.equal((image * mask).flip(-1), fimage * fmask)
     back_image, back = hflip(fimage, ftarget)
     assert torch.equal(back_image, image) and torch.equal(back["boxes"], target["boxes"])

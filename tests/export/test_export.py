@@ -61,7 +61,7 @@ def _eager_masks_in_boxes(model, image: np.ndarray, boxes: np.ndarray,
     h, w = image.shape[:2]
     img_t = torch.from_numpy(image).permute(2, 0, 1).float() / 255.0
     ref = model.segment_boxes([img_t], [torch.from_numpy(boxes)], [labels])[0][:, 0].numpy() >= 0.5
-    for mask, box in zip(ref, boxes):
+    for mask, box in zip(ref, boxes, strict=True):
         y0, y1, x0, x1 = box_pixels(box, h, w)
         inside = np.zeros_like(mask)
         inside[y0:y1, x0:x1] = True
@@ -98,7 +98,7 @@ def test_runtime_masks_match_eager_segment_boxes(exported_model_dir, eager, hw, 
     _, _, used = model.decode_in_image(img_t, torch.from_numpy(boxes), lab)
     label_to_cat = {c["label"]: c["id"] for c in categories}
     assert list(pred.labels) == [label_to_cat[int(u)] for u in used]
-    ious = [mask_iou(a, b) for a, b in zip(pred.masks, ref)]
+    ious = [mask_iou(a, b) for a, b in zip(pred.masks, ref, strict=True)]
     assert min(ious) >= 0.99, ious
 
 
@@ -174,7 +174,7 @@ def test_triton_configs_parse_as_tritons_model_config_and_match_the_graphs(expor
         graph = onnx.load(str(repo / name / "1" / "model.onnx"), load_external_data=False).graph
         for declared, actual in ((config.input, graph.input), (config.output, graph.output)):
             assert [t.name for t in declared] == [v.name for v in actual]
-            for t, v in zip(declared, actual):
+            for t, v in zip(declared, actual, strict=True):
                 tensor = v.type.tensor_type
                 assert t.data_type == types[tensor.elem_type], t.name
                 assert list(t.dims) == [d.dim_value if d.HasField("dim_value") else -1
@@ -279,7 +279,7 @@ def test_a_pixel_map_model_exports_with_the_map_last_and_serves_the_eager_masks(
         lab = (torch.tensor([cat_to_label[c] for c in labels]) if labels
                else torch.zeros(len(boxes), dtype=torch.int64))
         ref = _eager_masks_in_boxes(model, image, boxes, lab)
-        ious = [mask_iou(a, b) for a, b in zip(pred.masks, ref)]
+        ious = [mask_iou(a, b) for a, b in zip(pred.masks, ref, strict=True)]
         assert min(ious) >= 0.99, ious
     det = predictor.detect(image=image, score_threshold=0.0, max_detections=1000)
     with torch.no_grad():

@@ -114,11 +114,11 @@ def test_runtime_masks_match_torchvision_mask_branch(imported, hw):
     ref = _torchvision_masks(tv, image, boxes, coco_ids)
     # boxmask's masks never leave their box (docs/server.md): compare within the pixels each box
     # touches.
-    for m, (x1, y1, x2, y2) in zip(ref, boxes):
+    for m, (x1, y1, x2, y2) in zip(ref, boxes, strict=True):
         inside = np.zeros_like(m)
         inside[int(np.floor(y1)):int(np.ceil(y2)), int(np.floor(x1)):int(np.ceil(x2))] = True
         m &= inside
-    ious = [mask_iou(a, b) for a, b in zip(got.masks, ref)]
+    ious = [mask_iou(a, b) for a, b in zip(got.masks, ref, strict=True)]
     assert ref.any(axis=(1, 2)).all()  # the masks compared are not empty
     assert np.mean(ious) >= 0.99, ious
 
@@ -146,7 +146,7 @@ def test_detect_endpoint_matches_torchvision_model(imported):
     # Matched one to one rather than by rank: random weights leave scores 1e-5 apart, within
     # float noise of each other, so two detections may trade places.
     unmatched = list(range(len(got)))
-    for box, label, score in zip(ref["boxes"].numpy(), ref["labels"].tolist(), ref["scores"].tolist()):
+    for box, label, score in zip(ref["boxes"].numpy(), ref["labels"].tolist(), ref["scores"].tolist(), strict=True):
         match = [i for i in unmatched if got[i]["category_id"] == label
                  and np.abs(np.array(got[i]["box"]) - box).max() <= 1.0
                  and abs(got[i]["score"] - score) <= 1e-3]

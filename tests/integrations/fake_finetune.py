@@ -21,7 +21,7 @@ from pathlib import Path
 
 def main(argv: list[str]) -> None:
     assert argv[0] == "finetune", argv
-    args = dict(zip(argv[1::2], argv[2::2]))
+    args = dict(zip(argv[1::2], argv[2::2], strict=False))
     out, checkpoint = Path(args["--out"]), Path(args["--from"])
     mode = os.environ.get("FAKE_FINETUNE_MODE", "")
     if os.environ.get("FAKE_FINETUNE_PID"):

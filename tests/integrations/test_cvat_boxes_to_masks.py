@@ -102,9 +102,9 @@ def test_every_rectangle_gets_its_class_mask_with_one_encode_per_frame(predictor
     assert (summary.frames, summary.boxes, summary.deleted_boxes) == (2, 3, 0)
     frame0 = expected_masks(predictor, 0, [[4, 4, 40, 30], [20, 10, 60, 44]], ["disc", "square"])
     frame2 = expected_masks(predictor, 2, [[8, 6, 50, 40]], ["disc"])
-    expected = [(r, m) for r, m in zip(SHAPES[:3], [*frame0, *frame2]) if m.any()]
+    expected = [(r, m) for r, m in zip(SHAPES[:3], [*frame0, *frame2], strict=True) if m.any()]
     assert len(task.created) == len(expected) == summary.shapes > 0
-    for shape, (source, mask) in zip(task.created, expected):
+    for shape, (source, mask) in zip(task.created, expected, strict=True):
         assert shape.type.value == "mask" and shape.source == "semi-auto"
         assert (shape.frame, shape.label_id, shape.group) == (source.frame, source.label_id, source.group)
         np.testing.assert_array_equal(decode_mask(shape.points, W, H), mask)
@@ -216,7 +216,7 @@ def test_dry_run_writes_a_coco_file_and_uploads_nothing(predictor, tmp_path) -> 
                                         ["disc", "square"]) if m.any()]
     anns = coco.loadAnns(coco.getAnnIds(imgIds=[1]))
     assert len(anns) == len(frame0)
-    for ann, mask in zip(anns, frame0):
+    for ann, mask in zip(anns, frame0, strict=True):
         np.testing.assert_array_equal(from_rle(ann["segmentation"]), mask)
         np.testing.assert_array_equal(coco.annToMask(ann).astype(bool), mask)
 

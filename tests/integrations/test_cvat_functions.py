@@ -109,7 +109,7 @@ def test_detector_function_replies_cvat_masks_equal_to_the_runtime_detections(
     expected = predictor.detect(image=image, score_threshold=0.0)
     nonempty = [i for i in range(len(expected)) if expected.masks[i].any()]
     assert len(reply) == len(nonempty) > 0
-    for item, i in zip(reply, nonempty):
+    for item, i in zip(reply, nonempty, strict=True):
         assert item["type"] == "mask" and item["label"] == expected.names[i]
         assert float(item["confidence"]) == pytest.approx(float(expected.scores[i]), abs=1e-4)
         assert len(item["mask"]) == ((item["mask"][-2] - item["mask"][-4] + 1)
@@ -241,7 +241,7 @@ def test_auto_annotation_function_passes_cvat_sdks_own_checks(model_dir, predict
         return
     nonempty = [i for i in range(len(expected)) if expected.masks[i].any()]
     assert len(remapped) == len(nonempty)
-    for shape, i in zip(remapped, nonempty):
+    for shape, i in zip(remapped, nonempty, strict=True):
         assert shape.type.value == "mask"
         assert shape.label_id == 100 + names.index(expected.names[i])
         np.testing.assert_array_equal(decode_mask(shape.points, W, H), expected.masks[i])

@@ -191,7 +191,7 @@ def test_stored_rectangles_get_a_mask_each_and_the_context_wins_over_them(make_c
     key = predictor.set_image(png_bytes())
     boxes = [[4.0, 3.0, 36.0, 27.0], [40.0, 24.0, 76.0, 57.0]]
     expected = predictor.predict(boxes, labels=["disc", "square"], key=key).masks
-    for item, mask in zip(result, expected):
+    for item, mask in zip(result, expected, strict=True):
         np.testing.assert_array_equal(decode_brush(item), mask)
 
     # Interactive: only the drawn region is answered, not the task's stored boxes.
@@ -211,7 +211,7 @@ def test_tasks_without_boxes_get_detector_boxes_and_masks(make_client, predictor
     rects = [r for r in result if r["type"] == "rectanglelabels"]
     masks = [r for r in result if r["type"] == "brushlabels"]
     assert len(rects) == len(masks) == len(detections)
-    for rect, item, mask, name, box in zip(rects, masks, detections.masks, detections.names, detections.boxes):
+    for rect, item, mask, name, box in zip(rects, masks, detections.masks, detections.names, detections.boxes, strict=True):
         assert rect["from_name"] == "boxes" and item["from_name"] == "masks"
         assert item["value"]["brushlabels"][0].casefold() == name
         assert rect["value"]["x"] == pytest.approx(100 * box[0] / W, abs=1e-4)

@@ -224,7 +224,7 @@ def test_label_studio_stores_boxmask_masks_for_drawn_and_stored_boxes(ls, boxmas
     boxes = [r for r in detected["result"] if r["type"] == "rectanglelabels"]
     labelled = [i for i, name in enumerate(detections.names) if name in ("disc", "square")]
     assert len(masks) == len(boxes) == len(labelled)
-    for item, i in zip(masks, labelled):
+    for item, i in zip(masks, labelled, strict=True):
         np.testing.assert_array_equal(brush_mask(item), detections.masks[i])
 
 
@@ -245,7 +245,7 @@ def test_label_studio_sorts_tasks_by_boxmasks_mask_quality(ls, boxmask_quality_u
     assert len(tasks) == len(paths)
     size = 64  # the tiny dataset's images
     boxes = [[[2, 2, 40, 30], [10, 8, 60, 58]], [[0, 0, 64, 64]], [[5, 30, 50, 62], [1, 1, 30, 30]]]
-    for task, task_boxes in zip(tasks, boxes):
+    for task, task_boxes in zip(tasks, boxes, strict=True):
         result = [{"id": f"b{i}", "type": "rectanglelabels", "from_name": "box", "to_name": "image",
                    "original_width": size, "original_height": size, "image_rotation": 0,
                    "value": {"x": 100 * x1 / size, "y": 100 * y1 / size,
@@ -260,7 +260,7 @@ def test_label_studio_sorts_tasks_by_boxmasks_mask_quality(ls, boxmask_quality_u
 
     predictor = Predictor.from_dir(quality_model_dir)
     worst, versions = {}, set()
-    for task, path, task_boxes in zip(tasks, paths, boxes):
+    for task, path, task_boxes in zip(tasks, paths, boxes, strict=True):
         (prediction,) = ok(ls.get("/api/predictions", params={"task": task["id"]}))
         quality = predictor.predict(task_boxes, labels=["disc"] * len(task_boxes),
                                     key=predictor.set_image(path.read_bytes())).quality

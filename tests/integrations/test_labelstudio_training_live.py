@@ -250,7 +250,7 @@ def test_label_studio_teaches_boxmask_a_new_shape_and_serves_the_better_version(
         assert all(r["value"]["brushlabels"] == [scenario.NEW]
                    for r in predictions[-1]["result"] if r["type"] == "brushlabels")
         assert len(masks) == len(truth[task_id])  # one per stored box, in the boxes' order
-        for predicted, true in zip(masks, truth[task_id]):
+        for predicted, true in zip(masks, truth[task_id], strict=True):
             ious.append(mask_iou(predicted, true))
             box_ious.append(mask_iou(box_mask(_box(true), *true.shape), true))
     miou, box_miou = float(np.mean(ious)), float(np.mean(box_ious))

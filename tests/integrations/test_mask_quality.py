@@ -54,7 +54,8 @@ def _tasks(images: list[bytes]) -> list[dict]:
     return [{"id": 100 + t, "data": {"photo": _uri(images[t % len(images)])},
              "annotations": [{"id": t + 1, "was_cancelled": False,
                               "result": [_rect(b, label, f"t{t}r{i}")
-                                         for i, (b, label) in enumerate(zip(boxes, labels))]}],
+                                         for i, (b, label)
+                                         in enumerate(zip(boxes, labels, strict=True))]}],
              "predictions": []}
             for t, (boxes, labels) in enumerate(TASK_BOXES)]
 
@@ -93,13 +94,13 @@ def test_label_studio_orders_tasks_by_their_worst_mask(ls_quality: TestClient,
     results = _retrieve(ls_quality, tasks, POLYGON_CONFIG)
     p = Predictor.from_dir(quality_model_dir)
     worst = []
-    for task, result, (boxes, labels) in zip(tasks, results, TASK_BOXES):
+    for task, result, (boxes, labels) in zip(tasks, results, TASK_BOXES, strict=True):
         image = images[(task["id"] - 100) % len(images)]
         expected = p.predict(boxes, labels=labels, key=p.set_image(image))
         assert expected.has_quality
         brushes = [r for r in result["result"] if r["type"] == "brushlabels"]
         assert [r["score"] for r in brushes] == pytest.approx(expected.quality.tolist(), abs=1e-6)
-        for item, mask in zip(brushes, expected.iter_masks()):
+        for item, mask in zip(brushes, expected.iter_masks(), strict=True):
             np.testing.assert_array_equal(decode_brush(item), mask)  # the mask scored
         # Polygons of a mask carry its score too.
         polygons = [r for r in result["result"] if r["type"] == "polygonlabels"]
@@ -151,7 +152,7 @@ def test_without_the_head_label_studio_scores_are_the_class_scores_as_before(
     with _ls_client(model_dir) as client:
         results = _retrieve(client, tasks)
     p = Predictor.from_dir(model_dir)
-    for task, result, (boxes, labels) in zip(tasks, results, TASK_BOXES):
+    for task, result, (boxes, labels) in zip(tasks, results, TASK_BOXES, strict=True):
         image = images[(task["id"] - 100) % len(images)]
         expected = p.predict(boxes, labels=labels, key=p.set_image(image))
         assert not expected.has_quality
@@ -171,7 +172,7 @@ def test_cvat_detector_confidence_is_the_masks_quality(monkeypatch, quality_mode
     expected = Predictor.from_dir(quality_model_dir).detect(image=images[0], score_threshold=0.0)
     nonempty = [i for i, m in enumerate(expected.iter_masks()) if m.any()]
     assert len(reply) == len(nonempty) > 0
-    for item, i in zip(reply, nonempty):
+    for item, i in zip(reply, nonempty, strict=True):
         assert item["label"] == expected.names[i]
         assert float(item["confidence"]) == pytest.approx(float(expected.quality[i]), abs=1e-4)
 

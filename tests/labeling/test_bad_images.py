@@ -31,7 +31,7 @@ def test_bad_images_are_skipped_reported_and_their_annotations_kept(dataset, mod
     assert report["summary"]["images_labeled"] == len(images) - 4
     bad_ids = {im["id"] for im in images[:4]}
     out = json.loads(dataset["out"].read_text())
-    for a_in, a_out in zip(coco["annotations"], out["annotations"]):
+    for a_in, a_out in zip(coco["annotations"], out["annotations"], strict=True):
         if a_in["image_id"] in bad_ids:
             # Untouched but for the marker that says it got no mask, and why.
             marker = a_out.pop("boxmask")

@@ -43,7 +43,7 @@ def test_each_mask_carries_its_quality_and_the_report_lists_the_worst_first(
     masked = _masked(dataset["out"])
     assert masked and all(set(a["boxmask"]) == BEFORE | {"quality"} for _, a in masked)
     boxes = json.loads(dataset["boxes"].read_text())
-    for i, ann in masked[:4]:
+    for _, ann in masked[:4]:
         expected = _runtime(quality_model_dir, dataset, ann, boxes)
         assert ann["boxmask"]["quality"] == pytest.approx(float(expected.quality[0]), abs=1e-5)
 

@@ -44,7 +44,7 @@ def test_round_trip_masks_every_known_box_and_keeps_every_other_field(dataset, m
     assert len(out["annotations"]) == len(inp["annotations"])
     ious: dict[str, list[float]] = {"seen": [], "unseen": []}
     version = hashlib.sha256((model_dir / "model.json").read_bytes()).hexdigest()[:12]
-    for a_in, a_out in zip(inp["annotations"], out["annotations"]):
+    for a_in, a_out in zip(inp["annotations"], out["annotations"], strict=True):
         added = {k: a_out[k] for k in a_out.keys() - a_in.keys()}
         assert {k: a_out[k] for k in a_in} == a_in
         if a_in["category_id"] not in known:
@@ -143,13 +143,13 @@ def test_only_missing_keeps_existing_segmentations(dataset, model_dir):
     coco = json.loads(dataset["boxes"].read_text())
     truth = json.loads(dataset["truth"].read_text())
     # Half the annotations already have their mask: those must come out unchanged.
-    for ann, t in list(zip(coco["annotations"], truth["annotations"]))[::2]:
+    for ann, t in list(zip(coco["annotations"], truth["annotations"], strict=True))[::2]:
         ann["segmentation"] = t["segmentation"]
     partial = dataset["boxes"].with_name("partial.json")
     partial.write_text(json.dumps(coco))
     report = label(dataset, model_dir, coco=partial, only_missing=True)
     out = json.loads(dataset["out"].read_text())
-    for a_in, a_out in zip(coco["annotations"], out["annotations"]):
+    for a_in, a_out in zip(coco["annotations"], out["annotations"], strict=True):
         if "segmentation" in a_in:
             a_out = dict(a_out)
             assert a_out.pop("boxmask") == {"status": "not_masked", "reason": "has_segmentation",

@@ -360,7 +360,7 @@ def test_mask_rois_per_image_caps_the_mask_heads_training_rois(cap, monkeypatch)
     def select(proposals, targets):
         out = real_select(proposals, targets)
         seen["positive"] = [int((lab > 0).sum()) for lab in out[2]]
-        seen["positive_boxes"] = [p[lab > 0] for p, lab in zip(out[0], out[2])]
+        seen["positive_boxes"] = [p[lab > 0] for p, lab in zip(out[0], out[2], strict=True)]
         return out
 
     def losses(features, proposals, image_shapes, matched_idxs, targets, images):
@@ -378,7 +378,7 @@ def test_mask_rois_per_image_caps_the_mask_heads_training_rois(cap, monkeypatch)
     got = [len(p) for p in seen["mask_rois"]]
     assert got == ([n0, n1] if cap is None else [2, 2])
     # A subset of each image's positives, in their order.
-    for rois, pos in zip(seen["mask_rois"], seen["positive_boxes"]):
+    for rois, pos in zip(seen["mask_rois"], seen["positive_boxes"], strict=True):
         idx = [int(torch.where((pos == r).all(dim=1))[0][0]) for r in rois]
         assert idx == sorted(set(idx))
 

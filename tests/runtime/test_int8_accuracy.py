@@ -41,7 +41,7 @@ def _masks(precision: str, coco: COCO, images: Path) -> dict[int, np.ndarray]:
     predictor = Predictor.from_dir(BUNDLED_MODEL, precision=precision)
     out = {}
     for _, anns, masks in prompted_masks(predictor, coco, images):
-        out.update({a["id"]: m for a, m in zip(anns, masks)})
+        out.update({a["id"]: m for a, m in zip(anns, masks, strict=True)})
     return out
 
 

@@ -348,7 +348,7 @@ def test_masks_never_leave_their_boxes_on_predict_or_detect(predictor: Predictor
     preds = [predictor.predict(boxes, key=key), predictor.detect(key=key, score_threshold=0.0)]
     for pred in preds:
         assert len(pred) > 0
-        for mask, (x1, y1, x2, y2) in zip(pred.masks, pred.boxes):
+        for mask, (x1, y1, x2, y2) in zip(pred.masks, pred.boxes, strict=True):
             ys, xs = np.nonzero(mask)
             if len(xs):
                 assert xs.min() >= np.floor(x1) and xs.max() < np.ceil(x2)

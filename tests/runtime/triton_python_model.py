@@ -46,7 +46,7 @@ class TritonPythonModel:
             values = self.session.run(self.outputs, feed)
             tensors = [
                 pb_utils.Tensor.from_dlpack(name, self.np.ascontiguousarray(value))
-                for name, value in zip(self.outputs, values)
+                for name, value in zip(self.outputs, values, strict=True)
             ]
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
         return responses

@@ -38,7 +38,7 @@ def test_rle_masks_decode_with_pycocotools_to_the_image_size_inside_their_box(
     assert (body["height"], body["width"]) == (IMAGE_H, IMAGE_W)
     assert len(body["instances"]) == len(BOXES)
     assert any(decode_rle(inst["mask"]).any() for inst in body["instances"])
-    for inst, box in zip(body["instances"], BOXES):
+    for inst, box in zip(body["instances"], BOXES, strict=True):
         assert inst["mask"]["format"] == "rle"
         mask = decode_rle(inst["mask"])
         assert mask.shape == (IMAGE_H, IMAGE_W)
@@ -99,7 +99,7 @@ def test_polygon_and_png_masks_match_the_rle_mask(client: TestClient, image_id: 
         assert r.status_code == 200, r.text
         return [i["mask"] for i in r.json()["instances"]]
 
-    for rle, poly, png in zip(masks("rle"), masks("polygons"), masks("png")):
+    for rle, poly, png in zip(masks("rle"), masks("polygons"), masks("png"), strict=True):
         reference = decode_rle(rle)
         as_png = np.asarray(Image.open(io.BytesIO(base64.b64decode(png["data"])))) > 0
         np.testing.assert_array_equal(as_png, reference)

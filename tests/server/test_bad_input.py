@@ -102,7 +102,7 @@ def test_without_clipping_a_box_past_any_single_edge_is_refused(
     # The same box is fine when clipped: only the one coordinate moves to the edge.
     clipped = segment(client, image_id=image_id, boxes=[box])
     assert clipped.status_code == 200, clipped.text
-    expected = [min(max(v, 0.0), lim) for v, lim in zip(box, [IMAGE_W, IMAGE_H] * 2)]
+    expected = [min(max(v, 0.0), lim) for v, lim in zip(box, [IMAGE_W, IMAGE_H] * 2, strict=True)]
     assert clipped.json()["instances"][0]["box"] == expected
 
 

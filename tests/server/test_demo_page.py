@@ -269,8 +269,9 @@ def test_the_image_fits_the_window_and_boxes_drawn_on_screen_reach_the_server_in
         got = browser.js("[...document.querySelectorAll('#instances li')].map(li => JSON.parse(li.dataset.box))")
         # Mouse events land on whole screen pixels: at most one screen pixel off, in image pixels.
         tolerance = 1.0 / scale + 0.1
-        for box, want in zip(got, wanted):
-            assert all(abs(a - b) <= tolerance for a, b in zip(box, want)), (box, want, scale)
+        for box, want in zip(got, wanted, strict=True):
+            assert all(abs(a - b) <= tolerance
+                       for a, b in zip(box, want, strict=True)), (box, want, scale)
         shot = browser("Page.captureScreenshot", format="png")["data"]
         (tmp_path / f"demo_{window_w}x{window_h}_{image_w}.png").write_bytes(base64.b64decode(shot))
         labels = json.loads(browser.js("document.getElementById('overlay').dataset.labels"))

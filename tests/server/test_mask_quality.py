@@ -86,7 +86,7 @@ def test_the_tight_box_is_the_masks_box_beside_the_drawn_box(
         quality_client: TestClient, image: bytes, labels) -> None:
     fields = {"boxes": BOXES, "tight_box": True} | ({"labels": labels} if labels else {})
     got = _segment(quality_client, image, **fields)
-    for inst, box in zip(got, BOXES):
+    for inst, box in zip(got, BOXES, strict=True):
         assert inst["box"] == box  # the drawn box is kept, never replaced
         mask = decode_rle(inst["mask"])
         expected = mask_box(mask)
@@ -103,7 +103,7 @@ def test_a_model_without_the_head_answers_as_before_with_null_quality(
     p = Predictor.from_dir(model_dir)
     expected = p.predict(BOXES, key=p.set_image(image))
     assert [inst["score"] for inst in got] == pytest.approx(expected.scores.tolist(), abs=1e-5)
-    for inst, mask in zip(got, expected.iter_masks()):
+    for inst, mask in zip(got, expected.iter_masks(), strict=True):
         assert inst["quality"] is None and inst["tight_box"] is None
         assert np.array_equal(decode_rle(inst["mask"]), mask)
     # The tight box does not need the head.

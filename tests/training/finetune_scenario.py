@@ -134,6 +134,6 @@ def box_prompted_miou(checkpoint: Path | None, paths: dict[str, Path],
             image = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0
             labels = torch.tensor([label_of[coco.cats[a["category_id"]]["name"]] for a in anns])
             pred = (model.segment_boxes([image], [boxes], [labels])[0][:, 0] >= 0.5).numpy()
-        for a, p in zip(anns, pred):
+        for a, p in zip(anns, pred, strict=True):
             ious.append(_iou(p, decode_segmentation(a["segmentation"], h, w).astype(bool)))
     return float(np.mean(ious))

@@ -63,7 +63,7 @@ def test_ddp_with_one_process_trains_like_a_single_process(tiny_cfg, tmp_path: P
     a = read_metrics(tmp_path / "plain" / "metrics.jsonl")
     b = read_metrics(tmp_path / "ddp" / "metrics.jsonl")
     assert len(a) == len(b) == 2
-    for ra, rb in zip(a, b):
+    for ra, rb in zip(a, b, strict=True):
         assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-5)
 
 

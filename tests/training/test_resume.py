@@ -32,7 +32,7 @@ def test_resume_after_an_epoch_repeats_the_uninterrupted_run(tiny_cfg, tmp_path:
     a, b = tmp_path / "straight", tmp_path / "split"
     got, want = _losses(b, epoch=2), _losses(a, epoch=2)
     assert len(got) == len(want) == 2
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         assert g.keys() == w.keys()
         for k in w:
             assert g[k] == pytest.approx(w[k], rel=1e-6, abs=1e-6), k

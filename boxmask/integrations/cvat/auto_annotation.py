@@ -45,7 +45,7 @@ class BoxmaskDetectionFunction:
         pred = self.predictor.detect(image=rgb, score_threshold=threshold,
                                      max_detections=self.max_detections)
         shapes: list[models.LabeledShapeRequest] = []
-        for mask, category_id in zip(pred.iter_masks(), pred.labels.tolist()):
+        for mask, category_id in zip(pred.iter_masks(), pred.labels.tolist(), strict=True):
             if not mask.any():
                 continue
             if context.conv_mask_to_poly:

@@ -191,7 +191,7 @@ def convert_task(
                               limits=predictor.limits)
         pred = predictor.predict(checked, key=key)
         created: list[models.LabeledShapeRequest] = []
-        for rect, mask in zip(rects, pred.iter_masks()):
+        for rect, mask in zip(rects, pred.iter_masks(), strict=True):
             if not mask.any():
                 summary.empty_masks += 1
                 continue

@@ -95,7 +95,7 @@ def detect_reply(predictor: Predictor, body: Mapping[str, Any], default_threshol
     # The mask's predicted IoU where the model has the head: the masks to check first.
     confidence = pred.quality if pred.has_quality else pred.scores
     reply = []
-    for mask, name, score in zip(pred.iter_masks(), pred.names, confidence.tolist()):
+    for mask, name, score in zip(pred.iter_masks(), pred.names, confidence.tolist(), strict=True):
         crop = detector_mask(mask)
         if crop is None:  # nothing above the mask threshold: CVAT cannot draw an empty mask
             continue

@@ -154,7 +154,7 @@ def region_to_box(region: Region, width: int, height: int) -> Box:
         cos, sin = math.cos(angle), math.sin(angle)
         corners = [(x + cx * cos - cy * sin, y + cx * sin + cy * cos)
                    for cx, cy in ((0, 0), (w, 0), (w, h), (0, h))]
-        xs, ys = zip(*corners)
+        xs, ys = zip(*corners, strict=True)
         xyxy = (min(xs), min(ys), max(xs), max(ys))
     else:
         xyxy = (x, y, x + w, y + h)

@@ -116,7 +116,7 @@ class OnnxRuntimeSession:
             values = self._session.run(names, feed)
         except MemoryError as e:
             raise BackendUnavailable(f"ONNX Runtime ran out of memory in {self.path.name}") from e
-        return dict(zip(names, values))
+        return dict(zip(names, values, strict=True))
 
     def describe(self) -> str:
         return f"onnxruntime {self.path.name} on {', '.join(self.providers)}"
