@@ -191,9 +191,9 @@ def test_no_import_cycle_between_parts() -> None:
         state[node] = 1
         for nxt in sorted(edges.get(node, ())):
             if state.get(nxt) == 1:
-                return path + [node, nxt]
+                return [*path, node, nxt]
             if not state.get(nxt):
-                found = visit(nxt, path + [node])
+                found = visit(nxt, [*path, node])
                 if found:
                     return found
         state[node] = 2

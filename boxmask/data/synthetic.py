@@ -239,7 +239,9 @@ def shape_mask(name: str, centre: np.ndarray, radius: float, angle: float,
         hole = rng.uniform(0.45, 0.62)
         return fill(_regular(64, radius)) & ~fill(_regular(64, radius * hole))
     if name == "crescent":
-        bite = _regular(64, radius * rng.uniform(0.8, 0.95)) + [radius * rng.uniform(0.45, 0.6), 0]
+        # A disc shifted right (an array plus an offset, not a list concatenation).
+        bite = (_regular(64, radius * rng.uniform(0.8, 0.95))
+                + np.array([radius * rng.uniform(0.45, 0.6), 0]))
         return fill(_regular(64, radius)) & ~fill(bite)
     # The extended catalogue's shapes (EXTRA_CATEGORIES), each about as large as the others.
     if name == "pentagon":

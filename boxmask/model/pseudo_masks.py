@@ -58,7 +58,7 @@ def seen_union_on_rois(masks: torch.Tensor, seen: torch.Tensor, rois: torch.Tens
         Tensor[P, M, M] float in [0, 1].
     """
     union = (masks[seen].sum(0, keepdim=True) > 0) if seen.any() else \
-        masks.new_zeros((1,) + tuple(masks.shape[-2:]))
+        masks.new_zeros((1, *masks.shape[-2:]))
     first = torch.zeros(len(rois), dtype=torch.int64, device=rois.device)
     return project_masks_on_rois(union, rois, first, size, aligned)
 

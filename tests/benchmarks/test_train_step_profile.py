@@ -33,7 +33,7 @@ def test_parts_and_a_mask_roi_cap(profile_bench, tiny_dataset, tmp_path):
     torch.set_num_threads(1)
     base = _overrides(tiny_dataset, tmp_path)
     full = profile_bench.measure(TINY_CONFIG, base, iters=2, warmup=1)
-    capped = profile_bench.measure(TINY_CONFIG, base + ["model.mask_rois_per_image=1"],
+    capped = profile_bench.measure(TINY_CONFIG, [*base, "model.mask_rois_per_image=1"],
                                    iters=2, warmup=1)
     parts = full["parts"]
     assert {"backbone", "rpn", "roi_heads", "roi_heads.mask_branch", "forward (all)",

@@ -25,7 +25,7 @@ def test_data_synth_writes_a_dataset_and_refuses_to_overwrite_it(tmp_path):
 
     again = runner.invoke(app, args)
     assert again.exit_code == 2 and "not empty" in _text(again.output)
-    assert runner.invoke(app, args + ["--overwrite"]).exit_code == 0
+    assert runner.invoke(app, [*args, "--overwrite"]).exit_code == 0
 
 
 def test_data_split_marks_seen_categories_and_explains_unknown_ones(tiny_synth):
@@ -44,12 +44,12 @@ def test_data_split_marks_seen_categories_and_explains_unknown_ones(tiny_synth):
 
 def test_data_synth_builds_an_older_generator_version_on_request_and_refuses_an_unknown_one(tmp_path):
     base = ["data", "synth", "--seed", "2", "--images", "1", "--val-images", "0", "--size", "32"]
-    newest = runner.invoke(app, base + ["--out", str(tmp_path / "new")])
-    old = runner.invoke(app, base + ["--out", str(tmp_path / "old"), "--generator-version", "1"])
+    newest = runner.invoke(app, [*base, "--out", str(tmp_path / "new")])
+    old = runner.invoke(app, [*base, "--out", str(tmp_path / "old"), "--generator-version", "1"])
     assert newest.exit_code == 0 and old.exit_code == 0, (newest.output, old.output)
     assert json.loads((tmp_path / "new" / "stats.json").read_text())["generator_version"] == 2
     assert json.loads((tmp_path / "old" / "stats.json").read_text())["generator_version"] == 1
-    bad = runner.invoke(app, base + ["--out", str(tmp_path / "bad"), "--generator-version", "7"])
+    bad = runner.invoke(app, [*base, "--out", str(tmp_path / "bad"), "--generator-version", "7"])
     assert bad.exit_code == 2 and "unknown generator version 7" in _text(bad.output)
     assert not (tmp_path / "bad").exists()
 
@@ -73,5 +73,5 @@ def test_data_synth_reuse_keeps_the_same_set_and_refuses_another(tmp_path):
         other = runner.invoke(app, base + change)
         assert other.exit_code == 2 and named in _text(other.output), (change, other.output)
         assert (image.stat().st_mtime_ns, (out / "stats.json").read_bytes()) == before
-    both = runner.invoke(app, base + ["--overwrite"])
+    both = runner.invoke(app, [*base, "--overwrite"])
     assert both.exit_code == 2 and "pass one of them" in _text(both.output)

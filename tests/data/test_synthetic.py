@@ -104,7 +104,7 @@ def test_the_clear_scene_keeps_a_third_of_instances_overlapped_with_readable_mas
 
 
 def test_an_unknown_scene_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="unknown scene 'busy'.*dense, clear"):
+    with pytest.raises(ValueError, match=r"unknown scene 'busy'.*dense, clear"):
         generate(tmp_path / "ds", num_train=1, num_val=0, image_size=32, scene="busy")
     assert not (tmp_path / "ds").exists()
 

@@ -186,7 +186,7 @@ def test_tensorrt_without_a_gpu_says_what_to_do(tiny_checkpoint, tmp_path):
         pytest.skip("a GPU is present: the TensorRT build is tested by test_tensorrt_engines_build")
     from boxmask.export.exporter import export_checkpoint
 
-    with pytest.raises(ExportError, match="GPU|tensorrt"):
+    with pytest.raises(ExportError, match=r"GPU|tensorrt"):
         export_checkpoint(tiny_checkpoint, tmp_path / "trt", tensorrt=True)
     assert not (tmp_path / "trt").exists()
 

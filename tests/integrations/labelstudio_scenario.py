@@ -105,7 +105,7 @@ def pretrain(out: Path, name: str, seed: int = 0) -> tuple[Path, Path]:
     images, annotations = [], []
     for index in range(PRETRAIN_IMAGES):
         rng = np.random.default_rng([1000 + seed, index])
-        image, shapes = scene(rng, list(rng.choice(KNOWN + [NEW], 3)))
+        image, shapes = scene(rng, list(rng.choice([*KNOWN, NEW], 3)))
         file_name = f"{index:04d}.png"
         (out / "images" / file_name).write_bytes(png(image))
         images.append({"id": index + 1, "file_name": file_name, "width": SIZE, "height": SIZE})

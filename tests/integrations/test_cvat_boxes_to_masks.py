@@ -204,7 +204,7 @@ def test_an_upload_whose_journal_line_is_lost_is_not_uploaded_twice(
 
 
 def test_dry_run_writes_a_coco_file_and_uploads_nothing(predictor, tmp_path) -> None:
-    task = InMemoryTask(["disc", "square"], SHAPES + [rect(9, 1, 10, [5, 5, 30, 30], rotation=30.0)])
+    task = InMemoryTask(["disc", "square"], [*SHAPES, rect(9, 1, 10, [5, 5, 30, 30], rotation=30.0)])
     summary = convert_task(task, predictor, dry_run=True)
     assert task.created == [] and task.deleted == [] and summary.rotated_boxes == 1
     path = tmp_path / "coco.json"

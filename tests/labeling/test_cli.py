@@ -44,7 +44,7 @@ def test_bad_options_and_inputs_get_clear_errors(dataset, model_dir):
     missing = ["label", "--coco", "nope.json", "--images", ".", "--out", "o.json"]
     result = runner.invoke(app, missing, env={"COLUMNS": "300"})
     assert result.exit_code == 2 and "do not exist" in result.output
-    bad_model = base[:-3] + ["--model", "no-such-model"]
+    bad_model = [*base[:-3], "--model", "no-such-model"]
     result = runner.invoke(app, bad_model, env={"COLUMNS": "300"})
     assert result.exit_code == 2 and "bundled" in result.output
 

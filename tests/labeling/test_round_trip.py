@@ -100,7 +100,7 @@ def test_output_may_not_overwrite_the_input(dataset, model_dir):
     # Nor may the report or the journal written beside the output.
     named_like_a_report = dataset["boxes"].with_name("x.report.json")
     named_like_a_report.write_bytes(before)
-    with pytest.raises(ConfigError, match="the report .* would overwrite the input"):
+    with pytest.raises(ConfigError, match=r"the report .* would overwrite the input"):
         label(dataset, model_dir, out=dataset["boxes"].with_name("x.json"), coco=named_like_a_report)
     assert named_like_a_report.read_bytes() == before
     with pytest.raises(ConfigError, match="is a folder"):

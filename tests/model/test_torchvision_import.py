@@ -67,7 +67,7 @@ def test_import_writes_a_checkpoint_whose_student_is_cocos_mask_predictor(v1_wei
 
 
 def test_the_wrong_arch_is_named_in_the_refusal(v1_weights, tmp_path):
-    with pytest.raises(WeightsFileError, match="is a maskrcnn_resnet50_fpn state dict.*--arch maskrcnn_resnet50_fpn"):
+    with pytest.raises(WeightsFileError, match=r"is a maskrcnn_resnet50_fpn state dict.*--arch maskrcnn_resnet50_fpn"):
         import_torchvision(v1_weights, "maskrcnn_resnet50_fpn_v2", tmp_path / "c.pt")
     assert not (tmp_path / "c.pt").exists()
 
@@ -175,7 +175,7 @@ def test_resuming_an_imported_checkpoint_points_to_init_from(v1_weights, tmp_pat
     cfg = load_config(TINY_CONFIG, [f"data.train_annotations={d / 'annotations' / 'instances_train.json'}",
                                     f"data.train_images={d / 'images' / 'train'}",
                                     f"train.output_dir={tmp_path / 'run'}"])
-    with pytest.raises(ConfigError, match="model.init_from="):
+    with pytest.raises(ConfigError, match=r"model\.init_from="):
         train(cfg, resume=tmp_path / "c.pt")
 
 

@@ -70,7 +70,7 @@ def test_a_missing_file_or_card_is_reported(contract_model_dir: Path, tmp_path: 
     (copy / "detector.onnx").unlink()
     with pytest.raises(ModelDirError, match="'detector' is missing"):
         ModelCard.load(copy)
-    with pytest.raises(ModelDirError, match="model.json is missing"):
+    with pytest.raises(ModelDirError, match=r"model\.json is missing"):
         ModelCard.load(tmp_path)
 
 

@@ -80,7 +80,7 @@ def test_bad_inputs_raise_bad_image(data: object, message: str) -> None:
 
 def test_truncated_image_raises_bad_image() -> None:
     data = _encode(Image.fromarray(_rgb(64, 64)), "JPEG")
-    with pytest.raises(BadImage, match="truncated|corrupt"):
+    with pytest.raises(BadImage, match=r"truncated|corrupt"):
         load_image(data[: len(data) // 2])
 
 

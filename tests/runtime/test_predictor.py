@@ -380,7 +380,7 @@ def test_a_mask_pixel_budget_refuses_boxes_and_trims_detections(contract_model_d
     key = p.set_image(_image(seed=13))  # 60 x 90
     assert len(p.predict(BOXES, key=key)) == 3
     with pytest.raises(TooManyMaskPixels, match="budget"):
-        p.predict(BOXES + [[1, 1, 9, 9]], key=key)
+        p.predict([*BOXES, [1, 1, 9, 9]], key=key)
     assert len(p.detect(key=key, score_threshold=0.0, max_detections=100)) <= 3
     assert isinstance(TooManyMaskPixels("x"), RuntimeInputError)
 

@@ -62,7 +62,7 @@ def test_resume_auto_without_a_checkpoint_starts_fresh(tiny_cfg) -> None:
 
 
 def test_resume_from_a_missing_file_is_a_config_error(tiny_cfg, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="nope.pt"):
+    with pytest.raises(ConfigError, match=r"nope\.pt"):
         train(tiny_cfg(), resume=tmp_path / "nope.pt")
 
 

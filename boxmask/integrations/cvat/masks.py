@@ -59,7 +59,7 @@ def detector_mask(mask: np.ndarray) -> list[int] | None:
         return None
     xtl, ytl, xbr, ybr = bounds
     crop = mask[ytl:ybr + 1, xtl:xbr + 1].astype(np.uint8)
-    return crop.ravel().tolist() + [xtl, ytl, xbr, ybr]
+    return [*crop.ravel().tolist(), xtl, ytl, xbr, ybr]
 
 
 def decode_detector_mask(values: Sequence[int], width: int, height: int) -> np.ndarray:
