@@ -25,8 +25,9 @@ class PredictorOptions:
 
     Where the graphs run: `backend` ("onnxruntime" in-process, or "triton" at `triton_url`
     over `triton_protocol`), `precision` (the card's variant of each graph, fp32 where it has
-    none), ONNX Runtime's `providers` and `intra_op_threads` (None: its defaults), and whether
-    the files' checksums are `verify`-ed on load.
+    none), ONNX Runtime's `providers`, `intra_op_threads` and whether those threads spin while
+    they wait (`intra_op_spinning`) (None: its defaults), and whether the files' checksums are
+    `verify`-ed on load.
 
     What it keeps and accepts: `cache_bytes` of encoder outputs (an LRU; 0 keeps none between
     calls), images of at most `max_pixels`, at most `max_boxes` boxes and `max_mask_pixels`
@@ -41,6 +42,7 @@ class PredictorOptions:
     triton_protocol: Literal["http", "grpc"] = "http"
     providers: tuple[str, ...] | None = None
     intra_op_threads: int | None = None
+    intra_op_spinning: bool | None = None
     verify: bool = True
     cache_bytes: int = 512 << 20
     max_pixels: int | None = DEFAULT_MAX_PIXELS

@@ -297,6 +297,7 @@ class Predictor:
                     card.file_path(model_dir, keys[graph]),
                     providers=options.providers,
                     intra_op_threads=options.intra_op_threads,
+                    allow_spinning=options.intra_op_spinning,
                 )
 
         else:  # "triton": PredictorOptions made sure there is a URL

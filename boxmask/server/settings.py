@@ -47,6 +47,12 @@ class ServerSettings(BaseSettings):
     input_max_size: int | None = Field(default=None, ge=32)
     # ONNX Runtime threads per session; None = ONNX Runtime's default (one per core).
     threads: int | None = Field(default=None, ge=1)
+    # Whether those threads spin while they wait for work (ONNX Runtime's default). Off here:
+    # a server's cores are shared, by its own concurrent requests (max_concurrency sessions of
+    # one thread per core each), its event loop and worker threads, and the Label Studio
+    # training jobs it starts; spinning threads burn what those need. On a busy 2-core machine
+    # a cached R50-FPN box over HTTP took 2.5-3x as long with spinning (docs/benchmarks.md).
+    intra_op_spinning: bool = False
     # A model that failed to load (or whose backend failed) is retried at most this often.
     reload_interval_s: float = Field(default=10.0, ge=0.0)
 
@@ -111,7 +117,8 @@ class ServerSettings(BaseSettings):
             backend=backend, precision=self.precision,
             triton_url=self.triton_url if backend == "triton" else None,
             cache_bytes=self.cache_bytes, max_pixels=self.max_image_pixels,
-            intra_op_threads=self.threads, max_boxes=self.max_boxes,
+            intra_op_threads=self.threads, intra_op_spinning=self.intra_op_spinning,
+            max_boxes=self.max_boxes,
             max_mask_pixels=self.max_mask_pixels, input_min_size=self.input_min_size,
             input_max_size=self.input_max_size)
 

@@ -27,3 +27,14 @@ def test_a_cached_segment_request_hands_off_to_a_thread_once(
         r = client.post("/v1/segment", json=body)
         assert r.status_code == 200, r.text
         assert len(calls) == 1, calls
+
+
+def test_the_servers_onnx_runtime_threads_do_not_spin(client: TestClient) -> None:
+    """Spinning threads burn the cores the server's other work needs (its concurrent requests,
+    its event loop, the training jobs it starts): off unless BOXMASK_INTRA_OP_SPINNING says."""
+    registry = client.app.state.registry  # type: ignore[attr-defined]
+    assert registry.options.intra_op_spinning is False
+    for slot in registry.slots.values():
+        for session in (slot.predictor.encoder, slot.predictor.decoder):
+            options = session._session.get_session_options()
+            assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
