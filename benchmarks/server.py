@@ -13,7 +13,15 @@ Measures, each bounded in count or duration:
   * ten boxes on a cached image, in one request;
   * sustained requests per second of cached single boxes from several client threads, with
     the number of errors (the target is zero);
-  * the server's RSS over the whole run (sampled from /proc, so --pid or --start is needed).
+  * the server's RSS over the whole run (sampled from /proc, so --pid or --start is needed);
+  * beside the cached 1- and 10-box requests, the same work without the server: the bare
+    decoder call (`Predictor.predict` in this process on the same image's cached encoding,
+    same boxes and labels, same graphs, precision, threads and spinning as the server), and
+    that call with its masks pasted and RLE-encoded; measured in alternating blocks with the
+    HTTP requests, so that both see the same load, and the server's overhead (HTTP p50 minus
+    bare p50) and CPU time per request printed beside them. Needs the model's folder here
+    (--start, or --model-dir with --url); --no-bare skips it.
+The timed requests go over one keep-alive connection of the standard library's HTTP client.
 Prints a table; --json writes the numbers too.
 """
 
@@ -21,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import http.client
 import io
 import json
 import os
@@ -29,7 +38,9 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -108,13 +119,138 @@ def percentiles(ms: list[float]) -> dict[str, float]:
             "p99": float(np.percentile(a, 99)), "mean": float(a.mean())}
 
 
-def timed(http: httpx.Client, body: dict) -> float:
+class Connection:
+    """One keep-alive connection of the standard library's HTTP client, for the timed requests:
+    it spends about 0.5 ms of CPU on a request where httpx spends 1.5 (measured on the
+    development machine), so what is timed is more the server's and less the client's."""
+
+    def __init__(self, url: str, timeout: float = 120) -> None:
+        parts = urlsplit(url)
+        self.host, self.port, self.timeout = parts.hostname, parts.port, timeout
+        self.conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+
+    def post(self, path: str, body: bytes, content_type: str) -> tuple[int, bytes]:
+        try:
+            self.conn.request("POST", path, body, {"Content-Type": content_type})
+            r = self.conn.getresponse()
+            return r.status, r.read()
+        except (http.client.HTTPException, OSError):
+            # The server closed the connection (as after an error answer): the next request
+            # gets a new one.
+            self.conn.close()
+            self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            raise
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def timed(conn: Connection, body: dict) -> float:
+    """One /v1/segment request of `body` (its JSON encoding included): ms."""
     start = time.perf_counter()
-    r = http.post("/v1/segment", json=body)
+    status, text = conn.post("/v1/segment", json.dumps(body).encode(), "application/json")
     elapsed = (time.perf_counter() - start) * 1000
-    if r.status_code != 200:
-        raise RuntimeError(f"segment failed: {r.status_code} {r.text[:300]}")
+    if status != 200:
+        raise RuntimeError(f"segment failed: {status} {text[:300]!r}")
     return elapsed
+
+
+class BareDecoder:
+    """The decoder call a cached request makes, without the server: a `Predictor` of the same
+    model directory with the server's precision, threads, spinning and input size, the image
+    encoded once, then `predict` of the same boxes and labels (the labelled decoder where the
+    server takes it: labels given, no class scores)."""
+
+    def __init__(self, model_dir: Path, precision: str | None, threads: int | None,
+                 input_min_size: int | None, spinning: bool) -> None:
+        import dataclasses
+
+        from boxmask.runtime import Predictor, PredictorOptions
+
+        options = {k: v for k, v in (("precision", precision), ("intra_op_threads", threads),
+                                     ("input_min_size", input_min_size)) if v is not None}
+        # A runtime before the option (a server of an earlier commit, timed beside this one)
+        # spins, ONNX Runtime's default, in the server as here.
+        if "intra_op_spinning" in {f.name for f in dataclasses.fields(PredictorOptions)}:
+            options["intra_op_spinning"] = spinning
+        self.predictor = Predictor.from_dir(model_dir, **options)
+        self.key: str | None = None
+
+    def set_image(self, data: bytes) -> None:
+        self.key = self.predictor.set_image(data)
+
+    def decode(self, body: dict) -> float:
+        """One bare decoder call for `body`'s boxes: ms."""
+        start = time.perf_counter()
+        self.predictor.predict(body["boxes"], labels=body.get("labels"), key=self.key,
+                               class_scores=bool(body.get("class_scores", False)))
+        return (time.perf_counter() - start) * 1000
+
+    def decode_and_encode(self, body: dict) -> float:
+        """The decoder call and its masks pasted and RLE-encoded (what the runtime must do for
+        the answer, without HTTP, validation or the response's JSON): ms."""
+        from boxmask.runtime.masks import encode_mask
+
+        start = time.perf_counter()
+        pred = self.predictor.predict(body["boxes"], labels=body.get("labels"), key=self.key,
+                                      class_scores=bool(body.get("class_scores", False)))
+        # Each mask as the server pastes it for RLE: the box's pixels alone where the runtime
+        # can (`cropped_mask`), else its plane (a server of an earlier commit).
+        paste = getattr(pred, "cropped_mask", pred.mask)
+        for i in range(len(pred)):
+            encode_mask(paste(i), "rle")
+        return (time.perf_counter() - start) * 1000
+
+
+def served_model_dir(model_dir: str | None, name: str) -> Path | None:
+    """The exported folder of the served model `name` under `model_dir` (a model folder, a
+    folder of them, or a bundled name; None: the bundled models), or None when not found."""
+    from boxmask.runtime.contract import BUNDLED_MODELS_DIR, card_name, find_model_dirs
+
+    root = Path(model_dir) if model_dir is not None else BUNDLED_MODELS_DIR
+    if not root.exists() and model_dir is not None and (BUNDLED_MODELS_DIR / model_dir).exists():
+        root = BUNDLED_MODELS_DIR / model_dir
+    return next((d for d in find_model_dirs(root) if card_name(d) == name), None)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used, from /proc (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Beside:
+    """Cached requests and the same work without the server, measured in one stretch."""
+
+    http_ms: list[float] = field(default_factory=list)
+    decoder_ms: list[float] = field(default_factory=list)
+    with_masks_ms: list[float] = field(default_factory=list)
+    # CPU time per request of the server process (all its threads), and per bare decoder call
+    # of this process: less at the mercy of other jobs than wall clock on a busy machine.
+    server_cpu_ms: float | None = None
+    decoder_cpu_ms: float | None = None
+
+
+def beside(conn: Connection, bare: BareDecoder, body: dict, count: int, pid: int | None,
+           block: int = 10) -> Beside:
+    """`count` HTTP requests of `body`, `count` bare decoder calls and `count` decoder calls
+    with their masks encoded, in alternating blocks of `block` (the machine's load drifts: each
+    kind gets its share of every stretch of it)."""
+    out = Beside()
+    server_cpu = decoder_cpu = 0.0
+    while len(out.http_ms) < count:
+        m = min(block, count - len(out.http_ms))
+        start = time.process_time()
+        out.decoder_ms += [bare.decode(body) for _ in range(m)]
+        decoder_cpu += time.process_time() - start
+        start = cpu_seconds(pid) if pid is not None else 0.0
+        out.http_ms += [timed(conn, body) for _ in range(m)]
+        server_cpu += (cpu_seconds(pid) - start) if pid is not None else 0.0
+        out.with_masks_ms += [bare.decode_and_encode(body) for _ in range(m)]
+    out.decoder_cpu_ms = decoder_cpu * 1000 / count
+    out.server_cpu_ms = server_cpu * 1000 / count if pid is not None else None
+    return out
 
 
 def sustained(url: str, body: dict, threads: int, seconds: float) -> dict[str, float]:
@@ -124,15 +260,17 @@ def sustained(url: str, body: dict, threads: int, seconds: float) -> dict[str, f
 
     def worker() -> None:
         nonlocal ok, errors
-        with httpx.Client(base_url=url, timeout=30) as http:
-            while time.monotonic() < stop:
-                try:
-                    good = http.post("/v1/segment", json=body).status_code == 200
-                except httpx.HTTPError:
-                    good = False
-                with lock:
-                    ok += good
-                    errors += not good
+        conn = Connection(url, timeout=30)
+        data = json.dumps(body).encode()
+        while time.monotonic() < stop:
+            try:
+                good = conn.post("/v1/segment", data, "application/json")[0] == 200
+            except (http.client.HTTPException, OSError):
+                good = False
+            with lock:
+                ok += good
+                errors += not good
+        conn.close()
 
     start = time.monotonic()
     pool = [threading.Thread(target=worker) for _ in range(threads)]
@@ -177,7 +315,9 @@ def main() -> None:
     p.add_argument("--url", help="A running server (else --start).")
     p.add_argument("--pid", type=int, help="Its process id, for RSS.")
     p.add_argument("--start", action="store_true", help="Start `boxmask serve` for the run.")
-    p.add_argument("--model-dir", default=None, help="With --start (default: bundled models).")
+    p.add_argument("--model-dir", default=None,
+                   help="With --start: what it serves (default: bundled models); with --url: "
+                        "the served model's folder here, for the bare decoder beside it.")
     p.add_argument("--cache-mb", type=int, default=512)
     p.add_argument("--image-size", type=int, default=512)
     p.add_argument("--uncached", type=int, default=10, help="First requests, each a new image.")
@@ -192,6 +332,12 @@ def main() -> None:
                    help="With --start: the encoder's shorter side (default: the card's).")
     p.add_argument("--server-threads", type=int, default=None,
                    help="With --start: ONNX Runtime threads per session (default: one per core).")
+    p.add_argument("--spinning", action="store_true",
+                   help="ONNX Runtime's threads spin while they wait: with --start the server "
+                        "gets BOXMASK_INTRA_OP_SPINNING=true (else false), and the bare decoder "
+                        "follows; with --url, say what the server runs.")
+    p.add_argument("--no-bare", action="store_true",
+                   help="Do not time the bare decoder beside the cached requests.")
     p.add_argument("--photos", action="store_true",
                    help="Use scikit-image's sample photos (astronaut, coffee, chelsea, ...) at "
                         "their own sizes instead of synthetic --image-size scenes.")
@@ -204,6 +350,7 @@ def main() -> None:
                                         ("BOXMASK_INPUT_MIN_SIZE", args.input_min_size),
                                         ("BOXMASK_THREADS", args.server_threads))
                  if v is not None}
+        extra["BOXMASK_INTRA_OP_SPINNING"] = "true" if args.spinning else "false"
         proc, url = start_server(model_dir, args.cache_mb, extra)
         pid = proc.pid
     elif args.url:
@@ -212,25 +359,38 @@ def main() -> None:
         p.error("give --url (and --pid) or --start")
     sampler = RssSampler(pid)
     sampler.start()
+    bare: BareDecoder | None = None
+    bare_one: Beside | None = None
+    bare_ten: Beside | None = None
     try:
-        with httpx.Client(base_url=url, timeout=120) as http:
-            model = http.get("/v1/models").json()
+        model = httpx.get(f"{url}/v1/models", timeout=120).json()
+        conn = Connection(url)
+        try:
             label = model["models"][0]["categories"][0]["name"]
+            if not args.no_bare and (args.start or args.model_dir):
+                folder = served_model_dir(args.model_dir, model["models"][0]["name"])
+                if folder is None:
+                    print(f"no folder of model {model['models'][0]['name']!r} here: no bare "
+                          "decoder", file=sys.stderr)
+                else:
+                    bare = BareDecoder(folder, args.precision, args.server_threads,
+                                       args.input_min_size, args.spinning)
             size = args.image_size
             images = _images(args.photos, size, args.uncached)
-            first = [timed(http, {"image": base64.b64encode(png).decode(),
+            first = [timed(conn, {"image": base64.b64encode(png).decode(),
                                   "boxes": boxes(min(hw), 1, i), "labels": [label]})
                      for i, (png, hw) in enumerate(images)]
             upload, after_upload = [], []
             for i, (png, hw) in enumerate(_images(args.photos, size, args.uncached, salt=1)):
                 start = time.perf_counter()
-                up = http.post("/v1/images", content=png, headers={"content-type": "image/png"})
+                status, text = conn.post("/v1/images", png, "image/png")
                 upload.append((time.perf_counter() - start) * 1000)
-                after_upload.append(timed(http, {"image_id": up.json()["image_id"],
+                if status != 200:
+                    raise RuntimeError(f"upload failed: {status} {text[:300]!r}")
+                after_upload.append(timed(conn, {"image_id": json.loads(text)["image_id"],
                                                  "boxes": boxes(min(hw), 1, i), "labels": [label]}))
             png, hw = images[0]
-            up = http.post("/v1/images", content=png, headers={"content-type": "image/png"})
-            image_id = up.json()["image_id"]
+            image_id = json.loads(conn.post("/v1/images", png, "image/png")[1])["image_id"]
             side = min(hw)
             one = {"image_id": image_id, "boxes": boxes(side, 1, 1), "labels": [label]}
             one_scored = {**one, "class_scores": True}
@@ -238,11 +398,19 @@ def main() -> None:
             ten = {"image_id": image_id, "boxes": boxes(side, 10, 2), "labels": [label] * 10}
             for _ in range(5):  # warm-up: first calls pay for lazy allocations
                 for body in (one, one_scored, one_unlabelled, ten):
-                    timed(http, body)
-            single = [timed(http, one) for _ in range(args.cached)]
-            scored = [timed(http, one_scored) for _ in range(max(args.cached // 2, 1))]
-            unlabelled = [timed(http, one_unlabelled) for _ in range(max(args.cached // 2, 1))]
-            multi = [timed(http, ten) for _ in range(args.ten)]
+                    timed(conn, body)
+            single = [timed(conn, one) for _ in range(args.cached)]
+            scored = [timed(conn, one_scored) for _ in range(max(args.cached // 2, 1))]
+            unlabelled = [timed(conn, one_unlabelled) for _ in range(max(args.cached // 2, 1))]
+            multi = [timed(conn, ten) for _ in range(args.ten)]
+            if bare is not None:
+                bare.set_image(png)
+                for _ in range(3):  # warm-up, as for the requests
+                    bare.decode(one), bare.decode(ten)
+                bare_one = beside(conn, bare, one, args.cached, pid)
+                bare_ten = beside(conn, bare, ten, args.ten, pid)
+        finally:
+            conn.close()
         load = sustained(url, one, args.threads, args.seconds)
     finally:
         sampler.stop.set()
@@ -253,6 +421,7 @@ def main() -> None:
 
     results = {"model": model["models"][0]["name"], "image_size": args.image_size,
                "precision": args.precision, "input_min_size": args.input_min_size,
+               "server_threads": args.server_threads, "spinning": args.spinning,
                "images": "photos" if args.photos else f"{args.image_size}px scenes",
                "uncached_single_box_ms": percentiles(first),
                "upload_ms": percentiles(upload),
@@ -267,7 +436,9 @@ def main() -> None:
                           "end": sampler.samples[-1][1] if sampler.samples else None}}
     print(f"\nboxmask server benchmark: model {results['model']!r}, {results['images']}, "
           f"precision {args.precision or 'server default'}, input min size "
-          f"{args.input_min_size or 'the card'}, {url}")
+          f"{args.input_min_size or 'the card'}, ONNX Runtime threads "
+          f"{args.server_threads or 'one per core'}, spinning {'on' if args.spinning else 'off'}"
+          f", {url}")
     print("| case | n | p50 ms | p95 ms | p99 ms |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, key in (("first request (uncached)", "uncached_single_box_ms"),
@@ -279,6 +450,24 @@ def main() -> None:
                       ("cached, 10 boxes", "cached_ten_boxes_ms")):
         r = results[key]
         print(f"| {name} | {r['n']} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} |")
+    if bare_one is not None and bare_ten is not None:
+        results["beside_bare_decoder"] = {}
+        print("\nThe same cached requests beside the bare decoder call (alternating blocks):")
+        print("| case | n | HTTP p50 / p95 ms | bare decoder p50 / p95 ms | decoder + masks "
+              "(paste, RLE) p50 ms | overhead p50 ms (HTTP - bare) | CPU ms: server per "
+              "request / bare decoder per call |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for name, b in (("cached, 1 box", bare_one), ("cached, 10 boxes", bare_ten)):
+            h, d = percentiles(b.http_ms), percentiles(b.decoder_ms)
+            w = percentiles(b.with_masks_ms)
+            results["beside_bare_decoder"][name] = {
+                "http_ms": h, "bare_decoder_ms": d, "decoder_and_masks_ms": w,
+                "overhead_p50_ms": h["p50"] - d["p50"], "server_cpu_ms": b.server_cpu_ms,
+                "bare_decoder_cpu_ms": b.decoder_cpu_ms}
+            cpu = (f"{b.server_cpu_ms:.1f} / {b.decoder_cpu_ms:.1f}"
+                   if b.server_cpu_ms is not None else f"- / {b.decoder_cpu_ms:.1f}")
+            print(f"| {name} | {h['n']} | {h['p50']:.1f} / {h['p95']:.1f} | {d['p50']:.1f} / "
+                  f"{d['p95']:.1f} | {w['p50']:.1f} | {h['p50'] - d['p50']:.1f} | {cpu} |")
     print(f"sustained, 1 box, {load['threads']} threads: {load['rps']:.1f} req/s over "
           f"{load['seconds']:.1f} s, {load['requests']} requests, {load['errors']} errors")
     rss = results["rss_mb"]
