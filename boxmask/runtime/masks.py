@@ -286,16 +286,20 @@ def _window_rle(mask: CroppedMask) -> dict:
     cols[:, 1:-1] = mask.pixels.T
     flat = cols.reshape(-1)
     q = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    j, r = np.divmod(q, ny + 2)
-    changes = (mask.x0 + j) * h + (mask.y0 - 1 + r)  # the plane's column-major index
+    # Position q of the scan is row q % (ny + 2) - 1 + y0 of column q // (ny + 2) + x0: the
+    # plane's column-major index, in two passes over the changes.
+    changes = q + (q // (ny + 2)) * (h - ny - 2) + (mask.x0 * h + mask.y0 - 1)
     if ny == h and changes.size > 1:
         # A window the image's height: a column ending in 1 followed by one starting with 1
         # gives an end and a start at the same index, which is no change at all.
         same = np.flatnonzero(changes[1:] == changes[:-1])
         if same.size:
             changes = np.delete(changes, np.concatenate([same, same + 1]))
-    changes = changes[changes < h * w]  # a run reaching the plane's end ends there
-    counts = np.diff(changes, prepend=0, append=h * w)
+    # A run reaching the plane's end ends there, not at a change.
+    end = changes.size - 1 if changes.size and changes[-1] >= h * w else changes.size
+    bounds = np.empty(end + 2, dtype=np.int64)
+    bounds[0], bounds[1:-1], bounds[-1] = 0, changes[:end], h * w
+    counts = bounds[1:] - bounds[:-1]
     # pycocotools compresses the counts (its C string coder, as `encode` would); an array,
     # not a list: it converts a list element by element (8x the cost for a noisy mask).
     rle = mask_utils.frPyObjects({"counts": counts, "size": [h, w]}, h, w)
