@@ -78,7 +78,7 @@ def decode_image(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np
             # Our own limit applies; Pillow's global one (a warning, then an error at 2x) is a
             # process-wide setting that a library must not change.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img: Image.Image = Image.open(io.BytesIO(data))
             _check_size(img.height, img.width, max_pixels)
             img.load()
             img = ImageOps.exif_transpose(img)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, overload
 
 import cv2
 import numpy as np
@@ -203,7 +203,7 @@ def paste_cropped_mask(prob: np.ndarray, box: np.ndarray, im_h: int, im_w: int,
     at = box + np.array([dx, dy, dx, dy], dtype=np.float32) if (dx or dy) else box
     bx1, by1, bx2, by2 = (float(v) for v in at)
     if y1 <= y0 or x1 <= x0 or bx2 <= bx1 or by2 <= by1:
-        out = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+        out: np.ndarray = np.zeros((y1 - y0, x1 - x0), dtype=bool)
     else:
         # The box's own pixels read straight off the grid (the values `_pasted_crops` gives
         # them; those past the grid's reach read its zero padding): no window around the box
@@ -366,6 +366,23 @@ def to_png(mask: np.ndarray | CroppedMask, bits: int = 1) -> bytes:
 MaskFormat = Literal["rle", "polygons", "png"]
 
 
+# The wire type follows the format, for a caller that names it.
+@overload
+def encode_mask(mask: np.ndarray | CroppedMask, mask_format: Literal["rle"], *,
+                polygon_tolerance: float = ..., decimals: int | None = ...,
+                png_bits: int = ...) -> dict: ...
+@overload
+def encode_mask(mask: np.ndarray | CroppedMask, mask_format: Literal["polygons"], *,
+                polygon_tolerance: float = ..., decimals: int | None = ...,
+                png_bits: int = ...) -> list[list[float]]: ...
+@overload
+def encode_mask(mask: np.ndarray | CroppedMask, mask_format: Literal["png"], *,
+                polygon_tolerance: float = ..., decimals: int | None = ...,
+                png_bits: int = ...) -> bytes: ...
+@overload
+def encode_mask(mask: np.ndarray | CroppedMask, mask_format: MaskFormat, *,
+                polygon_tolerance: float = ..., decimals: int | None = ...,
+                png_bits: int = ...) -> dict | list[list[float]] | bytes: ...
 def encode_mask(mask: np.ndarray | CroppedMask, mask_format: MaskFormat, *,
                 polygon_tolerance: float = 0.0, decimals: int | None = None,
                 png_bits: int = 8) -> dict | list[list[float]] | bytes:

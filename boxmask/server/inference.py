@@ -33,12 +33,13 @@ def wire_mask(mask: np.ndarray | CroppedMask, mask_format: MaskFormat
     """One ``[H, W]`` bool mask (or the runtime's `CroppedMask` of one) in the requested wire
     format (the runtime's `encode_mask`, wrapped in the response's schema)."""
     size = [int(mask.shape[0]), int(mask.shape[1])]
-    encoded = encode_mask(mask, mask_format)
     if mask_format == "rle":
-        return RleMask(size=size, counts=encoded["counts"])
+        return RleMask(size=size, counts=encode_mask(mask, "rle")["counts"])
     if mask_format == "polygons":
-        return PolygonMask(size=size, polygons=encoded)
-    return PngMask(size=size, data=base64.b64encode(encoded).decode("ascii"))
+        return PolygonMask(size=size, polygons=encode_mask(mask, "polygons"))
+    if mask_format == "png":
+        return PngMask(size=size, data=base64.b64encode(encode_mask(mask, "png")).decode("ascii"))
+    raise ValueError(f"mask_format must be rle, polygons or png, got {mask_format!r}")
 
 
 def _number(value: float) -> float | None:

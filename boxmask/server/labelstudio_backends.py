@@ -108,9 +108,15 @@ class LabelStudioBackends:
     def for_slot(self, slot: ModelSlot) -> LabelStudioBackend:
         if self.settings is None:
             raise ApiError(500, "bad_settings", self.problem or "no Label Studio settings")
+        predictor = slot.predictor
+        if predictor is None:  # unloaded since the registry handed the slot out
+            raise ApiError(503, "backend_unavailable",
+                           f"model {slot.name!r} is not available: {slot.error}",
+                           headers={"Retry-After": str(max(
+                               1, int(self.registry.settings.reload_interval_s)))})
         with self._lock:
             backend = self._backends.get(slot.name)
-            if backend is None or backend.predictor is not slot.predictor:
+            if backend is None or backend.predictor is not predictor:
                 label_map = None
                 if slot.version_of is not None:
                     # A version knows the categories its project's annotations had: map entries
@@ -118,7 +124,7 @@ class LabelStudioBackends:
                     label_map = {k: v for k, v in self.settings.label_map.items()
                                  if _names_a_category(slot.card, v)}
                 try:
-                    backend = LabelStudioBackend(slot.predictor,
+                    backend = LabelStudioBackend(predictor,
                                                  backend_options(self.settings, label_map),
                                                  project_access=self._access)
                 except RuntimeInputError as exc:
@@ -163,7 +169,7 @@ class LabelStudioBackends:
         log_lines = _LogLines(settings.max_task_log_lines)
         try:
             parsed = backend.parse(body)
-            results = []
+            results: list[dict[str, Any]] = []
             for item in parsed.tasks:
                 try:
                     if results:  # the first task passed the check above

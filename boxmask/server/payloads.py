@@ -15,7 +15,7 @@ import io
 import json
 import re
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -28,7 +28,7 @@ from boxmask.server.errors import ApiError, from_validation_error
 from boxmask.server.schemas import ImageRef
 
 M = TypeVar("M", bound=BaseModel)
-J = TypeVar("J", bound=BaseModel)
+J = TypeVar("J", bound=ImageRef)  # a JSON body that names its image
 
 _DATA_URL = re.compile(r"^data:[\w/+.-]*(;[\w=.-]+)*;base64,", re.ASCII)
 # Form fields that hold JSON (lists) rather than plain strings.
@@ -180,6 +180,7 @@ def json_depth(value: Any) -> int:
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
+        children: Iterable[Any]
         if isinstance(item, dict):
             children = item.values()
         elif isinstance(item, list):

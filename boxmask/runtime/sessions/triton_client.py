@@ -39,7 +39,7 @@ def split_url(url: str) -> tuple[str, Protocol_ | None]:
     for scheme in ("http", "grpc"):
         prefix = f"{scheme}://"
         if url.startswith(prefix):
-            return url[len(prefix) :].rstrip("/"), scheme  # type: ignore[return-value]
+            return url[len(prefix) :].rstrip("/"), scheme
     return url.rstrip("/"), None
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Query, Request
 
 from boxmask.server import inference
@@ -19,7 +21,7 @@ from boxmask.server.settings import ServerSettings
 
 router = APIRouter(prefix="/v1", tags=["images"], dependencies=[Depends(require_token)])
 
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 429, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 429, 503)}
 _RAW_TYPES = ("image/", "application/octet-stream")
 
 

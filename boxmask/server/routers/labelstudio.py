@@ -44,7 +44,7 @@ router = APIRouter(prefix="/labelstudio", tags=["label studio"])
 
 #: The body schemas, for the app's OpenAPI components.
 BODY_SCHEMAS = SCHEMAS
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 415, 422, 429, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 401, 415, 422, 429, 503)}
 # The bodies, read and checked once per request (dependencies).
 setup_body = json_body(SetupBody)
 predict_body = json_body(PredictBody)

@@ -9,6 +9,8 @@ once the image is decoded (its EXIF orientation applied) they are fitted to it
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Request
 
 from boxmask.runtime import Predictor
@@ -42,7 +44,7 @@ from boxmask.server.settings import ServerSettings
 
 router = APIRouter(prefix="/v1", tags=["segment"], dependencies=[Depends(require_token)])
 
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 429, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 429, 503)}
 ACCEPTED = ["application/json", "multipart/form-data"]
 
 
