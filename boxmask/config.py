@@ -342,7 +342,8 @@ def resolve_paths(cfg: BoxMaskConfig, root: Path) -> BoxMaskConfig:
 def check_data_paths(cfg: BoxMaskConfig, need_val: bool = False) -> None:
     """Fail early, with the path, when data the run needs is missing."""
     d = cfg.data
-    needed = [("data.train_annotations", d.train_annotations), ("data.train_images", d.train_images)]
+    needed: list[tuple[str, Path | None]] = [("data.train_annotations", d.train_annotations),
+                                             ("data.train_images", d.train_images)]
     if need_val:
         needed += [("data.val_annotations", d.val_annotations), ("data.val_images", d.val_images)]
     for key, p in needed:

@@ -71,7 +71,7 @@ class Journal:
         return {"kind": cls.KIND, "version": JOURNAL_VERSION, "job": dict(job)}
 
     @classmethod
-    def start(cls, path: Path, job: Mapping[str, Any]) -> Journal:
+    def start(cls, path: Path, job: Mapping[str, Any]) -> Self:
         """A new journal, replacing any file at `path`."""
         path = Path(path)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
@@ -82,7 +82,7 @@ class Journal:
         return journal
 
     @classmethod
-    def resume(cls, path: Path, job: Mapping[str, Any]) -> tuple[Journal, dict[int, dict[str, Any]]]:
+    def resume(cls, path: Path, job: Mapping[str, Any]) -> tuple[Self, dict[int, dict[str, Any]]]:
         """Open `path` for appending after checking it belongs to `job`; a missing or
         header-less journal starts afresh."""
         path = Path(path)

@@ -55,7 +55,7 @@ def load_predictor(model_dir: str | Path, options: PredictorOptions | None = Non
     return Predictor.from_dir(model_dir, options or batch_predictor_options(**batch))
 
 
-def _read(task: ImageTask):
+def _read(task: ImageTask) -> np.ndarray | ImageSkip:
     if not task.path:
         return ImageSkip("outside_images", f"file_name {task.file_name!r} is absolute or leads "
                                            "out of --images; it is not read")
@@ -137,7 +137,7 @@ def run_ray(model_dir: str | Path, tasks: Sequence[ImageTask], settings: LabelSe
     # Ray Data logs each execution's plan at INFO; keep the terminal for the progress bar.
     logging.getLogger("ray.data").setLevel(logging.ERROR)
 
-    ds = ray.data.from_items([{"task": json.dumps(t.to_dict())} for t in tasks])
+    ds: ray.data.Dataset = ray.data.from_items([{"task": json.dumps(t.to_dict())} for t in tasks])
     ds = ds.map_batches(
         RayImageLabeler,
         fn_constructor_kwargs={"model_dir": str(Path(model_dir).resolve()),

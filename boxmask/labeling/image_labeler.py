@@ -32,7 +32,7 @@ from boxmask.labeling.options import LabelSettings
 from boxmask.labeling.plan import ImageTask
 from boxmask.runtime.boxes import BoxLimits, CheckedBoxes, check_boxes
 from boxmask.runtime.card import ModelCard
-from boxmask.runtime.masks import encode_mask
+from boxmask.runtime.masks import MaskFormat, encode_mask
 
 SCORE_DECIMALS = 5
 COORD_DECIMALS = 2
@@ -61,7 +61,7 @@ def segmentation_of(mask: np.ndarray, mask_format: str) -> Any | None:
     if not mask.any():
         return None
     # `boxmask label --mask-format polygon` names COCO's polygon segmentation.
-    wire = "rle" if mask_format == "rle" else "polygons"
+    wire: MaskFormat = "rle" if mask_format == "rle" else "polygons"
     return encode_mask(mask, wire, decimals=COORD_DECIMALS) or None
 
 

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 from typing import TypeVar
 
 import numpy as np
@@ -23,7 +24,7 @@ from boxmask.runtime.errors import BadImage
 from boxmask.runtime.images import decode_image
 
 T = TypeVar("T")
-_END = object()
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -104,8 +105,8 @@ def read_image(path: str, height: int | None = None, width: int | None = None,
     return image
 
 
-def prefetch(items: Iterable[T], load: Callable[[T], object], workers: int = 2,
-             depth: int | None = None) -> Iterator[tuple[T, object]]:
+def prefetch(items: Iterable[T], load: Callable[[T], R], workers: int = 2,
+             depth: int | None = None) -> Iterator[tuple[T, R]]:
     """Yield ``(item, load(item))`` in the order of `items`, loading up to `depth` items ahead
     in `workers` threads.
 
@@ -116,7 +117,7 @@ def prefetch(items: Iterable[T], load: Callable[[T], object], workers: int = 2,
         raise ValueError(f"workers must be >= 1, got {workers}")
     depth = depth or 2 * workers
     it = iter(items)
-    window: deque[tuple[T, Future]] = deque()
+    window: deque[tuple[T, Future[R]]] = deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="boxmask-read") as pool:
         try:
             for item in it:
@@ -125,8 +126,7 @@ def prefetch(items: Iterable[T], load: Callable[[T], object], workers: int = 2,
                     break
             while window:
                 item, future = window.popleft()
-                nxt = next(it, _END)
-                if nxt is not _END:
+                for nxt in islice(it, 1):  # the next item, if any
                     window.append((nxt, pool.submit(load, nxt)))
                 yield item, future.result()
         finally:

@@ -28,7 +28,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 from label_studio_sdk.converter import brush
@@ -141,6 +141,10 @@ def _label(value: Mapping[str, Any], key: str) -> str | None:
     return str(names[0]) if isinstance(names, list) and names else None
 
 
+def _positive_int(v: object) -> TypeGuard[int]:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
 def _brush_mask(item: Mapping[str, Any], width: int, height: int) -> np.ndarray:
     value = item.get("value") or {}
     rle = value.get("rle")
@@ -148,7 +152,7 @@ def _brush_mask(item: Mapping[str, Any], width: int, height: int) -> np.ndarray:
     if not isinstance(rle, list) or not rle or not all(isinstance(v, int) and 0 <= v < 256
                                                       for v in rle):
         raise ValueError("brush region without an RLE")
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (ow, oh)):
+    if not (_positive_int(ow) and _positive_int(oh)):
         ow, oh = width, height
     # The RLE's header says how many values it decodes to: check it before decoding, so a
     # forged header cannot make the decoder allocate gigabytes.
@@ -162,8 +166,8 @@ def _brush_mask(item: Mapping[str, Any], width: int, height: int) -> np.ndarray:
         raise ValueError(f"brush RLE cannot be decoded ({type(exc).__name__})") from None
     mask = flat.reshape(oh, ow, 4)[:, :, 3] > 0
     if (oh, ow) != (height, width):
-        resized = Image.fromarray(mask.astype(np.uint8) * 255).resize((width, height),
-                                                                      Image.NEAREST)
+        resized = Image.fromarray(mask.astype(np.uint8) * 255).resize(
+            (width, height), Image.Resampling.NEAREST)
         mask = np.asarray(resized) > 0
     return mask
 

@@ -148,7 +148,8 @@ def _annotations(body: Mapping[str, Any], action: str) -> tuple[AnnotationRecord
     if many != isinstance(raw_annotations, list):
         raise WebhookError("annotation: " + ("a list of annotations" if many else
                                              "an annotation object"))
-    items = raw_annotations if many else [raw_annotations]
+    # A list exactly when `many` (checked above).
+    items = raw_annotations if isinstance(raw_annotations, list) else [raw_annotations]
     tasks_raw = raw_tasks if isinstance(raw_tasks, list) else [raw_tasks] if raw_tasks else []
     tasks = {}
     for i, item in enumerate(tasks_raw):

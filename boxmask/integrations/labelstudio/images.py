@@ -102,7 +102,7 @@ def origin(url: str | None) -> tuple[str, str, int] | None:
     if not url:
         return None
     parts = strict_split(url.strip())
-    if parts is None:
+    if parts is None or not parts.hostname:  # strict_split refuses a URL without a host
         return None
     scheme = parts.scheme.lower()
     return scheme, parts.hostname.lower(), parts.port or (443 if scheme == "https" else 80)
@@ -125,9 +125,7 @@ class LabelStudioAccess:
         return target is not None and target in self._origins()
 
     def _origins(self) -> set[tuple[str, str, int]]:
-        found = {origin(u) for u in (self.url, *self.allowed_origins)}
-        found.discard(None)
-        return found  # type: ignore[return-value]
+        return {o for u in (self.url, *self.allowed_origins) if (o := origin(u)) is not None}
 
     def is_label_studio(self, url: str) -> bool:
         return self.url is not None and origin(url) is not None and origin(url) == origin(self.url)
@@ -153,7 +151,7 @@ class _FencedSession(requests.Session):
             raise ImageFetchError(f"{url}: the fetch deadline passed")
         return left
 
-    def request(self, method, url, *args, **kwargs):  # type: ignore[override]
+    def request(self, method, url, *args, **kwargs):
         headers = dict(kwargs.pop("headers", None) or {})
         kwargs.pop("allow_redirects", None)
         kwargs.pop("timeout", None)

@@ -396,6 +396,7 @@ class ProjectStore:
             cursor = db.execute("INSERT INTO jobs (trigger, state, created_at) VALUES (?, ?, ?)",
                                 (trigger, QUEUED, time.time()))
             number = cursor.lastrowid
+        assert number is not None  # set by the INSERT
         job = self.job(number)
         assert job is not None
         return job

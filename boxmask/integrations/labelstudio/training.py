@@ -661,7 +661,9 @@ class TrainingLoop:
             queued = [f"{p}-{n}" for p, n in self._queue]
         current = None
         if running is not None:
-            current = {**self.store(running.project).job(running.job.number).public(),
+            # The job's row as it is now (the job as it started, should the row be gone).
+            job = self.store(running.project).job(running.job.number) or running.job
+            current = {**job.public(),
                        "stage": running.stage, "progress": round(running.progress, 4),
                        "iterations": running.iterations,
                        "elapsed_s": round(time.time() - running.started, 1)}
