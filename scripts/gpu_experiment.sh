@@ -28,8 +28,7 @@ PY=${PY:-python}
 KEPT=benchmarks/results/synthetic_experiment_clear
 . scripts/gpu_env.sh
 # The data first, once (workers would race to generate it).
-$PY -c "
-import sys; sys.path.insert(0, 'benchmarks')
+PYTHONPATH="benchmarks${PYTHONPATH:+:$PYTHONPATH}" $PY -c "
 import synthetic_experiment as e
 e.BENCH = e.BENCHMARKS['clear']; e.ensure_data()
 " || exit 1

@@ -21,8 +21,7 @@ n=$(echo $VARIANTS | wc -w); WORKERS=${WORKERS:-$n}
 PY=${PY:-python}
 . scripts/gpu_env.sh
 # The data first, once (workers would race to generate it).
-$PY -c "
-import sys; sys.path.insert(0, 'benchmarks')
+PYTHONPATH="benchmarks${PYTHONPATH:+:$PYTHONPATH}" $PY -c "
 from recipe_ablation import VARIANTS, ensure_data
 for d in sorted({VARIANTS[v][0] for v in '$VARIANTS'.split()}): ensure_data(d)
 " || exit 1
