@@ -391,6 +391,7 @@ class TeacherStudentMaskBranch(nn.Module):
                 losses[OBJECTHOOD_LOSS] = objecthood_loss(self, features, image_shapes, targets)
 
         all_logits = None
+        anchor_logits: torch.Tensor | None = None  # [P, C, 28, 28] where the anchor is read
         if self.student is not None:
             all_logits = self.run_student(x, features, rois)
             index = torch.arange(all_logits.shape[0], device=all_logits.device)
@@ -407,6 +408,16 @@ class TeacherStudentMaskBranch(nn.Module):
                     relearn = known & self.relearn_labels[labels]
                     known = known & ~relearn
                     unseen = unseen & ~known & ~relearn
+                    # The anchor runs once, on the positives that read it: every one for the
+                    # distillation term, else the known and relearned ones.
+                    need = known | relearn
+                    if self.known_distill == "all":
+                        need = torch.ones_like(need)
+                    if need.any():
+                        anchor_logits = x.new_zeros((len(need), self.num_classes,
+                                                     STUDENT_RESOLUTION, STUDENT_RESOLUTION))
+                        anchor_logits[need] = self._frozen_logits(self.anchor, x, features, rois,
+                                                                  need)
                 cleaning = targets
                 if self.anchor is not None and self.clean_with_known_masks and (
                         unseen.any() or relearn.any()):
@@ -415,21 +426,16 @@ class TeacherStudentMaskBranch(nn.Module):
                     assert teacher_logits is not None
                     source = teacher_logits[unseen]
                     if self.round_head is not None and bool(self.round_ready):
-                        with torch.no_grad():  # the last round's student, in the teacher's place
-                            source = self.round_head(x[unseen], self._pixel_crops(
-                                self.round_head, features, rois)[unseen]
-                                if self.pixel_stem is not None else None)
-                            source = source[torch.arange(len(source)), labels[unseen] - 1]
+                        # The last round's student, in the teacher's place.
+                        source = _own_channel(self._frozen_logits(
+                            self.round_head, x, features, rois, unseen), labels[unseen])
                     target[unseen] = self._pseudo_masks(
                         source, student_logits[unseen], rois, matched_idxs,
                         cleaning, unseen, images, image_shapes)
                 if known.any():
-                    assert self.anchor is not None
+                    assert anchor_logits is not None
                     with torch.no_grad():
-                        anchor = self.anchor(x[known], self._pixel_crops(
-                            self.anchor, features, rois)[known] if self.pixel_stem is not None
-                            else None)
-                        anchor = anchor[torch.arange(len(anchor)), labels[known] - 1]
+                        anchor = _own_channel(anchor_logits[known], labels[known])
                         # Soft targets (the anchor's probabilities, as in Learning without
                         # Forgetting), kept inside the instance's box: thresholding them would
                         # pull the student's own confident outputs towards 0/1 and move them.
@@ -439,19 +445,15 @@ class TeacherStudentMaskBranch(nn.Module):
                         target[known] = anchor.sigmoid() * inside.to(anchor.dtype)
                 if relearn.any():
                     # Round two: the anchor (round one's student) stands in for the teacher.
-                    assert self.anchor is not None
-                    with torch.no_grad():
-                        anchor = self.anchor(x[relearn], self._pixel_crops(
-                            self.anchor, features, rois)[relearn] if self.pixel_stem is not None
-                            else None)
-                        anchor = anchor[torch.arange(len(anchor)), labels[relearn] - 1]
+                    assert anchor_logits is not None
                     target[relearn] = self._pseudo_masks(
-                        anchor, student_logits[relearn], rois, matched_idxs, cleaning, relearn,
+                        _own_channel(anchor_logits[relearn], labels[relearn]),
+                        student_logits[relearn], rois, matched_idxs, cleaning, relearn,
                         images, image_shapes)
                 supervised = torch.ones_like(valid)
             losses["loss_mask_student"] = mask_bce(student_logits[supervised], target[supervised])
             if self.anchor is not None and self.known_distill == "all":
-                losses["loss_mask_distill"] = self._distill_loss(x, features, rois, all_logits)
+                losses["loss_mask_distill"] = self._distill_loss(all_logits, anchor_logits)
 
         if self.quality is not None:
             losses["loss_mask_quality"] = self._quality_loss(
@@ -467,17 +469,24 @@ class TeacherStudentMaskBranch(nn.Module):
             losses.update({k.replace("loss_mask_", "loss_teacher_"): v for k, v in terms.items()})
         return losses
 
-    def _distill_loss(self, x: torch.Tensor, features: dict[str, torch.Tensor],
-                      rois: list[torch.Tensor], all_logits: torch.Tensor) -> torch.Tensor:
+    def _distill_loss(self, all_logits: torch.Tensor,
+                      anchor_logits: torch.Tensor | None) -> torch.Tensor:
         """BCE of the student's logits ``[P, C, 28, 28]`` on the anchor's kept channels (known,
-        not relearned) against the anchor's probabilities, on every positive."""
-        assert self.anchor is not None
+        not relearned) against the anchor's probabilities (``anchor_logits``, same shape, None
+        without positives), on every positive."""
         keep = (self.known_labels & ~self.relearn_labels)[1:]
-        if not bool(keep.any()) or all_logits.shape[0] == 0:
+        if anchor_logits is None or not bool(keep.any()) or all_logits.shape[0] == 0:
             return all_logits.sum() * 0.0
-        with torch.no_grad():
-            anchor = self.anchor(x, self._pixel_crops(self.anchor, features, rois))[:, keep]
-        return F.binary_cross_entropy_with_logits(all_logits[:, keep], anchor.sigmoid())
+        return F.binary_cross_entropy_with_logits(all_logits[:, keep],
+                                                  anchor_logits[:, keep].sigmoid())
+
+    @torch.no_grad()
+    def _frozen_logits(self, head: MaskHead, x: torch.Tensor, features: dict[str, torch.Tensor],
+                       rois: list[torch.Tensor], select: torch.Tensor) -> torch.Tensor:
+        """A frozen student-shaped head (the anchor, the round head) on the ``select``-ed
+        positives: logits ``[S, C, 28, 28]``."""
+        crops = self._pixel_crops(head, features, rois)
+        return head(x[select], crops[select] if crops is not None else None)
 
     @torch.no_grad()
     def _with_known_masks(self, features: dict[str, torch.Tensor],
@@ -598,6 +607,11 @@ class TeacherStudentMaskBranch(nn.Module):
         else:
             pseudo = apply_sigma(kind, teacher_probs, student_probs, crops)
         return clean_pseudo_masks(pseudo, flat_rois_t, inst_boxes_t, seen_on_t)
+
+
+def _own_channel(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``[N, C, R, R]`` logits -> ``[N, R, R]``: each row's channel of its label (1..C)."""
+    return logits[torch.arange(len(logits), device=logits.device), labels - 1]
 
 
 def _mask_valid(target: dict[str, torch.Tensor]) -> torch.Tensor:
