@@ -25,3 +25,22 @@ def peer_missing(message: str) -> None:
     if in_ci():
         pytest.fail(f"{message} -- CI=true: a missing peer is a failure, not a skip", pytrace=False)
     pytest.skip(message)
+
+
+def require_pinned_dev_tool(name: str) -> None:
+    """Skip or fail (:func:`peer_missing`) unless the dev extra's tool ``name`` (ruff, mypy) is
+    installed; skip when another version than pyproject.toml's pin is installed: another
+    version has other rules, and its verdict is not this project's."""
+    from importlib import metadata
+    from pathlib import Path
+
+    try:
+        installed = metadata.version(name)
+    except metadata.PackageNotFoundError:
+        peer_missing(f"{name} is not installed: pip install -e '.[dev]'")
+        return
+    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    pin = next(line for line in text.splitlines() if line.strip().startswith(f'"{name}=='))
+    pinned = pin.strip().strip('",').split("==")[1]
+    if installed != pinned:
+        pytest.skip(f"{name} {installed} is installed, the project pins {pinned}")

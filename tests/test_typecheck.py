@@ -10,31 +10,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 
-import pytest
-
-from tests.peers import peer_missing
+from tests.peers import require_pinned_dev_tool
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _pinned_mypy() -> str:
-    text = (REPO / "pyproject.toml").read_text()
-    pin = next(line for line in text.splitlines() if line.strip().startswith('"mypy=='))
-    return pin.strip().strip('",').split("==")[1]
-
-
 def test_mypy_is_clean() -> None:
-    try:
-        installed = metadata.version("mypy")
-    except metadata.PackageNotFoundError:
-        peer_missing("mypy is not installed: pip install -e '.[dev]'")
-        return
-    if installed != _pinned_mypy():
-        # Another mypy infers otherwise: its verdict is not this project's.
-        pytest.skip(f"mypy {installed} is installed, the project pins {_pinned_mypy()}")
+    require_pinned_dev_tool("mypy")
     result = subprocess.run([sys.executable, "-m", "mypy"], check=False, cwd=REPO,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, (
