@@ -175,8 +175,19 @@ METHODS: dict[str, tuple[str, str, list[str]]] = {
         "model.pseudo_mask_fit=box", "model.clean_with_known_masks=true",
         "model.self_train_every=375", "model.known_distill=all"]),
 }
+# The recipe (`boxmask finetune`'s: the _st_lwf row) on the per-instance curve's data (K true
+# masks per new category) and with the pretraining set replayed.
+RECIPE_ST_LWF = METHODS["teacher_student_fit_clean_st_lwf"][2]
+METHODS.update({
+    "recipe_k5": ("teacher_student", "k5", RECIPE_ST_LWF),
+    "recipe_k20": ("teacher_student", "k20", RECIPE_ST_LWF),
+    "recipe_replay": ("teacher_student", "replay", RECIPE_ST_LWF),
+})
 # Methods whose schedule is not --finetune-epochs: epochs of the user's set.
-METHOD_EPOCHS = {"teacher_student_fit_clean_st": 12, "teacher_student_fit_clean_st_lwf": 12}
+METHOD_EPOCHS = {"teacher_student_fit_clean_st": 12, "teacher_student_fit_clean_st_lwf": 12,
+                 "recipe_k5": 12, "recipe_k20": 12,
+                 # 500 user + 1000 replayed images: 4 epochs are the 1500 iterations.
+                 "recipe_replay": 4}
 ROUND_TWO = {"teacher_student_fit_clean_r2": "teacher_student_fit_clean"}
 
 
