@@ -169,6 +169,15 @@ class ModelConfig(_Section):
     # R-CNN's MaskIoU head, boxmask/model/mask_quality.py) that predicts the IoU of each served
     # mask, trained on the instances with true masks; exported as the decoders' `quality`.
     mask_quality: bool = False
+    # Its widths: the convs' (0: mask_head_channels, as in Mask Scoring R-CNN, whose head
+    # matches its mask head's 256) and the fully connected layers' (theirs: 1024). Narrow by
+    # default: at the mask head's width the head's three 14x14 convs cost about as much as the
+    # mask head itself, and the issue allows the label-given decoder 10 % more; at 32 they
+    # cost about 4 % of a 256-channel mask head (first conv 257 -> 32, then 32 -> 32). The
+    # first fc reads channels x 7 x 7: 32 x 49 x 128 is 0.2 M weights in every graph with a
+    # mask head (the shipped demo model, under a size budget, narrows it to 16 and 64).
+    mask_quality_channels: int = Field(default=32, ge=0)
+    mask_quality_fc: int = Field(default=128, ge=1)
     # Not in the paper (``none``, off, by default): ``box`` thresholds each teacher pseudo-mask
     # as low as it takes to reach its box's sides (boxmask/model/pseudo_masks.py fit_to_box),
     # for a teacher that learned the new categories as background (a model pretrained where

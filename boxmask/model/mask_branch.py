@@ -141,6 +141,8 @@ class TeacherStudentMaskBranch(nn.Module):
         mask_quality: add the class-agnostic mask-quality head (boxmask/model/mask_quality.py):
             the predicted IoU of each served mask, trained on the instances with true masks
             (``loss_mask_quality``), on detached inputs (it never changes a mask).
+        mask_quality_channels, mask_quality_fc: its conv width (0: ``conv_channels``) and its
+            fully connected width.
     """
 
     def __init__(self, roi_pool: MultiScaleRoIAlign, in_channels: int, conv_channels: int,
@@ -154,7 +156,8 @@ class TeacherStudentMaskBranch(nn.Module):
                  box_pairwise_warmup_iters: int = 0,
                  pixel_channels: int = 0,
                  known_targets: Literal["teacher", "checkpoint"] = "teacher",
-                 mask_quality: bool = False,
+                 mask_quality: bool = False, mask_quality_channels: int = 32,
+                 mask_quality_fc: int = 128,
                  pseudo_mask_fit: Literal["none", "box"] = "none",
                  clean_with_known_masks: bool = False,
                  teacher_box_loss: BoxLoss = "none",
@@ -190,7 +193,9 @@ class TeacherStudentMaskBranch(nn.Module):
         self.clean_with_known_masks = clean_with_known_masks
         self.quality: MaskQualityHead | None = None
         if mask_quality:
-            self.quality = MaskQualityHead(in_channels, conv_channels, roi_size, norm_layer=norm_layer)
+            self.quality = MaskQualityHead(in_channels, mask_quality_channels or conv_channels,
+                                           roi_size, fc_channels=mask_quality_fc,
+                                           norm_layer=norm_layer)
         # The anchor: the init_from checkpoint's student, frozen, and which labels it knows.
         self.anchor: MaskHead | None = None
         if known_targets == "checkpoint" and mode == "teacher_student":

@@ -61,3 +61,26 @@ def test_a_model_with_the_head_trains_it_on_instances_with_masks_and_serves_the_
 
     last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["loss_mask_quality"] > 0
+
+
+def test_the_heads_widths_come_from_the_config_and_default_to_narrow() -> None:
+    """``model.mask_quality_channels`` / ``_fc`` set its convs and fcs (0: the mask head's width);
+    the default is narrow, so the label-given decoder pays little for it."""
+    from boxmask.config import ModelConfig
+    from boxmask.model import build_model
+
+    def widths(**model: object) -> tuple[int, int]:
+        cfg = ModelConfig.model_validate({
+            "backbone": "mobilenet_v3_fpn", "fpn_channels": 16, "mask_head_channels": 24,
+            "representation_size": 32, "mask_quality": True, **model})
+        head = build_model(cfg, num_classes=3).roi_heads.mask_branch.quality
+        convs = [m for m in head.convs if isinstance(m, torch.nn.Conv2d)]
+        fcs = [m for m in head.fcs if isinstance(m, torch.nn.Linear)]
+        assert {c.out_channels for c in convs} == {convs[0].out_channels}
+        assert convs[0].in_channels == 16 + 1  # the RoI features and the mask
+        assert fcs[-1].out_features == 1
+        return convs[0].out_channels, fcs[0].out_features
+
+    assert widths() == (32, 128)
+    assert widths(mask_quality_channels=8, mask_quality_fc=12) == (8, 12)
+    assert widths(mask_quality_channels=0) == (24, 128)
