@@ -18,6 +18,9 @@ Figures: Spearman rank correlation of the score with the mask's true IoU; the sh
 with IoU < 0.5 found by reviewing the lowest-scoring 10 % and 20 % (a random review finds 10 %
 and 20 %).
 
+A checkpoint that already has the head (a recipe that ships it, trained with the model) is
+also measured as it is; the seeds' heads then start fresh from a copy without it.
+
 Resumable: each seed's run keeps its folder under ``--out``; a finished one (``result.json``)
 is skipped.
 
@@ -62,6 +65,34 @@ def figures(scores: dict[str, np.ndarray], ious: np.ndarray) -> dict[str, Any]:
                    "found_in_lowest_20": review_recall(s, ious, 0.2)}
             for name, s in scores.items()} | {"instances": len(ious),
                                               "iou_below_half": int((ious < 0.5).sum())}
+
+
+QUALITY_KEYS = "roi_heads.mask_branch.quality."
+
+
+def has_quality_head(checkpoint: Path) -> bool:
+    from boxmask.model.checkpoint import load_checkpoint
+
+    return any(k.startswith(QUALITY_KEYS) for k in load_checkpoint(checkpoint)["model"])
+
+
+def without_quality_head(checkpoint: Path, out: Path) -> Path:
+    """A copy of ``checkpoint`` without its mask-quality head's weights (written once,
+    atomically), so each seed's head starts fresh instead of from the one trained with the
+    model (``model.init_from`` copies every weight it finds)."""
+    import os
+
+    import torch
+
+    dst = out / "without_quality_head.pt"
+    if not dst.is_file():
+        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        ckpt["model"] = {k: v for k, v in ckpt["model"].items() if not k.startswith(QUALITY_KEYS)}
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_suffix(".tmp")
+        torch.save(ckpt, tmp)
+        os.replace(tmp, dst)
+    return dst
 
 
 def train_head(checkpoint: Path, out: Path, seed: int, iterations: int, threads: int) -> Path:
@@ -163,20 +194,42 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.smoke:
         args.iterations, args.seeds = 2, args.seeds[:1]
+    out = Path(args.out).resolve()
+    checkpoint = Path(args.checkpoint).resolve()
+    base = checkpoint
+    if has_quality_head(checkpoint):
+        # Trained with the model (a shipped recipe's): measured as it is, then fresh heads.
+        done = out / "with_the_model" / "result.json"
+        if not done.is_file():
+            done.parent.mkdir(parents=True, exist_ok=True)
+            _write_json(done, {"seed": "with the model", "checkpoint": str(args.checkpoint),
+                               **measure(checkpoint)})
+        print("the head trained with the model:")
+        print(table([json.loads(done.read_text())]))
+        base = without_quality_head(checkpoint, out)
     results = []
     for seed in args.seeds:
-        run = Path(args.out).resolve() / f"head_s{seed}"
+        run = out / f"head_s{seed}"
         done = run / "result.json"
         if done.is_file():
             results.append(json.loads(done.read_text()))
             continue
-        ckpt = train_head(Path(args.checkpoint).resolve(), run, seed, args.iterations, args.threads)
+        ckpt = train_head(base, run, seed, args.iterations, args.threads)
         result = {"seed": seed, "checkpoint": str(args.checkpoint),
                   "iterations": args.iterations, **measure(ckpt)}
-        done.write_text(json.dumps(result, indent=1))
+        _write_json(done, result)
         results.append(result)
+    print(f"heads trained post hoc ({args.iterations} iterations, everything else frozen):")
     print(table(results))
     return 0
+
+
+def _write_json(path: Path, data: Any) -> None:
+    import os
+
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -48,3 +48,15 @@ def test_the_head_trained_post_hoc_leaves_the_masks_and_reports_every_score(
     student = [k for k in before if ".student." in k]
     assert student and all(torch.equal(before[k], after[k]) for k in student)
     assert any(".quality." in k for k in after)
+
+    # A checkpoint that has the head (trained with the model): measured as it is, then each
+    # seed's head starts fresh from a copy without it.
+    second = tmp_path / "second"
+    assert bench.main(["--checkpoint", str(tmp_path / "head_s0" / "checkpoint_last.pt"),
+                       "--out", str(second), "--smoke"]) == 0
+    as_trained = json.loads((second / "with_the_model" / "result.json").read_text())
+    assert as_trained["all"]["instances"] == result["all"]["instances"]
+    stripped = torch.load(second / "without_quality_head.pt", map_location="cpu",
+                          weights_only=False)["model"]
+    assert stripped and not any(".quality." in k for k in stripped)
+    assert (second / "head_s0" / "result.json").is_file()
