@@ -9,9 +9,13 @@ then, in one process and on the same inputs:
   of pre-annotating an image already encoded.
 Ratios are against eager torch measured in the same run. ``--accuracy MODEL_DIR`` adds the
 int8 encoder's accuracy cost on a trained model: box-prompted mask AP and mean IoU on a COCO
-validation set, fp32 vs int8, through the torch-free runtime.
+validation set, fp32 vs int8, through the torch-free runtime. ``--quality-cost`` is what the
+mask-quality head (``model.mask_quality``) adds to the decoders: the same random model (ResNet-50-FPN
+by default) without the head, with it at its default widths and at the mask head's width, the
+label-given and full decoders (fp32 and int8) at 1 and 10 boxes, ratios against no head.
 
     .venv/bin/python benchmarks/runtime.py [--threads 2] [--repeats 3] [--backbones ...]
+    .venv/bin/python benchmarks/runtime.py --quality-cost [--threads 1] [--repeats 5]
     .venv/bin/python benchmarks/runtime.py --checkpoint models/coco_r50.pt   # a real checkpoint
     .venv/bin/python benchmarks/runtime.py --accuracy boxmask/assets/models/synthetic-demo \\
         --coco data/synth128/annotations/instances_val.json --images data/synth128/images/val
@@ -26,7 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from harness import median_seconds
+from harness import markdown_table, median_seconds
 
 BACKBONES = {
     # name: (backbone, fpn channels, mask head channels, representation size)
@@ -38,36 +42,51 @@ H, W = 800, 1216
 NUM_CLASSES = 80
 
 
-def _calibration_images(root: Path) -> Path:
-    """Four noise images at H x W: int8 calibration inputs (timing does not depend on them)."""
+def _calibration_images(root: Path, size: tuple[int, int] = (H, W)) -> Path:
+    """Four noise images of ``size`` (h, w): int8 calibration inputs (timing does not depend
+    on them)."""
     from PIL import Image
 
     images = root / "images"
     images.mkdir(exist_ok=True)
     rng = np.random.default_rng(0)
     for i in range(4):
-        Image.fromarray(rng.integers(0, 256, (H, W, 3), dtype=np.uint8)).save(images / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(images / f"{i}.png")
     return images
 
 
-def random_checkpoint(name: str, root: Path) -> Path:
-    """A checkpoint file of a random-init model, in the format `boxmask train` writes."""
+def random_checkpoint(name: str, root: Path, spec: tuple[str, int, int, int] | None = None,
+                      size: tuple[int, int] = (H, W), overrides: dict | None = None,
+                      like: Path | None = None) -> Path:
+    """A checkpoint file of a random-init model, in the format `boxmask train` writes.
+
+    ``spec``: (backbone, fpn, mask head, representation size) instead of ``BACKBONES[name]``
+    (then ``name`` only names the file); ``size``: the images' (h, w), the model's min side
+    being h; ``overrides``: more of the config's ``model`` section; ``like``: a checkpoint whose
+    weights this model takes wherever it has the same parameter (its own extra parts, e.g. the
+    mask-quality head, keep their seeded initialisation)."""
     import torch
 
     from boxmask.config import BoxMaskConfig
     from boxmask.model import build_model
 
-    backbone, fpn, mask, rep = BACKBONES[name]
-    images = _calibration_images(root)
+    backbone, fpn, mask, rep = spec or BACKBONES[name]
+    images = _calibration_images(root, size)
     cfg = BoxMaskConfig.model_validate({
         "data": {"train_annotations": str(root / "none.json"), "train_images": str(images)},
         "model": {"backbone": backbone, "fpn_channels": fpn, "mask_head_channels": mask,
-                  "representation_size": rep, "min_size": H, "max_size": 1333},
+                  "representation_size": rep, "min_size": size[0],
+                  "max_size": max(1333, size[1]), **(overrides or {})},
     })
     categories = [{"id": i + 1, "name": f"c{i + 1}", "label": i + 1, "seen": i < 20}
                   for i in range(NUM_CLASSES)]
     torch.manual_seed(0)
     model = build_model(cfg.model, NUM_CLASSES, set(range(1, 21)))
+    if like is not None:
+        shared = torch.load(like, map_location="cpu", weights_only=False)["model"]
+        unexpected = model.load_state_dict(shared, strict=False).unexpected_keys
+        if unexpected:
+            raise ValueError(f"{like} has weights this model lacks: {unexpected[:3]}")
     path = root / f"{name}.pt"
     torch.save({"model": model.state_dict(), "config": cfg.model_dump(mode="json"),
                 "categories": categories, "epoch": 0, "iteration": 0, "optimizer": {},
@@ -102,10 +121,7 @@ def bench_backbone(name: str, threads: int, repeats: int, checkpoint: Path | Non
                           images=_calibration_images(root))
         torch.set_num_threads(threads)
         model, _, _, _ = load_trained_model(ckpt)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
+        opts = _ort_options(threads)
         cpu = ["CPUExecutionProvider"]
         enc32 = ort.InferenceSession(str(out / "encoder.onnx"), opts, providers=cpu)
         enc8 = ort.InferenceSession(str(out / "encoder.int8.onnx"), opts, providers=cpu)
@@ -184,6 +200,161 @@ def _predictor_rows(name: str, model_dir: Path, threads: int, repeats: int) -> l
             {"backbone": name, "stage": "runtime: 1 more box, same image",
              "eager_ms": out["fp32"][1] * 1e3, "ort_fp32_ms": out["fp32"][1] * 1e3,
              "ort_int8_ms": out["int8"][1] * 1e3}]
+
+
+#: The mask-quality head variants of ``--quality-cost``: name -> the config's ``model`` section
+#: beyond the backbone's widths. The defaults (model.mask_quality_channels and
+#: model.mask_quality_fc as boxmask/config.py sets them), and the mask head's width with 256-wide
+#: fully connected layers (Mask Scoring R-CNN-like; theirs are 1024).
+QUALITY_HEADS: dict[str, dict] = {
+    "no head": {},
+    "head, default widths": {"mask_quality": True},
+    "head at the mask head's width": {"mask_quality": True, "mask_quality_channels": 0,
+                                      "mask_quality_fc": 256},
+}
+QUALITY_PREFIX = "roi_heads.mask_branch.quality."
+MASK_HEAD_PREFIX = "roi_heads.mask_branch.student."
+
+
+def _ort_options(threads: int):
+    """The session options every timing here runs under."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return opts
+
+
+def quality_cost(name: str, threads: int, repeats: int,
+                 spec: tuple[str, int, int, int] | None = None, size: tuple[int, int] = (H, W),
+                 boxes: tuple[int, ...] = (1, 10), calls: int = 3) -> dict:
+    """What the mask-quality head adds to the decoders of one backbone (``BACKBONES[name]``,
+    or ``spec`` as :func:`random_checkpoint` takes it, at ``size``).
+
+    One random model per ``QUALITY_HEADS`` entry, all with the no-head model's weights (the
+    same seed, and the head models load its state), each through the real exporter with its
+    int8 graphs (calibrated on noise images of ``size``, as the main mode). In one process, on
+    the fp32 encoder's features of one image and the same random boxes and labels (1..C): the
+    labelled decoder and the full decoder, fp32 and int8, every output requested. Each of
+    ``repeats`` rounds times every (graph, boxes) case for every variant, the variants' order
+    rotated each round, as ``median_seconds(call, calls)`` (one warm-up call each), so that the
+    machine's load falls on the variants alike. Returns ``{"variants": {name: {"channels",
+    "fc", "params", "mask_head_params"}}, "rows": [{"graph", "boxes", "ms": {variant:
+    median over the rounds}, "ratios": {variant: [that round's ratio against no head, ...]}}]}``.
+    """
+    import onnxruntime as ort
+    import torch
+
+    from boxmask.export.exporter import export_checkpoint
+    from boxmask.export.inputs import random_boxes
+    from boxmask.runtime.contract import (
+        BOXES,
+        DECODER,
+        ENCODER,
+        ENCODER_INPUT,
+        IMAGE_SIZE,
+        LABELLED_DECODER,
+        LABELS,
+        graph_file,
+    )
+
+    torch.set_num_threads(threads)
+    names = list(QUALITY_HEADS)
+    h, w = size
+    variants: dict[str, dict] = {}
+    sessions: dict[str, dict[str, ort.InferenceSession]] = {}
+    opts = _ort_options(threads)
+    cpu = ["CPUExecutionProvider"]
+    graphs = [(f"{g}{' int8' if v else ''}", graph_file(g, v))
+              for g in (LABELLED_DECODER, DECODER) for v in (None, "int8")]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        base = None
+        for i, variant in enumerate(names):
+            ckpt = random_checkpoint(f"{name}_q{i}", root, spec or BACKBONES[name], size,
+                                     QUALITY_HEADS[variant], like=base)
+            base = base or ckpt
+            saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+            m = saved["config"]["model"]
+            variants[variant] = {
+                "channels": (m["mask_quality_channels"] or m["mask_head_channels"]
+                             if m["mask_quality"] else None),
+                "fc": m["mask_quality_fc"] if m["mask_quality"] else None,
+                "params": sum(v.numel() for k, v in saved["model"].items()
+                              if k.startswith(QUALITY_PREFIX)),
+                "mask_head_params": sum(v.numel() for k, v in saved["model"].items()
+                                        if k.startswith(MASK_HEAD_PREFIX))}
+            out = root / f"model_q{i}"
+            export_checkpoint(ckpt, out, int8=True, calibration_images=4, check=False,
+                              images=_calibration_images(root, size))
+            torch.set_num_threads(threads)  # the exporter takes every core
+            sessions[variant] = {label: ort.InferenceSession(str(out / f), opts, providers=cpu)
+                                 for label, f in graphs if (out / f).is_file()}
+            if i == 0:
+                enc = ort.InferenceSession(str(out / graph_file(ENCODER)), opts, providers=cpu)
+                x = np.random.default_rng(0).uniform(0, 255, (1, 3, h, w)).astype(np.float32)
+                feature_names = [o.name for o in enc.get_outputs()]
+                features = dict(zip(feature_names, enc.run(feature_names, {ENCODER_INPUT: x}),
+                                    strict=True))
+                del enc
+        gen = torch.Generator().manual_seed(0)
+        feeds = {}
+        for n in boxes:
+            labels = torch.randint(1, NUM_CLASSES + 1, (n,), generator=gen).numpy()
+            feeds[n] = {**features, BOXES: random_boxes(n, h, w, gen).numpy(), LABELS: labels,
+                        IMAGE_SIZE: np.array([h, w], np.int64)}
+        cases = [(label, n) for label, _ in graphs if label in sessions[names[0]] for n in boxes]
+        times: dict[tuple[str, int], dict[str, list[float]]] = {
+            c: {v: [] for v in names} for c in cases}
+        for r in range(repeats):
+            for label, n in cases:
+                for v in names[r % len(names):] + names[:r % len(names)]:
+                    sess = sessions[v][label]
+                    feed = {i.name: feeds[n][i.name] for i in sess.get_inputs()}
+                    times[label, n][v].append(
+                        median_seconds(lambda s=sess, f=feed: s.run(None, f), calls))
+        sessions.clear()
+    rows = []
+    for (label, n), t in times.items():
+        rows.append({"graph": label, "boxes": n,
+                     "ms": {v: float(np.median(t[v])) * 1e3 for v in names},
+                     "ratios": {v: [a / b for a, b in zip(t[v], t[names[0]], strict=True)]
+                                for v in names[1:]}})
+    return {"variants": variants, "rows": rows}
+
+
+def quality_cost_table(name: str, result: dict) -> str:
+    """``quality_cost``'s result as a markdown table: ms without the head, then each head's
+    ms, its ratio to no head (median over the rounds) and the growth, with the range of the
+    rounds' own ratios."""
+    names = list(result["variants"])
+    head = ["backbone", "graph", "boxes", f"{names[0]} ms"]
+    for v in names[1:]:
+        d = result["variants"][v]
+        head += [f"{v} ({d['channels']}/{d['fc']}) ms", "ratio (growth) [rounds' range]"]
+    body = []
+    for r in result["rows"]:
+        base = r["ms"][names[0]]
+        cells: list[object] = [name, r["graph"], r["boxes"], f"{base:,.1f}"]
+        for v in names[1:]:
+            ratio = r["ms"][v] / base
+            lo, hi = min(r["ratios"][v]), max(r["ratios"][v])
+            cells += [f"{r['ms'][v]:,.1f}",
+                      f"{ratio:.2f}x ({100 * (ratio - 1):+.0f} %) [{lo:.2f}-{hi:.2f}]"]
+        body.append(cells)
+    return markdown_table(head, body, "lllr" + "rr" * (len(names) - 1))
+
+
+def quality_params_table(name: str, result: dict) -> str:
+    """Each variant's head parameters, beside the served mask head's."""
+    body = [[name, v, "-" if d["channels"] is None else f"{d['channels']}/{d['fc']}",
+             f"{d['params']:,}", f"{d['mask_head_params']:,}",
+             f"{d['params'] / d['mask_head_params']:.2f}"]
+            for v, d in result["variants"].items()]
+    return markdown_table(["backbone", "variant", "conv/fc widths", "head parameters",
+                           "mask head parameters", "head / mask head"], body, "lllrrr")
 
 
 def _variants(model_dir: Path) -> list[tuple[str, str, bool]]:
@@ -352,10 +523,7 @@ def profile_decoder(model_dir: Path, graph: str, boxes: int, threads: int,
     from boxmask.runtime.contract import DECODER_INPUTS, ENCODER_OUTPUTS
 
     card = ModelCard.load(model_dir, verify=False)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
+    opts = _ort_options(threads)
     cpu = ["CPUExecutionProvider"]
     enc = ort.InferenceSession(str(model_dir / card.files["encoder"].path), opts, providers=cpu)
     x = np.random.default_rng(0).uniform(0, 255, (1, 3, H, W)).astype(np.float32)
@@ -399,7 +567,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--backbones", nargs="*", default=list(BACKBONES))
+    ap.add_argument("--backbones", nargs="*",
+                    help=f"default: all of {', '.join(BACKBONES)}; resnet50_fpn with --quality-cost")
+    ap.add_argument("--quality-cost", action="store_true",
+                    help="what the mask-quality head adds to the decoders (no head, default "
+                         "widths, the mask head's width)")
     ap.add_argument("--checkpoint", type=Path, nargs="*", default=[],
                     help="time these checkpoints (e.g. `boxmask import torchvision` output) "
                          "instead of random --backbones")
@@ -419,6 +591,20 @@ def main() -> None:
     ap.add_argument("--input-min-size", type=int,
                     help="with --accuracy: the encoder's shorter side (default: the card's)")
     args = ap.parse_args()
+    backbones = args.backbones or (["resnet50_fpn"] if args.quality_cost else list(BACKBONES))
+    if args.quality_cost:
+        tables = []
+        for name in backbones:
+            res = quality_cost(name, args.threads, args.repeats)
+            tables.append((quality_cost_table(name, res), quality_params_table(name, res)))
+            print(f"done {name}", flush=True)
+        print(f"\nthreads={args.threads}, {H}x{W}, random weights, every output requested; "
+              f"median over {args.repeats} rounds of the median of 3 calls (variants "
+              "interleaved, order rotated each round)\n")
+        print("\n\n".join(t for t, _ in tables))
+        print()
+        print("\n\n".join(p for _, p in tables))
+        return
     if args.profile:
         print(f"| {args.graph}, {args.boxes} box(es), {args.threads} threads | ms per call | share |")
         print("|---|---:|---:|")
@@ -445,7 +631,7 @@ def main() -> None:
         for ckpt in args.checkpoint:
             rows += bench_backbone(ckpt.stem, args.threads, args.repeats, checkpoint=ckpt)
             print(f"done {ckpt}", flush=True)
-    for name in [] if args.checkpoint else args.backbones:
+    for name in [] if args.checkpoint else backbones:
         rows += bench_backbone(name, args.threads, args.repeats)
         print(f"done {name}", flush=True)
     print(f"\nthreads={args.threads}, median of {args.repeats} (encoder) / {3 * args.repeats} "
