@@ -101,14 +101,26 @@ def train_head(checkpoint: Path, out: Path, seed: int, iterations: int, threads:
     from boxmask.training.trainer import train
 
     stored = load_checkpoint(checkpoint)["config"]
-    epochs = 1
+    # As many epochs as ``iterations`` needs (an epoch of the headline set is 250 iterations:
+    # one epoch capped at ``iterations`` would stop there), the last ones cut to fit.
+    per_epoch = _iterations_per_epoch(stored)
+    epochs = max(1, math.ceil(iterations / per_epoch))
     cfg = load_config(None, [
         f"model.init_from={checkpoint}", "model.mask_quality=true",
         f"model.frozen={EVERYTHING_BUT_QUALITY}", f"train.epochs={epochs}",
-        f"train.max_iters_per_epoch={iterations}", "train.lr_steps=[]", "train.warmup_iters=50",
+        f"train.max_iters_per_epoch={math.ceil(iterations / epochs)}", "train.lr_steps=[]",
+        "train.warmup_iters=50",
         f"train.seed={seed}", f"train.output_dir={out}", f"train.threads={threads}",
         "train.keep_checkpoints=1", "train.checkpoint_every_iters=100"], base=stored)
     return train(cfg, resume=Path("auto"))
+
+
+def _iterations_per_epoch(config: dict[str, Any]) -> int:
+    """Steps in one epoch of the stored config's training set: its images with at least one
+    annotation (the training data drops the others), in batches."""
+    data = json.loads(Path(config["data"]["train_annotations"]).read_text())
+    images = len({a["image_id"] for a in data["annotations"]})
+    return max(1, math.ceil(images / int(config["train"]["batch_size"])))
 
 
 def measure(ckpt: Path) -> dict[str, Any]:
@@ -215,8 +227,10 @@ def main(argv: list[str] | None = None) -> int:
             results.append(json.loads(done.read_text()))
             continue
         ckpt = train_head(base, run, seed, args.iterations, args.threads)
+        from boxmask.model.checkpoint import load_checkpoint
+
         result = {"seed": seed, "checkpoint": str(args.checkpoint),
-                  "iterations": args.iterations, **measure(ckpt)}
+                  "iterations": int(load_checkpoint(ckpt)["iteration"]), **measure(ckpt)}
         _write_json(done, result)
         results.append(result)
     print(f"heads trained post hoc ({args.iterations} iterations, everything else frozen):")

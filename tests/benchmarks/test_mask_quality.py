@@ -35,6 +35,7 @@ def test_the_head_trained_post_hoc_leaves_the_masks_and_reports_every_score(
     assert bench.main(["--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path),
                        "--smoke"]) == 0
     result = json.loads((tmp_path / "head_s0" / "result.json").read_text())
+    assert result["iterations"] == 2  # what the head trained for, read from its checkpoint
     for side in ("seen", "unseen", "all"):
         assert set(result[side]) >= {"quality", "class probability", "mean confidence",
                                      "instances", "mean_iou"}
