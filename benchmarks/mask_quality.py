@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from harness import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 EVERYTHING_BUT_QUALITY = "[backbone, pixel_stem, rpn, box_head, teacher, student]"
@@ -70,69 +71,65 @@ def figures(scores: dict[str, np.ndarray], ious: np.ndarray) -> dict[str, Any]:
 QUALITY_KEYS = "roi_heads.mask_branch.quality."
 
 
-def has_quality_head(checkpoint: Path) -> bool:
-    from boxmask.model.checkpoint import load_checkpoint
+def has_quality_head(raw: dict[str, Any]) -> bool:
+    """Whether a loaded checkpoint carries mask-quality weights."""
+    return any(k.startswith(QUALITY_KEYS) for k in raw["model"])
 
-    return any(k.startswith(QUALITY_KEYS) for k in load_checkpoint(checkpoint)["model"])
 
-
-def without_quality_head(checkpoint: Path, out: Path) -> Path:
-    """A copy of ``checkpoint`` without its mask-quality head's weights (written once,
-    atomically), so each seed's head starts fresh instead of from the one trained with the
-    model (``model.init_from`` copies every weight it finds)."""
+def without_quality_head(raw: dict[str, Any], out: Path) -> Path:
+    """A copy of the loaded checkpoint ``raw`` without its mask-quality head's weights (written
+    once, atomically), so each seed's head starts fresh instead of from the one trained with
+    the model (``model.init_from`` copies every weight it finds)."""
     import os
 
     import torch
 
     dst = out / "without_quality_head.pt"
     if not dst.is_file():
-        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        ckpt["model"] = {k: v for k, v in ckpt["model"].items() if not k.startswith(QUALITY_KEYS)}
+        model = {k: v for k, v in raw["model"].items() if not k.startswith(QUALITY_KEYS)}
         out.mkdir(parents=True, exist_ok=True)
         tmp = dst.with_suffix(".tmp")
-        torch.save(ckpt, tmp)
+        torch.save({**raw, "model": model}, tmp)
         os.replace(tmp, dst)
     return dst
 
 
-def train_head(checkpoint: Path, out: Path, seed: int, iterations: int, threads: int) -> Path:
+def train_head(checkpoint: Path, stored: dict[str, Any], out: Path, seed: int, iterations: int,
+               threads: int) -> Path:
+    """The head trained ``iterations`` steps on ``checkpoint`` (whose config is ``stored``),
+    everything else frozen."""
     from boxmask.config import load_config
-    from boxmask.model.checkpoint import load_checkpoint
+    from boxmask.data.build import build_dataset
     from boxmask.training.trainer import train
 
-    stored = load_checkpoint(checkpoint)["config"]
+    def config(epochs: int, per_epoch: int | None) -> Any:
+        return load_config(None, [
+            f"model.init_from={checkpoint}", "model.mask_quality=true",
+            f"model.frozen={EVERYTHING_BUT_QUALITY}", f"train.epochs={epochs}",
+            *([f"train.max_iters_per_epoch={per_epoch}"] if per_epoch else []),
+            "train.lr_steps=[]", "train.warmup_iters=50", f"train.seed={seed}",
+            f"train.output_dir={out}", f"train.threads={threads}", "train.keep_checkpoints=1",
+            "train.checkpoint_every_iters=100"], base=stored)
+
     # As many epochs as ``iterations`` needs (an epoch of the headline set is 250 iterations:
-    # one epoch capped at ``iterations`` would stop there), the last ones cut to fit.
-    per_epoch = _iterations_per_epoch(stored)
+    # one epoch capped at ``iterations`` would stop there), each cut to fit; an epoch's length
+    # is the trainer's: the training set's images with a usable annotation, in batches.
+    probe = config(1, None)
+    per_epoch = max(1, math.ceil(len(build_dataset(probe.data, "train")) / probe.train.batch_size))
     epochs = max(1, math.ceil(iterations / per_epoch))
-    cfg = load_config(None, [
-        f"model.init_from={checkpoint}", "model.mask_quality=true",
-        f"model.frozen={EVERYTHING_BUT_QUALITY}", f"train.epochs={epochs}",
-        f"train.max_iters_per_epoch={math.ceil(iterations / epochs)}", "train.lr_steps=[]",
-        "train.warmup_iters=50",
-        f"train.seed={seed}", f"train.output_dir={out}", f"train.threads={threads}",
-        "train.keep_checkpoints=1", "train.checkpoint_every_iters=100"], base=stored)
-    return train(cfg, resume=Path("auto"))
+    return train(config(epochs, math.ceil(iterations / epochs)), resume=Path("auto"))
 
 
-def _iterations_per_epoch(config: dict[str, Any]) -> int:
-    """Steps in one epoch of the stored config's training set: its images with at least one
-    annotation (the training data drops the others), in batches."""
-    data = json.loads(Path(config["data"]["train_annotations"]).read_text())
-    images = len({a["image_id"] for a in data["annotations"]})
-    return max(1, math.ceil(images / int(config["train"]["batch_size"])))
-
-
-def measure(ckpt: Path) -> dict[str, Any]:
-    """The three scores and the true IoU of every validation instance, box-prompted."""
+def measure(raw: dict[str, Any]) -> dict[str, Any]:
+    """The three scores and the true IoU of every validation instance, box-prompted, for a
+    loaded checkpoint ``raw``."""
     import torch
 
     from boxmask.data.coco import CocoInstances
     from boxmask.evaluation.run import prompts_for_image
-    from boxmask.model.checkpoint import load_checkpoint, model_from_checkpoint
+    from boxmask.model.checkpoint import model_from_checkpoint
     from boxmask.model.paste import paste_masks
 
-    raw = load_checkpoint(ckpt)
     model, categories = model_from_checkpoint(raw)
     model.eval()
     d = raw["config"]["data"]
@@ -206,19 +203,23 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.smoke:
         args.iterations, args.seeds = 2, args.seeds[:1]
+    from boxmask.model.checkpoint import load_checkpoint
+
     out = Path(args.out).resolve()
     checkpoint = Path(args.checkpoint).resolve()
+    raw = load_checkpoint(checkpoint)  # read once: its config, weights and (maybe) head
     base = checkpoint
-    if has_quality_head(checkpoint):
+    if has_quality_head(raw):
         # Trained with the model (a shipped recipe's): measured as it is, then fresh heads.
         done = out / "with_the_model" / "result.json"
         if not done.is_file():
-            done.parent.mkdir(parents=True, exist_ok=True)
-            _write_json(done, {"seed": "with the model", "checkpoint": str(args.checkpoint),
-                               **measure(checkpoint)})
+            write_json(done, {"seed": "with the model", "checkpoint": str(args.checkpoint),
+                              **measure(raw)})
         print("the head trained with the model:")
         print(table([json.loads(done.read_text())]))
-        base = without_quality_head(checkpoint, out)
+        base = without_quality_head(raw, out)
+    stored = raw["config"]
+    del raw
     results = []
     for seed in args.seeds:
         run = out / f"head_s{seed}"
@@ -226,24 +227,16 @@ def main(argv: list[str] | None = None) -> int:
         if done.is_file():
             results.append(json.loads(done.read_text()))
             continue
-        ckpt = train_head(base, run, seed, args.iterations, args.threads)
-        from boxmask.model.checkpoint import load_checkpoint
-
+        trained = load_checkpoint(train_head(base, stored, run, seed, args.iterations,
+                                             args.threads))
         result = {"seed": seed, "checkpoint": str(args.checkpoint),
-                  "iterations": int(load_checkpoint(ckpt)["iteration"]), **measure(ckpt)}
-        _write_json(done, result)
+                  "iterations": int(trained["iteration"]), **measure(trained)}
+        write_json(done, result)
         results.append(result)
     print(f"heads trained post hoc ({args.iterations} iterations, everything else frozen):")
     print(table(results))
     return 0
 
-
-def _write_json(path: Path, data: Any) -> None:
-    import os
-
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
