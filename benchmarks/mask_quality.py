@@ -68,12 +68,11 @@ def figures(scores: dict[str, np.ndarray], ious: np.ndarray) -> dict[str, Any]:
                                               "iou_below_half": int((ious < 0.5).sum())}
 
 
-QUALITY_KEYS = "roi_heads.mask_branch.quality."
-
-
 def has_quality_head(raw: dict[str, Any]) -> bool:
     """Whether a loaded checkpoint carries mask-quality weights."""
-    return any(k.startswith(QUALITY_KEYS) for k in raw["model"])
+    from boxmask.model.init_from import QUALITY_WEIGHTS
+
+    return any(k.startswith(QUALITY_WEIGHTS) for k in raw["model"])
 
 
 def without_quality_head(raw: dict[str, Any], out: Path) -> Path:
@@ -84,9 +83,11 @@ def without_quality_head(raw: dict[str, Any], out: Path) -> Path:
 
     import torch
 
+    from boxmask.model.init_from import QUALITY_WEIGHTS
+
     dst = out / "without_quality_head.pt"
     if not dst.is_file():
-        model = {k: v for k, v in raw["model"].items() if not k.startswith(QUALITY_KEYS)}
+        model = {k: v for k, v in raw["model"].items() if not k.startswith(QUALITY_WEIGHTS)}
         out.mkdir(parents=True, exist_ok=True)
         tmp = dst.with_suffix(".tmp")
         torch.save({**raw, "model": model}, tmp)

@@ -212,7 +212,6 @@ QUALITY_HEADS: dict[str, dict] = {
     "head at the mask head's width": {"mask_quality": True, "mask_quality_channels": 0,
                                       "mask_quality_fc": 256},
 }
-QUALITY_PREFIX = "roi_heads.mask_branch.quality."
 MASK_HEAD_PREFIX = "roi_heads.mask_branch.student."
 
 
@@ -249,6 +248,7 @@ def quality_cost(name: str, threads: int, repeats: int,
 
     from boxmask.export.exporter import export_checkpoint
     from boxmask.export.inputs import random_boxes
+    from boxmask.model.init_from import QUALITY_WEIGHTS
     from boxmask.runtime.contract import (
         BOXES,
         DECODER,
@@ -283,7 +283,7 @@ def quality_cost(name: str, threads: int, repeats: int,
                              if m["mask_quality"] else None),
                 "fc": m["mask_quality_fc"] if m["mask_quality"] else None,
                 "params": sum(v.numel() for k, v in saved["model"].items()
-                              if k.startswith(QUALITY_PREFIX)),
+                              if k.startswith(QUALITY_WEIGHTS)),
                 "mask_head_params": sum(v.numel() for k, v in saved["model"].items()
                                         if k.startswith(MASK_HEAD_PREFIX))}
             out = root / f"model_q{i}"

@@ -37,7 +37,8 @@ _BOX = "roi_heads.box_predictor.bbox_pred."
 _STUDENT = "roi_heads.mask_branch.student."
 _TEACHER = "roi_heads.mask_branch.teacher."
 _ANCHOR = "roi_heads.mask_branch.anchor."
-_QUALITY = "roi_heads.mask_branch.quality."
+#: The state-dict prefix of the mask-quality head's weights (benchmarks strip or count them).
+QUALITY_WEIGHTS = "roi_heads.mask_branch.quality."
 _KNOWN = "roi_heads.mask_branch.known_labels"
 _ROUND = ("roi_heads.mask_branch.round_head.", "roi_heads.mask_branch.round_ready")
 _COUNTERS = ("train_steps",)
@@ -218,7 +219,7 @@ def init_from_checkpoint(model: nn.Module, categories: Sequence[Mapping[str, Any
             pass  # counters: a fresh run starts its own
         elif key.startswith(_ANCHOR) or key == _KNOWN:
             pass  # a fine-tune's own anchor: set from the loaded student (anchor_known)
-        elif key.startswith(_QUALITY):
+        elif key.startswith(QUALITY_WEIGHTS):
             report.fresh.append(key)  # a mask-quality head the checkpoint lacks starts fresh
         else:
             shape = tuple(state[key].shape) if key in state else "missing"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from boxmask.model.init_from import QUALITY_WEIGHTS
 from tests.scripts import load_script
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "runtime.py"
@@ -69,5 +70,5 @@ def test_a_head_variant_takes_every_other_weight_from_the_model_without_it(runti
     a = torch.load(base, map_location="cpu", weights_only=False)["model"]
     b = torch.load(head, map_location="cpu", weights_only=False)["model"]
     extra = set(b) - set(a)
-    assert extra and all(k.startswith(runtime_bench.QUALITY_PREFIX) for k in extra)
+    assert extra and all(k.startswith(QUALITY_WEIGHTS) for k in extra)
     assert set(a) <= set(b) and all(torch.equal(a[k], b[k]) for k in a)
