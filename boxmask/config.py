@@ -181,7 +181,8 @@ class ModelConfig(_Section):
     # Not in the paper (``none``, off, by default): ``box`` thresholds each teacher pseudo-mask
     # as low as it takes to reach its box's sides (boxmask/model/pseudo_masks.py fit_to_box),
     # for a teacher that learned the new categories as background (a model pretrained where
-    # they were not annotated).
+    # they were not annotated). With sigma: crf the probabilities are shifted so that threshold
+    # falls at 0.5, then the CRF refines them (pseudo_masks.fit_then_crf).
     pseudo_mask_fit: Literal["none", "box"] = "none"
     # Not in the paper (off by default; needs known_targets: checkpoint): the pseudo-masks are
     # also cleaned of the checkpoint's own masks of the image's box-only instances of the

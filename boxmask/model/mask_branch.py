@@ -44,6 +44,7 @@ from boxmask.model.pseudo_masks import (
     apply_sigma,
     box_interior_on_rois,
     clean_pseudo_masks,
+    fit_then_crf,
     fit_to_box,
     project_masks_on_rois,
     resize_probs,
@@ -117,7 +118,9 @@ class TeacherStudentMaskBranch(nn.Module):
             categories it knows; ``teacher``: the paper's pseudo-masks for every box-only one.
         pseudo_mask_fit: ``box``: the teacher's pseudo-masks are thresholded as low as it takes
             to touch their box (:func:`~boxmask.model.pseudo_masks.fit_to_box`) instead of at
-            sigma's 0.5 (``threshold`` only); ``none``: the paper's.
+            sigma's 0.5 (``threshold``), or with ``sigma: crf`` shifted so that threshold
+            falls at 0.5 before the CRF (:func:`~boxmask.model.pseudo_masks.fit_then_crf`);
+            ``none``: the paper's.
         clean_with_known_masks: with the anchor, the pseudo-masks are also cleaned of the
             anchor's masks of the image's box-only instances of known categories (on their true
             boxes), as the paper cleans them of the seen masks: box-only data has none.
@@ -606,9 +609,14 @@ class TeacherStudentMaskBranch(nn.Module):
                 raise ValueError("sigma=crf needs the input images")
             crops = _roi_crops(images, rois, unseen, STUDENT_RESOLUTION)
         kind = sigma or self.current_sigma
-        if fit and self.pseudo_mask_fit == "box" and kind == "threshold":
+        if fit and self.pseudo_mask_fit == "box" and kind in ("threshold", "crf"):
             inside = box_interior_on_rois(flat_rois_t, inst_boxes_t, STUDENT_RESOLUTION)
-            pseudo = fit_to_box(teacher_probs, inside & (seen_on_t < 0.5))
+            inside = inside & (seen_on_t < 0.5)
+            if kind == "crf":  # fitted, then the CRF (pseudo_masks.fit_then_crf)
+                assert crops is not None
+                pseudo = fit_then_crf(teacher_probs, inside, crops)
+            else:
+                pseudo = fit_to_box(teacher_probs, inside)
         else:
             pseudo = apply_sigma(kind, teacher_probs, student_probs, crops)
         return clean_pseudo_masks(pseudo, flat_rois_t, inst_boxes_t, seen_on_t)

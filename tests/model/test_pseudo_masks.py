@@ -136,3 +136,36 @@ def test_fit_to_box_lowers_the_threshold_until_the_mask_reaches_the_box_sides() 
     probs[1, 0, 0] = 1.0
     assert fit_to_box(probs, inside)[1, 0, 0] == 0
     assert fit_to_box(torch.zeros(0, 8, 8), torch.zeros(0, 8, 8, dtype=torch.bool)).shape == (0, 8, 8)
+
+
+def test_fit_then_crf_follows_the_image_edge_the_blurred_teacher_misses() -> None:
+    """A teacher that scores a disc low and blurred (as a teacher pretrained where the category
+    was background does): the fit reaches the box but its edge is the blur's; after the shift
+    and the CRF the mask follows the disc's edge in the image, and nothing outside the box."""
+    pytest.importorskip("pydensecrf")
+    import torch.nn.functional as F
+
+    from boxmask.model.pseudo_masks import fit_then_crf, fit_thresholds, fit_to_box
+
+    m = 28
+    yy, xx = torch.meshgrid(torch.arange(m), torch.arange(m), indexing="ij")
+    disc = (((yy - 13.5) ** 2 + (xx - 13.5) ** 2).sqrt() < 9).float()
+    inside = torch.zeros(1, m, m, dtype=torch.bool)
+    inside[0, 4:24, 4:24] = True
+    blurred = F.conv2d(disc[None, None], torch.ones(1, 1, 7, 7) / 49, padding=3)[0]
+    probs = blurred * 0.25 + 0.01  # at most 0.26: nothing at the paper's 0.5
+    image = torch.zeros(1, 3, m, m)
+    image[0, 0] = 200.0  # red background, green disc
+    image[0, 0][disc.bool()] = 0.0
+    image[0, 1][disc.bool()] = 220.0
+
+    def iou(mask: torch.Tensor) -> float:
+        return float((mask * disc).sum() / ((mask + disc) > 0).sum())
+
+    assert float(fit_thresholds(probs, inside)[0]) == pytest.approx(0.1)
+    fitted = fit_to_box(probs, inside)[0]
+    out = fit_then_crf(probs, inside, image)
+    assert out.shape == (1, m, m)
+    assert out[0][~inside[0]].sum() == 0
+    assert iou(out[0]) > iou(fitted) + 0.03
+    assert iou(out[0]) > 0.9
