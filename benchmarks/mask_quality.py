@@ -7,9 +7,14 @@ detached, so the masks are bit-identical to the checkpoint's: the box-prompted m
 the same with the head as without, by construction. Three seeds of the head's training.
 
 Then on the validation set, box-prompted (true boxes and labels in), separately for seen and
-unseen categories, for three scores of each mask:
+unseen categories (seen: taught by masks, here or in the checkpoint a fine-tune started from;
+unseen: taught by pseudo-masks alone), for these scores of each mask:
 
-- ``quality``: the head's predicted IoU;
+- ``quality``: what the runtime serves as ``quality``, the review score of
+  boxmask.runtime.review (the mean of the mask's confidence, its colour separation and the
+  head's IoU where the checkpoint has a head), computed by the same functions on the same
+  inputs (the decoder's R x R probabilities, the image resized as the runtime resizes it);
+- ``head``: the head's predicted IoU alone (checkpoints with a head);
 - ``class probability``: the box head's probability of the given label (what `/v1/segment`
   returned as ``score`` before the head);
 - ``mean confidence``: the mask's mean probability over its foreground pixels.
@@ -18,13 +23,16 @@ Figures: Spearman rank correlation of the score with the mask's true IoU; the sh
 with IoU < 0.5 found by reviewing the lowest-scoring 10 % and 20 % (a random review finds 10 %
 and 20 %).
 
-A checkpoint that already has the head (a recipe that ships it, trained with the model) is
-also measured as it is; the seeds' heads then start fresh from a copy without it.
+Every checkpoint is first measured as it is (``with_the_model``: with the head it was trained
+with, if any; without one, the review score of the mask's statistics alone); the seeds' heads
+then start fresh from a copy without a head. ``--seeds`` with no value measures the checkpoint
+as it is and trains nothing (e.g. the fine-tune benchmark's three seeds, which have no head).
 
 Resumable: each seed's run keeps its folder under ``--out``; a finished one (``result.json``)
 is skipped.
 
     .venv/bin/python benchmarks/mask_quality.py --checkpoint CKPT [--seeds 0 1 2] [--iterations 500]
+    .venv/bin/python benchmarks/mask_quality.py --checkpoint CKPT --seeds   # as it is only
     .venv/bin/python benchmarks/mask_quality.py --checkpoint CKPT --smoke   # 2 iterations
 """
 
@@ -130,16 +138,21 @@ def measure(raw: dict[str, Any]) -> dict[str, Any]:
     from boxmask.evaluation.run import prompts_for_image
     from boxmask.model.checkpoint import model_from_checkpoint
     from boxmask.model.paste import paste_masks
+    from boxmask.runtime.review import review_score, sample_box_colours
+    from boxmask.runtime.transforms import resize_image
 
     model, categories = model_from_checkpoint(raw)
     model.eval()
     d = raw["config"]["data"]
-    seen_ids = {int(c["id"]) for c in categories if c["seen"]}
+    m = raw["config"]["model"]
+    seen_ids = {int(c["id"]) for c in categories
+                if c["seen"] or c.get("taught_by") == "masks"}
+    head = has_quality_head(raw)
     dataset = CocoInstances(d["val_images"], d["val_annotations"], seen_ids, drop_empty=False,
                             allow_no_masks=True)
     coco = dataset.coco
     to_label = {int(c["id"]): int(c["label"]) for c in categories}
-    rows: list[tuple[bool, float, float, float, float]] = []
+    rows: list[tuple[bool, float, float, float, float, float]] = []
     with torch.no_grad():
         for image_id in dataset.ids:
             ann_ids, boxes, labels = prompts_for_image(coco, image_id, to_label)
@@ -154,6 +167,14 @@ def measure(raw: dict[str, Any]) -> dict[str, Any]:
                 features, scaled, labels, resized)
             probs = paste_masks(logits.sigmoid(), boxes, (h, w),
                                 model.paste_offset((h, w), resized))[:, 0]
+            # The served score, as the runtime computes it (its resize of the uint8 image).
+            rgb = (image.permute(1, 2, 0).numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
+            pixels = np.clip(np.rint(resize_image(rgb, m["min_size"], m["max_size"])), 0,
+                             255).astype(np.uint8)
+            grid = logits.sigmoid()[:, 0].numpy()
+            head_iou = quality.numpy() if quality is not None else None
+            served = review_score(grid, sample_box_colours(pixels, scaled.numpy(), grid.shape[-1]),
+                                  head_iou)
             for k, ann_id in enumerate(ann_ids):
                 ann = coco.anns[ann_id]
                 gt = coco.annToMask(ann).astype(bool)
@@ -162,7 +183,7 @@ def measure(raw: dict[str, Any]) -> dict[str, Any]:
                 union = (pred | gt).sum()
                 iou = 1.0 if union == 0 else float((pred & gt).sum() / union)
                 conf = float(p[pred].mean()) if pred.any() else 0.0
-                rows.append((int(ann["category_id"]) in seen_ids, iou,
+                rows.append((int(ann["category_id"]) in seen_ids, iou, float(served[k]),
                              float(quality[k]) if quality is not None else float("nan"),
                              float(class_scores[k, int(used[k])]), conf))
     out: dict[str, Any] = {}
@@ -170,8 +191,11 @@ def measure(raw: dict[str, Any]) -> dict[str, Any]:
     seen = np.array([r[0] for r in rows])
     for side, keep in (("unseen", ~seen), ("seen", seen), ("all", np.ones_like(seen))):
         ious = arr[keep, 0]
-        out[side] = figures({"quality": arr[keep, 1], "class probability": arr[keep, 2],
-                             "mean confidence": arr[keep, 3]}, ious)
+        scores = {"quality": arr[keep, 1], "head": arr[keep, 2],
+                  "class probability": arr[keep, 3], "mean confidence": arr[keep, 4]}
+        if not head:
+            del scores["head"]
+        out[side] = figures(scores, ious)
         out[side]["mean_iou"] = float(ious.mean()) if len(ious) else None
     return out
 
@@ -185,8 +209,10 @@ def table(results: list[dict[str, Any]]) -> str:
         return "-" if not vals else f"{np.mean(vals):.2f} ({', '.join(f'{v:.2f}' for v in vals)})"
 
     for side in ("unseen", "seen"):
-        for score in ("quality", "class probability", "mean confidence"):
-            got = [r[side][score] for r in results]
+        for score in ("quality", "head", "class probability", "mean confidence"):
+            got = [r[side][score] for r in results if score in r[side]]
+            if not got or not results[0][side]["instances"]:
+                continue
             lines.append(f"| {side} | {score} | {len(got)} | {mean([g['spearman'] for g in got])} | "
                          f"{mean([g['found_in_lowest_10'] for g in got])} | "
                          f"{mean([g['found_in_lowest_20'] for g in got])} |")
@@ -197,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="a trained teacher-student checkpoint")
     p.add_argument("--out", default=str(ROOT / "runs" / "mask_quality"))
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2],
+                   help="seeds of post-hoc heads; none: measure the checkpoint as it is only")
     p.add_argument("--iterations", type=int, default=500)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--smoke", action="store_true", help="2 iterations, one seed")
@@ -210,14 +237,17 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = Path(args.checkpoint).resolve()
     raw = load_checkpoint(checkpoint)  # read once: its config, weights and (maybe) head
     base = checkpoint
+    # Measured as it is (with the head it was trained with, if any), then fresh heads.
+    done = out / "with_the_model" / "result.json"
+    if not done.is_file():
+        write_json(done, {"seed": "with the model", "checkpoint": str(args.checkpoint),
+                          "head": has_quality_head(raw), **measure(raw)})
+    print("the checkpoint as it is" + (" (its head trained with the model):"
+                                        if has_quality_head(raw) else " (no head):"))
+    print(table([json.loads(done.read_text())]))
+    if not args.seeds:
+        return 0
     if has_quality_head(raw):
-        # Trained with the model (a shipped recipe's): measured as it is, then fresh heads.
-        done = out / "with_the_model" / "result.json"
-        if not done.is_file():
-            write_json(done, {"seed": "with the model", "checkpoint": str(args.checkpoint),
-                              **measure(raw)})
-        print("the head trained with the model:")
-        print(table([json.loads(done.read_text())]))
         base = without_quality_head(raw, out)
     stored = raw["config"]
     del raw

@@ -16,7 +16,7 @@ Result record::
 
 or ``{"index", "image_id", "status": "skipped", "reason", "detail"}`` for an unusable image.
 ``ann`` is a position in the input's ``annotations`` list; ``category_id`` is the model's.
-``quality`` (the mask's predicted IoU) only for a model with the mask-quality head;
+``quality``: the mask's review score (boxmask.runtime.review);
 ``tight_bbox`` (the box of the mask's pixels, COCO's ``[x, y, width, height]``) only with
 ``LabelSettings.tight_boxes``.
 """
@@ -67,8 +67,8 @@ def segmentation_of(mask: np.ndarray, mask_format: str) -> Any | None:
 
 def _mask_extras(pred: Any, j: int, mask: np.ndarray, settings: LabelSettings
                  ) -> dict[str, Any]:
-    """What a mask record carries beyond its segmentation: the mask-quality head's IoU (a
-    model with the head), the tight box (``--tight-boxes``)."""
+    """What a mask record carries beyond its segmentation: its review score, the tight box
+    (``--tight-boxes``)."""
     extras: dict[str, Any] = {}
     if not np.isnan(pred.quality[j]):
         extras["quality"] = round(float(pred.quality[j]), SCORE_DECIMALS)

@@ -19,9 +19,9 @@ segmentation (``--only-missing``) keeps a ``boxmask`` field it already had from 
 
 ``score`` is the runtime's score for the box and its category (the box head's probability of
 that category), ``version`` the first 12 hex digits of the sha256 of the model's ``model.json``,
-``mask_area`` the mask's pixel count (COCO ``area`` is left as the input had it). A model with
-the mask-quality head adds ``quality``, the mask's predicted IoU (the report lists the masks
-worst first); ``--tight-boxes`` adds ``tight_bbox``, the box of the mask's pixels as COCO's
+``mask_area`` the mask's pixel count (COCO ``area`` is left as the input had it), ``quality``
+the mask's review score (boxmask.runtime.review: confidence, colour separation and, for a
+model with the mask-quality head, its predicted IoU; the report lists the masks worst first); ``--tight-boxes`` adds ``tight_bbox``, the box of the mask's pixels as COCO's
 ``[x, y, width, height]`` (``bbox`` stays the input's). Pre-annotated annotations are appended
 after all input annotations, in image order, with new ids and
 ``"boxmask": {..., "pre_annotated": true}``.

@@ -1,5 +1,5 @@
 """The report of a labeling job: what was masked, what was skipped and why, how fast, and,
-for a model with the mask-quality head, which masks to check first.
+which masks to check first (the masks' review scores, boxmask.runtime.review).
 
 Written as JSON beside the output (``OUT.report.json``) and printed as a summary table.
 """
@@ -84,10 +84,9 @@ def build_report(coco: Mapping[str, Any], plan: LabelPlan, results: Mapping[int,
 
 def review_list(coco: Mapping[str, Any], plan: LabelPlan,
                 results: Mapping[int, Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The masks this job made that carry a quality (a model with the mask-quality head),
-    worst first: ``{"index", "id", "image_id", "category_id", "quality"}`` (``index``: the
-    annotation's position in the output, ``pre_annotated`` for the detector's). Empty for a
-    model without the head."""
+    """The masks this job made that carry a quality (their review score), worst first:
+    ``{"index", "id", "image_id", "category_id", "quality"}`` (``index``: the annotation's
+    position in the output, ``pre_annotated`` for the detector's)."""
     anns = coco["annotations"]
     made = sorted({m["ann"] for r in results.values() if r["status"] == "ok" for m in r["masks"]})
     # Pre-annotations are appended after the input's annotations.

@@ -10,11 +10,13 @@ given label is its class score (`Prediction.scores` is then NaN). `detect` runs 
 features, so an image is encoded once whether boxes are drawn on it, it is pre-annotated, or
 both.
 
-A model with the mask-quality head (the card's ``mask_quality``) has one more decoder output,
-``quality``: each mask's predicted IoU with its object, which says which masks to check first.
-`predict` asks whichever decoder it runs for it; `detect` asks the labelled decoder for the
-detections' boxes and labels (the detector has no such output; the mask is the same). Without
-the head `Prediction.quality` is NaN.
+Every mask gets `Prediction.quality`, the review score of `boxmask.runtime.review` (which masks
+to check first, higher: more likely right): the mean of the mask's confidence, how well it
+separates its box's colours (the encoded image's pixels are cached with its features for
+this) and, for a model with the mask-quality head (the card's ``mask_quality``), the head's
+predicted IoU. The head is one more decoder output, ``quality``: `predict` asks whichever
+decoder it runs for it; `detect` asks the labelled decoder for the detections' boxes and labels
+(the detector has no such output; the mask is the same).
 
 Boxes are xyxy in original-image pixels. `predict` takes them checked by the box policy
 (`boxmask.runtime.boxes.check_boxes`: the caller's edge checks them once, against this
@@ -63,6 +65,8 @@ from boxmask.runtime.errors import ModelDirError, NoDetector, UnknownImage
 from boxmask.runtime.images import image_key, load_image
 from boxmask.runtime.masks import CroppedMask, grid_offset, mask_box, paste_cropped_mask
 from boxmask.runtime.options import PredictorOptions
+from boxmask.runtime.review import CHUNK as REVIEW_CHUNK
+from boxmask.runtime.review import review_score, sample_box_colours
 from boxmask.runtime.sessions import InferenceSession
 from boxmask.runtime.transforms import ResizeInfo, boxes_to_original, boxes_to_resized, preprocess
 
@@ -127,20 +131,27 @@ class Prediction:
     # (dx, dy) original pixels the masks are pasted off their boxes by: non-zero for a model of
     # torchvision's half-pixel mask grid (`ModelCard.mask_grid`; boxmask/model/paste.py).
     paste_offset: tuple[float, float] = (0.0, 0.0)
-    # [N] float32: each mask's predicted IoU with its object, in [0, 1] (the mask-quality head,
-    # the card's `mask_quality`); NaN for a model without the head. None at construction: NaN.
+    # [N] float32 in [0, 1]: each mask's review score (boxmask.runtime.review: confidence,
+    # colour separation and the mask-quality head's IoU where the model has the head); NaN
+    # where nothing scored it (an answer built without the image's pixels and without the
+    # head). None at construction: NaN.
     quality: np.ndarray | None = None
+    # [N] float32: the mask-quality head's predicted IoU alone (one of the review score's
+    # terms); NaN for a model without the head. None at construction: NaN.
+    head_quality: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.quality is None:
             self.quality = np.full((len(self),), np.nan, dtype=np.float32)
+        if self.head_quality is None:
+            self.head_quality = np.full((len(self),), np.nan, dtype=np.float32)
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 
     @property
     def has_quality(self) -> bool:
-        """Whether the masks were scored by a mask-quality head (else `quality` is NaN)."""
+        """Whether the masks carry a review score (else `quality` is NaN)."""
         assert self.quality is not None
         return bool(len(self)) and not bool(np.isnan(self.quality).all())
 
@@ -180,12 +191,12 @@ class Prediction:
     def subset(self, keep: Sequence[int]) -> Prediction:
         """The predictions at positions `keep`, in that order."""
         idx = np.asarray(keep, dtype=np.int64)
-        assert self.quality is not None
+        assert self.quality is not None and self.head_quality is not None
         return Prediction(scores=self.scores[idx], labels=self.labels[idx], boxes=self.boxes[idx],
                           mask_probs=self.mask_probs[idx], names=[self.names[i] for i in idx],
                           image_size=self.image_size, key=self.key,
                           mask_threshold=self.mask_threshold, paste_offset=self.paste_offset,
-                          quality=self.quality[idx])
+                          quality=self.quality[idx], head_quality=self.head_quality[idx])
 
 
 @dataclass(frozen=True)
@@ -194,10 +205,15 @@ class EncodedImage:
 
     features: Mapping[str, np.ndarray]  # p2..p5, [1, F, Hp/stride, Wp/stride]
     info: ResizeInfo
+    # [h, w, 3] uint8 RGB: the resized image the encoder saw (unpadded), whose colours the
+    # review score reads (boxmask.runtime.review). None: an entry made without it (no colour
+    # term). A few per cent of the features' bytes: 3 bytes a pixel against F x 4 / stride^2.
+    pixels: np.ndarray | None = None
 
     @property
     def nbytes(self) -> int:
-        return int(sum(v.nbytes for v in self.features.values()))
+        extra = 0 if self.pixels is None else int(self.pixels.nbytes)
+        return int(sum(v.nbytes for v in self.features.values())) + extra
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -376,7 +392,10 @@ class Predictor:
         batch, info = preprocess(rgb, self.input_min_size, self.input_max_size, pp.size_divisible,
                                  pp.mean)
         outputs = self.encoder.run({ENCODER_INPUT: batch}, list(self.feature_names))
-        return EncodedImage(features=outputs, info=info)
+        nh, nw = info.resized_size
+        pixels = np.ascontiguousarray(
+            np.clip(np.rint(batch[0, :, :nh, :nw].transpose(1, 2, 0)), 0, 255).astype(np.uint8))
+        return EncodedImage(features=outputs, info=info, pixels=pixels)
 
     def set_image(self, image: bytes | np.ndarray) -> str:
         """Encode an image (or find it in the cache) and return its key (sha256 hex).
@@ -436,9 +455,22 @@ class Predictor:
         key: str | None,
         threshold: float | None,
         quality: np.ndarray | None = None,
+        pixels: np.ndarray | None = None,
     ) -> Prediction:
+        """The answer for N decoded boxes. `quality`: the head's IoU (NaN without the head);
+        with `pixels` (the entry's), it becomes the review score (boxmask.runtime.review)."""
         h, w = info.original_size
         ids = self._label_to_id[labels]
+        t = self.mask_threshold if threshold is None else threshold
+        head = None if quality is None else quality.astype(np.float32)
+        if pixels is not None and len(probs):
+            quality = np.empty((len(probs),), dtype=np.float32)
+            resized = boxes_to_resized(boxes, info)
+            for start in range(0, len(probs), REVIEW_CHUNK):  # [chunk, R, R, 3] colours at a time
+                part = slice(start, start + REVIEW_CHUNK)
+                colours = sample_box_colours(pixels, resized[part], probs.shape[-1])
+                quality[part] = review_score(probs[part], colours,
+                                             None if head is None else head[part], t)
         return Prediction(
             mask_threshold=self.mask_threshold if threshold is None else threshold,
             scores=scores.astype(np.float32),
@@ -450,6 +482,7 @@ class Predictor:
             key=key,
             paste_offset=self._paste_offset(info),
             quality=None if quality is None else quality.astype(np.float32),
+            head_quality=head,
         )
 
     def _paste_offset(self, info: ResizeInfo) -> tuple[float, float]:
@@ -530,7 +563,7 @@ class Predictor:
             if self.has_quality:
                 quality[part] = outputs[QUALITY].reshape(m)
         return self._prediction(probs, clipped, used, scores, entry.info, key, mask_threshold,
-                                quality)
+                                quality, entry.pixels)
 
     def _detection_quality(self, entry: EncodedImage, boxes: np.ndarray, labels: np.ndarray
                            ) -> np.ndarray:
@@ -588,4 +621,4 @@ class Predictor:
         quality = (self._detection_quality(entry, resized, labels)
                    if self.has_quality and keep.size else None)
         return self._prediction(probs, boxes, labels, scores[keep], info, key, mask_threshold,
-                                quality)
+                                quality, entry.pixels)

@@ -43,8 +43,7 @@ def wire_mask(mask: np.ndarray | CroppedMask, mask_format: MaskFormat
 
 
 def _number(value: float) -> float | None:
-    # NaN: not computed (a labelled box's class score on the fast path; the quality of a model
-    # without the mask-quality head). JSON has no NaN: null.
+    # NaN: not computed (a labelled box's class score on the fast path). JSON has no NaN: null.
     return None if np.isnan(value) else round(float(value), 5)
 
 

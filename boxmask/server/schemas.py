@@ -128,9 +128,11 @@ class Instance(BaseModel):
                     "not asked to be scored (`class_scores`), and the model skipped its box head.")
     quality: float | None = Field(
         default=None, ge=0.0, le=1.0,
-        description="The mask's predicted IoU with its object, from the model's mask-quality "
-                    "head: low values are the masks to check first. Null for a model without "
-                    "the head (its card's `mask_quality` is false).")
+        description="The mask's review score in [0, 1]: low values are the masks to check "
+                    "first. The mean of the mask's confidence, how well it separates its "
+                    "box's colours and, for a model with the mask-quality head (its card's "
+                    "`mask_quality`), the head's predicted IoU (boxmask.runtime.review). A "
+                    "ranking score, not a calibrated IoU.")
     tight_box: list[float] | None = Field(
         default=None,
         description="With `tight_box: true`: the box of the mask's pixels, xyxy in image "

@@ -61,3 +61,17 @@ def test_the_head_trained_post_hoc_leaves_the_masks_and_reports_every_score(
                           weights_only=False)["model"]
     assert stripped and not any(".quality." in k for k in stripped)
     assert (second / "head_s0" / "result.json").is_file()
+    for side in ("seen", "unseen"):  # the head's own IoU beside the served review score
+        assert "head" in as_trained[side] and "head" in result[side]
+
+
+def test_with_no_seeds_a_checkpoint_is_measured_as_it_is(bench, tiny_checkpoint,
+                                                        tmp_path) -> None:
+    """A checkpoint without a head (the fine-tune benchmark's): the review score of the mask's
+    statistics, nothing trained."""
+    assert bench.main(["--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path),
+                       "--seeds"]) == 0
+    result = json.loads((tmp_path / "with_the_model" / "result.json").read_text())
+    assert result["head"] is False and not (tmp_path / "head_s0").exists()
+    assert "head" not in result["all"]
+    assert set(result["all"]) >= {"quality", "class probability", "mean confidence"}

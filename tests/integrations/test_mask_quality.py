@@ -146,8 +146,10 @@ def test_detector_masks_carry_quality_and_their_rectangles_the_class_score(
     assert result["score"] == pytest.approx(float(detections.quality.min()), abs=1e-6)
 
 
-def test_without_the_head_label_studio_scores_are_the_class_scores_as_before(
+def test_without_the_head_label_studio_scores_are_the_review_score_of_the_masks(
         model_dir: Path, images: list[bytes]) -> None:
+    """A model without the mask-quality head still ranks its masks for review (the mask's
+    confidence and colour separation, boxmask.runtime.review): the worst task comes first."""
     tasks = _tasks(images)
     with _ls_client(model_dir) as client:
         results = _retrieve(client, tasks)
@@ -155,10 +157,10 @@ def test_without_the_head_label_studio_scores_are_the_class_scores_as_before(
     for task, result, (boxes, labels) in zip(tasks, results, TASK_BOXES, strict=True):
         image = images[(task["id"] - 100) % len(images)]
         expected = p.predict(boxes, labels=labels, key=p.set_image(image))
-        assert not expected.has_quality
+        assert expected.has_quality and np.isnan(expected.head_quality).all()
         assert [r["score"] for r in result["result"]] == pytest.approx(
-            expected.scores.tolist(), abs=1e-6)
-        assert result["score"] == pytest.approx(float(expected.scores.mean()), abs=1e-6)
+            expected.quality.tolist(), abs=1e-6)
+        assert result["score"] == pytest.approx(float(expected.quality.min()), abs=1e-6)
 
 
 # -- CVAT -------------------------------------------------------------------------------------
@@ -199,7 +201,13 @@ def test_cvat_interactor_gives_the_quality_as_the_shapes_confidence(
         type=shape["type"], points=shape["points"],
         attributes=[models.AttributeValRequest(**a) for a in shape["attributes"]])
 
-    # Without the head: the same reply as before, no attributes.
+    # Without the head: the review score of the mask's statistics alone.
     module, context = nuclio_context(monkeypatch, model_dir, "interactor")
     status, reply = call(module, context, body)
-    assert status == 200 and all("attributes" not in s for s in reply["shapes"])
+    assert status == 200
+    (shape,) = reply["shapes"]
+    p = Predictor.from_dir(model_dir)
+    plain = p.predict([[10, 8, 60, 58]], key=p.set_image(images[0]))
+    assert np.isnan(plain.head_quality).all()
+    assert float(shape["attributes"][0]["value"]) == pytest.approx(float(plain.quality[0]),
+                                                                   abs=1e-4)

@@ -1,7 +1,7 @@
 """`boxmask label` with a model that has the mask-quality head: each masked annotation says its
-mask's predicted IoU (`boxmask.quality`) and the report lists the masks worst first; with
+mask's review score (`boxmask.quality`, boxmask.runtime.review) and the report lists the masks worst first; with
 `--tight-boxes`, each says the box of its mask's pixels (`boxmask.tight_bbox`) beside its
-`bbox`. A model without the head labels exactly as before."""
+`bbox`. A model without the head gets the review score of its masks' statistics."""
 
 from __future__ import annotations
 
@@ -78,12 +78,18 @@ def test_pre_annotations_are_scored_and_reviewed_too(dataset: dict,
     assert len(reviewed) == report["summary"]["annotations_masked"] + len(pre)
 
 
-def test_a_model_without_the_head_labels_exactly_as_before(dataset: dict,
-                                                           model_dir: Path) -> None:
+def test_a_model_without_the_head_still_ranks_its_masks_for_review(dataset: dict,
+                                                                    model_dir: Path) -> None:
+    """The review score of the mask's own statistics (boxmask.runtime.review) needs no head."""
     report = label(dataset, model_dir, workers=1)
     masked = _masked(dataset["out"])
-    assert masked and all(set(a["boxmask"]) == BEFORE for _, a in masked)
-    assert "review" not in report and "mask_quality" not in report["summary"]
+    assert masked and all(set(a["boxmask"]) == BEFORE | {"quality"} for _, a in masked)
+    boxes = json.loads(dataset["boxes"].read_text())
+    for _, ann in masked[:3]:
+        expected = _runtime(model_dir, dataset, ann, boxes)
+        assert np.isnan(expected.head_quality).all()
+        assert ann["boxmask"]["quality"] == pytest.approx(float(expected.quality[0]), abs=1e-5)
+    assert len(report["review"]) == report["summary"]["mask_quality"]["masks"] == len(masked)
 
 
 @pytest.mark.parametrize("model", ["quality_model_dir", "model_dir"])

@@ -1,6 +1,8 @@
-"""The mask-quality head through the runtime: `Prediction.quality` is what the decoders'
-`quality` output says for each mask, on every path (full decoder, labelled decoder, detector,
-runs under a decoder budget, int8); a model without the head is served as before, with NaN."""
+"""The mask-quality head and the review score through the runtime: `Prediction.head_quality` is
+what the decoders' `quality` output says for each mask, on every path (full decoder, labelled
+decoder, detector, runs under a decoder budget, int8), and `Prediction.quality` is the review
+score of boxmask.runtime.review on it; a model without the head gets the review score of the
+mask's statistics alone."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from PIL import Image
 
 from boxmask.runtime import Predictor
 from boxmask.runtime.contract import QUALITY
+from boxmask.runtime.review import review_score, sample_box_colours
 
 BOXES = [[2, 2, 40, 30], [10, 8, 60, 58], [0, 0, 64, 64], [30, 30, 50, 62]]
 # The int8 graphs' quality may differ from fp32's by this much (the issue's bar: a review order
@@ -63,15 +66,21 @@ def test_predict_returns_each_masks_quality_from_the_decoder_it_ran(
     contiguous = np.array([p.card.by_id(i).label for i in full.labels.tolist()], np.int64)
     resized = _resized(p, key, BOXES)
     np.testing.assert_allclose(
-        full.quality, _graph_quality(quality_model_dir, "decoder", p, key, resized, contiguous),
-        atol=1e-6)
+        full.head_quality,
+        _graph_quality(quality_model_dir, "decoder", p, key, resized, contiguous), atol=1e-6)
     given = np.array([p.card.by_id(i).label for i in labelled], np.int64)
     np.testing.assert_allclose(
-        fast.quality,
+        fast.head_quality,
         _graph_quality(quality_model_dir, "labelled_decoder", p, key, resized, given), atol=1e-6)
-    assert ((full.quality >= 0) & (full.quality <= 1)).all()
+    # The served quality is the review score with the head's IoU as one of its terms.
+    colours = sample_box_colours(p._entry(key)[1].pixels, resized, full.mask_probs.shape[-1])
+    for pred in (full, fast):
+        np.testing.assert_allclose(
+            pred.quality, review_score(pred.mask_probs, colours, pred.head_quality), atol=1e-6)
+        assert ((pred.quality >= 0) & (pred.quality <= 1)).all()
     # A subset keeps each mask's own quality.
     np.testing.assert_array_equal(full.subset([2, 0]).quality, full.quality[[2, 0]])
+    np.testing.assert_array_equal(full.subset([2, 0]).head_quality, full.head_quality[[2, 0]])
 
 
 def test_detections_carry_the_quality_of_their_own_masks(quality_model_dir: Path,
@@ -84,6 +93,7 @@ def test_detections_carry_the_quality_of_their_own_masks(quality_model_dir: Path
     assert len(det) > 1 and det.has_quality
     again = p.predict(det.boxes, labels=det.labels.tolist(), key=key, class_scores=False)
     # The boxes went to original pixels and back: equal up to float rounding.
+    np.testing.assert_allclose(det.head_quality, again.head_quality, atol=1e-4)
     np.testing.assert_allclose(det.quality, again.quality, atol=1e-4)
     np.testing.assert_allclose(det.mask_probs, again.mask_probs, atol=1e-4)
 
@@ -123,7 +133,7 @@ class _NoQualitySession:
         return self.inner.describe()
 
 
-def test_a_model_without_the_head_is_served_as_before_with_nan_quality(
+def test_a_model_without_the_head_gets_the_review_score_of_its_masks_alone(
         model_dir: Path, tiny_dataset: Path) -> None:
     p = Predictor.from_dir(model_dir, intra_op_threads=1)
     p.decoder = _NoQualitySession(p.decoder)  # type: ignore[assignment]
@@ -133,7 +143,13 @@ def test_a_model_without_the_head_is_served_as_before_with_nan_quality(
                  p.predict(BOXES, labels=[1, 1, 2, 2], key=key, class_scores=False),
                  p.detect(key=key, score_threshold=0.0)):
         assert pred.quality is not None and pred.quality.shape == (len(pred),)
-        assert np.isnan(pred.quality).all() and not pred.has_quality
+        assert np.isnan(pred.head_quality).all()
+        assert pred.has_quality and ((pred.quality >= 0) & (pred.quality <= 1)).all()
+        _, entry = p._entry(key)
+        colours = sample_box_colours(entry.pixels, _resized(p, key, pred.boxes),
+                                     pred.mask_probs.shape[-1])
+        np.testing.assert_allclose(pred.quality, review_score(pred.mask_probs, colours),
+                                   atol=1e-6)
 
 
 def test_int8_quality_stays_within_002_of_fp32(quality_model_dir: Path,
@@ -153,6 +169,7 @@ def test_int8_quality_stays_within_002_of_fp32(quality_model_dir: Path,
                          class_scores=class_scores)
         b = int8.predict(BOXES, labels=[1, 2, 3, 1], key=int8.set_image(image),
                          class_scores=class_scores)
+        assert np.abs(a.head_quality - b.head_quality).max() <= INT8_QUALITY_TOL
         assert np.abs(a.quality - b.quality).max() <= INT8_QUALITY_TOL
 
 

@@ -97,14 +97,17 @@ def test_the_tight_box_is_the_masks_box_beside_the_drawn_box(
     assert any(inst["tight_box"] is not None for inst in got)
 
 
-def test_a_model_without_the_head_answers_as_before_with_null_quality(
+def test_a_model_without_the_head_answers_with_the_review_score_of_its_masks(
         plain_client: TestClient, model_dir: Path, image: bytes) -> None:
     got = _segment(plain_client, image, boxes=BOXES)
     p = Predictor.from_dir(model_dir)
     expected = p.predict(BOXES, key=p.set_image(image))
+    assert np.isnan(expected.head_quality).all()
     assert [inst["score"] for inst in got] == pytest.approx(expected.scores.tolist(), abs=1e-5)
+    assert [inst["quality"] for inst in got] == pytest.approx(expected.quality.tolist(),
+                                                              abs=1e-5)
     for inst, mask in zip(got, expected.iter_masks(), strict=True):
-        assert inst["quality"] is None and inst["tight_box"] is None
+        assert 0 <= inst["quality"] <= 1 and inst["tight_box"] is None
         assert np.array_equal(decode_rle(inst["mask"]), mask)
     # The tight box does not need the head.
     tight = _segment(plain_client, image, boxes=BOXES, labels=LABELS, tight_box=True)
@@ -113,7 +116,7 @@ def test_a_model_without_the_head_answers_as_before_with_null_quality(
     detected = plain_client.post("/v1/detect", files={"image": ("x.png", image, "image/png")},
                                  data={"score_threshold": "0"})
     assert detected.status_code == 200, detected.text
-    assert all(inst["quality"] is None for inst in detected.json()["instances"])
+    assert all(0 <= inst["quality"] <= 1 for inst in detected.json()["instances"])
 
 
 def test_the_openapi_schema_documents_quality_and_tight_box(plain_client: TestClient) -> None:

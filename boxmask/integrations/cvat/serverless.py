@@ -12,8 +12,9 @@ its UI (`lambda-manager.ts`, `tools-control.tsx`):
   <CVAT mask RLE + box>}]}`, up to 2.59: `{"mask": HxW}` (`BOXMASK_CVAT_INTERACTOR_REPLY=mask`).
   CVAT sends no label, so the mask is that of the class the model predicts for the box.
 
-Mask quality: for a model with the mask-quality head, each mask's predicted IoU goes where CVAT
-reads a confidence: the detector reply's `confidence` (else the class score, as before), and
+Mask quality: each mask's review score (boxmask.runtime.review: its confidence, colour
+separation and the mask-quality head's IoU where the model has the head) goes where CVAT reads
+a confidence: the detector reply's `confidence`, and
 in an interactor's `shapes` reply the attribute of spec id 0, which cvat-sdk's interaction
 functions use for the confidence (`cvat_sdk.auto_annotation.InteractionResultAttributes.
 CONFIDENCE`, a number in [0, 1]; cvat-cli's agent replies `{"shapes": [...]}` in the same form).
@@ -92,7 +93,7 @@ def detect_reply(predictor: Predictor, body: Mapping[str, Any], default_threshol
     pred = predictor.detect(image=image, score_threshold=_threshold(body, default_threshold),
                             max_detections=max_detections)
     assert pred.quality is not None
-    # The mask's predicted IoU where the model has the head: the masks to check first.
+    # The mask's review score: the masks to check first (class scores for an answer without).
     confidence = pred.quality if pred.has_quality else pred.scores
     reply = []
     for mask, name, score in zip(pred.iter_masks(), pred.names, confidence.tolist(), strict=True):

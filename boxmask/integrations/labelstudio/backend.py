@@ -19,11 +19,11 @@ Three ways a request is answered:
 Scores. Label Studio 1.23 stores a prediction's `score` and uses it to order tasks: the Data
 Manager's "Prediction score" column (`predictions_score`, the mean of the task's predictions'
 scores, sortable) and "Uncertainty sampling" in the labelling queue (lowest score first;
-`projects/functions/next_task.py`). A region's `score` is shown beside the region. For a model
-with the mask-quality head, each mask region's `score` is its mask's predicted IoU and the
+`projects/functions/next_task.py`). A region's `score` is shown beside the region. Each mask
+region's `score` is its mask's review score (boxmask.runtime.review: confidence, colour
+separation and, for a model with the mask-quality head, its predicted IoU) and the
 prediction's `score` the lowest of them, so a task with one bad mask sorts before a task of
-good ones: the worst first. Without the head, regions carry the class score and the prediction
-their mean, as before; a detector rectangle always carries the detector's class score.
+good ones: the worst first. A detector rectangle carries the detector's class score.
 """
 
 from __future__ import annotations
@@ -436,7 +436,7 @@ class LabelStudioBackend:
         quality = pred.has_quality
         assert pred.quality is not None
         for i, label in enumerate(labels):
-            # A mask region's score: the mask's predicted IoU where the model has the head.
+            # A mask region's score: the mask's review score (class score for an answer without).
             mask, box_score = pred.mask(i), float(pred.scores[i])
             score = float(pred.quality[i]) if quality else box_score
             region_id = _new_id()
@@ -473,9 +473,9 @@ class LabelStudioBackend:
 
 
 def prediction_score(pred: Prediction) -> float:
-    """The `score` of a task's prediction, by which Label Studio sorts tasks: the lowest mask
-    quality of its regions for a model with the mask-quality head (the task with the worst mask
-    comes first in an ascending sort), else the mean class score; 0 for no region."""
+    """The `score` of a task's prediction, by which Label Studio sorts tasks: the lowest review
+    score of its regions (the task with the worst mask comes first in an ascending sort), the
+    mean class score for an answer without review scores; 0 for no region."""
     if not len(pred):
         return 0.0
     assert pred.quality is not None

@@ -1,0 +1,76 @@
+"""The review score's terms (boxmask.runtime.review) on hand-made masks and images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from boxmask.runtime.review import (
+    NO_BACKGROUND,
+    colour_separation,
+    mask_confidence,
+    review_score,
+    sample_box_colours,
+)
+
+R = 8
+
+
+def _two_colour_box() -> np.ndarray:
+    """A 16 x 16 image: red background, a green 8 x 8 square at rows/cols 4..11."""
+    img = np.zeros((16, 16, 3), np.uint8)
+    img[..., 0] = 200
+    img[4:12, 4:12] = (0, 220, 0)
+    return img
+
+
+def test_colours_are_sampled_at_the_centres_of_each_boxs_cells() -> None:
+    img = np.arange(16 * 16 * 3, dtype=np.uint8).reshape(16, 16, 3)
+    out = sample_box_colours(img, np.array([[0, 0, 16, 16], [4, 2, 8, 6]], np.float32), 4)
+    assert out.shape == (2, 4, 4, 3) and out.dtype == np.float32
+    # Box 0: cells of 4 px, centres at 2, 6, 10, 14.
+    np.testing.assert_array_equal(out[0, 1, 2], img[6, 10])
+    # Box 1: cells of 1 px from (4, 2): centres at x 4.5.. and y 2.5..
+    np.testing.assert_array_equal(out[1, 0, 0], img[2, 4])
+    np.testing.assert_array_equal(out[1, 3, 3], img[5, 7])
+    # Boxes past the image's edges read its last row and column.
+    edge = sample_box_colours(img, np.array([[12, 12, 20, 20]], np.float32), 2)
+    np.testing.assert_array_equal(edge[0, 1, 1], img[15, 15])
+    assert sample_box_colours(img, np.zeros((0, 4), np.float32), 4).shape == (0, 4, 4, 3)
+
+
+def test_confidence_is_the_foregrounds_mean_probability_rescaled() -> None:
+    probs = np.full((3, R, R), 0.1, np.float32)
+    probs[0, :4] = 1.0  # certain foreground
+    probs[1, :4] = 0.75  # half-way between the threshold and 1
+    # probs[2]: empty
+    np.testing.assert_allclose(mask_confidence(probs), [1.0, 0.5, 0.0])
+    np.testing.assert_allclose(mask_confidence(probs, threshold=0.7)[1], (0.75 - 0.7) / 0.3)
+
+
+def test_a_mask_on_the_objects_colours_separates_them_and_a_wrong_one_does_not() -> None:
+    img = _two_colour_box()
+    colours = sample_box_colours(img, np.array([[0, 0, 16, 16]] * 4, np.float32), R)
+    right = np.zeros((R, R), np.float32)
+    right[2:6, 2:6] = 1.0  # the green square on the 8 x 8 grid
+    shifted = np.roll(right, 2, axis=1)  # half on the background
+    full = np.ones((R, R), np.float32)
+    empty = np.zeros((R, R), np.float32)
+    sep = colour_separation(np.stack([right, shifted, full, empty]), colours)
+    assert sep[0] > 0.99  # the colours split exactly: F is huge
+    assert sep[1] < 0.5 < sep[0]
+    assert sep[2] == NO_BACKGROUND and sep[3] == 0.0
+
+
+def test_the_review_score_is_the_mean_of_the_terms_the_model_has() -> None:
+    img = _two_colour_box()
+    colours = sample_box_colours(img, np.array([[0, 0, 16, 16]] * 2, np.float32), R)
+    probs = np.zeros((2, R, R), np.float32)
+    probs[:, 2:6, 2:6] = 0.9
+    conf, sep = mask_confidence(probs), colour_separation(probs, colours)
+    np.testing.assert_allclose(review_score(probs, colours), (conf + sep) / 2, rtol=1e-6)
+    head = np.array([0.3, np.nan], np.float32)  # a head's IoU; NaN: no head for that mask
+    got = review_score(probs, colours, head)
+    assert got.dtype == np.float32
+    assert got[0] == pytest.approx((conf[0] + sep[0] + 0.3) / 3, rel=1e-6)
+    assert got[1] == pytest.approx((conf[1] + sep[1]) / 2, rel=1e-6)
