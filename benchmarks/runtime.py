@@ -308,6 +308,19 @@ def quality_cost(name: str, threads: int, repeats: int,
         cases = [(label, n) for label, _ in graphs if label in sessions[names[0]] for n in boxes]
         times: dict[tuple[str, int], dict[str, list[float]]] = {
             c: {v: [] for v in names} for c in cases}
+        # The review score's statistics (numpy, outside the graphs: boxmask.runtime.review) on
+        # the same boxes, with masks of the decoder's size and the image's pixels.
+        from boxmask.runtime.review import review_score, sample_box_colours
+
+        pixels = np.random.default_rng(1).integers(0, 256, (h, w, 3), dtype=np.uint8)
+        r_masks = {n: np.random.default_rng(n).uniform(0, 1, (n, 28, 28)).astype(np.float32)
+                   for n in boxes}
+
+        def review(n: int) -> None:
+            colours = sample_box_colours(pixels, feeds[n][BOXES], 28)
+            review_score(r_masks[n], colours, np.full((n,), 0.5, np.float32))
+
+        review_times: dict[int, list[float]] = {n: [] for n in boxes}
         for r in range(repeats):
             for label, n in cases:
                 for v in names[r % len(names):] + names[:r % len(names)]:
@@ -315,6 +328,8 @@ def quality_cost(name: str, threads: int, repeats: int,
                     feed = {i.name: feeds[n][i.name] for i in sess.get_inputs()}
                     times[label, n][v].append(
                         median_seconds(lambda s=sess, f=feed: s.run(None, f), calls))
+            for n in boxes:
+                review_times[n].append(median_seconds(lambda n=n: review(n), calls))
         sessions.clear()
     rows = []
     for (label, n), t in times.items():
@@ -322,7 +337,26 @@ def quality_cost(name: str, threads: int, repeats: int,
                      "ms": {v: float(np.median(t[v])) * 1e3 for v in names},
                      "ratios": {v: [a / b for a, b in zip(t[v], t[names[0]], strict=True)]
                                 for v in names[1:]}})
-    return {"variants": variants, "rows": rows}
+    return {"variants": variants, "rows": rows,
+            "review_ms": {n: float(np.median(t)) * 1e3 for n, t in review_times.items()}}
+
+
+def review_cost_table(name: str, result: dict) -> str:
+    """The review statistics' ms (``quality_cost``'s ``review_ms``) beside each decoder's ms
+    without and with the default head: what a served mask's quality costs in all."""
+    names = list(result["variants"])
+    default = names[1]
+    body = []
+    for r in result["rows"]:
+        stats = result["review_ms"][r["boxes"]]
+        base, head = r["ms"][names[0]], r["ms"][default]
+        total = head + stats
+        body.append([name, r["graph"], r["boxes"], f"{base:,.2f}", f"{head:,.2f}",
+                     f"{stats:,.3f}", f"{total:,.2f}",
+                     f"{total / base:.2f}x ({100 * (total / base - 1):+.0f} %)"])
+    return markdown_table(["backbone", "graph", "boxes", "no head ms", f"{default} ms",
+                           "review statistics ms", "head + statistics ms",
+                           "against no head"], body, "lllrrrrr")
 
 
 def quality_cost_table(name: str, result: dict) -> str:
@@ -596,14 +630,18 @@ def main() -> None:
         tables = []
         for name in backbones:
             res = quality_cost(name, args.threads, args.repeats)
-            tables.append((quality_cost_table(name, res), quality_params_table(name, res)))
+            tables.append((quality_cost_table(name, res), quality_params_table(name, res),
+                           review_cost_table(name, res)))
             print(f"done {name}", flush=True)
         print(f"\nthreads={args.threads}, {H}x{W}, random weights, every output requested; "
               f"median over {args.repeats} rounds of the median of 3 calls (variants "
               "interleaved, order rotated each round)\n")
-        print("\n\n".join(t for t, _ in tables))
+        print("\n\n".join(t for t, _, _ in tables))
         print()
-        print("\n\n".join(p for _, p in tables))
+        print("\n\n".join(p for _, p, _ in tables))
+        print("\nThe review score's statistics (numpy, boxmask.runtime.review) on the same boxes, "
+              "beside each decoder with the default head:\n")
+        print("\n\n".join(r for _, _, r in tables))
         return
     if args.profile:
         print(f"| {args.graph}, {args.boxes} box(es), {args.threads} threads | ms per call | share |")

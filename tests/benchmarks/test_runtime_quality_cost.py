@@ -55,6 +55,11 @@ def test_quality_cost_times_the_three_heads_on_a_tiny_model(runtime_bench) -> No
     assert all(v in table for v in names)
     params = runtime_bench.quality_params_table("tiny", res)
     assert params.count("\n") == 1 + len(names)
+    # The review statistics, timed in the same rounds, beside each decoder.
+    assert set(res["review_ms"]) == {1, 3}
+    assert all(math.isfinite(ms) and ms > 0 for ms in res["review_ms"].values())
+    review = runtime_bench.review_cost_table("tiny", res)
+    assert review.count("\n") == 1 + len(res["rows"]) and "review statistics ms" in review
 
 
 def test_a_head_variant_takes_every_other_weight_from_the_model_without_it(runtime_bench,
