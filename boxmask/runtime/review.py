@@ -75,18 +75,25 @@ def colour_separation(probs: np.ndarray, colours: np.ndarray,
             (:func:`sample_box_colours`).
     """
     n = probs.shape[0]
-    fg = (probs > threshold).reshape(n, -1, 1).astype(np.float64)  # [N, R*R, 1]
-    bg = 1.0 - fg
-    x = colours.reshape(n, -1, 3).astype(np.float64)
-    n_fg, n_bg = fg.sum(1), bg.sum(1)  # [N, 1]
-    mean_fg = (x * fg).sum(1) / np.maximum(n_fg, 1)
-    mean_bg = (x * bg).sum(1) / np.maximum(n_bg, 1)
-    var_fg = (((x - mean_fg[:, None]) ** 2) * fg).sum((1, 2)) / np.maximum(n_fg[:, 0], 1)
-    var_bg = (((x - mean_bg[:, None]) ** 2) * bg).sum((1, 2)) / np.maximum(n_bg[:, 0], 1)
+    fg = (probs > threshold).reshape(n, -1).astype(np.float64)  # [N, R*R]
+    x = colours.reshape(n, -1, 3).astype(np.float64)  # [N, R*R, 3]
+    cells = fg.shape[1]
+    n_fg = fg.sum(1)
+    n_bg = cells - n_fg
+    # Sums over each side, from the sums over the foreground and over every cell.
+    sum_all, sq_all = x.sum(1), np.einsum("npc,npc->n", x, x)
+    sum_fg = np.einsum("npc,np->nc", x, fg)
+    sq_fg = np.einsum("npc,npc,np->n", x, x, fg)
+    sum_bg, sq_bg = sum_all - sum_fg, sq_all - sq_fg
+    mean_fg = sum_fg / np.maximum(n_fg, 1)[:, None]
+    mean_bg = sum_bg / np.maximum(n_bg, 1)[:, None]
+    # Variance summed over the channels: E[|x|^2] - |E[x]|^2 (clipped: rounding).
+    var_fg = np.maximum(sq_fg / np.maximum(n_fg, 1) - (mean_fg ** 2).sum(1), 0.0)
+    var_bg = np.maximum(sq_bg / np.maximum(n_bg, 1) - (mean_bg ** 2).sum(1), 0.0)
     ratio = ((mean_fg - mean_bg) ** 2).sum(1) / (var_fg + var_bg + 1e-6)
     out = ratio / (ratio + 1.0)
-    out = np.where(n_bg[:, 0] == 0, NO_BACKGROUND, out)
-    return np.where(n_fg[:, 0] == 0, 0.0, out)
+    out = np.where(n_bg == 0, NO_BACKGROUND, out)
+    return np.where(n_fg == 0, 0.0, out)
 
 
 #: Masks scored at a time: the statistics' float64 temporaries of a few thousand boxes at once
