@@ -40,6 +40,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "synth128_clear.yaml"
 KEPT = ROOT / "benchmarks" / "results" / "finetune_quality"
@@ -200,6 +202,15 @@ METHOD_EPOCHS = {"teacher_student_fit_clean_st": 12, "teacher_student_fit_clean_
                  # 500 user + 1000 replayed images: 4 epochs are the 1500 iterations.
                  "recipe_replay": 4}
 ROUND_TWO = {"teacher_student_fit_clean_r2": "teacher_student_fit_clean"}
+# Inference-only levers: the method's checkpoint (same seed) evaluated with a changed model
+# section (nothing trained again). `model.served_mask_fit: box`: the masks of the categories
+# learned from boxes alone served fitted to their box (the old categories' as they are).
+EVAL_ONLY: dict[str, tuple[str, list[str]]] = {
+    "teacher_student_fit_clean_st_lwf_sfit": ("teacher_student_fit_clean_st_lwf",
+                                              ["served_mask_fit=box"]),
+    "teacher_student_fit_clean_st_lwf_crf_sfit": ("teacher_student_fit_clean_st_lwf_crf",
+                                                  ["served_mask_fit=box"]),
+}
 
 
 def round_one_checkpoint(args: argparse.Namespace, paths: dict[str, Path], pre: Path,
@@ -351,8 +362,42 @@ def zero_shot(args: argparse.Namespace, paths: dict[str, Path], pre: Path) -> di
     return result
 
 
+def evaluate_only(args: argparse.Namespace, paths: dict[str, Path], pre: Path, method: str,
+                  seed: int) -> dict:
+    """An EVAL_ONLY method: its base method's checkpoint (trained first if need be) evaluated
+    with the model section changed."""
+    import torch
+
+    from boxmask.config import BoxMaskConfig
+    from boxmask.model.checkpoint import load_checkpoint, model_from_checkpoint
+
+    name = f"{method}_s{seed}"
+    out = Path(args.out) / name
+    if (out / "result.json").is_file():
+        return json.loads((out / "result.json").read_text())
+    base, changes = EVAL_ONLY[method]
+    trained = finetune(args, paths, pre, base, seed)
+    if not trained:
+        return {}
+    ckpt = Path(args.out) / f"{base}_s{seed}" / "checkpoint_last.pt"
+    raw = load_checkpoint(ckpt)
+    stored = BoxMaskConfig.model_validate(raw["config"]).model
+    update = {k: yaml.safe_load(v) for k, v in (c.split("=", 1) for c in changes)}
+    model, cats = model_from_checkpoint(raw, stored.model_copy(update=update), ckpt)
+    with torch.no_grad():
+        figures = evaluate(model, cats, paths)
+    result = {**{k: v for k, v in trained.items() if k not in figures},
+              "method": method, "evaluated_from": f"{base}_s{seed}", "model_changes": changes,
+              **figures}
+    _write_json_atomic(out / "result.json", result)
+    _keep(name, result)
+    return result
+
+
 def finetune(args: argparse.Namespace, paths: dict[str, Path], pre: Path, method: str,
              seed: int) -> dict:
+    if method in EVAL_ONLY:
+        return evaluate_only(args, paths, pre, method, seed)
     name = f"{method}_s{seed}"
     out = Path(args.out) / name
     if (out / "result.json").is_file():
@@ -425,7 +470,7 @@ def table(results: list[dict]) -> str:
 
 
 def all_results() -> list[dict]:
-    order = ["zero_shot_agnostic", "pretrained", *METHODS]
+    order = ["zero_shot_agnostic", "pretrained", *METHODS, *EVAL_ONLY]
     found = [json.loads(p.read_text()) for p in sorted(KEPT.glob("*.json"))]
     return sorted(found, key=lambda r: (order.index(r["method"]) if r["method"] in order else 99,
                                         r.get("seed", 0)))
@@ -436,7 +481,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=str(ROOT / "runs" / "finetune_quality_v2"))
     p.add_argument("--stage", choices=["pretrain", "all"], default="all")
     p.add_argument("--methods", nargs="+", default=["teacher_student", "agnostic", "oracle"],
-                   choices=list(METHODS))
+                   choices=[*METHODS, *EVAL_ONLY])
     p.add_argument("--user-images", type=int, default=500)
     p.add_argument("--val-images", type=int, default=100)
     p.add_argument("--finetune-epochs", type=int, default=12,

@@ -211,6 +211,15 @@ class ModelConfig(_Section):
     # then teach the box-only instances instead of the teacher's: a student that has overtaken
     # its teacher teaches the next round.
     self_train_every: int = Field(default=0, ge=0)
+    # Not in the paper (``none``, off, by default; inference only: training is unchanged):
+    # ``box`` serves the masks of the categories the model learned from boxes alone (its
+    # checkpoint's ``taught_by: pseudo_masks``) fitted to their box: each mask thresholded as
+    # low as it takes to reach ``served_mask_fit_cover`` of its box's rows and columns (a tight
+    # box touches its object on all four sides), as the pseudo-masks that taught them were
+    # (``pseudo_mask_fit``). Built into the exported graphs; categories learned from masks are
+    # served as they are.
+    served_mask_fit: Literal["none", "box"] = "none"
+    served_mask_fit_cover: float = Field(default=0.9, gt=0.0, le=1.0)
 
 
 class TrainConfig(_Section):

@@ -90,4 +90,16 @@ def model_from_checkpoint(ckpt: dict[str, Any], model_cfg: ModelConfig | None = 
     except RuntimeError as exc:
         raise ConfigError(f"checkpoint {str(source)!r} does not fit the model of the config "
                           f"(was it trained with another model section?): {exc}") from exc
+    if model_cfg.served_mask_fit == "box":
+        # The categories learned from boxes alone are served fitted to their box.
+        model.roi_heads.mask_branch.set_served_fit(
+            {int(c["label"]) for c in categories if _taught_by_boxes(c)})
     return model.eval(), categories
+
+
+def _taught_by_boxes(category: dict[str, Any]) -> bool:
+    """Whether a checkpoint's category was learned from pseudo-masks alone (older checkpoints
+    record only ``seen``)."""
+    if "taught_by" in category:
+        return category["taught_by"] == "pseudo_masks"
+    return not category.get("seen", True)

@@ -42,6 +42,7 @@ from boxmask.model.paste import paste_masks
 from boxmask.model.pseudo_masks import (
     Sigma,
     apply_sigma,
+    box_fit_logit_shift,
     box_interior_on_rois,
     clean_pseudo_masks,
     fit_then_crf,
@@ -166,7 +167,8 @@ class TeacherStudentMaskBranch(nn.Module):
                  teacher_box_loss: BoxLoss = "none",
                  known_pseudo_targets: Literal["soft", "refit"] = "soft",
                  known_distill: Literal["instances", "all"] = "instances",
-                 self_train_every: int = 0) -> None:
+                 self_train_every: int = 0,
+                 served_mask_fit_cover: float = 0.0) -> None:
         super().__init__()
         if mode not in ("agnostic", "teacher_student", "oracle"):
             raise ValueError(f"unknown mode {mode!r}")
@@ -225,6 +227,12 @@ class TeacherStudentMaskBranch(nn.Module):
             self.round_head.requires_grad_(False)
             # Whether the round head holds a round's student yet (a resumed run keeps it).
             self.register_buffer("round_ready", torch.zeros((), dtype=torch.bool))
+        # Served masks fitted to their box (model.served_mask_fit), for the labels in
+        # ``served_fit_labels`` (set by :meth:`set_served_fit` from the checkpoint's categories;
+        # not persistent, so checkpoints load as they are). 0: off.
+        self.served_mask_fit_cover = served_mask_fit_cover
+        self.register_buffer("served_fit_labels", torch.zeros(num_classes + 1, dtype=torch.bool),
+                             persistent=False)
         if teacher_box_loss not in ("none", "projection", "boxinst"):
             raise ValueError(f"unknown teacher_box_loss {teacher_box_loss!r}")
         self.teacher_box_loss: BoxLoss = teacher_box_loss if mode == "teacher_student" else "none"
@@ -301,6 +309,15 @@ class TeacherStudentMaskBranch(nn.Module):
         return roi_align(features[PIXELS], rois, (size, size), 1.0, sampling_ratio=2,
                          aligned=True)
 
+    @torch.no_grad()
+    def set_served_fit(self, labels: set[int]) -> None:
+        """Serve the masks of ``labels`` (1..C) fitted to their box (``model.served_mask_fit``;
+        a no-op unless the branch was built with a cover)."""
+        self.served_fit_labels.zero_()
+        if self.served_mask_fit_cover > 0:
+            for label in labels:
+                self.served_fit_labels[label] = True
+
     # -- inference -------------------------------------------------------------------------
     def mask_logits(self, features: dict[str, torch.Tensor], boxes: list[torch.Tensor],
                     image_shapes: list[tuple[int, int]], labels: list[torch.Tensor]) -> torch.Tensor:
@@ -325,7 +342,14 @@ class TeacherStudentMaskBranch(nn.Module):
         flat_labels = torch.cat(labels) if labels else logits.new_zeros((0,), dtype=torch.int64)
         # gather rather than advanced indexing: one ONNX GatherElements, valid for N = 0 too.
         channel = (flat_labels - 1).clamp(min=0).view(-1, 1, 1, 1)
-        return logits.gather(1, channel.expand(-1, 1, logits.shape[-2], logits.shape[-1]))
+        served = logits.gather(1, channel.expand(-1, 1, logits.shape[-2], logits.shape[-1]))
+        if self.served_mask_fit_cover > 0:
+            # model.served_mask_fit: the fitted threshold moved to 0.5 for the labels learned
+            # from boxes alone; the others' shift is 0.
+            shift = box_fit_logit_shift(served[:, 0].sigmoid(), self.served_mask_fit_cover)
+            on = self.served_fit_labels[flat_labels].to(served.dtype)
+            served = served - (shift * on).view(-1, 1, 1, 1)
+        return served
 
     def mask_logits_and_quality(self, features: dict[str, torch.Tensor],
                                 boxes: list[torch.Tensor], image_shapes: list[tuple[int, int]],

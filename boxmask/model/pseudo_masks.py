@@ -142,6 +142,23 @@ def fit_thresholds(probs: torch.Tensor, inside: torch.Tensor, cover: float = 0.9
     return t[ok.float().argmax(0)]  # the highest threshold that does
 
 
+def box_fit_logit_shift(probs: torch.Tensor, cover: float = 0.9) -> torch.Tensor:
+    """``[N]``: the logit of the threshold :func:`fit_thresholds` picks for masks whose box is
+    their whole grid (a box-prompted or detected mask's RoI is its box), ``probs`` ``[N, R, R]``.
+    Subtracted from a mask's logits, it puts that threshold at 0.5: ``mask = logits' >= 0``.
+    Written for export (no in-place writes, no boolean reductions)."""
+    t = torch.tensor(FIT_THRESHOLDS, dtype=probs.dtype, device=probs.device)  # [T]
+    masks = (probs[None] >= t[:, None, None, None]).to(probs.dtype)  # [T, N, R, R]
+    rows = masks.amax(dim=3).mean(dim=2)  # [T, N]: share of the rows the mask reaches
+    cols = masks.amax(dim=2).mean(dim=2)
+    ok = ((rows >= cover) & (cols >= cover)).to(probs.dtype)
+    # The lowest threshold when none reaches the cover.
+    ok = torch.cat([ok[:-1], torch.ones_like(ok[-1:])], dim=0)
+    first = ok.argmax(dim=0)  # the highest threshold that does (the first maximum)
+    chosen = t[first]
+    return torch.log(chosen / (1.0 - chosen))
+
+
 def fit_then_crf(probs: torch.Tensor, inside: torch.Tensor, image_crops: torch.Tensor,
                  cover: float = 0.95) -> torch.Tensor:
     """``pseudo_mask_fit: box`` with ``sigma: crf``: each instance's probabilities are moved so
