@@ -389,6 +389,7 @@ def evaluate_only(args: argparse.Namespace, paths: dict[str, Path], pre: Path, m
     result = {**{k: v for k, v in trained.items() if k not in figures},
               "method": method, "evaluated_from": f"{base}_s{seed}", "model_changes": changes,
               **figures}
+    out.mkdir(parents=True, exist_ok=True)
     _write_json_atomic(out / "result.json", result)
     _keep(name, result)
     return result
