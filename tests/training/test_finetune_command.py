@@ -160,3 +160,33 @@ def test_keep_categories_keeps_the_checkpoints_categories_the_file_lacks(tiny_ch
     assert result.exit_code == 0, result.output
     names = {c["name"] for c in json.loads((out / "model" / "model.json").read_text())["categories"]}
     assert {"disc", "washer", "square", "ring", "star"} <= names
+
+
+def test_the_recipe_refines_with_the_crf_and_serves_box_taught_masks_fitted(
+        tiny_checkpoint, user_data, tmp_path, monkeypatch) -> None:
+    """The recipe's CRF step (an optional extra) and its served fit: with the CRF package the
+    training config refines pseudo-masks with it; without it the run thresholds them and says
+    so in one line; either way the bundle's config serves box-taught categories fitted."""
+    import torch
+
+    from boxmask.model.checkpoint import load_checkpoint
+    from boxmask.training import finetune as ft
+
+    request = ft.FinetuneRequest(checkpoint=tiny_checkpoint, coco=user_data["train"],
+                                 images=user_data["images"], out=tmp_path / "a")
+    ckpt = load_checkpoint(tiny_checkpoint)
+    monkeypatch.setattr(ft, "crf_available", lambda: True)
+    cfg, _ = ft.build_config(request, ckpt, 8)
+    assert cfg.model.sigma == "crf" and cfg.model.served_mask_fit == "box"
+    monkeypatch.setattr(ft, "crf_available", lambda: False)
+    cfg, _ = ft.build_config(request, ckpt, 8)
+    assert cfg.model.sigma == "threshold" and cfg.model.served_mask_fit == "box"
+    said: list[str] = []
+    out = tmp_path / "run"
+    ft.finetune(ft.FinetuneRequest(checkpoint=tiny_checkpoint, coco=user_data["train"],
+                                   images=user_data["images"], out=out, iterations=2,
+                                   int8=False), say=said.append)
+    assert ft.CRF_MISSING in said
+    trained = torch.load(out / "train" / "checkpoint_last.pt", map_location="cpu",
+                         weights_only=False)
+    assert trained["config"]["model"]["served_mask_fit"] == "box"
