@@ -9,6 +9,10 @@ cd "$(dirname "$0")/.."
 VENV="${1:-${BOXMASK_LABELSTUDIO_VENV:-.venv-labelstudio}}"
 VERSION="${LABEL_STUDIO_VERSION:-1.23.2}"
 PYTHON="${PYTHON:-python3}"
+# Label Studio 1.23.2 asks for sentry-sdk >= 2.16 without an upper bound, and its settings pass
+# `send_default_pii`, which sentry-sdk 3.0 (2026-12) rejects: Django's settings then fail to
+# import. Held below 3 until a Label Studio release supports it.
+PINS=("sentry-sdk>=2.16,<3")
 
 installed_version() {
   "$VENV/bin/python" -c "import importlib.metadata as m; print(m.version('label-studio'))" 2>/dev/null || true
@@ -16,10 +20,13 @@ installed_version() {
 
 if [ -x "$VENV/bin/label-studio" ] && [ "$(installed_version)" = "$VERSION" ]; then
   echo "label-studio $VERSION already installed in $VENV"
+  # A venv made before a pin: bring its packages within the pins (a no-op when they are).
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${PINS[@]}"
 else
   test -x "$VENV/bin/python" || "$PYTHON" -m venv "$VENV"
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "label-studio==$VERSION"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "label-studio==$VERSION" \
+    "${PINS[@]}"
   echo "label-studio $(installed_version) installed in $VENV"
   rm -rf "$VENV/template-data"
 fi
