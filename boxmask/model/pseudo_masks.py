@@ -129,33 +129,28 @@ def fit_to_box(probs: torch.Tensor, inside: torch.Tensor, cover: float = 0.95) -
 
 
 def fit_thresholds(probs: torch.Tensor, inside: torch.Tensor, cover: float = 0.95) -> torch.Tensor:
-    """``Tensor[P]``: the threshold :func:`fit_to_box` picks for each instance (same args)."""
+    """``Tensor[P]``: the threshold :func:`fit_to_box` picks for each instance (same args).
+    Written for export as well (no in-place writes, no boolean reductions): the served fit
+    (:func:`box_fit_logit_shift`) runs it inside the decoder graphs."""
     t = torch.tensor(FIT_THRESHOLDS, dtype=probs.dtype, device=probs.device)
-    if probs.shape[0] == 0:
-        return t.new_zeros((0,))
-    masks = (probs.detach()[None] >= t[:, None, None, None]) & inside[None]  # [T, P, M, M]
-    rows_box, cols_box = inside.any(2), inside.any(1)  # [P, M]
-    rows = (masks.any(3) & rows_box[None]).sum(2) / rows_box.sum(1).clamp(min=1)[None]
-    cols = (masks.any(2) & cols_box[None]).sum(2) / cols_box.sum(1).clamp(min=1)[None]
-    ok = (rows >= cover) & (cols >= cover)  # [T, P]
-    ok[-1] = True  # the lowest threshold when none reaches the cover
-    return t[ok.float().argmax(0)]  # the highest threshold that does
+    inner = inside.to(probs.dtype)
+    masks = (probs.detach()[None] >= t[:, None, None, None]).to(probs.dtype) * inner[None]
+    rows_box, cols_box = inner.amax(dim=2), inner.amax(dim=1)  # [P, M]
+    rows = ((masks.amax(dim=3) * rows_box[None]).sum(dim=2)
+            / rows_box.sum(dim=1).clamp(min=1)[None])  # [T, P]: share of the box's rows reached
+    cols = ((masks.amax(dim=2) * cols_box[None]).sum(dim=2)
+            / cols_box.sum(dim=1).clamp(min=1)[None])
+    ok = ((rows >= cover) & (cols >= cover)).to(probs.dtype)
+    # The lowest threshold when none reaches the cover.
+    ok = torch.cat([ok[:-1], torch.ones_like(ok[-1:])], dim=0)
+    return t[ok.argmax(dim=0)]  # the highest threshold that does (the first maximum)
 
 
 def box_fit_logit_shift(probs: torch.Tensor, cover: float = 0.9) -> torch.Tensor:
     """``[N]``: the logit of the threshold :func:`fit_thresholds` picks for masks whose box is
     their whole grid (a box-prompted or detected mask's RoI is its box), ``probs`` ``[N, R, R]``.
-    Subtracted from a mask's logits, it puts that threshold at 0.5: ``mask = logits' >= 0``.
-    Written for export (no in-place writes, no boolean reductions)."""
-    t = torch.tensor(FIT_THRESHOLDS, dtype=probs.dtype, device=probs.device)  # [T]
-    masks = (probs[None] >= t[:, None, None, None]).to(probs.dtype)  # [T, N, R, R]
-    rows = masks.amax(dim=3).mean(dim=2)  # [T, N]: share of the rows the mask reaches
-    cols = masks.amax(dim=2).mean(dim=2)
-    ok = ((rows >= cover) & (cols >= cover)).to(probs.dtype)
-    # The lowest threshold when none reaches the cover.
-    ok = torch.cat([ok[:-1], torch.ones_like(ok[-1:])], dim=0)
-    first = ok.argmax(dim=0)  # the highest threshold that does (the first maximum)
-    chosen = t[first]
+    Subtracted from a mask's logits, it puts that threshold at 0.5: ``mask = logits' >= 0``."""
+    chosen = fit_thresholds(probs, torch.ones_like(probs, dtype=torch.bool), cover)
     return torch.log(chosen / (1.0 - chosen))
 
 

@@ -65,8 +65,7 @@ from boxmask.runtime.errors import ModelDirError, NoDetector, UnknownImage
 from boxmask.runtime.images import image_key, load_image
 from boxmask.runtime.masks import CroppedMask, grid_offset, mask_box, paste_cropped_mask
 from boxmask.runtime.options import PredictorOptions
-from boxmask.runtime.review import CHUNK as REVIEW_CHUNK
-from boxmask.runtime.review import review_score, sample_box_colours
+from boxmask.runtime.review import review_boxes
 from boxmask.runtime.sessions import InferenceSession
 from boxmask.runtime.transforms import ResizeInfo, boxes_to_original, boxes_to_resized, preprocess
 
@@ -464,13 +463,7 @@ class Predictor:
         t = self.mask_threshold if threshold is None else threshold
         head = None if quality is None else quality.astype(np.float32)
         if pixels is not None and len(probs):
-            quality = np.empty((len(probs),), dtype=np.float32)
-            resized = boxes_to_resized(boxes, info)
-            for start in range(0, len(probs), REVIEW_CHUNK):  # [chunk, R, R, 3] colours at a time
-                part = slice(start, start + REVIEW_CHUNK)
-                colours = sample_box_colours(pixels, resized[part], probs.shape[-1])
-                quality[part] = review_score(probs[part], colours,
-                                             None if head is None else head[part], t)
+            quality = review_boxes(pixels, boxes_to_resized(boxes, info), probs, head, t)
         return Prediction(
             mask_threshold=self.mask_threshold if threshold is None else threshold,
             scores=scores.astype(np.float32),

@@ -96,21 +96,32 @@ def colour_separation(probs: np.ndarray, colours: np.ndarray,
     return np.where(n_fg == 0, 0.0, out)
 
 
-#: Masks scored at a time: the statistics' float64 temporaries of a few thousand boxes at once
-#: would outgrow the labeler's memory budget (tests/labeling/test_image_labeler.py).
+#: Masks scored at a time by :func:`review_boxes`: the colours and the statistics' float64
+#: temporaries of a few thousand boxes at once would outgrow the labeler's memory budget
+#: (tests/labeling/test_image_labeler.py).
 CHUNK = 256
+
+
+def review_boxes(pixels: np.ndarray, boxes: np.ndarray, probs: np.ndarray,
+                 head: np.ndarray | None = None, threshold: float = 0.5) -> np.ndarray:
+    """:func:`review_score` of ``N`` masks on ``pixels`` (``[H, W, 3]`` uint8; ``boxes`` ``[N, 4]``
+    xyxy in its coordinates, ``probs`` ``[N, R, R]``), their colours sampled
+    (:func:`sample_box_colours`) and scored :data:`CHUNK` masks at a time."""
+    out = np.empty((probs.shape[0],), dtype=np.float32)
+    for start in range(0, probs.shape[0], CHUNK):
+        part = slice(start, start + CHUNK)
+        colours = sample_box_colours(pixels, boxes[part], probs.shape[-1])
+        out[part] = review_score(probs[part], colours, None if head is None else head[part],
+                                 threshold)
+    return out
 
 
 def review_score(probs: np.ndarray, colours: np.ndarray, head: np.ndarray | None = None,
                  threshold: float = 0.5) -> np.ndarray:
     """``[N]`` float32 in [0, 1]: the mean of the confidence, the colour separation and, where
-    finite, the head's predicted IoU (``head``, ``[N]``; NaN or None: the model has no head)."""
-    n = probs.shape[0]
-    sep = np.empty((n,), dtype=np.float64)
-    for start in range(0, n, CHUNK):
-        part = slice(start, start + CHUNK)
-        sep[part] = colour_separation(probs[part], colours[part], threshold)
-    total = mask_confidence(probs, threshold) + sep
+    finite, the head's predicted IoU (``head``, ``[N]``; NaN or None: the model has no head).
+    All ``N`` at once: :func:`review_boxes` bounds the memory of many."""
+    total = mask_confidence(probs, threshold) + colour_separation(probs, colours, threshold)
     count = np.full(probs.shape[0], 2.0)
     if head is not None:
         has = np.isfinite(head)
