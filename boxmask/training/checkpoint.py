@@ -9,6 +9,7 @@ and export need not import training (docs/architecture.md).
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from boxmask.config import ConfigError
-from boxmask.files import atomic_output
+from boxmask.files import atomic_output, fsync_dir
 
 LAST = "checkpoint_last.pt"
 
@@ -77,13 +78,32 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
         torch.save(obj, f)
 
 
-def _atomic_copy(src: Path, dst: Path) -> None:
-    with atomic_output(dst, "wb") as f, open(src, "rb") as s:
-        shutil.copyfileobj(s, f, 1 << 20)
+def _atomic_link_or_copy(src: Path, dst: Path) -> None:
+    """Make ``dst`` the same bytes as ``src``, atomically: a hard link where the file system has
+    them (no second copy on disk: a run's checkpoints take half the space), else a copy.
+
+    Both files are only ever replaced (written to a temporary name, then renamed) and never
+    written in place, so sharing one inode cannot let a later write to one change the other.
+    """
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.link.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:  # no hard links here (some network and FAT file systems): copy instead
+        with atomic_output(dst, "wb") as f, open(src, "rb") as s:
+            shutil.copyfileobj(s, f, 1 << 20)
+        return
+    try:
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(dst.parent)
 
 
 def save_checkpoint(state: dict[str, Any], output_dir: Path, keep: int | None = None) -> Path:
-    """Write ``checkpoint_epoch{E:03d}.pt`` and refresh ``checkpoint_last.pt`` as its copy.
+    """Write ``checkpoint_epoch{E:03d}.pt`` and make ``checkpoint_last.pt`` the same file (a hard
+    link where the file system allows one, else a copy).
 
     ``state["epoch"]`` is the number of finished epochs. With ``keep``, only the ``keep``
     newest epoch files stay; older ones are deleted after the new one and ``checkpoint_last.pt``
@@ -93,7 +113,7 @@ def save_checkpoint(state: dict[str, Any], output_dir: Path, keep: int | None = 
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / epoch_checkpoint_name(int(state["epoch"]))
     _atomic_torch_save(state, path)
-    _atomic_copy(path, output_dir / LAST)
+    _atomic_link_or_copy(path, output_dir / LAST)
     if keep is not None:
         epoch_files = sorted(output_dir.glob("checkpoint_epoch[0-9][0-9][0-9].pt"))
         for old in epoch_files[:-keep]:

@@ -6,7 +6,8 @@ from pathlib import Path
 import torch
 
 from boxmask.config import TrainConfig
-from boxmask.training.checkpoint import LAST, save_checkpoint
+from boxmask.training import checkpoint as checkpoint_module
+from boxmask.training.checkpoint import LAST, save_checkpoint, save_last_checkpoint
 
 
 def _state(epoch: int) -> dict:
@@ -28,6 +29,33 @@ def test_default_keeps_every_epoch(tmp_path: Path) -> None:
     for epoch in range(1, 4):
         save_checkpoint(_state(epoch), tmp_path)
     assert len(list(tmp_path.glob("checkpoint_epoch*.pt"))) == 3
+
+
+def test_last_shares_the_epoch_files_bytes_and_later_writes_never_change_it(
+        tmp_path: Path) -> None:
+    """checkpoint_last.pt is a hard link (one copy on disk), yet every later write (the next
+    epoch, a mid-epoch refresh of last, pruning) leaves the other file's content as it was."""
+    save_checkpoint(_state(1), tmp_path, keep=1)
+    epoch1, last = tmp_path / "checkpoint_epoch001.pt", tmp_path / LAST
+    assert epoch1.stat().st_ino == last.stat().st_ino
+    save_last_checkpoint(_state(7), tmp_path)  # mid-epoch: only last changes
+    assert torch.load(epoch1, weights_only=True)["epoch"] == 1
+    assert torch.load(last, weights_only=True)["epoch"] == 7
+    save_checkpoint(_state(2), tmp_path, keep=1)  # prunes epoch 1
+    assert not epoch1.exists()
+    assert torch.load(last, weights_only=True)["epoch"] == 2
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_last_is_a_copy_where_hard_links_fail(tmp_path: Path, monkeypatch) -> None:
+    def no_links(src, dst):
+        raise OSError("hard links not supported")
+    monkeypatch.setattr(checkpoint_module.os, "link", no_links)
+    save_checkpoint(_state(3), tmp_path)
+    last = tmp_path / LAST
+    assert last.stat().st_ino != (tmp_path / "checkpoint_epoch003.pt").stat().st_ino
+    assert torch.load(last, weights_only=True)["epoch"] == 3
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
 
 
 def test_keep_checkpoints_is_a_train_setting() -> None:
