@@ -12,6 +12,9 @@ Runs, for seeds 0, 1 and 2: agnostic, teacher-student and the oracle with the he
 ``clear_v2_ts_fix_headgn128_pixels16``: GroupNorm heads of 128 channels, the teacher fix, the
 pixel stem, 1500 iterations), then the levers, each one change to a method's recipe:
 
+- ``sfit`` (inference only): the masks of the categories learned from boxes served fitted to
+  their box (``model.served_mask_fit=box``, the fine-tune recipe's lever), evaluated from the
+  method's own checkpoint: nothing trained again.
 - ``shapes``: random shapes pasted into the training images as teacher-only instances
   (``data.random_shapes=0.5``; boxmask.data.random_shapes), for agnostic and teacher-student.
   The mask branch trains the teacher alone on them (boxmask/model/objecthood.py); a model
@@ -51,7 +54,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import run_and_keep
+from harness import claim, keep, kept_result, run_and_keep, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "synth128_clear.yaml"
@@ -94,7 +97,14 @@ METHODS: dict[str, list[str]] = {
 # lever -> (its overrides, the methods it changes).
 LEVERS: dict[str, tuple[list[str], tuple[str, ...]]] = {
     "shapes": (["data.random_shapes=0.5"], ("agnostic", "teacher_student")),
+    # Served masks of the box-taught categories fitted to their box (the fine-tune recipe's
+    # inference lever, "Teach it your classes"): nothing trained again. Teacher-student only:
+    # agnostic serves its class-agnostic head, which the fit does not touch.
+    "sfit": (["model.served_mask_fit=box"], ("teacher_student",)),
 }
+# Levers that change only inference: the method's own checkpoint evaluated with the lever's
+# overrides (its run must have finished first, here or in another worker).
+INFERENCE_LEVERS = {"sfit"}
 # Levers whose loss the mask branch must produce, and that loss's name.
 NEEDS_LOSS = {"shapes": "loss_mask_objecthood"}
 SHORT = {"agnostic": "agn", "teacher_student": "TS", "oracle": "oracle"}
@@ -117,7 +127,7 @@ class Run:
 
         folder = data_root / f"{self.split.dataset}128"
         seen = ", ".join(suggested_split(self.split.shapes)["seen"])
-        lever = LEVERS[self.lever][0] if self.lever else []
+        lever = LEVERS[self.lever][0] if self.lever not in (None, *INFERENCE_LEVERS) else []
         return [*METHODS[self.method], *lever, f"train.seed={self.seed}", f"data.seen=[{seen}]",
                 f"data.train_annotations={folder}/annotations/instances_train.json",
                 f"data.train_images={folder}/images/train",
@@ -207,6 +217,8 @@ def run_one(run: Run, place: Place, extra: list[str], suffix: str = "") -> dict:
     another worker holds it or its lever is not wired."""
     from boxmask.config import load_config
 
+    if run.lever in INFERENCE_LEVERS:
+        return evaluate_only(run, place, extra, suffix)
     fp = fingerprint(run, place, extra)
     out = place.runs / f"{run.name}{suffix}_{fp[:8]}"
     overrides = run.overrides(place.data)
@@ -225,6 +237,43 @@ def run_one(run: Run, place: Place, extra: list[str], suffix: str = "") -> dict:
             "overrides": [*overrides, *place.extra, *extra]}
     return run_and_keep(out, place.kept / f"{run.name}{suffix}.json", head, config,
                         prepare=lambda: ensure_data(run.split, place))
+
+
+def evaluate_only(run: Run, place: Place, extra: list[str], suffix: str = "") -> dict:
+    """An inference lever: the method's finished run's checkpoint evaluated with the lever's
+    overrides. ``{}`` when that run has not finished (or its checkpoint is not on this machine)
+    or another worker holds this evaluation."""
+    from boxmask.evaluation.run import evaluate_checkpoint
+
+    base = Run(run.split, run.method, None, run.seed)
+    base_fp = fingerprint(base, place, extra)
+    base_out = place.runs / f"{base.name}{suffix}_{base_fp[:8]}"
+    changes = LEVERS[run.lever][0]
+    fp = hashlib.sha256(json.dumps([base_fp, run.lever, changes]).encode()).hexdigest()[:16]
+    out = place.runs / f"{run.name}{suffix}_{fp[:8]}"
+    kept = place.kept / f"{run.name}{suffix}.json"
+    if (done := kept_result(out, kept, fp)) is not None:
+        return done
+    trained = kept_result(base_out, place.kept / f"{base.name}{suffix}.json", base_fp)
+    ckpt = base_out / "checkpoint_last.pt"
+    if trained is None or not ckpt.is_file():
+        print(f"{run.name}: waits for {base.name} (its checkpoint {ckpt} is not there yet)",
+              flush=True)
+        return {}
+    if not claim(out):
+        return {}
+    threads = [o for o in extra if o.startswith("train.threads=")]
+    report = evaluate_checkpoint(ckpt, out_dir=out / "eval", overrides=[*changes, *threads],
+                                 progress=False)
+    result = {"run": run.name + suffix, "suffix": suffix, "fingerprint": fp,
+              "split": run.split.name, "method": run.method, "lever": run.lever,
+              "seed": run.seed, "evaluated_from": base.name + suffix, "model_changes": changes,
+              "unseen_mask_ap": report["segm"]["unseen"]["AP"],
+              "seen_mask_ap": report["segm"]["seen"]["AP"],
+              "box_prompted": report["box_prompted"]}
+    write_json(out / "result.json", result)
+    keep(out / "result.json", kept)
+    return result
 
 
 # -- the table ------------------------------------------------------------------------------
