@@ -96,7 +96,7 @@ METHODS: dict[str, list[str]] = {
 }
 # lever -> (its overrides, the methods it changes).
 LEVERS: dict[str, tuple[list[str], tuple[str, ...]]] = {
-    "shapes": (["data.random_shapes=0.5"], ("agnostic", "teacher_student")),
+    "shapes": (["data.random_shapes=0.5"], ("teacher_student", "agnostic")),
     # Served masks of the box-taught categories fitted to their box (the fine-tune recipe's
     # inference lever, "Teach it your classes"): nothing trained again. Teacher-student only:
     # agnostic serves its class-agnostic head, which the fit does not touch.
