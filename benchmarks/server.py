@@ -318,7 +318,7 @@ def start_server(model_dir: str, cache_mb: int, extra_env: dict[str, str] | None
     raise SystemExit("server did not become ready in 180 s")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", help="A running server (else --start).")
     p.add_argument("--pid", type=int, help="Its process id, for RSS.")
@@ -334,6 +334,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=4, help="Client threads for the sustained run.")
     p.add_argument("--seconds", type=float, default=20.0, help="Duration of the sustained run.")
     p.add_argument("--json", type=Path, help="Also write the results here.")
+    p.add_argument("--record-in", type=Path, default=None, metavar="EVALUATION_JSON",
+                   help="Also record the results, with this command, the date and the load "
+                        "average, as the 'server' entry of a model's evaluation.json (written "
+                        "atomically; its other entries are kept).")
     p.add_argument("--precision", choices=["fp32", "int8"], default=None,
                    help="With --start: the graphs to serve (default: the server's, fp32).")
     p.add_argument("--input-min-size", type=int, default=None,
@@ -349,7 +353,7 @@ def main() -> None:
     p.add_argument("--photos", action="store_true",
                    help="Use scikit-image's sample photos (astronaut, coffee, chelsea, ...) at "
                         "their own sizes instead of synthetic --image-size scenes.")
-    args = p.parse_args()
+    args = p.parse_args(argv)
 
     proc = None
     if args.start:
@@ -365,6 +369,7 @@ def main() -> None:
         url, pid = args.url.rstrip("/"), args.pid
     else:
         p.error("give --url (and --pid) or --start")
+    load_before = os.getloadavg()
     sampler = RssSampler(pid)
     sampler.start()
     bare: BareDecoder | None = None
@@ -441,7 +446,10 @@ def main() -> None:
                "rss_mb": {"samples": len(sampler.samples),
                           "start": sampler.samples[0][1] if sampler.samples else None,
                           "max": max((s[1] for s in sampler.samples), default=None),
-                          "end": sampler.samples[-1][1] if sampler.samples else None}}
+                          "end": sampler.samples[-1][1] if sampler.samples else None},
+               "load_average_1min": {"before": round(load_before[0], 2),
+                                     "after": round(os.getloadavg()[0], 2)},
+               "cpu_count": os.cpu_count()}
     print(f"\nboxmask server benchmark: model {results['model']!r}, {results['images']}, "
           f"precision {args.precision or 'server default'}, input min size "
           f"{args.input_min_size or 'the card'}, ONNX Runtime threads "
@@ -485,6 +493,24 @@ def main() -> None:
               f"{rss['end']:.0f} MB at end ({rss['samples']} samples)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
+    if args.record_in:
+        record(args.record_in, results, argv)
+
+
+def record(evaluation: Path, results: dict, argv: list[str] | None) -> None:
+    """``results`` as the ``server`` entry of ``evaluation`` (a model's evaluation.json)."""
+    data = json.loads(evaluation.read_text()) if evaluation.is_file() else {}
+    args = sys.argv[1:] if argv is None else argv
+    card = evaluation.parent / "model.json"
+    files = ({k: v["sha256"] for k, v in json.loads(card.read_text())["files"].items()}
+             if card.is_file() else None)
+    data["server"] = {"command": " ".join(["python benchmarks/server.py", *args]),
+                      "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                      "model_files": files, **results}
+    tmp = evaluation.with_name(evaluation.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, evaluation)
+    print(f"recorded as 'server' in {evaluation}")
 
 
 if __name__ == "__main__":

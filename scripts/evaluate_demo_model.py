@@ -136,6 +136,9 @@ def main() -> None:
     # A CPU kind without a measurement gets none (never the other kind's figure under its key).
     kept[("mask_iou_vs_fp32" if cpu_has_vnni() else NO_VNNI_KEY)] = here
     record["int8"] = {**record["int8"], **kept}
+    # The server's figures (benchmarks/server.py --record-in) belong to the same model files.
+    if same_files and "server" in earlier:
+        record["server"] = earlier["server"]
     out.write_text(json.dumps(record, indent=2) + "\n")
     f, b, i8 = record["fp32"]["mean_iou"], record["box_as_mask"]["mean_iou"], record["int8"]
     print(f"mean IoU unseen / seen: fp32 {f['unseen']:.3f} / {f['seen']:.3f}, int8 "
