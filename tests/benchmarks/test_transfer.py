@@ -101,3 +101,39 @@ def test_the_tables_pair_methods_and_levers_by_seed(transfer):
     assert "| method | slab * | disc |" in lines and "| box as mask | 70.0 | 40.0 |" in lines
     assert "| teacher-student | +0.0 † | +30.0 |" in lines
     assert "| agnostic | -20.0 | +30.0 |" in lines
+
+
+def test_an_inference_lever_evaluates_its_methods_checkpoint_and_trains_nothing(
+        transfer, tmp_path, monkeypatch):
+    place = transfer.Place(tmp_path / "data", tmp_path / "runs", tmp_path / "kept")
+    split = transfer.SPLITS["transfer"]
+    run = transfer.Run(split, "teacher_student", "sfit", 0)
+    base = transfer.Run(split, "teacher_student", None, 0)
+    # The lever changes inference only: training would be the method's own run.
+    assert run.overrides(Path("d")) == base.overrides(Path("d"))
+    assert transfer.runs_of(split, (0,), ["sfit"])[-1] == run  # agnostic has nothing to fit
+    calls = []
+
+    def fake_evaluate(ckpt, out_dir=None, overrides=(), progress=True, **kw):
+        calls.append((Path(ckpt), list(overrides)))
+        figures = {"mean_iou": {"seen": 0.7, "unseen": 0.6}}
+        return {"segm": {"seen": {"AP": 0.3}, "unseen": {"AP": 0.2}}, "box_prompted": figures}
+
+    import boxmask.evaluation.run as evaluation_run
+    monkeypatch.setattr(evaluation_run, "evaluate_checkpoint", fake_evaluate)
+    assert transfer.run_one(run, place, ["train.threads=1"]) == {}  # its method has not run
+    assert not calls
+    base_fp = transfer.fingerprint(base, place, [])
+    base_out = place.runs / f"{base.name}_{base_fp[:8]}"
+    base_out.mkdir(parents=True)
+    (base_out / "checkpoint_last.pt").write_bytes(b"weights")
+    place.kept.mkdir()
+    (place.kept / f"{base.name}.json").write_text(json.dumps({"fingerprint": base_fp}))
+    result = transfer.run_one(run, place, ["train.threads=1"])
+    assert calls == [(base_out / "checkpoint_last.pt",
+                      ["model.served_mask_fit=box", "train.threads=1"])]
+    assert result["lever"] == "sfit" and result["evaluated_from"] == base.name
+    assert result["box_prompted"]["mean_iou"]["unseen"] == 0.6
+    kept = json.loads((place.kept / f"{run.name}.json").read_text())
+    assert kept["fingerprint"] == result["fingerprint"]
+    assert transfer.run_one(run, place, []) == kept and len(calls) == 1  # kept: not again
