@@ -15,6 +15,8 @@ pixel stem, 1500 iterations), then the levers, each one change to a method's rec
 - ``sfit`` (inference only): the masks of the categories learned from boxes served fitted to
   their box (``model.served_mask_fit=box``, the fine-tune recipe's lever), evaluated from the
   method's own checkpoint: nothing trained again.
+- ``fit``: each teacher pseudo-mask thresholded as low as it takes to reach its box's sides
+  (``model.pseudo_mask_fit=box``, the fine-tune recipe's training lever).
 - ``shapes``: random shapes pasted into the training images as teacher-only instances
   (``data.random_shapes=0.5``; boxmask.data.random_shapes), for agnostic and teacher-student.
   The mask branch trains the teacher alone on them (boxmask/model/objecthood.py); a model
@@ -97,6 +99,9 @@ METHODS: dict[str, list[str]] = {
 # lever -> (its overrides, the methods it changes).
 LEVERS: dict[str, tuple[list[str], tuple[str, ...]]] = {
     "shapes": (["data.random_shapes=0.5"], ("teacher_student", "agnostic")),
+    # Each pseudo-mask thresholded as low as it takes to reach its box's sides (the fine-tune
+    # recipe's training lever): for a teacher that has never seen a shape that fills its box.
+    "fit": (["model.pseudo_mask_fit=box"], ("teacher_student",)),
     # Served masks of the box-taught categories fitted to their box (the fine-tune recipe's
     # inference lever, "Teach it your classes"): nothing trained again. Teacher-student only:
     # agnostic serves its class-agnostic head, which the fit does not touch.
