@@ -15,6 +15,9 @@ pixel stem, 1500 iterations), then the levers, each one change to a method's rec
 - ``sfit`` (inference only): the masks of the categories learned from boxes served fitted to
   their box (``model.served_mask_fit=box``, the fine-tune recipe's lever), evaluated from the
   method's own checkpoint: nothing trained again.
+- ``guard`` (inference only): a box-taught category's mask served as its box where the box's
+  expected IoU with the object, by the mask's own probabilities, beats the mask's
+  (``model.served_box_guard=expected_iou``; boxmask.model.mask_branch.box_guard).
 - ``fit``: each teacher pseudo-mask thresholded as low as it takes to reach its box's sides
   (``model.pseudo_mask_fit=box``, the fine-tune recipe's training lever).
 - ``shapes``: random shapes pasted into the training images as teacher-only instances
@@ -106,10 +109,14 @@ LEVERS: dict[str, tuple[list[str], tuple[str, ...]]] = {
     # inference lever, "Teach it your classes"): nothing trained again. Teacher-student only:
     # agnostic serves its class-agnostic head, which the fit does not touch.
     "sfit": (["model.served_mask_fit=box"], ("teacher_student",)),
+    # The guard against masks worse than the box (model.served_box_guard=expected_iou): a
+    # box-taught category's mask is served as its box where the box's expected IoU, by the
+    # mask's own probabilities, is the higher. Inference only, like sfit.
+    "guard": (["model.served_box_guard=expected_iou"], ("teacher_student", "agnostic")),
 }
 # Levers that change only inference: the method's own checkpoint evaluated with the lever's
 # overrides (its run must have finished first, here or in another worker).
-INFERENCE_LEVERS = {"sfit"}
+INFERENCE_LEVERS = {"sfit", "guard"}
 # Levers whose loss the mask branch must produce, and that loss's name.
 NEEDS_LOSS = {"shapes": "loss_mask_objecthood"}
 SHORT = {"agnostic": "agn", "teacher_student": "TS", "oracle": "oracle"}

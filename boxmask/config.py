@@ -220,6 +220,14 @@ class ModelConfig(_Section):
     # served as they are.
     served_mask_fit: Literal["none", "box"] = "none"
     served_mask_fit_cover: float = Field(default=0.9, gt=0.0, le=1.0)
+    # Not in the paper (``none``, off, by default): a guard against masks worse than the box, for
+    # the same categories (learned from boxes alone). ``expected_iou`` serves the box itself
+    # (the whole RoI grid) where it is the better bet by the mask's own probabilities p over its
+    # box: the box's expected IoU with the object, mean(p), above the mask's, sum(p inside) /
+    # (|mask| + sum(p outside)) (the expected intersection over the expected union, the object
+    # drawn cell by cell from p). No threshold to tune. Built into the exported graphs, after
+    # the fit when both are on; the runtime says so (``box_fallback``) where a mask is its box.
+    served_box_guard: Literal["none", "expected_iou"] = "none"
 
 
 class TrainConfig(_Section):

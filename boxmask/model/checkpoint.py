@@ -90,8 +90,9 @@ def model_from_checkpoint(ckpt: dict[str, Any], model_cfg: ModelConfig | None = 
     except RuntimeError as exc:
         raise ConfigError(f"checkpoint {str(source)!r} does not fit the model of the config "
                           f"(was it trained with another model section?): {exc}") from exc
-    if model_cfg.served_mask_fit == "box":
-        # The categories learned from boxes alone are served fitted to their box.
+    if model_cfg.served_mask_fit == "box" or model_cfg.served_box_guard != "none":
+        # The categories learned from boxes alone are served fitted to their box and/or
+        # guarded against masks worse than the box.
         model.roi_heads.mask_branch.set_served_fit(
             {int(c["label"]) for c in categories if _taught_by_boxes(c)})
     return model.eval(), categories

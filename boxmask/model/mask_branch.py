@@ -93,6 +93,33 @@ def _outside_unseen_boxes(targets: list[dict[str, torch.Tensor]], rois: list[tor
     return torch.cat(out) if out else torch.zeros((0, size, size), dtype=torch.bool)
 
 
+#: The logit a box-guarded mask gets on its whole grid (sigmoid 1 - 6e-6): the box itself.
+BOX_LOGIT = 12.0
+
+
+def box_guard(logits: torch.Tensor, on: torch.Tensor) -> torch.Tensor:
+    """``model.served_box_guard: expected_iou``: each mask of ``logits`` ``[N, 1, R, R]`` (its
+    RoI grid is its box) for which ``on`` ``[N]`` holds becomes its box (every cell
+    :data:`BOX_LOGIT`) where the box's expected IoU with the object beats the mask's, reading
+    the mask's probabilities p as the chance that each cell is the object's:
+
+    - the box: E|box & object| / |box| = mean(p) (the object lies inside its box);
+    - the mask M = {p >= 0.5}: sum(p over M) / (|M| + sum(p outside M)), the expected
+      intersection over the expected union.
+
+    Not in the paper. A mask confident where it is drawn and unsure about much of the rest of its
+    box (an object the head half-recognises, that fills its box) loses to the box; a confident
+    mask never does. Export-friendly (reductions and ``where``).
+    """
+    p = logits.sigmoid()
+    inside = (p >= 0.5).to(p.dtype)
+    expected_mask = (p * inside).sum(dim=(1, 2, 3)) / (
+        inside.sum(dim=(1, 2, 3)) + (p * (1.0 - inside)).sum(dim=(1, 2, 3))).clamp(min=1e-6)
+    expected_box = p.mean(dim=(1, 2, 3))
+    use_box = on & (expected_box > expected_mask)
+    return torch.where(use_box.view(-1, 1, 1, 1), torch.full_like(logits, BOX_LOGIT), logits)
+
+
 class TeacherStudentMaskBranch(nn.Module):
     """RoI features -> teacher / student mask logits, losses and inference.
 
@@ -168,7 +195,7 @@ class TeacherStudentMaskBranch(nn.Module):
                  known_pseudo_targets: Literal["soft", "refit"] = "soft",
                  known_distill: Literal["instances", "all"] = "instances",
                  self_train_every: int = 0,
-                 served_mask_fit_cover: float = 0.0) -> None:
+                 served_mask_fit_cover: float = 0.0, served_box_guard: bool = False) -> None:
         super().__init__()
         if mode not in ("agnostic", "teacher_student", "oracle"):
             raise ValueError(f"unknown mode {mode!r}")
@@ -233,6 +260,9 @@ class TeacherStudentMaskBranch(nn.Module):
         self.served_mask_fit_cover = served_mask_fit_cover
         self.register_buffer("served_fit_labels", torch.zeros(num_classes + 1, dtype=torch.bool),
                              persistent=False)
+        # model.served_box_guard (expected_iou): those labels' masks become their box where the
+        # box is the better bet (:func:`box_guard`).
+        self.served_box_guard = served_box_guard
         if teacher_box_loss not in ("none", "projection", "boxinst"):
             raise ValueError(f"unknown teacher_box_loss {teacher_box_loss!r}")
         self.teacher_box_loss: BoxLoss = teacher_box_loss if mode == "teacher_student" else "none"
@@ -311,10 +341,11 @@ class TeacherStudentMaskBranch(nn.Module):
 
     @torch.no_grad()
     def set_served_fit(self, labels: set[int]) -> None:
-        """Serve the masks of ``labels`` (1..C) fitted to their box (``model.served_mask_fit``;
-        a no-op unless the branch was built with a cover)."""
+        """Serve the masks of ``labels`` (1..C) fitted to their box (``model.served_mask_fit``)
+        and/or guarded by their box (``model.served_box_guard``); a no-op unless the branch was
+        built with either."""
         self.served_fit_labels.zero_()
-        if self.served_mask_fit_cover > 0:
+        if self.served_mask_fit_cover > 0 or self.served_box_guard:
             for label in labels:
                 self.served_fit_labels[label] = True
 
@@ -337,7 +368,12 @@ class TeacherStudentMaskBranch(nn.Module):
     def _served_logits(self, x: torch.Tensor, features: dict[str, torch.Tensor],
                        boxes: list[torch.Tensor], labels: list[torch.Tensor]) -> torch.Tensor:
         if self.student is None:
-            return self.run_teacher(x, features, boxes)
+            served = self.run_teacher(x, features, boxes)
+            if self.served_box_guard:
+                flat_labels = (torch.cat(labels) if labels
+                               else served.new_zeros((0,), dtype=torch.int64))
+                served = box_guard(served, self.served_fit_labels[flat_labels])
+            return served
         logits = self.run_student(x, features, boxes)
         flat_labels = torch.cat(labels) if labels else logits.new_zeros((0,), dtype=torch.int64)
         # gather rather than advanced indexing: one ONNX GatherElements, valid for N = 0 too.
@@ -349,6 +385,8 @@ class TeacherStudentMaskBranch(nn.Module):
             shift = box_fit_logit_shift(served[:, 0].sigmoid(), self.served_mask_fit_cover)
             on = self.served_fit_labels[flat_labels].to(served.dtype)
             served = served - (shift * on).view(-1, 1, 1, 1)
+        if self.served_box_guard:
+            served = box_guard(served, self.served_fit_labels[flat_labels])
         return served
 
     def mask_logits_and_quality(self, features: dict[str, torch.Tensor],

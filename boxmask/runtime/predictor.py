@@ -108,6 +108,11 @@ def decoder_bytes_per_box(card: ModelCard) -> int:
     return 4 * r * r * (DECODER_PLANES_PER_BOX * widest + card.num_classes + 1)
 
 
+#: A mask whose every cell is at least this sure is its box (the guard's box has logit 12 on
+#: every cell, sigmoid 0.999994; int8 graphs keep it above 0.999).
+BOX_FALLBACK_PROB = 0.999
+
+
 @dataclass
 class Prediction:
     """Masks for N boxes of one image (N = K detections for `detect`).
@@ -147,6 +152,16 @@ class Prediction:
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
+
+    @property
+    def box_fallback(self) -> np.ndarray:
+        """`[N]` bool: mask i is its whole box, every cell of its grid at least
+        `BOX_FALLBACK_PROB`: what a model served with `served_box_guard` returns where it judged
+        the box a better mask than its own (boxmask.model.mask_branch.box_guard), or a mask
+        that fills its box."""
+        if not len(self):
+            return np.zeros((0,), dtype=bool)
+        return self.mask_probs.reshape(len(self), -1).min(axis=1) >= BOX_FALLBACK_PROB
 
     @property
     def has_quality(self) -> bool:

@@ -53,6 +53,7 @@ def instances(pred: Prediction, mask_format: MaskFormat, tight_box: bool = False
     not even that: the pixels of its box alone, `Prediction.cropped_mask`, encode to the same
     string). `tight_box`: add the box of each mask's pixels, read from the same pixels."""
     out = []
+    fallback = pred.box_fallback
     for i in range(len(pred)):
         cropped = pred.cropped_mask(i)
         mask = cropped if mask_format == "rle" else cropped.full()
@@ -62,7 +63,7 @@ def instances(pred: Prediction, mask_format: MaskFormat, tight_box: bool = False
             box=[round(float(v), 2) for v in pred.boxes[i]], category_id=int(pred.labels[i]),
             label=pred.names[i], score=_number(pred.scores[i]), quality=_number(pred.quality[i]),
             tight_box=None if tight is None else list(tight),
-            mask=wire_mask(mask, mask_format)))
+            box_fallback=bool(fallback[i]), mask=wire_mask(mask, mask_format)))
     return out
 
 

@@ -138,6 +138,13 @@ class Instance(BaseModel):
         description="With `tight_box: true`: the box of the mask's pixels, xyxy in image "
                     "pixels (a pixel (x, y) spans [x, x+1) x [y, y+1)), inside `box`; null "
                     "for an empty mask, and when not asked for.")
+    box_fallback: bool = Field(
+        default=False,
+        description="True where the mask is its whole box: for a model served with the guard "
+                    "against masks worse than the box (`model.served_box_guard`, in its card's "
+                    "provenance), the box "
+                    "itself was the better bet than the mask the model drew; without the guard, "
+                    "a mask that fills its box.")
     mask: Mask
 
 
