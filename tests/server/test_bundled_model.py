@@ -111,3 +111,17 @@ def test_the_bundled_model_stays_within_its_size_budget() -> None:
     folder = REPO / "boxmask" / "assets" / "models" / "synthetic-demo"
     total = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     assert 0 < total <= 30_000_000, f"{total / 1e6:.1f} MB"
+
+
+def test_the_bundled_models_server_figures_are_of_its_own_files(bundled_evaluation: dict
+                                                                 ) -> None:
+    """evaluation.json's `server` entry (benchmarks/server.py --record-in) was measured on the
+    shipped files, through the command it names, with no failed request."""
+    server = bundled_evaluation.get("server")
+    assert server is not None, ("the bundled model ships no server figures: run python "
+                                "benchmarks/server.py --start --model-dir boxmask/assets/models "
+                                "--record-in boxmask/assets/models/synthetic-demo/evaluation.json")
+    assert server["model_files"] == bundled_evaluation["model_files"]
+    assert server["command"].startswith("python benchmarks/server.py --start")
+    assert server["sustained"]["errors"] == 0
+    assert server["cached_single_box_ms"]["p50"] > 0 and server["cached_ten_boxes_ms"]["n"] > 0
