@@ -112,10 +112,16 @@ def train_and_evaluate(cfg: Any, out: Path) -> dict:
         "seconds_per_iter": (round(sum(r.get("time_per_iter", 0) for r in iters) / len(iters), 3)
                              if iters else None),
         "losses": sorted({k for r in iters for k in r if k.startswith("loss_")}),
-        "unseen_mask_ap": report["segm"]["unseen"]["AP"],
-        "seen_mask_ap": report["segm"]["seen"]["AP"],
-        "box_prompted": report["box_prompted"],
+        **report_figures(report),
     }
+
+
+def report_figures(report: dict) -> dict:
+    """What a kept run reports of an evaluation report (``evaluate_checkpoint``'s): the mask AP
+    of the unseen and seen categories and the box-prompted figures."""
+    return {"unseen_mask_ap": report["segm"]["unseen"]["AP"],
+            "seen_mask_ap": report["segm"]["seen"]["AP"],
+            "box_prompted": report["box_prompted"]}
 
 
 def run_and_keep(out: Path, kept: Path, head: dict, config: Callable[[], Any],

@@ -44,6 +44,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
+from harness import write_json
 from PIL import Image
 
 
@@ -507,9 +508,7 @@ def record(evaluation: Path, results: dict, argv: list[str] | None) -> None:
     data["server"] = {"command": " ".join(["python benchmarks/server.py", *args]),
                       "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                       "model_files": files, **results}
-    tmp = evaluation.with_name(evaluation.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, evaluation)
+    write_json(evaluation, data, indent=2)
     print(f"recorded as 'server' in {evaluation}")
 
 

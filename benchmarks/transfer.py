@@ -59,7 +59,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import claim, keep, kept_result, run_and_keep, write_json
+from harness import claim, keep, kept_result, report_figures, run_and_keep, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "synth128_clear.yaml"
@@ -280,9 +280,7 @@ def evaluate_only(run: Run, place: Place, extra: list[str], suffix: str = "") ->
     result = {"run": run.name + suffix, "suffix": suffix, "fingerprint": fp,
               "split": run.split.name, "method": run.method, "lever": run.lever,
               "seed": run.seed, "evaluated_from": base.name + suffix, "model_changes": changes,
-              "unseen_mask_ap": report["segm"]["unseen"]["AP"],
-              "seen_mask_ap": report["segm"]["seen"]["AP"],
-              "box_prompted": report["box_prompted"]}
+              **report_figures(report)}
     write_json(out / "result.json", result)
     keep(out / "result.json", kept)
     return result

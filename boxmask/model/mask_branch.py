@@ -367,21 +367,17 @@ class TeacherStudentMaskBranch(nn.Module):
 
     def _served_logits(self, x: torch.Tensor, features: dict[str, torch.Tensor],
                        boxes: list[torch.Tensor], labels: list[torch.Tensor]) -> torch.Tensor:
+        flat_labels = torch.cat(labels) if labels else x.new_zeros((0,), dtype=torch.int64)
         if self.student is None:
             served = self.run_teacher(x, features, boxes)
-            if self.served_box_guard:
-                flat_labels = (torch.cat(labels) if labels
-                               else served.new_zeros((0,), dtype=torch.int64))
-                served = box_guard(served, self.served_fit_labels[flat_labels])
-            return served
-        logits = self.run_student(x, features, boxes)
-        flat_labels = torch.cat(labels) if labels else logits.new_zeros((0,), dtype=torch.int64)
-        # gather rather than advanced indexing: one ONNX GatherElements, valid for N = 0 too.
-        channel = (flat_labels - 1).clamp(min=0).view(-1, 1, 1, 1)
-        served = logits.gather(1, channel.expand(-1, 1, logits.shape[-2], logits.shape[-1]))
-        if self.served_mask_fit_cover > 0:
+        else:
+            logits = self.run_student(x, features, boxes)
+            # gather rather than advanced indexing: one ONNX GatherElements, valid for N = 0 too.
+            channel = (flat_labels - 1).clamp(min=0).view(-1, 1, 1, 1)
+            served = logits.gather(1, channel.expand(-1, 1, logits.shape[-2], logits.shape[-1]))
+        if self.served_mask_fit_cover > 0 and self.student is not None:
             # model.served_mask_fit: the fitted threshold moved to 0.5 for the labels learned
-            # from boxes alone; the others' shift is 0.
+            # from boxes alone; the others' shift is 0. (The agnostic teacher is served as it is.)
             shift = box_fit_logit_shift(served[:, 0].sigmoid(), self.served_mask_fit_cover)
             on = self.served_fit_labels[flat_labels].to(served.dtype)
             served = served - (shift * on).view(-1, 1, 1, 1)

@@ -159,9 +159,7 @@ class Prediction:
         `BOX_FALLBACK_PROB`: what a model served with `served_box_guard` returns where it judged
         the box a better mask than its own (boxmask.model.mask_branch.box_guard), or a mask
         that fills its box."""
-        if not len(self):
-            return np.zeros((0,), dtype=bool)
-        return self.mask_probs.reshape(len(self), -1).min(axis=1) >= BOX_FALLBACK_PROB
+        return self.mask_probs.min(axis=(1, 2)) >= BOX_FALLBACK_PROB
 
     @property
     def has_quality(self) -> bool:

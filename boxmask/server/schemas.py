@@ -142,9 +142,8 @@ class Instance(BaseModel):
         default=False,
         description="True where the mask is its whole box: for a model served with the guard "
                     "against masks worse than the box (`model.served_box_guard`, in its card's "
-                    "provenance), the box "
-                    "itself was the better bet than the mask the model drew; without the guard, "
-                    "a mask that fills its box.")
+                    "provenance), the box itself was the better bet than the mask the model "
+                    "drew; without the guard, a mask that fills its box.")
     mask: Mask
 
 
