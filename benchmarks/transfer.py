@@ -105,6 +105,18 @@ LEVERS: dict[str, tuple[list[str], tuple[str, ...]]] = {
     # Each pseudo-mask thresholded as low as it takes to reach its box's sides (the fine-tune
     # recipe's training lever): for a teacher that has never seen a shape that fills its box.
     "fit": (["model.pseudo_mask_fit=box"], ("teacher_student",)),
+    # Rounds of self-training with fitted pseudo-masks (the fine-tune recipe's training levers,
+    # "Teach it your classes"; the demo recipe's): every 500 iterations the student, copied
+    # into a frozen round head, makes the box-only instances' pseudo-masks in the teacher's
+    # place, each thresholded down to reach its box's sides. Paired with `fit`, it is the
+    # rounds' own gain; with teacher-student, the two together.
+    "fit_st": (["model.pseudo_mask_fit=box", "model.self_train_every=500"], ("teacher_student",)),
+    # BoxInst's box-only terms (projection + pairwise colour affinity) on the student's masks
+    # of the box-taught categories beside the pseudo-mask loss (the issue's boundary cue; on the
+    # headline scenes without the stem they gave nothing, docs/results.md "What bounds the
+    # unseen masks"); the pairwise weight ramps up over the first 150 iterations.
+    "boxinst": (["model.unseen_box_loss=boxinst", "model.box_pairwise_warmup_iters=150"],
+                ("teacher_student",)),
     # Served masks of the box-taught categories fitted to their box (the fine-tune recipe's
     # inference lever, "Teach it your classes"): nothing trained again. Teacher-student only:
     # agnostic serves its class-agnostic head, which the fit does not touch.
