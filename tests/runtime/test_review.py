@@ -26,7 +26,8 @@ def _two_colour_box() -> np.ndarray:
 
 def test_colours_are_sampled_at_the_centres_of_each_boxs_cells() -> None:
     img = np.arange(16 * 16 * 3, dtype=np.uint8).reshape(16, 16, 3)
-    out = sample_box_colours(img, np.array([[0, 0, 16, 16], [4, 2, 8, 6]], np.float32), 4)
+    out = sample_box_colours(img, np.array([[0, 0, 16, 16], [4, 2, 8, 6]], np.float32), 4,
+                             context=0)
     assert out.shape == (2, 4, 4, 3) and out.dtype == np.float32
     # Box 0: cells of 4 px, centres at 2, 6, 10, 14.
     np.testing.assert_array_equal(out[0, 1, 2], img[6, 10])
@@ -34,9 +35,47 @@ def test_colours_are_sampled_at_the_centres_of_each_boxs_cells() -> None:
     np.testing.assert_array_equal(out[1, 0, 0], img[2, 4])
     np.testing.assert_array_equal(out[1, 3, 3], img[5, 7])
     # Boxes past the image's edges read its last row and column.
-    edge = sample_box_colours(img, np.array([[12, 12, 20, 20]], np.float32), 2)
+    edge = sample_box_colours(img, np.array([[12, 12, 20, 20]], np.float32), 2, context=0)
     np.testing.assert_array_equal(edge[0, 1, 1], img[15, 15])
-    assert sample_box_colours(img, np.zeros((0, 4), np.float32), 4).shape == (0, 4, 4, 3)
+    assert sample_box_colours(img, np.zeros((0, 4), np.float32), 4).shape == (0, 8, 8, 3)
+
+
+def test_a_ring_of_context_cells_frames_the_box_and_is_nan_outside_the_image() -> None:
+    img = np.arange(32 * 32 * 3, dtype=np.uint8).reshape(32, 32, 3)
+    box = np.array([[8, 0, 24, 16]], np.float32)  # cells of 4 px on a 4 x 4 grid
+    out = sample_box_colours(img, box, 4, context=2)
+    assert out.shape == (1, 8, 8, 3)
+    # The box's own cells are those of context=0, at [2:6, 2:6].
+    np.testing.assert_array_equal(out[0, 2:6, 2:6], sample_box_colours(img, box, 4, context=0)[0])
+    # Ring cells continue the grid: column 0 is two cells left of the box (x centre 2), row 7
+    # two cells below it (y centre 22).
+    np.testing.assert_array_equal(out[0, 7, 0], img[22, 2])
+    # Above the box the ring leaves the image (y centres -6 and -2): NaN, and nothing else is.
+    assert np.isnan(out[0, :2]).all() and np.isfinite(out[0, 2:]).all()
+
+
+def test_the_ring_lets_the_colour_term_judge_a_mask_that_fills_its_box() -> None:
+    """An object that fills its box: with the box alone every full mask is neutral (no
+    background cell); with the ring the right mask separates the colours, and one that misses
+    half of the object ranks well below it."""
+    img = _two_colour_box()  # the green square is rows/cols 4..11: its tight box is [4, 4, 12, 12]
+    box = np.array([[4, 4, 12, 12]] * 2, np.float32)
+    full = np.ones((R, R), np.float32)
+    half = full.copy()
+    half[:, R // 2:] = 0.0
+    probs = np.stack([full, half])
+    alone = colour_separation(probs, sample_box_colours(img, box, R, context=0))
+    assert alone[0] == NO_BACKGROUND
+    ringed = colour_separation(probs, sample_box_colours(img, box, R))
+    assert ringed[0] > 0.99
+    assert ringed[1] < ringed[0] - 0.2  # half the object left in the "outside"
+
+
+def test_colours_that_do_not_frame_the_masks_are_refused() -> None:
+    img = _two_colour_box()
+    colours = sample_box_colours(img, np.array([[0, 0, 16, 16]], np.float32), R + 1, context=0)
+    with pytest.raises(ValueError, match="do not frame"):
+        colour_separation(np.zeros((1, R, R), np.float32), colours)
 
 
 def test_confidence_is_the_foregrounds_mean_probability_rescaled() -> None:
@@ -51,6 +90,7 @@ def test_confidence_is_the_foregrounds_mean_probability_rescaled() -> None:
 def test_a_mask_on_the_objects_colours_separates_them_and_a_wrong_one_does_not() -> None:
     img = _two_colour_box()
     colours = sample_box_colours(img, np.array([[0, 0, 16, 16]] * 4, np.float32), R)
+    # The box is the whole image: its ring lies outside it, so only the box's cells count.
     right = np.zeros((R, R), np.float32)
     right[2:6, 2:6] = 1.0  # the green square on the 8 x 8 grid
     shifted = np.roll(right, 2, axis=1)  # half on the background
