@@ -117,12 +117,19 @@ LEVERS: dict[str, tuple[list[str], tuple[str, ...]]] = {
     # unseen masks"); the pairwise weight ramps up over the first 150 iterations.
     "boxinst": (["model.unseen_box_loss=boxinst", "model.box_pairwise_warmup_iters=150"],
                 ("teacher_student",)),
+    # The same with the pairwise term's neighbours adjacent (model.box_pairwise_dilation=1):
+    # BoxInst's 2 cells apart never tie the RoI grid's four parity sublattices together, and
+    # `boxinst`'s student drew a checkerboard of holes on the slab
+    # (docs/notebook/2026-12-07-the-slab.md).
+    "boxinst1": (["model.unseen_box_loss=boxinst", "model.box_pairwise_warmup_iters=150",
+                  "model.box_pairwise_dilation=1"], ("teacher_student",)),
     # The same terms on the *teacher's* masks of the box-only instances
     # (model.teacher_box_loss=boxinst): the teacher, whose prior from the seen shapes is that
     # an object never reaches its box's edges (docs/notebook/2026-12-07-the-slab.md), learns
     # from the unseen boxes that their objects fill them, and its pseudo-masks follow.
-    "tboxinst": (["model.teacher_box_loss=boxinst", "model.box_pairwise_warmup_iters=150"],
-                 ("teacher_student",)),
+    # Adjacent neighbours, as boxinst1 (the teacher's head is a stride-2 transposed conv too).
+    "tboxinst": (["model.teacher_box_loss=boxinst", "model.box_pairwise_warmup_iters=150",
+                  "model.box_pairwise_dilation=1"], ("teacher_student",)),
     # Served masks of the box-taught categories fitted to their box (the fine-tune recipe's
     # inference lever, "Teach it your classes"): nothing trained again. Teacher-student only:
     # agnostic serves its class-agnostic head, which the fit does not touch.

@@ -98,6 +98,12 @@ class ModelConfig(_Section):
     unseen_box_loss: Literal["none", "projection", "boxinst"] = "none"
     # The pairwise term's weight ramps from 0 to 1 over this many steps (BoxInst: 10k of 90k).
     box_pairwise_warmup_iters: int = Field(default=0, ge=0)
+    # How many cells apart the pairwise term's neighbours are (BoxInst's 2, on a quarter of the
+    # image). On the heads' RoI grid, made by a stride-2 transposed conv, neighbours 2 apart
+    # join only cells of the same parity: the grid falls into four sublattices the term never
+    # ties together, and a student on the transfer benchmark learned a checkerboard of holes
+    # (docs/notebook/2026-12-07-the-slab.md). 1 joins adjacent cells.
+    box_pairwise_dilation: int = Field(default=2, ge=1)
     # Not in the paper (0, off, by default): the width of a pixel stem (two 3x3 convs on the
     # image at full resolution) whose RoI crops both mask heads fuse before their logits
     # (boxmask/model/heads.py PixelStem): the image's own edges at the mask's resolution, where

@@ -68,17 +68,18 @@ def neighbours(x: torch.Tensor, kernel: int = PAIRWISE_KERNEL,
     return torch.cat([cols[:, :, :centre], cols[:, :, centre + 1:]], dim=2)
 
 
-def color_similarity(crops: torch.Tensor) -> torch.Tensor:
+def color_similarity(crops: torch.Tensor, dilation: int = PAIRWISE_DILATION) -> torch.Tensor:
     """BoxInst's edge weights on RoI crops.
 
     Args:
         crops (Tensor[P, 3, M, M]): RGB in 0..255.
+        dilation: how many cells apart the neighbours are (as for :func:`pairwise_loss`).
     Returns:
         Tensor[P, K, M, M]: ``exp(-||lab_i - lab_j|| / theta)`` for each cell and neighbour
         (0 towards the zero padding's black only where the cell itself is near black).
     """
     lab = rgb_to_lab(crops / 255.0)
-    diff = lab[:, :, None] - neighbours(lab)
+    diff = lab[:, :, None] - neighbours(lab, dilation=dilation)
     return torch.exp(-diff.norm(dim=1) / COLOR_THETA)
 
 
@@ -109,13 +110,17 @@ def box_projection_loss(logits: torch.Tensor, box_masks: torch.Tensor) -> torch.
 
 
 def pairwise_loss(logits: torch.Tensor, similarity: torch.Tensor,
-                  box_masks: torch.Tensor) -> torch.Tensor:
+                  box_masks: torch.Tensor, dilation: int = PAIRWISE_DILATION) -> torch.Tensor:
     """BoxInst's pairwise term.
 
     Args:
         logits (Tensor[P, M, M]): mask logits.
-        similarity (Tensor[P, K, M, M]): ``color_similarity`` of the RoI crops.
+        similarity (Tensor[P, K, M, M]): ``color_similarity`` of the RoI crops, at the same
+            ``dilation``.
         box_masks (Tensor[P, M, M]): the cells inside each instance's box.
+        dilation: how many cells apart the neighbours are: BoxInst's 2 on a quarter of the
+            image; on a grid a stride-2 transposed conv made, 2 joins only cells of the same
+            parity (``model.box_pairwise_dilation``).
     Returns:
         scalar: ``-log P(same label)`` averaged over the edges that start inside the box and
         join cells of similarity >= tau (a zero with ``logits``' graph when there are none).
@@ -125,8 +130,8 @@ def pairwise_loss(logits: torch.Tensor, similarity: torch.Tensor,
     x = logits[:, None]
     log_fg, log_bg = F.logsigmoid(x), F.logsigmoid(-x)
     # log(m_i m_j + (1 - m_i)(1 - m_j)) in log space, stable for large logits.
-    same_fg = log_fg[:, :, None] + neighbours(log_fg)
-    same_bg = log_bg[:, :, None] + neighbours(log_bg)
+    same_fg = log_fg[:, :, None] + neighbours(log_fg, dilation=dilation)
+    same_bg = log_bg[:, :, None] + neighbours(log_bg, dilation=dilation)
     log_same = torch.logaddexp(same_fg, same_bg)[:, 0]  # [P, K, M, M]
     weights = (similarity >= COLOR_TAU).to(logits.dtype) * box_masks[:, None].to(logits.dtype)
     return -(log_same * weights).sum() / weights.sum().clamp(min=1.0)

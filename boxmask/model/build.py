@@ -114,6 +114,7 @@ def build_model(cfg: ModelConfig, num_classes: int, seen_labels: set[int] | None
         teacher_ignore_unseen_boxes=cfg.teacher_ignore_unseen_boxes, norm_layer=norm,
         mask_target_aligned=cfg.mask_target_aligned, unseen_box_loss=cfg.unseen_box_loss,
         box_pairwise_warmup_iters=cfg.box_pairwise_warmup_iters,
+        box_pairwise_dilation=cfg.box_pairwise_dilation,
         pixel_channels=cfg.mask_pixel_channels, known_targets=cfg.known_targets,
         mask_quality=cfg.mask_quality, mask_quality_channels=cfg.mask_quality_channels,
         mask_quality_fc=cfg.mask_quality_fc, pseudo_mask_fit=cfg.pseudo_mask_fit,

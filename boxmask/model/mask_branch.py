@@ -34,7 +34,12 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 
-from boxmask.model.box_losses import box_projection_loss, color_similarity, pairwise_loss
+from boxmask.model.box_losses import (
+    PAIRWISE_DILATION,
+    box_projection_loss,
+    color_similarity,
+    pairwise_loss,
+)
 from boxmask.model.heads import MaskHead, NormLayer, PixelStem, student_head, teacher_head
 from boxmask.model.mask_quality import QUALITY_MASK_SIZE, MaskQualityHead, quality_loss
 from boxmask.model.objecthood import OBJECTHOOD_LOSS, has_teacher_only, objecthood_loss
@@ -139,6 +144,8 @@ class TeacherStudentMaskBranch(nn.Module):
             positives' masks, from their boxes alone; ``none``: the paper's losses only.
         box_pairwise_warmup_iters: the pairwise term's weight rises linearly from 0 to 1 over
             this many training steps (BoxInst: 10k of 90k).
+        box_pairwise_dilation: how many cells apart the pairwise term's neighbours are
+            (BoxInst: 2; see ``ModelConfig``).
         pixel_channels: width of the pixel stem whose RoI crops both heads fuse before their
             logits; 0: the paper's heads (no stem).
         known_targets: ``checkpoint`` keeps a frozen copy of the student (the *anchor*, set by
@@ -185,6 +192,7 @@ class TeacherStudentMaskBranch(nn.Module):
                  mask_target_aligned: bool = True,
                  unseen_box_loss: BoxLoss = "none",
                  box_pairwise_warmup_iters: int = 0,
+                 box_pairwise_dilation: int = PAIRWISE_DILATION,
                  pixel_channels: int = 0,
                  known_targets: Literal["teacher", "checkpoint"] = "teacher",
                  mask_quality: bool = False, mask_quality_channels: int = 32,
@@ -221,6 +229,7 @@ class TeacherStudentMaskBranch(nn.Module):
         # The oracle has no unseen instances: nothing for a box loss to act on.
         self.unseen_box_loss: BoxLoss = unseen_box_loss if mode != "oracle" else "none"
         self.box_pairwise_warmup_iters = box_pairwise_warmup_iters
+        self.box_pairwise_dilation = box_pairwise_dilation
         self.pseudo_mask_fit = pseudo_mask_fit
         self.clean_with_known_masks = clean_with_known_masks
         self.quality: MaskQualityHead | None = None
@@ -625,11 +634,13 @@ class TeacherStudentMaskBranch(nn.Module):
             if images is None:
                 raise ValueError("BoxInst's pairwise term needs the input images")
             with torch.no_grad():
-                similarity = color_similarity(_roi_crops(images, rois, unseen, size))
+                similarity = color_similarity(_roi_crops(images, rois, unseen, size),
+                                              self.box_pairwise_dilation)
             ramp = 1.0
             if self.box_pairwise_warmup_iters > 0:
                 ramp = min(1.0, float(self.train_steps) / self.box_pairwise_warmup_iters)
-            out["loss_mask_pairwise"] = ramp * pairwise_loss(logits, similarity, box_masks)
+            out["loss_mask_pairwise"] = ramp * pairwise_loss(logits, similarity, box_masks,
+                                                             self.box_pairwise_dilation)
         return out
 
     def _project_valid(self, targets: list[dict[str, torch.Tensor]], rois: list[torch.Tensor],

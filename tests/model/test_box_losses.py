@@ -103,6 +103,28 @@ def test_pairwise_loss_ignores_cells_outside_the_box():
     assert pairwise_loss(logits, sim, _box_mask(m, 0, 0, m, m)) > 0.1
 
 
+def test_neighbours_two_apart_never_tie_the_grids_parities_together():
+    """A checkerboard of holes in a box of one colour (what a stride-2 transposed conv makes
+    easily): BoxInst's dilation 2 joins only cells of the same parity and sees nothing wrong;
+    adjacent neighbours (dilation 1) do."""
+    m = 16
+    crops = torch.full((1, 3, m, m), 128.0)
+    box = _box_mask(m, 0, 0, m, m)
+    checker = torch.full((1, m, m), 20.0)
+    checker[:, 1::2, 1::2] = -20.0  # one of the four sublattices off
+    two = pairwise_loss(checker, color_similarity(crops, 2), box, dilation=2)
+    one = pairwise_loss(checker, color_similarity(crops, 1), box, dilation=1)
+    assert two < 0.1 * one and one > 1.0
+
+
+def test_pairwise_dilation_is_a_model_setting():
+    model = build_model(_tiny_cfg(mode="teacher_student", unseen_box_loss="boxinst",
+                                  box_pairwise_dilation=1), NUM_CLASSES, {1})
+    assert model.roi_heads.mask_branch.box_pairwise_dilation == 1
+    assert build_model(_tiny_cfg(mode="teacher_student", unseen_box_loss="boxinst"), NUM_CLASSES,
+                       {1}).roi_heads.mask_branch.box_pairwise_dilation == 2
+
+
 def test_pairwise_loss_is_stable_for_large_logits():
     logits = torch.tensor([[[80.0, -80.0], [80.0, -80.0]]], requires_grad=True)
     sim = torch.ones(1, 8, 2, 2)
