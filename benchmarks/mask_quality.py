@@ -129,7 +129,7 @@ def train_head(checkpoint: Path, stored: dict[str, Any], out: Path, seed: int, i
     return train(config(epochs, math.ceil(iterations / epochs)), resume=Path("auto"))
 
 
-def measure(raw: dict[str, Any]) -> dict[str, Any]:
+def measure(raw: dict[str, Any], context: int | None = None) -> dict[str, Any]:
     """The three scores and the true IoU of every validation instance, box-prompted, for a
     loaded checkpoint ``raw``."""
     import torch
@@ -138,7 +138,7 @@ def measure(raw: dict[str, Any]) -> dict[str, Any]:
     from boxmask.evaluation.run import prompts_for_image
     from boxmask.model.checkpoint import model_from_checkpoint
     from boxmask.model.paste import paste_masks
-    from boxmask.runtime.review import review_score, sample_box_colours
+    from boxmask.runtime.review import CONTEXT, review_score, sample_box_colours
     from boxmask.runtime.transforms import resize_image
 
     model, categories = model_from_checkpoint(raw)
@@ -173,8 +173,9 @@ def measure(raw: dict[str, Any]) -> dict[str, Any]:
                              255).astype(np.uint8)
             grid = logits.sigmoid()[:, 0].numpy()
             head_iou = quality.numpy() if quality is not None else None
-            served = review_score(grid, sample_box_colours(pixels, scaled.numpy(), grid.shape[-1]),
-                                  head_iou)
+            colours = sample_box_colours(pixels, scaled.numpy(), grid.shape[-1],
+                                         CONTEXT if context is None else context)
+            served = review_score(grid, colours, head_iou)
             for k, ann_id in enumerate(ann_ids):
                 ann = coco.anns[ann_id]
                 gt = coco.annToMask(ann).astype(bool)
@@ -228,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iterations", type=int, default=500)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--smoke", action="store_true", help="2 iterations, one seed")
+    p.add_argument("--review-context", type=int, default=None, metavar="CELLS",
+                   help="the colour term's ring around the box, in cells of the mask grid "
+                        "(default: the runtime's boxmask.runtime.review.CONTEXT; 0: the box's "
+                        "cells alone): to compare widths; the served score is the default's")
     args = p.parse_args(argv)
     if args.smoke:
         args.iterations, args.seeds = 2, args.seeds[:1]
@@ -241,7 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     done = out / "with_the_model" / "result.json"
     if not done.is_file():
         write_json(done, {"seed": "with the model", "checkpoint": str(args.checkpoint),
-                          "head": has_quality_head(raw), **measure(raw)})
+                          "head": has_quality_head(raw),
+                          **({} if args.review_context is None
+                             else {"review_context": args.review_context}),
+                          **measure(raw, args.review_context)})
     print("the checkpoint as it is" + (" (its head trained with the model):"
                                         if has_quality_head(raw) else " (no head):"))
     print(table([json.loads(done.read_text())]))
@@ -261,7 +269,9 @@ def main(argv: list[str] | None = None) -> int:
         trained = load_checkpoint(train_head(base, stored, run, seed, args.iterations,
                                              args.threads))
         result = {"seed": seed, "checkpoint": str(args.checkpoint),
-                  "iterations": int(trained["iteration"]), **measure(trained)}
+                  "iterations": int(trained["iteration"]),
+                  **({} if args.review_context is None else {"review_context": args.review_context}),
+                  **measure(trained, args.review_context)}
         write_json(done, result)
         results.append(result)
     print(f"heads trained post hoc ({args.iterations} iterations, everything else frozen):")

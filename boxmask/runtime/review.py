@@ -38,7 +38,8 @@ NO_BACKGROUND = 0.5
 #: The ring of context around each box the colour term reads, in cells of the box's R x R
 #: grid on each side (2 of 28: 7 % of the box's side). Chosen among 2, 4 and 7 on the dumps of
 #: the demo model, the fine-tune benchmark's three seeds and the transfer benchmark's
-#: teacher-student (runs/scratch/ringtest.py): 2 and 4 did alike, 7 reads other objects.
+#: teacher-student (benchmarks/mask_quality.py --review-context): 2 and 4 did alike, 7 reads
+#: other objects.
 CONTEXT = 2
 
 

@@ -75,3 +75,18 @@ def test_with_no_seeds_a_checkpoint_is_measured_as_it_is(bench, tiny_checkpoint,
     assert result["head"] is False and not (tmp_path / "head_s0").exists()
     assert "head" not in result["all"]
     assert set(result["all"]) >= {"quality", "class probability", "mean confidence"}
+
+
+def test_the_colour_terms_ring_can_be_set_to_compare_widths(bench, tiny_checkpoint,
+                                                             tmp_path) -> None:
+    """--review-context measures the review score with another ring around the box (0: the
+    box's cells alone) and says so in the result; only the served score changes."""
+    results = {}
+    for name, extra in (("served", []), ("box_only", ["--review-context", "0"])):
+        assert bench.main(["--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / name),
+                           "--seeds", *extra]) == 0
+        results[name] = json.loads((tmp_path / name / "with_the_model" / "result.json").read_text())
+    assert "review_context" not in results["served"]
+    assert results["box_only"]["review_context"] == 0
+    for side in ("seen", "unseen"):
+        assert results["box_only"][side]["mean confidence"] == results["served"][side]["mean confidence"]
