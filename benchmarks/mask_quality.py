@@ -241,14 +241,14 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out).resolve()
     checkpoint = Path(args.checkpoint).resolve()
     raw = load_checkpoint(checkpoint)  # read once: its config, weights and (maybe) head
+    # A ring other than the served score's is named in every result it makes.
+    ring = {} if args.review_context is None else {"review_context": args.review_context}
     base = checkpoint
     # Measured as it is (with the head it was trained with, if any), then fresh heads.
     done = out / "with_the_model" / "result.json"
     if not done.is_file():
         write_json(done, {"seed": "with the model", "checkpoint": str(args.checkpoint),
-                          "head": has_quality_head(raw),
-                          **({} if args.review_context is None
-                             else {"review_context": args.review_context}),
+                          "head": has_quality_head(raw), **ring,
                           **measure(raw, args.review_context)})
     print("the checkpoint as it is" + (" (its head trained with the model):"
                                         if has_quality_head(raw) else " (no head):"))
@@ -269,8 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         trained = load_checkpoint(train_head(base, stored, run, seed, args.iterations,
                                              args.threads))
         result = {"seed": seed, "checkpoint": str(args.checkpoint),
-                  "iterations": int(trained["iteration"]),
-                  **({} if args.review_context is None else {"review_context": args.review_context}),
+                  "iterations": int(trained["iteration"]), **ring,
                   **measure(trained, args.review_context)}
         write_json(done, result)
         results.append(result)

@@ -67,10 +67,13 @@ def sample_box_colours(pixels: np.ndarray, boxes: np.ndarray, resolution: int,
     xi = np.clip(np.floor(xs), 0, w - 1).astype(np.int64)
     yi = np.clip(np.floor(ys), 0, h - 1).astype(np.int64)
     out = pixels[yi[:, :, None], xi[:, None, :]].astype(np.float32)
+    if context == 0:
+        return out
     # A box's own cells always read the image (a box past its edge reads the last row or
     # column, as before); only ring cells can fall outside it.
-    inside_x = ((xs >= 0) & (xs < w)) | ((steps >= 0) & (steps < 1))[None]
-    inside_y = ((ys >= 0) & (ys < h)) | ((steps >= 0) & (steps < 1))[None]
+    own = ((steps >= 0) & (steps < 1))[None]  # [1, G]
+    inside_x = ((xs >= 0) & (xs < w)) | own
+    inside_y = ((ys >= 0) & (ys < h)) | own
     out[~(inside_y[:, :, None] & inside_x[:, None, :])] = np.nan
     return out
 
