@@ -11,10 +11,12 @@ need every mask. Three commands:
     teacher-student checkpoint; else the student's again), the image's colours on the grid
     and a ring around it (boxmask.runtime.review's sampling), the true IoU of the mask as
     served, with the pseudo-mask fit served (``served_mask_fit=box``), without the guard
-    (``served_box_guard=none``), of the teacher's mask and of the box itself, the review score, the head's IoU, the class probability, and
+    (``served_box_guard=none``), refined by the dense CRF at inference
+    (boxmask.model.pseudo_masks.dense_crf on the grid and the image at its cells; with
+    ``boxmask[crf]``, else NaN), of the teacher's mask and of the box itself, the review score, the head's IoU, the class probability, and
     whether the mask is its box (the guard's fallback, boxmask.runtime.predictor's test).
 ``report DUMP.npz [--category NAME ...]``
-    Per category: count, mean IoU of box / mask / served fit / teacher, how many masks are the
+    Per category: count, mean IoU of box / mask / served fit / CRF / teacher, how many masks are the
     box and what they gained over the same weights without the guard, and the colour term's Spearman with the true IoU on the box alone
     and with the ring. For each ``--category``: its masks grouped by the box's own IoU with the
     object (hidden ones below 0.5, whole ones at 0.95 and above), and on the whole ones the
@@ -76,6 +78,17 @@ def _box_masks(coco, image_id: int) -> dict[int, np.ndarray]:
             for p in box_as_mask_prompts(coco, [image_id])}
 
 
+def _crf():
+    """boxmask.model.pseudo_masks.dense_crf, or None without the optional CRF package."""
+    try:
+        import pydensecrf.densecrf  # noqa: F401
+    except ImportError:
+        return None
+    from boxmask.model.pseudo_masks import dense_crf
+
+    return dense_crf
+
+
 def _load(checkpoint: Path, serve: dict[str, str] | None = None):
     """``(raw, model, categories, dataset, seen_ids)`` of a checkpoint, in eval mode, served
     with the model settings ``serve`` (``served_*`` only: how the weights are served, e.g.
@@ -123,9 +136,9 @@ def dump(checkpoint: Path, out: Path, max_images: int | None = None,
             variants[key].eval()
     coco = dataset.coco
     to_label = {int(c["id"]): int(c["label"]) for c in categories}
-    keys = ("probs", "teacher", "colours", "iou", "iou_fit", "iou_unguarded", "iou_teacher",
-            "box_iou", "seen",
-            "cat", "review", "head", "class_prob", "fallback")
+    keys = ("probs", "teacher", "colours", "iou", "iou_fit", "iou_unguarded", "iou_crf",
+            "iou_teacher", "box_iou", "seen", "cat", "review", "head", "class_prob", "fallback")
+    crf = _crf()
     rec: dict[str, list[Any]] = {k: [] for k in keys}
 
     def decode(mod, image, boxes, labels):
@@ -175,6 +188,16 @@ def dump(checkpoint: Path, out: Path, max_images: int | None = None,
             head = None if quality is None else quality.numpy()
             review = review_score(g, colours, head)
             box_masks = _box_masks(coco, image_id)
+            pasted_crf = None
+            if crf is not None:
+                # The CRF on each mask's grid, the image read at the grid's cells (the box's own
+                # cells of the colour sampling: never outside the image).
+                r = g.shape[-1]
+                c = (colours.shape[1] - r) // 2
+                crops = colours[:, c:c + r, c:c + r].astype(np.uint8)
+                refined = np.stack([crf(g[k], crops[k]) for k in range(len(g))])
+                pasted_crf = paste_masks(torch.from_numpy(refined)[:, None], boxes, (h, w),
+                                         offset)[:, 0].numpy()
             for k, ann_id in enumerate(ann_ids):
                 ann = coco.anns[ann_id]
                 gt = coco.annToMask(ann).astype(bool)
@@ -185,6 +208,8 @@ def dump(checkpoint: Path, out: Path, max_images: int | None = None,
                 rec["iou_fit"].append(_iou(pasted_fit[k] >= 0.5, gt))
                 rec["iou_unguarded"].append(_iou(pasted_unguarded[k] >= 0.5, gt))
                 rec["iou_teacher"].append(_iou(pasted_teacher[k] >= 0.5, gt))
+                rec["iou_crf"].append(np.nan if pasted_crf is None
+                                      else _iou(pasted_crf[k] >= 0.5, gt))
                 rec["box_iou"].append(_iou(box_masks[ann_id], gt))
                 rec["seen"].append(int(ann["category_id"]) in seen_ids)
                 rec["cat"].append(int(ann["category_id"]))
@@ -231,9 +256,14 @@ def report(path: Path, categories: list[str] | None = None) -> str:
     colour_box = colour_separation(d["probs"], d["colours"][:, context:context + r,
                                                               context:context + r])
     lines = [f"{path}: {len(d['iou'])} masks, box-prompted mean IoU x100 (* unseen)", "",
-             ("| category | masks | box | mask | mask - box | served fit | teacher "
+             ("| category | masks | box | mask | mask - box | served fit | CRF | teacher "
               "| served as box | their gain | colour term Spearman: box / ring |"),
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def crf_cell(keep: np.ndarray) -> str:
+        if "iou_crf" not in d or np.isnan(d["iou_crf"][keep]).all():
+            return "-"
+        return f"{100 * d['iou_crf'][keep].mean():.1f}"
 
     def sp(x: np.ndarray, y: np.ndarray) -> str:
         s = _spearman(x, y)
@@ -253,7 +283,8 @@ def report(path: Path, categories: list[str] | None = None) -> str:
             f"| {label} | {int(keep.sum())} | {100 * d['box_iou'][keep].mean():.1f} "
             f"| {100 * d['iou'][keep].mean():.1f} "
             f"| {100 * (d['iou'][keep] - d['box_iou'][keep]).mean():+.1f} "
-            f"| {100 * d['iou_fit'][keep].mean():.1f} | {100 * d['iou_teacher'][keep].mean():.1f} "
+            f"| {100 * d['iou_fit'][keep].mean():.1f} | {crf_cell(keep)} "
+            f"| {100 * d['iou_teacher'][keep].mean():.1f} "
             f"| {int(fb.sum())} | {gain} "
             f"| {sp(colour_box[keep], d['iou'][keep])} / {sp(colour_ring[keep], d['iou'][keep])} |")
     lookup = {v: int(k) for k, v in names.items()}

@@ -35,7 +35,7 @@ def test_the_dump_holds_every_prompted_instance_and_the_boxes_iou_as_evaluated(
     d = np.load(out)
     n = len(d["iou"])
     assert n > 0
-    for key in ("probs", "teacher", "colours", "iou_fit", "iou_unguarded", "iou_teacher",
+    for key in ("probs", "teacher", "colours", "iou_fit", "iou_unguarded", "iou_crf", "iou_teacher",
                 "box_iou", "seen", "cat", "review", "head", "class_prob", "fallback"):
         assert len(d[key]) == n, key
     r = d["probs"].shape[-1]
@@ -43,6 +43,8 @@ def test_the_dump_holds_every_prompted_instance_and_the_boxes_iou_as_evaluated(
     assert d["colours"].shape[1] > r  # the ring around the box
     for key in ("iou", "iou_fit", "iou_unguarded", "iou_teacher", "box_iou", "review"):
         assert ((d[key] >= 0) & (d[key] <= 1)).all(), key
+    crf = d["iou_crf"]  # NaN without the optional CRF package
+    assert np.isnan(crf).all() or ((crf >= 0) & (crf <= 1)).all()
     # The tiny model serves neither the guard nor the fit: those columns are the mask's own.
     np.testing.assert_array_equal(d["iou_unguarded"], d["iou"])
 
@@ -109,8 +111,9 @@ def test_the_report_groups_a_category_by_its_boxes_iou_and_reads_the_frame(
     text = bench.report(path, ["slab"])
     slab = next(line for line in text.splitlines() if line.startswith("| slab*"))
     cells = [c.strip() for c in slab.split("|")[1:-1]]
-    # masks, box, mask, mask - box, served fit, teacher, served as box, their gain
-    assert cells[1:9] == ["4", "74.0", "65.0", "-9.0", "65.0", "47.5", "1", "+30.0"]
+    # masks, box, mask, mask - box, served fit, CRF (not in this dump), teacher, served as box,
+    # their gain
+    assert cells[1:10] == ["4", "74.0", "65.0", "-9.0", "65.0", "-", "47.5", "1", "+30.0"]
     bands = {line.split("|")[1].strip(): line.split("|")[2].strip()
              for line in text.splitlines() if line.startswith("| 0.")}
     assert bands == {"0.00 to 0.50": "1", "0.50 to 0.70": "1", "0.95 and above": "2"}
