@@ -219,6 +219,7 @@ def export(
     opset: int = typer.Option(17, "--opset", help="ONNX opset."),
     check: bool = typer.Option(True, "--check/--no-check", help="Compare ONNX Runtime against torch after export."),
     images: Path | None = typer.Option(None, "--images", help="Images for --int8 calibration, instead of the checkpoint's training images (e.g. for an imported model)."),
+    crf: bool | None = typer.Option(None, "--crf/--no-crf", help="Have the runtime refine every mask with a dense CRF on the image (model.served_crf; default: the checkpoint's config)."),
 ) -> None:
     """Export a checkpoint to ONNX (encoder, decoder, detector) plus model.json."""
     if not checkpoint.is_file():
@@ -232,7 +233,7 @@ def export(
             card = export_checkpoint(checkpoint, out, name=name, fp16=fp16, int8=int8,
                                      calibration_images=calibration_images, tensorrt=tensorrt,
                                      triton_repo=triton_repo, opset=opset, check=check,
-                                     images=images, progress=stages)
+                                     images=images, served_crf=crf, progress=stages)
         except (ExportError, ConfigError) as exc:
             status.stop()
             fail(f"{stages.current or 'export'} failed: {exc}")

@@ -234,6 +234,13 @@ class ModelConfig(_Section):
     # drawn cell by cell from p). No threshold to tune. Built into the exported graphs, after
     # the fit when both are on; the runtime says so (``box_fallback``) where a mask is its box.
     served_box_guard: Literal["none", "expected_iou"] = "none"
+    # Not in the paper (off by default; inference only): every served mask refined by a dense
+    # CRF on the image's colours at its grid's cells (boxmask.runtime.crf, numpy; the paper's
+    # third sigma, applied to the served masks instead of the pseudo-masks), masks that are
+    # their box excepted. Not in the graphs (no ONNX op for it): the exporter writes
+    # ``mask_refine: crf`` on the model card and the runtime applies it after the decoder, as
+    # the eager model does here, so ``boxmask eval`` measures what is served.
+    served_crf: bool = False
 
 
 class TrainConfig(_Section):

@@ -192,8 +192,12 @@ def export_checkpoint(checkpoint: Path, out: Path, name: str | None = None, fp16
                       triton_repo: Path | None = None, opset: int = 17, check: bool = True,
                       overwrite: bool = True, images: Path | None = None,
                       provenance: dict[str, Any] | None = None,
+                      served_crf: bool | None = None,
                       progress: Progress | None = None) -> dict[str, Any]:
     """Export a checkpoint; returns the model card written to ``out/model.json``.
+
+    ``served_crf``: whether the runtime refines the masks with the dense CRF (the card's
+    ``mask_refine``); None: as the checkpoint's ``model.served_crf``.
 
     ``progress``: called with each stage's name as it starts (nothing is printed here).
 
@@ -215,6 +219,11 @@ def export_checkpoint(checkpoint: Path, out: Path, name: str | None = None, fp16
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     progress("loading the checkpoint")
     model, cfg, categories, ckpt = load_trained_model(checkpoint)
+    if served_crf is not None:
+        cfg.model.served_crf = served_crf
+    # The graphs are the decoder's masks as they are: the runtime applies the CRF after them
+    # (the card's mask_refine), so the parity check compares the graphs with the unrefined model.
+    model.served_crf = False
     if images is not None:
         if not Path(images).is_dir():
             raise ExportError(f"--images {str(images)!r} is not a folder")
@@ -287,6 +296,8 @@ def _card(name: str, cfg: BoxMaskConfig, categories: list[dict], model: BoxMaskR
         "mode": cfg.model.mode,
         # The decoders' `quality` output: each mask's predicted IoU (model.mask_quality).
         "mask_quality": model.roi_heads.mask_branch.quality is not None,
+        # model.served_crf: the runtime refines the masks after the decoders (not in the graphs).
+        "mask_refine": "crf" if cfg.model.served_crf else "none",
         "backbone": cfg.model.backbone,
         "preprocess": {
             "min_size": int(t.min_size[-1]), "max_size": int(t.max_size),

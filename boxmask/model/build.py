@@ -126,7 +126,8 @@ def build_model(cfg: ModelConfig, num_classes: int, seen_labels: set[int] | None
         served_box_guard=cfg.served_box_guard == "expected_iou")
     roi_heads = BoxMaskRoIHeads.from_roi_heads(base.roi_heads, branch,
                                                mask_rois_per_image=cfg.mask_rois_per_image)
-    model = BoxMaskRCNN(base.backbone, base.rpn, roi_heads, base.transform)
+    model = BoxMaskRCNN(base.backbone, base.rpn, roi_heads, base.transform,
+                        served_crf=cfg.served_crf)
     model.num_classes = num_classes  # type: ignore[attr-defined]
     return model
 

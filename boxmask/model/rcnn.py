@@ -36,9 +36,13 @@ class BoxMaskRCNN(GeneralizedRCNN):
     """
 
     def __init__(self, backbone: nn.Module, rpn: RegionProposalNetwork,
-                 roi_heads: BoxMaskRoIHeads, transform: GeneralizedRCNNTransform) -> None:
+                 roi_heads: BoxMaskRoIHeads, transform: GeneralizedRCNNTransform,
+                 served_crf: bool = False) -> None:
         super().__init__(backbone, rpn, roi_heads, transform)
         self.roi_heads: BoxMaskRoIHeads
+        # model.served_crf: the masks this model returns in eval refined by the runtime's CRF
+        # (boxmask.runtime.crf), as the runtime serves them; not part of the exported graphs.
+        self.served_crf = served_crf
 
     def forward(self, images: list[torch.Tensor],
                 targets: list[dict[str, torch.Tensor]] | None = None):  # type: ignore[override]
@@ -68,6 +72,10 @@ class BoxMaskRCNN(GeneralizedRCNN):
         # The transform scales boxes back to the original pixels; the masks are pasted here,
         # pixel-aligned (boxmask/model/paste.py), not by torchvision's paste_masks_in_image.
         grids = [d.pop("masks", None) for d in detections]
+        if self.served_crf:
+            grids = [g if g is None else self.refine(g, d["boxes"], image)
+                     for g, d, image in zip(grids, detections, self.pixels(batch.tensors),
+                                            strict=True)]
         detections = self.transform.postprocess(detections, batch.image_sizes, original_sizes)
         for d, g, size, resized in zip(detections, grids, original_sizes, batch.image_sizes,
                                        strict=True):
@@ -98,6 +106,22 @@ class BoxMaskRCNN(GeneralizedRCNN):
         mean = batch.new_tensor(self.transform.image_mean)[None, :, None, None]
         std = batch.new_tensor(self.transform.image_std)[None, :, None, None]
         return (batch * std + mean) * 255.0
+
+    @torch.no_grad()
+    def refine(self, probs: torch.Tensor, boxes: torch.Tensor, pixels: torch.Tensor
+               ) -> torch.Tensor:
+        """``probs`` ``[N, 1, R, R]`` refined by the runtime's CRF (boxmask.runtime.crf.
+        refine_boxes) on ``pixels`` (``[3, H', W']`` RGB 0..255 of the resized image, padding
+        allowed), ``boxes`` ``[N, 4]`` xyxy in its coordinates: the masks the runtime serves
+        for a model card with ``mask_refine: crf``."""
+        from boxmask.runtime.crf import refine_boxes
+
+        if probs.shape[0] == 0:
+            return probs
+        image = pixels.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        refined = refine_boxes(image, boxes.detach().float().cpu().numpy(),
+                               probs[:, 0].detach().float().cpu().numpy())
+        return torch.from_numpy(refined)[:, None].to(probs.device, probs.dtype)
 
     # -- the box-prompted path (set the image once, then decode boxes) --------------------
     def encode(self, image: torch.Tensor) -> tuple[OrderedDict[str, torch.Tensor], tuple[int, int]]:
@@ -181,4 +205,8 @@ class BoxMaskRCNN(GeneralizedRCNN):
         scale = self.resize_scale((int(image.shape[-2]), int(image.shape[-1])), resized)
         scaled = boxes.float() * scale.to(boxes.device).repeat(2)[None]
         logits, scores, used = self.roi_heads.decode_boxes(features, scaled, labels.long(), resized)
-        return logits.sigmoid(), scores, used, resized
+        probs = logits.sigmoid()
+        if self.served_crf:
+            batch, _ = self.transform([image])
+            probs = self.refine(probs, scaled, self.pixels(batch.tensors)[0])
+        return probs, scores, used, resized

@@ -75,6 +75,10 @@ class ModelCard(BaseModel):
     # Whether both decoders have the `quality` output (contract.QUALITY): each mask's predicted
     # IoU from the mask-quality head (model.mask_quality). Cards written before it: no head.
     mask_quality: bool = False
+    # How the runtime finishes the decoders' masks (model.served_crf): "crf" refines each by a
+    # dense CRF on the image (boxmask.runtime.crf), "none" serves them as they are. Not in the
+    # graphs; cards written before it: none.
+    mask_refine: Literal["none", "crf"] = "none"
 
     @model_validator(mode="after")
     def _check_consistency(self) -> ModelCard:

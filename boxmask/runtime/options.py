@@ -34,6 +34,9 @@ class PredictorOptions:
     (boxes x image pixels) per call (None: no limit), masks thresholded at `mask_threshold`,
     the encoder's input resized to `input_min_size` / `input_max_size` (None: the card's), and
     the decoder's memory bounded by `decoder_budget_bytes` (None: all boxes in one run).
+
+    How masks are finished: `mask_refine` ("auto": as the model card says; "crf": every mask
+    refined by the dense CRF on the image, boxmask.runtime.crf; "none": as the decoder gave).
     """
 
     backend: Backend = "onnxruntime"
@@ -52,8 +55,11 @@ class PredictorOptions:
     input_min_size: int | None = None
     input_max_size: int | None = None
     decoder_budget_bytes: int | None = None
+    mask_refine: Literal["auto", "none", "crf"] = "auto"
 
     def __post_init__(self) -> None:
+        if self.mask_refine not in ("auto", "none", "crf"):
+            raise ValueError(f"mask_refine must be auto, none or crf, got {self.mask_refine!r}")
         if self.backend not in ("onnxruntime", "triton"):
             raise ValueError(f"backend must be 'onnxruntime' or 'triton', got {self.backend!r}")
         if self.precision not in ("fp32", "fp16", "int8"):

@@ -61,6 +61,7 @@ from boxmask.runtime.contract import (
     decoder_outputs,
     file_key,
 )
+from boxmask.runtime.crf import refine_boxes
 from boxmask.runtime.errors import ModelDirError, NoDetector, UnknownImage
 from boxmask.runtime.images import image_key, load_image
 from boxmask.runtime.masks import CroppedMask, grid_offset, mask_box, paste_cropped_mask
@@ -267,6 +268,11 @@ class Predictor:
         self.labelled_decoder = labelled_decoder
         # The card says whether the decoders have the `quality` output (the mask-quality head).
         self.has_quality = bool(card.mask_quality)
+        # Every mask refined by the dense CRF on its image (the card's model.served_crf, or the
+        # options' choice): after the decoder, before the review score, which scores what is
+        # served.
+        self.mask_refine = (card.mask_refine if options.mask_refine == "auto"
+                            else options.mask_refine)
         self._detector = detector
         self._detector_factory = detector_factory
         self._detector_lock = threading.Lock()
@@ -476,7 +482,10 @@ class Predictor:
         t = self.mask_threshold if threshold is None else threshold
         head = None if quality is None else quality.astype(np.float32)
         if pixels is not None and len(probs):
-            quality = review_boxes(pixels, boxes_to_resized(boxes, info), probs, head, t)
+            resized = boxes_to_resized(boxes, info)
+            if self.mask_refine == "crf":
+                probs = refine_boxes(pixels, resized, probs)
+            quality = review_boxes(pixels, resized, probs, head, t)
         return Prediction(
             mask_threshold=self.mask_threshold if threshold is None else threshold,
             scores=scores.astype(np.float32),

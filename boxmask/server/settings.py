@@ -38,6 +38,10 @@ class ServerSettings(BaseSettings):
     # Setting a Triton URL switches the backend to Triton (the BOXMASK_TRITON_URL).
     triton_url: str | None = None
     precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    # How masks are finished: "auto" as each model's card says (its model.served_crf), "crf"
+    # every mask refined by the dense CRF on its image (boxmask.runtime.crf: about 1-3 ms a
+    # mask on a CPU core), "none" as the decoder gave them.
+    mask_refine: Literal["auto", "none", "crf"] = "auto"
     # Byte budget of each model's encoder-output cache (the runtime's LRU).
     cache_bytes: int = Field(default=512 << 20, ge=0)
     # The encoder's input size (shorter / longer side, torchvision's resize rule); None = the
@@ -120,7 +124,7 @@ class ServerSettings(BaseSettings):
             intra_op_threads=self.threads, intra_op_spinning=self.intra_op_spinning,
             max_boxes=self.max_boxes,
             max_mask_pixels=self.max_mask_pixels, input_min_size=self.input_min_size,
-            input_max_size=self.input_max_size)
+            input_max_size=self.input_max_size, mask_refine=self.mask_refine)
 
 
 class LabelStudioSettings(BaseSettings):

@@ -309,3 +309,47 @@ def test_a_model_with_the_mask_quality_head_exports_it_in_both_decoders(tiny_dat
         session = ort.InferenceSession(str(tmp_path / "model" / f"{graph}.onnx"))
         assert session.get_outputs()[-1].name == "quality"
     assert json.loads((tmp_path / "model" / "model.json").read_text())["mask_quality"] is True
+
+
+def test_the_served_crf_is_the_eager_models_in_the_runtime(exported_model_dir, eager,
+                                                           tiny_checkpoint, tmp_path):
+    """model.served_crf: the card says so, the runtime refines what the decoder gives with the
+    same CRF the eager model applies (boxmask.runtime.crf), on every path, and a card's choice
+    can be overridden by the options."""
+    from boxmask.export.exporter import export_checkpoint
+    from boxmask.runtime import Predictor
+    from boxmask.runtime.card import ModelCard
+
+    assert ModelCard.load(exported_model_dir).mask_refine == "none"
+    model, _, categories = eager
+    rng = np.random.default_rng(11)
+    h, w = 60, 76
+    # Two flat colours with an edge through the boxes: something for the CRF to follow.
+    image = np.where((np.arange(w) < 40)[None, :, None], [200, 40, 40], [30, 60, 220])
+    image = np.clip(image + rng.normal(0, 8, (h, w, 3)), 0, 255).astype(np.uint8)
+    boxes = np.array([[4, 5, 50, 40], [20, 10, 70, 58], [0, 0, 76, 60]], dtype=np.float32)
+    lab = torch.tensor([categories[0]["label"]] * 3)
+    labels = [categories[0]["id"]] * 3
+    plain = Predictor.from_dir(exported_model_dir)
+    refined = Predictor.from_dir(exported_model_dir, mask_refine="crf")
+    before = plain.predict(boxes, labels=labels, key=plain.set_image(image))
+    after = refined.predict(boxes, labels=labels, key=refined.set_image(image))
+    assert not np.array_equal(before.mask_probs, after.mask_probs)
+    model.served_crf = True
+    try:
+        ref = _eager_masks_in_boxes(model, image, boxes, lab)
+    finally:
+        model.served_crf = False
+    ious = [mask_iou(a, b) for a, b in zip(after.masks, ref, strict=True)]
+    assert min(ious) >= 0.97, ious
+
+    # Exported from a config that asks for it: the card says crf, and the runtime follows it.
+    out = tmp_path / "crf"
+    export_checkpoint(tiny_checkpoint, out, name="crf", served_crf=True)
+    assert ModelCard.load(out).mask_refine == "crf"
+    served = Predictor.from_dir(out)
+    pred = served.predict(boxes, labels=labels, key=served.set_image(image))
+    np.testing.assert_allclose(pred.mask_probs, after.mask_probs, atol=1e-5)
+    off = Predictor.from_dir(out, mask_refine="none")
+    np.testing.assert_allclose(off.predict(boxes, labels=labels, key=off.set_image(image)).mask_probs,
+                               before.mask_probs, atol=1e-5)
