@@ -210,6 +210,10 @@ EVAL_ONLY: dict[str, tuple[str, list[str]]] = {
                                               ["served_mask_fit=box"]),
     "teacher_student_fit_clean_st_lwf_crf_sfit": ("teacher_student_fit_clean_st_lwf_crf",
                                                   ["served_mask_fit=box"]),
+    # The recipe, every served mask then refined by the dense CRF on the image
+    # (model.served_crf; boxmask.runtime.crf), old categories' included.
+    "teacher_student_fit_clean_st_lwf_crf_sfit_scrf": ("teacher_student_fit_clean_st_lwf_crf",
+                                                       ["served_mask_fit=box", "served_crf=true"]),
 }
 
 
