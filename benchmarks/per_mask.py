@@ -11,13 +11,15 @@ need every mask. Three commands:
     teacher-student checkpoint; else the student's again), the image's colours on the grid
     and a ring around it (boxmask.runtime.review's sampling), the true IoU of the mask as
     served, with the pseudo-mask fit served (``served_mask_fit=box``), without the guard
-    (``served_box_guard=none``), refined by the dense CRF at inference
-    (boxmask.model.pseudo_masks.dense_crf on the grid and the image at its cells; with
-    ``boxmask[crf]``, else NaN), of the teacher's mask and of the box itself, the review score, the head's IoU, the class probability, and
-    whether the mask is its box (the guard's fallback, boxmask.runtime.predictor's test).
+    (``served_box_guard=none``), refined by the served CRF (boxmask.runtime.crf.refine_boxes,
+    what ``model.served_crf`` serves), of the teacher's mask and of the box itself; the review
+    score of the mask and of its refined mask (what the runtime serves as ``quality`` without
+    and with the CRF), the head's IoU, the class probability, and whether the mask is its box
+    (the guard's fallback, boxmask.runtime.predictor's test).
 ``report DUMP.npz [--category NAME ...]``
-    Per category: count, mean IoU of box / mask / served fit / CRF / teacher, how many masks are the
-    box and what they gained over the same weights without the guard, and the colour term's Spearman with the true IoU on the box alone
+    Per category: count, mean IoU of box / mask / served fit / CRF / teacher, how many masks
+    are the box and what they gained over the same weights without the guard, and the colour
+    term's Spearman with the true IoU on the box alone
     and with the ring. For each ``--category``: its masks grouped by the box's own IoU with the
     object (hidden ones below 0.5, whole ones at 0.95 and above), and on the whole ones the
     mask's probabilities on the grid's outer two rings against its interior, side by side (a
@@ -78,17 +80,6 @@ def _box_masks(coco, image_id: int) -> dict[int, np.ndarray]:
             for p in box_as_mask_prompts(coco, [image_id])}
 
 
-def _crf():
-    """boxmask.model.pseudo_masks.dense_crf, or None without the optional CRF package."""
-    try:
-        import pydensecrf.densecrf  # noqa: F401
-    except ImportError:
-        return None
-    from boxmask.model.pseudo_masks import dense_crf
-
-    return dense_crf
-
-
 def _load(checkpoint: Path, serve: dict[str, str] | None = None):
     """``(raw, model, categories, dataset, seen_ids)`` of a checkpoint, in eval mode, served
     with the model settings ``serve`` (``served_*`` only: how the weights are served, e.g.
@@ -122,6 +113,7 @@ def dump(checkpoint: Path, out: Path, max_images: int | None = None,
     from boxmask.evaluation.run import prompts_for_image
     from boxmask.model.checkpoint import model_from_checkpoint
     from boxmask.model.paste import paste_masks
+    from boxmask.runtime.crf import refine_boxes
     from boxmask.runtime.predictor import BOX_FALLBACK_PROB
     from boxmask.runtime.review import review_score, sample_box_colours
     from boxmask.runtime.transforms import resize_image
@@ -137,8 +129,8 @@ def dump(checkpoint: Path, out: Path, max_images: int | None = None,
     coco = dataset.coco
     to_label = {int(c["id"]): int(c["label"]) for c in categories}
     keys = ("probs", "teacher", "colours", "iou", "iou_fit", "iou_unguarded", "iou_crf",
-            "iou_teacher", "box_iou", "seen", "cat", "review", "head", "class_prob", "fallback")
-    crf = _crf()
+            "iou_teacher", "box_iou", "seen", "cat", "review", "review_crf", "head", "class_prob",
+            "fallback")
     rec: dict[str, list[Any]] = {k: [] for k in keys}
 
     def decode(mod, image, boxes, labels):
@@ -188,16 +180,12 @@ def dump(checkpoint: Path, out: Path, max_images: int | None = None,
             head = None if quality is None else quality.numpy()
             review = review_score(g, colours, head)
             box_masks = _box_masks(coco, image_id)
-            pasted_crf = None
-            if crf is not None:
-                # The CRF on each mask's grid, the image read at the grid's cells (the box's own
-                # cells of the colour sampling: never outside the image).
-                r = g.shape[-1]
-                c = (colours.shape[1] - r) // 2
-                crops = colours[:, c:c + r, c:c + r].astype(np.uint8)
-                refined = np.stack([crf(g[k], crops[k]) for k in range(len(g))])
-                pasted_crf = paste_masks(torch.from_numpy(refined)[:, None], boxes, (h, w),
-                                         offset)[:, 0].numpy()
+            # The served CRF (model.served_crf), as the runtime applies it, and the review
+            # score it would then serve.
+            refined = refine_boxes(pixels, scaled.numpy(), g)
+            pasted_crf = paste_masks(torch.from_numpy(refined)[:, None], boxes, (h, w),
+                                     offset)[:, 0].numpy()
+            review_crf = review_score(refined, colours, head)
             for k, ann_id in enumerate(ann_ids):
                 ann = coco.anns[ann_id]
                 gt = coco.annToMask(ann).astype(bool)
@@ -208,8 +196,8 @@ def dump(checkpoint: Path, out: Path, max_images: int | None = None,
                 rec["iou_fit"].append(_iou(pasted_fit[k] >= 0.5, gt))
                 rec["iou_unguarded"].append(_iou(pasted_unguarded[k] >= 0.5, gt))
                 rec["iou_teacher"].append(_iou(pasted_teacher[k] >= 0.5, gt))
-                rec["iou_crf"].append(np.nan if pasted_crf is None
-                                      else _iou(pasted_crf[k] >= 0.5, gt))
+                rec["iou_crf"].append(_iou(pasted_crf[k] >= 0.5, gt))
+                rec["review_crf"].append(float(review_crf[k]))
                 rec["box_iou"].append(_iou(box_masks[ann_id], gt))
                 rec["seen"].append(int(ann["category_id"]) in seen_ids)
                 rec["cat"].append(int(ann["category_id"]))
@@ -224,6 +212,16 @@ def dump(checkpoint: Path, out: Path, max_images: int | None = None,
     np.savez_compressed(partial, names=names, **arrays)
     partial.replace(out)
     return len(rec["iou"])
+
+
+def _lowest(scores: np.ndarray, ious: np.ndarray, share: float) -> str:
+    """The share of the masks with IoU < 0.5 among the lowest-scoring ``share`` (``-`` when
+    none is bad)."""
+    bad = ious < 0.5
+    if not bad.any():
+        return "-"
+    k = max(1, int(np.ceil(share * len(scores))))
+    return f"{bad[np.argsort(scores, kind='stable')[:k]].sum() / bad.sum():.2f}"
 
 
 def frame_stats(probs: np.ndarray) -> dict[str, float]:
@@ -287,6 +285,18 @@ def report(path: Path, categories: list[str] | None = None) -> str:
             f"| {100 * d['iou_teacher'][keep].mean():.1f} "
             f"| {int(fb.sum())} | {gain} "
             f"| {sp(colour_box[keep], d['iou'][keep])} / {sp(colour_ring[keep], d['iou'][keep])} |")
+    if "review_crf" in d:
+        lines += ["", ("The review score against the true IoU (Spearman; share of the masks with IoU "
+                  "< 0.5 in the lowest-scoring 20 %): served without the CRF, with it, and the "
+                  "unrefined mask's score for the refined mask"), "",
+                  "| masks | score / IoU of | Spearman | bad in lowest 20 % |", "|---|---|---|---|"]
+        for side, keep in (("unseen", ~d["seen"]), ("seen", d["seen"])):
+            for label, score, iou in (("mask / mask", d["review"], d["iou"]),
+                                      ("refined / refined", d["review_crf"], d["iou_crf"]),
+                                      ("mask / refined", d["review"], d["iou_crf"])):
+                if keep.any():
+                    lines.append(f"| {side} | {label} | {sp(score[keep], iou[keep])} "
+                                 f"| {_lowest(score[keep], iou[keep], 0.2)} |")
     lookup = {v: int(k) for k, v in names.items()}
     for name in categories or []:
         if name not in lookup:
