@@ -269,8 +269,7 @@ class Predictor:
         # The card says whether the decoders have the `quality` output (the mask-quality head).
         self.has_quality = bool(card.mask_quality)
         # Every mask refined by the dense CRF on its image (the card's model.served_crf, or the
-        # options' choice): after the decoder, before the review score, which scores what is
-        # served.
+        # options' choice): after the decoder and its review score (`_prediction`).
         self.mask_refine = (card.mask_refine if options.mask_refine == "auto"
                             else options.mask_refine)
         self._detector = detector
@@ -483,9 +482,15 @@ class Predictor:
         head = None if quality is None else quality.astype(np.float32)
         if pixels is not None and len(probs):
             resized = boxes_to_resized(boxes, info)
+            # The review score reads the decoder's masks even where the CRF refines what is
+            # served: the refined masks' own statistics rank them worse (their confidence and
+            # colour separation are high for every mask the CRF has pulled onto an edge, right
+            # or wrong; benchmarks/per_mask.py on the transfer benchmark: Spearman with the
+            # refined masks' IoU 0.55 and 0.63 from the decoder's masks, 0.51 and 0.52 from the
+            # refined ones, unseen, seeds 0 and 1).
+            quality = review_boxes(pixels, resized, probs, head, t)
             if self.mask_refine == "crf":
                 probs = refine_boxes(pixels, resized, probs)
-            quality = review_boxes(pixels, resized, probs, head, t)
         return Prediction(
             mask_threshold=self.mask_threshold if threshold is None else threshold,
             scores=scores.astype(np.float32),
