@@ -178,9 +178,11 @@ def test_the_recipe_refines_with_the_crf_and_serves_box_taught_masks_fitted(
     monkeypatch.setattr(ft, "crf_available", lambda: True)
     cfg, _ = ft.build_config(request, ckpt, 8)
     assert cfg.model.sigma == "crf" and cfg.model.served_mask_fit == "box"
+    assert cfg.model.served_crf  # the runtime's CRF (numpy) needs no optional package
     monkeypatch.setattr(ft, "crf_available", lambda: False)
     cfg, _ = ft.build_config(request, ckpt, 8)
     assert cfg.model.sigma == "threshold" and cfg.model.served_mask_fit == "box"
+    assert cfg.model.served_crf
     said: list[str] = []
     out = tmp_path / "run"
     ft.finetune(ft.FinetuneRequest(checkpoint=tiny_checkpoint, coco=user_data["train"],
@@ -190,3 +192,7 @@ def test_the_recipe_refines_with_the_crf_and_serves_box_taught_masks_fitted(
     trained = torch.load(out / "train" / "checkpoint_last.pt", map_location="cpu",
                          weights_only=False)
     assert trained["config"]["model"]["served_mask_fit"] == "box"
+    assert trained["config"]["model"]["served_crf"] is True
+    import json
+
+    assert json.loads((out / "model" / "model.json").read_text())["mask_refine"] == "crf"
