@@ -175,10 +175,12 @@ def test_data_synth_prints_a_short_summary_and_names_the_cli_flag_when_refusing(
 def test_export_shows_each_stage_the_parity_figures_and_where_the_model_is(
         tiny_checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "model"
-    result = runner.invoke(app, ["export", str(tiny_checkpoint), "--out", str(out), "--name", "t"],
-                           env=WIDE)
+    result = runner.invoke(app, ["export", str(tiny_checkpoint), "--out", str(out), "--name", "t",
+                                 "--crf"], env=WIDE)
     assert result.exit_code == 0, result.output
     text = result.output
+    # --crf: the card asks the runtime to refine the masks (the checkpoint's config does not).
+    assert json.loads((out / "model.json").read_text())["mask_refine"] == "crf"
     stages = ["loading the checkpoint", "exporting the encoder", "exporting the decoder",
               "exporting the labelled decoder", "exporting the detector", "checking parity",
               "writing model.json"]
