@@ -50,20 +50,6 @@ RECIPE: dict[str, dict[str, Any]] = {
               "batch_size": 4, "warmup_iters": 50, "warmup_factor": 0.001, "gamma": 0.1,
               "log_every": 25, "keep_checkpoints": 1, "checkpoint_every_iters": 100},
 }
-# The dense CRF (sigma: crf) is an optional extra: without it the recipe thresholds the fitted
-# pseudo-masks instead (about 0.01 box-prompted mIoU less on the benchmark) and says so.
-CRF_MISSING = ("the CRF package is not installed: pseudo-masks are thresholded instead of "
-               "refined by the CRF (pip install 'boxmask[crf]' for the full recipe)")
-
-
-def crf_available() -> bool:
-    try:
-        import pydensecrf.densecrf  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 # Iterations by default: 12 passes over the data, within these bounds (1500: under an hour on
 # 2 CPU cores for the synthetic benchmark's model).
 MIN_ITERATIONS, MAX_ITERATIONS = 200, 1500
@@ -170,8 +156,6 @@ def build_config(request: FinetuneRequest, ckpt: dict[str, Any], num_images: int
         raise ConfigError(f"{str(request.checkpoint)!r} stores no model config: it was not "
                           "written by `boxmask train` or `boxmask import torchvision`")
     model.update(RECIPE["model"])
-    if model["sigma"] == "crf" and not crf_available():
-        model["sigma"] = "threshold"
     model["init_from"] = str(request.checkpoint)
     batch = RECIPE["train"]["batch_size"]
     iterations = request.iterations or default_iterations(num_images, batch)
@@ -294,8 +278,6 @@ def finetune(request: FinetuneRequest, say: Callable[[str], None] = print) -> di
     device = "cuda" if torch.cuda.is_available() else "cpu"
     say(f"{'resuming' if resumed else 'fine-tuning'} {request.checkpoint.name} on "
         f"{len(coco['images'])} images, {iterations} iterations on {device}")
-    if RECIPE["model"]["sigma"] == "crf" and cfg.model.sigma != "crf":
-        say(CRF_MISSING)
     last = train(cfg, resume=Path("auto"))
 
     evaluation = None

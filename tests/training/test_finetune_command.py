@@ -164,35 +164,48 @@ def test_keep_categories_keeps_the_checkpoints_categories_the_file_lacks(tiny_ch
 
 def test_the_recipe_refines_with_the_crf_and_serves_box_taught_masks_fitted(
         tiny_checkpoint, user_data, tmp_path, monkeypatch) -> None:
-    """The recipe's CRF step (an optional extra) and its served fit: with the CRF package the
-    training config refines pseudo-masks with it; without it the run thresholds them and says
-    so in one line; either way the bundle's config serves box-taught categories fitted."""
+    """The recipe's CRF step and its served masks: the pseudo-masks refined by the CRF with or
+    without the optional pydensecrf (the runtime's numpy CRF stands in), the bundle serving
+    box-taught categories fitted and every mask refined by the CRF."""
+    import builtins
+    import json
+
+    import numpy as np
     import torch
 
     from boxmask.model.checkpoint import load_checkpoint
+    from boxmask.model.pseudo_masks import dense_crf
+    from boxmask.runtime.crf import crf_refine
     from boxmask.training import finetune as ft
 
     request = ft.FinetuneRequest(checkpoint=tiny_checkpoint, coco=user_data["train"],
                                  images=user_data["images"], out=tmp_path / "a")
-    ckpt = load_checkpoint(tiny_checkpoint)
-    monkeypatch.setattr(ft, "crf_available", lambda: True)
-    cfg, _ = ft.build_config(request, ckpt, 8)
+    cfg, _ = ft.build_config(request, load_checkpoint(tiny_checkpoint), 8)
     assert cfg.model.sigma == "crf" and cfg.model.served_mask_fit == "box"
-    assert cfg.model.served_crf  # the runtime's CRF (numpy) needs no optional package
-    monkeypatch.setattr(ft, "crf_available", lambda: False)
-    cfg, _ = ft.build_config(request, ckpt, 8)
-    assert cfg.model.sigma == "threshold" and cfg.model.served_mask_fit == "box"
     assert cfg.model.served_crf
-    said: list[str] = []
+
+    # Without pydensecrf, the training sigma's CRF is the runtime's.
+    real_import = builtins.__import__
+
+    def no_pydensecrf(name, *args, **kwargs):
+        if name.startswith("pydensecrf"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    rng = np.random.default_rng(0)
+    probs = rng.random((28, 28)).astype(np.float32)
+    image = rng.integers(0, 255, (28, 28, 3), dtype=np.uint8)
+    monkeypatch.setattr(builtins, "__import__", no_pydensecrf)
+    np.testing.assert_array_equal(dense_crf(probs, image), crf_refine(probs[None], image[None])[0])
+    monkeypatch.undo()
+
     out = tmp_path / "run"
     ft.finetune(ft.FinetuneRequest(checkpoint=tiny_checkpoint, coco=user_data["train"],
                                    images=user_data["images"], out=out, iterations=2,
-                                   int8=False), say=said.append)
-    assert ft.CRF_MISSING in said
+                                   int8=False), say=lambda _: None)
     trained = torch.load(out / "train" / "checkpoint_last.pt", map_location="cpu",
                          weights_only=False)
+    assert trained["config"]["model"]["sigma"] == "crf"
     assert trained["config"]["model"]["served_mask_fit"] == "box"
     assert trained["config"]["model"]["served_crf"] is True
-    import json
-
     assert json.loads((out / "model" / "model.json").read_text())["mask_refine"] == "crf"
