@@ -129,15 +129,19 @@ def train_head(checkpoint: Path, stored: dict[str, Any], out: Path, seed: int, i
     return train(config(epochs, math.ceil(iterations / epochs)), resume=Path("auto"))
 
 
-def measure(raw: dict[str, Any], context: int | None = None) -> dict[str, Any]:
+def measure(raw: dict[str, Any], context: int | None = None, crf: bool = False
+            ) -> dict[str, Any]:
     """The three scores and the true IoU of every validation instance, box-prompted, for a
-    loaded checkpoint ``raw``."""
+    loaded checkpoint ``raw``. ``crf``: the IoU is the served mask's refined by the CRF (a
+    bundle with ``mask_refine: crf``; boxmask.runtime.crf), the scores the decoder's masks'
+    (as the runtime computes them)."""
     import torch
 
     from boxmask.data.coco import CocoInstances
     from boxmask.evaluation.run import prompts_for_image
     from boxmask.model.checkpoint import model_from_checkpoint
     from boxmask.model.paste import paste_masks
+    from boxmask.runtime.crf import refine_boxes
     from boxmask.runtime.review import CONTEXT, review_score, sample_box_colours
     from boxmask.runtime.transforms import resize_image
 
@@ -176,13 +180,21 @@ def measure(raw: dict[str, Any], context: int | None = None) -> dict[str, Any]:
             colours = sample_box_colours(pixels, scaled.numpy(), grid.shape[-1],
                                          CONTEXT if context is None else context)
             served = review_score(grid, colours, head_iou)
+            # The mask served: the decoder's, or refined by the CRF; its scores read the
+            # decoder's (the runtime's order).
+            shown = probs
+            if crf:
+                refined = torch.from_numpy(refine_boxes(pixels, scaled.numpy(), grid))[:, None]
+                shown = paste_masks(refined, boxes, (h, w),
+                                    model.paste_offset((h, w), resized))[:, 0]
             for k, ann_id in enumerate(ann_ids):
                 ann = coco.anns[ann_id]
                 gt = coco.annToMask(ann).astype(bool)
                 p = probs[k].numpy()
                 pred = p >= 0.5
-                union = (pred | gt).sum()
-                iou = 1.0 if union == 0 else float((pred & gt).sum() / union)
+                served_mask = shown[k].numpy() >= 0.5
+                union = (served_mask | gt).sum()
+                iou = 1.0 if union == 0 else float((served_mask & gt).sum() / union)
                 conf = float(p[pred].mean()) if pred.any() else 0.0
                 rows.append((int(ann["category_id"]) in seen_ids, iou, float(served[k]),
                              float(quality[k]) if quality is not None else float("nan"),
@@ -229,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iterations", type=int, default=500)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--smoke", action="store_true", help="2 iterations, one seed")
+    p.add_argument("--crf", action="store_true",
+                   help="score the masks as served refined by the CRF (model.served_crf): the "
+                        "true IoU is the refined mask's")
     p.add_argument("--review-context", type=int, default=None, metavar="CELLS",
                    help="the colour term's ring around the box, in cells of the mask grid "
                         "(default: the runtime's boxmask.runtime.review.CONTEXT; 0: the box's "
@@ -243,13 +258,15 @@ def main(argv: list[str] | None = None) -> int:
     raw = load_checkpoint(checkpoint)  # read once: its config, weights and (maybe) head
     # A ring other than the served score's is named in every result it makes.
     ring = {} if args.review_context is None else {"review_context": args.review_context}
+    if args.crf:
+        ring["served_crf"] = True
     base = checkpoint
     # Measured as it is (with the head it was trained with, if any), then fresh heads.
     done = out / "with_the_model" / "result.json"
     if not done.is_file():
         write_json(done, {"seed": "with the model", "checkpoint": str(args.checkpoint),
                           "head": has_quality_head(raw), **ring,
-                          **measure(raw, args.review_context)})
+                          **measure(raw, args.review_context, args.crf)})
     print("the checkpoint as it is" + (" (its head trained with the model):"
                                         if has_quality_head(raw) else " (no head):"))
     print(table([json.loads(done.read_text())]))
@@ -270,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
                                              args.threads))
         result = {"seed": seed, "checkpoint": str(args.checkpoint),
                   "iterations": int(trained["iteration"]), **ring,
-                  **measure(trained, args.review_context)}
+                  **measure(trained, args.review_context, args.crf)}
         write_json(done, result)
         results.append(result)
     print(f"heads trained post hoc ({args.iterations} iterations, everything else frozen):")

@@ -90,3 +90,18 @@ def test_the_colour_terms_ring_can_be_set_to_compare_widths(bench, tiny_checkpoi
     assert results["box_only"]["review_context"] == 0
     for side in ("seen", "unseen"):
         assert results["box_only"][side]["mean confidence"] == results["served"][side]["mean confidence"]
+
+
+def test_the_crf_served_masks_are_scored_by_the_decoders_masks(bench, tiny_checkpoint,
+                                                               tmp_path) -> None:
+    """--crf: the true IoU is the refined mask's (what a mask_refine: crf bundle serves), the
+    scores the decoder's masks' (the runtime's order): the scores match a plain run's."""
+    plain, refined = tmp_path / "plain", tmp_path / "crf"
+    assert bench.main(["--checkpoint", str(tiny_checkpoint), "--out", str(plain), "--seeds"]) == 0
+    assert bench.main(["--checkpoint", str(tiny_checkpoint), "--out", str(refined), "--seeds",
+                       "--crf"]) == 0
+    a = json.loads((plain / "with_the_model" / "result.json").read_text())
+    b = json.loads((refined / "with_the_model" / "result.json").read_text())
+    assert b["served_crf"] is True and "served_crf" not in a
+    assert a["all"]["instances"] == b["all"]["instances"]
+    assert a["all"]["mean_iou"] != b["all"]["mean_iou"]
