@@ -34,6 +34,8 @@ def test_segment_serves_the_refined_masks_when_told(model_dir: Path) -> None:
                             data={"boxes": str(BOXES)})
             assert r.status_code == 200, r.text
             answers[refine] = r.json()["instances"]
+            listed = client.get("/v1/models").json()["models"]
+            assert {m["mask_refine"] for m in listed} == {refine}
     assert [i["box"] for i in answers["none"]] == [i["box"] for i in answers["crf"]] == BOXES
     assert ([(i["mask"], i["quality"]) for i in answers["none"]]
             != [(i["mask"], i["quality"]) for i in answers["crf"]])

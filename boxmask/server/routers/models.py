@@ -34,7 +34,8 @@ async def list_models(registry: ModelRegistry = Depends(get_registry),
                                 status="ready" if slot.ready else "failed",
                                 error=redact_paths(slot.error) if slot.error else None,
                                 backend=settings.effective_backend, categories=categories,
-                                samples=samples, card=public_card(slot.card)))
+                                samples=samples, card=public_card(slot.card),
+                                mask_refine=getattr(slot.predictor, "mask_refine", None)))
     return ModelsResponse(default=default, models=models)
 
 
