@@ -14,9 +14,9 @@ import json
 import os
 import statistics
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 # -- run locking: a run belongs to the first live process that locks its folder ---------------
 
@@ -50,6 +50,64 @@ def claim(out: Path) -> bool:
         os.write(fd, str(os.getpid()).encode())
         os.close(fd)
         return True
+
+
+# -- box-prompted decoding --------------------------------------------------------------------
+
+
+def prompted_images(dataset: Any, to_label: dict[int, int], max_images: int | None = None
+                    ) -> Iterator[tuple[int, list[int], Any, Any, Any]]:
+    """``(image_id, ann_ids, boxes, labels, image)`` for each image of ``dataset`` (a
+    boxmask.data.coco.CocoInstances; the first ``max_images``) with at least one prompt: its
+    non-crowd ground-truth boxes and labels (boxmask.evaluation.run.prompts_for_image, the
+    evaluation's box-prompted setting) and the image tensor."""
+    from boxmask.evaluation.run import prompts_for_image
+
+    ids = dataset.ids if max_images is None else dataset.ids[:max_images]
+    for image_id in ids:
+        ann_ids, boxes, labels = prompts_for_image(dataset.coco, image_id, to_label)
+        if ann_ids:
+            yield image_id, ann_ids, boxes, labels, dataset.load_image(image_id)
+
+
+def runtime_pixels(image: Any, model_cfg: dict[str, Any]) -> Any:
+    """``image`` (``[3, H, W]`` in [0, 1]) as the runtime's encoder sees it: uint8 RGB, resized
+    by the runtime's own resize (boxmask.runtime.transforms) to the model's ``min_size`` /
+    ``max_size``: ``[H', W', 3]`` uint8, the pixels the review score and the CRF read."""
+    import numpy as np
+
+    from boxmask.runtime.transforms import resize_image
+
+    rgb = (image.permute(1, 2, 0).numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
+    resized = resize_image(rgb, model_cfg["min_size"], model_cfg["max_size"])
+    return np.clip(np.rint(resized), 0, 255).astype(np.uint8)
+
+
+class PromptedDecode(NamedTuple):
+    """What :func:`decode_prompts` gives."""
+
+    features: Any
+    resized: tuple[int, int]
+    scaled: Any  # [N, 4] the boxes in the resized image's pixels
+    logits: Any  # [N, 1, R, R]
+    class_scores: Any
+    used: Any
+    quality: Any
+    offset: tuple[float, float]  # what paste_masks moves the boxes by
+
+
+def decode_prompts(model: Any, image: Any, boxes: Any, labels: Any) -> PromptedDecode:
+    """One image encoded and its boxes (original pixels) decoded box-prompted, as the runtime's
+    decoder does: the mask logits, class scores, labels used and the head's IoU (None without
+    it), with what pasting and the review score need beside them."""
+    h, w = image.shape[-2:]
+    features, resized = model.encode(image)
+    scaled = boxes * model.resize_scale((h, w), resized).repeat(2)[None]
+    logits, class_scores, used, quality = model.roi_heads.decode_boxes_with_quality(
+        features, scaled, labels, resized)
+    return PromptedDecode(features, resized, scaled, logits, class_scores, used, quality,
+                          model.paste_offset((h, w), resized))
+
 
 
 # -- result files ------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from harness import write_json
+from harness import decode_prompts, prompted_images, runtime_pixels, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 EVERYTHING_BUT_QUALITY = "[backbone, pixel_stem, rpn, box_head, teacher, student]"
@@ -138,12 +138,10 @@ def measure(raw: dict[str, Any], context: int | None = None, crf: bool = False
     import torch
 
     from boxmask.data.coco import CocoInstances
-    from boxmask.evaluation.run import prompts_for_image
     from boxmask.model.checkpoint import model_from_checkpoint
     from boxmask.model.paste import paste_masks
     from boxmask.runtime.crf import refine_boxes
     from boxmask.runtime.review import CONTEXT, review_score, sample_box_colours
-    from boxmask.runtime.transforms import resize_image
 
     model, categories = model_from_checkpoint(raw)
     model.eval()
@@ -158,23 +156,13 @@ def measure(raw: dict[str, Any], context: int | None = None, crf: bool = False
     to_label = {int(c["id"]): int(c["label"]) for c in categories}
     rows: list[tuple[bool, float, float, float, float, float]] = []
     with torch.no_grad():
-        for image_id in dataset.ids:
-            ann_ids, boxes, labels = prompts_for_image(coco, image_id, to_label)
-            if not ann_ids:
-                continue
-            image = dataset.load_image(image_id)
+        for _, ann_ids, boxes, labels, image in prompted_images(dataset, to_label):
             h, w = image.shape[-2:]
-            features, resized = model.encode(image)
-            scale = model.resize_scale((h, w), resized)
-            scaled = boxes * scale.repeat(2)[None]
-            logits, class_scores, used, quality = model.roi_heads.decode_boxes_with_quality(
-                features, scaled, labels, resized)
-            probs = paste_masks(logits.sigmoid(), boxes, (h, w),
-                                model.paste_offset((h, w), resized))[:, 0]
+            _, _, scaled, logits, class_scores, used, quality, offset = decode_prompts(
+                model, image, boxes, labels)
+            probs = paste_masks(logits.sigmoid(), boxes, (h, w), offset)[:, 0]
             # The served score, as the runtime computes it (its resize of the uint8 image).
-            rgb = (image.permute(1, 2, 0).numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
-            pixels = np.clip(np.rint(resize_image(rgb, m["min_size"], m["max_size"])), 0,
-                             255).astype(np.uint8)
+            pixels = runtime_pixels(image, m)
             grid = logits.sigmoid()[:, 0].numpy()
             head_iou = quality.numpy() if quality is not None else None
             colours = sample_box_colours(pixels, scaled.numpy(), grid.shape[-1],
@@ -185,8 +173,7 @@ def measure(raw: dict[str, Any], context: int | None = None, crf: bool = False
             shown = probs
             if crf:
                 refined = torch.from_numpy(refine_boxes(pixels, scaled.numpy(), grid))[:, None]
-                shown = paste_masks(refined, boxes, (h, w),
-                                    model.paste_offset((h, w), resized))[:, 0]
+                shown = paste_masks(refined, boxes, (h, w), offset)[:, 0]
             for k, ann_id in enumerate(ann_ids):
                 ann = coco.anns[ann_id]
                 gt = coco.annToMask(ann).astype(bool)

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from harness import decode_prompts, prompted_images, runtime_pixels
 
 #: The box's own IoU with its object, grouped: below 0.5 the object is mostly hidden, at 0.95
 #: and above it fills its box.
@@ -110,13 +111,11 @@ def dump(checkpoint: Path, out: Path, max_images: int | None = None,
     import torch
 
     from boxmask.config import BoxMaskConfig
-    from boxmask.evaluation.run import prompts_for_image
     from boxmask.model.checkpoint import model_from_checkpoint
     from boxmask.model.paste import paste_masks
     from boxmask.runtime.crf import refine_boxes
     from boxmask.runtime.predictor import BOX_FALLBACK_PROB
     from boxmask.runtime.review import review_score, sample_box_colours
-    from boxmask.runtime.transforms import resize_image
 
     raw, model, categories, dataset, seen_ids = _load(checkpoint, serve)
     stored = BoxMaskConfig.model_validate(raw["config"]).model
@@ -133,30 +132,20 @@ def dump(checkpoint: Path, out: Path, max_images: int | None = None,
             "fallback")
     rec: dict[str, list[Any]] = {k: [] for k in keys}
 
-    def decode(mod, image, boxes, labels):
-        h, w = image.shape[-2:]
-        features, resized = mod.encode(image)
-        scaled = boxes * mod.resize_scale((h, w), resized).repeat(2)[None]
-        logits, class_scores, used, quality = mod.roi_heads.decode_boxes_with_quality(
-            features, scaled, labels, resized)
-        offset = mod.paste_offset((h, w), resized)
-        return features, resized, scaled, logits, class_scores, used, quality, offset
-
-    ids = dataset.ids if max_images is None else dataset.ids[:max_images]
     with torch.no_grad():
-        for image_id in ids:
-            ann_ids, boxes, labels = prompts_for_image(coco, image_id, to_label)
-            if not ann_ids:
-                continue
-            image = dataset.load_image(image_id)
+        for image_id, ann_ids, boxes, labels, image in prompted_images(dataset, to_label,
+                                                                      max_images):
             h, w = image.shape[-2:]
-            features, resized, scaled, logits, class_scores, used, quality, offset = decode(
-                model, image, boxes, labels)
+            features, resized, scaled, logits, class_scores, used, quality, offset = (
+                decode_prompts(model, image, boxes, labels))
             grid = logits.sigmoid()
             pasted = paste_masks(grid, boxes, (h, w), offset)[:, 0].numpy()
+            # The variants share the weights, so the image's features: only the mask branch's
+            # serving differs.
             served = {}
             for key, variant in variants.items():
-                other = decode(variant, image, boxes, labels)[3].sigmoid()
+                other = variant.roi_heads.decode_boxes_with_quality(
+                    features, scaled, labels, resized)[0].sigmoid()
                 served[key] = paste_masks(other, boxes, (h, w), offset)[:, 0].numpy()
             pasted_fit = served.get("fit", pasted)
             pasted_unguarded = served.get("unguarded", pasted)
@@ -171,10 +160,7 @@ def dump(checkpoint: Path, out: Path, max_images: int | None = None,
             else:
                 teacher, pasted_teacher = grid[:, 0].numpy(), pasted
             # The review score as the runtime computes it: its resize of the uint8 image.
-            rgb = (image.permute(1, 2, 0).numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
-            m = raw["config"]["model"]
-            pixels = np.clip(np.rint(resize_image(rgb, m["min_size"], m["max_size"])), 0,
-                             255).astype(np.uint8)
+            pixels = runtime_pixels(image, raw["config"]["model"])
             g = grid[:, 0].numpy()
             colours = sample_box_colours(pixels, scaled.numpy(), g.shape[-1])
             head = None if quality is None else quality.numpy()
@@ -341,7 +327,6 @@ def shift(checkpoint: Path, max_images: int | None = None) -> str:
     """The shift table of a checkpoint (module doc), as markdown."""
     import torch
 
-    from boxmask.evaluation.run import prompts_for_image
     from boxmask.model.paste import paste_masks
 
     _, model, categories, dataset, _ = _load(checkpoint)
@@ -349,19 +334,12 @@ def shift(checkpoint: Path, max_images: int | None = None) -> str:
     to_label = {int(c["id"]): int(c["label"]) for c in categories}
     names = {int(c["id"]): c["name"] for c in categories}
     rows: list[tuple[float, ...]] = []
-    ids = dataset.ids if max_images is None else dataset.ids[:max_images]
     with torch.no_grad():
-        for image_id in ids:
-            ann_ids, boxes, labels = prompts_for_image(coco, image_id, to_label)
-            if not ann_ids:
-                continue
-            image = dataset.load_image(image_id)
+        for _, ann_ids, boxes, labels, image in prompted_images(dataset, to_label, max_images):
             h, w = image.shape[-2:]
-            features, resized = model.encode(image)
-            scaled = boxes * model.resize_scale((h, w), resized).repeat(2)[None]
-            logits = model.roi_heads.decode_boxes_with_quality(features, scaled, labels, resized)[0]
-            probs = paste_masks(logits.sigmoid(), boxes, (h, w),
-                                model.paste_offset((h, w), resized))[:, 0].numpy()
+            decoded = decode_prompts(model, image, boxes, labels)
+            probs = paste_masks(decoded.logits.sigmoid(), boxes, (h, w),
+                                decoded.offset)[:, 0].numpy()
             for k, ann_id in enumerate(ann_ids):
                 gt = coco.annToMask(coco.anns[ann_id]).astype(bool)
                 pred = probs[k] >= 0.5

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 from finetune_quality import OLD
-from harness import markdown_table
+from harness import decode_prompts, markdown_table, prompted_images
 
 ROOT = Path(__file__).resolve().parents[1]
 # The fine-tune benchmark's validation set (benchmarks/finetune_quality.py builds it).
@@ -36,7 +36,6 @@ def measure(checkpoint: Path, annotations: Path, images: Path,
     import torch
 
     from boxmask.data.coco import CocoInstances
-    from boxmask.evaluation.run import prompts_for_image
     from boxmask.model.checkpoint import load_checkpoint, model_from_checkpoint
     from boxmask.model.paste import paste_masks
     from boxmask.model.pseudo_masks import fit_to_box
@@ -49,23 +48,16 @@ def measure(checkpoint: Path, annotations: Path, images: Path,
     to_label = {int(c["id"]): int(c["label"]) for c in categories}
     ious: dict[str, dict[str, list[float]]] = {"plain": {}, **{f"fit{c:.2f}": {} for c in covers}}
     with torch.no_grad():
-        for image_id in dataset.ids:
-            ann_ids, boxes, labels = prompts_for_image(coco, image_id, to_label)
-            if not ann_ids:
-                continue
-            image = dataset.load_image(image_id)
+        for _, ann_ids, boxes, labels, image in prompted_images(dataset, to_label):
             h, w = image.shape[-2:]
-            features, resized = model.encode(image)
-            scale = model.resize_scale((h, w), resized)
-            logits, *_ = model.roi_heads.decode_boxes_with_quality(
-                features, boxes * scale.repeat(2)[None], labels, resized)
-            probs = logits.sigmoid()[:, 0]
+            decoded = decode_prompts(model, image, boxes, labels)
+            probs = decoded.logits.sigmoid()[:, 0]
             inside = torch.ones_like(probs, dtype=torch.bool)  # the RoI is the box
             variants = {"plain": probs, **{f"fit{c:.2f}": fit_to_box(probs, inside, c)
                                            for c in covers}}
             for variant, masks in variants.items():
                 pasted = paste_masks(masks[:, None], boxes, (h, w),
-                                     model.paste_offset((h, w), resized))[:, 0].numpy() >= 0.5
+                                     decoded.offset)[:, 0].numpy() >= 0.5
                 for k, ann_id in enumerate(ann_ids):
                     ann = coco.anns[ann_id]
                     truth = coco.annToMask(ann).astype(bool)

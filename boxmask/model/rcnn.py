@@ -127,10 +127,16 @@ class BoxMaskRCNN(GeneralizedRCNN):
     def encode(self, image: torch.Tensor) -> tuple[OrderedDict[str, torch.Tensor], tuple[int, int]]:
         """One image ``[3, H, W]`` in [0, 1] -> FPN levels ``'0'..'3'`` (and ``'pixels'`` for
         pixel-fused mask heads) and the resized (h, w)."""
+        features, resized, _ = self._encode(image)
+        return features, resized
+
+    def _encode(self, image: torch.Tensor
+                ) -> tuple[OrderedDict[str, torch.Tensor], tuple[int, int], torch.Tensor]:
+        """:meth:`encode`, and the transform's normalised padded batch ``[1, 3, H', W']``."""
         batch, _ = self.transform([image])
         features = self.backbone(batch.tensors)
         levels = OrderedDict((k, features[k]) for k in FPN_LEVELS)
-        return self.with_pixels(levels, batch.tensors), batch.image_sizes[0]
+        return self.with_pixels(levels, batch.tensors), batch.image_sizes[0], batch.tensors
 
     def detect_features(self, features: dict[str, torch.Tensor],
                         image_size: tuple[int, int] | tuple[torch.Tensor, torch.Tensor]
@@ -201,12 +207,11 @@ class BoxMaskRCNN(GeneralizedRCNN):
     def _decode(self, image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int]]:
         """:meth:`decode_in_image`, and the resized (h, w) the image was encoded at."""
-        features, resized = self.encode(image)
+        features, resized, batch = self._encode(image)
         scale = self.resize_scale((int(image.shape[-2]), int(image.shape[-1])), resized)
         scaled = boxes.float() * scale.to(boxes.device).repeat(2)[None]
         logits, scores, used = self.roi_heads.decode_boxes(features, scaled, labels.long(), resized)
         probs = logits.sigmoid()
         if self.served_crf:
-            batch, _ = self.transform([image])
-            probs = self.refine(probs, scaled, self.pixels(batch.tensors)[0])
+            probs = self.refine(probs, scaled, self.pixels(batch)[0])
         return probs, scores, used, resized
