@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from boxmask import __version__
 from boxmask.server.budget import CallerBudget
+from boxmask.server.dependencies import Services
 from boxmask.server.errors import install_error_handlers
 from boxmask.server.limits import BodySizeLimitMiddleware, InferenceLimiter
 from boxmask.server.metrics import ServerMetrics
@@ -62,6 +63,8 @@ def create_app(settings: ServerSettings | None = None,
         app.state.limiter = InferenceLimiter(settings.max_concurrency, settings.max_queue,
                                              settings.queue_timeout_s, settings.retry_after_s,
                                              metrics)
+        app.state.services = Services(settings, registry, app.state.limiter, metrics,
+                                      app.state.caller_budget)
         if labelstudio is not None:
             app.state.labelstudio = labelstudio_backends.LabelStudioBackends.start(
                 registry, labelstudio_settings)

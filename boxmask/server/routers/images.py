@@ -8,16 +8,13 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from boxmask.server import inference
 from boxmask.server.auth import require_token
-from boxmask.server.budget import CallerBudget, caller_of
-from boxmask.server.dependencies import get_caller_budget, get_limiter, get_registry, get_settings
+from boxmask.server.budget import caller_of
+from boxmask.server.dependencies import Services, get_services
 from boxmask.server.errors import ApiError, ErrorResponse
-from boxmask.server.limits import InferenceLimiter
 from boxmask.server.openapi import image_upload_body
 from boxmask.server.payloads import check_image_header, max_part_size, media_type, unsupported
-from boxmask.server.registry import ModelRegistry
 from boxmask.server.runner import run_inference
 from boxmask.server.schemas import ImageResponse
-from boxmask.server.settings import ServerSettings
 
 router = APIRouter(prefix="/v1", tags=["images"], dependencies=[Depends(require_token)])
 
@@ -30,16 +27,14 @@ _RAW_TYPES = ("image/", "application/octet-stream")
 async def upload_image(
     request: Request,
     model: str | None = Query(None, description="Model whose cache gets the image."),
-    settings: ServerSettings = Depends(get_settings),
-    registry: ModelRegistry = Depends(get_registry),
-    limiter: InferenceLimiter = Depends(get_limiter),
-    budget: CallerBudget = Depends(get_caller_budget),
+    services: Services = Depends(get_services),
 ) -> ImageResponse:
     """Upload an image (a multipart ``image`` file, or the raw bytes with an ``image/*`` or
     ``application/octet-stream`` content type). The answer's ``image_id`` is the sha256 of the
     bytes; the image is encoded now, so later ``/v1/segment`` calls with that id only run the
     box decoder. Ids live in a bounded cache: after eviction, segment answers 404
     ``unknown_image`` and the image must be sent again."""
+    settings, registry, budget = services.settings, services.registry, services.budget
     kind = media_type(request)
     slot = registry.slot(model)
     if kind == "multipart/form-data":
@@ -69,7 +64,7 @@ async def upload_image(
     caller = caller_of(request)
     budget.take(caller, width * height)
     try:
-        return await run_inference(limiter, registry, slot, inference.upload, slot.predictor,
+        return await run_inference(services.limiter, registry, slot, inference.upload, slot.predictor,
                                    slot.name, data, settings.max_image_pixels)
     except BaseException:
         budget.refund(caller, width * height)

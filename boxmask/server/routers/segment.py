@@ -18,20 +18,12 @@ from boxmask.runtime.boxes import BoxRequest, prepare_boxes
 from boxmask.runtime.errors import RuntimeInputError, TooManyBoxes, TooManyMaskPixels
 from boxmask.server import inference
 from boxmask.server.auth import require_token
-from boxmask.server.budget import CallerBudget, caller_of, image_plane
-from boxmask.server.dependencies import (
-    get_caller_budget,
-    get_limiter,
-    get_metrics,
-    get_registry,
-    get_settings,
-)
+from boxmask.server.budget import caller_of, image_plane
+from boxmask.server.dependencies import Services, get_services
 from boxmask.server.errors import ErrorResponse, from_runtime_error
-from boxmask.server.limits import InferenceLimiter
 from boxmask.server.metrics import ServerMetrics
 from boxmask.server.openapi import json_or_form
 from boxmask.server.payloads import read_image_request
-from boxmask.server.registry import ModelRegistry
 from boxmask.server.runner import run_inference
 from boxmask.server.schemas import (
     DetectParams,
@@ -40,7 +32,6 @@ from boxmask.server.schemas import (
     SegmentRequest,
     SegmentResponse,
 )
-from boxmask.server.settings import ServerSettings
 
 router = APIRouter(prefix="/v1", tags=["segment"], dependencies=[Depends(require_token)])
 
@@ -50,20 +41,15 @@ ACCEPTED = ["application/json", "multipart/form-data"]
 
 @router.post("/segment", response_model=SegmentResponse, responses=ERRORS,
              openapi_extra=json_or_form(SegmentRequest, SegmentParams))
-async def segment(
-    request: Request,
-    settings: ServerSettings = Depends(get_settings),
-    registry: ModelRegistry = Depends(get_registry),
-    limiter: InferenceLimiter = Depends(get_limiter),
-    metrics: ServerMetrics = Depends(get_metrics),
-    budget: CallerBudget = Depends(get_caller_budget),
-) -> SegmentResponse:
+async def segment(request: Request, services: Services = Depends(get_services)) -> SegmentResponse:
     """Masks for boxes: one instance per box, in the order sent, all boxes decoded in one batch.
 
     The image comes as base64 (``image``), as the id of an uploaded one (``image_id``), or as
     a multipart ``image`` file with the other fields as form fields. Per box, ``labels`` gives a
     category name, id, or null; with null the model's predicted class is used and returned
     with its score. Masks come as COCO RLE (default), polygons, or PNG."""
+    settings, registry, metrics, budget = (services.settings, services.registry,
+                                           services.metrics, services.budget)
     image, params = await read_image_request(request, SegmentRequest, SegmentParams, ACCEPTED)
     slot = registry.slot(params.model)
     assert slot.predictor is not None  # a slot that serves has one
@@ -77,7 +63,7 @@ async def segment(
     budget.take(caller, cost)
     metrics.boxes.observe(len(params.boxes))
     try:
-        return await run_inference(limiter, registry, slot, inference.segment, slot.predictor,
+        return await run_inference(services.limiter, registry, slot, inference.segment, slot.predictor,
                                    slot.name, image, boxes, params, settings.max_image_pixels)
     except BaseException:
         budget.refund(caller, cost)  # refused or failed: the work was not done
@@ -86,16 +72,11 @@ async def segment(
 
 @router.post("/detect", response_model=SegmentResponse, responses=ERRORS,
              openapi_extra=json_or_form(DetectRequest, DetectParams))
-async def detect(
-    request: Request,
-    settings: ServerSettings = Depends(get_settings),
-    registry: ModelRegistry = Depends(get_registry),
-    limiter: InferenceLimiter = Depends(get_limiter),
-    budget: CallerBudget = Depends(get_caller_budget),
-) -> SegmentResponse:
+async def detect(request: Request, services: Services = Depends(get_services)) -> SegmentResponse:
     """Automatic masks for the whole image (the detector): instances scoring at least
     ``score_threshold``, at most ``max_detections`` of them (capped by the server's
     BOXMASK_MAX_DETECTIONS), best first."""
+    settings, registry, budget = services.settings, services.registry, services.budget
     image, params = await read_image_request(request, DetectRequest, DetectParams, ACCEPTED)
     slot = registry.slot(params.model)
     assert slot.predictor is not None
@@ -110,7 +91,7 @@ async def detect(
     caller = caller_of(request)
     budget.take(caller, cost)
     try:
-        answer = await run_inference(limiter, registry, slot, inference.detect, slot.predictor,
+        answer = await run_inference(services.limiter, registry, slot, inference.detect, slot.predictor,
                                      slot.name, image, params, settings.max_image_pixels,
                                      settings.max_detections)
     except BaseException:
