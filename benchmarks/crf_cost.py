@@ -4,10 +4,11 @@
 
 For an exported model (default: the bundled demo), one image set once, then
 ``Predictor.predict`` of 1 and 10 boxes with labels (the label-given decoder, what a box drawn
-in a labeling tool runs) with ``mask_refine`` none and crf, in alternating blocks of one
-process; prints the median over blocks of each block's median, the difference and the ratio.
-Beside it, :func:`boxmask.runtime.crf.crf_refine` alone per mask, and pydensecrf's CRF with the
-same parameters where it is installed (boxmask.model.pseudo_masks.dense_crf).
+in a labeling tool runs) with ``mask_refine`` none, crf and crf_wide, in alternating blocks of
+one process; prints the median over blocks of each block's median, and each CRF's difference
+and ratio to none. Beside it, :func:`boxmask.runtime.crf.crf_refine` alone per mask with each
+kernel, and pydensecrf's CRF with the local kernel's parameters where it is installed
+(boxmask.model.pseudo_masks.dense_crf).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def _median_ms(fn, blocks: int, calls: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     from boxmask.runtime import Predictor
-    from boxmask.runtime.crf import crf_refine
+    from boxmask.runtime.crf import KERNELS, crf_refine
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model-dir", type=Path, default=DEMO)
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     predictors = {refine: Predictor.from_dir(args.model_dir, mask_refine=refine,
                                              intra_op_threads=args.threads)
-                  for refine in ("none", "crf")}
+                  for refine in ("none", "crf", "crf_wide")}
     card = predictors["none"].card
     side = args.size or card.preprocess.min_size
     image = rng.integers(0, 255, (side, side, 3), dtype=np.uint8)
@@ -57,28 +58,31 @@ def main(argv: list[str] | None = None) -> int:
     label = card.categories[0].id
     print(f"{args.model_dir.name}, {side} x {side} image, cached, labels given, "
           f"{args.threads} ONNX Runtime thread(s)\n")
-    print("| boxes | no CRF (ms) | CRF (ms) | CRF - none (ms) | ratio |")
-    print("|---|---|---|---|---|")
+    print("| boxes | no CRF (ms) | CRF (ms) | CRF - none (ms) | ratio | wide CRF (ms) "
+          "| wide - none (ms) | ratio |")
+    print("|---|---|---|---|---|---|---|---|")
     for n in (1, 10):
         x = rng.uniform(0, side * 0.5, n)
         y = rng.uniform(0, side * 0.5, n)
         boxes = np.stack([x, y, x + side * 0.4, y + side * 0.4], 1).astype(np.float32)
         labels = [label] * n
-        times: dict[str, list[float]] = {"none": [], "crf": []}
+        times: dict[str, list[float]] = {refine: [] for refine in predictors}
         for _ in range(args.blocks):
             for refine, pr in predictors.items():
                 def call(pr=pr, key=keys[refine], boxes=boxes, labels=labels) -> None:
                     pr.predict(boxes, labels=labels, key=key)
 
                 times[refine].append(_median_ms(call, 1, args.calls))
-        none, crf = np.median(times["none"]), np.median(times["crf"])
-        print(f"| {n} | {none:.2f} | {crf:.2f} | {crf - none:+.2f} | {crf / none:.2f} |")
+        none, crf, wide = (np.median(times[k]) for k in ("none", "crf", "crf_wide"))
+        print(f"| {n} | {none:.2f} | {crf:.2f} | {crf - none:+.2f} | {crf / none:.2f} "
+              f"| {wide:.2f} | {wide - none:+.2f} | {wide / none:.2f} |")
     r = card.mask_resolution
     probs = rng.random((10, r, r)).astype(np.float32)
     colours = rng.integers(0, 255, (10, r, r, 3), dtype=np.uint8)
-    ours = _median_ms(lambda: crf_refine(probs, colours), args.blocks, max(1, args.calls // 5))
-    print(f"\nThe CRF alone on {r} x {r} grids: {ours / 10:.2f} ms a mask (boxmask.runtime.crf, "
-          "10 at a time)", end="")
+    alone = {name: _median_ms(lambda k=k: crf_refine(probs, colours, k), args.blocks,
+                              max(1, args.calls // 5)) / 10 for name, k in KERNELS.items()}
+    print(f"\nThe CRF alone on {r} x {r} grids (boxmask.runtime.crf, 10 at a time): "
+          + ", ".join(f"{name} {ms:.2f} ms a mask" for name, ms in alone.items()), end="")
     try:
         from boxmask.model.pseudo_masks import dense_crf
 

@@ -20,6 +20,8 @@ pixel stem, 1500 iterations), then the levers, each one change to a method's rec
   (``model.served_box_guard=expected_iou``; boxmask.model.mask_branch.box_guard).
 - ``crf`` (inference only): every served mask refined by the dense CRF on the image
   (``model.served_crf=true``; boxmask.runtime.crf), for each method.
+- ``crf_wide`` (inference only): the same with the appearance kernel as wide as the box
+  (``model.served_crf_kernel=wide``), for each method.
 - ``fit``: each teacher pseudo-mask thresholded as low as it takes to reach its box's sides
   (``model.pseudo_mask_fit=box``, the fine-tune recipe's training lever).
 - ``shapes``: random shapes pasted into the training images as teacher-only instances
@@ -145,10 +147,15 @@ LEVERS: dict[str, tuple[list[str], tuple[str, ...]]] = {
     # pseudo-masks): the issue's "CRF at inference, re-measured here". Inference only; on every
     # method, so that its share of the gap can be read against refined baselines too.
     "crf": (["model.served_crf=true"], ("teacher_student", "agnostic", "oracle")),
+    # The same with the appearance kernel as wide as the box (model.served_crf_kernel=wide,
+    # boxmask.runtime.crf.WIDE; chosen on the headline scenes' tuning set, benchmarks/
+    # crf_kernels.py): does the choice hold on shapes and textures it was not chosen on?
+    "crf_wide": (["model.served_crf=true", "model.served_crf_kernel=wide"],
+                 ("teacher_student", "agnostic", "oracle")),
 }
 # Levers that change only inference: the method's own checkpoint evaluated with the lever's
 # overrides (its run must have finished first, here or in another worker).
-INFERENCE_LEVERS = {"sfit", "guard", "crf"}
+INFERENCE_LEVERS = {"sfit", "guard", "crf", "crf_wide"}
 # Levers whose loss the mask branch must produce, and that loss's name.
 NEEDS_LOSS = {"shapes": "loss_mask_objecthood"}
 SHORT = {"agnostic": "agn", "teacher_student": "TS", "oracle": "oracle"}

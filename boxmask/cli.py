@@ -220,6 +220,7 @@ def export(
     check: bool = typer.Option(True, "--check/--no-check", help="Compare ONNX Runtime against torch after export."),
     images: Path | None = typer.Option(None, "--images", help="Images for --int8 calibration, instead of the checkpoint's training images (e.g. for an imported model)."),
     crf: bool | None = typer.Option(None, "--crf/--no-crf", help="Have the runtime refine every mask with a dense CRF on the image (model.served_crf; default: the checkpoint's config)."),
+    crf_kernel: str | None = typer.Option(None, "--crf-kernel", metavar="local|wide", help="The CRF's kernel: local (the training sigma's) or wide (as wide as the box; better on the demo model) (model.served_crf_kernel; default: the checkpoint's config)."),
 ) -> None:
     """Export a checkpoint to ONNX (encoder, decoder, detector) plus model.json."""
     if not checkpoint.is_file():
@@ -233,7 +234,8 @@ def export(
             card = export_checkpoint(checkpoint, out, name=name, fp16=fp16, int8=int8,
                                      calibration_images=calibration_images, tensorrt=tensorrt,
                                      triton_repo=triton_repo, opset=opset, check=check,
-                                     images=images, served_crf=crf, progress=stages)
+                                     images=images, served_crf=crf, crf_kernel=crf_kernel,
+                                     progress=stages)
         except (ExportError, ConfigError) as exc:
             status.stop()
             fail(f"{stages.current or 'export'} failed: {exc}")

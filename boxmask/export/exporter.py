@@ -65,6 +65,7 @@ from boxmask.runtime.contract import (
     file_key,
     graph_file,
 )
+from boxmask.runtime.crf import mask_refine_name
 
 # 2: the detector takes the encoder's features (p2..p5, image_size) instead of the image.
 FORMAT_VERSION = 2
@@ -193,11 +194,14 @@ def export_checkpoint(checkpoint: Path, out: Path, name: str | None = None, fp16
                       overwrite: bool = True, images: Path | None = None,
                       provenance: dict[str, Any] | None = None,
                       served_crf: bool | None = None,
+                      crf_kernel: str | None = None,
                       progress: Progress | None = None) -> dict[str, Any]:
     """Export a checkpoint; returns the model card written to ``out/model.json``.
 
     ``served_crf``: whether the runtime refines the masks with the dense CRF (the card's
-    ``mask_refine``); None: as the checkpoint's ``model.served_crf``.
+    ``mask_refine``); None: as the checkpoint's ``model.served_crf``. ``crf_kernel``: its
+    kernel, "local" or "wide" (boxmask.runtime.crf); None: the checkpoint's
+    ``model.served_crf_kernel``.
 
     ``progress``: called with each stage's name as it starts (nothing is printed here).
 
@@ -221,6 +225,10 @@ def export_checkpoint(checkpoint: Path, out: Path, name: str | None = None, fp16
     model, cfg, categories, ckpt = load_trained_model(checkpoint)
     if served_crf is not None:
         cfg.model.served_crf = served_crf
+    if crf_kernel is not None:
+        if crf_kernel not in ("local", "wide"):
+            raise ExportError(f"the CRF's kernel must be local or wide, got {crf_kernel!r}")
+        cfg.model.served_crf_kernel = crf_kernel  # type: ignore[assignment]
     # The graphs are the decoder's masks as they are: the runtime applies the CRF after them
     # (the card's mask_refine), so the parity check compares the graphs with the unrefined model.
     model.served_crf = False
@@ -296,8 +304,9 @@ def _card(name: str, cfg: BoxMaskConfig, categories: list[dict], model: BoxMaskR
         "mode": cfg.model.mode,
         # The decoders' `quality` output: each mask's predicted IoU (model.mask_quality).
         "mask_quality": model.roi_heads.mask_branch.quality is not None,
-        # model.served_crf: the runtime refines the masks after the decoders (not in the graphs).
-        "mask_refine": "crf" if cfg.model.served_crf else "none",
+        # model.served_crf (and its kernel): the runtime refines the masks after the decoders
+        # (not in the graphs).
+        "mask_refine": mask_refine_name(cfg.model.served_crf, cfg.model.served_crf_kernel),
         "backbone": cfg.model.backbone,
         "preprocess": {
             "min_size": int(t.min_size[-1]), "max_size": int(t.max_size),

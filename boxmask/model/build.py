@@ -127,7 +127,7 @@ def build_model(cfg: ModelConfig, num_classes: int, seen_labels: set[int] | None
     roi_heads = BoxMaskRoIHeads.from_roi_heads(base.roi_heads, branch,
                                                mask_rois_per_image=cfg.mask_rois_per_image)
     model = BoxMaskRCNN(base.backbone, base.rpn, roi_heads, base.transform,
-                        served_crf=cfg.served_crf)
+                        served_crf=cfg.served_crf, crf_kernel=cfg.served_crf_kernel)
     model.num_classes = num_classes  # type: ignore[attr-defined]
     return model
 

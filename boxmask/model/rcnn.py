@@ -37,12 +37,14 @@ class BoxMaskRCNN(GeneralizedRCNN):
 
     def __init__(self, backbone: nn.Module, rpn: RegionProposalNetwork,
                  roi_heads: BoxMaskRoIHeads, transform: GeneralizedRCNNTransform,
-                 served_crf: bool = False) -> None:
+                 served_crf: bool = False, crf_kernel: str = "local") -> None:
         super().__init__(backbone, rpn, roi_heads, transform)
         self.roi_heads: BoxMaskRoIHeads
         # model.served_crf: the masks this model returns in eval refined by the runtime's CRF
-        # (boxmask.runtime.crf), as the runtime serves them; not part of the exported graphs.
+        # (boxmask.runtime.crf) with model.served_crf_kernel's parameters, as the runtime
+        # serves them; not part of the exported graphs.
         self.served_crf = served_crf
+        self.crf_kernel = crf_kernel
 
     def forward(self, images: list[torch.Tensor],
                 targets: list[dict[str, torch.Tensor]] | None = None):  # type: ignore[override]
@@ -113,14 +115,15 @@ class BoxMaskRCNN(GeneralizedRCNN):
         """``probs`` ``[N, 1, R, R]`` refined by the runtime's CRF (boxmask.runtime.crf.
         refine_boxes) on ``pixels`` (``[3, H', W']`` RGB 0..255 of the resized image, padding
         allowed), ``boxes`` ``[N, 4]`` xyxy in its coordinates: the masks the runtime serves
-        for a model card with ``mask_refine: crf``."""
-        from boxmask.runtime.crf import refine_boxes
+        for a model card with ``mask_refine: crf`` (``crf_wide``: ``crf_kernel`` "wide")."""
+        from boxmask.runtime.crf import KERNELS, mask_refine_name, refine_boxes
 
         if probs.shape[0] == 0:
             return probs
         image = pixels.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
         refined = refine_boxes(image, boxes.detach().float().cpu().numpy(),
-                               probs[:, 0].detach().float().cpu().numpy())
+                               probs[:, 0].detach().float().cpu().numpy(),
+                               KERNELS[mask_refine_name(True, self.crf_kernel)])
         return torch.from_numpy(refined)[:, None].to(probs.device, probs.dtype)
 
     # -- the box-prompted path (set the image once, then decode boxes) --------------------

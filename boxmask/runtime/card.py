@@ -76,9 +76,10 @@ class ModelCard(BaseModel):
     # IoU from the mask-quality head (model.mask_quality). Cards written before it: no head.
     mask_quality: bool = False
     # How the runtime finishes the decoders' masks (model.served_crf): "crf" refines each by a
-    # dense CRF on the image (boxmask.runtime.crf), "none" serves them as they are. Not in the
-    # graphs; cards written before it: none.
-    mask_refine: Literal["none", "crf"] = "none"
+    # dense CRF on the image (boxmask.runtime.crf, the local kernel), "crf_wide" by one whose
+    # appearance kernel is as wide as the box (model.served_crf_kernel: wide), "none" serves
+    # them as they are. Not in the graphs; cards written before it: none.
+    mask_refine: Literal["none", "crf", "crf_wide"] = "none"
 
     @model_validator(mode="after")
     def _check_consistency(self) -> ModelCard:

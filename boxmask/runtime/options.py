@@ -36,7 +36,8 @@ class PredictorOptions:
     the decoder's memory bounded by `decoder_budget_bytes` (None: all boxes in one run).
 
     How masks are finished: `mask_refine` ("auto": as the model card says; "crf": every mask
-    refined by the dense CRF on the image, boxmask.runtime.crf; "none": as the decoder gave).
+    refined by the dense CRF on the image, boxmask.runtime.crf; "crf_wide": the same with the
+    appearance kernel as wide as the box; "none": as the decoder gave).
     """
 
     backend: Backend = "onnxruntime"
@@ -55,11 +56,12 @@ class PredictorOptions:
     input_min_size: int | None = None
     input_max_size: int | None = None
     decoder_budget_bytes: int | None = None
-    mask_refine: Literal["auto", "none", "crf"] = "auto"
+    mask_refine: Literal["auto", "none", "crf", "crf_wide"] = "auto"
 
     def __post_init__(self) -> None:
-        if self.mask_refine not in ("auto", "none", "crf"):
-            raise ValueError(f"mask_refine must be auto, none or crf, got {self.mask_refine!r}")
+        if self.mask_refine not in ("auto", "none", "crf", "crf_wide"):
+            raise ValueError("mask_refine must be auto, none, crf or crf_wide, got "
+                             f"{self.mask_refine!r}")
         if self.backend not in ("onnxruntime", "triton"):
             raise ValueError(f"backend must be 'onnxruntime' or 'triton', got {self.backend!r}")
         if self.precision not in ("fp32", "fp16", "int8"):

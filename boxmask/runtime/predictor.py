@@ -61,7 +61,7 @@ from boxmask.runtime.contract import (
     decoder_outputs,
     file_key,
 )
-from boxmask.runtime.crf import refine_boxes
+from boxmask.runtime.crf import KERNELS, refine_boxes
 from boxmask.runtime.errors import ModelDirError, NoDetector, UnknownImage
 from boxmask.runtime.images import image_key, load_image
 from boxmask.runtime.masks import CroppedMask, grid_offset, mask_box, paste_cropped_mask
@@ -489,8 +489,8 @@ class Predictor:
             # refined masks' IoU 0.55 and 0.63 from the decoder's masks, 0.51 and 0.52 from the
             # refined ones, unseen, seeds 0 and 1).
             quality = review_boxes(pixels, resized, probs, head, t)
-            if self.mask_refine == "crf":
-                probs = refine_boxes(pixels, resized, probs)
+            if self.mask_refine != "none":
+                probs = refine_boxes(pixels, resized, probs, KERNELS[self.mask_refine])
         return Prediction(
             mask_threshold=self.mask_threshold if threshold is None else threshold,
             scores=scores.astype(np.float32),

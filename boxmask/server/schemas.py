@@ -179,9 +179,10 @@ class ModelInfo(BaseModel):
                                description="URLs of sample images of the model's own domain "
                                            "(the demo page offers them as one-click examples).")
     card: dict[str, Any] = Field(description="The model card (model.json).")
-    mask_refine: Literal["none", "crf"] | None = Field(
+    mask_refine: Literal["none", "crf", "crf_wide"] | None = Field(
         default=None, description="How this server finishes the model's masks: \"crf\" refines "
-        "each by a dense CRF on the image, \"none\" serves the decoder's (the card's "
+        "each by a dense CRF on the image (\"crf_wide\": its appearance kernel as wide as the "
+        "box), \"none\" serves the decoder's (the card's "
         "`mask_refine` unless BOXMASK_MASK_REFINE says otherwise); null for a model that "
         "failed to load.")
 

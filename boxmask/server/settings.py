@@ -40,8 +40,9 @@ class ServerSettings(BaseSettings):
     precision: Literal["fp32", "fp16", "int8"] = "fp32"
     # How masks are finished: "auto" as each model's card says (its model.served_crf), "crf"
     # every mask refined by the dense CRF on its image (boxmask.runtime.crf: about 1-3 ms a
-    # mask on a CPU core), "none" as the decoder gave them.
-    mask_refine: Literal["auto", "none", "crf"] = "auto"
+    # mask on a CPU core), "crf_wide" the same with the appearance kernel as wide as the box
+    # (about 1.6 times the cost), "none" as the decoder gave them.
+    mask_refine: Literal["auto", "none", "crf", "crf_wide"] = "auto"
     # Byte budget of each model's encoder-output cache (the runtime's LRU).
     cache_bytes: int = Field(default=512 << 20, ge=0)
     # The encoder's input size (shorter / longer side, torchvision's resize rule); None = the

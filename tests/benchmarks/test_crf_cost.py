@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -21,10 +22,13 @@ def test_the_table_has_a_row_for_one_and_ten_boxes(exported_model_dir, capsys) -
     rows = [line for line in out.splitlines() if line.startswith("| 1")]
     assert [r.split("|")[1].strip() for r in rows] == ["1", "10"]
     for row in rows:
-        none, crf, diff, ratio = (float(v) for v in row.split("|")[2:6])
-        assert none > 0 and crf > 0
-        # Each printed figure is rounded to 2 decimals: the ratio of two rounded times is off
-        # the printed (unrounded) ratio by at most this much.
-        slack = 0.005 * (1 / none + crf / none ** 2) + 0.005
-        assert abs(diff - (crf - none)) < 0.02 and abs(ratio - crf / none) <= slack + 1e-9
-    assert "ms a mask" in out
+        none, crf, diff, ratio, wide, wide_diff, wide_ratio = (
+            float(v) for v in row.split("|")[2:9])
+        for time, d, q in ((crf, diff, ratio), (wide, wide_diff, wide_ratio)):
+            assert none > 0 and time > 0
+            # Each printed figure is rounded to 2 decimals: the ratio of two rounded times is
+            # off the printed (unrounded) ratio by at most this much.
+            slack = 0.005 * (1 / none + time / none ** 2) + 0.005
+            assert abs(d - (time - none)) < 0.02 and abs(q - time / none) <= slack + 1e-9
+    for kernel in ("crf", "crf_wide"):
+        assert re.search(rf"\b{kernel} \d+\.\d+ ms a mask", out), out

@@ -342,14 +342,26 @@ def test_the_served_crf_is_the_eager_models_in_the_runtime(exported_model_dir, e
         model.served_crf = False
     ious = [mask_iou(a, b) for a, b in zip(after.masks, ref, strict=True)]
     assert min(ious) >= 0.97, ious
+    # The wide kernel (model.served_crf_kernel: wide; the card's crf_wide) likewise.
+    wide = Predictor.from_dir(exported_model_dir, mask_refine="crf_wide")
+    after_wide = wide.predict(boxes, labels=labels, key=wide.set_image(image))
+    assert not np.array_equal(after_wide.mask_probs, after.mask_probs)
+    model.served_crf, model.crf_kernel = True, "wide"
+    try:
+        ref = _eager_masks_in_boxes(model, image, boxes, lab)
+    finally:
+        model.served_crf, model.crf_kernel = False, "local"
+    ious = [mask_iou(a, b) for a, b in zip(after_wide.masks, ref, strict=True)]
+    assert min(ious) >= 0.97, ious
 
-    # Exported from a config that asks for it: the card says crf, and the runtime follows it.
+    # Exported from a config that asks for it: the card says crf_wide, and the runtime follows
+    # it (`--crf` alone, the local kernel's "crf": tests/test_cli.py).
     out = tmp_path / "crf"
-    export_checkpoint(tiny_checkpoint, out, name="crf", served_crf=True)
-    assert ModelCard.load(out).mask_refine == "crf"
+    export_checkpoint(tiny_checkpoint, out, name="crf", served_crf=True, crf_kernel="wide")
+    assert ModelCard.load(out).mask_refine == "crf_wide"
     served = Predictor.from_dir(out)
     pred = served.predict(boxes, labels=labels, key=served.set_image(image))
-    np.testing.assert_allclose(pred.mask_probs, after.mask_probs, atol=1e-5)
+    np.testing.assert_allclose(pred.mask_probs, after_wide.mask_probs, atol=1e-5)
     off = Predictor.from_dir(out, mask_refine="none")
     np.testing.assert_allclose(off.predict(boxes, labels=labels, key=off.set_image(image)).mask_probs,
                                before.mask_probs, atol=1e-5)

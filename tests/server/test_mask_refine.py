@@ -20,6 +20,8 @@ def test_the_setting_reaches_every_predictor_and_refuses_what_it_does_not_know(
     assert ServerSettings().predictor_options().mask_refine == "auto"
     monkeypatch.setenv("BOXMASK_MASK_REFINE", "crf")
     assert ServerSettings().predictor_options().mask_refine == "crf"
+    monkeypatch.setenv("BOXMASK_MASK_REFINE", "crf_wide")
+    assert ServerSettings().predictor_options().mask_refine == "crf_wide"
     monkeypatch.setenv("BOXMASK_MASK_REFINE", "dense")
     with pytest.raises(ValidationError):
         ServerSettings()
@@ -28,7 +30,7 @@ def test_the_setting_reaches_every_predictor_and_refuses_what_it_does_not_know(
 def test_segment_serves_the_refined_masks_when_told(model_dir: Path) -> None:
     data = png_bytes()
     answers = {}
-    for refine in ("none", "crf"):
+    for refine in ("none", "crf", "crf_wide"):
         with TestClient(create_app(make_settings(model_dir, mask_refine=refine))) as client:
             r = client.post("/v1/segment", files={"image": ("x.png", data, "image/png")},
                             data={"boxes": str(BOXES)})
@@ -39,3 +41,8 @@ def test_segment_serves_the_refined_masks_when_told(model_dir: Path) -> None:
     assert [i["box"] for i in answers["none"]] == [i["box"] for i in answers["crf"]] == BOXES
     assert ([(i["mask"], i["quality"]) for i in answers["none"]]
             != [(i["mask"], i["quality"]) for i in answers["crf"]])
+    # The wide kernel refines the same decoder masks otherwise; the review score reads the
+    # decoder's masks, the same whichever kernel refines them.
+    assert [i["mask"] for i in answers["crf_wide"]] != [i["mask"] for i in answers["crf"]]
+    assert ([i["quality"] for i in answers["crf_wide"]]
+            == [i["quality"] for i in answers["crf"]])
