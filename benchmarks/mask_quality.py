@@ -129,18 +129,18 @@ def train_head(checkpoint: Path, stored: dict[str, Any], out: Path, seed: int, i
     return train(config(epochs, math.ceil(iterations / epochs)), resume=Path("auto"))
 
 
-def measure(raw: dict[str, Any], context: int | None = None, crf: bool = False
+def measure(raw: dict[str, Any], context: int | None = None, crf: str | None = None
             ) -> dict[str, Any]:
     """The three scores and the true IoU of every validation instance, box-prompted, for a
-    loaded checkpoint ``raw``. ``crf``: the IoU is the served mask's refined by the CRF (a
-    bundle with ``mask_refine: crf``; boxmask.runtime.crf), the scores the decoder's masks'
-    (as the runtime computes them)."""
+    loaded checkpoint ``raw``. ``crf`` ("local" or "wide"): the IoU is the served mask's
+    refined by the CRF with that kernel (a bundle with ``mask_refine: crf`` or ``crf_wide``;
+    boxmask.runtime.crf), the scores the decoder's masks' (as the runtime computes them)."""
     import torch
 
     from boxmask.data.coco import CocoInstances
     from boxmask.model.checkpoint import model_from_checkpoint
     from boxmask.model.paste import paste_masks
-    from boxmask.runtime.crf import refine_boxes
+    from boxmask.runtime.crf import KERNELS, mask_refine_name, refine_boxes
     from boxmask.runtime.review import CONTEXT, review_score, sample_box_colours
 
     model, categories = model_from_checkpoint(raw)
@@ -172,7 +172,9 @@ def measure(raw: dict[str, Any], context: int | None = None, crf: bool = False
             # decoder's (the runtime's order).
             shown = probs
             if crf:
-                refined = torch.from_numpy(refine_boxes(pixels, scaled.numpy(), grid))[:, None]
+                kernel = KERNELS[mask_refine_name(True, crf)]
+                refined = torch.from_numpy(refine_boxes(pixels, scaled.numpy(), grid,
+                                                        kernel))[:, None]
                 shown = paste_masks(refined, boxes, (h, w), offset)[:, 0]
             for k, ann_id in enumerate(ann_ids):
                 ann = coco.anns[ann_id]
@@ -228,9 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iterations", type=int, default=500)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--smoke", action="store_true", help="2 iterations, one seed")
-    p.add_argument("--crf", action="store_true",
-                   help="score the masks as served refined by the CRF (model.served_crf): the "
-                        "true IoU is the refined mask's")
+    p.add_argument("--crf", nargs="?", const="local", default=None, choices=("local", "wide"),
+                   help="score the masks as served refined by the CRF (model.served_crf) with "
+                        "this kernel (model.served_crf_kernel; default local): the true IoU is "
+                        "the refined mask's")
     p.add_argument("--review-context", type=int, default=None, metavar="CELLS",
                    help="the colour term's ring around the box, in cells of the mask grid "
                         "(default: the runtime's boxmask.runtime.review.CONTEXT; 0: the box's "
@@ -247,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     ring = {} if args.review_context is None else {"review_context": args.review_context}
     if args.crf:
         ring["served_crf"] = True
+        if args.crf != "local":
+            ring["served_crf_kernel"] = args.crf
     base = checkpoint
     # Measured as it is (with the head it was trained with, if any), then fresh heads.
     done = out / "with_the_model" / "result.json"

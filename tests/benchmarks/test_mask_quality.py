@@ -105,3 +105,12 @@ def test_the_crf_served_masks_are_scored_by_the_decoders_masks(bench, tiny_check
     assert b["served_crf"] is True and "served_crf" not in a
     assert a["all"]["instances"] == b["all"]["instances"]
     assert a["all"]["mean_iou"] != b["all"]["mean_iou"]
+    # --crf wide: the wide kernel's refined masks (a crf_wide bundle), named in the result.
+    wide = tmp_path / "wide"
+    assert bench.main(["--checkpoint", str(tiny_checkpoint), "--out", str(wide), "--seeds",
+                       "--crf", "wide"]) == 0
+    c = json.loads((wide / "with_the_model" / "result.json").read_text())
+    assert c["served_crf"] is True and c["served_crf_kernel"] == "wide"
+    assert "served_crf_kernel" not in b
+    assert c["all"]["instances"] == b["all"]["instances"]
+    assert c["all"]["mean_iou"] != b["all"]["mean_iou"]
