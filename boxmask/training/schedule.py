@@ -2,7 +2,9 @@
 
 The scheduler steps once per *iteration* so that warm-up (counted in iterations) and the epoch
 milestones (converted to iterations) live in one object whose whole state is a counter: a
-checkpoint restores it exactly.
+checkpoint restores it exactly, and the schedule's shape (milestones, gamma, warm-up) is always
+the config's, so a run resumed under a changed schedule (more epochs, a step moved) follows the
+new one from the iteration it resumes at.
 """
 
 from __future__ import annotations
@@ -49,6 +51,23 @@ class WarmupMultiStepLR(LRScheduler):
         self.warmup_iters = warmup_iters
         self.warmup_factor = warmup_factor
         super().__init__(optimizer, last_epoch)
+
+    #: Attributes of the schedule's shape: not saved, not restored (the config's, see the
+    #: module's docstring). Before this, torch's state_dict saved them and a resumed run kept
+    #: the milestones it started with whatever its config said (a 24-epoch run resumed as 18
+    #: epochs never dropped its rate).
+    SHAPE = ("milestones", "gamma", "warmup_iters", "warmup_factor")
+
+    def state_dict(self) -> dict:
+        return {k: v for k, v in super().state_dict().items() if k not in self.SHAPE}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict({k: v for k, v in state_dict.items() if k not in self.SHAPE})
+        # The rate of the iteration about to run, by this schedule (the optimizer's restored
+        # rate was the old schedule's).
+        self._last_lr = self.get_lr()
+        for group, lr in zip(self.optimizer.param_groups, self._last_lr, strict=True):
+            group["lr"] = lr
 
     def get_lr(self) -> list[float]:
         # Closed form, so the rate depends only on the iteration counter (`last_epoch` in

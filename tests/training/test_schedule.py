@@ -96,3 +96,32 @@ def test_synthetic_configs_point_at_the_repo_data_folder() -> None:
     assert cfg.data.train_annotations == REPO / "data/synth/annotations/instances_train.json"
     assert cfg.data.val_images == REPO / "data/synth/images/val"
     assert cfg.model.backbone == "resnet18_fpn" and cfg.model.min_size == cfg.model.max_size == 256
+
+
+def test_a_resumed_run_follows_its_configs_schedule_not_the_checkpoints() -> None:
+    """A run started with one step epoch and resumed with another (a longer or shorter run)
+    drops its rate where the new config says, from the very iteration it resumes at; old
+    checkpoints, whose state still carries the milestones, load the same way."""
+    first = TrainConfig(lr=0.1, warmup_iters=0, lr_steps=[20], gamma=0.1, epochs=24)
+    opt = build_optimizer(torch.nn.Linear(2, 2), first)
+    sched = build_lr_scheduler(opt, first, iters_per_epoch=2)
+    for _ in range(30):  # 15 epochs
+        opt.step()
+        sched.step()
+    state = sched.state_dict()
+    assert "milestones" not in state and state["last_epoch"] == 30
+    old_state = {**state, "milestones": [40], "gamma": 0.1, "warmup_iters": 0,
+                 "warmup_factor": 0.001}
+    for saved in (state, old_state):
+        shorter = TrainConfig(lr=0.1, warmup_iters=0, lr_steps=[15], gamma=0.1, epochs=18)
+        opt2 = build_optimizer(torch.nn.Linear(2, 2), shorter)
+        opt2.param_groups[0]["lr"] = 0.1  # what the optimizer's own state would restore
+        sched2 = build_lr_scheduler(opt2, shorter, iters_per_epoch=2)
+        sched2.load_state_dict(saved)
+        assert sched2.milestones == [30]
+        # Iteration 30 (the first of epoch 16) runs at the dropped rate already.
+        assert opt2.param_groups[0]["lr"] == pytest.approx(0.01)
+        assert sched2.get_last_lr() == pytest.approx([0.01])
+        opt2.step()
+        sched2.step()
+        assert opt2.param_groups[0]["lr"] == pytest.approx(0.01)
