@@ -52,11 +52,15 @@ def label_studio_shaped(body: Any, real: bool) -> Any:
     if not real or not isinstance(body, dict):
         return body
     body = {**body, "label_config": LABEL_CONFIG}
-    for task in body.get("tasks") or ():
+    # A negative case may make any of these a scalar (`"annotations": true`): only lists are
+    # walked, the rest is sent as generated.
+    tasks = body.get("tasks")
+    for task in tasks if isinstance(tasks, list) else ():
         if isinstance(task, dict) and isinstance(task.get("data"), dict):
             task["data"]["image"] = IMAGE
             for key in ("annotations", "predictions"):
-                for item in task.get(key) or ():
+                items = task.get(key)
+                for item in items if isinstance(items, list) else ():
                     if isinstance(item, dict):
                         _rectangles(item.get("result"))
     params = body.get("params")
