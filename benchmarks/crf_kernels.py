@@ -79,15 +79,11 @@ def decode(model_dir: Path, coco_json: Path, images: Path, max_images: int | Non
     return items
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
-
-
 def score(items: list, kernel: object | None) -> tuple[float, float, float]:
     """Mean IoU x100 of seen and unseen masks refined by ``kernel`` (None: unrefined; "box":
     the box's rectangle), and the CRF's CPU time in ms a mask."""
     from boxmask.runtime.crf import refine_boxes
+    from boxmask.runtime.prompted_masks import mask_iou
 
     ious: dict[bool, list[float]] = {True: [], False: []}
     spent, masks = 0.0, 0
@@ -103,7 +99,7 @@ def score(items: list, kernel: object | None) -> tuple[float, float, float]:
                 masks += len(probs)
             served = list(dataclasses.replace(pred, mask_probs=probs).masks)
         for mask, truth, s in zip(served, truths, seen, strict=True):
-            ious[s].append(_iou(mask, truth))
+            ious[s].append(mask_iou(mask, truth))
     return (100 * float(np.mean(ious[True])), 100 * float(np.mean(ious[False])),
             1e3 * spent / max(masks, 1))
 
