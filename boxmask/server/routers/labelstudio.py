@@ -31,11 +31,10 @@ from fastapi import APIRouter, Depends, Request
 
 from boxmask.integrations.labelstudio.protocol import SCHEMAS, PredictBody, SetupBody
 from boxmask.server.auth import require_token_or_basic
-from boxmask.server.budget import CallerBudget, caller_of
-from boxmask.server.dependencies import get_caller_budget, get_limiter, get_registry
+from boxmask.server.budget import caller_of
+from boxmask.server.dependencies import Services, get_registry, get_services
 from boxmask.server.errors import ErrorResponse
 from boxmask.server.labelstudio_backends import LabelStudioBackends, get_backends, project_of
-from boxmask.server.limits import InferenceLimiter
 from boxmask.server.openapi import json_body_schema
 from boxmask.server.payloads import json_body
 from boxmask.server.registry import ModelRegistry
@@ -72,10 +71,9 @@ async def predict(
     request: Request,
     body: PredictBody = Depends(predict_body),
     backends: LabelStudioBackends = Depends(get_backends),
-    limiter: InferenceLimiter = Depends(get_limiter),
-    budget: CallerBudget = Depends(get_caller_budget),
+    services: Services = Depends(get_services),
 ) -> dict[str, Any]:
     """One prediction (or error) per task: each task's image downloaded outside the inference
     slots, its masks made in one. At most `BOXMASK_LABELSTUDIO_MAX_TASKS` tasks a call, within
     the caller's mask-pixel budget."""
-    return await backends.predict(body, caller_of(request), budget, limiter)
+    return await backends.predict(body, caller_of(request), services.budget, services.limiter)
