@@ -244,8 +244,8 @@ class ModelConfig(_Section):
     # The served CRF's kernel (boxmask.runtime.crf): "local", the training sigma's (the
     # appearance kernel 2 cells wide; the card's ``mask_refine: crf``), or "wide" (10 cells,
     # nearly the whole box, on a sparse lattice; ``crf_wide``): +2.0 seen / +4.5 unseen
-    # box-prompted mIoU over "local" on the demo model's headline masks (docs/results.md, "A
-    # wider CRF kernel"), chosen on a held-out tuning set. "local" by default so that a
+    # box-prompted mIoU over "local" on the demo model's headline masks
+    # (docs/notebook/2026-12-07-crf-kernels.md), chosen on a held-out tuning set. "local" by default so that a
     # checkpoint trained before the choice serves as it was measured.
     served_crf_kernel: Literal["local", "wide"] = "local"
 

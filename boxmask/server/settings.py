@@ -41,7 +41,7 @@ class ServerSettings(BaseSettings):
     # How masks are finished: "auto" as each model's card says (its model.served_crf), "crf"
     # every mask refined by the dense CRF on its image (boxmask.runtime.crf: about 1-3 ms a
     # mask on a CPU core), "crf_wide" the same with the appearance kernel as wide as the box
-    # (about 1.6 times the cost), "none" as the decoder gave them.
+    # (about 1.4 times the cost: benchmarks/crf_kernels.py, crf_cost.py), "none" as the decoder gave them.
     mask_refine: Literal["auto", "none", "crf", "crf_wide"] = "auto"
     # Byte budget of each model's encoder-output cache (the runtime's LRU).
     cache_bytes: int = Field(default=512 << 20, ge=0)
