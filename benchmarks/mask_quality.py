@@ -11,13 +11,16 @@ unseen categories (seen: taught by masks, here or in the checkpoint a fine-tune 
 unseen: taught by pseudo-masks alone), for these scores of each mask:
 
 - ``quality``: what the runtime serves as ``quality``, the review score of
-  boxmask.runtime.review (the mean of the mask's confidence, its colour separation and the
-  head's IoU where the checkpoint has a head), computed by the same functions on the same
-  inputs (the decoder's R x R probabilities, the image resized as the runtime resizes it);
+  boxmask.runtime.review (the weighted mean of the decoder's mask's confidence, the served
+  mask's colour separation and the head's IoU where the checkpoint has a head), computed by the
+  same functions on the same inputs (the decoder's R x R probabilities, refined by the CRF
+  where ``--crf`` says so, the image resized as the runtime resizes it);
 - ``head``: the head's predicted IoU alone (checkpoints with a head);
 - ``class probability``: the box head's probability of the given label (what `/v1/segment`
   returned as ``score`` before the head);
-- ``mean confidence``: the mask's mean probability over its foreground pixels.
+- ``mean confidence``: the mask's mean probability over its foreground pixels;
+- ``equal weights, decoder's masks``: the review score as served before 2026-12-07 (the
+  decoder's terms, weighted equally).
 
 Figures: Spearman rank correlation of the score with the mask's true IoU; the share of the masks
 with IoU < 0.5 found by reviewing the lowest-scoring 10 % and 20 % (a random review finds 10 %
@@ -129,19 +132,30 @@ def train_head(checkpoint: Path, stored: dict[str, Any], out: Path, seed: int, i
     return train(config(epochs, math.ceil(iterations / epochs)), resume=Path("auto"))
 
 
-def measure(raw: dict[str, Any], context: int | None = None, crf: str | None = None
-            ) -> dict[str, Any]:
-    """The three scores and the true IoU of every validation instance, box-prompted, for a
-    loaded checkpoint ``raw``. ``crf`` ("local" or "wide"): the IoU is the served mask's
-    refined by the CRF with that kernel (a bundle with ``mask_refine: crf`` or ``crf_wide``;
-    boxmask.runtime.crf), the scores the decoder's masks' (as the runtime computes them)."""
+def mask_terms(raw: dict[str, Any], context: int | None = None, crf: str | None = None,
+               annotations: str | None = None, images: str | None = None
+               ) -> dict[str, np.ndarray]:
+    """Every validation instance of a loaded checkpoint ``raw``, box-prompted: ``[M]`` arrays
+    ``seen``, ``iou`` (the served mask's true IoU), ``quality`` (the served review score, by
+    the runtime's functions), the review terms ``confidence`` (the decoder's mask's),
+    ``separation`` (the served mask's), ``separation_decoder``, ``head`` (NaN without a head),
+    ``class_probability`` and ``mean_confidence``. ``crf`` ("local" or "wide"): the served mask
+    is the decoder's refined by the CRF with that kernel (a bundle with ``mask_refine: crf`` or
+    ``crf_wide``; boxmask.runtime.crf). ``annotations``/``images``: another COCO set than the
+    checkpoint's validation split (benchmarks/review_weights.py's tuning set)."""
     import torch
 
     from boxmask.data.coco import CocoInstances
     from boxmask.model.checkpoint import model_from_checkpoint
     from boxmask.model.paste import paste_masks
     from boxmask.runtime.crf import KERNELS, mask_refine_name, refine_boxes
-    from boxmask.runtime.review import CONTEXT, review_score, sample_box_colours
+    from boxmask.runtime.review import (
+        CONTEXT,
+        colour_separation,
+        mask_confidence,
+        review_score,
+        sample_box_colours,
+    )
 
     model, categories = model_from_checkpoint(raw)
     model.eval()
@@ -149,33 +163,35 @@ def measure(raw: dict[str, Any], context: int | None = None, crf: str | None = N
     m = raw["config"]["model"]
     seen_ids = {int(c["id"]) for c in categories
                 if c["seen"] or c.get("taught_by") == "masks"}
-    head = has_quality_head(raw)
-    dataset = CocoInstances(d["val_images"], d["val_annotations"], seen_ids, drop_empty=False,
-                            allow_no_masks=True)
+    dataset = CocoInstances(images or d["val_images"], annotations or d["val_annotations"],
+                            seen_ids, drop_empty=False, allow_no_masks=True)
     coco = dataset.coco
     to_label = {int(c["id"]): int(c["label"]) for c in categories}
-    rows: list[tuple[bool, float, float, float, float, float]] = []
+    names = ("seen", "iou", "quality", "confidence", "separation", "separation_decoder", "head",
+             "class_probability", "mean_confidence")
+    rows: list[tuple[float, ...]] = []
     with torch.no_grad():
         for _, ann_ids, boxes, labels, image in prompted_images(dataset, to_label):
             h, w = image.shape[-2:]
             _, _, scaled, logits, class_scores, used, quality, offset = decode_prompts(
                 model, image, boxes, labels)
             probs = paste_masks(logits.sigmoid(), boxes, (h, w), offset)[:, 0]
-            # The served score, as the runtime computes it (its resize of the uint8 image).
+            # The served mask and its score, as the runtime computes them (its resize of the
+            # uint8 image): the decoder's mask, or refined by the CRF.
             pixels = runtime_pixels(image, m)
             grid = logits.sigmoid()[:, 0].numpy()
             head_iou = quality.numpy() if quality is not None else None
             colours = sample_box_colours(pixels, scaled.numpy(), grid.shape[-1],
                                          CONTEXT if context is None else context)
-            served = review_score(grid, colours, head_iou)
-            # The mask served: the decoder's, or refined by the CRF; its scores read the
-            # decoder's (the runtime's order).
-            shown = probs
+            shown, refined = probs, None
             if crf:
                 kernel = KERNELS[mask_refine_name(True, crf)]
-                refined = torch.from_numpy(refine_boxes(pixels, scaled.numpy(), grid,
-                                                        kernel))[:, None]
-                shown = paste_masks(refined, boxes, (h, w), offset)[:, 0]
+                refined = refine_boxes(pixels, scaled.numpy(), grid, kernel)
+                shown = paste_masks(torch.from_numpy(refined)[:, None], boxes, (h, w), offset)[:, 0]
+            served = review_score(grid, colours, head_iou, served=refined)
+            conf = mask_confidence(grid)
+            sep_decoder = colour_separation(grid, colours)
+            sep = sep_decoder if refined is None else colour_separation(refined, colours)
             for k, ann_id in enumerate(ann_ids):
                 ann = coco.anns[ann_id]
                 gt = coco.annToMask(ann).astype(bool)
@@ -184,22 +200,53 @@ def measure(raw: dict[str, Any], context: int | None = None, crf: str | None = N
                 served_mask = shown[k].numpy() >= 0.5
                 union = (served_mask | gt).sum()
                 iou = 1.0 if union == 0 else float((served_mask & gt).sum() / union)
-                conf = float(p[pred].mean()) if pred.any() else 0.0
-                rows.append((int(ann["category_id"]) in seen_ids, iou, float(served[k]),
+                rows.append((float(int(ann["category_id"]) in seen_ids), iou, float(served[k]),
+                             float(conf[k]), float(sep[k]), float(sep_decoder[k]),
                              float(quality[k]) if quality is not None else float("nan"),
-                             float(class_scores[k, int(used[k])]), conf))
+                             float(class_scores[k, int(used[k])]),
+                             float(p[pred].mean()) if pred.any() else 0.0))
+    arr = np.array(rows, dtype=np.float64).reshape(-1, len(names))
+    out = {name: arr[:, i] for i, name in enumerate(names)}
+    out["seen"] = out["seen"].astype(bool)
+    return out
+
+
+def measure(raw: dict[str, Any], context: int | None = None, crf: str | None = None
+            ) -> dict[str, Any]:
+    """The scores' figures (:func:`figures`) for the unseen, seen and all validation instances
+    of a loaded checkpoint ``raw``, box-prompted (:func:`mask_terms`): the served score, the
+    head alone (checkpoints with a head), the class probability, the mask's mean confidence,
+    and the score as served before 2026-12-07 (the decoder's terms, equal weights)."""
+    from boxmask.runtime.review import ReviewWeights
+
+    terms = mask_terms(raw, context, crf)
+    head = has_quality_head(raw)
+    equal = ReviewWeights(1.0, 1.0, 1.0)
     out: dict[str, Any] = {}
-    arr = np.array([r[1:] for r in rows], dtype=np.float64)
-    seen = np.array([r[0] for r in rows])
-    for side, keep in (("unseen", ~seen), ("seen", seen), ("all", np.ones_like(seen))):
-        ious = arr[keep, 0]
-        scores = {"quality": arr[keep, 1], "head": arr[keep, 2],
-                  "class probability": arr[keep, 3], "mean confidence": arr[keep, 4]}
+    for side, keep in (("unseen", ~terms["seen"]), ("seen", terms["seen"]),
+                       ("all", np.ones_like(terms["seen"]))):
+        ious = terms["iou"][keep]
+        before = weighted(terms["confidence"][keep], terms["separation_decoder"][keep],
+                          terms["head"][keep], equal)
+        scores = {"quality": terms["quality"][keep], "head": terms["head"][keep],
+                  "class probability": terms["class_probability"][keep],
+                  "mean confidence": terms["mean_confidence"][keep],
+                  "equal weights, decoder's masks": before}
         if not head:
             del scores["head"]
         out[side] = figures(scores, ious)
         out[side]["mean_iou"] = float(ious.mean()) if len(ious) else None
     return out
+
+
+def weighted(confidence: np.ndarray, separation: np.ndarray, head: np.ndarray,
+             weights: Any) -> np.ndarray:
+    """The review score's weighted mean (boxmask.runtime.review.review_score) of terms already
+    computed: ``head`` NaN where a mask has none."""
+    has = np.isfinite(head)
+    total = (weights.confidence * confidence + weights.separation * separation
+             + weights.head * np.where(has, np.nan_to_num(head), 0.0))
+    return total / (weights.confidence + weights.separation + weights.head * has)
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -211,7 +258,8 @@ def table(results: list[dict[str, Any]]) -> str:
         return "-" if not vals else f"{np.mean(vals):.2f} ({', '.join(f'{v:.2f}' for v in vals)})"
 
     for side in ("unseen", "seen"):
-        for score in ("quality", "head", "class probability", "mean confidence"):
+        for score in ("quality", "head", "class probability", "mean confidence",
+                      "equal weights, decoder's masks"):
             got = [r[side][score] for r in results if score in r[side]]
             if not got or not results[0][side]["instances"]:
                 continue

@@ -482,15 +482,13 @@ class Predictor:
         head = None if quality is None else quality.astype(np.float32)
         if pixels is not None and len(probs):
             resized = boxes_to_resized(boxes, info)
-            # The review score reads the decoder's masks even where the CRF refines what is
-            # served: the refined masks' own statistics rank them worse (their confidence and
-            # colour separation are high for every mask the CRF has pulled onto an edge, right
-            # or wrong; benchmarks/per_mask.py on the transfer benchmark: Spearman with the
-            # refined masks' IoU 0.55 and 0.63 from the decoder's masks, 0.51 and 0.52 from the
-            # refined ones, unseen, seeds 0 and 1).
-            quality = review_boxes(pixels, resized, probs, head, t)
-            if self.mask_refine != "none":
-                probs = refine_boxes(pixels, resized, probs, KERNELS[self.mask_refine])
+            # The review score: the decoder's confidence, the served mask's colour separation
+            # (refined by the CRF where the card says so), the head's IoU (runtime.review).
+            served = (refine_boxes(pixels, resized, probs, KERNELS[self.mask_refine])
+                      if self.mask_refine != "none" else None)
+            quality = review_boxes(pixels, resized, probs, head, t, served)
+            if served is not None:
+                probs = served
         return Prediction(
             mask_threshold=self.mask_threshold if threshold is None else threshold,
             scores=scores.astype(np.float32),

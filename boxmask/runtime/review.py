@@ -22,14 +22,30 @@ misses:
   are left out. A mask with no background cell at all is neutral (0.5); an empty mask
   scores 0.
 
-The score is the mean of the terms the model has: confidence, colour separation, and the head's
-predicted IoU when the model ships the head. It is a ranking score in [0, 1] (higher: more
-likely right), not a calibrated IoU. No torch: serving and batch labeling run it on the decoder's
-``[N, R, R]`` probabilities and the encoded image's pixels; the benchmark
-(benchmarks/mask_quality.py) calls the same functions.
+The score is a weighted mean of the terms the model has (:data:`WEIGHTS`): confidence 0.6,
+colour separation 0.3, the head's predicted IoU 0.1 where the model ships the head (without it,
+the first two renormalised: 2/3 and 1/3). The weights are a least-squares fit of the true IoU on
+the three terms over a held-out tuning set (the clear scenes of generator seed 1, not the
+validation split the figures are measured on; benchmarks/review_weights.py refits and prints
+them): the fit gave 0.59-0.60 / 0.30-0.32 / 0.09-0.10 for masks served as decoded, refined by the
+CRF with either kernel, and on two checkpoints alike, so one set serves every finish.
+
+Where the CRF refines what is served (``mask_refine``), the **confidence** reads the decoder's
+mask and the **colour separation** the served (refined) one: the refined mask's own confidence
+is high for every mask the CRF has pulled onto an edge, right or wrong, and ranks worse; the
+decoder's colour separation describes a mask that is not the one served. On the tuning set,
+unseen categories, masks refined by the wide kernel, Spearman with the true IoU: decoder's
+terms 0.67 / 0.68, refined mask's 0.65 / 0.64, decoder's confidence with the refined mask's
+separation 0.69 / 0.70 (two checkpoints; docs/results.md, "Which masks to check first").
+
+It is a ranking score in [0, 1] (higher: more likely right), not a calibrated IoU. No torch:
+serving and batch labeling run it on the decoder's ``[N, R, R]`` probabilities and the encoded
+image's pixels; the benchmark (benchmarks/mask_quality.py) calls the same functions.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -41,6 +57,20 @@ NO_BACKGROUND = 0.5
 #: teacher-student (benchmarks/mask_quality.py --review-context): 2 and 4 did alike, 7 reads
 #: other objects.
 CONTEXT = 2
+
+
+@dataclass(frozen=True)
+class ReviewWeights:
+    """The weight of each term in the review score (module doc); renormalised over the terms
+    a mask has."""
+
+    confidence: float = 0.6
+    separation: float = 0.3
+    head: float = 0.1
+
+
+#: The served weights: fitted on the tuning set (module doc; benchmarks/review_weights.py).
+WEIGHTS = ReviewWeights()
 
 
 def sample_box_colours(pixels: np.ndarray, boxes: np.ndarray, resolution: int,
@@ -134,28 +164,39 @@ CHUNK = 256
 
 
 def review_boxes(pixels: np.ndarray, boxes: np.ndarray, probs: np.ndarray,
-                 head: np.ndarray | None = None, threshold: float = 0.5) -> np.ndarray:
+                 head: np.ndarray | None = None, threshold: float = 0.5,
+                 served: np.ndarray | None = None) -> np.ndarray:
     """:func:`review_score` of ``N`` masks on ``pixels`` (``[H, W, 3]`` uint8; ``boxes`` ``[N, 4]``
-    xyxy in its coordinates, ``probs`` ``[N, R, R]``), their colours and rings sampled
+    xyxy in its coordinates, ``probs`` ``[N, R, R]`` the decoder's, ``served`` the same masks
+    as served where they differ: refined by the CRF), their colours and rings sampled
     (:func:`sample_box_colours`) and scored :data:`CHUNK` masks at a time."""
     out = np.empty((probs.shape[0],), dtype=np.float32)
     for start in range(0, probs.shape[0], CHUNK):
         part = slice(start, start + CHUNK)
         colours = sample_box_colours(pixels, boxes[part], probs.shape[-1])
         out[part] = review_score(probs[part], colours, None if head is None else head[part],
-                                 threshold)
+                                 threshold, None if served is None else served[part])
     return out
 
 
 def review_score(probs: np.ndarray, colours: np.ndarray, head: np.ndarray | None = None,
-                 threshold: float = 0.5) -> np.ndarray:
-    """``[N]`` float32 in [0, 1]: the mean of the confidence, the colour separation and, where
-    finite, the head's predicted IoU (``head``, ``[N]``; NaN or None: the model has no head).
-    All ``N`` at once: :func:`review_boxes` bounds the memory of many."""
-    total = mask_confidence(probs, threshold) + colour_separation(probs, colours, threshold)
-    count = np.full(probs.shape[0], 2.0)
+                 threshold: float = 0.5, served: np.ndarray | None = None,
+                 weights: ReviewWeights = WEIGHTS) -> np.ndarray:
+    """``[N]`` float32 in [0, 1]: the weighted mean (``weights``) of the confidence of the
+    decoder's masks ``probs`` (``[N, R, R]``), the colour separation of the masks as served
+    (``served``, ``[N, R, R]``: the CRF's refinement of ``probs``; None: ``probs`` themselves)
+    and, where finite, the head's predicted IoU (``head``, ``[N]``; NaN or None: the model has
+    no head), renormalised over the terms each mask has. All ``N`` at once:
+    :func:`review_boxes` bounds the memory of many."""
+    shown = probs if served is None else served
+    if shown.shape != probs.shape:
+        raise ValueError(f"served masks of shape {shown.shape} for decoded masks of shape "
+                         f"{probs.shape}")
+    total = (weights.confidence * mask_confidence(probs, threshold)
+             + weights.separation * colour_separation(shown, colours, threshold))
+    count = np.full(probs.shape[0], weights.confidence + weights.separation)
     if head is not None:
         has = np.isfinite(head)
-        total = total + np.where(has, np.nan_to_num(head.astype(np.float64)), 0.0)
-        count = count + has
+        total = total + weights.head * np.where(has, np.nan_to_num(head.astype(np.float64)), 0.0)
+        count = count + weights.head * has
     return (total / count).astype(np.float32)

@@ -115,6 +115,31 @@ def test_runs_under_a_decoder_budget_give_the_same_quality(quality_model_dir: Pa
                                whole.detect(score_threshold=0.0).quality, atol=1e-6)
 
 
+@pytest.mark.parametrize("refine", ["crf", "crf_wide"])
+def test_a_refined_mask_is_scored_by_its_own_colours_and_the_decoders_confidence(
+        quality_model_dir: Path, tiny_dataset: Path, refine: str) -> None:
+    """Served refined by the CRF, a mask's quality is the review score of the decoder's mask
+    (its confidence) with the refined mask's colour separation: the decoder's masks come from
+    the same model served without refinement."""
+    from boxmask.runtime.crf import KERNELS, refine_boxes
+
+    plain = Predictor.from_dir(quality_model_dir, intra_op_threads=1, mask_refine="none")
+    refined = Predictor.from_dir(quality_model_dir, intra_op_threads=1, mask_refine=refine)
+    image = _image(tiny_dataset)
+    key = plain.set_image(image)
+    assert refined.set_image(image) == key
+    decoded, served = plain.predict(BOXES, key=key), refined.predict(BOXES, key=key)
+    pixels = plain._entry(key)[1].pixels
+    resized = _resized(plain, key, BOXES)
+    want = refine_boxes(pixels, resized, decoded.mask_probs, KERNELS[refine])
+    np.testing.assert_allclose(served.mask_probs, want, atol=1e-6)
+    colours = sample_box_colours(pixels, resized, decoded.mask_probs.shape[-1])
+    np.testing.assert_allclose(
+        served.quality, review_score(decoded.mask_probs, colours, decoded.head_quality,
+                                     served=want), atol=1e-6)
+    np.testing.assert_array_equal(served.head_quality, decoded.head_quality)
+
+
 class _NoQualitySession:
     """A decoder session that fails if asked for ``quality`` (a model without the head has
     no such output: ONNX Runtime would refuse the name)."""

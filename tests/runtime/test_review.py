@@ -7,6 +7,8 @@ import pytest
 
 from boxmask.runtime.review import (
     NO_BACKGROUND,
+    WEIGHTS,
+    ReviewWeights,
     colour_separation,
     mask_confidence,
     review_score,
@@ -102,15 +104,41 @@ def test_a_mask_on_the_objects_colours_separates_them_and_a_wrong_one_does_not()
     assert sep[2] == NO_BACKGROUND and sep[3] == 0.0
 
 
-def test_the_review_score_is_the_mean_of_the_terms_the_model_has() -> None:
+def test_the_review_score_is_the_weighted_mean_of_the_terms_the_model_has() -> None:
     img = _two_colour_box()
     colours = sample_box_colours(img, np.array([[0, 0, 16, 16]] * 2, np.float32), R)
     probs = np.zeros((2, R, R), np.float32)
     probs[:, 2:6, 2:6] = 0.9
     conf, sep = mask_confidence(probs), colour_separation(probs, colours)
-    np.testing.assert_allclose(review_score(probs, colours), (conf + sep) / 2, rtol=1e-6)
+    w = WEIGHTS
+    assert (w.confidence, w.separation, w.head) == (0.6, 0.3, 0.1)
+    np.testing.assert_allclose(review_score(probs, colours),
+                               (w.confidence * conf + w.separation * sep)
+                               / (w.confidence + w.separation), rtol=1e-6)
     head = np.array([0.3, np.nan], np.float32)  # a head's IoU; NaN: no head for that mask
     got = review_score(probs, colours, head)
     assert got.dtype == np.float32
-    assert got[0] == pytest.approx((conf[0] + sep[0] + 0.3) / 3, rel=1e-6)
-    assert got[1] == pytest.approx((conf[1] + sep[1]) / 2, rel=1e-6)
+    assert got[0] == pytest.approx(0.6 * conf[0] + 0.3 * sep[0] + 0.1 * 0.3, rel=1e-6)
+    assert got[1] == pytest.approx((0.6 * conf[1] + 0.3 * sep[1]) / 0.9, rel=1e-6)
+    # Equal weights: the plain mean (the score before the weights were fitted).
+    equal = review_score(probs, colours, head, weights=ReviewWeights(1.0, 1.0, 1.0))
+    assert equal[0] == pytest.approx((conf[0] + sep[0] + 0.3) / 3, rel=1e-6)
+
+
+def test_the_colour_term_reads_the_served_mask_and_the_confidence_the_decoders() -> None:
+    """Where the CRF refines what is served, the score's separation is the refined mask's (the
+    one the annotator sees) and its confidence the decoder's (the refined mask's is high
+    wherever the CRF snapped it to an edge, right or wrong)."""
+    img = _two_colour_box()
+    colours = sample_box_colours(img, np.array([[0, 0, 16, 16]], np.float32), R)
+    decoded = np.zeros((1, R, R), np.float32)
+    decoded[0, 2:6, 4:8] = 0.7  # half on the background: a poor split of the colours
+    refined = np.zeros((1, R, R), np.float32)
+    refined[0, 2:6, 2:6] = 0.99  # the square exactly, sure of itself
+    got = review_score(decoded, colours, served=refined)
+    want = (0.6 * mask_confidence(decoded) + 0.3 * colour_separation(refined, colours)) / 0.9
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert got[0] > review_score(decoded, colours)[0]  # the served mask splits the colours
+    assert got[0] < review_score(refined, colours)[0]  # but not the refined mask's confidence
+    with pytest.raises(ValueError, match="served masks"):
+        review_score(decoded, colours, served=refined[:, :4, :4])

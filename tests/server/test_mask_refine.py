@@ -42,7 +42,8 @@ def test_segment_serves_the_refined_masks_when_told(model_dir: Path) -> None:
     assert ([(i["mask"], i["quality"]) for i in answers["none"]]
             != [(i["mask"], i["quality"]) for i in answers["crf"]])
     # The wide kernel refines the same decoder masks otherwise; the review score reads the
-    # decoder's masks, the same whichever kernel refines them.
+    # served mask's colours, so it follows the kernel (tests/runtime/test_mask_quality.py
+    # checks the terms).
     assert [i["mask"] for i in answers["crf_wide"]] != [i["mask"] for i in answers["crf"]]
     assert ([i["quality"] for i in answers["crf_wide"]]
-            == [i["quality"] for i in answers["crf"]])
+            != [i["quality"] for i in answers["crf"]])
