@@ -34,9 +34,10 @@ Where the CRF refines what is served (``mask_refine``), the **confidence** reads
 mask and the **colour separation** the served (refined) one: the refined mask's own confidence
 is high for every mask the CRF has pulled onto an edge, right or wrong, and ranks worse; the
 decoder's colour separation describes a mask that is not the one served. On the tuning set,
-unseen categories, masks refined by the wide kernel, Spearman with the true IoU: decoder's
-terms 0.67 / 0.68, refined mask's 0.65 / 0.64, decoder's confidence with the refined mask's
-separation 0.69 / 0.70 (two checkpoints; docs/results.md, "Which masks to check first").
+unseen categories, masks refined by the wide kernel, Spearman with the true IoU, the terms
+weighted equally: the decoder's terms 0.67 / 0.68, the refined mask's 0.65 / 0.64, the decoder's
+confidence with the refined mask's separation 0.69 / 0.69 (two checkpoints; with the fitted
+weights 0.69 / 0.70; docs/results.md, "Which masks to check first").
 
 It is a ranking score in [0, 1] (higher: more likely right), not a calibrated IoU. No torch:
 serving and batch labeling run it on the decoder's ``[N, R, R]`` probabilities and the encoded
