@@ -217,7 +217,7 @@ def measure(raw: dict[str, Any], context: int | None = None, crf: str | None = N
     of a loaded checkpoint ``raw``, box-prompted (:func:`mask_terms`): the served score, the
     head alone (checkpoints with a head), the class probability, the mask's mean confidence,
     and the score as served before 2026-12-07 (the decoder's terms, equal weights)."""
-    from boxmask.runtime.review import ReviewWeights
+    from boxmask.runtime.review import ReviewWeights, combine_terms
 
     terms = mask_terms(raw, context, crf)
     head = has_quality_head(raw)
@@ -226,8 +226,8 @@ def measure(raw: dict[str, Any], context: int | None = None, crf: str | None = N
     for side, keep in (("unseen", ~terms["seen"]), ("seen", terms["seen"]),
                        ("all", np.ones_like(terms["seen"]))):
         ious = terms["iou"][keep]
-        before = weighted(terms["confidence"][keep], terms["separation_decoder"][keep],
-                          terms["head"][keep], equal)
+        before = combine_terms(terms["confidence"][keep], terms["separation_decoder"][keep],
+                               terms["head"][keep], equal)
         scores = {"quality": terms["quality"][keep], "head": terms["head"][keep],
                   "class probability": terms["class_probability"][keep],
                   "mean confidence": terms["mean_confidence"][keep],
@@ -237,16 +237,6 @@ def measure(raw: dict[str, Any], context: int | None = None, crf: str | None = N
         out[side] = figures(scores, ious)
         out[side]["mean_iou"] = float(ious.mean()) if len(ious) else None
     return out
-
-
-def weighted(confidence: np.ndarray, separation: np.ndarray, head: np.ndarray,
-             weights: Any) -> np.ndarray:
-    """The review score's weighted mean (boxmask.runtime.review.review_score) of terms already
-    computed: ``head`` NaN where a mask has none."""
-    has = np.isfinite(head)
-    total = (weights.confidence * confidence + weights.separation * separation
-             + weights.head * np.where(has, np.nan_to_num(head), 0.0))
-    return total / (weights.confidence + weights.separation + weights.head * has)
 
 
 def table(results: list[dict[str, Any]]) -> str:

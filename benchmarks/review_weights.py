@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 from harness import markdown_table, write_json
-from mask_quality import figures, mask_terms, weighted
+from mask_quality import figures, mask_terms
 
 ROOT = Path(__file__).resolve().parents[1]
 FINISHES = {"none": None, "crf": "local", "crf_wide": "wide"}
@@ -57,7 +57,7 @@ def fit(terms: list[dict[str, np.ndarray]], with_head: bool = True) -> dict[str,
 
 def scores(t: dict[str, np.ndarray], fitted: dict[str, float]) -> dict[str, np.ndarray]:
     """The compared scores of the unseen instances of one checkpoint's ``t``."""
-    from boxmask.runtime.review import ReviewWeights
+    from boxmask.runtime.review import ReviewWeights, combine_terms
 
     u = ~t["seen"]
     conf, sep, dec, head = (t["confidence"][u], t["separation"][u],
@@ -65,9 +65,9 @@ def scores(t: dict[str, np.ndarray], fitted: dict[str, float]) -> dict[str, np.n
     equal = ReviewWeights(1.0, 1.0, 1.0)
     return {
         "mean confidence": t["mean_confidence"][u],
-        "before: decoder's terms, equal weights": weighted(conf, dec, head, equal),
-        "decoder's confidence, served separation, equal weights": weighted(conf, sep, head, equal),
-        "fitted weights": weighted(conf, sep, head, ReviewWeights(**fitted)),
+        "before: decoder's terms, equal weights": combine_terms(conf, dec, head, equal),
+        "decoder's confidence, served separation, equal weights": combine_terms(conf, sep, head, equal),
+        "fitted weights": combine_terms(conf, sep, head, ReviewWeights(**fitted)),
         "served (runtime.review.WEIGHTS)": t["quality"][u],
     }
 

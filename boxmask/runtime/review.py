@@ -193,11 +193,21 @@ def review_score(probs: np.ndarray, colours: np.ndarray, head: np.ndarray | None
     if shown.shape != probs.shape:
         raise ValueError(f"served masks of shape {shown.shape} for decoded masks of shape "
                          f"{probs.shape}")
-    total = (weights.confidence * mask_confidence(probs, threshold)
-             + weights.separation * colour_separation(shown, colours, threshold))
-    count = np.full(probs.shape[0], weights.confidence + weights.separation)
+    return combine_terms(mask_confidence(probs, threshold),
+                         colour_separation(shown, colours, threshold), head,
+                         weights).astype(np.float32)
+
+
+def combine_terms(confidence: np.ndarray, separation: np.ndarray,
+                  head: np.ndarray | None = None, weights: ReviewWeights = WEIGHTS
+                  ) -> np.ndarray:
+    """``[N]`` float64: the weighted mean of the terms already computed (``[N]`` each; ``head``
+    NaN where a mask has none, None where the model has none), renormalised over the terms each
+    mask has. :func:`review_score`'s last step; the benchmarks weigh stored terms with it."""
+    total = weights.confidence * confidence + weights.separation * separation
+    count = np.full(len(confidence), weights.confidence + weights.separation)
     if head is not None:
         has = np.isfinite(head)
         total = total + weights.head * np.where(has, np.nan_to_num(head.astype(np.float64)), 0.0)
         count = count + weights.head * has
-    return (total / count).astype(np.float32)
+    return total / count
