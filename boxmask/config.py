@@ -217,6 +217,10 @@ class ModelConfig(_Section):
     # then teach the box-only instances instead of the teacher's: a student that has overtaken
     # its teacher teaches the next round.
     self_train_every: int = Field(default=0, ge=0)
+    # Not in the paper (0, off, by default): a soft Dice term (``loss_mask_dice``, this weight)
+    # on the student's masks beside Mask R-CNN's per-cell BCE, on the same instances and
+    # targets: Dice is counted per instance, as the box-prompted mean IoU is.
+    mask_dice_weight: float = Field(default=0.0, ge=0.0)
     # Not in the paper (``none``, off, by default; inference only: training is unchanged):
     # ``box`` serves the masks of the categories the model learned from boxes alone (its
     # checkpoint's ``taught_by: pseudo_masks``) fitted to their box: each mask thresholded as

@@ -123,7 +123,8 @@ def build_model(cfg: ModelConfig, num_classes: int, seen_labels: set[int] | None
         known_distill=cfg.known_distill,
         self_train_every=cfg.self_train_every,
         served_mask_fit_cover=cfg.served_mask_fit_cover if cfg.served_mask_fit == "box" else 0.0,
-        served_box_guard=cfg.served_box_guard == "expected_iou")
+        served_box_guard=cfg.served_box_guard == "expected_iou",
+        mask_dice_weight=cfg.mask_dice_weight)
     roi_heads = BoxMaskRoIHeads.from_roi_heads(base.roi_heads, branch,
                                                mask_rois_per_image=cfg.mask_rois_per_image)
     model = BoxMaskRCNN(base.backbone, base.rpn, roi_heads, base.transform,

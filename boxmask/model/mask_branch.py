@@ -77,6 +77,22 @@ def mask_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, targets)
 
 
+def mask_dice(logits: torch.Tensor, targets: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """Soft Dice loss of ``logits`` ``[N, R, R]`` against ``targets`` (same shape, in [0, 1]),
+    one per instance, averaged: ``1 - (2 sum(p t) + eps) / (sum(p) + sum(t) + eps)``.
+
+    Not in the paper (``model.mask_dice_weight``). Per instance, so a small object counts as
+    much as a large one, as in the box-prompted mean IoU (BCE weighs every cell alike). ``eps``
+    of one cell keeps an empty target from a 0/0. Empty selection: a zero that keeps the graph.
+    """
+    if logits.numel() == 0:
+        return logits.sum() * 0.0
+    p = logits.sigmoid().flatten(1)
+    t = targets.to(p.dtype).flatten(1)
+    dice = (2.0 * (p * t).sum(1) + eps) / (p.sum(1) + t.sum(1) + eps)
+    return (1.0 - dice).mean()
+
+
 def masked_mask_bce(logits: torch.Tensor, targets: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """:func:`mask_bce` averaged over the cells where ``keep`` (bool, same shape) is True."""
     if logits.numel() == 0:
@@ -181,6 +197,8 @@ class TeacherStudentMaskBranch(nn.Module):
             (``loss_mask_quality``), on detached inputs (it never changes a mask).
         mask_quality_channels, mask_quality_fc: its conv width (0: ``conv_channels``) and its
             fully connected width.
+        mask_dice_weight: weight of a Dice term (:func:`mask_dice`, ``loss_mask_dice``) on the
+            student's masks beside its BCE, on the same instances and targets; 0: off.
     """
 
     def __init__(self, roi_pool: MultiScaleRoIAlign, in_channels: int, conv_channels: int,
@@ -203,8 +221,10 @@ class TeacherStudentMaskBranch(nn.Module):
                  known_pseudo_targets: Literal["soft", "refit"] = "soft",
                  known_distill: Literal["instances", "all"] = "instances",
                  self_train_every: int = 0,
-                 served_mask_fit_cover: float = 0.0, served_box_guard: bool = False) -> None:
+                 served_mask_fit_cover: float = 0.0, served_box_guard: bool = False,
+                 mask_dice_weight: float = 0.0) -> None:
         super().__init__()
+        self.mask_dice_weight = mask_dice_weight
         if mode not in ("agnostic", "teacher_student", "oracle"):
             raise ValueError(f"unknown mode {mode!r}")
         if unseen_box_loss not in ("none", "projection", "boxinst"):
@@ -527,6 +547,9 @@ class TeacherStudentMaskBranch(nn.Module):
                         images, image_shapes)
                 supervised = torch.ones_like(valid)
             losses["loss_mask_student"] = mask_bce(student_logits[supervised], target[supervised])
+            if self.mask_dice_weight > 0:
+                losses["loss_mask_dice"] = self.mask_dice_weight * mask_dice(
+                    student_logits[supervised], target[supervised])
             if self.anchor is not None and self.known_distill == "all":
                 losses["loss_mask_distill"] = self._distill_loss(all_logits, anchor_logits)
 

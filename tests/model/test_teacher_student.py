@@ -446,3 +446,48 @@ def test_a_pixel_fused_head_without_its_crops_is_an_error():
     with pytest.raises(ValueError, match="pixel"):
         model.roi_heads.decode_boxes(features, torch.tensor([[1.0, 1, 30, 30]]),
                                      torch.tensor([1]), size)
+
+
+def test_mask_dice_is_one_minus_dice_per_instance_averaged():
+    logits = torch.full((2, 4, 4), -30.0)
+    logits[0, :2] = 30.0  # instance 0: exactly its target
+    targets = torch.zeros(2, 4, 4)
+    targets[0, :2] = 1.0
+    targets[1, :, :2] = 1.0  # instance 1: predicted empty, target 8 cells
+    loss = mb.mask_dice(logits, targets, eps=1.0)
+    expected = ((1 - 17 / 17) + (1 - 1 / 9)) / 2
+    assert loss.item() == pytest.approx(expected, abs=1e-5)
+    empty = mb.mask_dice(torch.zeros(0, 4, 4, requires_grad=True), torch.zeros(0, 4, 4))
+    assert empty.item() == 0.0 and empty.requires_grad
+
+
+def test_the_dice_weight_adds_a_student_dice_term_on_the_bce_instances(monkeypatch):
+    seen = []
+    real = mb.mask_dice
+
+    def spy(logits, targets, eps=1.0):
+        seen.append((logits.shape[0], targets.clone()))
+        return real(logits, targets, eps)
+
+    monkeypatch.setattr(mb, "mask_dice", spy)
+    assert "loss_mask_dice" not in _losses(_branch("teacher_student"), _target())
+    assert not seen
+    branch = _branch("teacher_student")
+    branch.mask_dice_weight = 2.0
+    losses = _losses(branch, _target())
+    n, targets = seen[0]
+    assert n == 2  # the seen instance and the unseen one with its pseudo-mask, as the BCE
+    assert losses["loss_mask_dice"].item() == pytest.approx(
+        2.0 * real(_student_logits_for(branch), targets).item(), rel=1e-5)
+    model = build_model(ModelConfig(backbone="resnet18_fpn", fpn_channels=8, mask_head_channels=8,
+                                    representation_size=8, mask_dice_weight=0.5), 3, {1, 2})
+    assert model.roi_heads.mask_branch.mask_dice_weight == 0.5
+
+
+def _student_logits_for(branch: TeacherStudentMaskBranch) -> torch.Tensor:
+    """The student's logits of the label's channel on :func:`_target`'s two RoIs."""
+    t = _target()
+    rois = [t["boxes"].clone()]
+    x = branch.roi_pool(_features(), rois, [(H, W)])
+    all_logits = branch.run_student(x, _features(), rois)
+    return all_logits[torch.arange(2), t["labels"] - 1]
