@@ -138,7 +138,8 @@ def mask_terms(raw: dict[str, Any], context: int | None = None, crf: str | None 
     """Every validation instance of a loaded checkpoint ``raw``, box-prompted: ``[M]`` arrays
     ``seen``, ``iou`` (the served mask's true IoU), ``quality`` (the served review score, by
     the runtime's functions), the review terms ``confidence`` (the decoder's mask's),
-    ``separation`` (the served mask's), ``separation_decoder``, ``head`` (NaN without a head),
+    ``separation`` (the served mask's), ``separation_decoder``, ``edge`` (the served mask's edge
+    contrast), ``head`` (NaN without a head),
     ``class_probability`` and ``mean_confidence``. ``crf`` ("local" or "wide"): the served mask
     is the decoder's refined by the CRF with that kernel (a bundle with ``mask_refine: crf`` or
     ``crf_wide``; boxmask.runtime.crf). ``annotations``/``images``: another COCO set than the
@@ -152,9 +153,11 @@ def mask_terms(raw: dict[str, Any], context: int | None = None, crf: str | None 
     from boxmask.runtime.review import (
         CONTEXT,
         colour_separation,
+        edge_contrast,
         mask_confidence,
         review_score,
         sample_box_colours,
+        weights_for,
     )
 
     model, categories = model_from_checkpoint(raw)
@@ -168,7 +171,7 @@ def mask_terms(raw: dict[str, Any], context: int | None = None, crf: str | None 
     coco = dataset.coco
     to_label = {int(c["id"]): int(c["label"]) for c in categories}
     names = ("seen", "iou", "quality", "confidence", "separation", "separation_decoder", "head",
-             "class_probability", "mean_confidence")
+             "class_probability", "mean_confidence", "edge")
     rows: list[tuple[float, ...]] = []
     with torch.no_grad():
         for _, ann_ids, boxes, labels, image in prompted_images(dataset, to_label):
@@ -188,10 +191,13 @@ def mask_terms(raw: dict[str, Any], context: int | None = None, crf: str | None 
                 kernel = KERNELS[mask_refine_name(True, crf)]
                 refined = refine_boxes(pixels, scaled.numpy(), grid, kernel)
                 shown = paste_masks(torch.from_numpy(refined)[:, None], boxes, (h, w), offset)[:, 0]
-            served = review_score(grid, colours, head_iou, served=refined)
+            served = review_score(grid, colours, head_iou, served=refined,
+                                  weights=weights_for(mask_refine_name(True, crf) if crf
+                                                      else "none"))
             conf = mask_confidence(grid)
             sep_decoder = colour_separation(grid, colours)
             sep = sep_decoder if refined is None else colour_separation(refined, colours)
+            edge = edge_contrast(grid if refined is None else refined, colours)
             for k, ann_id in enumerate(ann_ids):
                 ann = coco.anns[ann_id]
                 gt = coco.annToMask(ann).astype(bool)
@@ -204,7 +210,7 @@ def mask_terms(raw: dict[str, Any], context: int | None = None, crf: str | None 
                              float(conf[k]), float(sep[k]), float(sep_decoder[k]),
                              float(quality[k]) if quality is not None else float("nan"),
                              float(class_scores[k, int(used[k])]),
-                             float(p[pred].mean()) if pred.any() else 0.0))
+                             float(p[pred].mean()) if pred.any() else 0.0, float(edge[k])))
     arr = np.array(rows, dtype=np.float64).reshape(-1, len(names))
     out = {name: arr[:, i] for i, name in enumerate(names)}
     out["seen"] = out["seen"].astype(bool)
@@ -221,7 +227,7 @@ def measure(raw: dict[str, Any], context: int | None = None, crf: str | None = N
 
     terms = mask_terms(raw, context, crf)
     head = has_quality_head(raw)
-    equal = ReviewWeights(1.0, 1.0, 1.0)
+    equal = ReviewWeights(1.0, 1.0, 1.0, edge=0.0)
     out: dict[str, Any] = {}
     for side, keep in (("unseen", ~terms["seen"]), ("seen", terms["seen"]),
                        ("all", np.ones_like(terms["seen"]))):
@@ -231,7 +237,10 @@ def measure(raw: dict[str, Any], context: int | None = None, crf: str | None = N
         scores = {"quality": terms["quality"][keep], "head": terms["head"][keep],
                   "class probability": terms["class_probability"][keep],
                   "mean confidence": terms["mean_confidence"][keep],
-                  "equal weights, decoder's masks": before}
+                  "equal weights, decoder's masks": before,
+                  "without the edge term (0.6 / 0.3 / 0.1)": combine_terms(
+                      terms["confidence"][keep], terms["separation"][keep], terms["head"][keep],
+                      ReviewWeights(0.6, 0.3, 0.1, edge=0.0))}
         if not head:
             del scores["head"]
         out[side] = figures(scores, ious)

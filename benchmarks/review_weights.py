@@ -1,12 +1,12 @@
-"""The review score's weights (boxmask.runtime.review.WEIGHTS), fitted on a held-out tuning set.
+"""The review score's weights (boxmask.runtime.review.WEIGHTS_BY_FINISH), fitted on a held-out tuning set.
 
-The served ``quality`` is a weighted mean of three terms of each mask: the decoder's mask's
-confidence, the served mask's colour separation (refined by the CRF where the bundle says so)
-and the mask-quality head's predicted IoU. This script measures the terms and the true IoU of
+The served ``quality`` is a weighted mean of four terms of each mask: the decoder's mask's
+confidence, the served mask's colour separation and edge contrast (the mask refined by the CRF
+where the bundle says so) and the mask-quality head's predicted IoU. This script measures the terms and the true IoU of
 every instance of a COCO set that is **not** the validation split the review figures are
 reported on (benchmarks/mask_quality.py), box-prompted, for each checkpoint and each finish
 (the decoder's masks as they are, refined by the CRF with the local and the wide kernel), and
-fits the weights by least squares (true IoU on the three terms and a constant, the unseen
+fits the weights by least squares (true IoU on the four terms and a constant, the unseen
 categories' instances of every checkpoint pooled; normalised to sum 1). Then, per finish and
 checkpoint: Spearman with the true IoU, and the share of the masks with IoU < 0.5 among the
 lowest 10 % and 20 %, for the mean confidence (baseline), the score before 2026-12-07 (the
@@ -37,10 +37,10 @@ FINISHES = {"none": None, "crf": "local", "crf_wide": "wide"}
 
 
 def fit(terms: list[dict[str, np.ndarray]], with_head: bool = True) -> dict[str, float]:
-    """Least-squares weights of the true IoU on the confidence, the served separation and (if
-    ``with_head``) the head, with a constant, over the unseen instances of ``terms`` pooled;
-    normalised to sum 1."""
-    names = ["confidence", "separation"] + (["head"] if with_head else [])
+    """Least-squares weights of the true IoU on the confidence, the served separation, the
+    served edge contrast and (if ``with_head``) the head, with a constant, over the unseen
+    instances of ``terms`` pooled; normalised to sum 1."""
+    names = ["confidence", "separation", "edge"] + (["head"] if with_head else [])
     rows = [np.stack([t[n][~t["seen"]] for n in names], 1) for t in terms]
     x = np.concatenate(rows)
     y = np.concatenate([t["iou"][~t["seen"]] for t in terms])
@@ -52,23 +52,29 @@ def fit(terms: list[dict[str, np.ndarray]], with_head: bool = True) -> dict[str,
         raise SystemExit("the fitted weights sum to zero or less: the terms do not predict the "
                          "true IoU on this set (too few instances?)")
     weights = {"head": 0.0} | {n: float(v / total) for n, v in zip(names, w, strict=True)}
-    return {k: weights[k] for k in ("confidence", "separation", "head")}
+    return {k: weights[k] for k in ("confidence", "separation", "head", "edge")}
 
 
-def scores(t: dict[str, np.ndarray], fitted: dict[str, float]) -> dict[str, np.ndarray]:
-    """The compared scores of the unseen instances of one checkpoint's ``t``."""
+def scores(t: dict[str, np.ndarray], fitted: dict[str, float],
+           pooled: dict[str, float]) -> dict[str, np.ndarray]:
+    """The compared scores of the unseen instances of one checkpoint's ``t``: ``fitted`` are
+    the weights fitted on this finish, ``pooled`` those fitted on every finish at once."""
     from boxmask.runtime.review import ReviewWeights, combine_terms
 
     u = ~t["seen"]
-    conf, sep, dec, head = (t["confidence"][u], t["separation"][u],
-                            t["separation_decoder"][u], t["head"][u])
-    equal = ReviewWeights(1.0, 1.0, 1.0)
+    conf, sep, dec, head, edge = (t["confidence"][u], t["separation"][u],
+                                  t["separation_decoder"][u], t["head"][u], t["edge"][u])
+    equal = ReviewWeights(1.0, 1.0, 1.0, edge=0.0)
     return {
         "mean confidence": t["mean_confidence"][u],
         "before: decoder's terms, equal weights": combine_terms(conf, dec, head, equal),
         "decoder's confidence, served separation, equal weights": combine_terms(conf, sep, head, equal),
-        "fitted weights": combine_terms(conf, sep, head, ReviewWeights(**fitted)),
-        "served (runtime.review.WEIGHTS)": t["quality"][u],
+        "without the edge term (0.6 / 0.3 / 0.1)": combine_terms(
+            conf, sep, head, ReviewWeights(0.6, 0.3, 0.1, edge=0.0)),
+        "fitted weights": combine_terms(conf, sep, head, ReviewWeights(**fitted), edge),
+        "pooled weights (every finish)": combine_terms(conf, sep, head, ReviewWeights(**pooled),
+                                                       edge),
+        "served (runtime.review.WEIGHTS_BY_FINISH)": t["quality"][u],
     }
 
 
@@ -109,15 +115,19 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"checkpoints": [str(c) for c in args.checkpoint],
                               "annotations": args.annotations, "images": args.images,
                               "finishes": {}}
-    for finish in args.finish:
-        terms = [load_terms(c, finish, args.out, args.annotations, args.images)
-                 for c in args.checkpoint]
+    finishes = {finish: [load_terms(c, finish, args.out, args.annotations, args.images)
+                         for c in args.checkpoint] for finish in args.finish}
+    everything = [t for terms in finishes.values() for t in terms]
+    pooled_has_head = all(np.isfinite(t["head"]).all() for t in everything)
+    pooled = fit(everything, with_head=pooled_has_head)
+    result["pooled"] = pooled
+    for finish, terms in finishes.items():
         has_head = all(np.isfinite(t["head"]).all() for t in terms)
         fitted = fit(terms, with_head=has_head)
         no_head = fit(terms, with_head=False)
         rows, per = [], {}
         for c, t in zip(args.checkpoint, terms, strict=True):
-            got = figures(scores(t, fitted), t["iou"][~t["seen"]])
+            got = figures(scores(t, fitted, pooled), t["iou"][~t["seen"]])
             per[str(c)] = got
             for name, f in got.items():
                 if isinstance(f, dict):
@@ -131,9 +141,10 @@ def main(argv: list[str] | None = None) -> int:
                                                    if k != "head"))
         print(markdown_table(["checkpoint (unseen, IoU < 0.5)", "score", "Spearman",
                               "bad in lowest 10 %", "in lowest 20 %"], rows))
+    print("\nPooled over every finish: " + ", ".join(f"{k} {v:.2f}" for k, v in pooled.items()))
     write_json(args.out / "result.json", result)
     print(f"\nwritten: {args.out / 'result.json'}")
-    print(json.dumps({f: r["fitted"] for f, r in result["finishes"].items()}))
+    print(json.dumps({f: r["fitted"] for f, r in result["finishes"].items()} | {"pooled": pooled}))
     return 0
 
 

@@ -66,7 +66,7 @@ from boxmask.runtime.errors import ModelDirError, NoDetector, UnknownImage
 from boxmask.runtime.images import image_key, load_image
 from boxmask.runtime.masks import CroppedMask, grid_offset, mask_box, paste_cropped_mask
 from boxmask.runtime.options import PredictorOptions
-from boxmask.runtime.review import review_boxes
+from boxmask.runtime.review import review_boxes, weights_for
 from boxmask.runtime.sessions import InferenceSession
 from boxmask.runtime.transforms import ResizeInfo, boxes_to_original, boxes_to_resized, preprocess
 
@@ -483,10 +483,12 @@ class Predictor:
         if pixels is not None and len(probs):
             resized = boxes_to_resized(boxes, info)
             # The review score: the decoder's confidence, the served mask's colour separation
-            # (refined by the CRF where the card says so), the head's IoU (runtime.review).
+            # and edge contrast (refined by the CRF where the card says so), the head's IoU,
+            # weighed as fitted for this finish (runtime.review).
             served = (refine_boxes(pixels, resized, probs, KERNELS[self.mask_refine])
                       if self.mask_refine != "none" else None)
-            quality = review_boxes(pixels, resized, probs, head, t, served)
+            quality = review_boxes(pixels, resized, probs, head, t, served,
+                                   weights_for(self.mask_refine))
             if served is not None:
                 probs = served
         return Prediction(

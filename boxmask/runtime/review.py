@@ -68,10 +68,31 @@ class ReviewWeights:
     confidence: float = 0.6
     separation: float = 0.3
     head: float = 0.1
+    edge: float = 0.0
 
 
-#: The served weights: fitted on the tuning set (module doc; benchmarks/review_weights.py).
-WEIGHTS = ReviewWeights()
+#: The served weights, one set per finish (the model card's ``mask_refine``): each a
+#: least-squares fit on the tuning set (module doc; benchmarks/review_weights.py, 2026-12-07:
+#: two checkpoints, the unseen categories). The edge term weighs more where the CRF has pulled
+#: the served mask onto the image's edges; fitted on the three finishes at once, the weights
+#: (0.46 / 0.21 / 0.08 / 0.25) lost 0.01 Spearman with the wide kernel on the tuning set.
+WEIGHTS_BY_FINISH: dict[str, ReviewWeights] = {
+    "none": ReviewWeights(confidence=0.40, separation=0.18, head=0.08, edge=0.34),
+    "crf": ReviewWeights(confidence=0.31, separation=0.12, head=0.04, edge=0.52),
+    "crf_wide": ReviewWeights(confidence=0.37, separation=0.15, head=0.06, edge=0.42),
+}
+#: The weights for masks served as decoded.
+WEIGHTS = WEIGHTS_BY_FINISH["none"]
+
+
+def weights_for(mask_refine: str) -> ReviewWeights:
+    """The served weights for masks finished as the card's ``mask_refine`` says (``none``,
+    ``crf``, ``crf_wide``)."""
+    try:
+        return WEIGHTS_BY_FINISH[mask_refine]
+    except KeyError:
+        raise ValueError(f"no review weights for mask_refine {mask_refine!r}; known: "
+                         f"{', '.join(WEIGHTS_BY_FINISH)}") from None
 
 
 def sample_box_colours(pixels: np.ndarray, boxes: np.ndarray, resolution: int,
@@ -158,6 +179,47 @@ def colour_separation(probs: np.ndarray, colours: np.ndarray,
     return np.where(n_fg == 0, 0.0, out)
 
 
+def edge_contrast(probs: np.ndarray, colours: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """``[N]``: how much each mask's outline runs along the image's colour edges, in [0, 1).
+
+    On each box's grid and its ring (``colours`` as :func:`colour_separation` takes them; the
+    ring is background), over the pairs of neighbouring cells (left-right and up-down) whose
+    colours are both known: ``r`` = the mean colour distance across the mask's outline (pairs
+    with one cell in the mask and one out) over the mean colour distance of every pair, mapped
+    to ``r / (r + 1)``. An outline on the object's edge crosses the largest colour steps of
+    the box (r well above 1); one through the object's inside or the flat background crosses
+    ordinary ones (r near or under 1). Scale-free (a dim photo and a bright one alike). An
+    empty mask scores 0; a box without any colour step, 0.5 (nothing to tell).
+    """
+    n, r = probs.shape[0], probs.shape[-1]
+    context = (colours.shape[1] - r) // 2
+    if colours.shape[1:3] != (r + 2 * context,) * 2:
+        raise ValueError(f"colours of shape {colours.shape} do not frame masks of {r} x {r}")
+    size = r + 2 * context
+    inner = np.zeros((n, size, size), dtype=bool)
+    inner[:, context:context + r, context:context + r] = probs > threshold
+    # Every neighbouring pair, left-right then up-down, flattened: [N, P]. A pair with a cell
+    # outside the image has a NaN step.
+    c = colours.astype(np.float32, copy=False)
+    across_x, across_y = c[:, :, 1:] - c[:, :, :-1], c[:, 1:] - c[:, :-1]
+    step = np.concatenate([np.sqrt(np.einsum("nijc,nijc->nij", across_x, across_x)).reshape(n, -1),
+                           np.sqrt(np.einsum("nijc,nijc->nij", across_y, across_y)).reshape(n, -1)],
+                          axis=1)
+    outline = np.concatenate([(inner[:, :, 1:] != inner[:, :, :-1]).reshape(n, -1),
+                              (inner[:, 1:] != inner[:, :-1]).reshape(n, -1)], axis=1)
+    known = np.isfinite(step)
+    step = np.where(known, step, 0.0)
+    outline &= known
+    across, across_count = (step * outline).sum(1), outline.sum(1)
+    every, every_count = step.sum(1), known.sum(1)
+    mean_across = across / np.maximum(across_count, 1)
+    mean_every = every / np.maximum(every_count, 1)
+    ratio = mean_across / np.maximum(mean_every, 1e-6)
+    out = np.where(mean_every > 1e-6, ratio / (ratio + 1.0), NO_BACKGROUND)
+    out = np.where(across_count == 0, NO_BACKGROUND, out)  # a mask with no outline pair
+    return np.where(inner.reshape(n, -1).any(1), out, 0.0)
+
+
 #: Masks scored at a time by :func:`review_boxes`: the colours and the statistics' float64
 #: temporaries of a few thousand boxes at once would outgrow the labeler's memory budget
 #: (tests/labeling/test_image_labeler.py).
@@ -166,17 +228,19 @@ CHUNK = 256
 
 def review_boxes(pixels: np.ndarray, boxes: np.ndarray, probs: np.ndarray,
                  head: np.ndarray | None = None, threshold: float = 0.5,
-                 served: np.ndarray | None = None) -> np.ndarray:
+                 served: np.ndarray | None = None,
+                 weights: ReviewWeights = WEIGHTS) -> np.ndarray:
     """:func:`review_score` of ``N`` masks on ``pixels`` (``[H, W, 3]`` uint8; ``boxes`` ``[N, 4]``
     xyxy in its coordinates, ``probs`` ``[N, R, R]`` the decoder's, ``served`` the same masks
-    as served where they differ: refined by the CRF), their colours and rings sampled
+    as served where they differ: refined by the CRF; ``weights`` those of that finish,
+    :func:`weights_for`), their colours and rings sampled
     (:func:`sample_box_colours`) and scored :data:`CHUNK` masks at a time."""
     out = np.empty((probs.shape[0],), dtype=np.float32)
     for start in range(0, probs.shape[0], CHUNK):
         part = slice(start, start + CHUNK)
         colours = sample_box_colours(pixels, boxes[part], probs.shape[-1])
         out[part] = review_score(probs[part], colours, None if head is None else head[part],
-                                 threshold, None if served is None else served[part])
+                                 threshold, None if served is None else served[part], weights)
     return out
 
 
@@ -184,28 +248,33 @@ def review_score(probs: np.ndarray, colours: np.ndarray, head: np.ndarray | None
                  threshold: float = 0.5, served: np.ndarray | None = None,
                  weights: ReviewWeights = WEIGHTS) -> np.ndarray:
     """``[N]`` float32 in [0, 1]: the weighted mean (``weights``) of the confidence of the
-    decoder's masks ``probs`` (``[N, R, R]``), the colour separation of the masks as served
-    (``served``, ``[N, R, R]``: the CRF's refinement of ``probs``; None: ``probs`` themselves)
-    and, where finite, the head's predicted IoU (``head``, ``[N]``; NaN or None: the model has
-    no head), renormalised over the terms each mask has. All ``N`` at once:
-    :func:`review_boxes` bounds the memory of many."""
+    decoder's masks ``probs`` (``[N, R, R]``), the colour separation and the edge contrast of
+    the masks as served (``served``, ``[N, R, R]``: the CRF's refinement of ``probs``; None:
+    ``probs`` themselves) and, where finite, the head's predicted IoU (``head``, ``[N]``; NaN
+    or None: the model has no head), renormalised over the terms each mask has. All ``N`` at
+    once: :func:`review_boxes` bounds the memory of many."""
     shown = probs if served is None else served
     if shown.shape != probs.shape:
         raise ValueError(f"served masks of shape {shown.shape} for decoded masks of shape "
                          f"{probs.shape}")
+    edge = edge_contrast(shown, colours, threshold) if weights.edge else None
     return combine_terms(mask_confidence(probs, threshold),
                          colour_separation(shown, colours, threshold), head,
-                         weights).astype(np.float32)
+                         weights, edge).astype(np.float32)
 
 
 def combine_terms(confidence: np.ndarray, separation: np.ndarray,
-                  head: np.ndarray | None = None, weights: ReviewWeights = WEIGHTS
-                  ) -> np.ndarray:
+                  head: np.ndarray | None = None, weights: ReviewWeights = WEIGHTS,
+                  edge: np.ndarray | None = None) -> np.ndarray:
     """``[N]`` float64: the weighted mean of the terms already computed (``[N]`` each; ``head``
-    NaN where a mask has none, None where the model has none), renormalised over the terms each
-    mask has. :func:`review_score`'s last step; the benchmarks weigh stored terms with it."""
+    NaN where a mask has none, None where the model has none; ``edge`` None: left out, as a
+    weight of 0 does), renormalised over the terms each mask has. :func:`review_score`'s last
+    step; the benchmarks weigh stored terms with it."""
     total = weights.confidence * confidence + weights.separation * separation
-    count = np.full(len(confidence), weights.confidence + weights.separation)
+    count: np.ndarray = np.full(len(confidence), weights.confidence + weights.separation)
+    if edge is not None and weights.edge:
+        total = total + weights.edge * edge
+        count = count + weights.edge
     if head is not None:
         has = np.isfinite(head)
         total = total + weights.head * np.where(has, np.nan_to_num(head.astype(np.float64)), 0.0)

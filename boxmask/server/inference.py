@@ -1,8 +1,11 @@
 """The blocking work of a request: set the image, decode boxes, encode masks.
 
-These functions run in a worker thread (``InferenceLimiter.run``), never on the event loop:
-the encoder takes a CPU for hundreds of milliseconds, and even a cached decode plus RLE encoding
-is a few milliseconds of numpy that would stall every other connection.
+These functions run in a worker thread (``InferenceLimiter.run``): the encoder takes a CPU for
+hundreds of milliseconds, and even a cached decode plus RLE encoding is a few milliseconds that
+stall every other connection while they run on the event loop. The one exception is opt-in
+(``ServerSettings.inline_max_boxes``): a cached ``segment`` of that many boxes or fewer, with
+RLE masks, runs on the loop, where the hand-off to a thread costs as much as the server's other
+work of the request (docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -107,8 +107,10 @@ class InferenceLimiter:
         self.metrics.rejected.labels("overloaded").inc()
         return ApiError(503, "overloaded", why, headers={"Retry-After": str(self.retry_after_s)})
 
-    async def run(self, fn: Callable[..., T], *args: object) -> T:
-        """Run ``fn(*args)`` in a worker thread once a slot is free."""
+    async def run(self, fn: Callable[..., T], *args: object, inline: bool = False) -> T:
+        """Run ``fn(*args)`` in a worker thread once a slot is free (``inline``: on the event
+        loop itself, for work as short as the hand-off to a thread; ServerSettings'
+        ``inline_max_boxes``)."""
         if self._slots.locked():
             await self._wait_for_slot()
         else:
@@ -117,6 +119,8 @@ class InferenceLimiter:
             await self._slots.acquire()
         self.metrics.in_flight.inc()
         try:
+            if inline:
+                return fn(*args)
             return await run_in_threadpool(fn, *args)
         finally:
             self.metrics.in_flight.dec()

@@ -19,9 +19,9 @@ T = TypeVar("T")
 
 
 async def run_inference(limiter: InferenceLimiter, registry: ModelRegistry, slot: ModelSlot,
-                        fn: Callable[..., T], *args: object) -> T:
+                        fn: Callable[..., T], *args: object, inline: bool = False) -> T:
     try:
-        return await limiter.run(fn, *args)
+        return await limiter.run(fn, *args, inline=inline)
     except RuntimeInputError as exc:
         raise from_runtime_error(exc) from None
     except (BackendUnavailable, ModelDirError) as exc:

@@ -58,6 +58,13 @@ class ServerSettings(BaseSettings):
     # training jobs it starts; spinning threads burn what those need. On a busy 2-core machine
     # a cached R50-FPN box over HTTP took 2.5-3x as long with spinning (docs/benchmarks.md).
     intra_op_spinning: bool = False
+    # A /v1/segment request for an image the cache holds, with at most this many boxes and RLE
+    # masks, is decoded on the event loop instead of in a worker thread: the thread hand-off
+    # (waking a worker, the GIL passed there and back) was the largest part of the server's
+    # own cost of a cached box. The loop then stalls for that one decode (a few milliseconds),
+    # which the request waits for anyway; other connections wait as long. 0: every request in
+    # a worker thread.
+    inline_max_boxes: int = Field(default=0, ge=0)
     # A model that failed to load (or whose backend failed) is retried at most this often.
     reload_interval_s: float = Field(default=10.0, ge=0.0)
 

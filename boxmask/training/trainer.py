@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from boxmask.config import BoxMaskConfig, ConfigError, check_data_paths
+from boxmask.config import BoxMaskConfig, ConfigError, ModelConfig, check_data_paths
 from boxmask.model.checkpoint import checkpoint_categories, load_checkpoint
 from boxmask.training.checkpoint import (
     LAST,
@@ -269,8 +269,10 @@ class Trainer:
                               f"(was it trained with another model section?): {exc}") from exc
         saved_model_cfg = (ckpt.get("config") or {}).get("model")
         current = self.cfg.model_dump(mode="json")["model"]
-        if saved_model_cfg is not None and saved_model_cfg != current and self.ctx.is_main:
-            changed = sorted(k for k in current if saved_model_cfg.get(k) != current[k])
+        changed: list[str] = []
+        if saved_model_cfg is not None and self.ctx.is_main:
+            changed = changed_model_settings(saved_model_cfg, current)
+        if saved_model_cfg is not None and changed and self.ctx.is_main:
             self._print(f"[yellow]warning:[/] resuming with model settings changed since the "
                         f"checkpoint: {', '.join(changed)}")
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -446,6 +448,13 @@ def _log_line(record: dict[str, Any], epochs: int) -> str:
                       if k.startswith("loss_"))
     return (f"epoch {record['epoch']}/{epochs} it {record['iteration']} lr {record['lr']:.2e} "
             f"loss {record['loss']:.4f} ({losses}) {record['time_per_iter']:.2f}s/it")
+
+
+def changed_model_settings(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The model settings of ``current`` that differ from a checkpoint's ``saved`` ones; a
+    setting the checkpoint does not name (added to boxmask since) counts as its default."""
+    defaults = ModelConfig().model_dump(mode="json")
+    return sorted(k for k in current if saved.get(k, defaults.get(k)) != current[k])
 
 
 def train(cfg: BoxMaskConfig, resume: Path | None = None) -> Path:

@@ -16,7 +16,7 @@ from PIL import Image
 
 from boxmask.runtime import Predictor
 from boxmask.runtime.contract import QUALITY
-from boxmask.runtime.review import review_score, sample_box_colours
+from boxmask.runtime.review import review_score, sample_box_colours, weights_for
 
 BOXES = [[2, 2, 40, 30], [10, 8, 60, 58], [0, 0, 64, 64], [30, 30, 50, 62]]
 # The int8 graphs' quality may differ from fp32's by this much (the issue's bar: a review order
@@ -119,8 +119,9 @@ def test_runs_under_a_decoder_budget_give_the_same_quality(quality_model_dir: Pa
 def test_a_refined_mask_is_scored_by_its_own_colours_and_the_decoders_confidence(
         quality_model_dir: Path, tiny_dataset: Path, refine: str) -> None:
     """Served refined by the CRF, a mask's quality is the review score of the decoder's mask
-    (its confidence) with the refined mask's colour separation: the decoder's masks come from
-    the same model served without refinement."""
+    (its confidence) with the refined mask's colour separation and edge contrast, weighed as
+    fitted for that finish: the decoder's masks come from the same model served without
+    refinement."""
     from boxmask.runtime.crf import KERNELS, refine_boxes
 
     plain = Predictor.from_dir(quality_model_dir, intra_op_threads=1, mask_refine="none")
@@ -136,7 +137,7 @@ def test_a_refined_mask_is_scored_by_its_own_colours_and_the_decoders_confidence
     colours = sample_box_colours(pixels, resized, decoded.mask_probs.shape[-1])
     np.testing.assert_allclose(
         served.quality, review_score(decoded.mask_probs, colours, decoded.head_quality,
-                                     served=want), atol=1e-6)
+                                     served=want, weights=weights_for(refine)), atol=1e-6)
     np.testing.assert_array_equal(served.head_quality, decoded.head_quality)
 
 

@@ -8,11 +8,15 @@ import pytest
 from boxmask.runtime.review import (
     NO_BACKGROUND,
     WEIGHTS,
+    WEIGHTS_BY_FINISH,
     ReviewWeights,
     colour_separation,
+    combine_terms,
+    edge_contrast,
     mask_confidence,
     review_score,
     sample_box_colours,
+    weights_for,
 )
 
 R = 8
@@ -110,19 +114,70 @@ def test_the_review_score_is_the_weighted_mean_of_the_terms_the_model_has() -> N
     probs = np.zeros((2, R, R), np.float32)
     probs[:, 2:6, 2:6] = 0.9
     conf, sep = mask_confidence(probs), colour_separation(probs, colours)
+    edge = edge_contrast(probs, colours)
     w = WEIGHTS
-    assert (w.confidence, w.separation, w.head) == (0.6, 0.3, 0.1)
+    assert w == weights_for("none")
+    assert w.confidence > w.edge > w.separation > w.head > 0
     np.testing.assert_allclose(review_score(probs, colours),
-                               (w.confidence * conf + w.separation * sep)
-                               / (w.confidence + w.separation), rtol=1e-6)
+                               (w.confidence * conf + w.separation * sep + w.edge * edge)
+                               / (w.confidence + w.separation + w.edge), rtol=1e-6)
     head = np.array([0.3, np.nan], np.float32)  # a head's IoU; NaN: no head for that mask
     got = review_score(probs, colours, head)
     assert got.dtype == np.float32
-    assert got[0] == pytest.approx(0.6 * conf[0] + 0.3 * sep[0] + 0.1 * 0.3, rel=1e-6)
-    assert got[1] == pytest.approx((0.6 * conf[1] + 0.3 * sep[1]) / 0.9, rel=1e-6)
-    # Equal weights: the plain mean (the score before the weights were fitted).
-    equal = review_score(probs, colours, head, weights=ReviewWeights(1.0, 1.0, 1.0))
+    total = w.confidence + w.separation + w.edge + w.head
+    assert got[0] == pytest.approx((w.confidence * conf[0] + w.separation * sep[0]
+                                    + w.edge * edge[0] + w.head * 0.3) / total, rel=1e-6)
+    assert got[1] == pytest.approx((w.confidence * conf[1] + w.separation * sep[1]
+                                    + w.edge * edge[1]) / (total - w.head), rel=1e-6)
+    # Equal weights without the edge term: the plain mean (the score before any fit).
+    equal = review_score(probs, colours, head, weights=ReviewWeights(1.0, 1.0, 1.0, edge=0.0))
     assert equal[0] == pytest.approx((conf[0] + sep[0] + 0.3) / 3, rel=1e-6)
+    # combine_terms leaves the edge term out where it is not given, whatever its weight.
+    np.testing.assert_allclose(combine_terms(conf, sep, None, w),
+                               (w.confidence * conf + w.separation * sep)
+                               / (w.confidence + w.separation))
+
+
+def test_each_finish_has_its_own_fitted_weights() -> None:
+    assert set(WEIGHTS_BY_FINISH) == {"none", "crf", "crf_wide"}
+    for name, w in WEIGHTS_BY_FINISH.items():
+        assert weights_for(name) is w
+        assert sum((w.confidence, w.separation, w.head, w.edge)) == pytest.approx(1.0, abs=0.02)
+    # The CRF pulls the served mask onto the image's edges: the edge term weighs more there.
+    assert weights_for("crf").edge > weights_for("none").edge
+    with pytest.raises(ValueError, match="no review weights"):
+        weights_for("bilateral")
+
+
+def test_an_outline_on_the_objects_edge_has_a_high_edge_contrast_and_a_wrong_one_not() -> None:
+    img = _two_colour_box()
+    # A box with a ring inside the image: the 8 x 8 green square at 4..11 in a 12-px box.
+    colours = sample_box_colours(img, np.array([[2, 2, 14, 14]] * 5, np.float32), 12)
+    cells = (np.arange(12) + 0.5) + 2  # the grid's cell centres in pixels
+    on = (cells >= 4) & (cells < 12)
+    right = (on[:, None] & on[None]).astype(np.float32)
+    shifted = np.roll(right, 3, axis=1)  # its outline half through the background
+    inside = np.zeros((12, 12), np.float32)
+    inside[4:8, 4:8] = 1.0  # all in the green: its outline crosses no colour step
+    full = np.ones((12, 12), np.float32)  # the box: its outline on the flat red ring
+    empty = np.zeros((12, 12), np.float32)
+    edge = edge_contrast(np.stack([right, shifted, inside, full, empty]), colours)
+    assert edge[0] > 0.9  # the outline crosses the box's only colour steps
+    assert edge[2] == 0.0 and edge[3] == 0.0  # outlines on flat colour
+    assert edge[2] < edge[1] < edge[0]
+    assert edge[4] == 0.0  # empty
+    # Scale-free: the same image at a tenth of its contrast scores the same.
+    dim = (_two_colour_box() // 10).astype(np.uint8)
+    np.testing.assert_allclose(
+        edge_contrast(np.stack([right, shifted]),
+                      sample_box_colours(dim, np.array([[2, 2, 14, 14]] * 2, np.float32), 12)),
+        edge[:2], atol=0.02)
+    # A flat box tells nothing: neutral.
+    flat = sample_box_colours(np.full((16, 16, 3), 90, np.uint8),
+                              np.array([[2, 2, 14, 14]], np.float32), 12)
+    assert edge_contrast(right[None], flat)[0] == NO_BACKGROUND
+    with pytest.raises(ValueError, match="do not frame"):
+        edge_contrast(right[None], colours[:1, :5, :5])
 
 
 def test_the_colour_term_reads_the_served_mask_and_the_confidence_the_decoders() -> None:
@@ -136,7 +191,10 @@ def test_the_colour_term_reads_the_served_mask_and_the_confidence_the_decoders()
     refined = np.zeros((1, R, R), np.float32)
     refined[0, 2:6, 2:6] = 0.99  # the square exactly, sure of itself
     got = review_score(decoded, colours, served=refined)
-    want = (0.6 * mask_confidence(decoded) + 0.3 * colour_separation(refined, colours)) / 0.9
+    w = WEIGHTS
+    want = (w.confidence * mask_confidence(decoded) + w.separation * colour_separation(
+        refined, colours) + w.edge * edge_contrast(refined, colours)) / (
+        w.confidence + w.separation + w.edge)
     np.testing.assert_allclose(got, want, rtol=1e-6)
     assert got[0] > review_score(decoded, colours)[0]  # the served mask splits the colours
     assert got[0] < review_score(refined, colours)[0]  # but not the refined mask's confidence

@@ -71,3 +71,17 @@ def test_resume_with_another_architecture_says_so(tiny_cfg, tmp_path: Path) -> N
     wider = tiny_cfg("model.fpn_channels=32", f"train.output_dir={tmp_path / 'wider'}")
     with pytest.raises(ConfigError, match="does not fit the model"):
         train(wider, resume=last)
+
+
+def test_a_setting_added_since_the_checkpoint_is_its_default_not_a_change() -> None:
+    """A checkpoint saved before a model setting existed names no value for it: resuming at
+    the setting's default is no change (no warning); another value is one."""
+    from boxmask.config import ModelConfig
+    from boxmask.training.trainer import changed_model_settings
+
+    current = ModelConfig().model_dump(mode="json")
+    saved = {k: v for k, v in current.items() if k != "mask_dice_weight"}
+    assert changed_model_settings(saved, current) == []
+    assert changed_model_settings(saved, {**current, "mask_dice_weight": 1.0}) == [
+        "mask_dice_weight"]
+    assert changed_model_settings({**current, "sigma": "crf"}, current) == ["sigma"]

@@ -62,9 +62,13 @@ async def segment(request: Request, services: Services = Depends(get_services)) 
     caller = caller_of(request)
     budget.take(caller, cost)
     metrics.boxes.observe(len(params.boxes))
+    # A short request (cached image, few boxes, RLE) runs on the loop: no thread hand-off.
+    inline = (image.data is None and len(boxes) <= settings.inline_max_boxes
+              and params.mask_format == "rle")
     try:
         return await run_inference(services.limiter, registry, slot, inference.segment, slot.predictor,
-                                   slot.name, image, boxes, params, settings.max_image_pixels)
+                                   slot.name, image, boxes, params, settings.max_image_pixels,
+                                   inline=inline)
     except BaseException:
         budget.refund(caller, cost)  # refused or failed: the work was not done
         raise
