@@ -349,6 +349,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="ONNX Runtime's threads spin while they wait: with --start the server "
                         "gets BOXMASK_INTRA_OP_SPINNING=true (else false), and the bare decoder "
                         "follows; with --url, say what the server runs.")
+    p.add_argument("--inline-max-boxes", type=int, default=None, metavar="N",
+                   help="With --start: BOXMASK_INLINE_MAX_BOXES (cached requests of at most N "
+                        "boxes decoded on the event loop; default: the server's, 0).")
     p.add_argument("--no-bare", action="store_true",
                    help="Do not time the bare decoder beside the cached requests.")
     p.add_argument("--photos", action="store_true",
@@ -361,7 +364,8 @@ def main(argv: list[str] | None = None) -> None:
         model_dir = args.model_dir or str(Path(__file__).resolve().parents[1] / "boxmask/assets/models")
         extra = {k: str(v) for k, v in (("BOXMASK_PRECISION", args.precision),
                                         ("BOXMASK_INPUT_MIN_SIZE", args.input_min_size),
-                                        ("BOXMASK_THREADS", args.server_threads))
+                                        ("BOXMASK_THREADS", args.server_threads),
+                                        ("BOXMASK_INLINE_MAX_BOXES", args.inline_max_boxes))
                  if v is not None}
         extra["BOXMASK_INTRA_OP_SPINNING"] = "true" if args.spinning else "false"
         proc, url = start_server(model_dir, args.cache_mb, extra)
@@ -436,6 +440,7 @@ def main(argv: list[str] | None = None) -> None:
     results = {"model": model["models"][0]["name"], "image_size": args.image_size,
                "precision": args.precision, "input_min_size": args.input_min_size,
                "server_threads": args.server_threads, "spinning": args.spinning,
+               "inline_max_boxes": args.inline_max_boxes,
                "images": "photos" if args.photos else f"{args.image_size}px scenes",
                "uncached_single_box_ms": percentiles(first),
                "upload_ms": percentiles(upload),
