@@ -5,9 +5,9 @@ MaskIoU head (``model.mask_quality``, boxmask/model/mask_quality.py) predicts a 
 the RoI features and the mask; trained on the categories that have masks, it ranks the masks of
 those well but transfers poorly to the box-only ones (the categories that need review most):
 Spearman 0.50 with the true IoU on the demo model's unseen categories, against 0.76 for the
-mask's own mean confidence (docs/results.md, "Which masks to check first"). Two class-agnostic
-statistics of the mask itself transfer by construction, and each catches bad masks the other
-misses:
+mask's own mean confidence (docs/results.md, "Which masks to check first"). Three class-agnostic
+statistics of the mask itself transfer by construction, and each catches bad masks the others
+miss:
 
 - **confidence**: the mask's mean probability over its foreground cells, rescaled from
   ``[threshold, 1]`` to ``[0, 1]``: a mask the model is unsure of is more often wrong;
@@ -20,15 +20,21 @@ misses:
   nothing about such masks (Spearman -0.05 with the true IoU on the transfer benchmark's slab,
   0.63 with the ring: docs/results.md, "Which masks to check first"). Cells outside the image
   are left out. A mask with no background cell at all is neutral (0.5); an empty mask
-  scores 0.
+  scores 0;
+- **edge contrast** (:func:`edge_contrast`): whether the mask's outline runs along the image's
+  colour edges, the mean colour step across the outline over the mean step between any two
+  neighbouring cells of the box and its ring. It orders the good masks, which the other two
+  barely do: with the wide CRF most masks are good, and how exactly each outline follows its
+  object's edge is what their IoUs differ by (alone, Spearman 0.65 with the true IoU on the
+  tuning set's unseen masks refined by the wide kernel, against 0.58-0.62 for the confidence).
 
-The score is a weighted mean of the terms the model has (:data:`WEIGHTS`): confidence 0.6,
-colour separation 0.3, the head's predicted IoU 0.1 where the model ships the head (without it,
-the first two renormalised: 2/3 and 1/3). The weights are a least-squares fit of the true IoU on
-the three terms over a held-out tuning set (the clear scenes of generator seed 1, not the
-validation split the figures are measured on; benchmarks/review_weights.py refits and prints
-them): the fit gave 0.59-0.60 / 0.30-0.32 / 0.09-0.10 for masks served as decoded, refined by the
-CRF with either kernel, and on two checkpoints alike, so one set serves every finish.
+The score is a weighted mean of the terms the model has (:data:`WEIGHTS_BY_FINISH`; without a
+head, the others renormalised). The weights are a least-squares fit of the true IoU on the
+four terms over a held-out tuning set (the clear scenes of generator seed 1, not the validation
+split the figures are measured on; benchmarks/review_weights.py refits and prints them), one
+set per finish of the served masks (as decoded, refined by the local or by the wide CRF
+kernel): the edge term weighs more where the CRF has pulled the outline onto the image's edges
+(0.34, 0.52, 0.42 of the weight).
 
 Where the CRF refines what is served (``mask_refine``), the **confidence** reads the decoder's
 mask and the **colour separation** the served (refined) one: the refined mask's own confidence
@@ -37,7 +43,8 @@ decoder's colour separation describes a mask that is not the one served. On the 
 unseen categories, masks refined by the wide kernel, Spearman with the true IoU, the terms
 weighted equally: the decoder's terms 0.67 / 0.68, the refined mask's 0.65 / 0.64, the decoder's
 confidence with the refined mask's separation 0.69 / 0.69 (two checkpoints; with the fitted
-weights 0.69 / 0.70; docs/results.md, "Which masks to check first").
+weights of the three terms 0.69 / 0.70, with the edge term 0.71 / 0.72; docs/results.md,
+"Which masks to check first"). The edge contrast reads the served mask too.
 
 It is a ranking score in [0, 1] (higher: more likely right), not a calibrated IoU. No torch:
 serving and batch labeling run it on the decoder's ``[N, R, R]`` probabilities and the encoded
@@ -63,11 +70,12 @@ CONTEXT = 2
 @dataclass(frozen=True)
 class ReviewWeights:
     """The weight of each term in the review score (module doc); renormalised over the terms
-    a mask has."""
+    a mask has. The served sets are :data:`WEIGHTS_BY_FINISH`'s; ``edge`` 0 leaves the edge
+    term out (the score of the three terms, before 2026-12-07 night)."""
 
-    confidence: float = 0.6
-    separation: float = 0.3
-    head: float = 0.1
+    confidence: float
+    separation: float
+    head: float
     edge: float = 0.0
 
 
