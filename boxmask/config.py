@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -268,6 +268,10 @@ class TrainConfig(_Section):
     warmup_iters: int = Field(default=500, ge=0)
     warmup_factor: float = Field(default=0.001, gt=0, le=1)
     lr_steps: list[int] = Field(default_factory=lambda: [8, 11])  # epochs after which lr *= gamma
+    # Not in the paper (none by default): epochs after which the rate returns to ``lr`` (a warm
+    # restart; the steps before it no longer count), e.g. lr_steps [16, 22] with lr_restarts
+    # [18]: the base rate to 16, a tenth to 18, the base again to 22, a tenth after.
+    lr_restarts: list[int] = Field(default_factory=list)
     gamma: float = Field(default=0.1, gt=0)
     amp: bool = True  # only takes effect on CUDA
     seed: int = 0
@@ -302,6 +306,16 @@ class TrainConfig(_Section):
         if sorted(v) != v:
             raise ValueError("lr_steps must be increasing epoch numbers, e.g. [8, 11]")
         return v
+
+    @model_validator(mode="after")
+    def _restarts_between_steps(self) -> TrainConfig:
+        if sorted(self.lr_restarts) != self.lr_restarts or any(r < 1 for r in self.lr_restarts):
+            raise ValueError("lr_restarts must be increasing epoch numbers (>= 1), e.g. [18]")
+        same = sorted(set(self.lr_restarts) & set(self.lr_steps))
+        if same:
+            raise ValueError(f"epochs {same} are both in lr_steps and in lr_restarts: a step and "
+                             "a restart at once is ambiguous")
+        return self
 
 
 class EvalConfig(_Section):

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Rebuild the demo model shipped in boxmask/assets/models/synthetic-demo from nothing:
 # synthetic data (the `clear` scenes) -> training -> export (fp32 + calibrated int8 encoder and
-# decoder) -> sample images -> box-prompted evaluation written beside the card. 4500 iterations:
-# about 2 hours on 2 cores (1.8-2 s an iteration with one thread on a core shared with another
+# decoder) -> sample images -> box-prompted evaluation written beside the card. 6000 iterations:
+# about 2.5 hours on 2 cores (1.8-2 s an iteration with one thread on a core shared with another
 # training, 1.25 s with two threads alone; resumable: rerun after a cut-off and it continues
 # from the last epoch). Deterministic up to floating-point
 # scheduling.

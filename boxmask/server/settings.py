@@ -61,10 +61,13 @@ class ServerSettings(BaseSettings):
     # A /v1/segment request for an image the cache holds, with at most this many boxes and RLE
     # masks, is decoded on the event loop instead of in a worker thread: the thread hand-off
     # (waking a worker, the GIL passed there and back) was the largest part of the server's
-    # own cost of a cached box. The loop then stalls for that one decode (a few milliseconds),
-    # which the request waits for anyway; other connections wait as long. 0: every request in
-    # a worker thread.
-    inline_max_boxes: int = Field(default=0, ge=0)
+    # own cost of a cached box (R50-FPN int8 on 2 idle cores: 1.8-1.9 ms over the bare decoder
+    # against 2.0-2.2 in a thread, docs/benchmarks.md). The loop stalls for that one decode
+    # (a few milliseconds), which the request waits for anyway, and such requests no longer
+    # overlap each other: at 2 clients sending without pause, 170-200 cached boxes a second
+    # against 235-250. 0: every request in a worker thread (a server under heavy concurrent
+    # load).
+    inline_max_boxes: int = Field(default=1, ge=0)
     # A model that failed to load (or whose backend failed) is retried at most this often.
     reload_interval_s: float = Field(default=10.0, ge=0.0)
 

@@ -18,13 +18,17 @@ from boxmask.config import TrainConfig
 
 
 def lr_factor(iteration: int, milestones: list[int], gamma: float, warmup_iters: int,
-              warmup_factor: float) -> float:
+              warmup_factor: float, restarts: list[int] | None = None) -> float:
     """Multiplier of the base learning rate at ``iteration`` (0-based, the step about to run).
 
     Warm-up goes linearly from ``warmup_factor`` at iteration 0 to 1 at ``warmup_iters``, as in
-    torchvision's detection references; each milestone passed multiplies by ``gamma``.
+    torchvision's detection references; each milestone passed multiplies by ``gamma``. A
+    restart passed (``restarts``, iterations; not in the paper) brings the rate back to the
+    base: only the milestones after the last restart passed count.
     """
-    factor = gamma ** bisect_right(milestones, iteration)
+    passed = [r for r in (restarts or []) if r <= iteration]
+    since = bisect_right(milestones, max(passed)) if passed else 0
+    factor = gamma ** (bisect_right(milestones, iteration) - since)
     if iteration < warmup_iters:
         alpha = iteration / warmup_iters
         factor *= warmup_factor * (1.0 - alpha) + alpha
@@ -40,13 +44,16 @@ class WarmupMultiStepLR(LRScheduler):
         gamma: decay factor per milestone.
         warmup_iters: length of the linear warm-up in iterations (0 disables it).
         warmup_factor: rate multiplier at iteration 0.
+        restarts: iterations at which the rate returns to the base (:func:`lr_factor`).
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, milestones: list[int], gamma: float = 0.1,
-                 warmup_iters: int = 500, warmup_factor: float = 0.001, last_epoch: int = -1) -> None:
+                 warmup_iters: int = 500, warmup_factor: float = 0.001, last_epoch: int = -1,
+                 restarts: list[int] | None = None) -> None:
         if list(milestones) != sorted(milestones):
             raise ValueError(f"milestones must be increasing, got {milestones}")
         self.milestones = list(milestones)
+        self.restarts = sorted(restarts or [])
         self.gamma = gamma
         self.warmup_iters = warmup_iters
         self.warmup_factor = warmup_factor
@@ -56,7 +63,7 @@ class WarmupMultiStepLR(LRScheduler):
     #: module's docstring). Before this, torch's state_dict saved them and a resumed run kept
     #: the milestones it started with whatever its config said (a 24-epoch run resumed as 18
     #: epochs never dropped its rate).
-    SHAPE = ("milestones", "gamma", "warmup_iters", "warmup_factor")
+    SHAPE = ("milestones", "gamma", "warmup_iters", "warmup_factor", "restarts")
 
     def state_dict(self) -> dict:
         return {k: v for k, v in super().state_dict().items() if k not in self.SHAPE}
@@ -73,7 +80,7 @@ class WarmupMultiStepLR(LRScheduler):
         # Closed form, so the rate depends only on the iteration counter (`last_epoch` in
         # torch's naming) and never drifts through repeated multiplications.
         f = lr_factor(self.last_epoch, self.milestones, self.gamma, self.warmup_iters,
-                      self.warmup_factor)
+                      self.warmup_factor, self.restarts)
         return [base_lr * f for base_lr in self.base_lrs]
 
     _get_closed_form_lr = get_lr
@@ -84,13 +91,15 @@ def build_lr_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig,
     """The schedule of ``cfg``: ``lr_steps`` (epochs) become iteration milestones.
 
     ``lr_steps: [8, 11]`` means the rate drops after the 8th and the 11th finished epoch, i.e. at
-    iterations ``8 * iters_per_epoch`` and ``11 * iters_per_epoch``.
+    iterations ``8 * iters_per_epoch`` and ``11 * iters_per_epoch``; ``lr_restarts: [18]``
+    brings it back to ``lr`` after the 18th.
     """
     if iters_per_epoch < 1:
         raise ValueError("iters_per_epoch must be at least 1 (is the training set empty?)")
     milestones = [step * iters_per_epoch for step in cfg.lr_steps]
     return WarmupMultiStepLR(optimizer, milestones, gamma=cfg.gamma,
-                             warmup_iters=cfg.warmup_iters, warmup_factor=cfg.warmup_factor)
+                             warmup_iters=cfg.warmup_iters, warmup_factor=cfg.warmup_factor,
+                             restarts=[r * iters_per_epoch for r in cfg.lr_restarts])
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:

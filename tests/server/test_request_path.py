@@ -12,10 +12,11 @@ from tests.server.conftest import make_settings, png_bytes
 
 def test_a_cached_segment_request_hands_off_to_a_thread_once(
         client: TestClient, image_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The inference runs in a worker thread; nothing else of the request does. A plain `def`
-    dependency (settings, registry, limiter, metrics, budget, the token check) would run in
-    the thread pool too: six hand-offs more per request, each a wake-up of a worker thread
-    (milliseconds of a cached box on a busy machine)."""
+    """The inference runs in a worker thread (a single box, by default, on the loop itself:
+    none); nothing else of the request does. A plain `def` dependency (settings, registry,
+    limiter, metrics, budget, the token check) would run in the thread pool too: six hand-offs
+    more per request, each a wake-up of a worker thread (milliseconds of a cached box on a
+    busy machine)."""
     calls: list[str] = []
     real = anyio.to_thread.run_sync
 
@@ -24,12 +25,15 @@ def test_a_cached_segment_request_hands_off_to_a_thread_once(
         return await real(func, *args, **kwargs)
 
     monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
-    for body in ({"image_id": image_id, "boxes": [[10, 10, 60, 50]], "labels": [1]},
-                 {"image_id": image_id, "boxes": [[10, 10, 60, 50], [20, 5, 90, 70]]}):
+    assert client.app.state.services.settings.inline_max_boxes == 1  # type: ignore[attr-defined]
+    for body, hand_offs in (
+            ({"image_id": image_id, "boxes": [[10, 10, 60, 50]], "labels": [1]}, 0),
+            ({"image_id": image_id, "boxes": [[10, 10, 60, 50]], "mask_format": "png"}, 1),
+            ({"image_id": image_id, "boxes": [[10, 10, 60, 50], [20, 5, 90, 70]]}, 1)):
         calls.clear()
         r = client.post("/v1/segment", json=body)
         assert r.status_code == 200, r.text
-        assert len(calls) == 1, calls
+        assert len(calls) == hand_offs, (body, calls)
 
 
 def test_the_servers_onnx_runtime_threads_do_not_spin(client: TestClient) -> None:

@@ -125,3 +125,40 @@ def test_a_resumed_run_follows_its_configs_schedule_not_the_checkpoints() -> Non
         opt2.step()
         sched2.step()
         assert opt2.param_groups[0]["lr"] == pytest.approx(0.01)
+
+
+def test_a_restart_brings_the_rate_back_to_the_base_and_later_steps_count_again() -> None:
+    """lr_steps [16, 22] with lr_restarts [18] (the demo model's schedule): the base rate to
+    epoch 16, a tenth to 18, the base again to 22, a tenth after; a run resumed at the
+    restart (the 4500-iteration demo, resumed under this config) follows it from there."""
+    cfg = TrainConfig(lr=0.001, warmup_iters=0, lr_steps=[16, 22], lr_restarts=[18],
+                      gamma=0.1, epochs=24)
+    ipe = 3
+    lrs = _lrs(cfg, iters_per_epoch=ipe, n=24 * ipe)
+    assert lrs[16 * ipe - 1] == pytest.approx(0.001)
+    assert lrs[16 * ipe] == pytest.approx(0.0001)
+    assert lrs[18 * ipe - 1] == pytest.approx(0.0001)
+    assert lrs[18 * ipe] == pytest.approx(0.001)  # the restart
+    assert lrs[22 * ipe - 1] == pytest.approx(0.001)
+    assert lrs[22 * ipe] == pytest.approx(0.0001)
+    assert lrs[-1] == pytest.approx(0.0001)
+    # Resumed at the restart from a run of the plain schedule (18 epochs, the drop at 16).
+    plain = TrainConfig(lr=0.001, warmup_iters=0, lr_steps=[16], gamma=0.1, epochs=18)
+    opt = build_optimizer(torch.nn.Linear(2, 2), plain)
+    sched = build_lr_scheduler(opt, plain, ipe)
+    for _ in range(18 * ipe):
+        opt.step()
+        sched.step()
+    opt2 = build_optimizer(torch.nn.Linear(2, 2), cfg)
+    sched2 = build_lr_scheduler(opt2, cfg, ipe)
+    sched2.load_state_dict(sched.state_dict())
+    assert opt2.param_groups[0]["lr"] == pytest.approx(0.001)
+    assert lr_factor(5, [2, 8], 0.1, 0, 1.0, restarts=[4]) == pytest.approx(1.0)
+    assert lr_factor(9, [2, 8], 0.1, 0, 1.0, restarts=[4]) == pytest.approx(0.1)
+
+
+def test_restarts_must_be_increasing_epochs_apart_from_the_steps() -> None:
+    for bad in ({"lr_restarts": [18, 10]}, {"lr_restarts": [0]},
+                {"lr_steps": [16, 18], "lr_restarts": [18]}):
+        with pytest.raises(ValueError, match="lr_restarts"):
+            TrainConfig(**bad)
