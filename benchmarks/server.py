@@ -349,8 +349,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="ONNX Runtime's threads spin while they wait: with --start the server "
                         "gets BOXMASK_INTRA_OP_SPINNING=true (else false), and the bare decoder "
                         "follows; with --url, say what the server runs.")
-    p.add_argument("--inline-max-boxes", type=int, default=None, metavar="N",
-                   help="With --start: BOXMASK_INLINE_MAX_BOXES (cached requests of at most N "
+    p.add_argument("--inline-boxes", type=int, default=None, metavar="N",
+                   help="With --start: BOXMASK_INLINE_BOXES (cached requests of at most N "
                         "boxes decoded on the event loop; default: the server's, 0).")
     p.add_argument("--no-bare", action="store_true",
                    help="Do not time the bare decoder beside the cached requests.")
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> None:
         extra = {k: str(v) for k, v in (("BOXMASK_PRECISION", args.precision),
                                         ("BOXMASK_INPUT_MIN_SIZE", args.input_min_size),
                                         ("BOXMASK_THREADS", args.server_threads),
-                                        ("BOXMASK_INLINE_MAX_BOXES", args.inline_max_boxes))
+                                        ("BOXMASK_INLINE_BOXES", args.inline_boxes))
                  if v is not None}
         extra["BOXMASK_INTRA_OP_SPINNING"] = "true" if args.spinning else "false"
         proc, url = start_server(model_dir, args.cache_mb, extra)
@@ -440,7 +440,7 @@ def main(argv: list[str] | None = None) -> None:
     results = {"model": model["models"][0]["name"], "image_size": args.image_size,
                "precision": args.precision, "input_min_size": args.input_min_size,
                "server_threads": args.server_threads, "spinning": args.spinning,
-               "inline_max_boxes": args.inline_max_boxes,
+               "inline_boxes": args.inline_boxes,
                "images": "photos" if args.photos else f"{args.image_size}px scenes",
                "uncached_single_box_ms": percentiles(first),
                "upload_ms": percentiles(upload),

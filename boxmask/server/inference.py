@@ -3,7 +3,7 @@
 These functions run in a worker thread (``InferenceLimiter.run``): the encoder takes a CPU for
 hundreds of milliseconds, and even a cached decode plus RLE encoding is a few milliseconds that
 stall every other connection while they run on the event loop. The one exception is opt-in
-(``ServerSettings.inline_max_boxes``): a cached ``segment`` of that many boxes or fewer, with
+(``ServerSettings.inline_boxes``): a cached ``segment`` of that many boxes or fewer, with
 RLE masks, runs on the loop, where the hand-off to a thread costs as much as the server's other
 work of the request (docs/benchmarks.md).
 """

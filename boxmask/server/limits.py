@@ -110,7 +110,7 @@ class InferenceLimiter:
     async def run(self, fn: Callable[..., T], *args: object, inline: bool = False) -> T:
         """Run ``fn(*args)`` in a worker thread once a slot is free (``inline``: on the event
         loop itself, for work as short as the hand-off to a thread; ServerSettings'
-        ``inline_max_boxes``)."""
+        ``inline_boxes``)."""
         if self._slots.locked():
             await self._wait_for_slot()
         else:

@@ -67,7 +67,7 @@ class ServerSettings(BaseSettings):
     # overlap each other: at 2 clients sending without pause, 170-200 cached boxes a second
     # against 235-250. 0: every request in a worker thread (a server under heavy concurrent
     # load).
-    inline_max_boxes: int = Field(default=1, ge=0)
+    inline_boxes: int = Field(default=1, ge=0)
     # A model that failed to load (or whose backend failed) is retried at most this often.
     reload_interval_s: float = Field(default=10.0, ge=0.0)
 

@@ -25,7 +25,7 @@ def test_a_cached_segment_request_hands_off_to_a_thread_once(
         return await real(func, *args, **kwargs)
 
     monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
-    assert client.app.state.services.settings.inline_max_boxes == 1  # type: ignore[attr-defined]
+    assert client.app.state.services.settings.inline_boxes == 1  # type: ignore[attr-defined]
     for body, hand_offs in (
             ({"image_id": image_id, "boxes": [[10, 10, 60, 50]], "labels": [1]}, 0),
             ({"image_id": image_id, "boxes": [[10, 10, 60, 50]], "mask_format": "png"}, 1),
@@ -49,7 +49,7 @@ def test_the_servers_onnx_runtime_threads_do_not_spin(client: TestClient) -> Non
 
 def test_short_cached_requests_run_on_the_loop_when_the_setting_says(
         model_dir, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``inline_max_boxes``: a cached request of at most that many boxes with RLE masks is
+    """``inline_boxes``: a cached request of at most that many boxes with RLE masks is
     decoded on the event loop (no hand-off); a longer one, a new image, or another mask format
     still goes to a worker thread. The answer is the same either way."""
     calls: list[str] = []
@@ -60,15 +60,15 @@ def test_short_cached_requests_run_on_the_loop_when_the_setting_says(
         return await real(func, *args, **kwargs)
 
     answers = []
-    for inline_max_boxes in (0, 1):
+    for inline_boxes in (0, 1):
         with TestClient(create_app(make_settings(model_dir,
-                                                 inline_max_boxes=inline_max_boxes))) as c:
+                                                 inline_boxes=inline_boxes))) as c:
             r = c.post("/v1/images", content=png_bytes(), headers={"content-type": "image/png"})
             key = r.json()["image_id"]
             one = {"image_id": key, "boxes": [[10, 10, 60, 50]], "labels": [1]}
             answers.append(c.post("/v1/segment", json=one).json())
     threaded = answers[0]
-    with TestClient(create_app(make_settings(model_dir, inline_max_boxes=1))) as c:
+    with TestClient(create_app(make_settings(model_dir, inline_boxes=1))) as c:
         r = c.post("/v1/images", content=png_bytes(), headers={"content-type": "image/png"})
         assert r.json()["image_id"] == key
         monkeypatch.setattr(anyio.to_thread, "run_sync", counting)

@@ -63,7 +63,7 @@ async def segment(request: Request, services: Services = Depends(get_services)) 
     budget.take(caller, cost)
     metrics.boxes.observe(len(params.boxes))
     # A short request (cached image, few boxes, RLE) runs on the loop: no thread hand-off.
-    inline = (image.data is None and len(boxes) <= settings.inline_max_boxes
+    inline = (image.data is None and len(boxes) <= settings.inline_boxes
               and params.mask_format == "rle")
     try:
         return await run_inference(services.limiter, registry, slot, inference.segment, slot.predictor,
