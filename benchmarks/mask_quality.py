@@ -160,6 +160,8 @@ def mask_terms(raw: dict[str, Any], context: int | None = None, crf: str | None 
         weights_for,
     )
 
+    # The card's mask_refine of the finish measured: its CRF kernel and its review weights.
+    finish = mask_refine_name(bool(crf), crf or "local")
     model, categories = model_from_checkpoint(raw)
     model.eval()
     d = raw["config"]["data"]
@@ -188,12 +190,10 @@ def mask_terms(raw: dict[str, Any], context: int | None = None, crf: str | None 
                                          CONTEXT if context is None else context)
             shown, refined = probs, None
             if crf:
-                kernel = KERNELS[mask_refine_name(True, crf)]
-                refined = refine_boxes(pixels, scaled.numpy(), grid, kernel)
+                refined = refine_boxes(pixels, scaled.numpy(), grid, KERNELS[finish])
                 shown = paste_masks(torch.from_numpy(refined)[:, None], boxes, (h, w), offset)[:, 0]
             served = review_score(grid, colours, head_iou, served=refined,
-                                  weights=weights_for(mask_refine_name(True, crf) if crf
-                                                      else "none"))
+                                  weights=weights_for(finish))
             conf = mask_confidence(grid)
             sep_decoder = colour_separation(grid, colours)
             sep = sep_decoder if refined is None else colour_separation(refined, colours)

@@ -149,6 +149,19 @@ def mask_confidence(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     return np.where(count > 0, np.clip((mean - threshold) / span, 0.0, 1.0), 0.0)
 
 
+def _framed(probs: np.ndarray, colours: np.ndarray, threshold: float) -> np.ndarray:
+    """``[N, G, G]`` bool: each mask (``probs > threshold``, ``[N, R, R]``) on the grid of its
+    colours (``[N, G, G, 3]``: the box's cells and a ring of ``(G - R) / 2`` around them), the
+    ring background. Refuses colours that do not frame the masks."""
+    n, r = probs.shape[0], probs.shape[-1]
+    context = (colours.shape[1] - r) // 2
+    if colours.shape[1:3] != (r + 2 * context,) * 2:
+        raise ValueError(f"colours of shape {colours.shape} do not frame masks of {r} x {r}")
+    inner = np.zeros((n, r + 2 * context, r + 2 * context), dtype=bool)
+    inner[:, context:context + r, context:context + r] = probs > threshold
+    return inner
+
+
 def colour_separation(probs: np.ndarray, colours: np.ndarray,
                       threshold: float = 0.5) -> np.ndarray:
     """``[N]``: ``F / (F + 1)`` of each mask's Fisher ratio on its box's colours and their
@@ -160,12 +173,8 @@ def colour_separation(probs: np.ndarray, colours: np.ndarray,
             ``(G - R) / 2`` cells around them, NaN outside the image
             (:func:`sample_box_colours`).
     """
-    n, r = probs.shape[0], probs.shape[-1]
-    context = (colours.shape[1] - r) // 2
-    if colours.shape[1:3] != (r + 2 * context,) * 2:
-        raise ValueError(f"colours of shape {colours.shape} do not frame masks of {r} x {r}")
-    inner = np.zeros((n, r + 2 * context, r + 2 * context), dtype=bool)
-    inner[:, context:context + r, context:context + r] = probs > threshold
+    n = probs.shape[0]
+    inner = _framed(probs, colours, threshold)
     valid = np.isfinite(colours[..., 0]).reshape(n, -1)
     fg = (inner.reshape(n, -1) & valid).astype(np.float64)  # [N, G*G]
     x = np.where(valid[..., None], colours.reshape(n, -1, 3), 0.0).astype(np.float64)
@@ -199,13 +208,8 @@ def edge_contrast(probs: np.ndarray, colours: np.ndarray, threshold: float = 0.5
     ordinary ones (r near or under 1). Scale-free (a dim photo and a bright one alike). An
     empty mask scores 0; a box without any colour step, 0.5 (nothing to tell).
     """
-    n, r = probs.shape[0], probs.shape[-1]
-    context = (colours.shape[1] - r) // 2
-    if colours.shape[1:3] != (r + 2 * context,) * 2:
-        raise ValueError(f"colours of shape {colours.shape} do not frame masks of {r} x {r}")
-    size = r + 2 * context
-    inner = np.zeros((n, size, size), dtype=bool)
-    inner[:, context:context + r, context:context + r] = probs > threshold
+    n = probs.shape[0]
+    inner = _framed(probs, colours, threshold)
     # Every neighbouring pair, left-right then up-down, flattened: [N, P]. A pair with a cell
     # outside the image has a NaN step.
     c = colours.astype(np.float32, copy=False)

@@ -269,12 +269,11 @@ class Trainer:
                               f"(was it trained with another model section?): {exc}") from exc
         saved_model_cfg = (ckpt.get("config") or {}).get("model")
         current = self.cfg.model_dump(mode="json")["model"]
-        changed: list[str] = []
         if saved_model_cfg is not None and self.ctx.is_main:
             changed = changed_model_settings(saved_model_cfg, current)
-        if saved_model_cfg is not None and changed and self.ctx.is_main:
-            self._print(f"[yellow]warning:[/] resuming with model settings changed since the "
-                        f"checkpoint: {', '.join(changed)}")
+            if changed:
+                self._print(f"[yellow]warning:[/] resuming with model settings changed since "
+                            f"the checkpoint: {', '.join(changed)}")
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["lr_scheduler"])
         if ckpt.get("scaler"):
