@@ -89,7 +89,7 @@ def create_app(settings: ServerSettings | None = None,
                                            settings.caller_mask_pixels_burst, metrics)
 
     install_error_handlers(app)
-    for router in (health.router, models.router, images.router, segment.router, docs.router):
+    for router in (segment.router, images.router, models.router, health.router, docs.router):
         app.include_router(router)
     if labelstudio is not None:
         # The prefix is the router's own: with include_router(prefix=...) this FastAPI nests

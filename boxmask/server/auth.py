@@ -17,7 +17,6 @@ import secrets
 from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 
-from boxmask.server.dependencies import get_settings
 from boxmask.server.errors import ApiError
 from boxmask.server.settings import ServerSettings
 
@@ -59,16 +58,21 @@ def _matches(given: str, token: str) -> bool:
 
 class TokenCheck:
     """A dependency that lets a request through when the server has no token, or when the
-    request presents it (`presented_token`); else 401 with `challenge`."""
+    request presents it (`presented_token`); else 401 with `challenge`. `check` is the same
+    test as a plain call, for a route that makes it itself (`routing.RequestRoute`)."""
 
     def __init__(self, challenge: str, missing_hint: str) -> None:
         self.challenge = challenge
         self.missing_hint = missing_hint
 
-    async def __call__(self, request: Request, settings: ServerSettings = Depends(get_settings),
-                       _: object = Depends(_bearer_scheme)) -> None:
+    async def __call__(self, request: Request, _: object = Depends(_bearer_scheme)) -> None:
         # async: a plain `def` would run in the thread pool, a hand-off per request for a check
-        # that never blocks.
+        # that never blocks. The bearer scheme is a dependency only for the OpenAPI schema.
+        self.check(request)
+
+    def check(self, request: Request) -> None:
+        """Raise the 401 unless `request` may pass (the app's settings hold the token)."""
+        settings: ServerSettings = request.app.state.settings
         if settings.api_token is None:
             return
         headers = {"WWW-Authenticate": self.challenge}

@@ -73,6 +73,18 @@ def test_with_a_token_only_the_probes_and_the_demo_page_answer_without_it(model_
         assert client.get("/metrics").headers["www-authenticate"] == "Bearer"
 
 
+def test_the_schema_declares_the_token_on_every_protected_api_route(model_dir: Path) -> None:
+    # The inference routes check the token themselves (routing.RequestRoute), not through a
+    # dependency: their schema must still say so, as the dependency does for the others.
+    schema = create_app(make_settings(model_dir, api_token="s3cret-token")).openapi()
+    assert "HTTPBearer" in schema["components"]["securitySchemes"]
+    documented = [(method, path) for method, path in PROTECTED
+                  if path in schema["paths"] and method.lower() in schema["paths"][path]]
+    assert {("POST", "/v1/segment"), ("POST", "/v1/detect"), ("POST", "/v1/images")} <= set(documented)
+    for method, path in documented:
+        assert schema["paths"][path][method.lower()].get("security") == [{"HTTPBearer": []}], path
+
+
 def test_one_token_check_takes_bearer_or_basic_on_api_and_label_studio_routes(
     model_dir: Path,
 ) -> None:

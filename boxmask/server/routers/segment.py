@@ -5,13 +5,17 @@ place nor an inference slot. Its boxes meet the box policy (`boxmask.runtime.box
 arrival, against the model's limits and the image's size as its header or the cache tells it;
 once the image is decoded (its EXIF orientation applied) they are fitted to it
 (`inference.segment`), and the predictor decodes them as they are.
+
+Both routes are `RequestRoute`s (``boxmask/server/routing.py``): served without FastAPI's
+dependency solving and response validation, which cost a cached box more than the rest of the
+route's own work; each checks the token itself, first.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request, Response
 
 from boxmask.runtime import Predictor
 from boxmask.runtime.boxes import BoxRequest, prepare_boxes
@@ -19,11 +23,12 @@ from boxmask.runtime.errors import RuntimeInputError, TooManyBoxes, TooManyMaskP
 from boxmask.server import inference
 from boxmask.server.auth import require_token
 from boxmask.server.budget import caller_of, image_plane
-from boxmask.server.dependencies import Services, get_services
+from boxmask.server.dependencies import services_of
 from boxmask.server.errors import ErrorResponse, from_runtime_error
 from boxmask.server.metrics import ServerMetrics
 from boxmask.server.openapi import json_or_form
 from boxmask.server.payloads import read_image_request
+from boxmask.server.routing import RequestRoute, bearer_security, json_response
 from boxmask.server.runner import run_inference
 from boxmask.server.schemas import (
     DetectParams,
@@ -33,21 +38,23 @@ from boxmask.server.schemas import (
     SegmentResponse,
 )
 
-router = APIRouter(prefix="/v1", tags=["segment"], dependencies=[Depends(require_token)])
+router = APIRouter(prefix="/v1", tags=["segment"], route_class=RequestRoute)
 
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 429, 503)}
 ACCEPTED = ["application/json", "multipart/form-data"]
 
 
 @router.post("/segment", response_model=SegmentResponse, responses=ERRORS,
-             openapi_extra=json_or_form(SegmentRequest, SegmentParams))
-async def segment(request: Request, services: Services = Depends(get_services)) -> SegmentResponse:
+             openapi_extra={**json_or_form(SegmentRequest, SegmentParams), **bearer_security()})
+async def segment(request: Request) -> Response:
     """Masks for boxes: one instance per box, in the order sent, all boxes decoded in one batch.
 
     The image comes as base64 (``image``), as the id of an uploaded one (``image_id``), or as
     a multipart ``image`` file with the other fields as form fields. Per box, ``labels`` gives a
     category name, id, or null; with null the model's predicted class is used and returned
     with its score. Masks come as COCO RLE (default), polygons, or PNG."""
+    require_token.check(request)
+    services = services_of(request)
     settings, registry, metrics, budget = (services.settings, services.registry,
                                            services.metrics, services.budget)
     image, params = await read_image_request(request, SegmentRequest, SegmentParams, ACCEPTED)
@@ -66,20 +73,23 @@ async def segment(request: Request, services: Services = Depends(get_services)) 
     inline = (image.data is None and len(boxes) <= settings.inline_boxes
               and params.mask_format == "rle")
     try:
-        return await run_inference(services.limiter, registry, slot, inference.segment, slot.predictor,
-                                   slot.name, image, boxes, params, settings.max_image_pixels,
-                                   inline=inline)
+        answer = await run_inference(services.limiter, registry, slot, inference.segment,
+                                     slot.predictor, slot.name, image, boxes, params,
+                                     settings.max_image_pixels, inline=inline)
     except BaseException:
         budget.refund(caller, cost)  # refused or failed: the work was not done
         raise
+    return json_response(answer)
 
 
 @router.post("/detect", response_model=SegmentResponse, responses=ERRORS,
-             openapi_extra=json_or_form(DetectRequest, DetectParams))
-async def detect(request: Request, services: Services = Depends(get_services)) -> SegmentResponse:
+             openapi_extra={**json_or_form(DetectRequest, DetectParams), **bearer_security()})
+async def detect(request: Request) -> Response:
     """Automatic masks for the whole image (the detector): instances scoring at least
     ``score_threshold``, at most ``max_detections`` of them (capped by the server's
     BOXMASK_MAX_DETECTIONS), best first."""
+    require_token.check(request)
+    services = services_of(request)
     settings, registry, budget = services.settings, services.registry, services.budget
     image, params = await read_image_request(request, DetectRequest, DetectParams, ACCEPTED)
     slot = registry.slot(params.model)
@@ -102,7 +112,7 @@ async def detect(request: Request, services: Services = Depends(get_services)) -
         budget.refund(caller, cost)
         raise
     budget.refund(caller, cost - (len(answer.instances) + inline) * plane)
-    return answer
+    return json_response(answer)
 
 
 def _arriving_boxes(params: SegmentParams, predictor: Predictor, size: tuple[int, int] | None,
