@@ -16,7 +16,9 @@ A `RequestRoute` keeps the documentation and hands the request straight to the e
   OpenAPI schema with `bearer_security` in ``openapi_extra``.
 
 Both are checked when the route is made, so a dependency added later fails at import rather than
-being skipped.
+being skipped. (Dependencies given to ``include_router`` for such a router would not run either:
+the app includes it without any, and the token tests send every protected route a request
+without the token.)
 """
 
 from __future__ import annotations
