@@ -16,6 +16,7 @@ against the box alone, the edge term against the ring without it). The decoder i
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import numpy as np
@@ -25,7 +26,6 @@ def main(argv: list[str] | None = None) -> int:
     from boxmask.runtime.review import (
         CONTEXT,
         WEIGHTS,
-        ReviewWeights,
         review_score,
         sample_box_colours,
     )
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 255, (800, 800, 3), dtype=np.uint8)
-    no_edge = ReviewWeights(WEIGHTS.confidence, WEIGHTS.separation, WEIGHTS.head, edge=0.0)
+    no_edge = dataclasses.replace(WEIGHTS, edge=0.0)
     ways = {"alone": (0, no_edge), "ring": (CONTEXT, no_edge), "edge": (CONTEXT, WEIGHTS)}
     print(f"| boxes | box alone (ms) | ring of {CONTEXT} (ms) | ratio | ring + edge term (ms) "
           "| ratio to the ring |")

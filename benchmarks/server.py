@@ -70,7 +70,8 @@ def boxes(size: int, n: int, seed: int) -> list[list[float]]:
     return out
 
 
-def _images(photos: bool, size: int, count: int, salt: int = 0) -> list[tuple[bytes, tuple[int, int]]]:
+def sample_images(photos: bool, size: int, count: int, salt: int = 0
+                  ) -> list[tuple[bytes, tuple[int, int]]]:
     """``count`` different PNGs and their (h, w): synthetic scenes, or scikit-image's photos
     (each a new image: a one-pixel change per repeat, so the server's cache never hits)."""
     if not photos:
@@ -401,7 +402,7 @@ def main(argv: list[str] | None = None) -> None:
                         "follows; with --url, say what the server runs.")
     p.add_argument("--inline-boxes", type=int, default=None, metavar="N",
                    help="With --start: BOXMASK_INLINE_BOXES (cached requests of at most N "
-                        "boxes decoded on the event loop; default: the server's, 0).")
+                        "boxes decoded on the event loop; default: the server's, 1).")
     p.add_argument("--no-bare", action="store_true",
                    help="Do not time the bare decoder beside the cached requests.")
     p.add_argument("--photos", action="store_true",
@@ -444,12 +445,12 @@ def main(argv: list[str] | None = None) -> None:
                     bare = BareDecoder(folder, args.precision, args.server_threads,
                                        args.input_min_size, args.spinning)
             size = args.image_size
-            images = _images(args.photos, size, args.uncached)
+            images = sample_images(args.photos, size, args.uncached)
             first = [timed(conn, {"image": base64.b64encode(png).decode(),
                                   "boxes": boxes(min(hw), 1, i), "labels": [label]})
                      for i, (png, hw) in enumerate(images)]
             upload, after_upload = [], []
-            for i, (png, hw) in enumerate(_images(args.photos, size, args.uncached, salt=1)):
+            for i, (png, hw) in enumerate(sample_images(args.photos, size, args.uncached, salt=1)):
                 start = time.perf_counter()
                 status, text = conn.post("/v1/images", png, "image/png")
                 upload.append((time.perf_counter() - start) * 1000)

@@ -1,11 +1,14 @@
 """Where a cached /v1/segment request spends its time inside the server, layer by layer.
 
-    python benchmarks/server_layers.py --model-dir runs/peers/boxmask-r50-v1 --precision int8
+    python benchmarks/server_layers.py --model-dir runs/peers/boxmask-r50-v1 --precision int8 \
+        --photos --label person
     python benchmarks/server_layers.py                  # the bundled demo model
 
 The app (`create_app`, the server's settings from the environment plus the options here) is
 driven in this process through its ASGI callable, without a socket: an image is uploaded, then
-one cached box (its label given) is asked for `--requests` times. A clock reading is taken at
+one cached box (its label given) is asked for `--requests` times: the image and the box of
+benchmarks/server.py's cached single box (a 512-px scene, or with --photos scikit-image's
+astronaut), so the two benchmarks time the same request. A clock reading is taken at
 the entry and exit of every middleware of the app's stack, of the router, and of the calls the
 route makes in turn (the body's validation, the box policy, the inference slot, the decoder
 call and, inside it, the review statistics, then each mask's paste and RLE); the table gives,
@@ -25,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-import io
 import json
 import time
 from collections.abc import Callable
@@ -34,7 +36,7 @@ from typing import Any
 
 import numpy as np
 from harness import markdown_table, write_json
-from PIL import Image
+from server import boxes, sample_images
 
 #: (module, attribute, is a coroutine function): the calls timed inside the route, outermost
 #: first. A class attribute is given as "Class.method".
@@ -174,22 +176,9 @@ def steps_of(events: list[Event], start: float, end: float) -> list[tuple[str, f
     return steps
 
 
-def photo(size: int) -> tuple[bytes, tuple[int, int]]:
-    """scikit-image's astronaut when it is installed (a real photo), else a synthetic scene."""
-    try:
-        from skimage import data as skdata
-
-        arr = skdata.astronaut()
-    except ImportError:
-        rng = np.random.default_rng(0)
-        arr = (rng.random((size, size, 3)) * 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue(), (arr.shape[0], arr.shape[1])
-
-
 async def measure(requests: int, warmup: int, settings_overrides: dict[str, Any],
-                  label: str | None, box: list[float] | None) -> dict[str, Any]:
+                  label: str | None, box: list[float] | None, photos: bool = False
+                  ) -> dict[str, Any]:
     from boxmask.server.app import create_app
     from boxmask.server.settings import ServerSettings
 
@@ -200,23 +189,23 @@ async def measure(requests: int, warmup: int, settings_overrides: dict[str, Any]
             raise SystemExit(f"functions timed by this benchmark are gone: "
                              f"{', '.join(missing)} (update STEPS)")
         return await _measure(clock, create_app(ServerSettings(**settings_overrides)),
-                              requests, warmup, label, box)
+                              requests, warmup, label, box, photos)
     finally:
         restore()
 
 
 async def _measure(clock: _Clock, app: Any, requests: int, warmup: int, label: str | None,
-                   box: list[float] | None) -> dict[str, Any]:
+                   box: list[float] | None, photos: bool) -> dict[str, Any]:
     layers = wrap_stack(app, clock)
     async with app.router.lifespan_context(app):
-        png, (h, w) = photo(512)
+        png, (h, w) = sample_images(photos, 512, 1)[0]
         status, data = await asgi_call(app, "POST", "/v1/images", png, "image/png")
         if status != 200:
             raise SystemExit(f"upload failed: {status} {data[:300]!r}")
         status, models = await asgi_call(app, "GET", "/v1/models", b"", "application/json")
         card = json.loads(models)["models"][0]
         label = label or card["categories"][0]["name"]
-        box = box or [0.3 * w, 0.55 * h, 0.45 * w, 0.9 * h]
+        box = box or boxes(min(h, w), 1, 1)[0]
         body = json.dumps({"image_id": json.loads(data)["image_id"], "boxes": [box],
                            "labels": [label]}).encode()
         per_step: dict[tuple[int, str], list[float]] = {}
@@ -252,6 +241,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--inline-boxes", type=int, default=None,
                    help="BOXMASK_INLINE_BOXES (default: the server's).")
+    p.add_argument("--photos", action="store_true",
+                   help="scikit-image's astronaut instead of a synthetic 512-px scene.")
     p.add_argument("--label", default=None, help="The box's label (default: the first category).")
     p.add_argument("--box", type=float, nargs=4, default=None, metavar=("X1", "Y1", "X2", "Y2"))
     p.add_argument("--json", type=Path, help="Also write the results here.")
@@ -262,7 +253,8 @@ def main(argv: list[str] | None = None) -> None:
                        ("inline_boxes", args.inline_boxes)):
         if value is not None:
             overrides[key] = value
-    results = asyncio.run(measure(args.requests, args.warmup, overrides, args.label, args.box))
+    results = asyncio.run(measure(args.requests, args.warmup, overrides, args.label, args.box,
+                                  args.photos))
     print(f"model {results['model']}, box {np.round(results['box'], 1).tolist()} "
           f"({results['label']}), {results['requests']} cached requests in process")
     print("layers: " + " > ".join(results["layers"]))

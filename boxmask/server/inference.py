@@ -2,9 +2,9 @@
 
 These functions run in a worker thread (``InferenceLimiter.run``): the encoder takes a CPU for
 hundreds of milliseconds, and even a cached decode plus RLE encoding is a few milliseconds that
-stall every other connection while they run on the event loop. The one exception is opt-in
-(``ServerSettings.inline_boxes``): a cached ``segment`` of that many boxes or fewer, with
-RLE masks, runs on the loop, where the hand-off to a thread costs as much as the server's other
+stall every other connection while they run on the event loop. The one exception is
+``ServerSettings.inline_boxes`` (1 by default, 0 turns it off): a cached ``segment`` of that
+many boxes or fewer, with RLE masks, runs on the loop, where the hand-off to a thread costs as much as the server's other
 work of the request (docs/benchmarks.md).
 """
 

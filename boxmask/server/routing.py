@@ -3,8 +3,9 @@
 FastAPI documents a route from what it declares (response model, error answers, request body,
 security) and serves it through a request handler that solves its dependencies, then validates
 and serialises what it returns. On a cached ``/v1/segment`` box that handler was the largest
-share of the server's own work (docs/benchmarks.md: 0.2-0.3 ms of about 1 ms around a 4-5 ms
-decoder call, measured by timing each layer of the app in process), though the route needs none
+single step of the server's own work (docs/benchmarks.md: 0.3-0.45 ms, before and after the
+endpoint, of about 1.3 ms around a 4-5 ms decoder call; benchmarks/server_layers.py times each
+layer of the app in process), though the route needs none
 of it: it reads its body itself (``payloads.py``), its one check is the token, and its answer is
 a pydantic model that serialises itself.
 

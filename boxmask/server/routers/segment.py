@@ -7,8 +7,8 @@ once the image is decoded (its EXIF orientation applied) they are fitted to it
 (`inference.segment`), and the predictor decodes them as they are.
 
 Both routes are `RequestRoute`s (``boxmask/server/routing.py``): served without FastAPI's
-dependency solving and response validation, which cost a cached box more than the rest of the
-route's own work; each checks the token itself, first.
+dependency solving and response validation, the largest single step of the server's own work
+on a cached box; each checks the token itself, first.
 """
 
 from __future__ import annotations
